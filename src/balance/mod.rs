@@ -1,0 +1,1 @@
+//! Backend selection, connection table and the forward pipeline.

@@ -1,0 +1,1 @@
+//! Sockets and devices. The only module that holds `unsafe` code.

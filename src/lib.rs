@@ -1,0 +1,17 @@
+//! podlb: a portable userspace L4 load balancer for container clusters.
+//!
+//! Layers (see docs/architecture.md):
+//! - [`wire`]: zero-copy packet views and emitters; no allocation, no IO.
+//! - [`balance`]: Maglev, the lock-free connection table, NAT ports and the
+//!   forward pipeline (`frame in -> Verdict`). Sans-IO: time is an argument.
+//! - [`io`]: the only module with sockets and `unsafe`: AF_PACKET rings, TAP.
+//! - [`dataplane`]: poll-mode workers driving an `io` device through `balance`.
+//! - [`control`]: config loading, ARP resolution, flow expiry, admin HTTP, demo.
+
+pub mod balance;
+pub mod config;
+pub mod control;
+pub mod dataplane;
+#[allow(unsafe_code)]
+pub mod io;
+pub mod wire;
