@@ -1,0 +1,461 @@
+//! The forward pipeline: one frame in, rewritten in place, one verdict out.
+//!
+//! ```text
+//! frame ─► Ethernet ─┬─ ARP ─► request for a VIP? ─► reply in place ─► Tx
+//!                    │         sender tracked?     ─► learn its MAC
+//!                    └─ IPv4 to a VIP ─┬─ ICMP echo  ─► reply in place ─► Tx
+//!                                      └─ TCP ─┬─ VIP:port of a service ─► flow lookup / Maglev
+//!                                              │     ─► rewrite to backend ─► Tx
+//!                                              └─ VIP:nat_port (reply)   ─► reverse lookup
+//!                                                    ─► rewrite to client  ─► Tx
+//! ```
+//! Everything else addressed to podlb is dropped with a reason; frames that
+//! are not podlb's business (not to its MAC, not to a VIP) are ignored and
+//! left to the kernel. No allocation, no IO, no clock: `now_ms` comes in.
+
+use std::sync::Arc;
+
+use crate::balance::flow::{tcp_state, Flow, FlowKey, FlowRef, FlowTable, InsertError, Phase, ReverseKey};
+use crate::balance::hash::flow_hash;
+use crate::balance::neighbor::NeighborTable;
+use crate::balance::service::{Service, Snapshot};
+use crate::balance::stats::{BackendCounter, DropReason, Event, WorkerStats};
+use crate::config::Mode;
+use crate::wire::{arp, checksum, ethernet, icmp, ipv4, tcp, udp, MacAddr};
+
+/// What the IO layer knows about a frame besides its bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PacketMeta {
+    /// The transport checksum field holds only the pseudo-header sum
+    /// (CHECKSUM_PARTIAL; virtio-net `NEEDS_CSUM`): the device or the kernel
+    /// completes it later.
+    pub csum_partial: bool,
+    /// The frame will go out with its partial-checksum request intact (a
+    /// virtio-net header). When false, a partial checksum is completed in
+    /// software before the frame is sent.
+    pub tx_keeps_partial: bool,
+}
+
+/// What to do with the frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The frame was rewritten in place: send it out of the same device.
+    Tx,
+    /// Not podlb's business; left alone (the kernel may handle it).
+    Ignore,
+    /// Addressed to podlb but dropped, for this reason (counted).
+    Drop(DropReason),
+}
+
+/// Hands out full-NAT source ports. Each worker owns one and uses only the
+/// ports `p` with `p % workers == index`, so two workers never race for a
+/// port; uniqueness of (backend, VIP, port) is checked in the flow table.
+#[derive(Debug, Clone)]
+pub struct NatPorts {
+    index: u32,
+    workers: u32,
+    cursor: u32,
+}
+
+/// NAT source ports are taken from 1024..=65535.
+pub const NAT_PORT_MIN: u32 = 1024;
+const NAT_PORT_SPAN: u32 = 65536 - NAT_PORT_MIN;
+/// How many candidate ports one new flow may probe.
+const NAT_PORT_TRIES: u32 = 512;
+
+impl NatPorts {
+    pub fn new(index: usize, workers: usize) -> NatPorts {
+        let workers = workers.max(1) as u32;
+        NatPorts { index: index as u32 % workers, workers, cursor: 0 }
+    }
+
+    /// The next free port towards `backend:backend_port` from `vip`.
+    /// Ports cycle through the whole range before any is reused, which keeps
+    /// reuse far from the backend's TIME_WAIT of an earlier flow.
+    pub fn alloc(&mut self, flows: &FlowTable, snap: &Snapshot, vip: u32, backend: u32, backend_port: u16) -> Option<u16> {
+        let per_worker = NAT_PORT_SPAN / self.workers;
+        for _ in 0..NAT_PORT_TRIES.min(per_worker) {
+            let k = self.cursor % per_worker;
+            self.cursor = self.cursor.wrapping_add(1);
+            let port = (NAT_PORT_MIN + k * self.workers + self.index) as u16;
+            if snap.is_listener(vip, port) {
+                continue;
+            }
+            let rk = ReverseKey { backend, vip, backend_port, nat_port: port };
+            if !flows.reverse_in_use(&rk) {
+                return Some(port);
+            }
+        }
+        None
+    }
+}
+
+/// One worker's forwarding state. Sans-IO.
+pub struct Forwarder {
+    /// The MAC podlb answers with and sends from.
+    pub mac: MacAddr,
+    pub flows: Arc<FlowTable>,
+    pub neighbors: Arc<NeighborTable>,
+    pub stats: Arc<WorkerStats>,
+    pub ports: NatPorts,
+    /// Adopt mid-stream segments of unknown flows.
+    pub pickup: bool,
+}
+
+const ETH: usize = ethernet::HEADER_LEN;
+
+impl Forwarder {
+    /// Processes one frame in place.
+    #[inline]
+    pub fn forward(&mut self, snap: &Snapshot, frame: &mut [u8], meta: PacketMeta, now_ms: u32) -> Verdict {
+        let v = self.classify(snap, frame, meta, now_ms);
+        match v {
+            Verdict::Drop(r) => self.stats.drop(r),
+            Verdict::Ignore => self.stats.event(Event::Ignored, 1),
+            Verdict::Tx => {}
+        }
+        v
+    }
+
+    #[inline]
+    fn classify(&mut self, snap: &Snapshot, frame: &mut [u8], meta: PacketMeta, now_ms: u32) -> Verdict {
+        let Ok(eth) = ethernet::Frame::new_checked(&frame[..]) else {
+            return Verdict::Drop(DropReason::EthTruncated);
+        };
+        let dst = eth.dst();
+        let to_us = dst == self.mac;
+        if !to_us && !dst.is_broadcast() {
+            return Verdict::Ignore;
+        }
+        let outer = u16::from_be_bytes([frame[12], frame[13]]);
+        match outer {
+            ethernet::ETHERTYPE_ARP => self.arp(snap, frame, now_ms),
+            ethernet::ETHERTYPE_IPV4 if to_us => self.ipv4(snap, frame, meta, now_ms),
+            ethernet::ETHERTYPE_VLAN | ethernet::ETHERTYPE_QINQ if to_us => Verdict::Drop(DropReason::VlanTagged),
+            _ => Verdict::Ignore,
+        }
+    }
+
+    /// RFC 826 §"Packet Reception": learn the sender if we track it, and
+    /// answer a request for an address we serve (a VIP).
+    fn arp(&mut self, snap: &Snapshot, frame: &mut [u8], now_ms: u32) -> Verdict {
+        let Ok(mut p) = arp::Packet::new_checked(&mut frame[ETH..]) else {
+            return Verdict::Drop(DropReason::ArpMalformed);
+        };
+        let sender_ip = u32::from(p.sender_ip());
+        let sender_hw = p.sender_hw();
+        if self.neighbors.learn(sender_ip, sender_hw, now_ms) {
+            self.stats.event(Event::ArpLearned, 1);
+        }
+        let target_ip = p.target_ip();
+        if p.operation() != arp::OP_REQUEST || !snap.is_vip(u32::from(target_ip)) {
+            return Verdict::Ignore;
+        }
+        // Another host announcing the VIP as its own (sender == target) is
+        // not a question; answering would only add to the conflict.
+        if sender_ip == u32::from(target_ip) || !sender_hw.is_unicast() {
+            return Verdict::Ignore;
+        }
+        // RFC 826: swap sender and target, fill in our hardware address, set
+        // the opcode to reply, send to the requester's hardware address.
+        p.set_operation(arp::OP_REPLY);
+        p.set_target_hw(sender_hw);
+        p.set_target_ip(p.sender_ip());
+        p.set_sender_hw(self.mac);
+        p.set_sender_ip(target_ip);
+        frame[0..6].copy_from_slice(&sender_hw.0);
+        frame[6..12].copy_from_slice(&self.mac.0);
+        self.stats.event(Event::ArpRepliesSent, 1);
+        Verdict::Tx
+    }
+
+    fn ipv4(&mut self, snap: &Snapshot, frame: &mut [u8], meta: PacketMeta, now_ms: u32) -> Verdict {
+        let (hlen, total, proto, src, dst) = {
+            let Ok(ip) = ipv4::Packet::new_checked(&frame[ETH..]) else {
+                return Verdict::Drop(DropReason::Ipv4Malformed);
+            };
+            let dst = ip.dst_u32();
+            if !snap.is_vip(dst) {
+                return Verdict::Ignore;
+            }
+            if !ip.verify_checksum() {
+                return Verdict::Drop(DropReason::Ipv4BadChecksum);
+            }
+            // podlb does not reassemble: a fragment has no ports to steer by.
+            if ip.is_fragment() {
+                return Verdict::Drop(DropReason::Ipv4Fragment);
+            }
+            (ip.header_len(), ip.total_len() as usize, ip.protocol(), ip.src_u32(), dst)
+        };
+        let l4 = ETH + hlen;
+        let l4_end = ETH + total;
+        match proto {
+            ipv4::PROTO_TCP => self.tcp(snap, frame, l4, l4_end, src, dst, meta, now_ms),
+            ipv4::PROTO_ICMP => self.icmp(frame, l4, l4_end),
+            ipv4::PROTO_UDP => match udp::Packet::new_checked(&frame[l4..l4_end]) {
+                Ok(_) => Verdict::Drop(DropReason::NoService),
+                Err(_) => Verdict::Drop(DropReason::UdpMalformed),
+            },
+            _ => Verdict::Drop(DropReason::NoService),
+        }
+    }
+
+    /// ICMP echo to a VIP (RFC 792): answered in place.
+    fn icmp(&mut self, frame: &mut [u8], l4: usize, l4_end: usize) -> Verdict {
+        {
+            let Ok(p) = icmp::Packet::new_checked(&frame[l4..l4_end]) else {
+                return Verdict::Drop(DropReason::IcmpMalformed);
+            };
+            if !p.verify_checksum() {
+                return Verdict::Drop(DropReason::IcmpMalformed);
+            }
+            if p.msg_type() != icmp::TYPE_ECHO_REQUEST || p.code() != 0 {
+                return Verdict::Drop(DropReason::IcmpUnhandled);
+            }
+        }
+        let client_mac = MacAddr(frame[6..12].try_into().unwrap_or_default());
+        frame[0..6].copy_from_slice(&client_mac.0);
+        frame[6..12].copy_from_slice(&self.mac.0);
+        {
+            let mut ip = ipv4::Packet::new_unchecked(&mut frame[ETH..]);
+            let (s, d) = (ip.src(), ip.dst());
+            // Swapping source and destination leaves the header sum unchanged;
+            // the new TTL is folded in incrementally (RFC 1624).
+            ip.set_src(d);
+            ip.set_dst(s);
+            let old = u16::from_be_bytes([ip.ttl(), ip.protocol()]);
+            ip.set_ttl(64);
+            let new = u16::from_be_bytes([64, ip.protocol()]);
+            let c = checksum::update_u16(ip.checksum(), old, new);
+            ip.set_checksum(c);
+        }
+        let mut p = icmp::Packet::new_unchecked(&mut frame[l4..l4_end]);
+        let c = checksum::update_u16(p.checksum(), (icmp::TYPE_ECHO_REQUEST as u16) << 8, (icmp::TYPE_ECHO_REPLY as u16) << 8);
+        p.set_msg_type(icmp::TYPE_ECHO_REPLY);
+        p.set_checksum(c);
+        self.stats.event(Event::IcmpEchoReplies, 1);
+        Verdict::Tx
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn tcp(
+        &mut self,
+        snap: &Snapshot,
+        frame: &mut [u8],
+        l4: usize,
+        l4_end: usize,
+        src: u32,
+        dst: u32,
+        meta: PacketMeta,
+        now_ms: u32,
+    ) -> Verdict {
+        let (sport, dport, flags) = match tcp::Packet::new_checked(&frame[l4..l4_end]) {
+            Ok(t) => (t.src_port(), t.dst_port(), t.flags()),
+            Err(_) => return Verdict::Drop(DropReason::TcpMalformed),
+        };
+        if let Some((sidx, svc)) = snap.service(dst, dport) {
+            return self.to_backend(svc, sidx, frame, l4, l4_end, (src, sport, dst, dport, flags), meta, now_ms);
+        }
+        let rk = ReverseKey { backend: src, vip: dst, backend_port: sport, nat_port: dport };
+        if let Some((r, f)) = self.flows.lookup_reverse(&rk) {
+            return self.to_client(r, &f, frame, l4, l4_end, flags, meta, now_ms);
+        }
+        Verdict::Drop(DropReason::NoService)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn to_backend(
+        &mut self,
+        svc: &Service,
+        sidx: u16,
+        frame: &mut [u8],
+        l4: usize,
+        l4_end: usize,
+        (src, sport, dst, dport, flags): (u32, u16, u32, u16, u8),
+        meta: PacketMeta,
+        now_ms: u32,
+    ) -> Verdict {
+        let key = FlowKey { client: src, vip: dst, client_port: sport, vport: dport };
+        let client_mac = MacAddr(frame[6..12].try_into().unwrap_or_default());
+        let syn = flags & tcp::SYN != 0 && flags & tcp::ACK == 0;
+        let mut state = 0u8;
+        if syn {
+            state |= tcp_state::SYN;
+        } else if flags & tcp::ACK != 0 {
+            state |= tcp_state::ESTABLISHED;
+        }
+        if flags & tcp::FIN != 0 {
+            state |= tcp_state::FIN_CLIENT;
+        }
+        if flags & tcp::RST != 0 {
+            state |= tcp_state::RST;
+        }
+
+        let existing = match self.flows.lookup(&key) {
+            // A SYN on a closing flow is the client reusing its port: the old
+            // flow is over; steer the new one afresh.
+            Some((r, f)) if syn && Phase::from_flags(f.tcp) >= Phase::Fin => {
+                self.flows.remove(r);
+                self.stats.event(Event::FlowsRecycled, 1);
+                None
+            }
+            other => other,
+        };
+        let flow = match existing {
+            Some((r, f)) => {
+                self.flows.touch(r, now_ms, state, Some(client_mac));
+                f
+            }
+            None => match self.new_flow(svc, sidx, key, client_mac, state, syn, flags, now_ms) {
+                Ok(f) => f,
+                Err(reason) => return Verdict::Drop(reason),
+            },
+        };
+
+        let Some(bmac) = self.neighbors.lookup(flow.backend) else {
+            self.neighbors.want(flow.backend);
+            return Verdict::Drop(DropReason::NeighborUnresolved);
+        };
+        frame[0..6].copy_from_slice(&bmac.0);
+        frame[6..12].copy_from_slice(&self.mac.0);
+        if flow.nat_port != 0 {
+            // Full NAT: (client:port → VIP:vport) becomes (VIP:nat → backend:bport).
+            // The address pair {client, VIP} becomes {VIP, backend}: for the
+            // IPv4 header sum and the TCP pseudo-header alike that is one
+            // 32-bit word replaced, client → backend (RFC 1624 eqn. 3).
+            rewrite(frame, l4, l4_end, meta, [dst, flow.backend], src, flow.backend, [flow.nat_port, flow.backend_port]);
+        }
+        let len = frame.len() as u64;
+        self.stats.backend(flow.stat, BackendCounter::PacketsToBackend, 1);
+        self.stats.backend(flow.stat, BackendCounter::BytesToBackend, len);
+        Verdict::Tx
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new_flow(
+        &mut self,
+        svc: &Service,
+        sidx: u16,
+        key: FlowKey,
+        client_mac: MacAddr,
+        state: u8,
+        syn: bool,
+        flags: u8,
+        now_ms: u32,
+    ) -> Result<Flow, DropReason> {
+        if flags & tcp::RST != 0 || (!syn && (!self.pickup || flags & tcp::ACK == 0)) {
+            return Err(DropReason::NoFlow);
+        }
+        let h = flow_hash(key.client, key.client_port, key.vip, key.vport, ipv4::PROTO_TCP);
+        let Some(bi) = svc.maglev.lookup(h) else {
+            return Err(DropReason::NoBackend);
+        };
+        let b = &svc.backends[bi as usize];
+        if self.neighbors.lookup(b.ip).is_none() {
+            self.neighbors.want(b.ip);
+            return Err(DropReason::NeighborUnresolved);
+        }
+        let nat_port = match svc.mode {
+            Mode::Nat => self
+                .ports
+                .alloc(&self.flows, snap_of(svc), key.vip, b.ip, b.port)
+                .ok_or(DropReason::NatPortsExhausted)?,
+            Mode::Dsr => 0,
+        };
+        let flow = Flow {
+            key,
+            backend: b.ip,
+            backend_port: b.port,
+            nat_port,
+            client_mac,
+            service: sidx,
+            stat: b.stat,
+            tcp: state,
+            last_seen_ms: now_ms,
+        };
+        match self.flows.insert(&flow, nat_port != 0, now_ms) {
+            Ok(_) => {}
+            Err(InsertError::Full | InsertError::ReverseFull) => return Err(DropReason::FlowTableFull),
+        }
+        self.stats.backend(b.stat, BackendCounter::NewFlows, 1);
+        if !syn {
+            self.stats.event(Event::FlowPickups, 1);
+        }
+        Ok(flow)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn to_client(
+        &mut self,
+        r: FlowRef,
+        f: &Flow,
+        frame: &mut [u8],
+        l4: usize,
+        l4_end: usize,
+        flags: u8,
+        meta: PacketMeta,
+        now_ms: u32,
+    ) -> Verdict {
+        let mut state = 0;
+        if flags & tcp::FIN != 0 {
+            state |= tcp_state::FIN_BACKEND;
+        }
+        if flags & tcp::RST != 0 {
+            state |= tcp_state::RST;
+        }
+        self.flows.touch(r, now_ms, state, None);
+        frame[0..6].copy_from_slice(&f.client_mac.0);
+        frame[6..12].copy_from_slice(&self.mac.0);
+        // (backend:bport → VIP:nat) becomes (VIP:vport → client:cport); the
+        // address pair {backend, VIP} becomes {VIP, client}.
+        rewrite(frame, l4, l4_end, meta, [f.key.vip, f.key.client], f.backend, f.key.client, [f.key.vport, f.key.client_port]);
+        let len = frame.len() as u64;
+        self.stats.backend(f.stat, BackendCounter::PacketsToClient, 1);
+        self.stats.backend(f.stat, BackendCounter::BytesToClient, len);
+        Verdict::Tx
+    }
+}
+
+/// The snapshot a service belongs to is only needed for the listener check
+/// of NAT port allocation; a service carries its VIP's listener set.
+#[inline]
+fn snap_of(svc: &Service) -> &Snapshot {
+    svc.snapshot()
+}
+
+/// Rewrites IPv4 addresses and TCP ports of a full-NAT packet in place and
+/// updates both checksums incrementally (RFC 1624). `gone`/`came` are the
+/// address that leaves and the one that joins the {src, dst} pair.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn rewrite(frame: &mut [u8], l4: usize, l4_end: usize, meta: PacketMeta, [new_src, new_dst]: [u32; 2], gone: u32, came: u32, [new_sport, new_dport]: [u16; 2]) {
+    {
+        let mut ip = ipv4::Packet::new_unchecked(&mut frame[ETH..]);
+        ip.set_src(new_src.into());
+        ip.set_dst(new_dst.into());
+        let c = checksum::update_u32(ip.checksum(), gone, came);
+        ip.set_checksum(c);
+    }
+    let mut t = tcp::Packet::new_unchecked(&mut frame[l4..l4_end]);
+    let (old_sport, old_dport) = (t.src_port(), t.dst_port());
+    t.set_src_port(new_sport);
+    t.set_dst_port(new_dport);
+    if meta.csum_partial {
+        if meta.tx_keeps_partial {
+            // The field holds the pseudo-header sum only; ports are summed
+            // later with the payload, so only the address change applies.
+            let c = checksum::update_partial_u32(t.checksum(), gone, came);
+            t.set_checksum(c);
+        } else {
+            t.fill_checksum(new_src.into(), new_dst.into());
+        }
+    } else {
+        let mut c = checksum::update_u32(t.checksum(), gone, came);
+        c = checksum::update_u16(c, old_sport, new_sport);
+        c = checksum::update_u16(c, old_dport, new_dport);
+        t.set_checksum(c);
+    }
+}

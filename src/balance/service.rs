@@ -1,0 +1,127 @@
+//! The service snapshot the data plane reads: services, their backends and
+//! Maglev tables. Built by the control plane off the hot path and published
+//! atomically (see `dataplane::Shared`); never mutated once published.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use crate::balance::hash::mix64;
+use crate::balance::maglev::{MaglevError, MaglevTable};
+use crate::config::{Mode, ServiceConfig};
+
+#[derive(Debug, Clone)]
+pub struct Backend {
+    pub addr: SocketAddrV4,
+    pub ip: u32,
+    pub port: u16,
+    pub weight: u32,
+    /// Stats slot of (service, backend).
+    pub stat: u16,
+}
+
+#[derive(Debug)]
+pub struct Service {
+    pub name: String,
+    pub vip: u32,
+    pub port: u16,
+    pub mode: Mode,
+    pub backends: Vec<Backend>,
+    pub maglev: MaglevTable,
+}
+
+/// Everything a worker needs to classify and steer a packet.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub generation: u64,
+    pub services: Vec<Service>,
+    /// (vip, port) → service index.
+    by_listener: HashMap<(u32, u16), u16, BuildHasherDefault<WordHasher>>,
+    /// Distinct VIPs, sorted.
+    vips: Vec<u32>,
+}
+
+impl Snapshot {
+    /// Builds a snapshot; `stat_slot` gives the stable stats slot of a
+    /// (service name, backend) pair.
+    pub fn build(
+        generation: u64,
+        services: &[ServiceConfig],
+        mut stat_slot: impl FnMut(&str, SocketAddrV4) -> u16,
+    ) -> Result<Snapshot, MaglevError> {
+        let mut out = Vec::with_capacity(services.len());
+        let mut by_listener = HashMap::default();
+        let mut vips = Vec::new();
+        for (i, s) in services.iter().enumerate() {
+            let backends: Vec<Backend> = s
+                .backends
+                .iter()
+                .map(|b| Backend {
+                    addr: b.addr,
+                    ip: u32::from(*b.addr.ip()),
+                    port: b.addr.port(),
+                    weight: b.weight,
+                    stat: stat_slot(&s.name, b.addr),
+                })
+                .collect();
+            let keys: Vec<(String, u32)> = backends.iter().map(|b| (b.addr.to_string(), b.weight)).collect();
+            let maglev = MaglevTable::build(&keys, s.table_size)?;
+            let vip = u32::from(s.vip);
+            by_listener.insert((vip, s.port), i as u16);
+            vips.push(vip);
+            out.push(Service { name: s.name.clone(), vip, port: s.port, mode: s.mode, backends, maglev });
+        }
+        vips.sort_unstable();
+        vips.dedup();
+        Ok(Snapshot { generation, services: out, by_listener, vips })
+    }
+
+    /// The service listening on `vip:port`.
+    #[inline]
+    pub fn service(&self, vip: u32, port: u16) -> Option<(u16, &Service)> {
+        let &i = self.by_listener.get(&(vip, port))?;
+        Some((i, &self.services[i as usize]))
+    }
+
+    /// Whether podlb serves `ip` (answers ARP and ICMP echo for it).
+    #[inline]
+    pub fn is_vip(&self, ip: u32) -> bool {
+        match self.vips.len() {
+            0 => false,
+            1..=8 => self.vips.contains(&ip),
+            _ => self.vips.binary_search(&ip).is_ok(),
+        }
+    }
+
+    /// Whether `port` is a service port on `vip` (never handed out as a NAT port).
+    #[inline]
+    pub fn is_listener(&self, vip: u32, port: u16) -> bool {
+        self.by_listener.contains_key(&(vip, port))
+    }
+
+    pub fn vips(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        self.vips.iter().map(|&v| Ipv4Addr::from(v))
+    }
+}
+
+/// A hasher for small integer keys: a few ns instead of SipHash's tens.
+/// Keys are VIP:port pairs from the config, not attacker-chosen.
+#[derive(Default)]
+pub struct WordHasher(u64);
+
+impl Hasher for WordHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ b as u64;
+        }
+    }
+    fn write_u16(&mut self, n: u16) {
+        self.0 = self.0.rotate_left(16) ^ n as u64;
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = self.0.rotate_left(32) ^ n as u64;
+    }
+    fn finish(&self) -> u64 {
+        mix64(self.0)
+    }
+}

@@ -1,0 +1,223 @@
+//! Counters. Each worker owns one [`WorkerStats`] and is its only writer,
+//! so an increment is a plain load and store (no locked instruction); the
+//! admin endpoint sums all workers' values.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crossbeam_utils::CachePadded;
+
+/// Why a frame was dropped. Every drop has one, and a counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum DropReason {
+    /// Shorter than an Ethernet header.
+    EthTruncated,
+    /// Carries an 802.1Q/802.1ad tag: podlb serves untagged segments (attach
+    /// to the VLAN sub-interface instead).
+    VlanTagged,
+    /// ARP that is truncated or not Ethernet/IPv4.
+    ArpMalformed,
+    /// IPv4 header truncated or its lengths inconsistent.
+    Ipv4Malformed,
+    /// IPv4 header checksum wrong.
+    Ipv4BadChecksum,
+    /// A fragment addressed to a VIP (podlb does not reassemble).
+    Ipv4Fragment,
+    /// TCP header truncated or data offset invalid.
+    TcpMalformed,
+    /// UDP header truncated or length field invalid.
+    UdpMalformed,
+    /// ICMP message truncated or with a bad checksum.
+    IcmpMalformed,
+    /// ICMP other than echo to a VIP.
+    IcmpUnhandled,
+    /// Addressed to a VIP but to no configured port/protocol.
+    NoService,
+    /// The service has no backend.
+    NoBackend,
+    /// The backend's MAC is not resolved yet (ARP asked).
+    NeighborUnresolved,
+    /// A non-SYN segment of an unknown flow, with pickup off, or a RST.
+    NoFlow,
+    /// The connection table had no room (after eviction).
+    FlowTableFull,
+    /// No free NAT source port towards that backend.
+    NatPortsExhausted,
+    /// A frame larger than the device accepts, or a GSO frame podlb cannot pass on.
+    Oversize,
+    /// The transmit queue refused the frame.
+    TxError,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 18] = [
+        DropReason::EthTruncated,
+        DropReason::VlanTagged,
+        DropReason::ArpMalformed,
+        DropReason::Ipv4Malformed,
+        DropReason::Ipv4BadChecksum,
+        DropReason::Ipv4Fragment,
+        DropReason::TcpMalformed,
+        DropReason::UdpMalformed,
+        DropReason::IcmpMalformed,
+        DropReason::IcmpUnhandled,
+        DropReason::NoService,
+        DropReason::NoBackend,
+        DropReason::NeighborUnresolved,
+        DropReason::NoFlow,
+        DropReason::FlowTableFull,
+        DropReason::NatPortsExhausted,
+        DropReason::Oversize,
+        DropReason::TxError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::EthTruncated => "eth_truncated",
+            DropReason::VlanTagged => "vlan_tagged",
+            DropReason::ArpMalformed => "arp_malformed",
+            DropReason::Ipv4Malformed => "ipv4_malformed",
+            DropReason::Ipv4BadChecksum => "ipv4_bad_checksum",
+            DropReason::Ipv4Fragment => "ipv4_fragment",
+            DropReason::TcpMalformed => "tcp_malformed",
+            DropReason::UdpMalformed => "udp_malformed",
+            DropReason::IcmpMalformed => "icmp_malformed",
+            DropReason::IcmpUnhandled => "icmp_unhandled",
+            DropReason::NoService => "no_service",
+            DropReason::NoBackend => "no_backend",
+            DropReason::NeighborUnresolved => "neighbor_unresolved",
+            DropReason::NoFlow => "no_flow",
+            DropReason::FlowTableFull => "flow_table_full",
+            DropReason::NatPortsExhausted => "nat_ports_exhausted",
+            DropReason::Oversize => "oversize",
+            DropReason::TxError => "tx_error",
+        }
+    }
+}
+
+/// Engine-wide events other than drops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Event {
+    RxPackets,
+    RxBytes,
+    TxPackets,
+    TxBytes,
+    /// Frames that are not podlb's business (left to the kernel).
+    Ignored,
+    ArpRepliesSent,
+    ArpLearned,
+    IcmpEchoReplies,
+    /// Mid-stream flows adopted (pickup).
+    FlowPickups,
+    /// SYNs that replaced a closing flow with the same 4-tuple.
+    FlowsRecycled,
+}
+
+impl Event {
+    pub const ALL: [Event; 10] = [
+        Event::RxPackets,
+        Event::RxBytes,
+        Event::TxPackets,
+        Event::TxBytes,
+        Event::Ignored,
+        Event::ArpRepliesSent,
+        Event::ArpLearned,
+        Event::IcmpEchoReplies,
+        Event::FlowPickups,
+        Event::FlowsRecycled,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Event::RxPackets => "rx_packets",
+            Event::RxBytes => "rx_bytes",
+            Event::TxPackets => "tx_packets",
+            Event::TxBytes => "tx_bytes",
+            Event::Ignored => "ignored",
+            Event::ArpRepliesSent => "arp_replies",
+            Event::ArpLearned => "arp_learned",
+            Event::IcmpEchoReplies => "icmp_echo_replies",
+            Event::FlowPickups => "flow_pickups",
+            Event::FlowsRecycled => "flows_recycled",
+        }
+    }
+}
+
+/// Per-(service, backend) counters; indexed by a stats slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum BackendCounter {
+    PacketsToBackend,
+    BytesToBackend,
+    PacketsToClient,
+    BytesToClient,
+    NewFlows,
+}
+
+pub const BACKEND_COUNTERS: usize = 5;
+/// Stats slots: distinct (service, backend) pairs podlb keeps counters for.
+pub const MAX_STAT_SLOTS: usize = 8192;
+
+/// A counter with one writer: increments are load+store, reads are racy-safe.
+#[derive(Default)]
+#[repr(transparent)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+    #[inline]
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// The counters of one worker.
+pub struct WorkerStats {
+    drops: CachePadded<[Counter; DropReason::ALL.len()]>,
+    events: CachePadded<[Counter; Event::ALL.len()]>,
+    backends: Box<[Counter]>,
+}
+
+impl Default for WorkerStats {
+    fn default() -> Self {
+        WorkerStats {
+            drops: CachePadded::new(Default::default()),
+            events: CachePadded::new(Default::default()),
+            backends: (0..MAX_STAT_SLOTS * BACKEND_COUNTERS).map(|_| Counter::default()).collect(),
+        }
+    }
+}
+
+impl WorkerStats {
+    #[inline]
+    pub fn drop(&self, r: DropReason) {
+        self.drops[r as usize].add(1);
+    }
+    #[inline]
+    pub fn event(&self, e: Event, n: u64) {
+        self.events[e as usize].add(n);
+    }
+    #[inline]
+    pub fn backend(&self, slot: u16, c: BackendCounter, n: u64) {
+        if let Some(ctr) = self.backends.get(slot as usize * BACKEND_COUNTERS + c as usize) {
+            ctr.add(n);
+        }
+    }
+    pub fn drops(&self, r: DropReason) -> u64 {
+        self.drops[r as usize].get()
+    }
+    pub fn events(&self, e: Event) -> u64 {
+        self.events[e as usize].get()
+    }
+    pub fn backend_value(&self, slot: u16, c: BackendCounter) -> u64 {
+        self.backends.get(slot as usize * BACKEND_COUNTERS + c as usize).map_or(0, Counter::get)
+    }
+}
+
+/// Sums of all workers' counters.
+pub fn total<'a>(workers: impl IntoIterator<Item = &'a WorkerStats>, f: impl Fn(&WorkerStats) -> u64) -> u64 {
+    workers.into_iter().map(f).sum()
+}
