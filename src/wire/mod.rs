@@ -17,7 +17,9 @@ use core::str::FromStr;
 
 pub use std::net::Ipv4Addr;
 
+pub mod arp;
 pub mod checksum;
+pub mod ethernet;
 
 /// Why a buffer was rejected by a `new_checked` constructor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
