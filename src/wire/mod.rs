@@ -20,6 +20,7 @@ pub use std::net::Ipv4Addr;
 pub mod arp;
 pub mod checksum;
 pub mod ethernet;
+pub mod ipv4;
 
 /// Why a buffer was rejected by a `new_checked` constructor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
