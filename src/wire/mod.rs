@@ -20,7 +20,10 @@ pub use std::net::Ipv4Addr;
 pub mod arp;
 pub mod checksum;
 pub mod ethernet;
+pub mod icmp;
 pub mod ipv4;
+pub mod tcp;
+pub mod udp;
 
 /// Why a buffer was rejected by a `new_checked` constructor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
