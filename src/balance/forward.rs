@@ -216,8 +216,7 @@ impl Forwarder {
         let client_mac = MacAddr(frame[6..12].try_into().unwrap_or_default());
         frame[0..6].copy_from_slice(&client_mac.0);
         frame[6..12].copy_from_slice(&self.mac.0);
-        {
-            let mut ip = ipv4::Packet::new_unchecked(&mut frame[ETH..]);
+        if let Ok(mut ip) = ipv4::Packet::new_checked(&mut frame[ETH..]) {
             let (s, d) = (ip.src(), ip.dst());
             // Swapping source and destination leaves the header sum unchanged;
             // the new TTL is folded in incrementally (RFC 1624).
@@ -229,7 +228,9 @@ impl Forwarder {
             let c = checksum::update_u16(ip.checksum(), old, new);
             ip.set_checksum(c);
         }
-        let mut p = icmp::Packet::new_unchecked(&mut frame[l4..l4_end]);
+        let Ok(mut p) = icmp::Packet::new_checked(&mut frame[l4..l4_end]) else {
+            return Verdict::Drop(DropReason::IcmpMalformed);
+        };
         let c = checksum::update_u16(p.checksum(), (icmp::TYPE_ECHO_REQUEST as u16) << 8, (icmp::TYPE_ECHO_REPLY as u16) << 8);
         p.set_msg_type(icmp::TYPE_ECHO_REPLY);
         p.set_checksum(c);
@@ -255,7 +256,7 @@ impl Forwarder {
             Err(_) => return Verdict::Drop(DropReason::TcpMalformed),
         };
         if let Some((sidx, svc)) = snap.service(dst, dport) {
-            return self.to_backend(svc, sidx, frame, l4, l4_end, (src, sport, dst, dport, flags), meta, now_ms);
+            return self.to_backend(snap, svc, sidx, frame, l4, l4_end, (src, sport, dst, dport, flags), meta, now_ms);
         }
         let rk = ReverseKey { backend: src, vip: dst, backend_port: sport, nat_port: dport };
         if let Some((r, f)) = self.flows.lookup_reverse(&rk) {
@@ -268,6 +269,7 @@ impl Forwarder {
     #[inline]
     fn to_backend(
         &mut self,
+        snap: &Snapshot,
         svc: &Service,
         sidx: u16,
         frame: &mut [u8],
@@ -308,7 +310,7 @@ impl Forwarder {
                 self.flows.touch(r, now_ms, state, Some(client_mac));
                 f
             }
-            None => match self.new_flow(svc, sidx, key, client_mac, state, syn, flags, now_ms) {
+            None => match self.new_flow(snap, svc, sidx, key, client_mac, state, syn, flags, now_ms) {
                 Ok(f) => f,
                 Err(reason) => return Verdict::Drop(reason),
             },
@@ -336,6 +338,7 @@ impl Forwarder {
     #[allow(clippy::too_many_arguments)]
     fn new_flow(
         &mut self,
+        snap: &Snapshot,
         svc: &Service,
         sidx: u16,
         key: FlowKey,
@@ -360,7 +363,7 @@ impl Forwarder {
         let nat_port = match svc.mode {
             Mode::Nat => self
                 .ports
-                .alloc(&self.flows, snap_of(svc), key.vip, b.ip, b.port)
+                .alloc(&self.flows, snap, key.vip, b.ip, b.port)
                 .ok_or(DropReason::NatPortsExhausted)?,
             Mode::Dsr => 0,
         };
@@ -419,27 +422,21 @@ impl Forwarder {
     }
 }
 
-/// The snapshot a service belongs to is only needed for the listener check
-/// of NAT port allocation; a service carries its VIP's listener set.
-#[inline]
-fn snap_of(svc: &Service) -> &Snapshot {
-    svc.snapshot()
-}
-
 /// Rewrites IPv4 addresses and TCP ports of a full-NAT packet in place and
 /// updates both checksums incrementally (RFC 1624). `gone`/`came` are the
 /// address that leaves and the one that joins the {src, dst} pair.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 fn rewrite(frame: &mut [u8], l4: usize, l4_end: usize, meta: PacketMeta, [new_src, new_dst]: [u32; 2], gone: u32, came: u32, [new_sport, new_dport]: [u16; 2]) {
-    {
-        let mut ip = ipv4::Packet::new_unchecked(&mut frame[ETH..]);
+    // Both views were validated by the caller; re-checking costs a few
+    // compares and keeps this function panic-free on its own.
+    if let Ok(mut ip) = ipv4::Packet::new_checked(&mut frame[ETH..]) {
         ip.set_src(new_src.into());
         ip.set_dst(new_dst.into());
         let c = checksum::update_u32(ip.checksum(), gone, came);
         ip.set_checksum(c);
     }
-    let mut t = tcp::Packet::new_unchecked(&mut frame[l4..l4_end]);
+    let Ok(mut t) = tcp::Packet::new_checked(&mut frame[l4..l4_end]) else { return };
     let (old_sport, old_dport) = (t.src_port(), t.dst_port());
     t.set_src_port(new_sport);
     t.set_dst_port(new_dport);
