@@ -1,1 +1,4 @@
 //! Backend selection, connection table and the forward pipeline.
+
+pub mod hash;
+pub mod maglev;
