@@ -429,11 +429,11 @@ impl FlowTable {
         let (b1, b2) = self.buckets_of(h, self.bucket_mask);
         let at_capacity = self.live.load(Relaxed) >= self.capacity;
         let slot = if at_capacity {
-            self.evict_for(b1, b2, now_ms).ok_or(InsertError::Full)?
+            self.evict_for(b1, b2, now_ms, false).ok_or(InsertError::Full)?
         } else {
             match self.claim_empty(b1).or_else(|| self.claim_empty(b2)) {
                 Some(s) => s,
-                None => self.evict_for(b1, b2, now_ms).ok_or(InsertError::Full)?,
+                None => self.evict_for(b1, b2, now_ms, true).ok_or(InsertError::Full)?,
             }
         };
         // We own the slot (BUSY). Fill it.
@@ -479,15 +479,16 @@ impl FlowTable {
     }
 
     /// Picks a victim in the two buckets per the eviction policy, removes it
-    /// and returns its slot claimed (BUSY) for the caller.
-    fn evict_for(&self, b1: usize, b2: usize, now_ms: u32) -> Option<(usize, u32)> {
+    /// and returns its slot claimed (BUSY) for the caller. At capacity
+    /// (`take_empty` false) only a live victim makes room.
+    fn evict_for(&self, b1: usize, b2: usize, now_ms: u32, take_empty: bool) -> Option<(usize, u32)> {
         // (rank, age) – lower rank is evicted first; among equals, oldest.
         let mut best: Option<(u8, u32, usize, u64)> = None;
         for b in [b1, b2] {
             for way in 0..WAYS {
                 let slot = b * WAYS + way;
                 let w = self.ctrl_word(slot).load(Acquire);
-                if ctrl_state(w) == ST_EMPTY {
+                if ctrl_state(w) == ST_EMPTY && take_empty {
                     // Freed meanwhile: take it.
                     let gen = ctrl_gen(w);
                     if self.ctrl_word(slot).compare_exchange(w, ctrl(0, gen, ST_BUSY), Acquire, Relaxed).is_ok() {

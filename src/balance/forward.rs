@@ -110,7 +110,7 @@ impl Forwarder {
     pub fn forward(&mut self, snap: &Snapshot, frame: &mut [u8], meta: PacketMeta, now_ms: u32) -> Verdict {
         let v = self.classify(snap, frame, meta, now_ms);
         match v {
-            Verdict::Drop(r) => self.stats.drop(r),
+            Verdict::Drop(r) => self.stats.dropped(r),
             Verdict::Ignore => self.stats.event(Event::Ignored, 1),
             Verdict::Tx => {}
         }

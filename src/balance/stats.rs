@@ -193,7 +193,7 @@ impl Default for WorkerStats {
 
 impl WorkerStats {
     #[inline]
-    pub fn drop(&self, r: DropReason) {
+    pub fn dropped(&self, r: DropReason) {
         self.drops[r as usize].add(1);
     }
     #[inline]

@@ -1,1 +1,7 @@
-//! Control plane.
+//! Control plane: the engine's control loop (ARP resolution, gratuitous ARP,
+//! flow expiry, reload), the admin endpoint, and the netns demo.
+
+pub mod admin;
+pub mod demo;
+pub mod engine;
+pub mod netns;

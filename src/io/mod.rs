@@ -1,1 +1,45 @@
-//! Sockets and devices. The only module that holds `unsafe` code.
+//! Sockets and devices: the only module that holds `unsafe` code. Every
+//! unsafe block carries a `// SAFETY:` comment saying why it is sound.
+//!
+//! A [`Device`] receives frames in batches and lets the caller rewrite each
+//! one in place and say whether to send it back out; an [`Injector`] sends
+//! frames the control plane builds (ARP requests, gratuitous ARP).
+
+use std::io;
+use std::time::Duration;
+
+use crate::balance::forward::PacketMeta;
+
+pub mod packet;
+pub mod sys;
+pub mod tap;
+
+/// What one `poll` call saw and did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BatchStats {
+    pub rx: u64,
+    pub rx_bytes: u64,
+    pub tx: u64,
+    pub tx_errors: u64,
+    /// Frames cut short by the ring's snap length (larger than a block).
+    pub truncated: u64,
+    /// Frames whose 802.1Q tag the NIC stripped into metadata.
+    pub vlan: u64,
+    /// Ring entries with inconsistent offsets.
+    pub malformed: u64,
+}
+
+/// A network device worked in poll mode by one worker.
+pub trait Device: Send {
+    /// Takes the frames that are ready (one batch), calls `f` on each with a
+    /// mutable view, transmits those for which `f` returned true, and returns
+    /// counts. Returns `rx == 0` at once when nothing is ready.
+    fn poll<F: FnMut(&mut [u8], PacketMeta) -> bool>(&mut self, f: &mut F) -> io::Result<BatchStats>;
+    /// Blocks until frames may be ready, or `timeout` passes.
+    fn wait(&mut self, timeout: Duration) -> io::Result<()>;
+}
+
+/// Sends control-plane frames out of the attached interface.
+pub trait Injector: Send + Sync {
+    fn inject(&self, frame: &[u8]) -> io::Result<()>;
+}

@@ -1,0 +1,274 @@
+//! Admin HTTP endpoint: `GET /metrics` (Prometheus text format), `GET /status`
+//! and `GET /flows?limit=N` (JSON), `GET /healthz`.
+//!
+//! A deliberately small HTTP/1.1 server on one thread: requests are bounded
+//! in size and time, every response closes the connection. It reads only
+//! shared counters and lock-free tables, so a busy admin client can never
+//! slow the data plane.
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::balance::flow::Phase;
+use crate::balance::stats::{total, BackendCounter, DropReason, Event, WorkerStats};
+use crate::control::engine::EngineView;
+
+const MAX_REQUEST: usize = 8192;
+
+pub fn serve(listener: TcpListener, view: Arc<EngineView>) {
+    for conn in listener.incoming() {
+        if view.shared.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(stream) = conn else { continue };
+        if let Err(e) = handle(stream, &view) {
+            tracing::debug!(error = %e, "admin request failed");
+        }
+    }
+}
+
+fn handle(mut s: TcpStream, view: &EngineView) -> std::io::Result<()> {
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    s.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && !buf.windows(2).any(|w| w == b"\n\n") {
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.len() > MAX_REQUEST {
+            return respond(&mut s, 431, "text/plain", "request header too large\n");
+        }
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let mut parts = text.lines().next().unwrap_or("").split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    if method != "GET" {
+        return respond(&mut s, 405, "text/plain", "only GET\n");
+    }
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    match path {
+        "/metrics" => respond(&mut s, 200, "text/plain; version=0.0.4", &metrics(view)),
+        "/status" => respond(&mut s, 200, "application/json", &status(view).to_string()),
+        "/flows" => {
+            let limit = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("limit="))
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(100)
+                .min(100_000);
+            respond(&mut s, 200, "application/json", &flows(view, limit).to_string())
+        }
+        "/healthz" => respond(&mut s, 200, "text/plain", "ok\n"),
+        _ => respond(&mut s, 404, "text/plain", "not found: try /metrics, /status, /flows, /healthz\n"),
+    }
+}
+
+fn respond(s: &mut TcpStream, code: u16, ctype: &str, body: &str) -> std::io::Result<()> {
+    let reason = match code {
+        200 => "OK",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        _ => "Request Header Fields Too Large",
+    };
+    write!(s, "HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())?;
+    s.flush()
+}
+
+fn all_stats(view: &EngineView) -> impl Iterator<Item = &WorkerStats> + Clone {
+    view.workers.iter().map(|w| &**w).chain(std::iter::once(&*view.control))
+}
+
+/// One row per (service, backend) the engine knows: configured or draining.
+struct BackendRow {
+    service: String,
+    addr: std::net::SocketAddrV4,
+    slot: u16,
+    configured: bool,
+}
+
+fn backend_rows(view: &EngineView) -> Vec<BackendRow> {
+    let snap = view.shared.snapshot.load();
+    let mut rows = Vec::new();
+    let mut seen = HashSet::new();
+    for s in &snap.services {
+        for b in &s.backends {
+            seen.insert(b.stat);
+            rows.push(BackendRow { service: s.name.clone(), addr: b.addr, slot: b.stat, configured: true });
+        }
+    }
+    let reg = view.registry.lock();
+    for slot in 0..reg.len() as u16 {
+        if !seen.contains(&slot) && view.active[slot as usize].load(Ordering::Relaxed) > 0 {
+            if let Some((svc, addr)) = reg.name(slot) {
+                rows.push(BackendRow { service: svc.clone(), addr: *addr, slot, configured: false });
+            }
+        }
+    }
+    rows
+}
+
+fn metrics(view: &EngineView) -> String {
+    let st = all_stats(view);
+    let mut o = String::with_capacity(8192);
+    let _ = writeln!(o, "# HELP podlb_drops_total Frames dropped, by reason.\n# TYPE podlb_drops_total counter");
+    for r in DropReason::ALL {
+        let _ = writeln!(o, "podlb_drops_total{{reason=\"{}\"}} {}", r.as_str(), total(st.clone(), |w| w.drops(r)));
+    }
+    for (e, help) in [
+        (Event::RxPackets, "Frames received."),
+        (Event::RxBytes, "Bytes received."),
+        (Event::TxPackets, "Frames transmitted."),
+        (Event::Ignored, "Frames not addressed to podlb, left to the kernel."),
+        (Event::ArpRepliesSent, "ARP replies sent for VIPs."),
+        (Event::ArpLearned, "ARP packets a tracked neighbor's MAC was learned from."),
+        (Event::IcmpEchoReplies, "ICMP echo replies sent for VIPs."),
+        (Event::FlowPickups, "Mid-stream flows adopted."),
+        (Event::FlowsRecycled, "Closing flows replaced by a new SYN on the same 4-tuple."),
+    ] {
+        let name = format!("podlb_{}_total", e.as_str());
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", total(st.clone(), |w| w.events(e)));
+    }
+    for (name, help, v) in [
+        ("podlb_arp_requests_sent_total", "ARP requests sent to resolve backends.", view.arp_requests.load(Ordering::Relaxed)),
+        ("podlb_garp_sent_total", "Gratuitous ARP announcements sent for VIPs.", view.garp_sent.load(Ordering::Relaxed)),
+        ("podlb_config_reloads_total", "Successful config reloads.", view.reloads.load(Ordering::Relaxed)),
+        ("podlb_config_reload_errors_total", "Config reloads rejected (old config kept).", view.reload_errors.load(Ordering::Relaxed)),
+        ("podlb_flow_evictions_total", "Flows evicted to make room (policy: expired, then half-open, then closing).", view.shared.flows.evictions()),
+    ] {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+    }
+    let _ = writeln!(o, "# HELP podlb_flows_active Flows in the connection table.\n# TYPE podlb_flows_active gauge\npodlb_flows_active {}", view.shared.flows.len());
+    let _ = writeln!(o, "# HELP podlb_flows_capacity Connection table capacity.\n# TYPE podlb_flows_capacity gauge\npodlb_flows_capacity {}", view.shared.flows.capacity());
+
+    let rows = backend_rows(view);
+    let per = |name: &str, help: &str, kind: &str, o: &mut String, f: &dyn Fn(&BackendRow) -> String| {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for r in &rows {
+            let _ = writeln!(o, "{name}{{service=\"{}\",backend=\"{}\"}} {}", r.service, r.addr, f(r));
+        }
+    };
+    let sum = |slot: u16, c: BackendCounter| total(all_stats(view), |w| w.backend_value(slot, c));
+    per("podlb_backend_new_flows_total", "Flows steered to the backend.", "counter", &mut o, &|r| sum(r.slot, BackendCounter::NewFlows).to_string());
+    per("podlb_backend_active_flows", "Flows of the backend in the table (as of the last sweep, ≤1 s old).", "gauge", &mut o, &|r| {
+        view.active[r.slot as usize].load(Ordering::Relaxed).to_string()
+    });
+    per("podlb_backend_up", "1 if the backend is configured, 0 if it is draining.", "gauge", &mut o, &|r| (r.configured as u8).to_string());
+    let _ = writeln!(o, "# HELP podlb_backend_packets_total Packets forwarded, by direction.\n# TYPE podlb_backend_packets_total counter");
+    let _ = writeln!(o, "# HELP podlb_backend_bytes_total Bytes forwarded, by direction.\n# TYPE podlb_backend_bytes_total counter");
+    for r in &rows {
+        for (dir, p, b) in [
+            ("to_backend", BackendCounter::PacketsToBackend, BackendCounter::BytesToBackend),
+            ("to_client", BackendCounter::PacketsToClient, BackendCounter::BytesToClient),
+        ] {
+            let l = format!("service=\"{}\",backend=\"{}\",direction=\"{dir}\"", r.service, r.addr);
+            let _ = writeln!(o, "podlb_backend_packets_total{{{l}}} {}", sum(r.slot, p));
+            let _ = writeln!(o, "podlb_backend_bytes_total{{{l}}} {}", sum(r.slot, b));
+        }
+    }
+    o
+}
+
+fn status(view: &EngineView) -> serde_json::Value {
+    let cfg = view.config.load();
+    let snap = view.shared.snapshot.load();
+    let st = all_stats(view);
+    let neighbors = view.shared.neighbors.entries();
+    let mac_of = |ip: u32| neighbors.iter().find(|n| n.ip == ip).and_then(|n| n.mac).map(|m| m.to_string());
+    let rows = backend_rows(view);
+    let sum = |slot: u16, c: BackendCounter| total(all_stats(view), |w| w.backend_value(slot, c));
+    let services: Vec<_> = snap
+        .services
+        .iter()
+        .map(|s| {
+            let backends: Vec<_> = rows
+                .iter()
+                .filter(|r| r.service == s.name)
+                .map(|r| {
+                    json!({
+                        "addr": r.addr.to_string(),
+                        "mac": mac_of(u32::from(*r.addr.ip())),
+                        "state": if r.configured { "active" } else { "draining" },
+                        "active_flows": view.active[r.slot as usize].load(Ordering::Relaxed),
+                        "new_flows": sum(r.slot, BackendCounter::NewFlows),
+                        "packets_to_backend": sum(r.slot, BackendCounter::PacketsToBackend),
+                        "packets_to_client": sum(r.slot, BackendCounter::PacketsToClient),
+                    })
+                })
+                .collect();
+            json!({
+                "name": s.name,
+                "vip": Ipv4Addr::from(s.vip).to_string(),
+                "port": s.port,
+                "mode": s.mode.as_str(),
+                "backends": backends,
+            })
+        })
+        .collect();
+    let drops: serde_json::Map<String, serde_json::Value> =
+        DropReason::ALL.iter().map(|&r| (r.as_str().to_string(), json!(total(st.clone(), |w| w.drops(r))))).collect();
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": view.started.elapsed().as_secs(),
+        "interface": {
+            "mode": cfg.attach.mode_str(),
+            "name": view.interface,
+            "mac": view.mac.to_string(),
+            "workers": view.workers.len(),
+        },
+        "config_generation": snap.generation,
+        "last_reload_error": *view.last_reload_error.lock(),
+        "flows": {
+            "active": view.shared.flows.len(),
+            "capacity": view.shared.flows.capacity(),
+            "evictions": view.shared.flows.evictions(),
+            "memory_bytes": view.shared.flows.memory_bytes(),
+        },
+        "services": services,
+        "neighbors": neighbors.iter().map(|n| json!({
+            "ip": Ipv4Addr::from(n.ip).to_string(),
+            "mac": n.mac.map(|m| m.to_string()),
+        })).collect::<Vec<_>>(),
+        "drops": drops,
+        "arp": {
+            "replies_sent": total(st.clone(), |w| w.events(Event::ArpRepliesSent)),
+            "requests_sent": view.arp_requests.load(Ordering::Relaxed),
+            "garp_sent": view.garp_sent.load(Ordering::Relaxed),
+        },
+        "packets": {
+            "rx": total(st.clone(), |w| w.events(Event::RxPackets)),
+            "tx": total(st.clone(), |w| w.events(Event::TxPackets)),
+            "ignored": total(st, |w| w.events(Event::Ignored)),
+        },
+    })
+}
+
+fn flows(view: &EngineView, limit: usize) -> serde_json::Value {
+    let now = view.shared.now_ms();
+    let reg = view.registry.lock();
+    let mut out = Vec::new();
+    view.shared.flows.for_each(|f| {
+        // The stats slot names the service stably across reloads.
+        let service = reg.name(f.stat).map_or("?", |(s, _)| s.as_str());
+        out.push(json!({
+            "service": service,
+            "client": format!("{}:{}", Ipv4Addr::from(f.key.client), f.key.client_port),
+            "vip": format!("{}:{}", Ipv4Addr::from(f.key.vip), f.key.vport),
+            "backend": format!("{}:{}", Ipv4Addr::from(f.backend), f.backend_port),
+            "nat_port": (f.nat_port != 0).then_some(f.nat_port),
+            "state": Phase::from_flags(f.tcp).as_str(),
+            "idle_ms": now.wrapping_sub(f.last_seen_ms),
+        }));
+        out.len() < limit
+    });
+    json!({ "flows": out, "total": view.shared.flows.len() })
+}

@@ -1,0 +1,479 @@
+//! `podlb run`: attach, start the workers, and keep the control loop going:
+//! ARP resolution of backends, gratuitous ARP for the VIPs, flow expiry,
+//! config reload on SIGHUP, clean stop on SIGTERM/SIGINT.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+
+use crate::balance::flow::{FlowTable, Timeouts};
+use crate::balance::forward::{Forwarder, NatPorts};
+use crate::balance::hash::hash_bytes;
+use crate::balance::neighbor::NeighborTable;
+use crate::balance::service::Snapshot;
+use crate::balance::stats::{WorkerStats, MAX_STAT_SLOTS};
+use crate::config::{Attach, Config, ConfigError};
+use crate::dataplane::{run_worker, Shared};
+use crate::io::packet::{PacketConfig, PacketInjector, PacketSocket};
+use crate::io::{sys, tap, Injector};
+use crate::wire::{arp, MacAddr};
+
+/// Why `podlb run` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The configuration is invalid.
+    #[error("config: {0}")]
+    Config(#[from] ConfigError),
+    /// Attaching to the network failed.
+    #[error("attach: {0}")]
+    Attach(std::io::Error),
+    /// The admin endpoint could not listen.
+    #[error("admin endpoint {addr}: {err}")]
+    Admin { addr: std::net::SocketAddr, err: std::io::Error },
+    /// A Maglev table could not be built.
+    #[error("maglev: {0}")]
+    Maglev(#[from] crate::balance::maglev::MaglevError),
+    /// A thread could not be started.
+    #[error("thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Stable stats slots for (service, backend) pairs, so counters survive
+/// reloads and draining backends keep theirs.
+#[derive(Default)]
+pub struct StatsRegistry {
+    slots: HashMap<(String, SocketAddrV4), u16>,
+    names: Vec<(String, SocketAddrV4)>,
+}
+
+impl StatsRegistry {
+    pub fn slot(&mut self, service: &str, addr: SocketAddrV4) -> u16 {
+        if let Some(&s) = self.slots.get(&(service.to_string(), addr)) {
+            return s;
+        }
+        let s = self.names.len().min(MAX_STAT_SLOTS - 1) as u16;
+        if self.names.len() < MAX_STAT_SLOTS - 1 {
+            self.names.push((service.to_string(), addr));
+            self.slots.insert((service.to_string(), addr), s);
+        }
+        s
+    }
+    pub fn name(&self, slot: u16) -> Option<&(String, SocketAddrV4)> {
+        self.names.get(slot as usize)
+    }
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
+/// What the admin endpoint reads. Everything is shared, lock-free or behind
+/// locks the data plane never takes.
+pub struct EngineView {
+    pub shared: Arc<Shared>,
+    pub config: ArcSwap<Config>,
+    pub mac: MacAddr,
+    pub interface: String,
+    pub workers: Vec<Arc<WorkerStats>>,
+    /// The control thread's own counters.
+    pub control: Arc<WorkerStats>,
+    pub registry: Mutex<StatsRegistry>,
+    /// Active flows per stats slot, as of the last full sweep.
+    pub active: Box<[AtomicU32]>,
+    pub arp_requests: AtomicU64,
+    pub garp_sent: AtomicU64,
+    pub reloads: AtomicU64,
+    pub reload_errors: AtomicU64,
+    pub last_reload_error: Mutex<Option<String>>,
+    pub started: Instant,
+}
+
+/// Signals as flags the control loop polls.
+struct SignalFlags {
+    stop: Arc<AtomicBool>,
+    reload: Arc<AtomicBool>,
+}
+
+impl SignalFlags {
+    fn register() -> std::io::Result<SignalFlags> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let reload = Arc::new(AtomicBool::new(false));
+        for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+            signal_hook::flag::register(sig, stop.clone())?;
+        }
+        signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())?;
+        Ok(SignalFlags { stop, reload })
+    }
+}
+
+/// A stable, locally administered unicast MAC for TAP mode, derived from the
+/// host name and the device, so clients' ARP caches stay right across restarts.
+fn derived_mac(name: &str, bridge: &str) -> MacAddr {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let h = hash_bytes(format!("{}/{bridge}/{name}", host.trim()).as_bytes(), 0x706f_646c_62);
+    let b = h.to_be_bytes();
+    MacAddr([0x02, b[1], b[2], b[3], b[4], b[5]])
+}
+
+fn timeouts(cfg: &Config) -> Timeouts {
+    let ms = |d: Duration| d.as_millis().min(u32::MAX as u128 / 2) as u32;
+    Timeouts {
+        syn_ms: ms(cfg.flows.syn_timeout),
+        established_ms: ms(cfg.flows.established_timeout),
+        fin_ms: ms(cfg.flows.fin_timeout),
+        close_ms: ms(cfg.flows.close_timeout),
+    }
+}
+
+fn build_snapshot(generation: u64, cfg: &Config, reg: &Mutex<StatsRegistry>) -> Result<Snapshot, EngineError> {
+    let mut reg = reg.lock();
+    Ok(Snapshot::build(generation, &cfg.services, |s, a| reg.slot(s, a))?)
+}
+
+/// Runs podlb with the config at `path` until SIGTERM/SIGINT.
+pub fn run(path: &Path) -> Result<(), EngineError> {
+    let cfg = Config::load(path)?;
+    let signals = SignalFlags::register().map_err(EngineError::Thread)?;
+    let shared = Arc::new(Shared {
+        snapshot: ArcSwap::from_pointee(Snapshot::default()),
+        flows: Arc::new(FlowTable::new(cfg.flows.capacity, timeouts(&cfg))),
+        neighbors: Arc::new(NeighborTable::new(4096)),
+        stop: AtomicBool::new(false),
+        epoch: Instant::now(),
+    });
+
+    // Attach.
+    let workers = cfg.workers;
+    let (mac, ifname, injector, devices): (MacAddr, String, Box<dyn Injector>, Devices) = match &cfg.attach {
+        Attach::AfPacket { interface } => {
+            let mac = sys::mac_of(interface).map_err(EngineError::Attach)?;
+            let group = ((std::process::id() as i32 ^ sys::ifindex(interface).map_err(EngineError::Attach)?) & 0xffff) as u16;
+            let pc = PacketConfig {
+                block_size: cfg.io.block_size,
+                block_count: cfg.io.block_count,
+                block_timeout_ms: cfg.io.block_timeout_ms,
+                vnet_hdr: cfg.io.vnet_hdr,
+                tx: cfg.io.tx,
+                fanout: (workers > 1).then_some(group),
+            };
+            let socks = (0..workers)
+                .map(|_| PacketSocket::open(interface, &pc))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| EngineError::Attach(std::io::Error::new(e.kind(), format!("{interface}: {e}"))))?;
+            let inj = PacketInjector::open(interface).map_err(EngineError::Attach)?;
+            (mac, interface.clone(), Box::new(inj), Devices::Packet(socks))
+        }
+        Attach::Tap { bridge, name, mac } => {
+            let queues = tap::create(name, bridge, workers).map_err(EngineError::Attach)?;
+            let inj = queues[0].injector().map_err(EngineError::Attach)?;
+            let mac = mac.unwrap_or_else(|| derived_mac(name, bridge));
+            (mac, name.clone(), Box::new(inj), Devices::Tap(queues))
+        }
+    };
+    tracing::info!(interface = %ifname, mode = cfg.attach.mode_str(), %mac, workers, "attached");
+
+    let view = Arc::new(EngineView {
+        shared: shared.clone(),
+        config: ArcSwap::from_pointee(cfg.clone()),
+        mac,
+        interface: ifname,
+        workers: (0..workers).map(|_| Arc::new(WorkerStats::default())).collect(),
+        control: Arc::new(WorkerStats::default()),
+        registry: Mutex::new(StatsRegistry::default()),
+        active: (0..MAX_STAT_SLOTS).map(|_| AtomicU32::new(0)).collect(),
+        arp_requests: AtomicU64::new(0),
+        garp_sent: AtomicU64::new(0),
+        reloads: AtomicU64::new(0),
+        reload_errors: AtomicU64::new(0),
+        last_reload_error: Mutex::new(None),
+        started: Instant::now(),
+    });
+
+    let mut ctl = Control::new(view.clone(), injector, path.to_path_buf());
+    let snap = build_snapshot(1, &cfg, &view.registry)?;
+    ctl.track_backends(&snap);
+    ctl.resolve_before_publish(&snap);
+    shared.snapshot.store(Arc::new(snap));
+
+    // Workers.
+    let mut handles = Vec::new();
+    let spawn = |i: usize, f: Box<dyn FnOnce() + Send>| {
+        std::thread::Builder::new().name(format!("podlb-w{i}")).spawn(f).map_err(EngineError::Thread)
+    };
+    let mk_fwd = |i: usize| Forwarder {
+        mac,
+        flows: shared.flows.clone(),
+        neighbors: shared.neighbors.clone(),
+        stats: view.workers[i].clone(),
+        ports: NatPorts::new(i, workers),
+        pickup: cfg.flows.pickup,
+    };
+    match devices {
+        Devices::Packet(socks) => {
+            for (i, d) in socks.into_iter().enumerate() {
+                let (sh, fwd, st, bp) = (shared.clone(), mk_fwd(i), view.workers[i].clone(), cfg.io.busy_poll);
+                handles.push(spawn(i, Box::new(move || run_worker(d, sh, fwd, st, bp)))?);
+            }
+        }
+        Devices::Tap(queues) => {
+            for (i, d) in queues.into_iter().enumerate() {
+                let (sh, fwd, st, bp) = (shared.clone(), mk_fwd(i), view.workers[i].clone(), cfg.io.busy_poll);
+                handles.push(spawn(i, Box::new(move || run_worker(d, sh, fwd, st, bp)))?);
+            }
+        }
+    }
+
+    // Admin endpoint, once forwarding can start: its being up means ready.
+    let listener = std::net::TcpListener::bind(cfg.admin).map_err(|err| EngineError::Admin { addr: cfg.admin, err })?;
+    {
+        let v = view.clone();
+        std::thread::Builder::new()
+            .name("podlb-admin".into())
+            .spawn(move || super::admin::serve(listener, v))
+            .map_err(EngineError::Thread)?;
+    }
+    tracing::info!(admin = %cfg.admin, services = cfg.services.len(), "ready");
+
+    ctl.announce_all();
+    while !signals.stop.load(Ordering::Relaxed) {
+        if signals.reload.swap(false, Ordering::Relaxed) {
+            ctl.reload();
+        }
+        ctl.tick();
+        std::thread::sleep(TICK);
+    }
+    tracing::info!("stopping");
+    shared.stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        let _ = h.join();
+    }
+    Ok(())
+}
+
+enum Devices {
+    Packet(Vec<PacketSocket>),
+    Tap(Vec<tap::TapQueue>),
+}
+
+const TICK: Duration = Duration::from_millis(20);
+/// A full sweep of the flow table takes this many ticks (1 s).
+const SWEEP_TICKS: usize = 50;
+/// Re-ask a resolved neighbor after this long without hearing from it.
+const ARP_REFRESH_MS: u32 = 30_000;
+/// Forget a neighbor's MAC after this long without hearing from it.
+const ARP_EXPIRE_MS: u32 = 95_000;
+/// Ask an unresolved neighbor again after this long.
+const ARP_RETRY_MS: u32 = 1_000;
+/// Gratuitous ARP announcements per VIP at start/reload, and their spacing.
+const GARP_COUNT: u32 = 3;
+const GARP_SPACING_MS: u32 = 1_000;
+
+/// The control thread's state.
+struct Control {
+    view: Arc<EngineView>,
+    injector: Box<dyn Injector>,
+    path: PathBuf,
+    sweep_pos: usize,
+    sweep_tick: usize,
+    sweep_active: Vec<u32>,
+    sweep_backends: HashSet<u32>,
+    /// Backend IPs seen in live flows at the last full sweep.
+    flow_backends: HashSet<u32>,
+    /// VIPs still owed gratuitous ARPs: (vip, remaining, next due ms).
+    garp_due: Vec<(Ipv4Addr, u32, u32)>,
+}
+
+impl Control {
+    fn new(view: Arc<EngineView>, injector: Box<dyn Injector>, path: PathBuf) -> Control {
+        Control {
+            view,
+            injector,
+            path,
+            sweep_pos: 0,
+            sweep_tick: 0,
+            sweep_active: vec![0; MAX_STAT_SLOTS],
+            sweep_backends: HashSet::new(),
+            flow_backends: HashSet::new(),
+            garp_due: Vec::new(),
+        }
+    }
+
+    fn now(&self) -> u32 {
+        self.view.shared.now_ms()
+    }
+
+    fn track_backends(&self, snap: &Snapshot) {
+        let n = &self.view.shared.neighbors;
+        for s in &snap.services {
+            for b in &s.backends {
+                if !n.track(b.ip) {
+                    tracing::warn!(backend = %b.addr, "neighbor table full; backend not tracked");
+                }
+            }
+        }
+    }
+
+    /// Asks for every unresolved backend and waits (briefly) for answers, so
+    /// the first SYN to a new backend does not meet an empty ARP cache.
+    fn resolve_before_publish(&mut self, snap: &Snapshot) {
+        let deadline = Instant::now() + Duration::from_millis(800);
+        let src = snap.vips().next();
+        let mut asked = Instant::now() - Duration::from_secs(1);
+        loop {
+            let missing: Vec<u32> = snap
+                .services
+                .iter()
+                .flat_map(|s| s.backends.iter().map(|b| b.ip))
+                .filter(|&ip| self.view.shared.neighbors.lookup(ip).is_none())
+                .collect();
+            if missing.is_empty() || Instant::now() >= deadline {
+                if !missing.is_empty() {
+                    tracing::warn!(count = missing.len(), "backends not resolved yet; their flows wait for ARP");
+                }
+                return;
+            }
+            if asked.elapsed() >= Duration::from_millis(200) {
+                if let Some(src) = src {
+                    for &ip in &missing {
+                        self.send_request(src, ip);
+                    }
+                }
+                asked = Instant::now();
+            }
+            // Workers learn replies; nothing to do but wait.
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn send_request(&self, src: Ipv4Addr, target: u32) {
+        let mut buf = [0u8; 64];
+        let n = arp::emit_request(&mut buf, self.view.mac, src, Ipv4Addr::from(target));
+        match self.injector.inject(&buf[..n]) {
+            Ok(()) => {
+                self.view.arp_requests.fetch_add(1, Ordering::Relaxed);
+                self.view.shared.neighbors.asked(target, self.now());
+            }
+            Err(e) => tracing::warn!(error = %e, target = %Ipv4Addr::from(target), "ARP request not sent"),
+        }
+    }
+
+    /// Schedules gratuitous ARP for every VIP (RFC 5227 §2.3 announcements).
+    fn announce_all(&mut self) {
+        let now = self.now();
+        let snap = self.view.shared.snapshot.load();
+        self.garp_due = snap.vips().map(|v| (v, GARP_COUNT, now)).collect();
+    }
+
+    fn tick(&mut self) {
+        let now = self.now();
+        // Gratuitous ARP.
+        let mut due = std::mem::take(&mut self.garp_due);
+        for (vip, left, at) in due.iter_mut() {
+            if *left > 0 && now.wrapping_sub(*at) < u32::MAX / 2 {
+                let mut buf = [0u8; 64];
+                let n = arp::emit_gratuitous(&mut buf, self.view.mac, *vip);
+                if self.injector.inject(&buf[..n]).is_ok() {
+                    self.view.garp_sent.fetch_add(1, Ordering::Relaxed);
+                }
+                *left -= 1;
+                *at = now.wrapping_add(GARP_SPACING_MS);
+            }
+        }
+        due.retain(|d| d.1 > 0);
+        self.garp_due = due;
+
+        // ARP resolution and refresh.
+        let snap = self.view.shared.snapshot.load();
+        if let Some(src) = snap.vips().next() {
+            for e in self.view.shared.neighbors.entries() {
+                let since_asked = now.wrapping_sub(e.asked_ms);
+                let since_seen = now.wrapping_sub(e.seen_ms);
+                match e.mac {
+                    None if e.wanted || since_asked >= ARP_RETRY_MS => self.send_request(src, e.ip),
+                    Some(_) if since_seen >= ARP_EXPIRE_MS => {
+                        tracing::warn!(neighbor = %Ipv4Addr::from(e.ip), "no ARP answer; forgetting its MAC");
+                        self.view.shared.neighbors.invalidate(e.ip);
+                    }
+                    Some(_) if since_seen >= ARP_REFRESH_MS && since_asked >= ARP_RETRY_MS * 5 => self.send_request(src, e.ip),
+                    _ => {}
+                }
+            }
+        }
+
+        // Incremental sweep: expire idle flows, count active ones.
+        let flows = &self.view.shared.flows;
+        let per_tick = flows.slot_count().div_ceil(SWEEP_TICKS);
+        let (active, backends) = (&mut self.sweep_active, &mut self.sweep_backends);
+        flows.sweep(self.sweep_pos, per_tick, now, |f| {
+            if let Some(a) = active.get_mut(f.stat as usize) {
+                *a += 1;
+            }
+            backends.insert(f.backend);
+        });
+        self.sweep_pos = (self.sweep_pos + per_tick) % flows.slot_count();
+        self.sweep_tick += 1;
+        if self.sweep_tick == SWEEP_TICKS {
+            self.sweep_tick = 0;
+            self.sweep_pos = 0;
+            for (slot, a) in self.sweep_active.iter_mut().enumerate() {
+                self.view.active[slot].store(*a, Ordering::Relaxed);
+                *a = 0;
+            }
+            self.flow_backends = std::mem::take(&mut self.sweep_backends);
+            // Keep resolving backends that still carry (draining) flows.
+            let current: HashSet<u32> = snap.services.iter().flat_map(|s| s.backends.iter().map(|b| b.ip)).collect();
+            let fb = &self.flow_backends;
+            self.view.shared.neighbors.retain(|ip| current.contains(&ip) || fb.contains(&ip));
+        }
+    }
+
+    /// SIGHUP: load the file again; on success publish the new services,
+    /// keeping every established flow on its backend. On error keep serving
+    /// the old config and report the error.
+    fn reload(&mut self) {
+        let new = match Config::load(&self.path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "reload failed; keeping the running config");
+                self.view.reload_errors.fetch_add(1, Ordering::Relaxed);
+                *self.view.last_reload_error.lock() = Some(e.to_string());
+                return;
+            }
+        };
+        let old = self.view.config.load_full();
+        if new.attach != old.attach || new.workers != old.workers || new.admin != old.admin || new.io != old.io || new.flows != old.flows {
+            tracing::warn!("reload: interface, workers, admin, [io] and [flows] changes need a restart; applying [[service]] changes only");
+        }
+        let generation = self.view.shared.snapshot.load().generation + 1;
+        let snap = match build_snapshot(generation, &new, &self.view.registry) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "reload failed; keeping the running config");
+                self.view.reload_errors.fetch_add(1, Ordering::Relaxed);
+                *self.view.last_reload_error.lock() = Some(e.to_string());
+                return;
+            }
+        };
+        self.track_backends(&snap);
+        self.resolve_before_publish(&snap);
+        let old_vips: HashSet<Ipv4Addr> = self.view.shared.snapshot.load().vips().collect();
+        let fresh: Vec<Ipv4Addr> = snap.vips().filter(|v| !old_vips.contains(v)).collect();
+        self.view.shared.snapshot.store(Arc::new(snap));
+        let mut merged = (*old).clone();
+        merged.services = new.services;
+        self.view.config.store(Arc::new(merged));
+        self.view.reloads.fetch_add(1, Ordering::Relaxed);
+        *self.view.last_reload_error.lock() = None;
+        let now = self.now();
+        self.garp_due.extend(fresh.into_iter().map(|v| (v, GARP_COUNT, now)));
+        tracing::info!(generation, "reloaded");
+    }
+}

@@ -1,0 +1,472 @@
+//! AF_PACKET attachment: a TPACKET_V3 RX ring, and a TX path that is either
+//! `sendmmsg` straight out of the RX ring (no copy in userspace) or a
+//! TPACKET_V2 TX ring (one copy, one syscall per batch).
+//!
+//! Frames are rewritten in place inside the mapped RX block; a block is
+//! handed back to the kernel only after the frames taken from it were sent.
+//! With PACKET_VNET_HDR the kernel passes GSO frames whole, preceded by a
+//! virtio-net header, and the same header goes back out with them, so large
+//! TCP segments and partial checksums cross podlb untouched.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use crate::balance::forward::PacketMeta;
+use crate::config::TxMode;
+use crate::io::sys::{self, setsockopt, VirtioNetHdr, VNET_F_NEEDS_CSUM, VNET_HDR_LEN};
+use crate::io::{BatchStats, Device, Injector};
+
+const SOL_PACKET: i32 = 263;
+const PACKET_RX_RING: i32 = 5;
+const PACKET_VERSION: i32 = 10;
+const PACKET_TX_RING: i32 = 13;
+const PACKET_VNET_HDR: i32 = 15;
+const PACKET_FANOUT: i32 = 18;
+const PACKET_QDISC_BYPASS: i32 = 20;
+const PACKET_IGNORE_OUTGOING: i32 = 23;
+const TPACKET_V2: i32 = 1;
+const TPACKET_V3: i32 = 2;
+const PACKET_FANOUT_HASH: u32 = 0;
+
+const TP_STATUS_KERNEL: u32 = 0;
+const TP_STATUS_USER: u32 = 1;
+const TP_STATUS_CSUMNOTREADY: u32 = 1 << 3;
+const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
+const TP_STATUS_SEND_REQUEST: u32 = 1;
+const TP_STATUS_WRONG_FORMAT: u32 = 4;
+
+const ETH_P_ALL: u16 = 0x0003;
+
+/// `struct tpacket_req3` (linux/if_packet.h).
+#[repr(C)]
+struct TpacketReq3 {
+    block_size: u32,
+    block_nr: u32,
+    frame_size: u32,
+    frame_nr: u32,
+    retire_blk_tov: u32,
+    sizeof_priv: u32,
+    feature_req_word: u32,
+}
+
+/// `struct tpacket_req` (linux/if_packet.h).
+#[repr(C)]
+struct TpacketReq {
+    block_size: u32,
+    block_nr: u32,
+    frame_size: u32,
+    frame_nr: u32,
+}
+
+// Offsets inside `struct tpacket_block_desc` (version, offset_to_priv, then
+// tpacket_hdr_v1: block_status, num_pkts, offset_to_first_pkt, blk_len, ...).
+const BD_STATUS: usize = 8;
+const BD_NUM_PKTS: usize = 12;
+const BD_FIRST: usize = 16;
+// Offsets inside `struct tpacket3_hdr`.
+const H3_NEXT: usize = 0;
+const H3_SNAPLEN: usize = 12;
+const H3_LEN: usize = 16;
+const H3_STATUS: usize = 20;
+const H3_MAC: usize = 24;
+const H3_VLAN_TCI: usize = 32;
+const H3_SIZE: usize = 48;
+// `struct tpacket2_hdr`: status, len, snaplen, mac, net, ...; data of a TX
+// frame starts at TPACKET2_HDRLEN - sizeof(sockaddr_ll) = 32.
+const H2_LEN: usize = 4;
+const H2_DATA: usize = 32;
+
+/// Settings of one AF_PACKET socket.
+#[derive(Debug, Clone)]
+pub struct PacketConfig {
+    pub block_size: u32,
+    pub block_count: u32,
+    pub block_timeout_ms: u32,
+    pub vnet_hdr: bool,
+    pub tx: TxMode,
+    /// Join this PACKET_FANOUT group (hash mode) to spread flows over workers.
+    pub fanout: Option<u16>,
+}
+
+/// A mapped ring, unmapped on drop.
+struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl Mapping {
+    fn new(fd: i32, len: usize) -> io::Result<Mapping> {
+        // SAFETY: mmap of a packet ring on a valid socket; the kernel chooses
+        // the address; the result is checked for MAP_FAILED below.
+        let p = unsafe {
+            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_POPULATE, fd, 0)
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Mapping { ptr: NonNull::new(p as *mut u8).ok_or_else(|| io::Error::other("mmap returned null"))?, len })
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: ptr/len are exactly what mmap returned; nothing borrows the
+        // ring once its owner is being dropped.
+        unsafe { libc::munmap(self.ptr.as_ptr() as *mut libc::c_void, self.len) };
+    }
+}
+
+// SAFETY: the mapping is plain shared memory owned by one socket object; it
+// is moved between threads, never shared.
+unsafe impl Send for Mapping {}
+
+fn packet_socket(protocol: u16) -> io::Result<OwnedFd> {
+    // SAFETY: socket(2) with constant arguments; checked below.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, protocol.to_be() as i32) };
+    if fd < 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("AF_PACKET socket (needs CAP_NET_RAW): {e}")));
+    }
+    // SAFETY: fd is new and owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn bind_to(fd: &OwnedFd, ifindex: i32, protocol: u16) -> io::Result<()> {
+    // SAFETY: sockaddr_ll is plain data; zero is a valid value.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = protocol.to_be();
+    sll.sll_ifindex = ifindex;
+    // SAFETY: sll is a valid sockaddr_ll and its size is passed.
+    let r = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            &sll as *const libc::sockaddr_ll as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+enum TxPath {
+    Sendmmsg { iovs: Vec<libc::iovec>, msgs: Vec<libc::mmsghdr> },
+    Ring(TxRing),
+}
+
+struct TxRing {
+    fd: OwnedFd,
+    map: Mapping,
+    frame_size: usize,
+    frames: usize,
+    next: usize,
+    queued: usize,
+}
+
+/// One AF_PACKET socket with a TPACKET_V3 RX ring bound to one interface.
+pub struct PacketSocket {
+    fd: OwnedFd,
+    ring: Mapping,
+    block_size: usize,
+    blocks: usize,
+    next_block: usize,
+    vnet: bool,
+    tx: TxPath,
+}
+
+// SAFETY: the raw pointers inside (ring, iovecs) refer to memory owned by
+// this object; it is used by one thread at a time.
+unsafe impl Send for PacketSocket {}
+
+/// Largest frame podlb passes (a 64 KiB GSO frame plus headers).
+pub const MAX_FRAME: usize = 65536 + 64;
+
+impl PacketSocket {
+    pub fn open(ifname: &str, cfg: &PacketConfig) -> io::Result<PacketSocket> {
+        let ifindex = sys::ifindex(ifname)?;
+        // Protocol 0 until the ring is set up, so nothing is queued before it.
+        let fd = packet_socket(0)?;
+        let raw = fd.as_raw_fd();
+        setsockopt(raw, SOL_PACKET, PACKET_VERSION, &TPACKET_V3)?;
+        if cfg.vnet_hdr {
+            setsockopt(raw, SOL_PACKET, PACKET_VNET_HDR, &1i32)?;
+        }
+        // Our own transmissions must not come back up our RX ring.
+        setsockopt(raw, SOL_PACKET, PACKET_IGNORE_OUTGOING, &1i32)?;
+        // Frames are already final: skip the qdisc layer on transmit.
+        setsockopt(raw, SOL_PACKET, PACKET_QDISC_BYPASS, &1i32)?;
+        let block_size = cfg.block_size as usize;
+        let blocks = cfg.block_count as usize;
+        let req = TpacketReq3 {
+            block_size: cfg.block_size,
+            block_nr: cfg.block_count,
+            // V3 packs frames of any size into a block; frame_size only has
+            // to be consistent: frame_nr * frame_size == block_nr * block_size.
+            frame_size: 2048.min(cfg.block_size),
+            frame_nr: (block_size * blocks / 2048.min(block_size)) as u32,
+            retire_blk_tov: cfg.block_timeout_ms,
+            sizeof_priv: 0,
+            feature_req_word: 0,
+        };
+        setsockopt(raw, SOL_PACKET, PACKET_RX_RING, &req)
+            .map_err(|e| io::Error::new(e.kind(), format!("PACKET_RX_RING ({} x {} bytes): {e}", blocks, block_size)))?;
+        let ring = Mapping::new(raw, block_size * blocks)?;
+        bind_to(&fd, ifindex, ETH_P_ALL)?;
+        if let Some(group) = cfg.fanout {
+            let arg: u32 = group as u32 | (PACKET_FANOUT_HASH << 16);
+            setsockopt(raw, SOL_PACKET, PACKET_FANOUT, &arg)?;
+        }
+        let tx = match cfg.tx {
+            TxMode::Sendmmsg => TxPath::Sendmmsg { iovs: Vec::with_capacity(1024), msgs: Vec::with_capacity(1024) },
+            TxMode::Ring => TxPath::Ring(TxRing::open(ifindex, cfg.vnet_hdr)?),
+        };
+        Ok(PacketSocket { fd, ring, block_size, blocks, next_block: 0, vnet: cfg.vnet_hdr, tx })
+    }
+
+    fn block_status(&self, b: usize) -> &AtomicU32 {
+        // SAFETY: b < blocks, so the offset is inside the mapping; the block
+        // descriptor's status word is 4-byte aligned (blocks are page aligned)
+        // and is shared with the kernel, hence accessed atomically.
+        unsafe { AtomicU32::from_ptr(self.ring.ptr.as_ptr().add(b * self.block_size + BD_STATUS) as *mut u32) }
+    }
+}
+
+#[inline]
+fn rd32(base: *const u8, off: usize) -> u32 {
+    // SAFETY: callers pass offsets they bounds-checked against the block.
+    unsafe { std::ptr::read_unaligned(base.add(off) as *const u32) }
+}
+#[inline]
+fn rd16(base: *const u8, off: usize) -> u16 {
+    // SAFETY: as rd32.
+    unsafe { std::ptr::read_unaligned(base.add(off) as *const u16) }
+}
+
+impl Device for PacketSocket {
+    fn poll<F: FnMut(&mut [u8], PacketMeta) -> bool>(&mut self, f: &mut F) -> io::Result<BatchStats> {
+        let mut st = BatchStats::default();
+        let b = self.next_block;
+        if self.block_status(b).load(Ordering::Acquire) & TP_STATUS_USER == 0 {
+            return Ok(st);
+        }
+        // SAFETY: b < blocks; the block belongs to userspace until we store
+        // TP_STATUS_KERNEL into its status below.
+        let base = unsafe { self.ring.ptr.as_ptr().add(b * self.block_size) };
+        let num = rd32(base, BD_NUM_PKTS) as usize;
+        let mut off = rd32(base, BD_FIRST) as usize;
+        let vlen = if self.vnet { VNET_HDR_LEN } else { 0 };
+        for _ in 0..num {
+            if off + H3_SIZE > self.block_size {
+                break;
+            }
+            let snap = rd32(base, off + H3_SNAPLEN) as usize;
+            let len = rd32(base, off + H3_LEN) as usize;
+            let status = rd32(base, off + H3_STATUS);
+            let mac = rd16(base, off + H3_MAC) as usize;
+            let vlan = rd32(base, off + H3_VLAN_TCI);
+            let next = rd32(base, off + H3_NEXT) as usize;
+            let start = off + mac;
+            st.rx += 1;
+            st.rx_bytes += snap as u64;
+            if start < vlen || start + snap > self.block_size || mac < vlen {
+                st.malformed += 1;
+            } else if snap < len {
+                st.truncated += 1;
+            } else if status & TP_STATUS_VLAN_VALID != 0 && vlan & 0x0fff != 0 {
+                st.vlan += 1;
+            } else {
+                // SAFETY: [start-vlen, start+snap) lies inside this block (checked
+                // above); the block is ours until released, and no other
+                // reference to it exists during this call.
+                let all = unsafe { std::slice::from_raw_parts_mut(base.add(start - vlen), snap + vlen) };
+                let (hdr, frame) = all.split_at_mut(vlen);
+                let csum_partial = if self.vnet {
+                    VirtioNetHdr::read(hdr).is_some_and(|h| h.flags & VNET_F_NEEDS_CSUM != 0)
+                } else {
+                    status & TP_STATUS_CSUMNOTREADY != 0
+                };
+                let meta = PacketMeta { csum_partial, tx_keeps_partial: self.vnet };
+                if f(frame, meta) {
+                    let (p, n) = (all.as_mut_ptr(), all.len());
+                    self.queue_tx(p, n, &mut st);
+                }
+            }
+            if next == 0 {
+                break;
+            }
+            off += next;
+        }
+        self.flush_tx(&mut st);
+        self.block_status(b).store(TP_STATUS_KERNEL, Ordering::Release);
+        self.next_block = (b + 1) % self.blocks;
+        Ok(st)
+    }
+
+    fn wait(&mut self, timeout: Duration) -> io::Result<()> {
+        if self.block_status(self.next_block).load(Ordering::Acquire) & TP_STATUS_USER != 0 {
+            return Ok(());
+        }
+        sys::wait_readable(self.fd.as_raw_fd(), timeout).map(|_| ())
+    }
+}
+
+impl PacketSocket {
+    fn queue_tx(&mut self, p: *mut u8, n: usize, st: &mut BatchStats) {
+        match &mut self.tx {
+            TxPath::Sendmmsg { iovs, .. } => {
+                iovs.push(libc::iovec { iov_base: p as *mut libc::c_void, iov_len: n });
+                if iovs.len() == iovs.capacity() {
+                    return self.flush_tx(st);
+                }
+            }
+            TxPath::Ring(r) => {
+                // SAFETY: p/n describe a frame inside the RX block we own.
+                let frame = unsafe { std::slice::from_raw_parts(p as *const u8, n) };
+                if !r.push(frame) {
+                    r.flush();
+                    if !r.push(frame) {
+                        st.tx_errors += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    fn flush_tx(&mut self, st: &mut BatchStats) {
+        match &mut self.tx {
+            TxPath::Sendmmsg { iovs, msgs } => {
+                if iovs.is_empty() {
+                    return;
+                }
+                msgs.clear();
+                for iov in iovs.iter_mut() {
+                    // SAFETY: mmsghdr is plain data; zero is valid (no name, no control).
+                    let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                    m.msg_hdr.msg_iov = iov as *mut libc::iovec;
+                    m.msg_hdr.msg_iovlen = 1;
+                    msgs.push(m);
+                }
+                let mut sent = 0;
+                while sent < msgs.len() {
+                    // SAFETY: msgs[sent..] are valid mmsghdrs whose iovecs point
+                    // into the RX block we still own; the socket is bound, so no
+                    // address is needed.
+                    let r = unsafe {
+                        libc::sendmmsg(
+                            self.fd.as_raw_fd(),
+                            msgs.as_mut_ptr().add(sent),
+                            (msgs.len() - sent) as u32,
+                            libc::MSG_DONTWAIT,
+                        )
+                    };
+                    if r <= 0 {
+                        let e = io::Error::last_os_error();
+                        if e.kind() == io::ErrorKind::Interrupted {
+                            continue;
+                        }
+                        // The frame at `sent` was refused: count it and go on.
+                        st.tx_errors += 1;
+                        sent += 1;
+                        continue;
+                    }
+                    st.tx += r as u64;
+                    sent += r as usize;
+                }
+                iovs.clear();
+            }
+            TxPath::Ring(r) => {
+                st.tx += r.queued as u64;
+                r.flush();
+            }
+        }
+    }
+}
+
+impl TxRing {
+    fn open(ifindex: i32, vnet: bool) -> io::Result<TxRing> {
+        let fd = packet_socket(0)?;
+        let raw = fd.as_raw_fd();
+        setsockopt(raw, SOL_PACKET, PACKET_VERSION, &TPACKET_V2)?;
+        if vnet {
+            setsockopt(raw, SOL_PACKET, PACKET_VNET_HDR, &1i32)?;
+        }
+        setsockopt(raw, SOL_PACKET, PACKET_QDISC_BYPASS, &1i32)?;
+        let frame_size = (MAX_FRAME + H2_DATA + VNET_HDR_LEN).next_power_of_two();
+        let frames = 128;
+        let req = TpacketReq { block_size: frame_size as u32, block_nr: frames as u32, frame_size: frame_size as u32, frame_nr: frames as u32 };
+        setsockopt(raw, SOL_PACKET, PACKET_TX_RING, &req)?;
+        let map = Mapping::new(raw, frame_size * frames)?;
+        // Protocol 0: this socket only sends.
+        bind_to(&fd, ifindex, 0)?;
+        Ok(TxRing { fd, map, frame_size, frames, next: 0, queued: 0 })
+    }
+
+    fn status(&self, i: usize) -> &AtomicU32 {
+        // SAFETY: i < frames; each frame header starts frame-aligned with its
+        // 4-byte status word, shared with the kernel, so accessed atomically.
+        unsafe { AtomicU32::from_ptr(self.map.ptr.as_ptr().add(i * self.frame_size) as *mut u32) }
+    }
+
+    /// Copies a frame into the next free slot. False if the ring is full.
+    fn push(&mut self, frame: &[u8]) -> bool {
+        if frame.len() + H2_DATA > self.frame_size {
+            return false;
+        }
+        let s = self.status(self.next).load(Ordering::Acquire);
+        if s != TP_STATUS_KERNEL && s != TP_STATUS_WRONG_FORMAT {
+            return false;
+        }
+        // SAFETY: the slot is free (status AVAILABLE), lies inside the mapping,
+        // and frame fits in it (checked above).
+        unsafe {
+            let base = self.map.ptr.as_ptr().add(self.next * self.frame_size);
+            std::ptr::copy_nonoverlapping(frame.as_ptr(), base.add(H2_DATA), frame.len());
+            std::ptr::write_unaligned(base.add(H2_LEN) as *mut u32, frame.len() as u32);
+        }
+        self.status(self.next).store(TP_STATUS_SEND_REQUEST, Ordering::Release);
+        self.next = (self.next + 1) % self.frames;
+        self.queued += 1;
+        true
+    }
+
+    fn flush(&mut self) {
+        if self.queued == 0 {
+            return;
+        }
+        // SAFETY: send(2) with no buffer asks the kernel to transmit the
+        // frames marked SEND_REQUEST in the mapped ring.
+        unsafe { libc::send(self.fd.as_raw_fd(), std::ptr::null(), 0, libc::MSG_DONTWAIT) };
+        self.queued = 0;
+    }
+}
+
+/// A send-only AF_PACKET socket for frames the control plane builds (ARP
+/// requests, gratuitous ARP). It receives nothing.
+pub struct PacketInjector {
+    fd: OwnedFd,
+}
+
+impl PacketInjector {
+    pub fn open(ifname: &str) -> io::Result<PacketInjector> {
+        let ifindex = sys::ifindex(ifname)?;
+        let fd = packet_socket(0)?;
+        bind_to(&fd, ifindex, 0)?;
+        Ok(PacketInjector { fd })
+    }
+}
+
+impl Injector for PacketInjector {
+    fn inject(&self, frame: &[u8]) -> io::Result<()> {
+        // SAFETY: frame is a valid buffer for its length; the socket is bound.
+        let r = unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr() as *const libc::c_void, frame.len(), 0) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}

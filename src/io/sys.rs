@@ -1,0 +1,150 @@
+//! Thin wrappers over the interface ioctls podlb needs.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use crate::wire::MacAddr;
+
+/// `SIOCBRADDIF` from linux/sockios.h: add an interface to a bridge.
+const SIOCBRADDIF: libc::c_ulong = 0x89a2;
+
+/// The virtio-net header that precedes frames on PACKET_VNET_HDR sockets and
+/// IFF_VNET_HDR TAP devices (virtio spec §5.1.6, legacy layout, native endian).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VirtioNetHdr {
+    pub flags: u8,
+    pub gso_type: u8,
+    pub hdr_len: u16,
+    pub gso_size: u16,
+    pub csum_start: u16,
+    pub csum_offset: u16,
+}
+
+pub const VNET_HDR_LEN: usize = std::mem::size_of::<VirtioNetHdr>();
+/// `VIRTIO_NET_HDR_F_NEEDS_CSUM`: the checksum at csum_start+csum_offset is partial.
+pub const VNET_F_NEEDS_CSUM: u8 = 1;
+
+impl VirtioNetHdr {
+    /// Reads a header from the first [`VNET_HDR_LEN`] bytes of `b`.
+    pub fn read(b: &[u8]) -> Option<VirtioNetHdr> {
+        let b: &[u8; VNET_HDR_LEN] = b.get(..VNET_HDR_LEN)?.try_into().ok()?;
+        let u = |i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
+        Some(VirtioNetHdr { flags: b[0], gso_type: b[1], hdr_len: u(2), gso_size: u(4), csum_start: u(6), csum_offset: u(8) })
+    }
+}
+
+fn ifreq_with_name(name: &str) -> io::Result<libc::ifreq> {
+    let c = CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name has a NUL"))?;
+    let bytes = c.as_bytes_with_nul();
+    if bytes.len() > libc::IFNAMSIZ {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("interface name {name:?} is longer than 15 bytes")));
+    }
+    // SAFETY: ifreq is a plain C struct/union for which all-zero bytes is a valid value.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, &src) in ifr.ifr_name.iter_mut().zip(bytes) {
+        *dst = src as libc::c_char;
+    }
+    Ok(ifr)
+}
+
+fn ctl_socket() -> io::Result<OwnedFd> {
+    // SAFETY: socket(2) with constant arguments; the result is checked below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a freshly created descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The index of interface `name`.
+pub fn ifindex(name: &str) -> io::Result<i32> {
+    let c = CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name has a NUL"))?;
+    // SAFETY: c is a valid NUL-terminated string that outlives the call.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 {
+        return Err(io::Error::new(io::ErrorKind::NotFound, format!("no interface named {name:?}")));
+    }
+    Ok(idx as i32)
+}
+
+/// The hardware address of interface `name`.
+pub fn mac_of(name: &str) -> io::Result<MacAddr> {
+    let s = ctl_socket()?;
+    let mut ifr = ifreq_with_name(name)?;
+    // SAFETY: SIOCGIFHWADDR reads the name from and writes the address into
+    // `ifr`, which is a valid, exclusively borrowed ifreq.
+    if unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCGIFHWADDR, &mut ifr) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: after SIOCGIFHWADDR succeeded the union holds ifru_hwaddr.
+    let sa = unsafe { ifr.ifr_ifru.ifru_hwaddr };
+    let mut m = [0u8; 6];
+    for (d, s) in m.iter_mut().zip(sa.sa_data.iter()) {
+        *d = *s as u8;
+    }
+    Ok(MacAddr(m))
+}
+
+/// Sets interface `name` up.
+pub fn set_up(name: &str) -> io::Result<()> {
+    let s = ctl_socket()?;
+    let mut ifr = ifreq_with_name(name)?;
+    // SAFETY: SIOCGIFFLAGS fills ifru_flags of a valid ifreq.
+    if unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: SIOCGIFFLAGS succeeded, so ifru_flags is the active member.
+    unsafe { ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    // SAFETY: SIOCSIFFLAGS reads a valid ifreq.
+    if unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Enslaves interface `port` to bridge `bridge`.
+pub fn bridge_add(bridge: &str, port: &str) -> io::Result<()> {
+    let idx = ifindex(port)?;
+    ifindex(bridge)?;
+    let s = ctl_socket()?;
+    let mut ifr = ifreq_with_name(bridge)?;
+    ifr.ifr_ifru.ifru_ifindex = idx;
+    // SAFETY: SIOCBRADDIF reads the bridge name and the port index from a valid ifreq.
+    if unsafe { libc::ioctl(s.as_raw_fd(), SIOCBRADDIF, &ifr) } < 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("cannot add {port} to bridge {bridge}: {e}")));
+    }
+    Ok(())
+}
+
+/// Waits until `fd` is readable or `timeout` passes.
+pub fn wait_readable(fd: RawFd, timeout: Duration) -> io::Result<bool> {
+    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: p is a valid pollfd array of length 1 for the duration of the call.
+    let r = unsafe { libc::poll(&mut p, 1, ms) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(false);
+        }
+        return Err(e);
+    }
+    Ok(r > 0)
+}
+
+/// setsockopt with an integer-sized value.
+pub(crate) fn setsockopt<T>(fd: RawFd, level: i32, name: i32, value: &T) -> io::Result<()> {
+    // SAFETY: value points to a live T of the size passed; the kernel only reads it.
+    let r = unsafe {
+        libc::setsockopt(fd, level, name, value as *const T as *const libc::c_void, std::mem::size_of::<T>() as libc::socklen_t)
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
