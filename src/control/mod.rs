@@ -1,1 +1,4 @@
 //! Control plane.
+
+pub mod demo;
+pub mod netns;
