@@ -7,6 +7,10 @@
 //! nothing is created in the root namespace and topologies built in parallel
 //! cannot collide: each has its own bridge and may reuse the same addresses.
 //!
+//! The bridge forwards like a plain L2 switch: if `br_netfilter` is loaded,
+//! `bridge-nf-call-{iptables,ip6tables,arptables}` are turned off in the node
+//! namespace, so malformed IPv4 crosses it untouched.
+//!
 //! Names are `plb-<pid>-<counter>-<role>`. Creating the first topology in a
 //! process sweeps away `plb-<pid>-*` namespaces whose pid is dead (left by a
 //! killed run). Dropping a topology kills the processes it spawned and every
@@ -31,6 +35,8 @@ use std::time::{Duration, Instant};
 pub const EXEC_TIMEOUT: Duration = Duration::from_secs(20);
 /// Timeout of one HTTP request made by the helpers here.
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default overall deadline of [`http_get_many`].
+pub const BATCH_TIMEOUT: Duration = Duration::from_secs(40);
 /// Upper bound on the size of an HTTP response read by the helpers here.
 const MAX_RESPONSE: usize = 4 << 20;
 
@@ -119,19 +125,24 @@ pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Result<Output> {
         cmd: what.clone(),
         source,
     })?;
-    // Drain both pipes on threads so a chatty child cannot block on a full pipe.
-    let mut out = child.stdout.take().expect("piped stdout");
-    let mut err = child.stderr.take().expect("piped stderr");
-    let t_out = thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out.read_to_end(&mut v);
-        v
-    });
-    let t_err = thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err.read_to_end(&mut v);
-        v
-    });
+    // Drain both pipes on threads so a chatty child cannot block on a full
+    // pipe; collect them with a bound, since a daemon the child left behind
+    // may hold the pipes open.
+    let out = child.stdout.take().expect("piped stdout");
+    let err = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    for (i, mut pipe) in [
+        (0, Box::new(out) as Box<dyn Read + Send>),
+        (1, Box::new(err)),
+    ] {
+        let tx = tx.clone();
+        thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = pipe.read_to_end(&mut v);
+            let _ = tx.send((i, v));
+        });
+    }
+    drop(tx);
     let deadline = Instant::now() + timeout;
     let status = loop {
         match child
@@ -142,14 +153,21 @@ pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Result<Output> {
             None if Instant::now() >= deadline => {
                 let _ = child.kill();
                 let _ = child.wait();
-                // Children of the child may keep the pipes open; do not join then.
                 return Err(NetnsError::Timeout { cmd: what, timeout });
             }
             None => thread::sleep(Duration::from_millis(5)),
         }
     };
-    let stdout = t_out.join().unwrap_or_default();
-    let stderr = t_err.join().unwrap_or_default();
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let pipes_deadline = Instant::now() + Duration::from_secs(2);
+    for _ in 0..2 {
+        let left = pipes_deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok((0, v)) => stdout = v,
+            Ok((_, v)) => stderr = v,
+            Err(_) => break,
+        }
+    }
     Ok(Output {
         status,
         stdout,
@@ -441,6 +459,58 @@ pub fn wait_tcp(ns: &str, addr: SocketAddr, timeout: Duration, proc: Option<&Pro
     }
 }
 
+/// Waits until something listens on TCP `port` inside `ns` (checked with
+/// `ss`, so nothing connects to it).
+pub fn wait_listening(ns: &str, port: u16, timeout: Duration, proc: Option<&Proc>) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let filter = format!("sport = :{port}");
+    loop {
+        let out = exec_ok(ns, &["ss", "-Hltn", &filter])?;
+        if !out.trim().is_empty() {
+            return Ok(());
+        }
+        if let Some(p) = proc {
+            if let Some(st) = p.try_wait() {
+                return Err(NetnsError::WaitTimeout {
+                    what: format!(
+                        "port {port} in {ns}: {} exited early ({st}); log tail:\n{}",
+                        p.label(),
+                        p.log_tail(2000)
+                    ),
+                    timeout,
+                });
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(NetnsError::WaitTimeout {
+                what: format!("a listener on port {port} in {ns}"),
+                timeout,
+            });
+        }
+        thread::sleep(Duration::from_millis(30));
+    }
+}
+
+/// Packet counters of an interface: (rx_packets, tx_packets).
+pub fn link_packets(ns: &str, ifname: &str) -> Result<(u64, u64)> {
+    let out = exec_ok(ns, &["ip", "-j", "-s", "link", "show", "dev", ifname])?;
+    let v: serde_json::Value = serde_json::from_str(&out).map_err(|_| NetnsError::Parse {
+        what: format!("ip -j -s link show {ifname}"),
+        output: out.clone(),
+    })?;
+    let get = |dir: &str| {
+        v.pointer(&format!("/0/stats64/{dir}/packets"))
+            .and_then(|p| p.as_u64())
+    };
+    match (get("rx"), get("tx")) {
+        (Some(rx), Some(tx)) => Ok((rx, tx)),
+        _ => Err(NetnsError::Parse {
+            what: format!("ip -j -s link show {ifname}"),
+            output: out,
+        }),
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Processes
 
@@ -584,7 +654,21 @@ impl Topology {
         t.add_netns(&node)?;
         ip(&["-n", &node, "link", "add", "br0", "type", "bridge"])?;
         ip(&["-n", &node, "link", "set", "br0", "up"])?;
+        // With br_netfilter loaded, bridged IPv4 goes through iptables and its
+        // sanity checks, which drop malformed headers before they reach a
+        // port. The bridge is a plain L2 switch here: turn that off.
+        for key in ["iptables", "ip6tables", "arptables"] {
+            let k = format!("net.bridge.bridge-nf-call-{key}");
+            if t.has_sysctl(&node, &k) {
+                set_sysctl(&node, &k, "0")?;
+            }
+        }
         Ok(t)
+    }
+
+    fn has_sysctl(&self, ns: &str, key: &str) -> bool {
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        in_netns(ns, move || Path::new(&path).exists()).unwrap_or(false)
     }
 
     fn add_netns(&mut self, ns: &str) -> Result<()> {
@@ -1007,19 +1091,41 @@ pub fn http_get_many(
     concurrency: usize,
     new_connection: bool,
 ) -> Result<HashMap<String, usize>> {
+    let deadline = Instant::now() + BATCH_TIMEOUT;
+    http_get_many_until(ns, addr, count, concurrency, new_connection, deadline)
+}
+
+/// [`http_get_many`] with an explicit overall deadline. Stops at the first
+/// failed request or at the deadline, whichever comes first.
+pub fn http_get_many_until(
+    ns: &str,
+    addr: SocketAddr,
+    count: usize,
+    concurrency: usize,
+    new_connection: bool,
+    deadline: Instant,
+) -> Result<HashMap<String, usize>> {
+    let abort = AtomicBool::new(false);
     let concurrency = concurrency.clamp(1, count.max(1));
     let next = AtomicUsize::new(0);
     let results = in_netns(ns, || {
         thread::scope(|s| {
             let workers: Vec<_> = (0..concurrency)
                 .map(|_| {
-                    let next = &next;
+                    let (next, abort) = (&next, &abort);
                     // Threads spawned here inherit the namespace of this thread.
                     s.spawn(move || {
                         let mut counts: HashMap<String, usize> = HashMap::new();
                         let mut errors: Vec<String> = Vec::new();
                         let mut conn: Option<HttpConn> = None;
-                        while next.fetch_add(1, Ordering::Relaxed) < count {
+                        while !abort.load(Ordering::Relaxed)
+                            && next.fetch_add(1, Ordering::Relaxed) < count
+                        {
+                            if Instant::now() >= deadline {
+                                errors.push("batch deadline passed".into());
+                                abort.store(true, Ordering::Relaxed);
+                                break;
+                            }
                             let r = (|| {
                                 if new_connection || conn.is_none() {
                                     conn = Some(HttpConn::connect(addr, HTTP_TIMEOUT)?);
@@ -1035,8 +1141,14 @@ pub fn http_get_many(
                                 Ok(resp) if resp.status == 200 => {
                                     *counts.entry(resp.body.trim().to_string()).or_default() += 1
                                 }
-                                Ok(resp) => errors.push(format!("status {}", resp.status)),
-                                Err(e) => errors.push(e.to_string()),
+                                Ok(resp) => {
+                                    errors.push(format!("status {}", resp.status));
+                                    abort.store(true, Ordering::Relaxed);
+                                }
+                                Err(e) => {
+                                    errors.push(e.to_string());
+                                    abort.store(true, Ordering::Relaxed);
+                                }
                             }
                         }
                         (counts, errors)
@@ -1060,14 +1172,18 @@ pub fn http_get_many(
         }
         errors.extend(errs);
     }
-    if errors.is_empty() {
+    let done: usize = total.values().sum();
+    if errors.is_empty() && done == count {
         Ok(total)
     } else {
         Err(NetnsError::Batch {
             addr,
-            failed: errors.len(),
+            failed: count - done,
             total: count,
-            first: errors.swap_remove(0),
+            first: errors
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| "requests missing".into()),
         })
     }
 }
