@@ -87,6 +87,14 @@ pub enum NetnsError {
     /// Something did not happen in time.
     #[error("timed out after {timeout:?} waiting for {what}")]
     WaitTimeout { what: String, timeout: Duration },
+    /// A process exited while something was waited for.
+    #[error("{label} exited ({status}) while waiting for {what}; log tail:\n{log}")]
+    Exited {
+        label: String,
+        status: ExitStatus,
+        what: String,
+        log: String,
+    },
     /// Unexpected output from a tool.
     #[error("cannot parse output of {what}: {output}")]
     Parse { what: String, output: String },
@@ -439,13 +447,11 @@ pub fn wait_tcp(ns: &str, addr: SocketAddr, timeout: Duration, proc: Option<&Pro
         }
         if let Some(p) = proc {
             if let Some(st) = p.try_wait() {
-                return Err(NetnsError::WaitTimeout {
-                    what: format!(
-                        "{addr} in {ns}: {} exited early ({st}); log tail:\n{}",
-                        p.label(),
-                        p.log_tail(2000)
-                    ),
-                    timeout,
+                return Err(NetnsError::Exited {
+                    label: p.label().to_string(),
+                    status: st,
+                    what: format!("TCP {addr} in {ns}"),
+                    log: p.log_tail(2000),
                 });
             }
         }
@@ -471,13 +477,11 @@ pub fn wait_listening(ns: &str, port: u16, timeout: Duration, proc: Option<&Proc
         }
         if let Some(p) = proc {
             if let Some(st) = p.try_wait() {
-                return Err(NetnsError::WaitTimeout {
-                    what: format!(
-                        "port {port} in {ns}: {} exited early ({st}); log tail:\n{}",
-                        p.label(),
-                        p.log_tail(2000)
-                    ),
-                    timeout,
+                return Err(NetnsError::Exited {
+                    label: p.label().to_string(),
+                    status: st,
+                    what: format!("a listener on port {port} in {ns}"),
+                    log: p.log_tail(2000),
                 });
             }
         }
