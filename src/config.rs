@@ -99,6 +99,7 @@ pub struct IoSettings {
     /// Block retire timeout in milliseconds (TPACKET_V3 `tp_retire_blk_tov`).
     pub block_timeout_ms: u32,
     pub tx: TxMode,
+    pub rx_ring: crate::io::packet::RxRing,
     /// Receive and send whole GSO frames with a virtio-net header.
     pub vnet_hdr: bool,
     /// How long a worker busy-polls after the last packet before it sleeps.
@@ -190,6 +191,7 @@ struct RawIo {
     block_count: Option<u32>,
     block_timeout_ms: Option<u32>,
     tx: Option<TxMode>,
+    rx_ring: Option<crate::io::packet::RxRing>,
     vnet_hdr: Option<bool>,
     busy_poll_us: Option<u64>,
 }
@@ -315,6 +317,7 @@ impl Config {
             block_count: r.block_count.unwrap_or(32),
             block_timeout_ms: r.block_timeout_ms.unwrap_or(1),
             tx: r.tx.unwrap_or(TxMode::Sendmmsg),
+            rx_ring: r.rx_ring.unwrap_or(crate::io::packet::RxRing::V2),
             vnet_hdr: r.vnet_hdr.unwrap_or(true),
             busy_poll: Duration::from_micros(r.busy_poll_us.unwrap_or(200)),
         };

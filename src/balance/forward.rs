@@ -64,9 +64,13 @@ const NAT_PORT_SPAN: u32 = 65536 - NAT_PORT_MIN;
 const NAT_PORT_TRIES: u32 = 512;
 
 impl NatPorts {
-    pub fn new(index: usize, workers: usize) -> NatPorts {
+    /// `start` seeds where the cursor begins; pass something that differs
+    /// between runs (a restarted podlb that began at the same port would walk
+    /// straight into the TIME_WAIT entries its predecessor left on the
+    /// backends, and their PAWS check would reject the SYNs).
+    pub fn new(index: usize, workers: usize, start: u32) -> NatPorts {
         let workers = workers.max(1) as u32;
-        NatPorts { index: index as u32 % workers, workers, cursor: 0 }
+        NatPorts { index: index as u32 % workers, workers, cursor: start }
     }
 
     /// The next free port towards `backend:backend_port` from `vip`.

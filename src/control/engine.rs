@@ -163,6 +163,7 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
                 vnet_hdr: cfg.io.vnet_hdr,
                 tx: cfg.io.tx,
                 fanout: (workers > 1).then_some(group),
+                rx_ring: cfg.io.rx_ring,
             };
             let socks = (0..workers)
                 .map(|_| PacketSocket::open(interface, &pc))
@@ -208,12 +209,16 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
     let spawn = |i: usize, f: Box<dyn FnOnce() + Send>| {
         std::thread::Builder::new().name(format!("podlb-w{i}")).spawn(f).map_err(EngineError::Thread)
     };
+    let port_seed = {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        hash_bytes(&t.as_nanos().to_le_bytes(), std::process::id() as u64) as u32
+    };
     let mk_fwd = |i: usize| Forwarder {
         mac,
         flows: shared.flows.clone(),
         neighbors: shared.neighbors.clone(),
         stats: view.workers[i].clone(),
-        ports: NatPorts::new(i, workers),
+        ports: NatPorts::new(i, workers, port_seed),
         pickup: cfg.flows.pickup,
     };
     match devices {
@@ -325,7 +330,6 @@ impl Control {
     /// the first SYN to a new backend does not meet an empty ARP cache.
     fn resolve_before_publish(&mut self, snap: &Snapshot) {
         let deadline = Instant::now() + Duration::from_millis(800);
-        let src = snap.vips().next();
         let mut asked = Instant::now() - Duration::from_secs(1);
         loop {
             let missing: Vec<u32> = snap
@@ -341,10 +345,8 @@ impl Control {
                 return;
             }
             if asked.elapsed() >= Duration::from_millis(200) {
-                if let Some(src) = src {
-                    for &ip in &missing {
-                        self.send_request(src, ip);
-                    }
+                for &ip in &missing {
+                    self.send_request(ip);
                 }
                 asked = Instant::now();
             }
@@ -353,9 +355,13 @@ impl Control {
         }
     }
 
-    fn send_request(&self, src: Ipv4Addr, target: u32) {
+    /// Asks for `target`'s MAC. The sender address is 0.0.0.0, the RFC 5227
+    /// §2.1.1 probe form: a VIP would be wrong as sender, since DSR backends
+    /// hold the VIP themselves and Linux drops ARP from its own address as a
+    /// martian; and a probe leaves no entry in the target's ARP cache.
+    fn send_request(&self, target: u32) {
         let mut buf = [0u8; 64];
-        let n = arp::emit_request(&mut buf, self.view.mac, src, Ipv4Addr::from(target));
+        let n = arp::emit_request(&mut buf, self.view.mac, Ipv4Addr::UNSPECIFIED, Ipv4Addr::from(target));
         match self.injector.inject(&buf[..n]) {
             Ok(()) => {
                 self.view.arp_requests.fetch_add(1, Ordering::Relaxed);
@@ -392,17 +398,17 @@ impl Control {
 
         // ARP resolution and refresh.
         let snap = self.view.shared.snapshot.load();
-        if let Some(src) = snap.vips().next() {
+        {
             for e in self.view.shared.neighbors.entries() {
                 let since_asked = now.wrapping_sub(e.asked_ms);
                 let since_seen = now.wrapping_sub(e.seen_ms);
                 match e.mac {
-                    None if e.wanted || since_asked >= ARP_RETRY_MS => self.send_request(src, e.ip),
+                    None if e.wanted || since_asked >= ARP_RETRY_MS => self.send_request(e.ip),
                     Some(_) if since_seen >= ARP_EXPIRE_MS => {
                         tracing::warn!(neighbor = %Ipv4Addr::from(e.ip), "no ARP answer; forgetting its MAC");
                         self.view.shared.neighbors.invalidate(e.ip);
                     }
-                    Some(_) if since_seen >= ARP_REFRESH_MS && since_asked >= ARP_RETRY_MS * 5 => self.send_request(src, e.ip),
+                    Some(_) if since_seen >= ARP_REFRESH_MS && since_asked >= ARP_RETRY_MS * 5 => self.send_request(e.ip),
                     _ => {}
                 }
             }

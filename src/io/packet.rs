@@ -74,9 +74,18 @@ const H3_STATUS: usize = 20;
 const H3_MAC: usize = 24;
 const H3_VLAN_TCI: usize = 32;
 const H3_SIZE: usize = 48;
-// `struct tpacket2_hdr`: status, len, snaplen, mac, net, ...; data of a TX
-// frame starts at TPACKET2_HDRLEN - sizeof(sockaddr_ll) = 32.
+// `struct tpacket2_hdr`: status, len, snaplen, mac, net, sec, nsec,
+// vlan_tci, ...; data of a TX frame starts at TPACKET2_HDRLEN -
+// sizeof(sockaddr_ll) = 32.
 const H2_LEN: usize = 4;
+const H2_SNAPLEN: usize = 8;
+const H2_MAC: usize = 12;
+const H2_VLAN_TCI: usize = 24;
+/// V2 RX slot size: a 64 KiB GSO frame, its virtio-net header and the
+/// tpacket2 header, rounded up to pages.
+const V2_FRAME: usize = 17 * 4096;
+/// V2 frames handled per poll before the TX flush and release.
+const V2_BATCH: usize = 64;
 const H2_DATA: usize = 32;
 
 /// Settings of one AF_PACKET socket.
@@ -89,6 +98,19 @@ pub struct PacketConfig {
     pub tx: TxMode,
     /// Join this PACKET_FANOUT group (hash mode) to spread flows over workers.
     pub fanout: Option<u16>,
+    pub rx_ring: RxRing,
+}
+
+/// The RX ring layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RxRing {
+    /// TPACKET_V3: variable-size frames packed in blocks; a block reaches
+    /// userspace when full or when its retire timeout (≥ 1 ms) fires, which
+    /// puts a latency floor under light load.
+    V3,
+    /// TPACKET_V2: one fixed-size slot per frame, handed over per frame.
+    V2,
 }
 
 /// A mapped ring, unmapped on drop.
@@ -172,11 +194,16 @@ struct TxRing {
 pub struct PacketSocket {
     fd: OwnedFd,
     ring: Mapping,
+    /// V3: block size; V2: slot size.
     block_size: usize,
+    /// V3: blocks; V2: slots.
     blocks: usize,
     next_block: usize,
+    version: RxRing,
     vnet: bool,
     tx: TxPath,
+    /// V2 slots taken in this batch, released after the TX flush.
+    held: Vec<usize>,
 }
 
 // SAFETY: the raw pointers inside (ring, iovecs) refer to memory owned by
@@ -192,7 +219,8 @@ impl PacketSocket {
         // Protocol 0 until the ring is set up, so nothing is queued before it.
         let fd = packet_socket(0)?;
         let raw = fd.as_raw_fd();
-        setsockopt(raw, SOL_PACKET, PACKET_VERSION, &TPACKET_V3)?;
+        let version = if cfg.rx_ring == RxRing::V3 { TPACKET_V3 } else { TPACKET_V2 };
+        setsockopt(raw, SOL_PACKET, PACKET_VERSION, &version)?;
         if cfg.vnet_hdr {
             setsockopt(raw, SOL_PACKET, PACKET_VNET_HDR, &1i32)?;
         }
@@ -200,8 +228,11 @@ impl PacketSocket {
         setsockopt(raw, SOL_PACKET, PACKET_IGNORE_OUTGOING, &1i32)?;
         // Frames are already final: skip the qdisc layer on transmit.
         setsockopt(raw, SOL_PACKET, PACKET_QDISC_BYPASS, &1i32)?;
-        let block_size = cfg.block_size as usize;
-        let blocks = cfg.block_count as usize;
+        let (block_size, blocks) = match cfg.rx_ring {
+            RxRing::V3 => (cfg.block_size as usize, cfg.block_count as usize),
+            // Same ring memory as V3, cut in frame-sized slots.
+            RxRing::V2 => (V2_FRAME, (cfg.block_size as usize * cfg.block_count as usize / V2_FRAME).max(16)),
+        };
         let req = TpacketReq3 {
             block_size: cfg.block_size,
             block_nr: cfg.block_count,
@@ -213,8 +244,14 @@ impl PacketSocket {
             sizeof_priv: 0,
             feature_req_word: 0,
         };
-        setsockopt(raw, SOL_PACKET, PACKET_RX_RING, &req)
-            .map_err(|e| io::Error::new(e.kind(), format!("PACKET_RX_RING ({} x {} bytes): {e}", blocks, block_size)))?;
+        let set = match cfg.rx_ring {
+            RxRing::V3 => setsockopt(raw, SOL_PACKET, PACKET_RX_RING, &req),
+            RxRing::V2 => {
+                let req = TpacketReq { block_size: V2_FRAME as u32, block_nr: blocks as u32, frame_size: V2_FRAME as u32, frame_nr: blocks as u32 };
+                setsockopt(raw, SOL_PACKET, PACKET_RX_RING, &req)
+            }
+        };
+        set.map_err(|e| io::Error::new(e.kind(), format!("PACKET_RX_RING ({} x {} bytes): {e}", blocks, block_size)))?;
         let ring = Mapping::new(raw, block_size * blocks)?;
         bind_to(&fd, ifindex, ETH_P_ALL)?;
         if let Some(group) = cfg.fanout {
@@ -225,14 +262,90 @@ impl PacketSocket {
             TxMode::Sendmmsg => TxPath::Sendmmsg { iovs: Vec::with_capacity(1024), msgs: Vec::with_capacity(1024) },
             TxMode::Ring => TxPath::Ring(TxRing::open(ifindex, cfg.vnet_hdr)?),
         };
-        Ok(PacketSocket { fd, ring, block_size, blocks, next_block: 0, vnet: cfg.vnet_hdr, tx })
+        Ok(PacketSocket { fd, ring, block_size, blocks, next_block: 0, version: cfg.rx_ring, vnet: cfg.vnet_hdr, tx, held: Vec::with_capacity(V2_BATCH) })
     }
 
     fn block_status(&self, b: usize) -> &AtomicU32 {
-        // SAFETY: b < blocks, so the offset is inside the mapping; the block
-        // descriptor's status word is 4-byte aligned (blocks are page aligned)
-        // and is shared with the kernel, hence accessed atomically.
-        unsafe { AtomicU32::from_ptr(self.ring.ptr.as_ptr().add(b * self.block_size + BD_STATUS) as *mut u32) }
+        let off = if self.version == RxRing::V3 { BD_STATUS } else { 0 };
+        // SAFETY: b < blocks, so the offset is inside the mapping; the status
+        // word (V3 block descriptor or V2 frame header) is 4-byte aligned
+        // (blocks and slots are page aligned) and shared with the kernel,
+        // hence accessed atomically.
+        unsafe { AtomicU32::from_ptr(self.ring.ptr.as_ptr().add(b * self.block_size + off) as *mut u32) }
+    }
+
+    /// Hands one frame to `f` and queues it for TX if `f` says so. `start` is
+    /// the offset of the MAC header inside the slot/block at `base`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn take<F: FnMut(&mut [u8], PacketMeta) -> bool>(
+        &mut self,
+        f: &mut F,
+        base: *mut u8,
+        limit: usize,
+        start: usize,
+        snap: usize,
+        len: usize,
+        status: u32,
+        vlan: u32,
+        st: &mut BatchStats,
+    ) {
+        let vlen = if self.vnet { VNET_HDR_LEN } else { 0 };
+        st.rx += 1;
+        st.rx_bytes += snap as u64;
+        if start < vlen || start + snap > limit {
+            st.malformed += 1;
+            return;
+        }
+        if snap < len {
+            st.truncated += 1;
+            return;
+        }
+        if status & TP_STATUS_VLAN_VALID != 0 && vlan & 0x0fff != 0 {
+            st.vlan += 1;
+            return;
+        }
+        // SAFETY: [start-vlen, start+snap) lies inside this block or slot
+        // (checked above); it belongs to userspace until released, and no
+        // other reference to it exists during this call.
+        let all = unsafe { std::slice::from_raw_parts_mut(base.add(start - vlen), snap + vlen) };
+        let (hdr, frame) = all.split_at_mut(vlen);
+        let csum_partial = if self.vnet {
+            VirtioNetHdr::read(hdr).is_some_and(|h| h.flags & VNET_F_NEEDS_CSUM != 0)
+        } else {
+            status & TP_STATUS_CSUMNOTREADY != 0
+        };
+        let meta = PacketMeta { csum_partial, tx_keeps_partial: self.vnet };
+        if f(frame, meta) {
+            let (p, n) = (all.as_mut_ptr(), all.len());
+            self.queue_tx(p, n, st);
+        }
+    }
+
+    fn poll_v2<F: FnMut(&mut [u8], PacketMeta) -> bool>(&mut self, f: &mut F) -> io::Result<BatchStats> {
+        let mut st = BatchStats::default();
+        while self.held.len() < V2_BATCH {
+            let i = self.next_block;
+            if self.block_status(i).load(Ordering::Acquire) & TP_STATUS_USER == 0 {
+                break;
+            }
+            // SAFETY: i < slots: the slot is inside the mapping and ours until released.
+            let base = unsafe { self.ring.ptr.as_ptr().add(i * self.block_size) };
+            let status = rd32(base, 0);
+            let len = rd32(base, H2_LEN) as usize;
+            let snap = rd32(base, H2_SNAPLEN) as usize;
+            let mac = rd16(base, H2_MAC) as usize;
+            let vlan = rd16(base, H2_VLAN_TCI) as u32;
+            self.take(f, base, self.block_size, mac, snap, len, status, vlan, &mut st);
+            self.held.push(i);
+            self.next_block = (i + 1) % self.blocks;
+        }
+        self.flush_tx(&mut st);
+        for k in 0..self.held.len() {
+            self.block_status(self.held[k]).store(TP_STATUS_KERNEL, Ordering::Release);
+        }
+        self.held.clear();
+        Ok(st)
     }
 }
 
@@ -249,6 +362,9 @@ fn rd16(base: *const u8, off: usize) -> u16 {
 
 impl Device for PacketSocket {
     fn poll<F: FnMut(&mut [u8], PacketMeta) -> bool>(&mut self, f: &mut F) -> io::Result<BatchStats> {
+        if self.version == RxRing::V2 {
+            return self.poll_v2(f);
+        }
         let mut st = BatchStats::default();
         let b = self.next_block;
         if self.block_status(b).load(Ordering::Acquire) & TP_STATUS_USER == 0 {
@@ -259,7 +375,6 @@ impl Device for PacketSocket {
         let base = unsafe { self.ring.ptr.as_ptr().add(b * self.block_size) };
         let num = rd32(base, BD_NUM_PKTS) as usize;
         let mut off = rd32(base, BD_FIRST) as usize;
-        let vlen = if self.vnet { VNET_HDR_LEN } else { 0 };
         for _ in 0..num {
             if off + H3_SIZE > self.block_size {
                 break;
@@ -270,32 +385,7 @@ impl Device for PacketSocket {
             let mac = rd16(base, off + H3_MAC) as usize;
             let vlan = rd32(base, off + H3_VLAN_TCI);
             let next = rd32(base, off + H3_NEXT) as usize;
-            let start = off + mac;
-            st.rx += 1;
-            st.rx_bytes += snap as u64;
-            if start < vlen || start + snap > self.block_size || mac < vlen {
-                st.malformed += 1;
-            } else if snap < len {
-                st.truncated += 1;
-            } else if status & TP_STATUS_VLAN_VALID != 0 && vlan & 0x0fff != 0 {
-                st.vlan += 1;
-            } else {
-                // SAFETY: [start-vlen, start+snap) lies inside this block (checked
-                // above); the block is ours until released, and no other
-                // reference to it exists during this call.
-                let all = unsafe { std::slice::from_raw_parts_mut(base.add(start - vlen), snap + vlen) };
-                let (hdr, frame) = all.split_at_mut(vlen);
-                let csum_partial = if self.vnet {
-                    VirtioNetHdr::read(hdr).is_some_and(|h| h.flags & VNET_F_NEEDS_CSUM != 0)
-                } else {
-                    status & TP_STATUS_CSUMNOTREADY != 0
-                };
-                let meta = PacketMeta { csum_partial, tx_keeps_partial: self.vnet };
-                if f(frame, meta) {
-                    let (p, n) = (all.as_mut_ptr(), all.len());
-                    self.queue_tx(p, n, &mut st);
-                }
-            }
+            self.take(f, base, self.block_size, off + mac, snap, len, status, vlan, &mut st);
             if next == 0 {
                 break;
             }
