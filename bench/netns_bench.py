@@ -980,7 +980,7 @@ def render(info: dict, cases: list[Case], results: dict, skipped: dict[str, str]
         L.extend(notes)
     L.append("")
     if chart:
-        L.append(f"![netns benchmark ratios to direct]({chart})")
+        L.append(f"![netns benchmark: medians per case, labelled with the ratio to direct]({chart})")
     else:
         L.append(f"(charts: {chart_note})")
     L.append("")
@@ -999,13 +999,22 @@ def make_chart(path: Path, cases: list[Case], results: dict, skipped: dict) -> t
         meds = {n: medians(results, n) for n in names}
         panels = [("ka_rps", "keep-alive req/s"), ("cc_cps", "new conn/s"),
                   ("gbps", "iperf3 Gbit/s"), ("ka_p99", "keep-alive p99 ms")]
-        fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4))
+        panels = [(k, t) for k, t in panels if any(meds[n][k] is not None for n in names)]
+        if not names or not panels:
+            return None, "skipped: nothing to draw"
+        fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
+        axes = axes[0]
         for ax, (k, title) in zip(axes, panels):
             vals = [meds[n][k] or 0 for n in names]
-            ax.bar(range(len(names)), vals, color="tab:blue")
+            bars = ax.bar(range(len(names)), vals, color="tab:blue")
+            ref = meds.get("direct", {}).get(k)
+            if ref:  # label each bar with its ratio to direct
+                for bar, v in zip(bars, vals):
+                    ax.annotate(f"{v / ref:.2f}×", (bar.get_x() + bar.get_width() / 2, v),
+                                ha="center", va="bottom", fontsize=7)
             ax.set_xticks(range(len(names)))
             ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
-            ax.set_title(title, fontsize=10)
+            ax.set_title(f"{title} (medians; labels ÷ direct)", fontsize=9)
         fig.tight_layout()
         fig.savefig(path, dpi=100)
         plt.close(fig)
