@@ -1,0 +1,1367 @@
+#!/usr/bin/env python3
+"""netns load benchmark for podlb.
+
+Builds one network-namespace topology (a bridge namespace, a client, an lb host
+and three nginx backends, all in 198.18.0.0/24) and measures, for each way of
+reaching the backends from the client:
+
+  * wrk keep-alive          (req/s, p50, p99)
+  * wrk `Connection: close` (new connections/s, p99)
+  * iperf3                  (Gbit/s)
+
+Cases: `direct` (client -> backend 1, the limit), `iptables` (kube-proxy style
+DNAT + MASQUERADE in the lb namespace), `haproxy` (mode tcp), `nginx` (stream)
+and podlb variants (AF_PACKET / TAP, nat / dsr, 1 / 2 workers).  Cases
+alternate within a round (order rotated every round); medians over rounds and
+ratios (to iptables and to direct) are printed and written as markdown.
+
+Python 3 standard library only; run as root.  See bench/README.md.
+Everything it creates (namespaces named plbb-<pid>-*, processes, a temp dir)
+is removed on exit, on error, on Ctrl-C / SIGTERM / SIGHUP and on the global
+time limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import datetime
+import itertools
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PID = os.getpid()
+PREFIX = f"plbb-{PID}-"
+SUBNET = "198.18.0"  # 198.18.0.0/15 is the benchmarking range (RFC 2544); we use a /24 of it
+HOSTS = {
+    "client": f"{SUBNET}.10",
+    "lb": f"{SUBNET}.2",
+    "b1": f"{SUBNET}.21",
+    "b2": f"{SUBNET}.22",
+    "b3": f"{SUBNET}.23",
+}
+BACKENDS = ["b1", "b2", "b3"]
+VIP_PODLB = f"{SUBNET}.100"
+VIP_IPTABLES = f"{SUBNET}.101"
+VIP_HAPROXY = f"{SUBNET}.102"
+VIP_NGINX = f"{SUBNET}.103"
+# Source addresses the proxies use towards the backends.  iptables MASQUERADE uses the lb's
+# primary address (.2); the proxies get their own, so TIME_WAIT sockets one case leaves on the
+# backends never share a 4-tuple with another case's connections (PAWS would reject them).
+SRC_HAPROXY = f"{SUBNET}.4"
+SRC_NGINX = f"{SUBNET}.5"
+HTTP_PORT = 80
+IPERF_PORT = 5201
+ADMIN = "127.0.0.1:9100"
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Small programs run inside a namespace with `ip netns exec NS python3 -c ...`
+# (Python 3.11 has no os.setns, and this keeps the main process in its own netns).
+PY_TCP_CONNECT = (
+    "import socket,sys\n"
+    "s=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=float(sys.argv[3]))\n"
+    "s.close()\n"
+)
+PY_HTTP_GET = (
+    "import sys,urllib.request\n"
+    "r=urllib.request.urlopen(sys.argv[1],timeout=float(sys.argv[2]))\n"
+    "sys.stdout.write(r.read().decode('utf-8','replace'))\n"
+)
+
+
+class Interrupted(BaseException):
+    """Raised from signal handlers (Ctrl-C, SIGTERM, SIGHUP, time limit)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+class BenchError(Exception):
+    """A step failed; the message says which."""
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------
+# process and namespace bookkeeping
+# --------------------------------------------------------------------------------------
+
+
+class Resources:
+    """Everything this run created, removed by cleanup() exactly once."""
+
+    def __init__(self) -> None:
+        self.namespaces: list[str] = []
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.tmpdir: Path | None = None
+        self.keep_tmp = False
+        self.cleaned = False
+
+    def add_proc(self, name: str, proc: subprocess.Popen) -> None:
+        self.procs.append((name, proc))
+
+    def stop_proc(self, proc: subprocess.Popen, grace: float = 3.0) -> None:
+        """Stop a process we started (and its process group, which is its own session)."""
+        if proc.poll() is not None:
+            return
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 3.0)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                proc.send_signal(sig)
+            try:
+                proc.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        # leftover members of its process group (e.g. nginx workers) go too
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                break
+            time.sleep(0.05)
+
+    def cleanup(self) -> None:
+        if self.cleaned:
+            return
+        self.cleaned = True
+        # no interruption of the cleanup itself
+        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            try:
+                signal.signal(s, signal.SIG_IGN)
+            except (ValueError, OSError):
+                pass
+        signal.alarm(0)
+        for _name, proc in reversed(self.procs):
+            try:
+                self.stop_proc(proc, grace=2.0)
+            except Exception as e:  # keep going: namespaces must still go
+                log(f"cleanup: stopping pid {proc.pid}: {e}")
+        self.procs.clear()
+        # processes still inside our namespaces were started by us (via ip netns exec)
+        for ns in reversed(self.namespaces):
+            try:
+                out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True,
+                                     text=True, timeout=10).stdout
+                for pid in out.split():
+                    try:
+                        os.kill(int(pid), signal.SIGKILL)
+                    except (ProcessLookupError, ValueError):
+                        pass
+            except Exception as e:
+                log(f"cleanup: listing pids of {ns}: {e}")
+        time.sleep(0.1)
+        for ns in reversed(self.namespaces):
+            try:
+                r = subprocess.run(["ip", "netns", "del", ns], capture_output=True, text=True,
+                                   timeout=20)
+                if r.returncode != 0 and "No such file" not in r.stderr:
+                    log(f"cleanup: ip netns del {ns}: {r.stderr.strip()}")
+            except Exception as e:
+                log(f"cleanup: ip netns del {ns}: {e}")
+        self.namespaces.clear()
+        if self.tmpdir is not None:
+            if self.keep_tmp:
+                log(f"kept logs and configs in {self.tmpdir}")
+            else:
+                shutil.rmtree(self.tmpdir, ignore_errors=True)
+        leftovers = [n for n in list_netns() if n.startswith(PREFIX)]
+        if leftovers:
+            log(f"cleanup: WARNING namespaces left: {leftovers}")
+
+
+RES = Resources()
+
+
+def list_netns() -> list[str]:
+    try:
+        out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                             timeout=10).stdout
+    except Exception:
+        return []
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def run(cmd: list[str], timeout: float = 20, check: bool = True,
+        input_text: str | None = None) -> subprocess.CompletedProcess:
+    """Run a command to completion with a timeout; the child is killed on timeout."""
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                           input=input_text, stdin=None if input_text is not None
+                           else subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as e:
+        raise BenchError(f"timed out after {timeout:.0f}s: {' '.join(cmd)}") from e
+    except FileNotFoundError as e:
+        raise BenchError(f"not found: {cmd[0]}") from e
+    if check and r.returncode != 0:
+        raise BenchError(f"exit {r.returncode}: {' '.join(cmd)}\n{(r.stderr or r.stdout).strip()}")
+    return r
+
+
+def ns_name(role: str) -> str:
+    return PREFIX + role
+
+
+def nsx(role: str, *cmd: str) -> list[str]:
+    return ["ip", "netns", "exec", ns_name(role), *cmd]
+
+
+def sysctl(role: str, key: str, value: str) -> None:
+    run(nsx(role, "sysctl", "-q", "-w", f"{key}={value}"))
+
+
+def start_proc(name: str, cmd: list[str]) -> subprocess.Popen:
+    """Start a long-running process in its own session, output to a log file."""
+    assert RES.tmpdir is not None
+    logf = open(RES.tmpdir / f"{name}.log", "ab")
+    try:
+        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    finally:
+        logf.close()
+    RES.add_proc(name, proc)
+    return proc
+
+
+def stop_named(name: str) -> None:
+    keep = []
+    for n, p in RES.procs:
+        if n == name:
+            RES.stop_proc(p)
+        else:
+            keep.append((n, p))
+    RES.procs = keep
+
+
+def log_tail(name: str, lines: int = 15) -> str:
+    assert RES.tmpdir is not None
+    p = RES.tmpdir / f"{name}.log"
+    try:
+        text = p.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join(text[-lines:]) or "(empty log)"
+
+
+def wait_tcp(role: str, host: str, port: int, proc: subprocess.Popen | None, name: str,
+             timeout: float = 10.0) -> None:
+    """Wait until host:port accepts a TCP connection from inside namespace `role`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise BenchError(f"{name} exited with {proc.returncode}:\n{log_tail(name)}")
+        r = run(nsx(role, sys.executable, "-c", PY_TCP_CONNECT, host, str(port), "0.5"),
+                timeout=5, check=False)
+        if r.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            raise BenchError(f"{name}: {host}:{port} not accepting after {timeout:.0f}s")
+        time.sleep(0.1)
+
+
+def http_get(role: str, url: str, timeout: float = 2.0) -> str:
+    r = run(nsx(role, sys.executable, "-c", PY_HTTP_GET, url, str(timeout)),
+            timeout=timeout + 5, check=False)
+    if r.returncode != 0:
+        last = (r.stderr.strip().splitlines() or ["?"])[-1]
+        raise BenchError(f"GET {url} from {role}: {last}")
+    return r.stdout
+
+
+def http_ok(role: str, url: str, within: float = 5.0) -> None:
+    """The case works at all: one GET through the path answers `ok`."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            body = http_get(role, url)
+            if body.strip() == "ok":
+                return
+            err = f"unexpected body {body[:60]!r}"
+        except BenchError as e:
+            err = str(e)
+        if time.monotonic() > deadline:
+            raise BenchError(f"sanity check failed: {err}")
+        time.sleep(0.2)
+
+
+# --------------------------------------------------------------------------------------
+# parsing
+# --------------------------------------------------------------------------------------
+
+_DUR_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+_COUNT = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9}
+
+
+def parse_duration_ms(tok: str) -> float:
+    """wrk prints durations as 812.00us, 1.23ms, 2.01s, 1.50m."""
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?)(us|ms|s|m|h)\s*", tok)
+    if not m:
+        raise ValueError(f"not a wrk duration: {tok!r}")
+    return float(m.group(1)) * _DUR_MS[m.group(2)]
+
+
+def parse_count(tok: str) -> float:
+    """wrk prints counts as 1234, 12.34k, 1.20M."""
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?)([kKMG]?)\s*", tok)
+    if not m:
+        raise ValueError(f"not a wrk count: {tok!r}")
+    return float(m.group(1)) * _COUNT[m.group(2)]
+
+
+def parse_wrk(text: str) -> dict:
+    res: dict = {"errors": {"connect": 0, "read": 0, "write": 0, "timeout": 0, "non2xx": 0}}
+    m = re.search(r"^Requests/sec:\s*(\S+)", text, re.M)
+    if not m:
+        raise ValueError("no 'Requests/sec:' line in wrk output")
+    res["rps"] = parse_count(m.group(1))
+    for pct, key in (("50", "p50_ms"), ("75", "p75_ms"), ("90", "p90_ms"), ("99", "p99_ms")):
+        m = re.search(rf"^\s*{pct}(?:\.0+)?%\s+(\S+)\s*$", text, re.M)
+        if m:
+            res[key] = parse_duration_ms(m.group(1))
+    m = re.search(r"^\s*(\d+) requests in ([0-9.]+\w+)", text, re.M)
+    if m:
+        res["requests"] = int(m.group(1))
+        res["duration_s"] = parse_duration_ms(m.group(2)) / 1e3
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    if m:
+        for k, v in zip(("connect", "read", "write", "timeout"), m.groups()):
+            res["errors"][k] = int(v)
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    if m:
+        res["errors"]["non2xx"] = int(m.group(1))
+    res["error_total"] = sum(res["errors"].values())
+    return res
+
+
+def parse_iperf(text: str) -> dict:
+    try:
+        j = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"iperf3 output is not JSON: {text[:200]!r}") from e
+    if j.get("error"):
+        raise ValueError(f"iperf3: {j['error']}")
+    end = j.get("end", {})
+    recv = end.get("sum_received", {}).get("bits_per_second")
+    sent = end.get("sum_sent", {})
+    if recv is None:
+        raise ValueError("iperf3 JSON has no end.sum_received.bits_per_second")
+    return {"gbps": recv / 1e9, "retransmits": sent.get("retransmits")}
+
+
+# --------------------------------------------------------------------------------------
+# topology
+# --------------------------------------------------------------------------------------
+
+NGINX_BACKEND_CONF = """\
+daemon off;
+worker_processes 1;
+worker_rlimit_nofile {nofile};
+pid {d}/{name}.pid;
+error_log {d}/{name}.error.log warn;
+events {{ worker_connections {wconn}; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    keepalive_timeout 65s;
+    default_type text/plain;
+    client_body_temp_path {d}/{name}-tmp/body;
+    proxy_temp_path {d}/{name}-tmp/proxy;
+    fastcgi_temp_path {d}/{name}-tmp/fastcgi;
+    uwsgi_temp_path {d}/{name}-tmp/uwsgi;
+    scgi_temp_path {d}/{name}-tmp/scgi;
+    server {{
+        listen 80 backlog=4096;
+        location / {{ return 200 "ok\\n"; }}
+    }}
+}}
+"""
+
+
+def build_topology() -> None:
+    node = ns_name("node")
+    for role in ["node", *HOSTS]:
+        run(["ip", "netns", "add", ns_name(role)])
+        RES.namespaces.append(ns_name(role))
+        run(["ip", "-n", ns_name(role), "link", "set", "lo", "up"])
+    run(["ip", "-n", node, "link", "add", "br0", "type", "bridge"])
+    run(["ip", "-n", node, "link", "set", "br0", "up"])
+    for role, addr in HOSTS.items():
+        ns = ns_name(role)
+        peer = f"v{role}"
+        run(["ip", "link", "add", "eth0", "netns", ns, "type", "veth",
+             "peer", "name", peer, "netns", node])
+        run(["ip", "-n", node, "link", "set", peer, "master", "br0"])
+        run(["ip", "-n", node, "link", "set", peer, "up"])
+        run(["ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", "eth0"])
+        run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+        # many short connections: wide port range, TIME_WAIT reuse, deep accept queues
+        sysctl(role, "net.ipv4.ip_local_port_range", "1024 65535")
+        sysctl(role, "net.ipv4.tcp_tw_reuse", "1")
+        sysctl(role, "net.core.somaxconn", "4096")
+        sysctl(role, "net.ipv4.tcp_max_syn_backlog", "4096")
+    # the lb holds one /32 VIP per kernel/proxy case so it answers ARP for them
+    for addr in (VIP_IPTABLES, VIP_HAPROXY, VIP_NGINX, SRC_HAPROXY, SRC_NGINX):
+        run(["ip", "-n", ns_name("lb"), "addr", "add", f"{addr}/32", "dev", "eth0"])
+    sysctl("lb", "net.ipv4.ip_forward", "0")
+    # when forwarding (iptables case) the lb sends packets back out of the interface they
+    # came in on; no ICMP redirects to the client for that
+    sysctl("lb", "net.ipv4.conf.all.send_redirects", "0")
+    sysctl("lb", "net.ipv4.conf.eth0.send_redirects", "0")
+
+
+def start_backends() -> None:
+    assert RES.tmpdir is not None
+    d = RES.tmpdir
+    for b in BACKENDS:
+        (d / f"{b}-tmp").mkdir(exist_ok=True)
+        conf = d / f"{b}-nginx.conf"
+        conf.write_text(NGINX_BACKEND_CONF.format(d=d, name=b, nofile=NOFILE,
+                                                  wconn=max(1024, min(16384, NOFILE - 100))))
+        run(nsx(b, "nginx", "-t", "-q", "-p", str(d), "-e", str(d / f"{b}.error.log"),
+                "-c", str(conf)))
+        p = start_proc(f"nginx-{b}", nsx(b, "nginx", "-p", str(d), "-e",
+                                          str(d / f"{b}.error.log"), "-c", str(conf)))
+        wait_tcp("client", HOSTS[b], HTTP_PORT, p, f"nginx-{b}")
+    start_iperf_server()
+    for b in BACKENDS:
+        http_ok("client", f"http://{HOSTS[b]}/")
+
+
+def start_iperf_server() -> None:
+    stop_named("iperf3-server")
+    p = start_proc("iperf3-server", nsx("b1", "iperf3", "-s", "-p", str(IPERF_PORT)))
+    wait_tcp("client", HOSTS["b1"], IPERF_PORT, p, "iperf3-server")
+
+
+def iperf_server_alive() -> bool:
+    return any(n == "iperf3-server" and p.poll() is None for n, p in RES.procs)
+
+
+WATCH = ("TCPSynRetrans", "PAWSActive", "PAWSEstab", "PAWSTimewait", "TWRecycled", "TCPTimeWaitOverflow",
+         "ListenOverflows", "ListenDrops", "TCPReqQFullDrop", "TCPBacklogDrop", "RetransSegs",
+         "AttemptFails", "EstabResets", "OutRsts", "InErrs")
+
+
+def tcp_counters(role: str) -> dict[str, int]:
+    """TCP counters of a namespace (/proc/net/snmp and /proc/net/netstat), plus the
+    conntrack statistics (/proc/net/stat/nf_conntrack, summed over CPUs) when present."""
+    text = run(nsx(role, "sh", "-c", "cat /proc/net/snmp /proc/net/netstat; "
+                   "cat /proc/net/stat/nf_conntrack 2>/dev/null || true")).stdout
+    out: dict[str, int] = {}
+    lines = text.splitlines()
+    i = 0
+    while i + 1 < len(lines):
+        a, b = lines[i].split(), lines[i + 1].split()
+        if a and a[0].endswith(":") and b and b[0] == a[0] and len(a) == len(b):
+            for k, v in zip(a[1:], b[1:]):
+                try:
+                    out[k] = int(v)
+                except ValueError:
+                    pass
+            i += 2
+        elif a and a[0] == "entries":  # conntrack stat: header, then one hex row per CPU
+            rows = [r.split() for r in lines[i + 1:] if r.split() and len(r.split()) == len(a)]
+            for j, k in enumerate(a):
+                if k != "entries":
+                    out["ct_" + k] = sum(int(r[j], 16) for r in rows)
+            break
+        else:
+            i += 1
+    return out
+
+
+def counter_delta(before: dict, after: dict) -> dict[str, int]:
+    keys = [k for k in after if k in WATCH or (k.startswith("ct_") and k in (
+        "ct_insert_failed", "ct_drop", "ct_early_drop", "ct_invalid", "ct_clashres",
+        "ct_search_restart", "ct_error"))]
+    return {k: after[k] - before.get(k, 0) for k in keys if after[k] - before.get(k, 0)}
+
+
+# --------------------------------------------------------------------------------------
+# cases
+# --------------------------------------------------------------------------------------
+
+
+class Case:
+    name = "?"
+    vip = ""
+    description = ""
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+class Direct(Case):
+    name = "direct"
+    vip = HOSTS["b1"]
+    description = "client → backend 1 directly (the limit)"
+
+
+class Iptables(Case):
+    """The kube-proxy iptables-mode path: statistic-random DNAT chains + MASQUERADE mark."""
+
+    name = "iptables"
+    vip = VIP_IPTABLES
+    description = "kernel DNAT + MASQUERADE, kube-proxy style chains (iptables-nft)"
+
+    def rules(self) -> list[list[str]]:
+        r: list[list[str]] = []
+        chains = ["PLBB-SERVICES", "PLBB-MARK-MASQ", "PLBB-POSTROUTING",
+                  "PLBB-SVC-WEB", "PLBB-SVC-IPERF"] + [f"PLBB-SEP-{b.upper()}" for b in BACKENDS] \
+            + ["PLBB-SEP-IPERF"]
+        for c in chains:
+            r.append(["-N", c])
+        r.append(["-A", "PREROUTING", "-j", "PLBB-SERVICES"])
+        r.append(["-A", "POSTROUTING", "-j", "PLBB-POSTROUTING"])
+        r.append(["-A", "PLBB-MARK-MASQ", "-j", "MARK", "--set-xmark", "0x4000/0x4000"])
+        r.append(["-A", "PLBB-POSTROUTING", "-m", "mark", "!", "--mark", "0x4000/0x4000",
+                  "-j", "RETURN"])
+        r.append(["-A", "PLBB-POSTROUTING", "-j", "MARK", "--xor-mark", "0x4000"])
+        r.append(["-A", "PLBB-POSTROUTING", "-j", "MASQUERADE", "--random-fully"])
+        r.append(["-A", "PLBB-SERVICES", "-d", f"{VIP_IPTABLES}/32", "-p", "tcp",
+                  "--dport", str(HTTP_PORT), "-j", "PLBB-SVC-WEB"])
+        r.append(["-A", "PLBB-SERVICES", "-d", f"{VIP_IPTABLES}/32", "-p", "tcp",
+                  "--dport", str(IPERF_PORT), "-j", "PLBB-SVC-IPERF"])
+        n = len(BACKENDS)
+        for i, b in enumerate(BACKENDS):
+            rule = ["-A", "PLBB-SVC-WEB"]
+            if i < n - 1:  # 1/3, then 1/2 of the rest, then the rest: as kube-proxy writes it
+                rule += ["-m", "statistic", "--mode", "random", "--probability",
+                         f"{1.0 / (n - i):.11f}"]
+            r.append(rule + ["-j", f"PLBB-SEP-{b.upper()}"])
+            r.append(["-A", f"PLBB-SEP-{b.upper()}", "-j", "PLBB-MARK-MASQ"])
+            r.append(["-A", f"PLBB-SEP-{b.upper()}", "-p", "tcp", "-j", "DNAT",
+                      "--to-destination", f"{HOSTS[b]}:{HTTP_PORT}"])
+        r.append(["-A", "PLBB-SVC-IPERF", "-j", "PLBB-SEP-IPERF"])
+        r.append(["-A", "PLBB-SEP-IPERF", "-j", "PLBB-MARK-MASQ"])
+        r.append(["-A", "PLBB-SEP-IPERF", "-p", "tcp", "-j", "DNAT",
+                  "--to-destination", f"{HOSTS['b1']}:{IPERF_PORT}"])
+        return r
+
+    def start(self) -> None:
+        self.flush()
+        for rule in self.rules():
+            run(nsx("lb", "iptables", "-w", "5", "-t", "nat", *rule))
+        sysctl("lb", "net.ipv4.ip_forward", "1")
+
+    def flush(self) -> None:
+        run(nsx("lb", "iptables", "-w", "5", "-t", "nat", "-F"), check=False)
+        run(nsx("lb", "iptables", "-w", "5", "-t", "nat", "-X"), check=False)
+
+    def stop(self) -> None:
+        # Forwarding and the rules exist only while this case runs, so the other
+        # cases in the lb namespace are not routed by the kernel behind their back.
+        sysctl("lb", "net.ipv4.ip_forward", "0")
+        self.flush()
+
+
+HAPROXY_CONF = """\
+global
+    nbthread 1
+    maxconn {maxconn}
+    pidfile {d}/haproxy.pid
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    maxconn {maxconn}
+frontend web
+    bind {vip}:{http}
+    default_backend web
+backend web
+    balance roundrobin
+    source {src}
+{servers}
+frontend iperf
+    bind {vip}:{iperf}
+    default_backend iperf
+backend iperf
+    source {src}
+    server b1 {b1}:{iperf}
+"""
+
+
+def haproxy_maxconn() -> int:
+    """High, but within the descriptor limit (haproxy needs about 2 per connection)."""
+    return max(1000, min(100000, (NOFILE - 100) // 2))
+
+
+class Haproxy(Case):
+    name = "haproxy"
+    vip = VIP_HAPROXY
+    description = "haproxy `mode tcp`, roundrobin, nbthread 1"
+
+    def start(self) -> None:
+        assert RES.tmpdir is not None
+        d = RES.tmpdir
+        conf = d / "haproxy.cfg"
+        servers = "\n".join(f"    server {b} {HOSTS[b]}:{HTTP_PORT}" for b in BACKENDS)
+        conf.write_text(HAPROXY_CONF.format(d=d, vip=VIP_HAPROXY, http=HTTP_PORT,
+                                            iperf=IPERF_PORT, servers=servers, b1=HOSTS["b1"],
+                                            maxconn=haproxy_maxconn(), src=SRC_HAPROXY))
+        run(nsx("lb", "haproxy", "-c", "-q", "-f", str(conf)))
+        p = start_proc("haproxy", nsx("lb", "haproxy", "-db", "-f", str(conf)))
+        wait_tcp("client", VIP_HAPROXY, HTTP_PORT, p, "haproxy")
+
+    def stop(self) -> None:
+        stop_named("haproxy")
+
+
+NGINX_STREAM_CONF = """\
+{load}
+daemon off;
+worker_processes 1;
+worker_rlimit_nofile {nofile};
+pid {d}/lbnginx.pid;
+error_log {d}/lbnginx.error.log warn;
+events {{ worker_connections {wconn}; }}
+stream {{
+    proxy_bind {src};
+    upstream web {{
+{servers}
+    }}
+    server {{
+        listen {vip}:{http} backlog=4096;
+        proxy_pass web;
+    }}
+    server {{
+        listen {vip}:{iperf};
+        proxy_pass {b1}:{iperf};
+    }}
+}}
+"""
+
+
+def nginx_stream_load_line() -> str:
+    """`load_module` line if this nginx has the stream module as a dynamic module."""
+    v = run(["nginx", "-V"], check=False).stderr
+    if "--with-stream=dynamic" not in v:
+        return ""
+    for cand in ("/usr/lib/nginx/modules/ngx_stream_module.so",
+                 "/usr/share/nginx/modules/ngx_stream_module.so"):
+        if os.path.exists(cand):
+            return f"load_module {cand};"
+    raise BenchError("nginx has no stream module: install it "
+                     "(Debian: apt-get install libnginx-mod-stream)")
+
+
+class NginxStream(Case):
+    name = "nginx"
+    vip = VIP_NGINX
+    description = "nginx `stream {}` proxy, worker_processes 1"
+
+    def start(self) -> None:
+        assert RES.tmpdir is not None
+        d = RES.tmpdir
+        conf = d / "lbnginx.conf"
+        servers = "\n".join(f"        server {HOSTS[b]}:{HTTP_PORT};" for b in BACKENDS)
+        conf.write_text(NGINX_STREAM_CONF.format(
+            load=nginx_stream_load_line(), d=d, servers=servers, vip=VIP_NGINX,
+            http=HTTP_PORT, iperf=IPERF_PORT, b1=HOSTS["b1"], nofile=NOFILE, src=SRC_NGINX,
+            wconn=max(1024, min(65536, (NOFILE - 100) // 2))))
+        elog = str(d / "lbnginx.error.log")
+        run(nsx("lb", "nginx", "-t", "-q", "-p", str(d), "-e", elog, "-c", str(conf)))
+        p = start_proc("lbnginx", nsx("lb", "nginx", "-p", str(d), "-e", elog, "-c", str(conf)))
+        wait_tcp("client", VIP_NGINX, HTTP_PORT, p, "lbnginx")
+
+    def stop(self) -> None:
+        stop_named("lbnginx")
+
+
+class Podlb(Case):
+    """podlb itself: AF_PACKET on the lb's eth0, or TAP on the bridge (in the node ns)."""
+
+    vip = VIP_PODLB
+
+    def __init__(self, binary: Path, io: str, mode: str, workers: int, timeout: float):
+        self.binary = binary
+        self.io = io
+        self.mode = mode
+        self.workers = workers
+        self.ready_timeout = timeout
+        self.name = f"podlb-{io}-{mode}-w{workers}"
+        where = "AF_PACKET on lb eth0" if io == "afpacket" else "TAP on br0 (node ns)"
+        self.description = f"podlb {mode}, {where}, workers = {workers}"
+        self.role = "lb" if io == "afpacket" else "node"
+        self.broken: str | None = None
+
+    def config(self) -> str:
+        attach = 'interface = "eth0"\n' if self.io == "afpacket" else ""
+        # In DSR the backends hold the VIP on lo, so a full-NAT flow whose source is the
+        # VIP could not be answered; the iperf service follows the variant's mode.
+        iperf_mode = self.mode
+        backends = ", ".join(f'"{HOSTS[b]}:{HTTP_PORT}"' for b in BACKENDS)
+        text = (
+            f"{attach}workers = {self.workers}\n"
+            f'admin = "{ADMIN}"\n'
+        )
+        if self.io == "tap":
+            text += '\n[tap]\nbridge = "br0"\n'
+        text += (
+            "\n[[service]]\n"
+            'name = "web"\n'
+            f'vip = "{VIP_PODLB}"\n'
+            f"port = {HTTP_PORT}\n"
+            f'mode = "{self.mode}"\n'
+            f"backends = [{backends}]\n"
+            "\n[[service]]\n"
+            'name = "iperf"\n'
+            f'vip = "{VIP_PODLB}"\n'
+            f"port = {IPERF_PORT}\n"
+            f'mode = "{iperf_mode}"\n'
+            f'backends = ["{HOSTS["b1"]}:{IPERF_PORT}"]\n'
+        )
+        return text
+
+    def dsr_backends(self, on: bool) -> None:
+        for b in BACKENDS:
+            if on:
+                run(nsx(b, "ip", "addr", "replace", f"{VIP_PODLB}/32", "dev", "lo"))
+            else:
+                run(nsx(b, "ip", "addr", "del", f"{VIP_PODLB}/32", "dev", "lo"), check=False)
+            sysctl(b, "net.ipv4.conf.all.arp_ignore", "1" if on else "0")
+            sysctl(b, "net.ipv4.conf.all.arp_announce", "2" if on else "0")
+
+    def flush_neigh(self) -> None:
+        for role in ["client", *BACKENDS]:
+            run(nsx(role, "ip", "neigh", "flush", "to", VIP_PODLB), check=False)
+
+    def start(self) -> None:
+        if self.broken:
+            raise BenchError(self.broken)
+        assert RES.tmpdir is not None
+        conf = RES.tmpdir / f"{self.name}.toml"
+        conf.write_text(self.config())
+        if self.mode == "dsr":
+            self.dsr_backends(True)
+        self.flush_neigh()
+        p = start_proc(self.name, nsx(self.role, str(self.binary), "run", "--config", str(conf)))
+        deadline = time.monotonic() + self.ready_timeout
+        url = f"http://{ADMIN}/status"
+        while True:
+            if p.poll() is not None:
+                self.broken = f"{self.name}: podlb exited with {p.returncode}: " \
+                              f"{log_tail(self.name, 8)}"
+                raise BenchError(self.broken)
+            try:
+                http_get(self.role, url, timeout=1.0)
+                break
+            except BenchError as e:
+                if time.monotonic() > deadline:
+                    self.broken = f"{self.name}: {url} did not answer within " \
+                                  f"{self.ready_timeout:.0f}s ({e})"
+                    raise BenchError(self.broken)
+                time.sleep(0.2)
+        self.flush_neigh()
+
+    def stop(self) -> None:
+        stop_named(self.name)
+        if self.mode == "dsr":
+            self.dsr_backends(False)
+        self.flush_neigh()
+
+
+# --------------------------------------------------------------------------------------
+# measurements
+# --------------------------------------------------------------------------------------
+
+
+def wrk(vip: str, seconds: int, close: bool) -> dict:
+    cmd = ["wrk", "-t1", "-c32", f"-d{seconds}s", "--latency", "--timeout", "2s"]
+    if close:
+        cmd += ["-H", "Connection: close"]
+    cmd.append(f"http://{vip}:{HTTP_PORT}/")
+    r = run(nsx("client", *cmd), timeout=seconds + 20, check=False)
+    try:
+        res = parse_wrk(r.stdout)
+    except ValueError as e:
+        raise BenchError(f"wrk (exit {r.returncode}): {e}: {(r.stderr or r.stdout)[-300:]}")
+    return res
+
+
+def iperf(vip: str, seconds: int) -> dict:
+    last = ""
+    for attempt in range(3):
+        if not iperf_server_alive():
+            start_iperf_server()
+        r = run(nsx("client", "iperf3", "-c", vip, "-p", str(IPERF_PORT), "-t", str(seconds),
+                    "-J", "--connect-timeout", "3000"), timeout=seconds + 25, check=False)
+        try:
+            return parse_iperf(r.stdout)
+        except ValueError as e:
+            last = str(e)
+            if "busy" in last:  # previous test still finishing on the server
+                time.sleep(1.0)
+                continue
+            if attempt == 0:
+                start_iperf_server()  # a stuck server is restarted once
+                continue
+            break
+    raise BenchError(last)
+
+
+def measure(case: Case, args: argparse.Namespace) -> dict:
+    d = args.duration
+    out: dict = {}
+    http_ok("client", f"http://{case.vip}:{HTTP_PORT}/")
+    ka = wrk(case.vip, d, close=False)
+    out["ka"] = ka
+    roles = ["client", "lb", *BACKENDS]
+    before = {r: tcp_counters(r) for r in roles}
+    cc = wrk(case.vip, d, close=True)
+    after = {r: tcp_counters(r) for r in roles}
+    cc["accepted"] = {b: after[b]["PassiveOpens"] - before[b]["PassiveOpens"] for b in BACKENDS}
+    # kernel counters that explain odd figures (SYN retransmits, PAWS rejects, conntrack drops)
+    cc["counters"] = {r: counter_delta(before[r], after[r]) for r in roles}
+    cc["syn_retrans"] = cc["counters"]["client"].get("TCPSynRetrans", 0)
+    cc["paws_tw_rejects"] = sum(cc["counters"][b].get("PAWSTimewait", 0) for b in BACKENDS)
+    out["cc"] = cc
+    if not args.no_iperf:
+        try:
+            out["iperf"] = iperf(case.vip, d)
+        except BenchError as e:
+            out["iperf_error"] = str(e)
+    try:
+        out["conntrack_lb"] = int(run(nsx("lb", "cat", "/proc/sys/net/netfilter/"
+                                          "nf_conntrack_count"), check=False).stdout or 0)
+    except ValueError:
+        pass
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# reporting
+# --------------------------------------------------------------------------------------
+
+METRICS = [
+    # key, header, getter, higher_is_better, format
+    ("ka_rps", "keep-alive req/s", lambda r: r["ka"]["rps"], True, "{:,.0f}"),
+    ("ka_p50", "p50 ms", lambda r: r["ka"].get("p50_ms"), False, "{:.3f}"),
+    ("ka_p99", "p99 ms", lambda r: r["ka"].get("p99_ms"), False, "{:.3f}"),
+    ("cc_cps", "new conn/s", lambda r: r["cc"]["rps"], True, "{:,.0f}"),
+    ("cc_p99", "close p99 ms", lambda r: r["cc"].get("p99_ms"), False, "{:.3f}"),
+    ("cc_synrtx", "close SYN rtx", lambda r: r["cc"].get("syn_retrans"), False, "{:,.0f}"),
+    ("gbps", "iperf3 Gbit/s", lambda r: r.get("iperf", {}).get("gbps"), True, "{:.2f}"),
+]
+
+
+def medians(results: dict, case: str) -> dict:
+    rounds = [r for r in results.get(case, []) if "error" not in r]
+    med: dict = {"n": len(rounds)}
+    for key, _h, get, _hib, _f in METRICS:
+        vals = []
+        for r in rounds:
+            try:
+                v = get(r)
+            except KeyError:
+                v = None
+            if v is not None:
+                vals.append(v)
+        med[key] = statistics.median(vals) if vals else None
+        med[key + "_spread"] = (max(vals) - min(vals)) / statistics.median(vals) \
+            if len(vals) > 1 and statistics.median(vals) else None
+    med["ka_err"] = sum(r["ka"]["error_total"] for r in rounds)
+    med["cc_err"] = sum(r["cc"]["error_total"] for r in rounds)
+    acc = {b: sum(r["cc"].get("accepted", {}).get(b, 0) for r in rounds) for b in BACKENDS}
+    tot = sum(acc.values())
+    med["spread"] = "/".join(f"{100 * acc[b] / tot:.0f}" for b in BACKENDS) if tot else "–"
+    med["failures"] = [r["error"] for r in results.get(case, []) if "error" in r]
+    med["iperf_failures"] = [r["iperf_error"] for r in rounds if "iperf_error" in r]
+    return med
+
+
+def fmt(v, f: str) -> str:
+    return "–" if v is None else f.format(v)
+
+
+def render(info: dict, cases: list[Case], results: dict, skipped: dict[str, str],
+           args: argparse.Namespace, chart: str | None, chart_note: str) -> str:
+    L: list[str] = []
+    L.append("<!-- generated by bench/netns_bench.py; rerun it rather than editing -->")
+    L.append("## netns load benchmark")
+    L.append("")
+    L.append(f"- date: {info['date']}; {info['rounds']} round(s), {args.duration} s per "
+             f"measurement{' (--quick)' if args.quick else ''}; total {info['elapsed']}")
+    L.append(f"- machine: {info['nproc']} CPUs ({info['cpu']}), kernel {info['kernel']}, "
+             f"load average {info['load_start']} at start, {info['load_end']} at end")
+    L.append(f"- tools: {info['tools']}")
+    L.append(f"- podlb: {info['podlb']}")
+    L.append(f"- command: `{info['command']}`")
+    L.append("- method: one topology (bridge ns + client, lb, 3 nginx backends on veth, "
+             "198.18.0.0/24); per case `wrk -t1 -c32 --latency` keep-alive, the same with "
+             "`-H 'Connection: close'`, `iperf3 -t N` to backend 1; cases alternate within a "
+             "round, order rotated each round; medians over rounds. The machine is shared: "
+             "compare ratios from one run, not absolute numbers across runs.")
+    L.append("- wrk's latency starts when a request is written, so it leaves out connection "
+             "setup: `close SYN rtx` (client SYN retransmissions during the `Connection: close` "
+             "run, each one stalls a connection for 1 s or more) is where setup stalls show. "
+             "`close spread` is each backend's share of the connections it accepted then.")
+    L.append("")
+    L.append("| case | " + " | ".join(h for _k, h, *_ in METRICS) +
+             " | errors ka/close | close spread b1/b2/b3 % | rounds |")
+    L.append("|---|" + "---:|" * len(METRICS) + "---:|---:|---:|")
+    meds = {c.name: medians(results, c.name) for c in cases}
+    for c in cases:
+        m = meds[c.name]
+        if c.name in skipped:
+            L.append(f"| {c.name} | " + " | ".join("–" for _ in METRICS) + " | – | – | skipped |")
+            continue
+        L.append(f"| {c.name} | " + " | ".join(fmt(m[k], f) for k, _h, _g, _b, f in METRICS) +
+                 f" | {m['ka_err']}/{m['cc_err']} | {m['spread']} | {m['n']} |")
+    L.append("")
+    L.append("Ratios (median ÷ median of the reference case in the same run; for req/s, conn/s "
+             "and Gbit/s higher is better, for p99 lower is better):")
+    L.append("")
+    ratio_keys = [("ka_rps", "req/s"), ("cc_cps", "conn/s"), ("gbps", "Gbit/s"),
+                  ("ka_p99", "p99")]
+    hdr = []
+    for _k, h in ratio_keys:
+        hdr += [f"{h} ÷ iptables", f"{h} ÷ direct"]
+    L.append("| case | " + " | ".join(hdr) + " |")
+    L.append("|---|" + "---:|" * len(hdr))
+    for c in cases:
+        if c.name in skipped:
+            continue
+        m = meds[c.name]
+        cells = []
+        for k, _h in ratio_keys:
+            for ref in ("iptables", "direct"):
+                rm = meds.get(ref)
+                if rm is None or m[k] is None or not rm.get(k):
+                    cells.append("–")
+                else:
+                    cells.append(f"{m[k] / rm[k]:.2f}×")
+        L.append(f"| {c.name} | " + " | ".join(cells) + " |")
+    L.append("")
+    L.append("Cases:")
+    for c in cases:
+        note = f" — skipped: {skipped[c.name]}" if c.name in skipped else ""
+        L.append(f"- `{c.name}`: {c.description}{note}")
+    notes = []
+    for c in cases:
+        if c.name in skipped:
+            continue
+        m = meds[c.name]
+        for f in m["failures"]:
+            notes.append(f"- `{c.name}` round failed: {f.splitlines()[0][:300]}")
+        for f in m["iperf_failures"]:
+            notes.append(f"- `{c.name}` iperf3 failed: {f.splitlines()[0][:300]}")
+        spreads = [f"{h} ±{100 * m[k + '_spread'] / 2:.0f}%" for k, h, *_ in METRICS
+                   if m.get(k + "_spread") is not None and m[k + "_spread"] > 0.2]
+        if spreads:
+            notes.append(f"- `{c.name}` noisy across rounds (half of max−min over median): "
+                         + ", ".join(spreads))
+    if notes:
+        L.append("")
+        L.append("Notes from this run:")
+        L.extend(notes)
+    L.append("")
+    if chart:
+        L.append(f"![netns benchmark: medians per case, labelled with the ratio to direct]({chart})")
+    else:
+        L.append(f"(charts: {chart_note})")
+    L.append("")
+    return "\n".join(L)
+
+
+def make_chart(path: Path, cases: list[Case], results: dict, skipped: dict) -> tuple[str | None, str]:
+    try:
+        import matplotlib  # type: ignore
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # type: ignore
+    except Exception:
+        return None, "skipped: matplotlib is not importable"
+    try:
+        names = [c.name for c in cases if c.name not in skipped]
+        meds = {n: medians(results, n) for n in names}
+        panels = [("ka_rps", "keep-alive req/s"), ("cc_cps", "new conn/s"),
+                  ("gbps", "iperf3 Gbit/s"), ("ka_p99", "keep-alive p99 ms")]
+        panels = [(k, t) for k, t in panels if any(meds[n][k] is not None for n in names)]
+        if not names or not panels:
+            return None, "skipped: nothing to draw"
+        fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
+        axes = axes[0]
+        for ax, (k, title) in zip(axes, panels):
+            vals = [meds[n][k] or 0 for n in names]
+            bars = ax.bar(range(len(names)), vals, color="tab:blue")
+            ref = meds.get("direct", {}).get(k)
+            if ref:  # label each bar with its ratio to direct
+                for bar, v in zip(bars, vals):
+                    ax.annotate(f"{v / ref:.2f}×", (bar.get_x() + bar.get_width() / 2, v),
+                                ha="center", va="bottom", fontsize=7)
+            ax.set_xticks(range(len(names)))
+            ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
+            ax.set_title(f"{title} (medians; labels ÷ direct)", fontsize=9)
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return path.name, ""
+    except Exception as e:
+        return None, f"skipped: chart failed: {e}"
+
+
+def first_line(cmd: list[str], stream: str = "any") -> str:
+    try:
+        r = run(cmd, timeout=10, check=False)
+    except BenchError:
+        return "?"
+    text = (r.stdout + "\n" + r.stderr) if stream == "any" else getattr(r, stream)
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()
+    return "?"
+
+
+def machine_info(args: argparse.Namespace, podlb_bin: Path) -> dict:
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    wrk_v = first_line(["wrk", "-v"])
+    m = re.search(r"wrk (\S+)", wrk_v)
+    tools = [
+        first_line(["nginx", "-v"]).replace("nginx version: ", ""),
+        "HAProxy " + (re.search(r"version (\S+)", first_line(["haproxy", "-v"])) or
+                      re.search(r"(.*)", "?")).group(1),
+        "wrk " + (m.group(1) if m else "?"),
+        first_line(["iperf3", "-v"]).split(" (")[0],
+        first_line(["iptables", "-V"]),
+        f"Python {platform.python_version()}",
+    ]
+    git = "?"
+    try:
+        rev = run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"], timeout=5,
+                  check=False).stdout.strip()
+        dirty = run(["git", "-C", str(REPO_ROOT), "status", "--porcelain"], timeout=10,
+                    check=False).stdout.strip()
+        git = (rev or "?") + ("-dirty" if dirty else "")
+    except BenchError:
+        pass
+    if podlb_bin.exists():
+        podlb = f"{podlb_bin} ({first_line([str(podlb_bin), '--version'])}), repo at {git}"
+    else:
+        podlb = f"{podlb_bin} not found, repo at {git}"
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "tools": ", ".join(tools),
+        "podlb": podlb,
+        "load_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "command": " ".join(["bench/netns_bench.py", *sys.argv[1:]]),
+    }
+
+
+# --------------------------------------------------------------------------------------
+# self-test of the parsers (no root needed)
+# --------------------------------------------------------------------------------------
+
+WRK_SAMPLE = """\
+Running 5s test @ http://198.18.0.21:80/
+  1 threads and 32 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   312.45us  120.10us   8.20ms   91.00%
+    Req/Sec   101.23k     5.01k  110.00k    80.00%
+  Latency Distribution
+     50%  290.00us
+     75%  340.00us
+     90%  410.00us
+     99%    1.21ms
+  503912 requests in 5.00s, 73.05MB read
+  Socket errors: connect 0, read 3, write 0, timeout 2
+  Non-2xx or 3xx responses: 7
+Requests/sec: 100782.40
+Transfer/sec:     14.61MB
+"""
+
+
+def self_test() -> int:
+    r = parse_wrk(WRK_SAMPLE)
+    assert abs(r["rps"] - 100782.40) < 1e-6, r
+    assert abs(r["p50_ms"] - 0.29) < 1e-9 and abs(r["p99_ms"] - 1.21) < 1e-9, r
+    assert r["requests"] == 503912 and abs(r["duration_s"] - 5.0) < 1e-9, r
+    assert r["errors"] == {"connect": 0, "read": 3, "write": 0, "timeout": 2, "non2xx": 7}, r
+    assert r["error_total"] == 12
+    assert parse_duration_ms("2.00s") == 2000.0 and parse_duration_ms("1.50m") == 90000.0
+    assert parse_count("12.5k") == 12500.0 and parse_count("1.2M") == 1.2e6
+    r2 = parse_wrk(WRK_SAMPLE.replace("  Socket errors: connect 0, read 3, write 0, timeout 2\n",
+                                      "").replace("  Non-2xx or 3xx responses: 7\n", ""))
+    assert r2["error_total"] == 0
+    for bad in ("", "unable to connect to 198.18.0.9:80 Connection refused\n"):
+        try:
+            parse_wrk(bad)
+            raise AssertionError("parsed garbage")
+        except ValueError:
+            pass
+    ip = parse_iperf(json.dumps({"end": {"sum_received": {"bits_per_second": 1.5e10},
+                                         "sum_sent": {"retransmits": 4}}}))
+    assert abs(ip["gbps"] - 15.0) < 1e-9 and ip["retransmits"] == 4
+    try:
+        parse_iperf(json.dumps({"error": "the server is busy running a test. try again later"}))
+        raise AssertionError("iperf error not raised")
+    except ValueError as e:
+        assert "busy" in str(e)
+    print("self-test: 9 passed, 0 failed")
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+# main
+# --------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=3, help="rounds (default 3; medians reported)")
+    p.add_argument("--duration", type=int, default=5, help="seconds per measurement (default 5)")
+    p.add_argument("--quick", action="store_true", help="smoke run: 1 round, 2 s measurements")
+    p.add_argument("--out", default="docs/benchmarks-netns.md",
+                   help="markdown output; relative paths are relative to the repository root "
+                        "(default docs/benchmarks-netns.md). Raw results go to the same name "
+                        "with .json")
+    p.add_argument("--cases", default="direct,iptables,haproxy,nginx,podlb",
+                   help="comma list of: direct, iptables, haproxy, nginx, podlb (default all)")
+    p.add_argument("--no-podlb", action="store_true", help="same as leaving podlb out of --cases")
+    p.add_argument("--podlb-bin", default="target/release/podlb",
+                   help="podlb binary (relative: to the current directory, then to the "
+                        "repository root; default target/release/podlb)")
+    p.add_argument("--podlb-io", default="afpacket,tap", help="podlb IO variants: afpacket,tap")
+    p.add_argument("--podlb-mode", default="nat,dsr", help="podlb forwarding modes: nat,dsr")
+    p.add_argument("--podlb-workers", default="1,2", help="podlb worker counts (default 1,2)")
+    p.add_argument("--podlb-timeout", type=float, default=15.0,
+                   help="seconds to wait for podlb's /status (default 15)")
+    p.add_argument("--no-iperf", action="store_true", help="skip the iperf3 measurements")
+    p.add_argument("--no-chart", action="store_true", help="do not try to draw a PNG chart")
+    p.add_argument("--time-limit", type=int, default=0,
+                   help="abort (and clean up) after this many seconds; default: estimated "
+                        "run time x2 + 120")
+    p.add_argument("--keep-tmp", action="store_true", help="keep configs and logs (temp dir)")
+    p.add_argument("--self-test", action="store_true", help="test the output parsers and exit")
+    a = p.parse_args(argv)
+    if a.quick:
+        a.rounds, a.duration = 1, 2
+    if a.rounds < 1 or a.duration < 1:
+        p.error("--rounds and --duration must be >= 1")
+    return a
+
+
+def resolve_bin(arg: str) -> Path:
+    p = Path(arg)
+    if p.is_absolute():
+        return p
+    for base in (Path.cwd(), REPO_ROOT):
+        if (base / p).exists():
+            return (base / p).resolve()
+    return (REPO_ROOT / p)
+
+
+def build_cases(args: argparse.Namespace) -> tuple[list[Case], dict[str, str]]:
+    wanted = [c.strip() for c in args.cases.split(",") if c.strip()]
+    known = {"direct", "iptables", "haproxy", "nginx", "podlb"}
+    bad = set(wanted) - known
+    if bad:
+        raise BenchError(f"unknown case(s) {sorted(bad)}; choose from {sorted(known)}")
+    cases: list[Case] = []
+    skipped: dict[str, str] = {}
+    table = {"direct": Direct, "iptables": Iptables, "haproxy": Haproxy, "nginx": NginxStream}
+    for w in wanted:
+        if w in table:
+            cases.append(table[w]())
+    if "podlb" in wanted and not args.no_podlb:
+        binary = resolve_bin(args.podlb_bin)
+        ios = [x.strip() for x in args.podlb_io.split(",") if x.strip()]
+        modes = [x.strip() for x in args.podlb_mode.split(",") if x.strip()]
+        workers = [int(x) for x in args.podlb_workers.split(",") if x.strip()]
+        for io in ios:
+            if io not in ("afpacket", "tap"):
+                raise BenchError(f"--podlb-io: unknown {io!r} (afpacket, tap)")
+        for m in modes:
+            if m not in ("nat", "dsr"):
+                raise BenchError(f"--podlb-mode: unknown {m!r} (nat, dsr)")
+        for io, mode, w in itertools.product(ios, modes, workers):
+            c = Podlb(binary, io, mode, w, args.podlb_timeout)
+            if not (binary.is_file() and os.access(binary, os.X_OK)):
+                skipped[c.name] = f"podlb binary {binary} not found (cargo build --release)"
+            cases.append(c)
+    return cases, skipped
+
+
+NOFILE = 20000  # updated by raise_nofile() to what the children really get
+
+
+def raise_nofile() -> None:
+    """haproxy (maxconn), nginx and wrk inherit this: as many descriptors as allowed."""
+    global NOFILE
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        nr_open = int(Path("/proc/sys/fs/nr_open").read_text())
+    except (OSError, ValueError):
+        nr_open = 1 << 20
+    want = min(nr_open, 1 << 20)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+    except (ValueError, OSError):
+        # no CAP_SYS_RESOURCE (e.g. in a container): the hard limit is the ceiling
+        want = hard if hard != resource.RLIM_INFINITY else soft
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    NOFILE = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def preflight(cases: list[Case]) -> None:
+    if os.geteuid() != 0:
+        raise BenchError("needs root (network namespaces, iptables)")
+    raise_nofile()
+    need = {"ip", "nginx", "wrk", "iperf3"}
+    names = {c.name for c in cases}
+    if "iptables" in names:
+        need.add("iptables")
+    if "haproxy" in names:
+        need.add("haproxy")
+    missing = sorted(t for t in need if shutil.which(t) is None)
+    if missing:
+        raise BenchError(f"missing tools: {', '.join(missing)}")
+    if "nginx" in names:
+        nginx_stream_load_line()
+    stale = [n for n in list_netns() if n.startswith("plbb-")]
+    if stale:
+        log(f"note: namespaces from other runs exist (left alone): {stale}")
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    if args.self_test:
+        return self_test()
+
+    def on_signal(signum, _frame):
+        raise Interrupted(signum)
+
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGALRM):
+        signal.signal(s, on_signal)
+    atexit.register(RES.cleanup)
+    RES.keep_tmp = args.keep_tmp
+
+    t0 = time.monotonic()
+    rc = 0
+    try:
+        cases, skipped = build_cases(args)
+        preflight(cases)
+        active = [c for c in cases if c.name not in skipped]
+        for why in sorted(set(skipped.values())):
+            names = [n for n, w in skipped.items() if w == why]
+            log(f"skip {', '.join(names)}: {why}")
+        if not active:
+            raise BenchError("no case to run")
+        per_case = 3 * args.duration + 12
+        estimate = args.rounds * len(active) * per_case + 20
+        limit = args.time_limit or (2 * estimate + 120)
+        signal.alarm(limit)
+        log(f"{len(active)} case(s) x {args.rounds} round(s), about {estimate // 60} min "
+            f"{estimate % 60} s; time limit {limit} s; namespaces {PREFIX}*")
+
+        info = machine_info(args, resolve_bin(args.podlb_bin))
+        RES.tmpdir = Path(tempfile.mkdtemp(prefix=PREFIX))
+        build_topology()
+        start_backends()
+        log("topology up; backends answer")
+
+        results: dict[str, list[dict]] = {c.name: [] for c in active}
+        for rnd in range(args.rounds):
+            k = rnd % len(active)
+            order = active[k:] + active[:k]
+            log(f"round {rnd + 1}/{args.rounds}: {' '.join(c.name for c in order)} "
+                f"(load {os.getloadavg()[0]:.2f})")
+            for c in order:
+                entry: dict = {"round": rnd + 1}
+                try:
+                    c.start()
+                    entry.update(measure(c, args))
+                    ka, cc = entry["ka"], entry["cc"]
+                    gb = entry.get("iperf", {}).get("gbps")
+                    log(f"  {c.name:24s} ka {ka['rps']:>10,.0f} req/s p99 "
+                        f"{fmt(ka.get('p99_ms'), '{:.3f}')} ms | close {cc['rps']:>8,.0f}/s"
+                        f" | iperf3 {fmt(gb, '{:.2f}')} Gbit/s"
+                        f" | errors {ka['error_total']}/{cc['error_total']}")
+                    if "iperf_error" in entry:
+                        log(f"    iperf3: {entry['iperf_error']}")
+                except BenchError as e:
+                    entry["error"] = str(e)
+                    log(f"  {c.name}: FAILED: {e}")
+                finally:
+                    try:
+                        c.stop()
+                    except BenchError as e:
+                        log(f"  {c.name}: stop: {e}")
+                results[c.name].append(entry)
+            # a podlb variant that never started is reported as skipped, not as zeros
+            for c in active:
+                if isinstance(c, Podlb) and c.broken and c.name not in skipped:
+                    if all("error" in r for r in results[c.name]):
+                        skipped[c.name] = c.broken.splitlines()[0][:200]
+            active = [c for c in active if c.name not in skipped or not isinstance(c, Podlb)]
+            if not active:
+                break
+
+        info["rounds"] = args.rounds
+        info["load_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        el = int(time.monotonic() - t0)
+        info["elapsed"] = f"{el // 60} min {el % 60} s"
+        out = Path(args.out)
+        if not out.is_absolute():
+            out = REPO_ROOT / out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        chart, note = (None, "disabled (--no-chart)")
+        if not args.no_chart:
+            chart, note = make_chart(out.with_suffix(".png"), cases, results, skipped)
+            if chart is None:
+                log(f"chart {note}")
+        text = render(info, cases, results, skipped, args, chart, note)
+        out.write_text(text)
+        out.with_suffix(".json").write_text(json.dumps(
+            {"info": info, "skipped": skipped, "results": results}, indent=1))
+        print(text)
+        log(f"wrote {out} and {out.with_suffix('.json')}")
+        if any("error" in r for name, rs in results.items() if name not in skipped for r in rs):
+            rc = 1
+    except Interrupted as e:
+        name = "time limit" if e.signum == signal.SIGALRM else signal.Signals(e.signum).name
+        log(f"interrupted ({name}); cleaning up")
+        rc = 124 if e.signum == signal.SIGALRM else 128 + e.signum
+    except BenchError as e:
+        log(f"error: {e}")
+        rc = 2
+    finally:
+        RES.cleanup()
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
