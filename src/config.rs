@@ -40,7 +40,10 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 fn err(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError { key: key.into(), message: message.into() }
+    ConfigError {
+        key: key.into(),
+        message: message.into(),
+    }
 }
 
 /// Forwarding mode of one service.
@@ -68,7 +71,11 @@ pub enum Attach {
     /// AF_PACKET rings on an existing interface; podlb uses its MAC.
     AfPacket { interface: String },
     /// A TAP device enslaved to a bridge; podlb is its own L2 host with `mac`.
-    Tap { bridge: String, name: String, mac: Option<MacAddr> },
+    Tap {
+        bridge: String,
+        name: String,
+        mac: Option<MacAddr>,
+    },
 }
 
 impl Attach {
@@ -283,22 +290,34 @@ impl Config {
 
         let workers = raw.workers.unwrap_or(1);
         if workers < 1 || workers as usize > MAX_WORKERS {
-            return Err(err("workers", format!("{workers} is out of range: use 1..={MAX_WORKERS}")));
+            return Err(err(
+                "workers",
+                format!("{workers} is out of range: use 1..={MAX_WORKERS}"),
+            ));
         }
         let admin_s = raw.admin.unwrap_or_else(|| DEFAULT_ADMIN.to_string());
-        let admin: SocketAddr = admin_s
-            .parse()
-            .map_err(|_| err("admin", format!("{admin_s:?} is not an address like 127.0.0.1:9100")))?;
+        let admin: SocketAddr = admin_s.parse().map_err(|_| {
+            err(
+                "admin",
+                format!("{admin_s:?} is not an address like 127.0.0.1:9100"),
+            )
+        })?;
 
         let f = raw.flows.unwrap_or_default();
         let capacity = f.capacity.unwrap_or(DEFAULT_CAPACITY as i64);
         if !(1024..=1 << 26).contains(&capacity) {
-            return Err(err("flows.capacity", format!("{capacity} is out of range: use 1024..=67108864")));
+            return Err(err(
+                "flows.capacity",
+                format!("{capacity} is out of range: use 1024..=67108864"),
+            ));
         }
         let secs = |key: &str, v: Option<u64>, default: u64| -> Result<Duration, ConfigError> {
             let v = v.unwrap_or(default);
             if v == 0 || v > 30 * 86_400 {
-                return Err(err(format!("flows.{key}"), format!("{v} is out of range: use 1..=2592000 seconds")));
+                return Err(err(
+                    format!("flows.{key}"),
+                    format!("{v} is out of range: use 1..=2592000 seconds"),
+                ));
             }
             Ok(Duration::from_secs(v))
         };
@@ -324,28 +343,52 @@ impl Config {
         if !io.block_size.is_power_of_two() || !(1 << 12..=1 << 24).contains(&io.block_size) {
             return Err(err(
                 "io.block_size",
-                format!("{} must be a power of two between 4096 and 16777216", io.block_size),
+                format!(
+                    "{} must be a power of two between 4096 and 16777216",
+                    io.block_size
+                ),
             ));
         }
         if !(2..=4096).contains(&io.block_count) {
-            return Err(err("io.block_count", format!("{} is out of range: use 2..=4096", io.block_count)));
+            return Err(err(
+                "io.block_count",
+                format!("{} is out of range: use 2..=4096", io.block_count),
+            ));
         }
         if !(1..=1000).contains(&io.block_timeout_ms) {
-            return Err(err("io.block_timeout_ms", format!("{} is out of range: use 1..=1000", io.block_timeout_ms)));
+            return Err(err(
+                "io.block_timeout_ms",
+                format!("{} is out of range: use 1..=1000", io.block_timeout_ms),
+            ));
         }
         if io.busy_poll > Duration::from_secs(1) {
             return Err(err("io.busy_poll_us", "at most 1000000 microseconds"));
         }
 
         let services = validate_services(raw.service)?;
-        Ok(Config { attach, workers: workers as usize, admin, flows, io, services })
+        Ok(Config {
+            attach,
+            workers: workers as usize,
+            admin,
+            flows,
+            io,
+            services,
+        })
     }
 }
 
 fn check_ifname(key: &str, name: &str) -> Result<(), ConfigError> {
     // IFNAMSIZ is 16 including the NUL.
-    if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', '\0']) || name == "." || name == ".." {
-        return Err(err(key, format!("{name:?} is not a valid interface name (1-15 characters, no '/' or spaces)")));
+    if name.is_empty()
+        || name.len() > 15
+        || name.contains(['/', ' ', '\0'])
+        || name == "."
+        || name == ".."
+    {
+        return Err(err(
+            key,
+            format!("{name:?} is not a valid interface name (1-15 characters, no '/' or spaces)"),
+        ));
     }
     Ok(())
 }
@@ -356,29 +399,58 @@ fn validate_services(raw: Vec<RawService>) -> Result<Vec<ServiceConfig>, ConfigE
     let mut out = Vec::with_capacity(raw.len());
     for (i, s) in raw.into_iter().enumerate() {
         let key = |k: &str| format!("service[{i}].{k}");
-        if s.name.is_empty() || s.name.len() > 63 || !s.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-            return Err(err(key("name"), format!("{:?} must be 1-63 characters of [A-Za-z0-9-_.]", s.name)));
+        if s.name.is_empty()
+            || s.name.len() > 63
+            || !s
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(err(
+                key("name"),
+                format!("{:?} must be 1-63 characters of [A-Za-z0-9-_.]", s.name),
+            ));
         }
         if !names.insert(s.name.clone()) {
-            return Err(err(key("name"), format!("{:?} is used by another service; names must be unique", s.name)));
+            return Err(err(
+                key("name"),
+                format!(
+                    "{:?} is used by another service; names must be unique",
+                    s.name
+                ),
+            ));
         }
         let vip: Ipv4Addr = s
             .vip
             .parse()
             .map_err(|_| err(key("vip"), format!("{:?} is not an IPv4 address", s.vip)))?;
         if vip.is_unspecified() || vip.is_multicast() || vip.is_broadcast() || vip.is_loopback() {
-            return Err(err(key("vip"), format!("{vip} cannot be a virtual IP (unspecified, loopback, multicast or broadcast)")));
+            return Err(err(
+                key("vip"),
+                format!(
+                    "{vip} cannot be a virtual IP (unspecified, loopback, multicast or broadcast)"
+                ),
+            ));
         }
         if !(1..=65535).contains(&s.port) {
-            return Err(err(key("port"), format!("{} is out of range: use 1..=65535", s.port)));
+            return Err(err(
+                key("port"),
+                format!("{} is out of range: use 1..=65535", s.port),
+            ));
         }
         let port = s.port as u16;
         if !listeners.insert((vip, port)) {
-            return Err(err(key("port"), format!("{vip}:{port} is already served by another service")));
+            return Err(err(
+                key("port"),
+                format!("{vip}:{port} is already served by another service"),
+            ));
         }
         let mode = s.mode.unwrap_or(Mode::Nat);
         if s.backends.len() > MAX_BACKENDS {
-            return Err(err(key("backends"), format!("{} backends; at most {MAX_BACKENDS}", s.backends.len())));
+            return Err(err(
+                key("backends"),
+                format!("{} backends; at most {MAX_BACKENDS}", s.backends.len()),
+            ));
         }
         let mut seen = HashSet::new();
         let mut backends = Vec::with_capacity(s.backends.len());
@@ -388,17 +460,27 @@ fn validate_services(raw: Vec<RawService>) -> Result<Vec<ServiceConfig>, ConfigE
                 RawBackend::Addr(a) => (a, 1),
                 RawBackend::Table { addr, weight } => (addr, weight),
             };
-            let addr: SocketAddrV4 = addr_s
-                .parse()
-                .map_err(|_| err(&bkey, format!("{addr_s:?} is not an address like 198.18.0.21:80")))?;
-            if addr.ip().is_unspecified() || addr.ip().is_multicast() || addr.ip().is_broadcast() || addr.port() == 0 {
+            let addr: SocketAddrV4 = addr_s.parse().map_err(|_| {
+                err(
+                    &bkey,
+                    format!("{addr_s:?} is not an address like 198.18.0.21:80"),
+                )
+            })?;
+            if addr.ip().is_unspecified()
+                || addr.ip().is_multicast()
+                || addr.ip().is_broadcast()
+                || addr.port() == 0
+            {
                 return Err(err(&bkey, format!("{addr} cannot be a backend")));
             }
             if *addr.ip() == vip {
                 return Err(err(&bkey, format!("{addr} is the service's own VIP")));
             }
             if !(1..=1000).contains(&weight) {
-                return Err(err(format!("{bkey}.weight"), format!("{weight} is out of range: use 1..=1000")));
+                return Err(err(
+                    format!("{bkey}.weight"),
+                    format!("{weight} is out of range: use 1..=1000"),
+                ));
             }
             if mode == Mode::Dsr && addr.port() != port {
                 return Err(err(
@@ -409,16 +491,32 @@ fn validate_services(raw: Vec<RawService>) -> Result<Vec<ServiceConfig>, ConfigE
             if !seen.insert(addr) {
                 return Err(err(&bkey, format!("{addr} is listed twice")));
             }
-            backends.push(BackendConfig { addr, weight: weight as u32 });
+            backends.push(BackendConfig {
+                addr,
+                weight: weight as u32,
+            });
         }
         let table_size = s.table_size.unwrap_or(maglev::DEFAULT_TABLE_SIZE);
         if !maglev::is_prime(table_size) || table_size < 7 {
-            return Err(err(key("table_size"), format!("{table_size} must be a prime, e.g. 65537 or 655373")));
+            return Err(err(
+                key("table_size"),
+                format!("{table_size} must be a prime, e.g. 65537 or 655373"),
+            ));
         }
         if (table_size as usize) < backends.len() {
-            return Err(err(key("table_size"), format!("{table_size} is smaller than the number of backends")));
+            return Err(err(
+                key("table_size"),
+                format!("{table_size} is smaller than the number of backends"),
+            ));
         }
-        out.push(ServiceConfig { name: s.name, vip, port, mode, backends, table_size });
+        out.push(ServiceConfig {
+            name: s.name,
+            vip,
+            port,
+            mode,
+            backends,
+            table_size,
+        });
     }
     Ok(out)
 }
@@ -442,7 +540,12 @@ backends = ["198.18.0.21:80", { addr = "198.18.0.22:80", weight = 3 }]
     #[test]
     fn parses_the_contract_example() {
         let c = Config::parse(GOOD).unwrap();
-        assert_eq!(c.attach, Attach::AfPacket { interface: "eth0".into() });
+        assert_eq!(
+            c.attach,
+            Attach::AfPacket {
+                interface: "eth0".into()
+            }
+        );
         assert_eq!(c.workers, 2);
         assert_eq!(c.services[0].backends[1].weight, 3);
         assert_eq!(c.services[0].table_size, 65537);
@@ -461,17 +564,43 @@ backends = ["198.18.0.21:80", { addr = "198.18.0.22:80", weight = 3 }]
 
     #[test]
     fn errors_name_the_key() {
-        assert_eq!(key_of(&GOOD.replace("198.18.0.100", "198.18.0.300")), "service[0].vip");
-        assert_eq!(key_of(&GOOD.replace("workers = 2", "workers = 0")), "workers");
-        assert_eq!(key_of(&GOOD.replace("port = 80", "port = 70000")), "service[0].port");
-        assert_eq!(key_of(&GOOD.replace("198.18.0.21:80", "198.18.0.21")), "service[0].backends[0]");
-        assert_eq!(key_of(&GOOD.replace("weight = 3", "weight = 0")), "service[0].backends[1].weight");
-        assert_eq!(key_of(&GOOD.replace("\"nat\"\n", "\"dsr\"\n").replace(":80\", {", ":81\", {")), "service[0].backends[0]");
+        assert_eq!(
+            key_of(&GOOD.replace("198.18.0.100", "198.18.0.300")),
+            "service[0].vip"
+        );
+        assert_eq!(
+            key_of(&GOOD.replace("workers = 2", "workers = 0")),
+            "workers"
+        );
+        assert_eq!(
+            key_of(&GOOD.replace("port = 80", "port = 70000")),
+            "service[0].port"
+        );
+        assert_eq!(
+            key_of(&GOOD.replace("198.18.0.21:80", "198.18.0.21")),
+            "service[0].backends[0]"
+        );
+        assert_eq!(
+            key_of(&GOOD.replace("weight = 3", "weight = 0")),
+            "service[0].backends[1].weight"
+        );
+        assert_eq!(
+            key_of(
+                &GOOD
+                    .replace("\"nat\"\n", "\"dsr\"\n")
+                    .replace(":80\", {", ":81\", {")
+            ),
+            "service[0].backends[0]"
+        );
         assert_eq!(key_of("workers = 1"), "interface");
-        assert_eq!(key_of(&format!("{GOOD}table_size = 65536\n")), "service[0].table_size");
+        assert_eq!(
+            key_of(&format!("{GOOD}table_size = 65536\n")),
+            "service[0].table_size"
+        );
         let dup = format!("{GOOD}[[service]]\nname = \"web\"\nvip = \"198.18.0.101\"\nport = 80\n");
         assert_eq!(key_of(&dup), "service[1].name");
-        let clash = format!("{GOOD}[[service]]\nname = \"web2\"\nvip = \"198.18.0.100\"\nport = 80\n");
+        let clash =
+            format!("{GOOD}[[service]]\nname = \"web2\"\nvip = \"198.18.0.100\"\nport = 80\n");
         assert_eq!(key_of(&clash), "service[1].port");
     }
 

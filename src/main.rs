@@ -55,7 +55,10 @@ enum Cmd {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PODLB_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PODLB_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -69,7 +72,12 @@ fn main() -> ExitCode {
         },
         Cmd::Check { config } => match Config::load(&config) {
             Ok(c) => {
-                println!("{}: ok ({} services, {} backends)", config.display(), c.services.len(), c.services.iter().map(|s| s.backends.len()).sum::<usize>());
+                println!(
+                    "{}: ok ({} services, {} backends)",
+                    config.display(),
+                    c.services.len(),
+                    c.services.iter().map(|s| s.backends.len()).sum::<usize>()
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -91,7 +99,15 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Cmd::Demo { connections, mode, attach } => match demo::run_demo(&demo::DemoOptions { connections, mode, attach }) {
+        Cmd::Demo {
+            connections,
+            mode,
+            attach,
+        } => match demo::run_demo(&demo::DemoOptions {
+            connections,
+            mode,
+            attach,
+        }) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("podlb demo: {e}");
@@ -104,12 +120,17 @@ fn main() -> ExitCode {
 fn fetch(addr: SocketAddr, path: &str) -> std::io::Result<String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
     if !head.starts_with("HTTP/1.1 200") {
-        return Err(std::io::Error::other(head.lines().next().unwrap_or("no response").to_string()));
+        return Err(std::io::Error::other(
+            head.lines().next().unwrap_or("no response").to_string(),
+        ));
     }
     Ok(body.to_string())
 }
@@ -120,10 +141,27 @@ fn print_status(body: &str) {
         return;
     };
     let i = &v["interface"];
-    println!("podlb {}  {} {} mac {}  workers {}  up {} s", v["version"].as_str().unwrap_or("?"), i["mode"].as_str().unwrap_or("?"), i["name"].as_str().unwrap_or("?"), i["mac"].as_str().unwrap_or("?"), i["workers"], v["uptime_s"]);
-    println!("flows {} / {}", v["flows"]["active"], v["flows"]["capacity"]);
+    println!(
+        "podlb {}  {} {} mac {}  workers {}  up {} s",
+        v["version"].as_str().unwrap_or("?"),
+        i["mode"].as_str().unwrap_or("?"),
+        i["name"].as_str().unwrap_or("?"),
+        i["mac"].as_str().unwrap_or("?"),
+        i["workers"],
+        v["uptime_s"]
+    );
+    println!(
+        "flows {} / {}",
+        v["flows"]["active"], v["flows"]["capacity"]
+    );
     for s in v["services"].as_array().into_iter().flatten() {
-        println!("service {} {}:{} ({})", s["name"].as_str().unwrap_or("?"), s["vip"].as_str().unwrap_or("?"), s["port"], s["mode"].as_str().unwrap_or("?"));
+        println!(
+            "service {} {}:{} ({})",
+            s["name"].as_str().unwrap_or("?"),
+            s["vip"].as_str().unwrap_or("?"),
+            s["port"],
+            s["mode"].as_str().unwrap_or("?")
+        );
         for b in s["backends"].as_array().into_iter().flatten() {
             println!(
                 "  {:<22} {:<9} mac {:<17} active {:>6}  new {:>8}",
@@ -142,5 +180,12 @@ fn print_status(body: &str) {
         .filter(|(_, n)| n.as_u64().unwrap_or(0) > 0)
         .map(|(k, n)| format!("{k}={n}"))
         .collect();
-    println!("drops: {}", if drops.is_empty() { "none".to_string() } else { drops.join(" ") });
+    println!(
+        "drops: {}",
+        if drops.is_empty() {
+            "none".to_string()
+        } else {
+            drops.join(" ")
+        }
+    );
 }

@@ -143,7 +143,10 @@ pub struct FlowKey {
 impl FlowKey {
     #[inline]
     fn hash(&self) -> u64 {
-        mix64((((self.client as u64) << 32) | self.vip as u64) ^ mix64(((self.client_port as u64) << 16) | self.vport as u64 | (6 << 40)))
+        mix64(
+            (((self.client as u64) << 32) | self.vip as u64)
+                ^ mix64(((self.client_port as u64) << 16) | self.vport as u64 | (6 << 40)),
+        )
     }
 }
 
@@ -159,7 +162,10 @@ pub struct ReverseKey {
 impl ReverseKey {
     #[inline]
     fn hash(&self) -> u64 {
-        mix64((((self.backend as u64) << 32) | self.vip as u64) ^ mix64(((self.backend_port as u64) << 16) | self.nat_port as u64 | (7 << 40)))
+        mix64(
+            (((self.backend as u64) << 32) | self.vip as u64)
+                ^ mix64(((self.backend_port as u64) << 16) | self.nat_port as u64 | (7 << 40)),
+        )
     }
 }
 
@@ -231,8 +237,8 @@ pub struct FlowTable {
     ctrl: Box<[Line]>,
     slots: Box<[Slot]>,
     rev: Box<[Line]>,
-    bucket_mask: usize,
-    rev_mask: usize,
+    /// Buckets in the flow index and in the reverse index.
+    buckets: usize,
     capacity: usize,
     live: AtomicUsize,
     evictions: AtomicU64,
@@ -243,14 +249,15 @@ impl FlowTable {
     /// A table for at most `capacity` flows.
     pub fn new(capacity: usize, timeouts: Timeouts) -> FlowTable {
         let capacity = capacity.max(WAYS * 2);
-        let buckets = capacity.div_ceil(WAYS).next_power_of_two();
-        let rev_buckets = buckets; // reverse words are 8 bytes: one line per 8 flows
+        // Two-choice hashing into the less loaded of two 8-way buckets first
+        // fails an insert at ~75% load; a third more slots than flows keeps
+        // that point at or above capacity (see the fill test below).
+        let buckets = (capacity + capacity / 3).div_ceil(WAYS);
         FlowTable {
             ctrl: (0..buckets).map(|_| Line::default()).collect(),
             slots: (0..buckets * WAYS).map(|_| Slot::default()).collect(),
-            rev: (0..rev_buckets).map(|_| Line::default()).collect(),
-            bucket_mask: buckets - 1,
-            rev_mask: rev_buckets - 1,
+            rev: (0..buckets).map(|_| Line::default()).collect(),
+            buckets,
             capacity,
             live: AtomicUsize::new(0),
             evictions: AtomicU64::new(0),
@@ -275,17 +282,27 @@ impl FlowTable {
     }
     /// Bytes of memory the table holds (slots, control and reverse index).
     pub fn memory_bytes(&self) -> usize {
-        self.slots.len() * std::mem::size_of::<Slot>() + (self.ctrl.len() + self.rev.len()) * std::mem::size_of::<Line>()
+        self.slots.len() * std::mem::size_of::<Slot>()
+            + (self.ctrl.len() + self.rev.len()) * std::mem::size_of::<Line>()
     }
 
+    /// The two candidate buckets of a hash (multiply-shift range reduction:
+    /// no division, any bucket count).
     #[inline]
-    fn buckets_of(&self, h: u64, mask: usize) -> (usize, usize) {
-        let b1 = (h as usize) & mask;
-        let mut b2 = ((h >> 32) as usize) & mask;
+    fn buckets_of(&self, h: u64) -> (usize, usize) {
+        let n = self.buckets as u64;
+        let b1 = (((h & 0xffff_ffff) * n) >> 32) as usize;
+        let mut b2 = (((h >> 32) * n) >> 32) as usize;
         if b2 == b1 {
-            b2 = (b1 + 1) & mask;
+            b2 = (b1 + 1) % self.buckets;
         }
         (b1, b2)
+    }
+
+    /// Occupied (non-empty) entries of a bucket line.
+    #[inline]
+    fn load_of(line: &Line) -> usize {
+        line.0.iter().filter(|w| w.load(Relaxed) != 0).count()
     }
 
     #[inline]
@@ -331,7 +348,7 @@ impl FlowTable {
     pub fn lookup(&self, key: &FlowKey) -> Option<(FlowRef, Flow)> {
         let h = key.hash();
         let tag = (h >> 16) as u32;
-        let (b1, b2) = self.buckets_of(h, self.bucket_mask);
+        let (b1, b2) = self.buckets_of(h);
         for b in [b1, b2] {
             'ways: for way in 0..WAYS {
                 let cw = &self.ctrl[b].0[way];
@@ -343,7 +360,13 @@ impl FlowTable {
                     let slot = b * WAYS + way;
                     if let Some(f) = self.read_slot(slot, w) {
                         if f.key == *key {
-                            return Some((FlowRef { slot: slot as u32, gen: ctrl_gen(w) }, f));
+                            return Some((
+                                FlowRef {
+                                    slot: slot as u32,
+                                    gen: ctrl_gen(w),
+                                },
+                                f,
+                            ));
                         }
                         continue 'ways;
                     }
@@ -358,7 +381,7 @@ impl FlowTable {
     pub fn lookup_reverse(&self, key: &ReverseKey) -> Option<(FlowRef, Flow)> {
         let h = key.hash();
         let tag = (h >> 16) as u32;
-        let (b1, b2) = self.buckets_of(h, self.rev_mask);
+        let (b1, b2) = self.buckets_of(h);
         for b in [b1, b2] {
             for way in 0..WAYS {
                 let rw = self.rev[b].0[way].load(Acquire);
@@ -379,7 +402,13 @@ impl FlowTable {
                         && f.backend_port == key.backend_port
                         && f.key.vip == key.vip
                     {
-                        return Some((FlowRef { slot: slot as u32, gen: ctrl_gen(w) }, f));
+                        return Some((
+                            FlowRef {
+                                slot: slot as u32,
+                                gen: ctrl_gen(w),
+                            },
+                            f,
+                        ));
                     }
                 }
             }
@@ -406,7 +435,10 @@ impl FlowTable {
                 if cur >> 8 != r.gen || (cur as u8) & tcp_flags == tcp_flags {
                     break;
                 }
-                match s.tcp.compare_exchange_weak(cur, cur | tcp_flags as u32, Relaxed, Relaxed) {
+                match s
+                    .tcp
+                    .compare_exchange_weak(cur, cur | tcp_flags as u32, Relaxed, Relaxed)
+                {
                     Ok(_) => break,
                     Err(c) => cur = c,
                 }
@@ -426,23 +458,54 @@ impl FlowTable {
     pub fn insert(&self, flow: &Flow, reverse: bool, now_ms: u32) -> Result<FlowRef, InsertError> {
         let h = flow.key.hash();
         let tag = (h >> 16) as u32;
-        let (b1, b2) = self.buckets_of(h, self.bucket_mask);
+        let (b1, b2) = self.buckets_of(h);
         let at_capacity = self.live.load(Relaxed) >= self.capacity;
         let slot = if at_capacity {
-            self.evict_for(b1, b2, now_ms, false).ok_or(InsertError::Full)?
+            self.evict_for(b1, b2, now_ms, false)
+                .ok_or(InsertError::Full)?
         } else {
-            match self.claim_empty(b1).or_else(|| self.claim_empty(b2)) {
+            // The less loaded bucket first (an empty control word is 0 only
+            // at generation 0, so count states rather than raw words).
+            let busy = |b: usize| {
+                self.ctrl[b]
+                    .0
+                    .iter()
+                    .filter(|w| ctrl_state(w.load(Relaxed)) != ST_EMPTY)
+                    .count()
+            };
+            let (first, second) = if busy(b2) < busy(b1) {
+                (b2, b1)
+            } else {
+                (b1, b2)
+            };
+            match self.claim_empty(first).or_else(|| self.claim_empty(second)) {
                 Some(s) => s,
-                None => self.evict_for(b1, b2, now_ms, true).ok_or(InsertError::Full)?,
+                None => self
+                    .evict_for(b1, b2, now_ms, true)
+                    .ok_or(InsertError::Full)?,
             }
         };
         // We own the slot (BUSY). Fill it.
         let (slot_idx, gen) = slot;
         let s = &self.slots[slot_idx];
-        s.addrs.store(((flow.key.client as u64) << 32) | flow.key.vip as u64, Relaxed);
-        s.ports.store(((flow.key.client_port as u32) << 16) | flow.key.vport as u32, Relaxed);
-        s.backend.store(((flow.backend as u64) << 32) | ((flow.backend_port as u64) << 16) | flow.nat_port as u64, Relaxed);
-        s.mac_svc.store(flow.client_mac.to_u64() | ((flow.service as u64) << 48), Relaxed);
+        s.addrs.store(
+            ((flow.key.client as u64) << 32) | flow.key.vip as u64,
+            Relaxed,
+        );
+        s.ports.store(
+            ((flow.key.client_port as u32) << 16) | flow.key.vport as u32,
+            Relaxed,
+        );
+        s.backend.store(
+            ((flow.backend as u64) << 32)
+                | ((flow.backend_port as u64) << 16)
+                | flow.nat_port as u64,
+            Relaxed,
+        );
+        s.mac_svc.store(
+            flow.client_mac.to_u64() | ((flow.service as u64) << 48),
+            Relaxed,
+        );
         s.stat.store(flow.stat as u32, Relaxed);
         s.tcp.store((gen << 8) | flow.tcp as u32, Relaxed);
         s.last_seen.store(flow.last_seen_ms, Relaxed);
@@ -455,13 +518,18 @@ impl FlowTable {
             };
             if !self.rev_insert(&rk, slot_idx) {
                 // Give the slot back untouched.
-                self.ctrl_word(slot_idx).store(ctrl(0, gen.wrapping_add(1), ST_EMPTY), Release);
+                self.ctrl_word(slot_idx)
+                    .store(ctrl(0, gen.wrapping_add(1), ST_EMPTY), Release);
                 return Err(InsertError::ReverseFull);
             }
         }
         self.live.fetch_add(1, Relaxed);
-        self.ctrl_word(slot_idx).store(ctrl(tag, gen, ST_LIVE), Release);
-        Ok(FlowRef { slot: slot_idx as u32, gen })
+        self.ctrl_word(slot_idx)
+            .store(ctrl(tag, gen, ST_LIVE), Release);
+        Ok(FlowRef {
+            slot: slot_idx as u32,
+            gen,
+        })
     }
 
     fn claim_empty(&self, b: usize) -> Option<(usize, u32)> {
@@ -470,7 +538,10 @@ impl FlowTable {
             let w = cw.load(Relaxed);
             if ctrl_state(w) == ST_EMPTY {
                 let gen = ctrl_gen(w);
-                if cw.compare_exchange(w, ctrl(0, gen, ST_BUSY), Acquire, Relaxed).is_ok() {
+                if cw
+                    .compare_exchange(w, ctrl(0, gen, ST_BUSY), Acquire, Relaxed)
+                    .is_ok()
+                {
                     return Some((b * WAYS + way, gen));
                 }
             }
@@ -481,7 +552,13 @@ impl FlowTable {
     /// Picks a victim in the two buckets per the eviction policy, removes it
     /// and returns its slot claimed (BUSY) for the caller. At capacity
     /// (`take_empty` false) only a live victim makes room.
-    fn evict_for(&self, b1: usize, b2: usize, now_ms: u32, take_empty: bool) -> Option<(usize, u32)> {
+    fn evict_for(
+        &self,
+        b1: usize,
+        b2: usize,
+        now_ms: u32,
+        take_empty: bool,
+    ) -> Option<(usize, u32)> {
         // (rank, age) – lower rank is evicted first; among equals, oldest.
         let mut best: Option<(u8, u32, usize, u64)> = None;
         for b in [b1, b2] {
@@ -491,7 +568,11 @@ impl FlowTable {
                 if ctrl_state(w) == ST_EMPTY && take_empty {
                     // Freed meanwhile: take it.
                     let gen = ctrl_gen(w);
-                    if self.ctrl_word(slot).compare_exchange(w, ctrl(0, gen, ST_BUSY), Acquire, Relaxed).is_ok() {
+                    if self
+                        .ctrl_word(slot)
+                        .compare_exchange(w, ctrl(0, gen, ST_BUSY), Acquire, Relaxed)
+                        .is_ok()
+                    {
                         return Some((slot, gen));
                     }
                     continue;
@@ -499,7 +580,9 @@ impl FlowTable {
                 if ctrl_state(w) != ST_LIVE {
                     continue;
                 }
-                let Some(f) = self.read_slot(slot, w) else { continue };
+                let Some(f) = self.read_slot(slot, w) else {
+                    continue;
+                };
                 let phase = Phase::from_flags(f.tcp);
                 let age = now_ms.wrapping_sub(f.last_seen_ms);
                 let rank = if age > self.timeouts.for_phase(phase) {
@@ -533,13 +616,22 @@ impl FlowTable {
     fn remove_claim(&self, slot: usize, w: u64) -> Option<u32> {
         let f = self.read_slot(slot, w)?;
         let gen = ctrl_gen(w).wrapping_add(1) & GEN_MASK as u32;
-        if self.ctrl_word(slot).compare_exchange(w, ctrl(0, gen, ST_BUSY), AcqRel, Relaxed).is_err() {
+        if self
+            .ctrl_word(slot)
+            .compare_exchange(w, ctrl(0, gen, ST_BUSY), AcqRel, Relaxed)
+            .is_err()
+        {
             return None;
         }
         // Invalidate late TCP-state updates aimed at the old incarnation.
         self.slots[slot].tcp.store(gen << 8, Relaxed);
         if f.nat_port != 0 {
-            let rk = ReverseKey { backend: f.backend, vip: f.key.vip, backend_port: f.backend_port, nat_port: f.nat_port };
+            let rk = ReverseKey {
+                backend: f.backend,
+                vip: f.key.vip,
+                backend_port: f.backend_port,
+                nat_port: f.nat_port,
+            };
             self.rev_remove(&rk, slot);
         }
         self.live.fetch_sub(1, Relaxed);
@@ -565,8 +657,13 @@ impl FlowTable {
     fn rev_insert(&self, key: &ReverseKey, slot: usize) -> bool {
         let h = key.hash();
         let word = ((h >> 16) << 32) | (slot as u64 + 1);
-        let (b1, b2) = self.buckets_of(h, self.rev_mask);
-        for b in [b1, b2] {
+        let (b1, b2) = self.buckets_of(h);
+        let (first, second) = if Self::load_of(&self.rev[b2]) < Self::load_of(&self.rev[b1]) {
+            (b2, b1)
+        } else {
+            (b1, b2)
+        };
+        for b in [first, second] {
             for way in 0..WAYS {
                 let rw = &self.rev[b].0[way];
                 if rw.load(Relaxed) == 0 && rw.compare_exchange(0, word, Release, Relaxed).is_ok() {
@@ -579,12 +676,15 @@ impl FlowTable {
 
     fn rev_remove(&self, key: &ReverseKey, slot: usize) {
         let h = key.hash();
-        let (b1, b2) = self.buckets_of(h, self.rev_mask);
+        let (b1, b2) = self.buckets_of(h);
         for b in [b1, b2] {
             for way in 0..WAYS {
                 let rw = &self.rev[b].0[way];
                 let v = rw.load(Relaxed);
-                if v != 0 && (v as u32 as u64) == slot as u64 + 1 && rw.compare_exchange(v, 0, Release, Relaxed).is_ok() {
+                if v != 0
+                    && (v as u32 as u64) == slot as u64 + 1
+                    && rw.compare_exchange(v, 0, Release, Relaxed).is_ok()
+                {
                     return;
                 }
             }
@@ -593,7 +693,13 @@ impl FlowTable {
 
     /// Visits slots `[from, from+count)` (wrapping), removes expired flows and
     /// calls `visit` for each flow still live. Returns what it did.
-    pub fn sweep(&self, from: usize, count: usize, now_ms: u32, mut visit: impl FnMut(&Flow)) -> SweepReport {
+    pub fn sweep(
+        &self,
+        from: usize,
+        count: usize,
+        now_ms: u32,
+        mut visit: impl FnMut(&Flow),
+    ) -> SweepReport {
         let n = self.slots.len();
         let mut rep = SweepReport::default();
         for i in 0..count.min(n) {
@@ -603,7 +709,9 @@ impl FlowTable {
             if ctrl_state(w) != ST_LIVE {
                 continue;
             }
-            let Some(f) = self.read_slot(slot, w) else { continue };
+            let Some(f) = self.read_slot(slot, w) else {
+                continue;
+            };
             let age = now_ms.wrapping_sub(f.last_seen_ms);
             if age > self.timeouts.for_phase(Phase::from_flags(f.tcp)) {
                 if let Some(gen) = self.remove_claim(slot, w) {
@@ -641,11 +749,21 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    const T: Timeouts = Timeouts { syn_ms: 10_000, established_ms: 3_600_000, fin_ms: 60_000, close_ms: 10_000 };
+    const T: Timeouts = Timeouts {
+        syn_ms: 10_000,
+        established_ms: 3_600_000,
+        fin_ms: 60_000,
+        close_ms: 10_000,
+    };
 
     fn flow(client: u32, port: u16, backend: u32, nat: u16, tcp: u8, now: u32) -> Flow {
         Flow {
-            key: FlowKey { client, vip: 0xc612_0064, client_port: port, vport: 80 },
+            key: FlowKey {
+                client,
+                vip: 0xc612_0064,
+                client_port: port,
+                vport: 80,
+            },
             backend,
             backend_port: 80,
             nat_port: nat,
@@ -665,9 +783,19 @@ mod tests {
         let (r2, got) = t.lookup(&f.key).unwrap();
         assert_eq!(r, r2);
         assert_eq!(got, f);
-        let rk = ReverseKey { backend: 21, vip: f.key.vip, backend_port: 80, nat_port: 40000 };
+        let rk = ReverseKey {
+            backend: 21,
+            vip: f.key.vip,
+            backend_port: 80,
+            nat_port: 40000,
+        };
         assert_eq!(t.lookup_reverse(&rk).unwrap().1, f);
-        t.touch(r, 9, tcp_state::ESTABLISHED, Some(MacAddr([2, 0, 0, 0, 0, 7])));
+        t.touch(
+            r,
+            9,
+            tcp_state::ESTABLISHED,
+            Some(MacAddr([2, 0, 0, 0, 0, 7])),
+        );
         let got = t.lookup(&f.key).unwrap().1;
         assert_eq!(got.tcp, tcp_state::SYN | tcp_state::ESTABLISHED);
         assert_eq!(got.last_seen_ms, 9);
@@ -694,9 +822,20 @@ mod tests {
     #[test]
     fn sweep_expires_by_phase() {
         let t = FlowTable::new(4096, T);
-        t.insert(&flow(1, 1, 21, 0, tcp_state::SYN, 0), false, 0).unwrap();
-        t.insert(&flow(2, 1, 21, 0, tcp_state::SYN | tcp_state::ESTABLISHED, 0), false, 0).unwrap();
-        t.insert(&flow(3, 1, 21, 0, tcp_state::ESTABLISHED | tcp_state::RST, 0), false, 0).unwrap();
+        t.insert(&flow(1, 1, 21, 0, tcp_state::SYN, 0), false, 0)
+            .unwrap();
+        t.insert(
+            &flow(2, 1, 21, 0, tcp_state::SYN | tcp_state::ESTABLISHED, 0),
+            false,
+            0,
+        )
+        .unwrap();
+        t.insert(
+            &flow(3, 1, 21, 0, tcp_state::ESTABLISHED | tcp_state::RST, 0),
+            false,
+            0,
+        )
+        .unwrap();
         let mut live = 0;
         let rep = t.sweep(0, t.slot_count(), 10_001, |_| live += 1);
         assert_eq!(rep.expired, 2);
@@ -706,34 +845,65 @@ mod tests {
 
     #[test]
     fn full_table_evicts_half_open_never_established() {
-        let t = FlowTable::new(16, T); // 2 buckets of 8
-        assert_eq!(t.slot_count(), 16);
-        // Fill with established flows.
-        let mut n = 0u32;
-        let mut inserted = 0;
-        while inserted < 16 && n < 10_000 {
+        let t = FlowTable::new(16, T); // capacity 16 in 3 buckets of 8
+        assert_eq!(t.slot_count(), 24);
+        // Fill to capacity: 8 established, 8 half-open.
+        let (mut est, mut n) = (Vec::new(), 0u32);
+        while t.len() < 16 {
             n += 1;
-            if t.insert(&flow(n, 1, 21, 0, tcp_state::ESTABLISHED, 0), false, 0).is_ok() {
-                inserted += 1;
+            let state = if est.len() < 8 {
+                tcp_state::ESTABLISHED
+            } else {
+                tcp_state::SYN
+            };
+            let f = flow(n, 1, 21, 0, state, n);
+            if t.insert(&f, false, n).is_ok() && state == tcp_state::ESTABLISHED {
+                est.push(f.key);
             }
         }
-        assert_eq!(t.len(), 16);
-        assert_eq!(t.insert(&flow(99_999, 1, 21, 0, tcp_state::SYN, 1), false, 1), Err(InsertError::Full));
-        assert_eq!(t.len(), 16);
-        // Replace one established by a SYN flow (remove + insert), then a new
-        // SYN evicts that one and not an established flow.
-        let (r, _) = t.lookup(&flow(1, 1, 21, 0, 0, 0).key).unwrap();
-        t.remove(r);
-        t.insert(&flow(50_000, 1, 21, 0, tcp_state::SYN, 1), false, 1).unwrap();
-        t.insert(&flow(50_001, 1, 21, 0, tcp_state::SYN, 2), false, 2).unwrap();
-        assert!(t.lookup(&flow(50_000, 1, 21, 0, 0, 0).key).is_none(), "older SYN evicted");
-        assert_eq!(t.evictions(), 1);
-        let mut est = 0;
-        t.for_each(|f| {
-            est += (f.tcp == tcp_state::ESTABLISHED) as usize;
-            true
-        });
-        assert_eq!(est, 15);
+        // A SYN flood of newcomers: each evicts a half-open flow or is
+        // refused; no established flow is ever displaced.
+        let (mut ok, mut full) = (0, 0);
+        for i in 0..200u32 {
+            match t.insert(
+                &flow(100_000 + i, 1, 21, 0, tcp_state::SYN, 1000 + i),
+                false,
+                1000 + i,
+            ) {
+                Ok(_) => ok += 1,
+                Err(InsertError::Full) => full += 1,
+                Err(e) => panic!("{e:?}"),
+            }
+            assert!(t.len() <= 16);
+        }
+        assert_eq!(ok + full, 200);
+        assert_eq!(
+            t.evictions(),
+            ok,
+            "every accepted newcomer displaced a half-open flow"
+        );
+        for k in est {
+            assert!(t.lookup(&k).is_some(), "established flow evicted");
+        }
+        // A table of established flows only refuses newcomers.
+        let t = FlowTable::new(16, T);
+        let mut n = 0;
+        while t.len() < 16 {
+            n += 1;
+            let _ = t.insert(&flow(n, 1, 21, 0, tcp_state::ESTABLISHED, 1), false, 1);
+        }
+        assert_eq!(
+            t.insert(&flow(999_999, 1, 21, 0, tcp_state::SYN, 2), false, 2),
+            Err(InsertError::Full)
+        );
+        // ... until they have been idle past their timeout.
+        assert!(t
+            .insert(
+                &flow(999_999, 1, 21, 0, tcp_state::SYN, 3_600_002),
+                false,
+                3_600_002
+            )
+            .is_ok());
     }
 
     #[test]
@@ -744,6 +914,34 @@ mod tests {
         }
         assert!(t.len() <= t.capacity(), "{} > {}", t.len(), t.capacity());
         assert!(t.evictions() > 0);
+    }
+
+    /// Distinct flows go in without a failure up to the configured capacity.
+    #[test]
+    fn fills_to_capacity_without_spurious_failures() {
+        for cap in [4096usize, 100_000] {
+            let t = FlowTable::new(cap, T);
+            let mut failed = 0;
+            for i in 0..cap as u32 {
+                let f = flow(
+                    0x0a00_0000 + i / 50_000,
+                    (i % 50_000) as u16,
+                    21,
+                    (i % 60_000) as u16 + 1,
+                    tcp_state::SYN,
+                    1,
+                );
+                let mut f = f;
+                f.backend = 0x0b00_0000 + i / 60_000;
+                if t.insert(&f, true, 1).is_err() {
+                    failed += 1;
+                }
+            }
+            assert!(
+                failed * 1000 <= cap,
+                "capacity {cap}: {failed} inserts failed"
+            );
+        }
     }
 
     #[test]
@@ -768,7 +966,14 @@ mod tests {
                     let mut held = Vec::new();
                     for round in 0..20_000u32 {
                         let client = (id << 24) | (round % 3000);
-                        let f = flow(client, (round % 7) as u16, client ^ 0x55, (client as u16) | 1, tcp_state::SYN, round);
+                        let f = flow(
+                            client,
+                            (round % 7) as u16,
+                            client ^ 0x55,
+                            (client as u16) | 1,
+                            tcp_state::SYN,
+                            round,
+                        );
                         if let Ok(r) = t.insert(&f, true, round) {
                             held.push((r, f));
                         }
@@ -778,11 +983,24 @@ mod tests {
                             assert_eq!(r2, r);
                             assert_eq!(got.key, f.key);
                             assert_eq!(got.backend, f.backend);
-                            let rk = ReverseKey { backend: f.backend, vip: f.key.vip, backend_port: 80, nat_port: f.nat_port };
-                            assert_eq!(t.lookup_reverse(&rk).expect("reverse vanished").1.key, f.key);
+                            let rk = ReverseKey {
+                                backend: f.backend,
+                                vip: f.key.vip,
+                                backend_port: 80,
+                                nat_port: f.nat_port,
+                            };
+                            assert_eq!(
+                                t.lookup_reverse(&rk).expect("reverse vanished").1.key,
+                                f.key
+                            );
                         }
                         // Foreign lookups: must either miss or match exactly.
-                        let other = FlowKey { client: ((id + 1) % 4) << 24 | (round % 3000), vip: 0xc612_0064, client_port: (round % 7) as u16, vport: 80 };
+                        let other = FlowKey {
+                            client: ((id + 1) % 4) << 24 | (round % 3000),
+                            vip: 0xc612_0064,
+                            client_port: (round % 7) as u16,
+                            vport: 80,
+                        };
                         if let Some((_, got)) = t.lookup(&other) {
                             assert_eq!(got.key, other);
                         }

@@ -15,7 +15,9 @@
 
 use std::sync::Arc;
 
-use crate::balance::flow::{tcp_state, Flow, FlowKey, FlowRef, FlowTable, InsertError, Phase, ReverseKey};
+use crate::balance::flow::{
+    tcp_state, Flow, FlowKey, FlowRef, FlowTable, InsertError, Phase, ReverseKey,
+};
 use crate::balance::hash::flow_hash;
 use crate::balance::neighbor::NeighborTable;
 use crate::balance::service::{Service, Snapshot};
@@ -70,13 +72,24 @@ impl NatPorts {
     /// backends, and their PAWS check would reject the SYNs).
     pub fn new(index: usize, workers: usize, start: u32) -> NatPorts {
         let workers = workers.max(1) as u32;
-        NatPorts { index: index as u32 % workers, workers, cursor: start }
+        NatPorts {
+            index: index as u32 % workers,
+            workers,
+            cursor: start,
+        }
     }
 
     /// The next free port towards `backend:backend_port` from `vip`.
     /// Ports cycle through the whole range before any is reused, which keeps
     /// reuse far from the backend's TIME_WAIT of an earlier flow.
-    pub fn alloc(&mut self, flows: &FlowTable, snap: &Snapshot, vip: u32, backend: u32, backend_port: u16) -> Option<u16> {
+    pub fn alloc(
+        &mut self,
+        flows: &FlowTable,
+        snap: &Snapshot,
+        vip: u32,
+        backend: u32,
+        backend_port: u16,
+    ) -> Option<u16> {
         let per_worker = NAT_PORT_SPAN / self.workers;
         for _ in 0..NAT_PORT_TRIES.min(per_worker) {
             let k = self.cursor % per_worker;
@@ -85,7 +98,12 @@ impl NatPorts {
             if snap.is_listener(vip, port) {
                 continue;
             }
-            let rk = ReverseKey { backend, vip, backend_port, nat_port: port };
+            let rk = ReverseKey {
+                backend,
+                vip,
+                backend_port,
+                nat_port: port,
+            };
             if !flows.reverse_in_use(&rk) {
                 return Some(port);
             }
@@ -111,7 +129,13 @@ const ETH: usize = ethernet::HEADER_LEN;
 impl Forwarder {
     /// Processes one frame in place.
     #[inline]
-    pub fn forward(&mut self, snap: &Snapshot, frame: &mut [u8], meta: PacketMeta, now_ms: u32) -> Verdict {
+    pub fn forward(
+        &mut self,
+        snap: &Snapshot,
+        frame: &mut [u8],
+        meta: PacketMeta,
+        now_ms: u32,
+    ) -> Verdict {
         let v = self.classify(snap, frame, meta, now_ms);
         match v {
             Verdict::Drop(r) => self.stats.dropped(r),
@@ -122,7 +146,13 @@ impl Forwarder {
     }
 
     #[inline]
-    fn classify(&mut self, snap: &Snapshot, frame: &mut [u8], meta: PacketMeta, now_ms: u32) -> Verdict {
+    fn classify(
+        &mut self,
+        snap: &Snapshot,
+        frame: &mut [u8],
+        meta: PacketMeta,
+        now_ms: u32,
+    ) -> Verdict {
         let Ok(eth) = ethernet::Frame::new_checked(&frame[..]) else {
             return Verdict::Drop(DropReason::EthTruncated);
         };
@@ -135,7 +165,9 @@ impl Forwarder {
         match outer {
             ethernet::ETHERTYPE_ARP => self.arp(snap, frame, now_ms),
             ethernet::ETHERTYPE_IPV4 if to_us => self.ipv4(snap, frame, meta, now_ms),
-            ethernet::ETHERTYPE_VLAN | ethernet::ETHERTYPE_QINQ if to_us => Verdict::Drop(DropReason::VlanTagged),
+            ethernet::ETHERTYPE_VLAN | ethernet::ETHERTYPE_QINQ if to_us => {
+                Verdict::Drop(DropReason::VlanTagged)
+            }
             _ => Verdict::Ignore,
         }
     }
@@ -173,7 +205,13 @@ impl Forwarder {
         Verdict::Tx
     }
 
-    fn ipv4(&mut self, snap: &Snapshot, frame: &mut [u8], meta: PacketMeta, now_ms: u32) -> Verdict {
+    fn ipv4(
+        &mut self,
+        snap: &Snapshot,
+        frame: &mut [u8],
+        meta: PacketMeta,
+        now_ms: u32,
+    ) -> Verdict {
         let (hlen, total, proto, src, dst) = {
             let Ok(ip) = ipv4::Packet::new_checked(&frame[ETH..]) else {
                 return Verdict::Drop(DropReason::Ipv4Malformed);
@@ -189,7 +227,13 @@ impl Forwarder {
             if ip.is_fragment() {
                 return Verdict::Drop(DropReason::Ipv4Fragment);
             }
-            (ip.header_len(), ip.total_len() as usize, ip.protocol(), ip.src_u32(), dst)
+            (
+                ip.header_len(),
+                ip.total_len() as usize,
+                ip.protocol(),
+                ip.src_u32(),
+                dst,
+            )
         };
         let l4 = ETH + hlen;
         let l4_end = ETH + total;
@@ -235,7 +279,11 @@ impl Forwarder {
         let Ok(mut p) = icmp::Packet::new_checked(&mut frame[l4..l4_end]) else {
             return Verdict::Drop(DropReason::IcmpMalformed);
         };
-        let c = checksum::update_u16(p.checksum(), (icmp::TYPE_ECHO_REQUEST as u16) << 8, (icmp::TYPE_ECHO_REPLY as u16) << 8);
+        let c = checksum::update_u16(
+            p.checksum(),
+            (icmp::TYPE_ECHO_REQUEST as u16) << 8,
+            (icmp::TYPE_ECHO_REPLY as u16) << 8,
+        );
         p.set_msg_type(icmp::TYPE_ECHO_REPLY);
         p.set_checksum(c);
         self.stats.event(Event::IcmpEchoReplies, 1);
@@ -260,9 +308,24 @@ impl Forwarder {
             Err(_) => return Verdict::Drop(DropReason::TcpMalformed),
         };
         if let Some((sidx, svc)) = snap.service(dst, dport) {
-            return self.to_backend(snap, svc, sidx, frame, l4, l4_end, (src, sport, dst, dport, flags), meta, now_ms);
+            return self.to_backend(
+                snap,
+                svc,
+                sidx,
+                frame,
+                l4,
+                l4_end,
+                (src, sport, dst, dport, flags),
+                meta,
+                now_ms,
+            );
         }
-        let rk = ReverseKey { backend: src, vip: dst, backend_port: sport, nat_port: dport };
+        let rk = ReverseKey {
+            backend: src,
+            vip: dst,
+            backend_port: sport,
+            nat_port: dport,
+        };
         if let Some((r, f)) = self.flows.lookup_reverse(&rk) {
             return self.to_client(r, &f, frame, l4, l4_end, flags, meta, now_ms);
         }
@@ -283,7 +346,12 @@ impl Forwarder {
         meta: PacketMeta,
         now_ms: u32,
     ) -> Verdict {
-        let key = FlowKey { client: src, vip: dst, client_port: sport, vport: dport };
+        let key = FlowKey {
+            client: src,
+            vip: dst,
+            client_port: sport,
+            vport: dport,
+        };
         let client_mac = MacAddr(frame[6..12].try_into().unwrap_or_default());
         let syn = flags & tcp::SYN != 0 && flags & tcp::ACK == 0;
         let mut state = 0u8;
@@ -314,10 +382,12 @@ impl Forwarder {
                 self.flows.touch(r, now_ms, state, Some(client_mac));
                 f
             }
-            None => match self.new_flow(snap, svc, sidx, key, client_mac, state, syn, flags, now_ms) {
-                Ok(f) => f,
-                Err(reason) => return Verdict::Drop(reason),
-            },
+            None => {
+                match self.new_flow(snap, svc, sidx, key, client_mac, state, syn, flags, now_ms) {
+                    Ok(f) => f,
+                    Err(reason) => return Verdict::Drop(reason),
+                }
+            }
         };
 
         let Some(bmac) = self.neighbors.lookup(flow.backend) else {
@@ -331,11 +401,22 @@ impl Forwarder {
             // The address pair {client, VIP} becomes {VIP, backend}: for the
             // IPv4 header sum and the TCP pseudo-header alike that is one
             // 32-bit word replaced, client → backend (RFC 1624 eqn. 3).
-            rewrite(frame, l4, l4_end, meta, [dst, flow.backend], src, flow.backend, [flow.nat_port, flow.backend_port]);
+            rewrite(
+                frame,
+                l4,
+                l4_end,
+                meta,
+                [dst, flow.backend],
+                src,
+                flow.backend,
+                [flow.nat_port, flow.backend_port],
+            );
         }
         let len = frame.len() as u64;
-        self.stats.backend(flow.stat, BackendCounter::PacketsToBackend, 1);
-        self.stats.backend(flow.stat, BackendCounter::BytesToBackend, len);
+        self.stats
+            .backend(flow.stat, BackendCounter::PacketsToBackend, 1);
+        self.stats
+            .backend(flow.stat, BackendCounter::BytesToBackend, len);
         Verdict::Tx
     }
 
@@ -355,7 +436,13 @@ impl Forwarder {
         if flags & tcp::RST != 0 || (!syn && (!self.pickup || flags & tcp::ACK == 0)) {
             return Err(DropReason::NoFlow);
         }
-        let h = flow_hash(key.client, key.client_port, key.vip, key.vport, ipv4::PROTO_TCP);
+        let h = flow_hash(
+            key.client,
+            key.client_port,
+            key.vip,
+            key.vport,
+            ipv4::PROTO_TCP,
+        );
         let Some(bi) = svc.maglev.lookup(h) else {
             return Err(DropReason::NoBackend);
         };
@@ -384,7 +471,9 @@ impl Forwarder {
         };
         match self.flows.insert(&flow, nat_port != 0, now_ms) {
             Ok(_) => {}
-            Err(InsertError::Full | InsertError::ReverseFull) => return Err(DropReason::FlowTableFull),
+            Err(InsertError::Full | InsertError::ReverseFull) => {
+                return Err(DropReason::FlowTableFull)
+            }
         }
         self.stats.backend(b.stat, BackendCounter::NewFlows, 1);
         if !syn {
@@ -418,10 +507,21 @@ impl Forwarder {
         frame[6..12].copy_from_slice(&self.mac.0);
         // (backend:bport → VIP:nat) becomes (VIP:vport → client:cport); the
         // address pair {backend, VIP} becomes {VIP, client}.
-        rewrite(frame, l4, l4_end, meta, [f.key.vip, f.key.client], f.backend, f.key.client, [f.key.vport, f.key.client_port]);
+        rewrite(
+            frame,
+            l4,
+            l4_end,
+            meta,
+            [f.key.vip, f.key.client],
+            f.backend,
+            f.key.client,
+            [f.key.vport, f.key.client_port],
+        );
         let len = frame.len() as u64;
-        self.stats.backend(f.stat, BackendCounter::PacketsToClient, 1);
-        self.stats.backend(f.stat, BackendCounter::BytesToClient, len);
+        self.stats
+            .backend(f.stat, BackendCounter::PacketsToClient, 1);
+        self.stats
+            .backend(f.stat, BackendCounter::BytesToClient, len);
         Verdict::Tx
     }
 }
@@ -431,7 +531,16 @@ impl Forwarder {
 /// address that leaves and the one that joins the {src, dst} pair.
 #[allow(clippy::too_many_arguments)]
 #[inline]
-fn rewrite(frame: &mut [u8], l4: usize, l4_end: usize, meta: PacketMeta, [new_src, new_dst]: [u32; 2], gone: u32, came: u32, [new_sport, new_dport]: [u16; 2]) {
+fn rewrite(
+    frame: &mut [u8],
+    l4: usize,
+    l4_end: usize,
+    meta: PacketMeta,
+    [new_src, new_dst]: [u32; 2],
+    gone: u32,
+    came: u32,
+    [new_sport, new_dport]: [u16; 2],
+) {
     // Both views were validated by the caller; re-checking costs a few
     // compares and keeps this function panic-free on its own.
     if let Ok(mut ip) = ipv4::Packet::new_checked(&mut frame[ETH..]) {
@@ -440,7 +549,9 @@ fn rewrite(frame: &mut [u8], l4: usize, l4_end: usize, meta: PacketMeta, [new_sr
         let c = checksum::update_u32(ip.checksum(), gone, came);
         ip.set_checksum(c);
     }
-    let Ok(mut t) = tcp::Packet::new_checked(&mut frame[l4..l4_end]) else { return };
+    let Ok(mut t) = tcp::Packet::new_checked(&mut frame[l4..l4_end]) else {
+        return;
+    };
     let (old_sport, old_dport) = (t.src_port(), t.dst_port());
     t.set_src_port(new_sport);
     t.set_dst_port(new_dport);
@@ -458,5 +569,458 @@ fn rewrite(frame: &mut [u8], l4: usize, l4_end: usize, meta: PacketMeta, [new_sr
         c = checksum::update_u16(c, old_sport, new_sport);
         c = checksum::update_u16(c, old_dport, new_dport);
         t.set_checksum(c);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balance::flow::Timeouts;
+    use crate::config::{BackendConfig, ServiceConfig};
+    use etherparse::{Ipv4Header, PacketBuilder, TcpHeader};
+    use std::net::{Ipv4Addr, SocketAddrV4};
+
+    const LB: [u8; 6] = [2, 0, 0, 0, 0, 0x02];
+    const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x10];
+    const CLIENT: [u8; 4] = [198, 18, 0, 10];
+    const VIP: [u8; 4] = [198, 18, 0, 100];
+    const BACKENDS: [[u8; 4]; 3] = [[198, 18, 0, 21], [198, 18, 0, 22], [198, 18, 0, 23]];
+    const T: Timeouts = Timeouts {
+        syn_ms: 10_000,
+        established_ms: 3_600_000,
+        fin_ms: 60_000,
+        close_ms: 10_000,
+    };
+
+    fn bmac(ip: [u8; 4]) -> MacAddr {
+        MacAddr([2, 0, 0, 0, 1, ip[3]])
+    }
+
+    fn setup(mode: Mode, backend_port: u16) -> (Forwarder, Snapshot) {
+        let backends = BACKENDS
+            .iter()
+            .map(|b| BackendConfig {
+                addr: SocketAddrV4::new(Ipv4Addr::from(*b), backend_port),
+                weight: 1,
+            })
+            .collect();
+        let svc = ServiceConfig {
+            name: "web".into(),
+            vip: Ipv4Addr::from(VIP),
+            port: 80,
+            mode,
+            backends,
+            table_size: 65537,
+        };
+        let snap = Snapshot::build(1, &[svc], |_, a| a.ip().octets()[3] as u16).unwrap();
+        let neighbors = Arc::new(NeighborTable::new(16));
+        for b in BACKENDS {
+            neighbors.track(u32::from_be_bytes(b));
+            neighbors.learn(u32::from_be_bytes(b), bmac(b), 0);
+        }
+        let fwd = Forwarder {
+            mac: MacAddr(LB),
+            flows: Arc::new(FlowTable::new(4096, T)),
+            neighbors,
+            stats: Arc::new(WorkerStats::default()),
+            ports: NatPorts::new(0, 1, 0),
+            pickup: true,
+        };
+        (fwd, snap)
+    }
+
+    fn tcp_frame(
+        src_mac: [u8; 6],
+        dst_mac: [u8; 6],
+        src: [u8; 4],
+        dst: [u8; 4],
+        sport: u16,
+        dport: u16,
+        flags: &str,
+    ) -> Vec<u8> {
+        let mut b = PacketBuilder::ethernet2(src_mac, dst_mac)
+            .ipv4(src, dst, 64)
+            .tcp(sport, dport, 1000, 64240);
+        if flags.contains('S') {
+            b = b.syn();
+        }
+        if flags.contains('A') {
+            b = b.ack(77);
+        }
+        if flags.contains('F') {
+            b = b.fin();
+        }
+        if flags.contains('R') {
+            b = b.rst();
+        }
+        let payload = b"GET / HTTP/1.1\r\n\r\n";
+        let mut v = Vec::new();
+        b.write(&mut v, payload).unwrap();
+        v
+    }
+
+    /// Parses with etherparse (an independent implementation) and checks
+    /// that both checksums are right; returns (src, dst, sport, dport).
+    fn verify(frame: &[u8]) -> ([u8; 4], [u8; 4], u16, u16) {
+        let (ip, rest) = Ipv4Header::from_slice(&frame[14..]).unwrap();
+        assert_eq!(
+            ip.header_checksum,
+            ip.calc_header_checksum(),
+            "IPv4 header checksum"
+        );
+        let (tcp, payload) = TcpHeader::from_slice(rest).unwrap();
+        let want = tcp
+            .calc_checksum_ipv4_raw(ip.source, ip.destination, payload)
+            .unwrap();
+        assert_eq!(tcp.checksum, want, "TCP checksum");
+        (
+            ip.source,
+            ip.destination,
+            tcp.source_port,
+            tcp.destination_port,
+        )
+    }
+
+    #[test]
+    fn nat_syn_reply_and_established_round_trip() {
+        let (mut f, snap) = setup(Mode::Nat, 8080);
+        let mut syn = tcp_frame(CLIENT_MAC, LB, CLIENT, VIP, 40000, 80, "S");
+        assert_eq!(
+            f.forward(&snap, &mut syn, PacketMeta::default(), 1),
+            Verdict::Tx
+        );
+        let (src, dst, sport, dport) = verify(&syn);
+        assert_eq!(src, VIP, "full NAT: source becomes the VIP");
+        assert!(BACKENDS.contains(&dst));
+        assert_eq!(dport, 8080);
+        assert!(sport as u32 >= NAT_PORT_MIN);
+        assert_eq!(&syn[0..6], &bmac(dst).0, "to the backend's MAC");
+        assert_eq!(&syn[6..12], &LB, "from podlb's MAC");
+
+        // The backend answers VIP:nat_port; podlb translates back to the client.
+        let mut synack = tcp_frame(bmac(dst).0, LB, dst, VIP, 8080, sport, "SA");
+        assert_eq!(
+            f.forward(&snap, &mut synack, PacketMeta::default(), 2),
+            Verdict::Tx
+        );
+        assert_eq!(verify(&synack), (VIP, CLIENT, 80, 40000));
+        assert_eq!(&synack[0..6], &CLIENT_MAC, "to the learned client MAC");
+
+        // Later segments keep the same backend and NAT port.
+        for _ in 0..3 {
+            let mut ack = tcp_frame(CLIENT_MAC, LB, CLIENT, VIP, 40000, 80, "A");
+            assert_eq!(
+                f.forward(&snap, &mut ack, PacketMeta::default(), 3),
+                Verdict::Tx
+            );
+            assert_eq!(verify(&ack), (VIP, dst, sport, 8080));
+        }
+        let (_, flow) = f
+            .flows
+            .lookup(&FlowKey {
+                client: u32::from_be_bytes(CLIENT),
+                vip: u32::from_be_bytes(VIP),
+                client_port: 40000,
+                vport: 80,
+            })
+            .unwrap();
+        assert_eq!(Phase::from_flags(flow.tcp), Phase::Established);
+        assert_eq!(f.flows.len(), 1);
+    }
+
+    #[test]
+    fn partial_checksum_is_updated_as_pseudo_header_only() {
+        let (mut f, snap) = setup(Mode::Nat, 80);
+        let mut syn = tcp_frame(CLIENT_MAC, LB, CLIENT, VIP, 40001, 80, "S");
+        // Make the TCP checksum partial, as a veth with offload hands it over:
+        // the field holds the folded pseudo-header sum, not complemented.
+        let tcp_len = (syn.len() - 34) as u16;
+        let pseudo = checksum::fold(checksum::pseudo_header_v4(
+            CLIENT.into(),
+            VIP.into(),
+            6,
+            tcp_len,
+        ));
+        syn[50..52].copy_from_slice(&pseudo.to_be_bytes());
+        let meta = PacketMeta {
+            csum_partial: true,
+            tx_keeps_partial: true,
+        };
+        assert_eq!(f.forward(&snap, &mut syn, meta, 1), Verdict::Tx);
+        let (ip, _) = Ipv4Header::from_slice(&syn[14..]).unwrap();
+        let want = checksum::fold(checksum::pseudo_header_v4(
+            ip.source.into(),
+            ip.destination.into(),
+            6,
+            tcp_len,
+        ));
+        assert_eq!(
+            u16::from_be_bytes([syn[50], syn[51]]),
+            want,
+            "partial field = new pseudo-header sum"
+        );
+        // And without a vnet header on TX the checksum is completed in software.
+        let mut syn2 = tcp_frame(CLIENT_MAC, LB, CLIENT, VIP, 40002, 80, "S");
+        syn2[50..52].copy_from_slice(
+            &checksum::fold(checksum::pseudo_header_v4(
+                CLIENT.into(),
+                VIP.into(),
+                6,
+                tcp_len,
+            ))
+            .to_be_bytes(),
+        );
+        let meta = PacketMeta {
+            csum_partial: true,
+            tx_keeps_partial: false,
+        };
+        assert_eq!(f.forward(&snap, &mut syn2, meta, 1), Verdict::Tx);
+        verify(&syn2);
+    }
+
+    #[test]
+    fn dsr_rewrites_macs_only() {
+        let (mut f, snap) = setup(Mode::Dsr, 80);
+        let orig = tcp_frame(CLIENT_MAC, LB, CLIENT, VIP, 40000, 80, "S");
+        let mut syn = orig.clone();
+        assert_eq!(
+            f.forward(&snap, &mut syn, PacketMeta::default(), 1),
+            Verdict::Tx
+        );
+        assert_eq!(&syn[12..], &orig[12..], "IP and TCP untouched");
+        assert_eq!(&syn[6..12], &LB);
+        assert!(BACKENDS.iter().any(|b| syn[0..6] == bmac(*b).0));
+    }
+
+    #[test]
+    fn spreads_over_backends_and_keeps_flows_on_reload() {
+        let (mut f, snap) = setup(Mode::Nat, 80);
+        let mut count = std::collections::HashMap::new();
+        for port in 0..3000u16 {
+            let mut syn = tcp_frame(CLIENT_MAC, LB, CLIENT, VIP, 20000 + port, 80, "S");
+            assert_eq!(
+                f.forward(&snap, &mut syn, PacketMeta::default(), 1),
+                Verdict::Tx
+            );
+            *count.entry(verify(&syn).1).or_insert(0) += 1;
+        }
+        for b in BACKENDS {
+            let n = count[&b];
+            assert!((900..=1100).contains(&n), "{b:?}: {n} of 3000");
+        }
+        // Reload without backend 3: existing flows keep their backend (drain),
+        // new flows never pick it.
+        let backends = BACKENDS[..2]
+            .iter()
+            .map(|b| BackendConfig {
+                addr: SocketAddrV4::new(Ipv4Addr::from(*b), 80),
+                weight: 1,
+            })
+            .collect();
+        let svc = ServiceConfig {
+            name: "web".into(),
+            vip: Ipv4Addr::from(VIP),
+            port: 80,
+            mode: Mode::Nat,
+            backends,
+            table_size: 65537,
+        };
+        let snap2 = Snapshot::build(2, &[svc], |_, a| a.ip().octets()[3] as u16).unwrap();
+        let mut kept = 0;
+        for port in 0..3000u16 {
+            let mut ack = tcp_frame(CLIENT_MAC, LB, CLIENT, VIP, 20000 + port, 80, "A");
+            assert_eq!(
+                f.forward(&snap2, &mut ack, PacketMeta::default(), 2),
+                Verdict::Tx
+            );
+            kept += (verify(&ack).1 == BACKENDS[2]) as usize;
+        }
+        assert_eq!(
+            kept, count[&BACKENDS[2]],
+            "draining flows stay on the removed backend"
+        );
+        for port in 0..500u16 {
+            let mut syn = tcp_frame(CLIENT_MAC, LB, CLIENT, VIP, 50000 + port, 80, "S");
+            assert_eq!(
+                f.forward(&snap2, &mut syn, PacketMeta::default(), 3),
+                Verdict::Tx
+            );
+            assert_ne!(verify(&syn).1, BACKENDS[2]);
+        }
+    }
+
+    #[test]
+    fn arp_request_for_vip_answered_in_place() {
+        let (mut f, snap) = setup(Mode::Nat, 80);
+        let mut buf = [0u8; 64];
+        let n = arp::emit_request(&mut buf, MacAddr(CLIENT_MAC), CLIENT.into(), VIP.into());
+        let mut frame = buf[..n].to_vec();
+        assert_eq!(
+            f.forward(&snap, &mut frame, PacketMeta::default(), 1),
+            Verdict::Tx
+        );
+        assert_eq!(&frame[0..6], &CLIENT_MAC);
+        assert_eq!(&frame[6..12], &LB);
+        let p = arp::Packet::new_checked(&frame[14..]).unwrap();
+        assert_eq!(p.operation(), arp::OP_REPLY);
+        assert_eq!(
+            (p.sender_hw(), p.sender_ip()),
+            (MacAddr(LB), Ipv4Addr::from(VIP))
+        );
+        assert_eq!(
+            (p.target_hw(), p.target_ip()),
+            (MacAddr(CLIENT_MAC), Ipv4Addr::from(CLIENT))
+        );
+        // Requests for other addresses are not ours.
+        let n = arp::emit_request(
+            &mut buf,
+            MacAddr(CLIENT_MAC),
+            CLIENT.into(),
+            Ipv4Addr::new(198, 18, 0, 99),
+        );
+        assert_eq!(
+            f.forward(&snap, &mut buf[..n], PacketMeta::default(), 1),
+            Verdict::Ignore
+        );
+        // A backend's ARP reply teaches its (new) MAC.
+        let newmac = MacAddr([2, 9, 9, 9, 9, 9]);
+        let n = arp::emit_frame(
+            &mut buf,
+            MacAddr(LB),
+            newmac,
+            arp::OP_REPLY,
+            newmac,
+            BACKENDS[0].into(),
+            MacAddr(LB),
+            Ipv4Addr::UNSPECIFIED,
+        );
+        f.forward(&snap, &mut buf[..n], PacketMeta::default(), 5);
+        assert_eq!(
+            f.neighbors.lookup(u32::from_be_bytes(BACKENDS[0])),
+            Some(newmac)
+        );
+    }
+
+    #[test]
+    fn icmp_echo_to_vip_answered() {
+        let (mut f, snap) = setup(Mode::Nat, 80);
+        let mut v = Vec::new();
+        PacketBuilder::ethernet2(CLIENT_MAC, LB)
+            .ipv4(CLIENT, VIP, 7)
+            .icmpv4_echo_request(1, 2)
+            .write(&mut v, b"ping")
+            .unwrap();
+        assert_eq!(
+            f.forward(&snap, &mut v, PacketMeta::default(), 1),
+            Verdict::Tx
+        );
+        let s = etherparse::SlicedPacket::from_ethernet(&v).unwrap();
+        let Some(etherparse::NetSlice::Ipv4(ip)) = s.net else {
+            panic!("not IPv4")
+        };
+        assert_eq!(ip.header().source(), VIP);
+        assert_eq!(ip.header().destination(), CLIENT);
+        let h = ip.header().to_header();
+        assert_eq!(h.header_checksum, h.calc_header_checksum());
+        let Some(etherparse::TransportSlice::Icmpv4(icmp)) = s.transport else {
+            panic!("not ICMP")
+        };
+        assert!(matches!(
+            icmp.icmp_type(),
+            etherparse::Icmpv4Type::EchoReply(_)
+        ));
+        assert_eq!(checksum::internet(icmp.slice()), 0, "ICMP checksum");
+    }
+
+    #[test]
+    fn unknown_flows_rst_and_unresolved_backends_are_counted_drops() {
+        let (mut f, snap) = setup(Mode::Nat, 80);
+        let mut rst = tcp_frame(CLIENT_MAC, LB, CLIENT, VIP, 40000, 80, "R");
+        assert_eq!(
+            f.forward(&snap, &mut rst, PacketMeta::default(), 1),
+            Verdict::Drop(DropReason::NoFlow)
+        );
+        // Mid-stream ACK of an unknown flow: picked up (pickup on) ...
+        let mut ack = tcp_frame(CLIENT_MAC, LB, CLIENT, VIP, 40000, 80, "A");
+        assert_eq!(
+            f.forward(&snap, &mut ack, PacketMeta::default(), 1),
+            Verdict::Tx
+        );
+        assert_eq!(f.stats.events(Event::FlowPickups), 1);
+        // ... or dropped with pickup off.
+        f.pickup = false;
+        let mut ack = tcp_frame(CLIENT_MAC, LB, CLIENT, VIP, 40009, 80, "A");
+        assert_eq!(
+            f.forward(&snap, &mut ack, PacketMeta::default(), 1),
+            Verdict::Drop(DropReason::NoFlow)
+        );
+        let mut other = tcp_frame(CLIENT_MAC, LB, CLIENT, VIP, 40000, 81, "S");
+        assert_eq!(
+            f.forward(&snap, &mut other, PacketMeta::default(), 1),
+            Verdict::Drop(DropReason::NoService)
+        );
+        for b in BACKENDS {
+            f.neighbors.invalidate(u32::from_be_bytes(b));
+        }
+        let mut syn = tcp_frame(CLIENT_MAC, LB, CLIENT, VIP, 40100, 80, "S");
+        assert_eq!(
+            f.forward(&snap, &mut syn, PacketMeta::default(), 1),
+            Verdict::Drop(DropReason::NeighborUnresolved)
+        );
+        assert!(f.neighbors.entries().iter().any(|e| e.wanted));
+        // Not to our MAC: ignored.
+        let mut x = tcp_frame(
+            CLIENT_MAC,
+            [2, 0, 0, 0, 0, 0x77],
+            CLIENT,
+            VIP,
+            40000,
+            80,
+            "S",
+        );
+        assert_eq!(
+            f.forward(&snap, &mut x, PacketMeta::default(), 1),
+            Verdict::Ignore
+        );
+        assert_eq!(f.stats.drops(DropReason::NoFlow), 2);
+    }
+
+    #[test]
+    fn syn_on_closing_flow_starts_a_new_flow() {
+        let (mut f, snap) = setup(Mode::Nat, 80);
+        let mut syn = tcp_frame(CLIENT_MAC, LB, CLIENT, VIP, 40000, 80, "S");
+        f.forward(&snap, &mut syn, PacketMeta::default(), 1);
+        let first_port = verify(&syn).2;
+        let mut fin = tcp_frame(CLIENT_MAC, LB, CLIENT, VIP, 40000, 80, "FA");
+        f.forward(&snap, &mut fin, PacketMeta::default(), 2);
+        let mut syn = tcp_frame(CLIENT_MAC, LB, CLIENT, VIP, 40000, 80, "S");
+        assert_eq!(
+            f.forward(&snap, &mut syn, PacketMeta::default(), 3),
+            Verdict::Tx
+        );
+        assert_ne!(
+            verify(&syn).2,
+            first_port,
+            "a fresh NAT port for the new incarnation"
+        );
+        assert_eq!(f.stats.events(Event::FlowsRecycled), 1);
+        assert_eq!(f.flows.len(), 1);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// Arbitrary bytes (and mutations of a valid frame) never panic, and
+        /// the table never holds more flows than frames seen.
+        #[test]
+        fn forward_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200), cut in 0usize..120, flip in 0usize..120, val in proptest::prelude::any::<u8>()) {
+            let (mut f, snap) = setup(Mode::Nat, 80);
+            let mut b = bytes.clone();
+            let _ = f.forward(&snap, &mut b, PacketMeta::default(), 1);
+            let mut v = tcp_frame(CLIENT_MAC, LB, CLIENT, VIP, 40000, 80, "S");
+            if flip < v.len() { v[flip] = val; }
+            v.truncate(cut.max(1));
+            let _ = f.forward(&snap, &mut v, PacketMeta { csum_partial: val & 1 == 1, tx_keeps_partial: val & 2 == 2 }, 1);
+            proptest::prop_assert!(f.flows.len() <= 1);
+        }
     }
 }

@@ -604,30 +604,6 @@ mod tests {
         }
     }
 
-    /// Prints the disruption Maglev really causes over a grid of N, M and k:
-    /// `cargo test --release --lib disruption_sweep -- --ignored --nocapture`.
-    #[test]
-    #[ignore = "measurement, not a check"]
-    fn disruption_sweep() {
-        for &m in &[65537u32, 655373] {
-            for &n in &[10usize, 100, 500, 1000] {
-                for &k in &[1usize, 2, 5, 10, 50, 100] {
-                    if k * 5 > n {
-                        continue;
-                    }
-                    let f = disruption(n, m, k);
-                    let min = k as f64 / n as f64;
-                    let scale = (n as f64 / f64::from(m)).sqrt();
-                    println!(
-                        "M={m:6} N={n:4} k={k:3}: moved {f:.4} min {min:.4} extra {:.4} extra/sqrt(N/M) {:.3}",
-                        f - min,
-                        (f - min) / scale
-                    );
-                }
-            }
-        }
-    }
-
     /// (6) Sequential client ports spread evenly over backends.
     #[test]
     fn sequential_ports_spread_over_backends() {

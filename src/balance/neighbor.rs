@@ -48,7 +48,10 @@ impl NeighborTable {
     /// Room for `capacity` addresses (rounded up to a power of two, ×2 for probing).
     pub fn new(capacity: usize) -> NeighborTable {
         let n = (capacity.max(16) * 2).next_power_of_two();
-        NeighborTable { entries: (0..n).map(|_| Entry::default()).collect(), mask: n - 1 }
+        NeighborTable {
+            entries: (0..n).map(|_| Entry::default()).collect(),
+            mask: n - 1,
+        }
     }
 
     #[inline]
@@ -184,7 +187,10 @@ mod tests {
     fn track_learn_lookup_retain() {
         let t = NeighborTable::new(4);
         let mac = MacAddr([2, 0, 0, 0, 0, 0x21]);
-        assert!(!t.learn(0xc612_0015, mac, 1), "untracked addresses are not learned");
+        assert!(
+            !t.learn(0xc612_0015, mac, 1),
+            "untracked addresses are not learned"
+        );
         assert!(t.track(0xc612_0015));
         assert_eq!(t.lookup(0xc612_0015), None);
         assert!(t.entries()[0].wanted);

@@ -64,16 +64,31 @@ impl Snapshot {
                     stat: stat_slot(&s.name, b.addr),
                 })
                 .collect();
-            let keys: Vec<(String, u32)> = backends.iter().map(|b| (b.addr.to_string(), b.weight)).collect();
+            let keys: Vec<(String, u32)> = backends
+                .iter()
+                .map(|b| (b.addr.to_string(), b.weight))
+                .collect();
             let maglev = MaglevTable::build(&keys, s.table_size)?;
             let vip = u32::from(s.vip);
             by_listener.insert((vip, s.port), i as u16);
             vips.push(vip);
-            out.push(Service { name: s.name.clone(), vip, port: s.port, mode: s.mode, backends, maglev });
+            out.push(Service {
+                name: s.name.clone(),
+                vip,
+                port: s.port,
+                mode: s.mode,
+                backends,
+                maglev,
+            });
         }
         vips.sort_unstable();
         vips.dedup();
-        Ok(Snapshot { generation, services: out, by_listener, vips })
+        Ok(Snapshot {
+            generation,
+            services: out,
+            by_listener,
+            vips,
+        })
     }
 
     /// The service listening on `vip:port`.

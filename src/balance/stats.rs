@@ -186,7 +186,9 @@ impl Default for WorkerStats {
         WorkerStats {
             drops: CachePadded::new(Default::default()),
             events: CachePadded::new(Default::default()),
-            backends: (0..MAX_STAT_SLOTS * BACKEND_COUNTERS).map(|_| Counter::default()).collect(),
+            backends: (0..MAX_STAT_SLOTS * BACKEND_COUNTERS)
+                .map(|_| Counter::default())
+                .collect(),
         }
     }
 }
@@ -202,7 +204,10 @@ impl WorkerStats {
     }
     #[inline]
     pub fn backend(&self, slot: u16, c: BackendCounter, n: u64) {
-        if let Some(ctr) = self.backends.get(slot as usize * BACKEND_COUNTERS + c as usize) {
+        if let Some(ctr) = self
+            .backends
+            .get(slot as usize * BACKEND_COUNTERS + c as usize)
+        {
             ctr.add(n);
         }
     }
@@ -213,11 +218,16 @@ impl WorkerStats {
         self.events[e as usize].get()
     }
     pub fn backend_value(&self, slot: u16, c: BackendCounter) -> u64 {
-        self.backends.get(slot as usize * BACKEND_COUNTERS + c as usize).map_or(0, Counter::get)
+        self.backends
+            .get(slot as usize * BACKEND_COUNTERS + c as usize)
+            .map_or(0, Counter::get)
     }
 }
 
 /// Sums of all workers' counters.
-pub fn total<'a>(workers: impl IntoIterator<Item = &'a WorkerStats>, f: impl Fn(&WorkerStats) -> u64) -> u64 {
+pub fn total<'a>(
+    workers: impl IntoIterator<Item = &'a WorkerStats>,
+    f: impl Fn(&WorkerStats) -> u64,
+) -> u64 {
     workers.into_iter().map(f).sum()
 }

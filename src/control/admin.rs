@@ -66,10 +66,20 @@ fn handle(mut s: TcpStream, view: &EngineView) -> std::io::Result<()> {
                 .and_then(|v| v.parse::<usize>().ok())
                 .unwrap_or(100)
                 .min(100_000);
-            respond(&mut s, 200, "application/json", &flows(view, limit).to_string())
+            respond(
+                &mut s,
+                200,
+                "application/json",
+                &flows(view, limit).to_string(),
+            )
         }
         "/healthz" => respond(&mut s, 200, "text/plain", "ok\n"),
-        _ => respond(&mut s, 404, "text/plain", "not found: try /metrics, /status, /flows, /healthz\n"),
+        _ => respond(
+            &mut s,
+            404,
+            "text/plain",
+            "not found: try /metrics, /status, /flows, /healthz\n",
+        ),
     }
 }
 
@@ -85,7 +95,10 @@ fn respond(s: &mut TcpStream, code: u16, ctype: &str, body: &str) -> std::io::Re
 }
 
 fn all_stats(view: &EngineView) -> impl Iterator<Item = &WorkerStats> + Clone {
-    view.workers.iter().map(|w| &**w).chain(std::iter::once(&*view.control))
+    view.workers
+        .iter()
+        .map(|w| &**w)
+        .chain(std::iter::once(&*view.control))
 }
 
 /// One row per (service, backend) the engine knows: configured or draining.
@@ -103,14 +116,24 @@ fn backend_rows(view: &EngineView) -> Vec<BackendRow> {
     for s in &snap.services {
         for b in &s.backends {
             seen.insert(b.stat);
-            rows.push(BackendRow { service: s.name.clone(), addr: b.addr, slot: b.stat, configured: true });
+            rows.push(BackendRow {
+                service: s.name.clone(),
+                addr: b.addr,
+                slot: b.stat,
+                configured: true,
+            });
         }
     }
     let reg = view.registry.lock();
     for slot in 0..reg.len() as u16 {
         if !seen.contains(&slot) && view.active[slot as usize].load(Ordering::Relaxed) > 0 {
             if let Some((svc, addr)) = reg.name(slot) {
-                rows.push(BackendRow { service: svc.clone(), addr: *addr, slot, configured: false });
+                rows.push(BackendRow {
+                    service: svc.clone(),
+                    addr: *addr,
+                    slot,
+                    configured: false,
+                });
             }
         }
     }
@@ -120,30 +143,71 @@ fn backend_rows(view: &EngineView) -> Vec<BackendRow> {
 fn metrics(view: &EngineView) -> String {
     let st = all_stats(view);
     let mut o = String::with_capacity(8192);
-    let _ = writeln!(o, "# HELP podlb_drops_total Frames dropped, by reason.\n# TYPE podlb_drops_total counter");
+    let _ = writeln!(
+        o,
+        "# HELP podlb_drops_total Frames dropped, by reason.\n# TYPE podlb_drops_total counter"
+    );
     for r in DropReason::ALL {
-        let _ = writeln!(o, "podlb_drops_total{{reason=\"{}\"}} {}", r.as_str(), total(st.clone(), |w| w.drops(r)));
+        let _ = writeln!(
+            o,
+            "podlb_drops_total{{reason=\"{}\"}} {}",
+            r.as_str(),
+            total(st.clone(), |w| w.drops(r))
+        );
     }
     for (e, help) in [
         (Event::RxPackets, "Frames received."),
         (Event::RxBytes, "Bytes received."),
         (Event::TxPackets, "Frames transmitted."),
-        (Event::Ignored, "Frames not addressed to podlb, left to the kernel."),
+        (
+            Event::Ignored,
+            "Frames not addressed to podlb, left to the kernel.",
+        ),
         (Event::ArpRepliesSent, "ARP replies sent for VIPs."),
-        (Event::ArpLearned, "ARP packets a tracked neighbor's MAC was learned from."),
+        (
+            Event::ArpLearned,
+            "ARP packets a tracked neighbor's MAC was learned from.",
+        ),
         (Event::IcmpEchoReplies, "ICMP echo replies sent for VIPs."),
         (Event::FlowPickups, "Mid-stream flows adopted."),
-        (Event::FlowsRecycled, "Closing flows replaced by a new SYN on the same 4-tuple."),
+        (
+            Event::FlowsRecycled,
+            "Closing flows replaced by a new SYN on the same 4-tuple.",
+        ),
     ] {
         let name = format!("podlb_{}_total", e.as_str());
-        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", total(st.clone(), |w| w.events(e)));
+        let _ = writeln!(
+            o,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+            total(st.clone(), |w| w.events(e))
+        );
     }
     for (name, help, v) in [
-        ("podlb_arp_requests_sent_total", "ARP requests sent to resolve backends.", view.arp_requests.load(Ordering::Relaxed)),
-        ("podlb_garp_sent_total", "Gratuitous ARP announcements sent for VIPs.", view.garp_sent.load(Ordering::Relaxed)),
-        ("podlb_config_reloads_total", "Successful config reloads.", view.reloads.load(Ordering::Relaxed)),
-        ("podlb_config_reload_errors_total", "Config reloads rejected (old config kept).", view.reload_errors.load(Ordering::Relaxed)),
-        ("podlb_flow_evictions_total", "Flows evicted to make room (policy: expired, then half-open, then closing).", view.shared.flows.evictions()),
+        (
+            "podlb_arp_requests_sent_total",
+            "ARP requests sent to resolve backends.",
+            view.arp_requests.load(Ordering::Relaxed),
+        ),
+        (
+            "podlb_garp_sent_total",
+            "Gratuitous ARP announcements sent for VIPs.",
+            view.garp_sent.load(Ordering::Relaxed),
+        ),
+        (
+            "podlb_config_reloads_total",
+            "Successful config reloads.",
+            view.reloads.load(Ordering::Relaxed),
+        ),
+        (
+            "podlb_config_reload_errors_total",
+            "Config reloads rejected (old config kept).",
+            view.reload_errors.load(Ordering::Relaxed),
+        ),
+        (
+            "podlb_flow_evictions_total",
+            "Flows evicted to make room (policy: expired, then half-open, then closing).",
+            view.shared.flows.evictions(),
+        ),
     ] {
         let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
     }
@@ -151,26 +215,64 @@ fn metrics(view: &EngineView) -> String {
     let _ = writeln!(o, "# HELP podlb_flows_capacity Connection table capacity.\n# TYPE podlb_flows_capacity gauge\npodlb_flows_capacity {}", view.shared.flows.capacity());
 
     let rows = backend_rows(view);
-    let per = |name: &str, help: &str, kind: &str, o: &mut String, f: &dyn Fn(&BackendRow) -> String| {
-        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for r in &rows {
-            let _ = writeln!(o, "{name}{{service=\"{}\",backend=\"{}\"}} {}", r.service, r.addr, f(r));
-        }
-    };
+    let per =
+        |name: &str, help: &str, kind: &str, o: &mut String, f: &dyn Fn(&BackendRow) -> String| {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for r in &rows {
+                let _ = writeln!(
+                    o,
+                    "{name}{{service=\"{}\",backend=\"{}\"}} {}",
+                    r.service,
+                    r.addr,
+                    f(r)
+                );
+            }
+        };
     let sum = |slot: u16, c: BackendCounter| total(all_stats(view), |w| w.backend_value(slot, c));
-    per("podlb_backend_new_flows_total", "Flows steered to the backend.", "counter", &mut o, &|r| sum(r.slot, BackendCounter::NewFlows).to_string());
-    per("podlb_backend_active_flows", "Flows of the backend in the table (as of the last sweep, ≤1 s old).", "gauge", &mut o, &|r| {
-        view.active[r.slot as usize].load(Ordering::Relaxed).to_string()
-    });
-    per("podlb_backend_up", "1 if the backend is configured, 0 if it is draining.", "gauge", &mut o, &|r| (r.configured as u8).to_string());
+    per(
+        "podlb_backend_new_flows_total",
+        "Flows steered to the backend.",
+        "counter",
+        &mut o,
+        &|r| sum(r.slot, BackendCounter::NewFlows).to_string(),
+    );
+    per(
+        "podlb_backend_active_flows",
+        "Flows of the backend in the table (as of the last sweep, ≤1 s old).",
+        "gauge",
+        &mut o,
+        &|r| {
+            view.active[r.slot as usize]
+                .load(Ordering::Relaxed)
+                .to_string()
+        },
+    );
+    per(
+        "podlb_backend_up",
+        "1 if the backend is configured, 0 if it is draining.",
+        "gauge",
+        &mut o,
+        &|r| (r.configured as u8).to_string(),
+    );
     let _ = writeln!(o, "# HELP podlb_backend_packets_total Packets forwarded, by direction.\n# TYPE podlb_backend_packets_total counter");
     let _ = writeln!(o, "# HELP podlb_backend_bytes_total Bytes forwarded, by direction.\n# TYPE podlb_backend_bytes_total counter");
     for r in &rows {
         for (dir, p, b) in [
-            ("to_backend", BackendCounter::PacketsToBackend, BackendCounter::BytesToBackend),
-            ("to_client", BackendCounter::PacketsToClient, BackendCounter::BytesToClient),
+            (
+                "to_backend",
+                BackendCounter::PacketsToBackend,
+                BackendCounter::BytesToBackend,
+            ),
+            (
+                "to_client",
+                BackendCounter::PacketsToClient,
+                BackendCounter::BytesToClient,
+            ),
         ] {
-            let l = format!("service=\"{}\",backend=\"{}\",direction=\"{dir}\"", r.service, r.addr);
+            let l = format!(
+                "service=\"{}\",backend=\"{}\",direction=\"{dir}\"",
+                r.service, r.addr
+            );
             let _ = writeln!(o, "podlb_backend_packets_total{{{l}}} {}", sum(r.slot, p));
             let _ = writeln!(o, "podlb_backend_bytes_total{{{l}}} {}", sum(r.slot, b));
         }
@@ -183,7 +285,13 @@ fn status(view: &EngineView) -> serde_json::Value {
     let snap = view.shared.snapshot.load();
     let st = all_stats(view);
     let neighbors = view.shared.neighbors.entries();
-    let mac_of = |ip: u32| neighbors.iter().find(|n| n.ip == ip).and_then(|n| n.mac).map(|m| m.to_string());
+    let mac_of = |ip: u32| {
+        neighbors
+            .iter()
+            .find(|n| n.ip == ip)
+            .and_then(|n| n.mac)
+            .map(|m| m.to_string())
+    };
     let rows = backend_rows(view);
     let sum = |slot: u16, c: BackendCounter| total(all_stats(view), |w| w.backend_value(slot, c));
     let services: Vec<_> = snap
@@ -214,8 +322,15 @@ fn status(view: &EngineView) -> serde_json::Value {
             })
         })
         .collect();
-    let drops: serde_json::Map<String, serde_json::Value> =
-        DropReason::ALL.iter().map(|&r| (r.as_str().to_string(), json!(total(st.clone(), |w| w.drops(r))))).collect();
+    let drops: serde_json::Map<String, serde_json::Value> = DropReason::ALL
+        .iter()
+        .map(|&r| {
+            (
+                r.as_str().to_string(),
+                json!(total(st.clone(), |w| w.drops(r))),
+            )
+        })
+        .collect();
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": view.started.elapsed().as_secs(),

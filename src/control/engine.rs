@@ -35,7 +35,10 @@ pub enum EngineError {
     Attach(std::io::Error),
     /// The admin endpoint could not listen.
     #[error("admin endpoint {addr}: {err}")]
-    Admin { addr: std::net::SocketAddr, err: std::io::Error },
+    Admin {
+        addr: std::net::SocketAddr,
+        err: std::io::Error,
+    },
     /// A Maglev table could not be built.
     #[error("maglev: {0}")]
     Maglev(#[from] crate::balance::maglev::MaglevError),
@@ -118,7 +121,10 @@ impl SignalFlags {
 /// host name and the device, so clients' ARP caches stay right across restarts.
 fn derived_mac(name: &str, bridge: &str) -> MacAddr {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let h = hash_bytes(format!("{}/{bridge}/{name}", host.trim()).as_bytes(), 0x706f_646c_62);
+    let h = hash_bytes(
+        format!("{}/{bridge}/{name}", host.trim()).as_bytes(),
+        0x706f_646c_62,
+    );
     let b = h.to_be_bytes();
     MacAddr([0x02, b[1], b[2], b[3], b[4], b[5]])
 }
@@ -133,9 +139,15 @@ fn timeouts(cfg: &Config) -> Timeouts {
     }
 }
 
-fn build_snapshot(generation: u64, cfg: &Config, reg: &Mutex<StatsRegistry>) -> Result<Snapshot, EngineError> {
+fn build_snapshot(
+    generation: u64,
+    cfg: &Config,
+    reg: &Mutex<StatsRegistry>,
+) -> Result<Snapshot, EngineError> {
     let mut reg = reg.lock();
-    Ok(Snapshot::build(generation, &cfg.services, |s, a| reg.slot(s, a))?)
+    Ok(Snapshot::build(generation, &cfg.services, |s, a| {
+        reg.slot(s, a)
+    })?)
 }
 
 /// Runs podlb with the config at `path` until SIGTERM/SIGINT.
@@ -152,10 +164,14 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
 
     // Attach.
     let workers = cfg.workers;
-    let (mac, ifname, injector, devices): (MacAddr, String, Box<dyn Injector>, Devices) = match &cfg.attach {
+    let (mac, ifname, injector, devices): (MacAddr, String, Box<dyn Injector>, Devices) = match &cfg
+        .attach
+    {
         Attach::AfPacket { interface } => {
             let mac = sys::mac_of(interface).map_err(EngineError::Attach)?;
-            let group = ((std::process::id() as i32 ^ sys::ifindex(interface).map_err(EngineError::Attach)?) & 0xffff) as u16;
+            let group = ((std::process::id() as i32
+                ^ sys::ifindex(interface).map_err(EngineError::Attach)?)
+                & 0xffff) as u16;
             let pc = PacketConfig {
                 block_size: cfg.io.block_size,
                 block_count: cfg.io.block_count,
@@ -168,9 +184,16 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
             let socks = (0..workers)
                 .map(|_| PacketSocket::open(interface, &pc))
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| EngineError::Attach(std::io::Error::new(e.kind(), format!("{interface}: {e}"))))?;
+                .map_err(|e| {
+                    EngineError::Attach(std::io::Error::new(e.kind(), format!("{interface}: {e}")))
+                })?;
             let inj = PacketInjector::open(interface).map_err(EngineError::Attach)?;
-            (mac, interface.clone(), Box::new(inj), Devices::Packet(socks))
+            (
+                mac,
+                interface.clone(),
+                Box::new(inj),
+                Devices::Packet(socks),
+            )
         }
         Attach::Tap { bridge, name, mac } => {
             let queues = tap::create(name, bridge, workers).map_err(EngineError::Attach)?;
@@ -186,7 +209,9 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
         config: ArcSwap::from_pointee(cfg.clone()),
         mac,
         interface: ifname,
-        workers: (0..workers).map(|_| Arc::new(WorkerStats::default())).collect(),
+        workers: (0..workers)
+            .map(|_| Arc::new(WorkerStats::default()))
+            .collect(),
         control: Arc::new(WorkerStats::default()),
         registry: Mutex::new(StatsRegistry::default()),
         active: (0..MAX_STAT_SLOTS).map(|_| AtomicU32::new(0)).collect(),
@@ -207,10 +232,15 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
     // Workers.
     let mut handles = Vec::new();
     let spawn = |i: usize, f: Box<dyn FnOnce() + Send>| {
-        std::thread::Builder::new().name(format!("podlb-w{i}")).spawn(f).map_err(EngineError::Thread)
+        std::thread::Builder::new()
+            .name(format!("podlb-w{i}"))
+            .spawn(f)
+            .map_err(EngineError::Thread)
     };
     let port_seed = {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         hash_bytes(&t.as_nanos().to_le_bytes(), std::process::id() as u64) as u32
     };
     let mk_fwd = |i: usize| Forwarder {
@@ -224,20 +254,33 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
     match devices {
         Devices::Packet(socks) => {
             for (i, d) in socks.into_iter().enumerate() {
-                let (sh, fwd, st, bp) = (shared.clone(), mk_fwd(i), view.workers[i].clone(), cfg.io.busy_poll);
+                let (sh, fwd, st, bp) = (
+                    shared.clone(),
+                    mk_fwd(i),
+                    view.workers[i].clone(),
+                    cfg.io.busy_poll,
+                );
                 handles.push(spawn(i, Box::new(move || run_worker(d, sh, fwd, st, bp)))?);
             }
         }
         Devices::Tap(queues) => {
             for (i, d) in queues.into_iter().enumerate() {
-                let (sh, fwd, st, bp) = (shared.clone(), mk_fwd(i), view.workers[i].clone(), cfg.io.busy_poll);
+                let (sh, fwd, st, bp) = (
+                    shared.clone(),
+                    mk_fwd(i),
+                    view.workers[i].clone(),
+                    cfg.io.busy_poll,
+                );
                 handles.push(spawn(i, Box::new(move || run_worker(d, sh, fwd, st, bp)))?);
             }
         }
     }
 
     // Admin endpoint, once forwarding can start: its being up means ready.
-    let listener = std::net::TcpListener::bind(cfg.admin).map_err(|err| EngineError::Admin { addr: cfg.admin, err })?;
+    let listener = std::net::TcpListener::bind(cfg.admin).map_err(|err| EngineError::Admin {
+        addr: cfg.admin,
+        err,
+    })?;
     {
         let v = view.clone();
         std::thread::Builder::new()
@@ -340,7 +383,10 @@ impl Control {
                 .collect();
             if missing.is_empty() || Instant::now() >= deadline {
                 if !missing.is_empty() {
-                    tracing::warn!(count = missing.len(), "backends not resolved yet; their flows wait for ARP");
+                    tracing::warn!(
+                        count = missing.len(),
+                        "backends not resolved yet; their flows wait for ARP"
+                    );
                 }
                 return;
             }
@@ -361,13 +407,20 @@ impl Control {
     /// martian; and a probe leaves no entry in the target's ARP cache.
     fn send_request(&self, target: u32) {
         let mut buf = [0u8; 64];
-        let n = arp::emit_request(&mut buf, self.view.mac, Ipv4Addr::UNSPECIFIED, Ipv4Addr::from(target));
+        let n = arp::emit_request(
+            &mut buf,
+            self.view.mac,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::from(target),
+        );
         match self.injector.inject(&buf[..n]) {
             Ok(()) => {
                 self.view.arp_requests.fetch_add(1, Ordering::Relaxed);
                 self.view.shared.neighbors.asked(target, self.now());
             }
-            Err(e) => tracing::warn!(error = %e, target = %Ipv4Addr::from(target), "ARP request not sent"),
+            Err(e) => {
+                tracing::warn!(error = %e, target = %Ipv4Addr::from(target), "ARP request not sent")
+            }
         }
     }
 
@@ -408,7 +461,9 @@ impl Control {
                         tracing::warn!(neighbor = %Ipv4Addr::from(e.ip), "no ARP answer; forgetting its MAC");
                         self.view.shared.neighbors.invalidate(e.ip);
                     }
-                    Some(_) if since_seen >= ARP_REFRESH_MS && since_asked >= ARP_RETRY_MS * 5 => self.send_request(e.ip),
+                    Some(_) if since_seen >= ARP_REFRESH_MS && since_asked >= ARP_RETRY_MS * 5 => {
+                        self.send_request(e.ip)
+                    }
                     _ => {}
                 }
             }
@@ -435,9 +490,16 @@ impl Control {
             }
             self.flow_backends = std::mem::take(&mut self.sweep_backends);
             // Keep resolving backends that still carry (draining) flows.
-            let current: HashSet<u32> = snap.services.iter().flat_map(|s| s.backends.iter().map(|b| b.ip)).collect();
+            let current: HashSet<u32> = snap
+                .services
+                .iter()
+                .flat_map(|s| s.backends.iter().map(|b| b.ip))
+                .collect();
             let fb = &self.flow_backends;
-            self.view.shared.neighbors.retain(|ip| current.contains(&ip) || fb.contains(&ip));
+            self.view
+                .shared
+                .neighbors
+                .retain(|ip| current.contains(&ip) || fb.contains(&ip));
         }
     }
 
@@ -455,7 +517,12 @@ impl Control {
             }
         };
         let old = self.view.config.load_full();
-        if new.attach != old.attach || new.workers != old.workers || new.admin != old.admin || new.io != old.io || new.flows != old.flows {
+        if new.attach != old.attach
+            || new.workers != old.workers
+            || new.admin != old.admin
+            || new.io != old.io
+            || new.flows != old.flows
+        {
             tracing::warn!("reload: interface, workers, admin, [io] and [flows] changes need a restart; applying [[service]] changes only");
         }
         let generation = self.view.shared.snapshot.load().generation + 1;
@@ -479,7 +546,8 @@ impl Control {
         self.view.reloads.fetch_add(1, Ordering::Relaxed);
         *self.view.last_reload_error.lock() = None;
         let now = self.now();
-        self.garp_due.extend(fresh.into_iter().map(|v| (v, GARP_COUNT, now)));
+        self.garp_due
+            .extend(fresh.into_iter().map(|v| (v, GARP_COUNT, now)));
         tracing::info!(generation, "reloaded");
     }
 }

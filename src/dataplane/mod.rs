@@ -43,13 +43,20 @@ impl Shared {
 const SLEEP: Duration = Duration::from_millis(100);
 
 /// Runs one worker until `shared.stop` is set.
-pub fn run_worker<D: Device>(mut dev: D, shared: Arc<Shared>, mut fwd: Forwarder, stats: Arc<WorkerStats>, busy_poll: Duration) {
+pub fn run_worker<D: Device>(
+    mut dev: D,
+    shared: Arc<Shared>,
+    mut fwd: Forwarder,
+    stats: Arc<WorkerStats>,
+    busy_poll: Duration,
+) {
     let mut last_rx = Instant::now();
     while !shared.stop.load(Ordering::Relaxed) {
         let snap = shared.snapshot.load();
         let now = Instant::now();
         let now_ms = now.duration_since(shared.epoch).as_millis() as u32;
-        let res = dev.poll(&mut |frame, meta| fwd.forward(&snap, frame, meta, now_ms) == Verdict::Tx);
+        let res =
+            dev.poll(&mut |frame, meta| fwd.forward(&snap, frame, meta, now_ms) == Verdict::Tx);
         let st = match res {
             Ok(st) => st,
             Err(e) => {

@@ -34,7 +34,10 @@ pub trait Device: Send {
     /// Takes the frames that are ready (one batch), calls `f` on each with a
     /// mutable view, transmits those for which `f` returned true, and returns
     /// counts. Returns `rx == 0` at once when nothing is ready.
-    fn poll<F: FnMut(&mut [u8], PacketMeta) -> bool>(&mut self, f: &mut F) -> io::Result<BatchStats>;
+    fn poll<F: FnMut(&mut [u8], PacketMeta) -> bool>(
+        &mut self,
+        f: &mut F,
+    ) -> io::Result<BatchStats>;
     /// Blocks until frames may be ready, or `timeout` passes.
     fn wait(&mut self, timeout: Duration) -> io::Result<()>;
 }

@@ -124,12 +124,23 @@ impl Mapping {
         // SAFETY: mmap of a packet ring on a valid socket; the kernel chooses
         // the address; the result is checked for MAP_FAILED below.
         let p = unsafe {
-            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_POPULATE, fd, 0)
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                fd,
+                0,
+            )
         };
         if p == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        Ok(Mapping { ptr: NonNull::new(p as *mut u8).ok_or_else(|| io::Error::other("mmap returned null"))?, len })
+        Ok(Mapping {
+            ptr: NonNull::new(p as *mut u8)
+                .ok_or_else(|| io::Error::other("mmap returned null"))?,
+            len,
+        })
     }
 }
 
@@ -147,10 +158,19 @@ unsafe impl Send for Mapping {}
 
 fn packet_socket(protocol: u16) -> io::Result<OwnedFd> {
     // SAFETY: socket(2) with constant arguments; checked below.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, protocol.to_be() as i32) };
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            protocol.to_be() as i32,
+        )
+    };
     if fd < 0 {
         let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("AF_PACKET socket (needs CAP_NET_RAW): {e}")));
+        return Err(io::Error::new(
+            e.kind(),
+            format!("AF_PACKET socket (needs CAP_NET_RAW): {e}"),
+        ));
     }
     // SAFETY: fd is new and owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
@@ -177,7 +197,10 @@ fn bind_to(fd: &OwnedFd, ifindex: i32, protocol: u16) -> io::Result<()> {
 }
 
 enum TxPath {
-    Sendmmsg { iovs: Vec<libc::iovec>, msgs: Vec<libc::mmsghdr> },
+    Sendmmsg {
+        iovs: Vec<libc::iovec>,
+        msgs: Vec<libc::mmsghdr>,
+    },
     Ring(TxRing),
 }
 
@@ -219,7 +242,11 @@ impl PacketSocket {
         // Protocol 0 until the ring is set up, so nothing is queued before it.
         let fd = packet_socket(0)?;
         let raw = fd.as_raw_fd();
-        let version = if cfg.rx_ring == RxRing::V3 { TPACKET_V3 } else { TPACKET_V2 };
+        let version = if cfg.rx_ring == RxRing::V3 {
+            TPACKET_V3
+        } else {
+            TPACKET_V2
+        };
         setsockopt(raw, SOL_PACKET, PACKET_VERSION, &version)?;
         if cfg.vnet_hdr {
             setsockopt(raw, SOL_PACKET, PACKET_VNET_HDR, &1i32)?;
@@ -231,7 +258,10 @@ impl PacketSocket {
         let (block_size, blocks) = match cfg.rx_ring {
             RxRing::V3 => (cfg.block_size as usize, cfg.block_count as usize),
             // Same ring memory as V3, cut in frame-sized slots.
-            RxRing::V2 => (V2_FRAME, (cfg.block_size as usize * cfg.block_count as usize / V2_FRAME).max(16)),
+            RxRing::V2 => (
+                V2_FRAME,
+                (cfg.block_size as usize * cfg.block_count as usize / V2_FRAME).max(16),
+            ),
         };
         let req = TpacketReq3 {
             block_size: cfg.block_size,
@@ -247,11 +277,21 @@ impl PacketSocket {
         let set = match cfg.rx_ring {
             RxRing::V3 => setsockopt(raw, SOL_PACKET, PACKET_RX_RING, &req),
             RxRing::V2 => {
-                let req = TpacketReq { block_size: V2_FRAME as u32, block_nr: blocks as u32, frame_size: V2_FRAME as u32, frame_nr: blocks as u32 };
+                let req = TpacketReq {
+                    block_size: V2_FRAME as u32,
+                    block_nr: blocks as u32,
+                    frame_size: V2_FRAME as u32,
+                    frame_nr: blocks as u32,
+                };
                 setsockopt(raw, SOL_PACKET, PACKET_RX_RING, &req)
             }
         };
-        set.map_err(|e| io::Error::new(e.kind(), format!("PACKET_RX_RING ({} x {} bytes): {e}", blocks, block_size)))?;
+        set.map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("PACKET_RX_RING ({} x {} bytes): {e}", blocks, block_size),
+            )
+        })?;
         let ring = Mapping::new(raw, block_size * blocks)?;
         bind_to(&fd, ifindex, ETH_P_ALL)?;
         if let Some(group) = cfg.fanout {
@@ -259,19 +299,38 @@ impl PacketSocket {
             setsockopt(raw, SOL_PACKET, PACKET_FANOUT, &arg)?;
         }
         let tx = match cfg.tx {
-            TxMode::Sendmmsg => TxPath::Sendmmsg { iovs: Vec::with_capacity(1024), msgs: Vec::with_capacity(1024) },
+            TxMode::Sendmmsg => TxPath::Sendmmsg {
+                iovs: Vec::with_capacity(1024),
+                msgs: Vec::with_capacity(1024),
+            },
             TxMode::Ring => TxPath::Ring(TxRing::open(ifindex, cfg.vnet_hdr)?),
         };
-        Ok(PacketSocket { fd, ring, block_size, blocks, next_block: 0, version: cfg.rx_ring, vnet: cfg.vnet_hdr, tx, held: Vec::with_capacity(V2_BATCH) })
+        Ok(PacketSocket {
+            fd,
+            ring,
+            block_size,
+            blocks,
+            next_block: 0,
+            version: cfg.rx_ring,
+            vnet: cfg.vnet_hdr,
+            tx,
+            held: Vec::with_capacity(V2_BATCH),
+        })
     }
 
     fn block_status(&self, b: usize) -> &AtomicU32 {
-        let off = if self.version == RxRing::V3 { BD_STATUS } else { 0 };
+        let off = if self.version == RxRing::V3 {
+            BD_STATUS
+        } else {
+            0
+        };
         // SAFETY: b < blocks, so the offset is inside the mapping; the status
         // word (V3 block descriptor or V2 frame header) is 4-byte aligned
         // (blocks and slots are page aligned) and shared with the kernel,
         // hence accessed atomically.
-        unsafe { AtomicU32::from_ptr(self.ring.ptr.as_ptr().add(b * self.block_size + off) as *mut u32) }
+        unsafe {
+            AtomicU32::from_ptr(self.ring.ptr.as_ptr().add(b * self.block_size + off) as *mut u32)
+        }
     }
 
     /// Hands one frame to `f` and queues it for TX if `f` says so. `start` is
@@ -315,14 +374,20 @@ impl PacketSocket {
         } else {
             status & TP_STATUS_CSUMNOTREADY != 0
         };
-        let meta = PacketMeta { csum_partial, tx_keeps_partial: self.vnet };
+        let meta = PacketMeta {
+            csum_partial,
+            tx_keeps_partial: self.vnet,
+        };
         if f(frame, meta) {
             let (p, n) = (all.as_mut_ptr(), all.len());
             self.queue_tx(p, n, st);
         }
     }
 
-    fn poll_v2<F: FnMut(&mut [u8], PacketMeta) -> bool>(&mut self, f: &mut F) -> io::Result<BatchStats> {
+    fn poll_v2<F: FnMut(&mut [u8], PacketMeta) -> bool>(
+        &mut self,
+        f: &mut F,
+    ) -> io::Result<BatchStats> {
         let mut st = BatchStats::default();
         while self.held.len() < V2_BATCH {
             let i = self.next_block;
@@ -336,13 +401,24 @@ impl PacketSocket {
             let snap = rd32(base, H2_SNAPLEN) as usize;
             let mac = rd16(base, H2_MAC) as usize;
             let vlan = rd16(base, H2_VLAN_TCI) as u32;
-            self.take(f, base, self.block_size, mac, snap, len, status, vlan, &mut st);
+            self.take(
+                f,
+                base,
+                self.block_size,
+                mac,
+                snap,
+                len,
+                status,
+                vlan,
+                &mut st,
+            );
             self.held.push(i);
             self.next_block = (i + 1) % self.blocks;
         }
         self.flush_tx(&mut st);
         for k in 0..self.held.len() {
-            self.block_status(self.held[k]).store(TP_STATUS_KERNEL, Ordering::Release);
+            self.block_status(self.held[k])
+                .store(TP_STATUS_KERNEL, Ordering::Release);
         }
         self.held.clear();
         Ok(st)
@@ -361,7 +437,10 @@ fn rd16(base: *const u8, off: usize) -> u16 {
 }
 
 impl Device for PacketSocket {
-    fn poll<F: FnMut(&mut [u8], PacketMeta) -> bool>(&mut self, f: &mut F) -> io::Result<BatchStats> {
+    fn poll<F: FnMut(&mut [u8], PacketMeta) -> bool>(
+        &mut self,
+        f: &mut F,
+    ) -> io::Result<BatchStats> {
         if self.version == RxRing::V2 {
             return self.poll_v2(f);
         }
@@ -385,14 +464,25 @@ impl Device for PacketSocket {
             let mac = rd16(base, off + H3_MAC) as usize;
             let vlan = rd32(base, off + H3_VLAN_TCI);
             let next = rd32(base, off + H3_NEXT) as usize;
-            self.take(f, base, self.block_size, off + mac, snap, len, status, vlan, &mut st);
+            self.take(
+                f,
+                base,
+                self.block_size,
+                off + mac,
+                snap,
+                len,
+                status,
+                vlan,
+                &mut st,
+            );
             if next == 0 {
                 break;
             }
             off += next;
         }
         self.flush_tx(&mut st);
-        self.block_status(b).store(TP_STATUS_KERNEL, Ordering::Release);
+        self.block_status(b)
+            .store(TP_STATUS_KERNEL, Ordering::Release);
         self.next_block = (b + 1) % self.blocks;
         Ok(st)
     }
@@ -409,7 +499,10 @@ impl PacketSocket {
     fn queue_tx(&mut self, p: *mut u8, n: usize, st: &mut BatchStats) {
         match &mut self.tx {
             TxPath::Sendmmsg { iovs, .. } => {
-                iovs.push(libc::iovec { iov_base: p as *mut libc::c_void, iov_len: n });
+                iovs.push(libc::iovec {
+                    iov_base: p as *mut libc::c_void,
+                    iov_len: n,
+                });
                 if iovs.len() == iovs.capacity() {
                     return self.flush_tx(st);
                 }
@@ -488,12 +581,24 @@ impl TxRing {
         setsockopt(raw, SOL_PACKET, PACKET_QDISC_BYPASS, &1i32)?;
         let frame_size = (MAX_FRAME + H2_DATA + VNET_HDR_LEN).next_power_of_two();
         let frames = 128;
-        let req = TpacketReq { block_size: frame_size as u32, block_nr: frames as u32, frame_size: frame_size as u32, frame_nr: frames as u32 };
+        let req = TpacketReq {
+            block_size: frame_size as u32,
+            block_nr: frames as u32,
+            frame_size: frame_size as u32,
+            frame_nr: frames as u32,
+        };
         setsockopt(raw, SOL_PACKET, PACKET_TX_RING, &req)?;
         let map = Mapping::new(raw, frame_size * frames)?;
         // Protocol 0: this socket only sends.
         bind_to(&fd, ifindex, 0)?;
-        Ok(TxRing { fd, map, frame_size, frames, next: 0, queued: 0 })
+        Ok(TxRing {
+            fd,
+            map,
+            frame_size,
+            frames,
+            next: 0,
+            queued: 0,
+        })
     }
 
     fn status(&self, i: usize) -> &AtomicU32 {
@@ -518,7 +623,8 @@ impl TxRing {
             std::ptr::copy_nonoverlapping(frame.as_ptr(), base.add(H2_DATA), frame.len());
             std::ptr::write_unaligned(base.add(H2_LEN) as *mut u32, frame.len() as u32);
         }
-        self.status(self.next).store(TP_STATUS_SEND_REQUEST, Ordering::Release);
+        self.status(self.next)
+            .store(TP_STATUS_SEND_REQUEST, Ordering::Release);
         self.next = (self.next + 1) % self.frames;
         self.queued += 1;
         true
@@ -553,7 +659,14 @@ impl PacketInjector {
 impl Injector for PacketInjector {
     fn inject(&self, frame: &[u8]) -> io::Result<()> {
         // SAFETY: frame is a valid buffer for its length; the socket is bound.
-        let r = unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr() as *const libc::c_void, frame.len(), 0) };
+        let r = unsafe {
+            libc::send(
+                self.fd.as_raw_fd(),
+                frame.as_ptr() as *const libc::c_void,
+                frame.len(),
+                0,
+            )
+        };
         if r < 0 {
             return Err(io::Error::last_os_error());
         }

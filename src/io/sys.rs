@@ -32,15 +32,26 @@ impl VirtioNetHdr {
     pub fn read(b: &[u8]) -> Option<VirtioNetHdr> {
         let b: &[u8; VNET_HDR_LEN] = b.get(..VNET_HDR_LEN)?.try_into().ok()?;
         let u = |i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
-        Some(VirtioNetHdr { flags: b[0], gso_type: b[1], hdr_len: u(2), gso_size: u(4), csum_start: u(6), csum_offset: u(8) })
+        Some(VirtioNetHdr {
+            flags: b[0],
+            gso_type: b[1],
+            hdr_len: u(2),
+            gso_size: u(4),
+            csum_start: u(6),
+            csum_offset: u(8),
+        })
     }
 }
 
 fn ifreq_with_name(name: &str) -> io::Result<libc::ifreq> {
-    let c = CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name has a NUL"))?;
+    let c = CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name has a NUL"))?;
     let bytes = c.as_bytes_with_nul();
     if bytes.len() > libc::IFNAMSIZ {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("interface name {name:?} is longer than 15 bytes")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("interface name {name:?} is longer than 15 bytes"),
+        ));
     }
     // SAFETY: ifreq is a plain C struct/union for which all-zero bytes is a valid value.
     let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
@@ -62,11 +73,15 @@ fn ctl_socket() -> io::Result<OwnedFd> {
 
 /// The index of interface `name`.
 pub fn ifindex(name: &str) -> io::Result<i32> {
-    let c = CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name has a NUL"))?;
+    let c = CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name has a NUL"))?;
     // SAFETY: c is a valid NUL-terminated string that outlives the call.
     let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
     if idx == 0 {
-        return Err(io::Error::new(io::ErrorKind::NotFound, format!("no interface named {name:?}")));
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no interface named {name:?}"),
+        ));
     }
     Ok(idx as i32)
 }
@@ -116,14 +131,21 @@ pub fn bridge_add(bridge: &str, port: &str) -> io::Result<()> {
     // SAFETY: SIOCBRADDIF reads the bridge name and the port index from a valid ifreq.
     if unsafe { libc::ioctl(s.as_raw_fd(), SIOCBRADDIF, &ifr) } < 0 {
         let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("cannot add {port} to bridge {bridge}: {e}")));
+        return Err(io::Error::new(
+            e.kind(),
+            format!("cannot add {port} to bridge {bridge}: {e}"),
+        ));
     }
     Ok(())
 }
 
 /// Waits until `fd` is readable or `timeout` passes.
 pub fn wait_readable(fd: RawFd, timeout: Duration) -> io::Result<bool> {
-    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
     let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
     // SAFETY: p is a valid pollfd array of length 1 for the duration of the call.
     let r = unsafe { libc::poll(&mut p, 1, ms) };
@@ -141,7 +163,13 @@ pub fn wait_readable(fd: RawFd, timeout: Duration) -> io::Result<bool> {
 pub(crate) fn setsockopt<T>(fd: RawFd, level: i32, name: i32, value: &T) -> io::Result<()> {
     // SAFETY: value points to a live T of the size passed; the kernel only reads it.
     let r = unsafe {
-        libc::setsockopt(fd, level, name, value as *const T as *const libc::c_void, std::mem::size_of::<T>() as libc::socklen_t)
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            value as *const T as *const libc::c_void,
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
     };
     if r < 0 {
         return Err(io::Error::last_os_error());

@@ -31,16 +31,28 @@ pub struct TapQueue {
 fn open_queue(name: &str, multi_queue: bool) -> io::Result<OwnedFd> {
     let path = CString::new("/dev/net/tun").expect("static path has no NUL");
     // SAFETY: open(2) of a constant NUL-terminated path; checked below.
-    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC) };
+    let fd = unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    };
     if fd < 0 {
         let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("/dev/net/tun: {e} (needs CAP_NET_ADMIN and the tun module)")));
+        return Err(io::Error::new(
+            e.kind(),
+            format!("/dev/net/tun: {e} (needs CAP_NET_ADMIN and the tun module)"),
+        ));
     }
     // SAFETY: fd is new and owned by nobody else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let c = CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name has a NUL"))?;
+    let c = CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name has a NUL"))?;
     if c.as_bytes_with_nul().len() > libc::IFNAMSIZ {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("TAP name {name:?} is longer than 15 bytes")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("TAP name {name:?} is longer than 15 bytes"),
+        ));
     }
     // SAFETY: ifreq is plain data; zero is a valid value.
     let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
@@ -71,7 +83,10 @@ pub fn create(name: &str, bridge: &str, queues: usize) -> io::Result<Vec<TapQueu
     let mq = queues > 1;
     let mut out = Vec::with_capacity(queues);
     for _ in 0..queues.max(1) {
-        out.push(TapQueue { fd: open_queue(name, mq)?, buf: vec![0u8; BUF].into_boxed_slice() });
+        out.push(TapQueue {
+            fd: open_queue(name, mq)?,
+            buf: vec![0u8; BUF].into_boxed_slice(),
+        });
     }
     sys::bridge_add(bridge, name)?;
     sys::set_up(name)?;
@@ -81,16 +96,27 @@ pub fn create(name: &str, bridge: &str, queues: usize) -> io::Result<Vec<TapQueu
 impl TapQueue {
     /// An injector writing into this device.
     pub fn injector(&self) -> io::Result<TapInjector> {
-        Ok(TapInjector { fd: self.fd.try_clone()? })
+        Ok(TapInjector {
+            fd: self.fd.try_clone()?,
+        })
     }
 }
 
 impl Device for TapQueue {
-    fn poll<F: FnMut(&mut [u8], PacketMeta) -> bool>(&mut self, f: &mut F) -> io::Result<BatchStats> {
+    fn poll<F: FnMut(&mut [u8], PacketMeta) -> bool>(
+        &mut self,
+        f: &mut F,
+    ) -> io::Result<BatchStats> {
         let mut st = BatchStats::default();
         for _ in 0..BATCH {
             // SAFETY: buf is a valid writable buffer of its length.
-            let n = unsafe { libc::read(self.fd.as_raw_fd(), self.buf.as_mut_ptr() as *mut libc::c_void, self.buf.len()) };
+            let n = unsafe {
+                libc::read(
+                    self.fd.as_raw_fd(),
+                    self.buf.as_mut_ptr() as *mut libc::c_void,
+                    self.buf.len(),
+                )
+            };
             if n < 0 {
                 let e = io::Error::last_os_error();
                 match e.kind() {
@@ -106,10 +132,23 @@ impl Device for TapQueue {
             }
             st.rx_bytes += (n - VNET_HDR_LEN) as u64;
             let (hdr, frame) = self.buf[..n].split_at_mut(VNET_HDR_LEN);
-            let csum_partial = VirtioNetHdr::read(hdr).is_some_and(|h| h.flags & VNET_F_NEEDS_CSUM != 0);
-            if f(frame, PacketMeta { csum_partial, tx_keeps_partial: true }) {
+            let csum_partial =
+                VirtioNetHdr::read(hdr).is_some_and(|h| h.flags & VNET_F_NEEDS_CSUM != 0);
+            if f(
+                frame,
+                PacketMeta {
+                    csum_partial,
+                    tx_keeps_partial: true,
+                },
+            ) {
                 // SAFETY: buf[..n] is initialised and valid for reads.
-                let w = unsafe { libc::write(self.fd.as_raw_fd(), self.buf.as_ptr() as *const libc::c_void, n) };
+                let w = unsafe {
+                    libc::write(
+                        self.fd.as_raw_fd(),
+                        self.buf.as_ptr() as *const libc::c_void,
+                        n,
+                    )
+                };
                 if w == n as isize {
                     st.tx += 1;
                 } else {
@@ -136,7 +175,10 @@ impl Injector for TapInjector {
         let mut buf = [0u8; 1600];
         let n = VNET_HDR_LEN + frame.len();
         if n > buf.len() {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "control frame too large"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "control frame too large",
+            ));
         }
         buf[VNET_HDR_LEN..n].copy_from_slice(frame);
         // SAFETY: buf[..n] is initialised and valid for reads.
