@@ -308,7 +308,7 @@ impl Forwarder {
             Err(_) => return Verdict::Drop(DropReason::TcpMalformed),
         };
         if let Some((sidx, svc)) = snap.service(dst, dport) {
-            return self.to_backend(
+            return self.steer_to_backend(
                 snap,
                 svc,
                 sidx,
@@ -327,14 +327,14 @@ impl Forwarder {
             nat_port: dport,
         };
         if let Some((r, f)) = self.flows.lookup_reverse(&rk) {
-            return self.to_client(r, &f, frame, l4, l4_end, flags, meta, now_ms);
+            return self.steer_to_client(r, &f, frame, l4, l4_end, flags, meta, now_ms);
         }
         Verdict::Drop(DropReason::NoService)
     }
 
     #[allow(clippy::too_many_arguments)]
     #[inline]
-    fn to_backend(
+    fn steer_to_backend(
         &mut self,
         snap: &Snapshot,
         svc: &Service,
@@ -484,7 +484,7 @@ impl Forwarder {
 
     #[allow(clippy::too_many_arguments)]
     #[inline]
-    fn to_client(
+    fn steer_to_client(
         &mut self,
         r: FlowRef,
         f: &Flow,

@@ -123,7 +123,7 @@ fn derived_mac(name: &str, bridge: &str) -> MacAddr {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let h = hash_bytes(
         format!("{}/{bridge}/{name}", host.trim()).as_bytes(),
-        0x706f_646c_62,
+        0x0070_6f64_6c62,
     );
     let b = h.to_be_bytes();
     MacAddr([0x02, b[1], b[2], b[3], b[4], b[5]])

@@ -504,7 +504,7 @@ impl PacketSocket {
                     iov_len: n,
                 });
                 if iovs.len() == iovs.capacity() {
-                    return self.flush_tx(st);
+                    self.flush_tx(st);
                 }
             }
             TxPath::Ring(r) => {
