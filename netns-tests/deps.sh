@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # Installs what the netns tests need, only if something is missing.
+# With --bench, also what bench/netns_bench.py compares against (haproxy,
+# nginx's stream module).
 set -euo pipefail
 
 need=()
 have() { command -v "$1" >/dev/null 2>&1; }
+if [ "${1:-}" = "--bench" ]; then
+    have haproxy || need+=(haproxy)
+    [ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || need+=(libnginx-mod-stream)
+fi
 have ip      || need+=(iproute2)
 have ss      || need+=(iproute2)
 have nginx   || need+=(nginx-light)
@@ -35,4 +41,4 @@ cleanup() { if [ "$made_policy" = 1 ]; then rm -f "$policy"; fi; }
 trap cleanup EXIT
 export DEBIAN_FRONTEND=noninteractive
 apt-get update
-apt-get install -y --no-install-recommends iproute2 nginx-light wrk iperf3 ethtool iptables python3 procps
+apt-get install -y --no-install-recommends iproute2 nginx-light wrk iperf3 ethtool iptables python3 procps "${need[@]}"
