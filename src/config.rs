@@ -497,10 +497,13 @@ fn validate_services(raw: Vec<RawService>) -> Result<Vec<ServiceConfig>, ConfigE
             });
         }
         let table_size = s.table_size.unwrap_or(maglev::DEFAULT_TABLE_SIZE);
-        if !maglev::is_prime(table_size) || table_size < 7 {
+        if !maglev::is_prime(table_size) || !(7..=maglev::MAX_TABLE_SIZE).contains(&table_size) {
             return Err(err(
                 key("table_size"),
-                format!("{table_size} must be a prime, e.g. 65537 or 655373"),
+                format!(
+                    "{table_size} must be a prime up to {}, e.g. 65537 or 655373",
+                    maglev::MAX_TABLE_SIZE
+                ),
             ));
         }
         if (table_size as usize) < backends.len() {

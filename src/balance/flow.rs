@@ -584,7 +584,7 @@ impl FlowTable {
                     continue;
                 };
                 let phase = Phase::from_flags(f.tcp);
-                let age = now_ms.wrapping_sub(f.last_seen_ms);
+                let age = super::elapsed_ms(now_ms, f.last_seen_ms);
                 let rank = if age > self.timeouts.for_phase(phase) {
                     0
                 } else {
@@ -712,7 +712,7 @@ impl FlowTable {
             let Some(f) = self.read_slot(slot, w) else {
                 continue;
             };
-            let age = now_ms.wrapping_sub(f.last_seen_ms);
+            let age = super::elapsed_ms(now_ms, f.last_seen_ms);
             if age > self.timeouts.for_phase(Phase::from_flags(f.tcp)) {
                 if let Some(gen) = self.remove_claim(slot, w) {
                     // A packet may have refreshed it between the read and the

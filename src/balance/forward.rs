@@ -36,6 +36,10 @@ pub struct PacketMeta {
     /// virtio-net header). When false, a partial checksum is completed in
     /// software before the frame is sent.
     pub tx_keeps_partial: bool,
+    /// The device stripped an 802.1Q tag into metadata (AF_PACKET).
+    pub vlan_stripped: bool,
+    /// The device cut the frame short (larger than its ring slot).
+    pub truncated: bool,
 }
 
 /// What to do with the frame.
@@ -160,6 +164,16 @@ impl Forwarder {
         let to_us = dst == self.mac;
         if !to_us && !dst.is_broadcast() {
             return Verdict::Ignore;
+        }
+        if to_us && meta.vlan_stripped {
+            return Verdict::Drop(DropReason::VlanTagged);
+        }
+        if meta.truncated {
+            return if to_us {
+                Verdict::Drop(DropReason::Oversize)
+            } else {
+                Verdict::Ignore
+            };
         }
         let outer = u16::from_be_bytes([frame[12], frame[13]]);
         match outer {
@@ -1019,7 +1033,8 @@ mod tests {
             let mut v = tcp_frame(CLIENT_MAC, LB, CLIENT, VIP, 40000, 80, "S");
             if flip < v.len() { v[flip] = val; }
             v.truncate(cut.max(1));
-            let _ = f.forward(&snap, &mut v, PacketMeta { csum_partial: val & 1 == 1, tx_keeps_partial: val & 2 == 2 }, 1);
+            let meta = PacketMeta { csum_partial: val & 1 == 1, tx_keeps_partial: val & 2 == 2, vlan_stripped: val & 4 == 4, truncated: val & 8 == 8 };
+            let _ = f.forward(&snap, &mut v, meta, 1);
             proptest::prop_assert!(f.flows.len() <= 1);
         }
     }

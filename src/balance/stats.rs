@@ -102,7 +102,6 @@ pub enum Event {
     RxPackets,
     RxBytes,
     TxPackets,
-    TxBytes,
     /// Frames that are not podlb's business (left to the kernel).
     Ignored,
     ArpRepliesSent,
@@ -115,11 +114,10 @@ pub enum Event {
 }
 
 impl Event {
-    pub const ALL: [Event; 10] = [
+    pub const ALL: [Event; 9] = [
         Event::RxPackets,
         Event::RxBytes,
         Event::TxPackets,
-        Event::TxBytes,
         Event::Ignored,
         Event::ArpRepliesSent,
         Event::ArpLearned,
@@ -132,7 +130,6 @@ impl Event {
             Event::RxPackets => "rx_packets",
             Event::RxBytes => "rx_bytes",
             Event::TxPackets => "tx_packets",
-            Event::TxBytes => "tx_bytes",
             Event::Ignored => "ignored",
             Event::ArpRepliesSent => "arp_replies",
             Event::ArpLearned => "arp_learned",

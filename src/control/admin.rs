@@ -254,27 +254,36 @@ fn metrics(view: &EngineView) -> String {
         &mut o,
         &|r| (r.configured as u8).to_string(),
     );
-    let _ = writeln!(o, "# HELP podlb_backend_packets_total Packets forwarded, by direction.\n# TYPE podlb_backend_packets_total counter");
-    let _ = writeln!(o, "# HELP podlb_backend_bytes_total Bytes forwarded, by direction.\n# TYPE podlb_backend_bytes_total counter");
-    for r in &rows {
-        for (dir, p, b) in [
-            (
-                "to_backend",
-                BackendCounter::PacketsToBackend,
-                BackendCounter::BytesToBackend,
-            ),
-            (
-                "to_client",
-                BackendCounter::PacketsToClient,
-                BackendCounter::BytesToClient,
-            ),
-        ] {
-            let l = format!(
-                "service=\"{}\",backend=\"{}\",direction=\"{dir}\"",
-                r.service, r.addr
-            );
-            let _ = writeln!(o, "podlb_backend_packets_total{{{l}}} {}", sum(r.slot, p));
-            let _ = writeln!(o, "podlb_backend_bytes_total{{{l}}} {}", sum(r.slot, b));
+    // Each metric's samples stay together, as the text format requires.
+    for (metric, help, dirs) in [
+        (
+            "podlb_backend_packets_total",
+            "Packets forwarded, by direction.",
+            [
+                ("to_backend", BackendCounter::PacketsToBackend),
+                ("to_client", BackendCounter::PacketsToClient),
+            ],
+        ),
+        (
+            "podlb_backend_bytes_total",
+            "Bytes forwarded, by direction.",
+            [
+                ("to_backend", BackendCounter::BytesToBackend),
+                ("to_client", BackendCounter::BytesToClient),
+            ],
+        ),
+    ] {
+        let _ = writeln!(o, "# HELP {metric} {help}\n# TYPE {metric} counter");
+        for r in &rows {
+            for (dir, c) in dirs {
+                let _ = writeln!(
+                    o,
+                    "{metric}{{service=\"{}\",backend=\"{}\",direction=\"{dir}\"}} {}",
+                    r.service,
+                    r.addr,
+                    sum(r.slot, c)
+                );
+            }
         }
     }
     o
@@ -381,7 +390,7 @@ fn flows(view: &EngineView, limit: usize) -> serde_json::Value {
             "backend": format!("{}:{}", Ipv4Addr::from(f.backend), f.backend_port),
             "nat_port": (f.nat_port != 0).then_some(f.nat_port),
             "state": Phase::from_flags(f.tcp).as_str(),
-            "idle_ms": now.wrapping_sub(f.last_seen_ms),
+            "idle_ms": crate::balance::elapsed_ms(now, f.last_seen_ms),
         }));
         out.len() < limit
     });

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
+use crate::balance::elapsed_ms;
 use crate::balance::flow::{FlowTable, Timeouts};
 use crate::balance::forward::{Forwarder, NatPorts};
 use crate::balance::hash::hash_bytes;
@@ -223,12 +224,6 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
         started: Instant::now(),
     });
 
-    let mut ctl = Control::new(view.clone(), injector, path.to_path_buf());
-    let snap = build_snapshot(1, &cfg, &view.registry)?;
-    ctl.track_backends(&snap);
-    ctl.resolve_before_publish(&snap);
-    shared.snapshot.store(Arc::new(snap));
-
     // Workers.
     let mut handles = Vec::new();
     let spawn = |i: usize, f: Box<dyn FnOnce() + Send>| {
@@ -275,6 +270,14 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
             }
         }
     }
+
+    // The workers run from here on, first with an empty snapshot; they must
+    // be polling before we resolve backends, since they learn the ARP replies.
+    let mut ctl = Control::new(view.clone(), injector, path.to_path_buf());
+    let snap = build_snapshot(1, &cfg, &view.registry)?;
+    ctl.track_backends(&snap);
+    ctl.resolve_before_publish(&snap);
+    shared.snapshot.store(Arc::new(snap));
 
     // Admin endpoint, once forwarding can start: its being up means ready.
     let listener = std::net::TcpListener::bind(cfg.admin).map_err(|err| EngineError::Admin {
@@ -453,8 +456,8 @@ impl Control {
         let snap = self.view.shared.snapshot.load();
         {
             for e in self.view.shared.neighbors.entries() {
-                let since_asked = now.wrapping_sub(e.asked_ms);
-                let since_seen = now.wrapping_sub(e.seen_ms);
+                let since_asked = elapsed_ms(now, e.asked_ms);
+                let since_seen = elapsed_ms(now, e.seen_ms);
                 match e.mac {
                     None if e.wanted || since_asked >= ARP_RETRY_MS => self.send_request(e.ip),
                     Some(_) if since_seen >= ARP_EXPIRE_MS => {

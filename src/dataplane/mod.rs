@@ -71,8 +71,6 @@ pub fn run_worker<D: Device>(
             stats.event(Event::TxPackets, st.tx);
             for (n, r) in [
                 (st.tx_errors, DropReason::TxError),
-                (st.truncated, DropReason::Oversize),
-                (st.vlan, DropReason::VlanTagged),
                 (st.malformed, DropReason::EthTruncated),
             ] {
                 for _ in 0..n {

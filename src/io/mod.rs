@@ -21,10 +21,6 @@ pub struct BatchStats {
     pub rx_bytes: u64,
     pub tx: u64,
     pub tx_errors: u64,
-    /// Frames cut short by the ring's snap length (larger than a block).
-    pub truncated: u64,
-    /// Frames whose 802.1Q tag the NIC stripped into metadata.
-    pub vlan: u64,
     /// Ring entries with inconsistent offsets.
     pub malformed: u64,
 }

@@ -356,14 +356,6 @@ impl PacketSocket {
             st.malformed += 1;
             return;
         }
-        if snap < len {
-            st.truncated += 1;
-            return;
-        }
-        if status & TP_STATUS_VLAN_VALID != 0 && vlan & 0x0fff != 0 {
-            st.vlan += 1;
-            return;
-        }
         // SAFETY: [start-vlen, start+snap) lies inside this block or slot
         // (checked above); it belongs to userspace until released, and no
         // other reference to it exists during this call.
@@ -374,9 +366,14 @@ impl PacketSocket {
         } else {
             status & TP_STATUS_CSUMNOTREADY != 0
         };
+        // Cut-short and VLAN-stripped frames go to `f` too: only the forward
+        // pipeline knows whether they were addressed to podlb (a counted
+        // drop) or to someone else (ignored).
         let meta = PacketMeta {
             csum_partial,
             tx_keeps_partial: self.vnet,
+            vlan_stripped: status & TP_STATUS_VLAN_VALID != 0 && vlan & 0x0fff != 0,
+            truncated: snap < len,
         };
         if f(frame, meta) {
             let (p, n) = (all.as_mut_ptr(), all.len());

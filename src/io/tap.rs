@@ -139,6 +139,7 @@ impl Device for TapQueue {
                 PacketMeta {
                     csum_partial,
                     tx_keeps_partial: true,
+                    ..Default::default()
                 },
             ) {
                 // SAFETY: buf[..n] is initialised and valid for reads.
