@@ -759,6 +759,7 @@ mod tests {
         let meta = PacketMeta {
             csum_partial: true,
             tx_keeps_partial: true,
+            ..Default::default()
         };
         assert_eq!(f.forward(&snap, &mut syn, meta, 1), Verdict::Tx);
         let (ip, _) = Ipv4Header::from_slice(&syn[14..]).unwrap();
@@ -787,6 +788,7 @@ mod tests {
         let meta = PacketMeta {
             csum_partial: true,
             tx_keeps_partial: false,
+            ..Default::default()
         };
         assert_eq!(f.forward(&snap, &mut syn2, meta, 1), Verdict::Tx);
         verify(&syn2);

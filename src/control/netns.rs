@@ -917,10 +917,12 @@ fn serve_conn(mut s: TcpStream, body: &[u8], stop: &AtomicBool, served: &AtomicU
             )
             .into_bytes();
             resp.extend_from_slice(body);
+            // Count before answering: a client that has its answer must see
+            // the count include it.
+            served.fetch_add(1, Ordering::Relaxed);
             if s.write_all(&resp).is_err() {
                 return;
             }
-            served.fetch_add(1, Ordering::Relaxed);
             if close {
                 let _ = s.shutdown(Shutdown::Write);
                 return;
