@@ -694,10 +694,16 @@ class NginxStream(Case):
 class Podlb(Case):
     """podlb itself: AF_PACKET on the lb's eth0, or TAP on the bridge (in the node ns)."""
 
-    vip = VIP_PODLB
+    vip = VIP_PODLB  # replaced per instance in __init__
 
-    def __init__(self, binary: Path, io: str, mode: str, workers: int, timeout: float):
+    def __init__(self, binary: Path, io: str, mode: str, workers: int, timeout: float, index: int = 0):
         self.binary = binary
+        # One VIP per variant: full NAT uses the VIP as the source towards the
+        # backends, and variants run back to back, so with a shared VIP each
+        # variant would meet the TIME_WAIT entries the previous one left on the
+        # backends (PAWS rejects, 1 s SYN retransmits). The kernel and proxy
+        # cases each have their own source address for the same reason.
+        self.vip = f"{SUBNET}.{110 + index}"
         self.io = io
         self.mode = mode
         self.workers = workers
@@ -723,13 +729,13 @@ class Podlb(Case):
         text += (
             "\n[[service]]\n"
             'name = "web"\n'
-            f'vip = "{VIP_PODLB}"\n'
+            f'vip = "{self.vip}"\n'
             f"port = {HTTP_PORT}\n"
             f'mode = "{self.mode}"\n'
             f"backends = [{backends}]\n"
             "\n[[service]]\n"
             'name = "iperf"\n'
-            f'vip = "{VIP_PODLB}"\n'
+            f'vip = "{self.vip}"\n'
             f"port = {IPERF_PORT}\n"
             f'mode = "{iperf_mode}"\n'
             f'backends = ["{HOSTS["b1"]}:{IPERF_PORT}"]\n'
@@ -739,15 +745,15 @@ class Podlb(Case):
     def dsr_backends(self, on: bool) -> None:
         for b in BACKENDS:
             if on:
-                run(nsx(b, "ip", "addr", "replace", f"{VIP_PODLB}/32", "dev", "lo"))
+                run(nsx(b, "ip", "addr", "replace", f"{self.vip}/32", "dev", "lo"))
             else:
-                run(nsx(b, "ip", "addr", "del", f"{VIP_PODLB}/32", "dev", "lo"), check=False)
+                run(nsx(b, "ip", "addr", "del", f"{self.vip}/32", "dev", "lo"), check=False)
             sysctl(b, "net.ipv4.conf.all.arp_ignore", "1" if on else "0")
             sysctl(b, "net.ipv4.conf.all.arp_announce", "2" if on else "0")
 
     def flush_neigh(self) -> None:
         for role in ["client", *BACKENDS]:
-            run(nsx(role, "ip", "neigh", "flush", "to", VIP_PODLB), check=False)
+            run(nsx(role, "ip", "neigh", "flush", "to", self.vip), check=False)
 
     def start(self) -> None:
         if self.broken:
@@ -1207,8 +1213,8 @@ def build_cases(args: argparse.Namespace) -> tuple[list[Case], dict[str, str]]:
         for m in modes:
             if m not in ("nat", "dsr"):
                 raise BenchError(f"--podlb-mode: unknown {m!r} (nat, dsr)")
-        for io, mode, w in itertools.product(ios, modes, workers):
-            c = Podlb(binary, io, mode, w, args.podlb_timeout)
+        for i, (io, mode, w) in enumerate(itertools.product(ios, modes, workers)):
+            c = Podlb(binary, io, mode, w, args.podlb_timeout, index=i)
             if not (binary.is_file() and os.access(binary, os.X_OK)):
                 skipped[c.name] = f"podlb binary {binary} not found (cargo build --release)"
             cases.append(c)
