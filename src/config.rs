@@ -155,6 +155,49 @@ pub struct Config {
     pub flows: FlowSettings,
     pub io: IoSettings,
     pub services: Vec<ServiceConfig>,
+    /// Active–backup redundancy; `None`: this instance always serves.
+    pub vrrp: Option<VrrpSettings>,
+}
+
+/// How VRRP adverts are checksummed when sent (both forms are accepted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VrrpChecksum {
+    /// With the IPv4 pseudo-header, as keepalived sends by default.
+    PseudoHeader,
+    /// Over the VRRP message only, as RFC 9568 §5.2.8 specifies for IPv4.
+    Plain,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VrrpSettings {
+    pub vrid: u8,
+    /// 1..=254, or 255 for the address owner.
+    pub priority: u8,
+    pub advert_interval: Duration,
+    pub preempt: bool,
+    pub preempt_delay: Duration,
+    /// Answer ICMP echo for the VIP while master (RFC 9568 Accept_Mode).
+    pub accept_mode: bool,
+    /// Empty: multicast to 224.0.0.18.
+    pub unicast_peers: Vec<Ipv4Addr>,
+    /// Check TTL = 255 on received adverts (turn off for routed unicast peers).
+    pub check_ttl: bool,
+    pub checksum: VrrpChecksum,
+    /// Source of adverts and of sync datagrams; default: the interface's IPv4 address.
+    pub address: Option<Ipv4Addr>,
+    /// UDP port of connection sync between instances.
+    pub sync_port: u16,
+    /// Gratuitous ARPs per VIP on becoming master.
+    pub garp_count: u32,
+    /// How long a master stopped by SIGTERM keeps forwarding after its priority-0 advert.
+    pub drain: Duration,
+    /// Priority subtracted while the interface is down / while no backend is usable.
+    pub track_interface_weight: u8,
+    pub track_backends_weight: u8,
+    pub on_master: Option<String>,
+    pub on_backup: Option<String>,
+    pub on_fault: Option<String>,
 }
 
 // ---- raw serde shape -------------------------------------------------------
@@ -170,6 +213,31 @@ struct RawConfig {
     io: Option<RawIo>,
     #[serde(default)]
     service: Vec<RawService>,
+    vrrp: Option<RawVrrp>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVrrp {
+    vrid: i64,
+    priority: Option<i64>,
+    advert_interval_ms: Option<u64>,
+    preempt: Option<bool>,
+    preempt_delay_ms: Option<u64>,
+    accept_mode: Option<bool>,
+    #[serde(default)]
+    unicast_peers: Vec<String>,
+    check_ttl: Option<bool>,
+    checksum: Option<VrrpChecksum>,
+    address: Option<String>,
+    sync_port: Option<i64>,
+    garp_count: Option<u32>,
+    drain_ms: Option<u64>,
+    track_interface_weight: Option<u8>,
+    track_backends_weight: Option<u8>,
+    on_master: Option<String>,
+    on_backup: Option<String>,
+    on_fault: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -366,6 +434,15 @@ impl Config {
         }
 
         let services = validate_services(raw.service)?;
+        let vrrp = raw.vrrp.map(validate_vrrp).transpose()?;
+        if let (Some(v), Attach::Tap { .. }) = (&vrrp, &attach) {
+            if v.address.is_none() {
+                return Err(err(
+                    "vrrp.address",
+                    "required in TAP mode: the TAP device has no address to send adverts from",
+                ));
+            }
+        }
         Ok(Config {
             attach,
             workers: workers as usize,
@@ -373,8 +450,112 @@ impl Config {
             flows,
             io,
             services,
+            vrrp,
         })
     }
+}
+
+fn validate_vrrp(v: RawVrrp) -> Result<VrrpSettings, ConfigError> {
+    if !(1..=255).contains(&v.vrid) {
+        return Err(err(
+            "vrrp.vrid",
+            format!("{} is out of range: use 1..=255 (RFC 9568 §5.2.3)", v.vrid),
+        ));
+    }
+    let priority = v.priority.unwrap_or(100);
+    if !(1..=255).contains(&priority) {
+        return Err(err(
+            "vrrp.priority",
+            format!("{priority} is out of range: use 1..=254, or 255 for the address owner (RFC 9568 §5.2.4)"),
+        ));
+    }
+    let interval = v.advert_interval_ms.unwrap_or(1000);
+    // The field is 12 bits of centiseconds (RFC 9568 §5.2.7): 10 ms .. 40.95 s.
+    if !(10..=40_950).contains(&interval) || interval % 10 != 0 {
+        return Err(err(
+            "vrrp.advert_interval_ms",
+            format!("{interval} must be a multiple of 10 between 10 and 40950 (centiseconds on the wire)"),
+        ));
+    }
+    let mut peers = Vec::new();
+    for (i, p) in v.unicast_peers.iter().enumerate() {
+        let ip: Ipv4Addr = p.parse().map_err(|_| {
+            err(
+                format!("vrrp.unicast_peers[{i}]"),
+                format!("{p:?} is not an IPv4 address"),
+            )
+        })?;
+        if ip.is_multicast() || ip.is_unspecified() || ip.is_broadcast() {
+            return Err(err(
+                format!("vrrp.unicast_peers[{i}]"),
+                format!("{ip} cannot be a peer"),
+            ));
+        }
+        if peers.contains(&ip) {
+            return Err(err(
+                format!("vrrp.unicast_peers[{i}]"),
+                format!("{ip} is listed twice"),
+            ));
+        }
+        peers.push(ip);
+    }
+    let address = match v.address {
+        None => None,
+        Some(a) => Some(
+            a.parse::<Ipv4Addr>()
+                .map_err(|_| err("vrrp.address", format!("{a:?} is not an IPv4 address")))?,
+        ),
+    };
+    let sync_port = v.sync_port.unwrap_or(8899);
+    if !(1..=65535).contains(&sync_port) {
+        return Err(err(
+            "vrrp.sync_port",
+            format!("{sync_port} is out of range: use 1..=65535"),
+        ));
+    }
+    let garp_count = v.garp_count.unwrap_or(3);
+    if !(1..=100).contains(&garp_count) {
+        return Err(err(
+            "vrrp.garp_count",
+            format!("{garp_count} is out of range: use 1..=100"),
+        ));
+    }
+    let drain = v.drain_ms.unwrap_or(2000);
+    if drain > 600_000 {
+        return Err(err(
+            "vrrp.drain_ms",
+            format!("{drain} is out of range: use 0..=600000"),
+        ));
+    }
+    let hook = |key: &str, h: Option<String>| -> Result<Option<String>, ConfigError> {
+        match h {
+            Some(p) if !p.starts_with('/') => Err(err(
+                format!("vrrp.{key}"),
+                format!("{p:?} must be an absolute path"),
+            )),
+            other => Ok(other),
+        }
+    };
+    Ok(VrrpSettings {
+        vrid: v.vrid as u8,
+        priority: priority as u8,
+        advert_interval: Duration::from_millis(interval),
+        preempt: v.preempt.unwrap_or(true),
+        preempt_delay: Duration::from_millis(v.preempt_delay_ms.unwrap_or(0).min(600_000)),
+        accept_mode: v.accept_mode.unwrap_or(true),
+        check_ttl: v.check_ttl.unwrap_or(true),
+        checksum: v.checksum.unwrap_or(VrrpChecksum::PseudoHeader),
+        unicast_peers: peers,
+        address,
+        sync_port: sync_port as u16,
+        garp_count,
+        drain: Duration::from_millis(drain),
+        track_interface_weight: v.track_interface_weight.unwrap_or(50),
+        track_backends_weight: v.track_backends_weight.unwrap_or(50),
+        on_master: hook("on_master", v.on_master)?,
+        on_backup: hook("on_backup", v.on_backup)?,
+        on_fault: hook("on_fault", v.on_fault)?,
+    })
 }
 
 fn check_ifname(key: &str, name: &str) -> Result<(), ConfigError> {
@@ -605,6 +786,39 @@ backends = ["198.18.0.21:80", { addr = "198.18.0.22:80", weight = 3 }]
         let clash =
             format!("{GOOD}[[service]]\nname = \"web2\"\nvip = \"198.18.0.100\"\nport = 80\n");
         assert_eq!(key_of(&clash), "service[1].port");
+    }
+
+    #[test]
+    fn vrrp_table() {
+        let c = Config::parse(&format!("{GOOD}[vrrp]\nvrid = 51\npriority = 200\nadvert_interval_ms = 100\nunicast_peers = [\"198.18.0.3\"]\n")).unwrap();
+        let v = c.vrrp.unwrap();
+        assert_eq!(
+            (v.vrid, v.priority, v.advert_interval),
+            (51, 200, Duration::from_millis(100))
+        );
+        assert!(v.preempt);
+        assert_eq!(v.unicast_peers, vec![Ipv4Addr::new(198, 18, 0, 3)]);
+        assert_eq!(key_of(&format!("{GOOD}[vrrp]\nvrid = 0\n")), "vrrp.vrid");
+        assert_eq!(
+            key_of(&format!(
+                "{GOOD}[vrrp]\nvrid = 1\nadvert_interval_ms = 15\n"
+            )),
+            "vrrp.advert_interval_ms"
+        );
+        assert_eq!(
+            key_of(&format!(
+                "{GOOD}[vrrp]\nvrid = 1\nunicast_peers = [\"x\"]\n"
+            )),
+            "vrrp.unicast_peers[0]"
+        );
+        assert_eq!(
+            key_of(&format!("{GOOD}[vrrp]\nvrid = 1\non_master = \"rel\"\n")),
+            "vrrp.on_master"
+        );
+        assert_eq!(
+            key_of("[tap]\nbridge = \"br0\"\n[vrrp]\nvrid = 1\n"),
+            "vrrp.address"
+        );
     }
 
     #[test]

@@ -51,6 +51,8 @@ pub enum Verdict {
     Ignore,
     /// Addressed to podlb but dropped, for this reason (counted).
     Drop(DropReason),
+    /// A control-plane frame (a VRRP advert): hand a copy to the control thread.
+    Punt,
 }
 
 /// Hands out full-NAT source ports. Each worker owns one and uses only the
@@ -120,6 +122,16 @@ impl NatPorts {
 pub struct Forwarder {
     /// The MAC podlb answers with and sends from.
     pub mac: MacAddr,
+    /// The device's own MAC. Equal to `mac` without VRRP; with VRRP, `mac` is
+    /// the virtual MAC (RFC 9568 §7.3) and this one is for the instance's own
+    /// traffic (unicast adverts, ARP answers to its probes).
+    pub own_mac: MacAddr,
+    /// The instance's own address, answered in ARP by podlb itself (TAP mode,
+    /// where no kernel owns it); `None` when the kernel owns it.
+    pub own_ip: Option<u32>,
+    /// Serving the VIPs (VRRP master, or no VRRP). A backup answers no ARP
+    /// for the VIPs and forwards nothing (RFC 9568 §6.4.2).
+    pub active: bool,
     pub flows: Arc<FlowTable>,
     pub neighbors: Arc<NeighborTable>,
     pub stats: Arc<WorkerStats>,
@@ -129,6 +141,8 @@ pub struct Forwarder {
 }
 
 const ETH: usize = ethernet::HEADER_LEN;
+/// 01-00-5E-00-00-12: the Ethernet group of 224.0.0.18 (RFC 9568 §5.1.1.2).
+const VRRP_MULTICAST_MAC: MacAddr = MacAddr([0x01, 0x00, 0x5e, 0x00, 0x00, 0x12]);
 
 impl Forwarder {
     /// Processes one frame in place.
@@ -144,7 +158,7 @@ impl Forwarder {
         match v {
             Verdict::Drop(r) => self.stats.dropped(r),
             Verdict::Ignore => self.stats.event(Event::Ignored, 1),
-            Verdict::Tx => {}
+            Verdict::Tx | Verdict::Punt => {}
         }
         v
     }
@@ -161,8 +175,11 @@ impl Forwarder {
             return Verdict::Drop(DropReason::EthTruncated);
         };
         let dst = eth.dst();
-        let to_us = dst == self.mac;
+        let to_us = dst == self.mac || dst == self.own_mac;
         if !to_us && !dst.is_broadcast() {
+            if dst == VRRP_MULTICAST_MAC {
+                return self.vrrp(frame);
+            }
             return Verdict::Ignore;
         }
         if to_us && meta.vlan_stripped {
@@ -188,6 +205,15 @@ impl Forwarder {
 
     /// RFC 826 §"Packet Reception": learn the sender if we track it, and
     /// answer a request for an address we serve (a VIP).
+    /// IPv4 protocol 112 goes to the control thread; checks happen there.
+    fn vrrp(&mut self, frame: &[u8]) -> Verdict {
+        match ipv4::Packet::new_checked(&frame[ETH..]) {
+            Ok(ip) if ip.protocol() == ipv4::PROTO_VRRP => Verdict::Punt,
+            Ok(_) => Verdict::Ignore,
+            Err(_) => Verdict::Drop(DropReason::Ipv4Malformed),
+        }
+    }
+
     fn arp(&mut self, snap: &Snapshot, frame: &mut [u8], now_ms: u32) -> Verdict {
         let Ok(mut p) = arp::Packet::new_checked(&mut frame[ETH..]) else {
             return Verdict::Drop(DropReason::ArpMalformed);
@@ -198,9 +224,15 @@ impl Forwarder {
             self.stats.event(Event::ArpLearned, 1);
         }
         let target_ip = p.target_ip();
-        if p.operation() != arp::OP_REQUEST || !snap.is_vip(u32::from(target_ip)) {
+        let for_own = self.own_ip == Some(u32::from(target_ip));
+        if p.operation() != arp::OP_REQUEST
+            || !(for_own || (self.active && snap.is_vip(u32::from(target_ip))))
+        {
             return Verdict::Ignore;
         }
+        // The VIPs are answered with the serving (virtual) MAC, our own
+        // address with the device's MAC.
+        let mac = if for_own { self.own_mac } else { self.mac };
         // Another host announcing the VIP as its own (sender == target) is
         // not a question; answering would only add to the conflict.
         if sender_ip == u32::from(target_ip) || !sender_hw.is_unicast() {
@@ -211,10 +243,10 @@ impl Forwarder {
         p.set_operation(arp::OP_REPLY);
         p.set_target_hw(sender_hw);
         p.set_target_ip(p.sender_ip());
-        p.set_sender_hw(self.mac);
+        p.set_sender_hw(mac);
         p.set_sender_ip(target_ip);
         frame[0..6].copy_from_slice(&sender_hw.0);
-        frame[6..12].copy_from_slice(&self.mac.0);
+        frame[6..12].copy_from_slice(&mac.0);
         self.stats.event(Event::ArpRepliesSent, 1);
         Verdict::Tx
     }
@@ -231,8 +263,16 @@ impl Forwarder {
                 return Verdict::Drop(DropReason::Ipv4Malformed);
             };
             let dst = ip.dst_u32();
+            if ip.protocol() == ipv4::PROTO_VRRP {
+                // A unicast advert (RFC 9568 §6.1 unicast peers, keepalived's
+                // unicast_peer) to this instance.
+                return Verdict::Punt;
+            }
             if !snap.is_vip(dst) {
                 return Verdict::Ignore;
+            }
+            if !self.active {
+                return Verdict::Drop(DropReason::NotMaster);
             }
             if !ip.verify_checksum() {
                 return Verdict::Drop(DropReason::Ipv4BadChecksum);
@@ -634,6 +674,9 @@ mod tests {
         }
         let fwd = Forwarder {
             mac: MacAddr(LB),
+            own_mac: MacAddr(LB),
+            own_ip: None,
+            active: true,
             flows: Arc::new(FlowTable::new(4096, T)),
             neighbors,
             stats: Arc::new(WorkerStats::default()),

@@ -47,10 +47,14 @@ pub enum DropReason {
     Oversize,
     /// The transmit queue refused the frame.
     TxError,
+    /// Traffic for a VIP reached this instance while it is a VRRP backup.
+    NotMaster,
+    /// A control frame (VRRP advert) found the control queue full.
+    PuntQueueFull,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 18] = [
+    pub const ALL: [DropReason; 20] = [
         DropReason::EthTruncated,
         DropReason::VlanTagged,
         DropReason::ArpMalformed,
@@ -69,6 +73,8 @@ impl DropReason {
         DropReason::NatPortsExhausted,
         DropReason::Oversize,
         DropReason::TxError,
+        DropReason::NotMaster,
+        DropReason::PuntQueueFull,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -91,6 +97,8 @@ impl DropReason {
             DropReason::NatPortsExhausted => "nat_ports_exhausted",
             DropReason::Oversize => "oversize",
             DropReason::TxError => "tx_error",
+            DropReason::NotMaster => "not_master",
+            DropReason::PuntQueueFull => "punt_queue_full",
         }
     }
 }

@@ -19,6 +19,8 @@ use serde_json::json;
 use crate::balance::flow::Phase;
 use crate::balance::stats::{total, BackendCounter, DropReason, Event, WorkerStats};
 use crate::control::engine::EngineView;
+use crate::control::redundancy::{STATE_NAMES, TAKEOVER_BUCKETS};
+use crate::wire::vrrp::AdvertDrop;
 
 const MAX_REQUEST: usize = 8192;
 
@@ -286,6 +288,42 @@ fn metrics(view: &EngineView) -> String {
             }
         }
     }
+    if let Some(v) = &view.vrrp {
+        let vrid = v.vrid;
+        let state = v.state.load(Ordering::Relaxed) as usize;
+        let _ = writeln!(o, "# HELP podlb_vrrp_state 1 for the state this instance is in, per VRID.\n# TYPE podlb_vrrp_state gauge");
+        for (i, name) in STATE_NAMES.iter().enumerate() {
+            let _ = writeln!(o, "podlb_vrrp_state{{vrid=\"{vrid}\",state=\"{name}\"}} {}", (i == state) as u8);
+        }
+        let _ = writeln!(o, "# HELP podlb_vrrp_transitions_total State changes, by the state entered.\n# TYPE podlb_vrrp_transitions_total counter");
+        for (i, name) in STATE_NAMES.iter().enumerate() {
+            let _ = writeln!(o, "podlb_vrrp_transitions_total{{vrid=\"{vrid}\",to=\"{name}\"}} {}", v.transitions[i].load(Ordering::Relaxed));
+        }
+        for (name, help, val) in [
+            ("podlb_vrrp_priority", "Current priority (after tracking).", v.priority.load(Ordering::Relaxed) as u64),
+            ("podlb_vrrp_adverts_sent_total", "Adverts sent.", v.adverts_sent.load(Ordering::Relaxed)),
+            ("podlb_vrrp_adverts_received_total", "Adverts accepted.", v.adverts_received.load(Ordering::Relaxed)),
+            ("podlb_vrrp_unknown_peer_total", "Adverts from addresses that are not unicast peers.", v.unknown_peer.load(Ordering::Relaxed)),
+            ("podlb_vrrp_hooks_run_total", "Notify hooks started.", v.hooks_run.load(Ordering::Relaxed)),
+            ("podlb_vrrp_hook_errors_total", "Notify hooks that failed to start or exited non-zero.", v.hook_errors.load(Ordering::Relaxed)),
+        ] {
+            let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{vrid=\"{vrid}\"}} {val}");
+        }
+        let _ = writeln!(o, "# HELP podlb_vrrp_drops_total Adverts discarded, by RFC 9568 §7.1 check.\n# TYPE podlb_vrrp_drops_total counter");
+        for d in AdvertDrop::ALL {
+            let _ = writeln!(o, "podlb_vrrp_drops_total{{vrid=\"{vrid}\",reason=\"{}\"}} {}", d.as_str(), v.drops[d as usize].load(Ordering::Relaxed));
+        }
+        let h = &v.takeover;
+        let _ = writeln!(o, "# HELP podlb_takeover_seconds Master-down detected to first frame forwarded as master.\n# TYPE podlb_takeover_seconds histogram");
+        for (i, le) in TAKEOVER_BUCKETS.iter().enumerate() {
+            let _ = writeln!(o, "podlb_takeover_seconds_bucket{{vrid=\"{vrid}\",le=\"{le}\"}} {}", h.buckets[i].load(Ordering::Relaxed));
+        }
+        let count = h.count.load(Ordering::Relaxed);
+        let _ = writeln!(o, "podlb_takeover_seconds_bucket{{vrid=\"{vrid}\",le=\"+Inf\"}} {count}");
+        let _ = writeln!(o, "podlb_takeover_seconds_sum{{vrid=\"{vrid}\"}} {}", h.sum_us.load(Ordering::Relaxed) as f64 / 1e6);
+        let _ = writeln!(o, "podlb_takeover_seconds_count{{vrid=\"{vrid}\"}} {count}");
+    }
     o
 }
 
@@ -363,6 +401,20 @@ fn status(view: &EngineView) -> serde_json::Value {
             "mac": n.mac.map(|m| m.to_string()),
         })).collect::<Vec<_>>(),
         "drops": drops,
+        "vrrp": view.vrrp.as_ref().map(|v| {
+            let master = v.master.load(Ordering::Relaxed);
+            let count = v.takeover.count.load(Ordering::Relaxed);
+            json!({
+                "vrid": v.vrid,
+                "state": STATE_NAMES[v.state.load(Ordering::Relaxed) as usize],
+                "priority": v.priority.load(Ordering::Relaxed),
+                "master": (master != 0).then(|| Ipv4Addr::from(master).to_string()),
+                "adverts_sent": v.adverts_sent.load(Ordering::Relaxed),
+                "adverts_received": v.adverts_received.load(Ordering::Relaxed),
+                "takeovers": count,
+                "takeover_mean_ms": (count > 0).then(|| v.takeover.sum_us.load(Ordering::Relaxed) as f64 / 1e3 / count as f64),
+            })
+        }),
         "arp": {
             "replies_sent": total(st.clone(), |w| w.events(Event::ArpRepliesSent)),
             "requests_sent": view.arp_requests.load(Ordering::Relaxed),

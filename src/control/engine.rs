@@ -22,6 +22,7 @@ use crate::balance::stats::{WorkerStats, MAX_STAT_SLOTS};
 use crate::config::{Attach, Config, ConfigError};
 use crate::dataplane::{run_worker, Shared};
 use crate::io::packet::{PacketConfig, PacketInjector, PacketSocket};
+use crate::control::redundancy::{Effects, Redundancy, VrrpView};
 use crate::io::{sys, tap, Injector};
 use crate::wire::{arp, MacAddr};
 
@@ -84,7 +85,11 @@ impl StatsRegistry {
 pub struct EngineView {
     pub shared: Arc<Shared>,
     pub config: ArcSwap<Config>,
+    /// The MAC the VIPs are served with (the VRRP virtual MAC with VRRP).
     pub mac: MacAddr,
+    /// The device's own MAC (ARP requests, the instance's own traffic).
+    pub own_mac: MacAddr,
+    pub vrrp: Option<Arc<VrrpView>>,
     pub interface: String,
     pub workers: Vec<Arc<WorkerStats>>,
     /// The control thread's own counters.
@@ -160,6 +165,10 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
         flows: Arc::new(FlowTable::new(cfg.flows.capacity, timeouts(&cfg))),
         neighbors: Arc::new(NeighborTable::new(4096)),
         stop: AtomicBool::new(false),
+        active: AtomicBool::new(cfg.vrrp.is_none()),
+        punt: crossbeam_queue::ArrayQueue::new(crate::dataplane::PUNT_QUEUE),
+        takeover_armed_us: AtomicU64::new(0),
+        takeover_done_us: AtomicU64::new(0),
         epoch: Instant::now(),
     });
 
@@ -205,10 +214,53 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
     };
     tracing::info!(interface = %ifname, mode = cfg.attach.mode_str(), %mac, workers, "attached");
 
+    // VRRP: the VIPs are served with the virtual MAC (RFC 9568 §7.3); the
+    // device's own MAC stays for the instance's own traffic.
+    let own_mac = mac;
+    let mut redundancy = match &cfg.vrrp {
+        None => None,
+        Some(v) => {
+            let primary = match (v.address, &cfg.attach) {
+                (Some(a), _) => a,
+                (None, Attach::AfPacket { interface }) => sys::ipv4_of(interface).map_err(|e| {
+                    EngineError::Attach(std::io::Error::new(
+                        e.kind(),
+                        format!("{e}; set vrrp.address to the address adverts come from"),
+                    ))
+                })?,
+                (None, Attach::Tap { .. }) => unreachable!("config requires vrrp.address in TAP mode"),
+            };
+            let mut vips: Vec<Ipv4Addr> = cfg.services.iter().map(|s| s.vip).collect();
+            vips.sort_unstable();
+            vips.dedup();
+            Some(Redundancy::new(v.clone(), vips, primary))
+        }
+    };
+    let mac = redundancy.as_ref().map_or(mac, Redundancy::vmac);
+    let own_ip = match (&redundancy, &cfg.attach) {
+        (Some(r), Attach::Tap { .. }) => Some(u32::from(r.primary())),
+        _ => None,
+    };
+    if let (Some(_), Devices::Packet(socks), Attach::AfPacket { interface }) = (&redundancy, &devices, &cfg.attach) {
+        let idx = sys::ifindex(interface).map_err(EngineError::Attach)?;
+        for s in socks {
+            s.add_membership(idx, mac, false).map_err(EngineError::Attach)?;
+            s.add_membership(idx, crate::wire::vrrp::MULTICAST_MAC, true).map_err(EngineError::Attach)?;
+        }
+    }
+    // Unicast adverts to our own address would make the kernel answer ICMP
+    // "protocol unreachable"; a never-read raw socket for 112 prevents that.
+    let _vrrp_sink = match (&redundancy, &cfg.attach) {
+        (Some(_), Attach::AfPacket { .. }) => Some(sys::protocol_sink(112).map_err(EngineError::Attach)?),
+        _ => None,
+    };
+
     let view = Arc::new(EngineView {
         shared: shared.clone(),
         config: ArcSwap::from_pointee(cfg.clone()),
         mac,
+        own_mac,
+        vrrp: redundancy.as_ref().map(|r| r.view.clone()),
         interface: ifname,
         workers: (0..workers)
             .map(|_| Arc::new(WorkerStats::default()))
@@ -240,6 +292,9 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
     };
     let mk_fwd = |i: usize| Forwarder {
         mac,
+        own_mac,
+        own_ip,
+        active: shared.active.load(Ordering::Relaxed),
         flows: shared.flows.clone(),
         neighbors: shared.neighbors.clone(),
         stats: view.workers[i].clone(),
@@ -293,15 +348,56 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
     }
     tracing::info!(admin = %cfg.admin, services = cfg.services.len(), "ready");
 
-    ctl.announce_all();
+    match redundancy.as_mut() {
+        None => ctl.announce_all(),
+        Some(r) => {
+            for &p in r.unicast_peers() {
+                shared.neighbors.track(u32::from(p));
+            }
+            let e = r.start(Instant::now(), &*ctl.injector, &|ip| shared.neighbors.lookup(u32::from(ip)));
+            ctl.apply(e);
+        }
+    }
+    let mut next_tick = Instant::now();
     while !signals.stop.load(Ordering::Relaxed) {
         if signals.reload.swap(false, Ordering::Relaxed) {
             ctl.reload();
         }
-        ctl.tick();
-        std::thread::sleep(TICK);
+        let now = Instant::now();
+        if now >= next_tick {
+            ctl.tick();
+            next_tick = now + TICK;
+        }
+        let mut wake = next_tick;
+        if let Some(r) = redundancy.as_mut() {
+            ctl.vrrp_step(r, now);
+            // Adverts are read within VRRP_POLL; timers fire on time.
+            wake = wake.min(now + VRRP_POLL);
+            if let Some(d) = r.next_deadline() {
+                wake = wake.min(d);
+            }
+        }
+        std::thread::sleep(wake.saturating_duration_since(Instant::now()));
     }
     tracing::info!("stopping");
+    if let Some(r) = redundancy.as_mut() {
+        // RFC 9568 §6.4.3: a master going down says so with priority 0, so a
+        // backup takes over after Skew_Time instead of Master_Down_Interval.
+        // Keep forwarding while the clients' traffic moves over (the flows
+        // were streamed to the backups as they were made).
+        let was_master = r.is_master();
+        let e = r.stop(Instant::now(), &*ctl.injector, &|ip| shared.neighbors.lookup(u32::from(ip)));
+        if was_master {
+            let drain = cfg.vrrp.as_ref().map_or(Duration::ZERO, |v| v.drain);
+            tracing::info!(?drain, "sent priority 0; draining");
+            let until = Instant::now() + drain;
+            while Instant::now() < until {
+                ctl.vrrp_punts_discard();
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        ctl.apply(e);
+    }
     shared.stop.store(true, Ordering::Relaxed);
     for h in handles {
         let _ = h.join();
@@ -315,6 +411,8 @@ enum Devices {
 }
 
 const TICK: Duration = Duration::from_millis(20);
+/// How often the control thread looks for punted VRRP adverts.
+const VRRP_POLL: Duration = Duration::from_millis(2);
 /// A full sweep of the flow table takes this many ticks (1 s).
 const SWEEP_TICKS: usize = 50;
 /// Re-ask a resolved neighbor after this long without hearing from it.
@@ -330,7 +428,7 @@ const GARP_SPACING_MS: u32 = 1_000;
 /// The control thread's state.
 struct Control {
     view: Arc<EngineView>,
-    injector: Box<dyn Injector>,
+    pub(crate) injector: Box<dyn Injector>,
     path: PathBuf,
     sweep_pos: usize,
     sweep_tick: usize,
@@ -340,6 +438,16 @@ struct Control {
     flow_backends: HashSet<u32>,
     /// VIPs still owed gratuitous ARPs: (vip, remaining, next due ms).
     garp_due: Vec<(Ipv4Addr, u32, u32)>,
+    next_track: Instant,
+}
+
+/// Whether an interface's link is up (operstate "up", or "unknown" for
+/// devices that do not report it).
+fn link_up(name: &str) -> bool {
+    match std::fs::read_to_string(format!("/sys/class/net/{name}/operstate")) {
+        Ok(s) => matches!(s.trim(), "up" | "unknown"),
+        Err(_) => false,
+    }
 }
 
 impl Control {
@@ -354,11 +462,72 @@ impl Control {
             sweep_backends: HashSet::new(),
             flow_backends: HashSet::new(),
             garp_due: Vec::new(),
+            next_track: Instant::now(),
         }
     }
 
     fn now(&self) -> u32 {
         self.view.shared.now_ms()
+    }
+
+    /// Carries out what the VRRP driver asks: serving on or off, GARP.
+    fn apply(&mut self, e: Effects) {
+        let sh = &self.view.shared;
+        if let Some(serve) = e.serve {
+            if serve && !sh.active.load(Ordering::Relaxed) {
+                // Arm the takeover clock: the first frame a worker sends as
+                // master stops it.
+                sh.takeover_done_us.store(0, Ordering::Relaxed);
+                sh.takeover_armed_us.store(sh.epoch.elapsed().as_micros() as u64 + 1, Ordering::Relaxed);
+            }
+            sh.active.store(serve, Ordering::Relaxed);
+        }
+        if let Some(n) = e.garp {
+            let now = self.now();
+            let snap = sh.snapshot.load();
+            self.garp_due = snap.vips().map(|v| (v, n, now)).collect();
+            // The first announcement goes out at once, not at the next tick.
+            self.send_due_garps(now);
+        }
+    }
+
+    /// Feeds punted adverts to the VRRP driver and runs its timers.
+    fn vrrp_step(&mut self, r: &mut Redundancy, now: Instant) {
+        while let Some(frame) = self.view.shared.punt.pop() {
+            r.on_frame(&frame, now);
+        }
+        let n = &self.view.shared.neighbors;
+        let e = r.tick(now, &*self.injector, &|ip| n.lookup(u32::from(ip)));
+        self.apply(e);
+        // Tracking: the interface's link, and whether any backend is usable.
+        if now >= self.next_track {
+            self.next_track = now + Duration::from_millis(100);
+            let iface_up = match &self.view.config.load().attach {
+                Attach::AfPacket { interface } => link_up(interface),
+                Attach::Tap { .. } => true,
+            };
+            let snap = self.view.shared.snapshot.load();
+            let usable = snap.services.is_empty()
+                || snap.services.iter().flat_map(|s| &s.backends).any(|b| n.lookup(b.ip).is_some());
+            let e = r.set_fault(now, !iface_up, &*self.injector, &|ip| n.lookup(u32::from(ip)));
+            self.apply(e);
+            r.track(now, iface_up, usable);
+        }
+        // Takeover time: armed on becoming master, stopped by a worker's
+        // first transmission.
+        let sh = &self.view.shared;
+        let done = sh.takeover_done_us.load(Ordering::Relaxed);
+        if done != 0 {
+            let armed = sh.takeover_armed_us.swap(0, Ordering::Relaxed);
+            sh.takeover_done_us.store(0, Ordering::Relaxed);
+            if armed != 0 && done >= armed {
+                r.view.takeover.observe(Duration::from_micros(done - armed));
+            }
+        }
+    }
+
+    fn vrrp_punts_discard(&mut self) {
+        while self.view.shared.punt.pop().is_some() {}
     }
 
     fn track_backends(&self, snap: &Snapshot) {
@@ -412,7 +581,7 @@ impl Control {
         let mut buf = [0u8; 64];
         let n = arp::emit_request(
             &mut buf,
-            self.view.mac,
+            self.view.own_mac,
             Ipv4Addr::UNSPECIFIED,
             Ipv4Addr::from(target),
         );
@@ -427,19 +596,12 @@ impl Control {
         }
     }
 
-    /// Schedules gratuitous ARP for every VIP (RFC 5227 §2.3 announcements).
-    fn announce_all(&mut self) {
-        let now = self.now();
-        let snap = self.view.shared.snapshot.load();
-        self.garp_due = snap.vips().map(|v| (v, GARP_COUNT, now)).collect();
-    }
-
-    fn tick(&mut self) {
-        let now = self.now();
-        // Gratuitous ARP.
+    /// Sends the gratuitous ARPs that are due (RFC 5227 §2.3 announcements,
+    /// from the serving MAC).
+    fn send_due_garps(&mut self, now: u32) {
         let mut due = std::mem::take(&mut self.garp_due);
         for (vip, left, at) in due.iter_mut() {
-            if *left > 0 && now.wrapping_sub(*at) < u32::MAX / 2 {
+            if *left > 0 && now.wrapping_sub(*at) <= u32::MAX / 2 {
                 let mut buf = [0u8; 64];
                 let n = arp::emit_gratuitous(&mut buf, self.view.mac, *vip);
                 if self.injector.inject(&buf[..n]).is_ok() {
@@ -451,6 +613,18 @@ impl Control {
         }
         due.retain(|d| d.1 > 0);
         self.garp_due = due;
+    }
+
+    /// Schedules gratuitous ARP for every VIP (RFC 5227 §2.3 announcements).
+    fn announce_all(&mut self) {
+        let now = self.now();
+        let snap = self.view.shared.snapshot.load();
+        self.garp_due = snap.vips().map(|v| (v, GARP_COUNT, now)).collect();
+    }
+
+    fn tick(&mut self) {
+        let now = self.now();
+        self.send_due_garps(now);
 
         // ARP resolution and refresh.
         let snap = self.view.shared.snapshot.load();

@@ -5,3 +5,4 @@ pub mod admin;
 pub mod demo;
 pub mod engine;
 pub mod netns;
+pub mod redundancy;

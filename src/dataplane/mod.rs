@@ -7,11 +7,12 @@
 //! after `busy_poll` without a frame it sleeps in poll(2) until the device is
 //! readable (or a housekeeping timeout), so an idle worker costs ~0 CPU.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use crossbeam_queue::ArrayQueue;
 
 use crate::balance::flow::FlowTable;
 use crate::balance::forward::{Forwarder, Verdict};
@@ -27,9 +28,21 @@ pub struct Shared {
     pub flows: Arc<FlowTable>,
     pub neighbors: Arc<NeighborTable>,
     pub stop: AtomicBool,
+    /// Serving the VIPs: always without VRRP; only while master with it.
+    pub active: AtomicBool,
+    /// Control frames (VRRP adverts) the workers hand to the control thread.
+    /// Bounded: a flood of them costs a counted drop, never memory.
+    pub punt: ArrayQueue<Vec<u8>>,
+    /// Takeover clock (µs since `epoch`, +1; 0 = idle): armed by the control
+    /// thread on becoming master, stopped by the first frame a worker sends.
+    pub takeover_armed_us: AtomicU64,
+    pub takeover_done_us: AtomicU64,
     /// Time zero of every `now_ms` in the engine.
     pub epoch: Instant,
 }
+
+/// Control frames queued for the control thread at most.
+pub const PUNT_QUEUE: usize = 256;
 
 impl Shared {
     /// Milliseconds since the epoch (wrapping u32; ages are differences).
@@ -69,6 +82,13 @@ pub fn run_worker<D: Device>(
             stats.event(Event::RxPackets, st.rx);
             stats.event(Event::RxBytes, st.rx_bytes);
             stats.event(Event::TxPackets, st.tx);
+            if st.tx > 0
+                && shared.takeover_armed_us.load(Ordering::Relaxed) != 0
+                && shared.takeover_done_us.load(Ordering::Relaxed) == 0
+            {
+                let t = shared.epoch.elapsed().as_micros() as u64 + 1;
+                shared.takeover_done_us.store(t, Ordering::Relaxed);
+            }
             for (n, r) in [
                 (st.tx_errors, DropReason::TxError),
                 (st.malformed, DropReason::EthTruncated),

@@ -318,6 +318,30 @@ impl PacketSocket {
         })
     }
 
+    /// Makes the interface accept frames to `mac` (PACKET_ADD_MEMBERSHIP):
+    /// a unicast address (the VRRP virtual MAC) or a multicast group.
+    pub fn add_membership(&self, ifindex: i32, mac: crate::wire::MacAddr, multicast: bool) -> io::Result<()> {
+        const PACKET_ADD_MEMBERSHIP: i32 = 1;
+        const PACKET_MR_MULTICAST: u16 = 0;
+        const PACKET_MR_UNICAST: u16 = 3;
+        #[repr(C)]
+        struct PacketMreq {
+            ifindex: i32,
+            kind: u16,
+            alen: u16,
+            address: [u8; 8],
+        }
+        let mut address = [0u8; 8];
+        address[..6].copy_from_slice(&mac.0);
+        let mr = PacketMreq {
+            ifindex,
+            kind: if multicast { PACKET_MR_MULTICAST } else { PACKET_MR_UNICAST },
+            alen: 6,
+            address,
+        };
+        setsockopt(self.fd.as_raw_fd(), SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mr)
+    }
+
     fn block_status(&self, b: usize) -> &AtomicU32 {
         let off = if self.version == RxRing::V3 {
             BD_STATUS

@@ -176,3 +176,36 @@ pub(crate) fn setsockopt<T>(fd: RawFd, level: i32, name: i32, value: &T) -> io::
     }
     Ok(())
 }
+
+/// The first IPv4 address of interface `name`.
+pub fn ipv4_of(name: &str) -> io::Result<std::net::Ipv4Addr> {
+    let s = ctl_socket()?;
+    let mut ifr = ifreq_with_name(name)?;
+    // SAFETY: SIOCGIFADDR reads the name from and writes the address into a
+    // valid, exclusively borrowed ifreq.
+    if unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCGIFADDR, &mut ifr) } < 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("{name} has no IPv4 address: {e}")));
+    }
+    // SAFETY: after SIOCGIFADDR succeeded the union holds an AF_INET sockaddr.
+    let sa = unsafe { ifr.ifr_ifru.ifru_addr };
+    // sockaddr_in: family (2 bytes), port (2), address (4).
+    let d = sa.sa_data;
+    Ok(std::net::Ipv4Addr::new(d[2] as u8, d[3] as u8, d[4] as u8, d[5] as u8))
+}
+
+/// A raw IPv4 socket for `protocol` that is never read: its existence keeps
+/// the kernel from answering that protocol with ICMP "protocol unreachable"
+/// (podlb receives those packets on its own rings). A tiny receive buffer
+/// bounds what the kernel queues for it.
+pub fn protocol_sink(protocol: i32) -> io::Result<OwnedFd> {
+    // SAFETY: socket(2) with constant arguments; checked below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, protocol) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is new and owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, &2048i32)?;
+    Ok(fd)
+}
