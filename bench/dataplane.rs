@@ -39,6 +39,8 @@ const TIMEOUTS: Timeouts = Timeouts {
 const META: PacketMeta = PacketMeta {
     csum_partial: false,
     tx_keeps_partial: false,
+    vlan_stripped: false,
+    truncated: false,
 };
 
 const VIP: [u8; 4] = [198, 18, 0, 100];
@@ -289,6 +291,7 @@ impl Rig {
             stats: Arc::new(WorkerStats::default()),
             ports: NatPorts::new(0, 1, 0),
             pickup: true,
+            sync: None,
         };
         Rig { fwd, snap }
     }

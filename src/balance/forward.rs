@@ -22,6 +22,7 @@ use crate::balance::hash::flow_hash;
 use crate::balance::neighbor::NeighborTable;
 use crate::balance::service::{Service, Snapshot};
 use crate::balance::stats::{BackendCounter, DropReason, Event, WorkerStats};
+use crate::balance::sync::{SyncEvent, SyncQueue};
 use crate::config::Mode;
 use crate::wire::{arp, checksum, ethernet, icmp, ipv4, tcp, udp, MacAddr};
 
@@ -138,6 +139,9 @@ pub struct Forwarder {
     pub ports: NatPorts,
     /// Adopt mid-stream segments of unknown flows.
     pub pickup: bool,
+    /// Where new and recycled flows are announced for connection sync to
+    /// the backups (the VRRP master's workers); `None` when not syncing.
+    pub sync: Option<Arc<SyncQueue>>,
 }
 
 const ETH: usize = ethernet::HEADER_LEN;
@@ -425,7 +429,11 @@ impl Forwarder {
             // A SYN on a closing flow is the client reusing its port: the old
             // flow is over; steer the new one afresh.
             Some((r, f)) if syn && Phase::from_flags(f.tcp) >= Phase::Fin => {
-                self.flows.remove(r);
+                if self.flows.remove(r) {
+                    if let Some(q) = &self.sync {
+                        q.push(SyncEvent::remove(&f));
+                    }
+                }
                 self.stats.event(Event::FlowsRecycled, 1);
                 None
             }
@@ -528,6 +536,11 @@ impl Forwarder {
             Err(InsertError::Full | InsertError::ReverseFull) => {
                 return Err(DropReason::FlowTableFull)
             }
+        }
+        if let Some(q) = &self.sync {
+            // A full queue drops the event (counted there); the sweeper's
+            // periodic refresh sends the flow later.
+            q.push(SyncEvent::upsert(&flow, now_ms));
         }
         self.stats.backend(b.stat, BackendCounter::NewFlows, 1);
         if !syn {
@@ -682,6 +695,7 @@ mod tests {
             stats: Arc::new(WorkerStats::default()),
             ports: NatPorts::new(0, 1, 0),
             pickup: true,
+            sync: None,
         };
         (fwd, snap)
     }

@@ -8,6 +8,7 @@ pub mod maglev;
 pub mod neighbor;
 pub mod service;
 pub mod stats;
+pub mod sync;
 
 /// Milliseconds from `then` to `now` on the engine's wrapping u32 clock.
 /// A `then` slightly after `now` (a worker stamped a flow after the control

@@ -300,6 +300,7 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
         stats: view.workers[i].clone(),
         ports: NatPorts::new(i, workers, port_seed),
         pickup: cfg.flows.pickup,
+        sync: None,
     };
     match devices {
         Devices::Packet(socks) => {
