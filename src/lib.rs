@@ -14,4 +14,5 @@ pub mod control;
 pub mod dataplane;
 #[allow(unsafe_code)]
 pub mod io;
+pub mod vrrp;
 pub mod wire;

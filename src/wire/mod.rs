@@ -24,6 +24,7 @@ pub mod icmp;
 pub mod ipv4;
 pub mod tcp;
 pub mod udp;
+pub mod vrrp;
 
 /// Why a buffer was rejected by a `new_checked` constructor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
