@@ -315,6 +315,16 @@ impl Encoder {
         }
     }
 
+    /// An empty datagram (count 0): a backup's "hello" that tells the
+    /// master where to stream to. It takes no sequence number.
+    pub fn hello(&self) -> [u8; HEADER_LEN] {
+        let mut out = [0u8; HEADER_LEN];
+        out[0..4].copy_from_slice(&MAGIC);
+        out[4] = VERSION;
+        out[8..12].copy_from_slice(&self.sender.to_be_bytes());
+        out
+    }
+
     /// The datagram of the events batched so far, if any.
     pub fn flush(&mut self) -> Option<Vec<u8>> {
         if self.count == 0 {

@@ -293,36 +293,167 @@ fn metrics(view: &EngineView) -> String {
         let state = v.state.load(Ordering::Relaxed) as usize;
         let _ = writeln!(o, "# HELP podlb_vrrp_state 1 for the state this instance is in, per VRID.\n# TYPE podlb_vrrp_state gauge");
         for (i, name) in STATE_NAMES.iter().enumerate() {
-            let _ = writeln!(o, "podlb_vrrp_state{{vrid=\"{vrid}\",state=\"{name}\"}} {}", (i == state) as u8);
+            let _ = writeln!(
+                o,
+                "podlb_vrrp_state{{vrid=\"{vrid}\",state=\"{name}\"}} {}",
+                (i == state) as u8
+            );
         }
         let _ = writeln!(o, "# HELP podlb_vrrp_transitions_total State changes, by the state entered.\n# TYPE podlb_vrrp_transitions_total counter");
         for (i, name) in STATE_NAMES.iter().enumerate() {
-            let _ = writeln!(o, "podlb_vrrp_transitions_total{{vrid=\"{vrid}\",to=\"{name}\"}} {}", v.transitions[i].load(Ordering::Relaxed));
+            let _ = writeln!(
+                o,
+                "podlb_vrrp_transitions_total{{vrid=\"{vrid}\",to=\"{name}\"}} {}",
+                v.transitions[i].load(Ordering::Relaxed)
+            );
         }
         for (name, help, val) in [
-            ("podlb_vrrp_priority", "Current priority (after tracking).", v.priority.load(Ordering::Relaxed) as u64),
-            ("podlb_vrrp_adverts_sent_total", "Adverts sent.", v.adverts_sent.load(Ordering::Relaxed)),
-            ("podlb_vrrp_adverts_received_total", "Adverts accepted.", v.adverts_received.load(Ordering::Relaxed)),
-            ("podlb_vrrp_unknown_peer_total", "Adverts from addresses that are not unicast peers.", v.unknown_peer.load(Ordering::Relaxed)),
-            ("podlb_vrrp_hooks_run_total", "Notify hooks started.", v.hooks_run.load(Ordering::Relaxed)),
-            ("podlb_vrrp_hook_errors_total", "Notify hooks that failed to start or exited non-zero.", v.hook_errors.load(Ordering::Relaxed)),
+            (
+                "podlb_vrrp_priority",
+                "Current priority (after tracking).",
+                v.priority.load(Ordering::Relaxed) as u64,
+            ),
+            (
+                "podlb_vrrp_adverts_sent_total",
+                "Adverts sent.",
+                v.adverts_sent.load(Ordering::Relaxed),
+            ),
+            (
+                "podlb_vrrp_adverts_received_total",
+                "Adverts accepted.",
+                v.adverts_received.load(Ordering::Relaxed),
+            ),
+            (
+                "podlb_vrrp_unknown_peer_total",
+                "Adverts from addresses that are not unicast peers.",
+                v.unknown_peer.load(Ordering::Relaxed),
+            ),
+            (
+                "podlb_vrrp_hooks_run_total",
+                "Notify hooks started.",
+                v.hooks_run.load(Ordering::Relaxed),
+            ),
+            (
+                "podlb_vrrp_hook_errors_total",
+                "Notify hooks that failed to start or exited non-zero.",
+                v.hook_errors.load(Ordering::Relaxed),
+            ),
         ] {
-            let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{vrid=\"{vrid}\"}} {val}");
+            let kind = if name.ends_with("_total") {
+                "counter"
+            } else {
+                "gauge"
+            };
+            let _ = writeln!(
+                o,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{vrid=\"{vrid}\"}} {val}"
+            );
         }
         let _ = writeln!(o, "# HELP podlb_vrrp_drops_total Adverts discarded, by RFC 9568 §7.1 check.\n# TYPE podlb_vrrp_drops_total counter");
         for d in AdvertDrop::ALL {
-            let _ = writeln!(o, "podlb_vrrp_drops_total{{vrid=\"{vrid}\",reason=\"{}\"}} {}", d.as_str(), v.drops[d as usize].load(Ordering::Relaxed));
+            let _ = writeln!(
+                o,
+                "podlb_vrrp_drops_total{{vrid=\"{vrid}\",reason=\"{}\"}} {}",
+                d.as_str(),
+                v.drops[d as usize].load(Ordering::Relaxed)
+            );
         }
         let h = &v.takeover;
         let _ = writeln!(o, "# HELP podlb_takeover_seconds Master-down detected to first frame forwarded as master.\n# TYPE podlb_takeover_seconds histogram");
         for (i, le) in TAKEOVER_BUCKETS.iter().enumerate() {
-            let _ = writeln!(o, "podlb_takeover_seconds_bucket{{vrid=\"{vrid}\",le=\"{le}\"}} {}", h.buckets[i].load(Ordering::Relaxed));
+            let _ = writeln!(
+                o,
+                "podlb_takeover_seconds_bucket{{vrid=\"{vrid}\",le=\"{le}\"}} {}",
+                h.buckets[i].load(Ordering::Relaxed)
+            );
         }
         let count = h.count.load(Ordering::Relaxed);
-        let _ = writeln!(o, "podlb_takeover_seconds_bucket{{vrid=\"{vrid}\",le=\"+Inf\"}} {count}");
-        let _ = writeln!(o, "podlb_takeover_seconds_sum{{vrid=\"{vrid}\"}} {}", h.sum_us.load(Ordering::Relaxed) as f64 / 1e6);
+        let _ = writeln!(
+            o,
+            "podlb_takeover_seconds_bucket{{vrid=\"{vrid}\",le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            o,
+            "podlb_takeover_seconds_sum{{vrid=\"{vrid}\"}} {}",
+            h.sum_us.load(Ordering::Relaxed) as f64 / 1e6
+        );
         let _ = writeln!(o, "podlb_takeover_seconds_count{{vrid=\"{vrid}\"}} {count}");
+    }
+    if let Some(v) = &view.sync {
+        for (name, help, c) in [
+            (
+                "podlb_sync_datagrams_sent_total",
+                "Connection-sync datagrams sent.",
+                &v.datagrams_sent,
+            ),
+            (
+                "podlb_sync_events_sent_total",
+                "Flow events sent to backups.",
+                &v.events_sent,
+            ),
+            (
+                "podlb_sync_send_errors_total",
+                "Sync datagrams the kernel refused.",
+                &v.send_errors,
+            ),
+            (
+                "podlb_sync_datagrams_received_total",
+                "Sync datagrams received.",
+                &v.datagrams_received,
+            ),
+            (
+                "podlb_sync_events_received_total",
+                "Flow events received from a master.",
+                &v.events_received,
+            ),
+            (
+                "podlb_sync_decode_errors_total",
+                "Sync datagrams that did not decode.",
+                &v.decode_errors,
+            ),
+            (
+                "podlb_sync_gaps_total",
+                "Sync datagrams lost (sequence gaps).",
+                &v.gaps,
+            ),
+            (
+                "podlb_sync_installed_total",
+                "Synced flows installed.",
+                &v.installed,
+            ),
+            (
+                "podlb_sync_refreshed_total",
+                "Synced flows refreshed.",
+                &v.refreshed,
+            ),
+            (
+                "podlb_sync_replaced_total",
+                "Synced flows that replaced a different local entry.",
+                &v.replaced,
+            ),
+            (
+                "podlb_sync_removed_total",
+                "Synced flow removals applied.",
+                &v.removed,
+            ),
+            (
+                "podlb_sync_table_full_total",
+                "Synced flows that found no room.",
+                &v.table_full,
+            ),
+            (
+                "podlb_sync_unknown_service_total",
+                "Synced flows for a VIP:port this instance does not serve.",
+                &v.unknown_service,
+            ),
+        ] {
+            let _ = writeln!(
+                o,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                c.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(o, "# HELP podlb_sync_peers Instances this one streams to (configured and learned).\n# TYPE podlb_sync_peers gauge\npodlb_sync_peers {}", v.peers.load(Ordering::Relaxed));
     }
     o
 }

@@ -19,10 +19,12 @@ use crate::balance::hash::hash_bytes;
 use crate::balance::neighbor::NeighborTable;
 use crate::balance::service::Snapshot;
 use crate::balance::stats::{WorkerStats, MAX_STAT_SLOTS};
+use crate::balance::sync;
 use crate::config::{Attach, Config, ConfigError};
+use crate::control::redundancy::{Effects, Redundancy, VrrpView};
+use crate::control::sync::{SyncLink, SyncView, REFRESH_PERIOD_MS};
 use crate::dataplane::{run_worker, Shared};
 use crate::io::packet::{PacketConfig, PacketInjector, PacketSocket};
-use crate::control::redundancy::{Effects, Redundancy, VrrpView};
 use crate::io::{sys, tap, Injector};
 use crate::wire::{arp, MacAddr};
 
@@ -90,6 +92,7 @@ pub struct EngineView {
     /// The device's own MAC (ARP requests, the instance's own traffic).
     pub own_mac: MacAddr,
     pub vrrp: Option<Arc<VrrpView>>,
+    pub sync: Option<Arc<SyncView>>,
     pub interface: String,
     pub workers: Vec<Arc<WorkerStats>>,
     /// The control thread's own counters.
@@ -228,7 +231,9 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
                         format!("{e}; set vrrp.address to the address adverts come from"),
                     ))
                 })?,
-                (None, Attach::Tap { .. }) => unreachable!("config requires vrrp.address in TAP mode"),
+                (None, Attach::Tap { .. }) => {
+                    unreachable!("config requires vrrp.address in TAP mode")
+                }
             };
             let mut vips: Vec<Ipv4Addr> = cfg.services.iter().map(|s| s.vip).collect();
             vips.sort_unstable();
@@ -237,21 +242,38 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
         }
     };
     let mac = redundancy.as_ref().map_or(mac, Redundancy::vmac);
+    let sync_link = match &cfg.vrrp {
+        Some(v) => Some(
+            SyncLink::open(v.sync_port, workers, v.unicast_peers.clone()).map_err(|e| {
+                EngineError::Attach(std::io::Error::new(
+                    e.kind(),
+                    format!("vrrp.sync_port {}: {e}", v.sync_port),
+                ))
+            })?,
+        ),
+        None => None,
+    };
     let own_ip = match (&redundancy, &cfg.attach) {
         (Some(r), Attach::Tap { .. }) => Some(u32::from(r.primary())),
         _ => None,
     };
-    if let (Some(_), Devices::Packet(socks), Attach::AfPacket { interface }) = (&redundancy, &devices, &cfg.attach) {
+    if let (Some(_), Devices::Packet(socks), Attach::AfPacket { interface }) =
+        (&redundancy, &devices, &cfg.attach)
+    {
         let idx = sys::ifindex(interface).map_err(EngineError::Attach)?;
         for s in socks {
-            s.add_membership(idx, mac, false).map_err(EngineError::Attach)?;
-            s.add_membership(idx, crate::wire::vrrp::MULTICAST_MAC, true).map_err(EngineError::Attach)?;
+            s.add_membership(idx, mac, false)
+                .map_err(EngineError::Attach)?;
+            s.add_membership(idx, crate::wire::vrrp::MULTICAST_MAC, true)
+                .map_err(EngineError::Attach)?;
         }
     }
     // Unicast adverts to our own address would make the kernel answer ICMP
     // "protocol unreachable"; a never-read raw socket for 112 prevents that.
     let _vrrp_sink = match (&redundancy, &cfg.attach) {
-        (Some(_), Attach::AfPacket { .. }) => Some(sys::protocol_sink(112).map_err(EngineError::Attach)?),
+        (Some(_), Attach::AfPacket { .. }) => {
+            Some(sys::protocol_sink(112).map_err(EngineError::Attach)?)
+        }
         _ => None,
     };
 
@@ -261,6 +283,7 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
         mac,
         own_mac,
         vrrp: redundancy.as_ref().map(|r| r.view.clone()),
+        sync: sync_link.as_ref().map(|l| l.view.clone()),
         interface: ifname,
         workers: (0..workers)
             .map(|_| Arc::new(WorkerStats::default()))
@@ -300,7 +323,7 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
         stats: view.workers[i].clone(),
         ports: NatPorts::new(i, workers, port_seed),
         pickup: cfg.flows.pickup,
-        sync: None,
+        sync: sync_link.as_ref().map(|l| l.queues[i].clone()),
     };
     match devices {
         Devices::Packet(socks) => {
@@ -330,6 +353,7 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
     // The workers run from here on, first with an empty snapshot; they must
     // be polling before we resolve backends, since they learn the ARP replies.
     let mut ctl = Control::new(view.clone(), injector, path.to_path_buf());
+    ctl.sync = sync_link;
     let snap = build_snapshot(1, &cfg, &view.registry)?;
     ctl.track_backends(&snap);
     ctl.resolve_before_publish(&snap);
@@ -355,7 +379,9 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
             for &p in r.unicast_peers() {
                 shared.neighbors.track(u32::from(p));
             }
-            let e = r.start(Instant::now(), &*ctl.injector, &|ip| shared.neighbors.lookup(u32::from(ip)));
+            let e = r.start(Instant::now(), &*ctl.injector, &|ip| {
+                shared.neighbors.lookup(u32::from(ip))
+            });
             ctl.apply(e);
         }
     }
@@ -387,7 +413,9 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
         // Keep forwarding while the clients' traffic moves over (the flows
         // were streamed to the backups as they were made).
         let was_master = r.is_master();
-        let e = r.stop(Instant::now(), &*ctl.injector, &|ip| shared.neighbors.lookup(u32::from(ip)));
+        let e = r.stop(Instant::now(), &*ctl.injector, &|ip| {
+            shared.neighbors.lookup(u32::from(ip))
+        });
         if was_master {
             let drain = cfg.vrrp.as_ref().map_or(Duration::ZERO, |v| v.drain);
             tracing::info!(?drain, "sent priority 0; draining");
@@ -440,6 +468,9 @@ struct Control {
     /// VIPs still owed gratuitous ARPs: (vip, remaining, next due ms).
     garp_due: Vec<(Ipv4Addr, u32, u32)>,
     next_track: Instant,
+    sync: Option<SyncLink>,
+    /// VRRP master (or no VRRP): streams flows to the backups.
+    master: bool,
 }
 
 /// Whether an interface's link is up (operstate "up", or "unknown" for
@@ -464,6 +495,8 @@ impl Control {
             flow_backends: HashSet::new(),
             garp_due: Vec::new(),
             next_track: Instant::now(),
+            sync: None,
+            master: false,
         }
     }
 
@@ -475,11 +508,12 @@ impl Control {
     fn apply(&mut self, e: Effects) {
         let sh = &self.view.shared;
         if let Some(serve) = e.serve {
-            if serve && !sh.active.load(Ordering::Relaxed) {
+            if serve && e.takeover && !sh.active.load(Ordering::Relaxed) {
                 // Arm the takeover clock: the first frame a worker sends as
                 // master stops it.
                 sh.takeover_done_us.store(0, Ordering::Relaxed);
-                sh.takeover_armed_us.store(sh.epoch.elapsed().as_micros() as u64 + 1, Ordering::Relaxed);
+                sh.takeover_armed_us
+                    .store(sh.epoch.elapsed().as_micros() as u64 + 1, Ordering::Relaxed);
             }
             sh.active.store(serve, Ordering::Relaxed);
         }
@@ -492,12 +526,27 @@ impl Control {
         }
     }
 
-    /// Feeds punted adverts to the VRRP driver and runs its timers.
+    /// Feeds punted adverts to the VRRP driver and runs its timers; moves
+    /// connection-sync traffic.
     fn vrrp_step(&mut self, r: &mut Redundancy, now: Instant) {
         while let Some(frame) = self.view.shared.punt.pop() {
             r.on_frame(&frame, now);
         }
-        let n = &self.view.shared.neighbors;
+        self.master = r.is_master();
+        if let Some(link) = self.sync.as_mut() {
+            let sh = &self.view.shared;
+            let snap = sh.snapshot.load();
+            link.step(
+                now,
+                sh.now_ms(),
+                self.master,
+                r.master_addr(),
+                &sh.flows,
+                &snap,
+            );
+        }
+        let view = self.view.clone();
+        let n = &view.shared.neighbors;
         let e = r.tick(now, &*self.injector, &|ip| n.lookup(u32::from(ip)));
         self.apply(e);
         // Tracking: the interface's link, and whether any backend is usable.
@@ -509,8 +558,14 @@ impl Control {
             };
             let snap = self.view.shared.snapshot.load();
             let usable = snap.services.is_empty()
-                || snap.services.iter().flat_map(|s| &s.backends).any(|b| n.lookup(b.ip).is_some());
-            let e = r.set_fault(now, !iface_up, &*self.injector, &|ip| n.lookup(u32::from(ip)));
+                || snap
+                    .services
+                    .iter()
+                    .flat_map(|s| &s.backends)
+                    .any(|b| n.lookup(b.ip).is_some());
+            let e = r.set_fault(now, !iface_up, &*self.injector, &|ip| {
+                n.lookup(u32::from(ip))
+            });
             self.apply(e);
             r.track(now, iface_up, usable);
         }
@@ -651,12 +706,30 @@ impl Control {
         let flows = &self.view.shared.flows;
         let per_tick = flows.slot_count().div_ceil(SWEEP_TICKS);
         let (active, backends) = (&mut self.sweep_active, &mut self.sweep_backends);
+        let mut refresh = Vec::new();
+        let streaming = self.master && self.sync.is_some();
         flows.sweep(self.sweep_pos, per_tick, now, |f| {
             if let Some(a) = active.get_mut(f.stat as usize) {
                 *a += 1;
             }
             backends.insert(f.backend);
+            // Each slot is visited once per full sweep (SWEEP_TICKS ticks).
+            if streaming
+                && sync::refresh_due(
+                    f,
+                    now,
+                    REFRESH_PERIOD_MS,
+                    (SWEEP_TICKS as u32) * TICK.as_millis() as u32,
+                )
+            {
+                refresh.push(*f);
+            }
         });
+        if let Some(link) = self.sync.as_mut() {
+            for f in &refresh {
+                link.refresh(f, now);
+            }
+        }
         self.sweep_pos = (self.sweep_pos + per_tick) % flows.slot_count();
         self.sweep_tick += 1;
         if self.sweep_tick == SWEEP_TICKS {

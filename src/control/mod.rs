@@ -6,3 +6,4 @@ pub mod demo;
 pub mod engine;
 pub mod netns;
 pub mod redundancy;
+pub mod sync;

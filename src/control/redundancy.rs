@@ -14,7 +14,9 @@ use crate::wire::vrrp::{self as wvrrp, AdvertDrop, ChecksumForm};
 use crate::wire::{ethernet, ipv4, MacAddr};
 
 /// Buckets (upper bounds, seconds) of the takeover-time histogram.
-pub const TAKEOVER_BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+pub const TAKEOVER_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
 
 /// A lock-free histogram of takeover times (master-down detected → first
 /// frame forwarded as master), in microseconds.
@@ -68,6 +70,9 @@ pub struct Effects {
     pub serve: Option<bool>,
     /// Announce the VIPs with this many gratuitous ARPs.
     pub garp: Option<u32>,
+    /// The mastership was taken over from another instance (backup →
+    /// master): time it until the first forwarded frame.
+    pub takeover: bool,
 }
 
 pub struct Redundancy {
@@ -90,7 +95,10 @@ impl Redundancy {
         rc.preempt = s.preempt;
         rc.preempt_delay_cs = (s.preempt_delay.as_millis() / 10).min(u16::MAX as u128) as u16;
         rc.accept_mode = s.accept_mode;
-        let view = std::sync::Arc::new(VrrpView { vrid: s.vrid, ..Default::default() });
+        let view = std::sync::Arc::new(VrrpView {
+            vrid: s.vrid,
+            ..Default::default()
+        });
         view.priority.store(s.priority, Relaxed);
         Redundancy {
             vmac: wvrrp::virtual_mac(s.vrid),
@@ -125,21 +133,35 @@ impl Redundancy {
         &self.s.unicast_peers
     }
 
-    pub fn start(&mut self, now: Instant, out: &dyn Injector, peer_mac: &dyn Fn(Ipv4Addr) -> Option<MacAddr>) -> Effects {
+    pub fn start(
+        &mut self,
+        now: Instant,
+        out: &dyn Injector,
+        peer_mac: &dyn Fn(Ipv4Addr) -> Option<MacAddr>,
+    ) -> Effects {
         self.router.startup(now);
         self.drive(now, out, peer_mac)
     }
 
     /// RFC 9568 §6.4.3 Shutdown: a master sends a priority-0 advert.
-    pub fn stop(&mut self, now: Instant, out: &dyn Injector, peer_mac: &dyn Fn(Ipv4Addr) -> Option<MacAddr>) -> Effects {
+    pub fn stop(
+        &mut self,
+        now: Instant,
+        out: &dyn Injector,
+        peer_mac: &dyn Fn(Ipv4Addr) -> Option<MacAddr>,
+    ) -> Effects {
         self.router.shutdown(now);
         self.drive(now, out, peer_mac)
     }
 
     /// A punted frame: an IPv4 protocol-112 packet.
     pub fn on_frame(&mut self, frame: &[u8], now: Instant) {
-        let Ok(eth) = ethernet::Frame::new_checked(frame) else { return };
-        let Ok(ip) = ipv4::Packet::new_checked(eth.payload()) else { return };
+        let Ok(eth) = ethernet::Frame::new_checked(frame) else {
+            return;
+        };
+        let Ok(ip) = ipv4::Packet::new_checked(eth.payload()) else {
+            return;
+        };
         let src = ip.src();
         if src == self.primary {
             return; // our own advert, seen again (e.g. via a hub)
@@ -175,7 +197,13 @@ impl Redundancy {
         }
         let p = p.clamp(1, 254) as u8;
         if p != self.last_tracked {
-            tracing::info!(from = self.last_tracked, to = p, iface_up, backends_usable, "vrrp priority changed by tracking");
+            tracing::info!(
+                from = self.last_tracked,
+                to = p,
+                iface_up,
+                backends_usable,
+                "vrrp priority changed by tracking"
+            );
             self.last_tracked = p;
             self.router.set_priority(now, p);
             self.view.priority.store(p, Relaxed);
@@ -184,7 +212,13 @@ impl Redundancy {
 
     /// Enters or leaves the fault state (the interface is down): no adverts,
     /// not serving, `on_fault` hook.
-    pub fn set_fault(&mut self, now: Instant, fault: bool, out: &dyn Injector, peer_mac: &dyn Fn(Ipv4Addr) -> Option<MacAddr>) -> Effects {
+    pub fn set_fault(
+        &mut self,
+        now: Instant,
+        fault: bool,
+        out: &dyn Injector,
+        peer_mac: &dyn Fn(Ipv4Addr) -> Option<MacAddr>,
+    ) -> Effects {
         if fault == self.fault {
             return Effects::default();
         }
@@ -204,7 +238,12 @@ impl Redundancy {
     }
 
     /// Fires due timers and carries out the router's actions.
-    pub fn tick(&mut self, now: Instant, out: &dyn Injector, peer_mac: &dyn Fn(Ipv4Addr) -> Option<MacAddr>) -> Effects {
+    pub fn tick(
+        &mut self,
+        now: Instant,
+        out: &dyn Injector,
+        peer_mac: &dyn Fn(Ipv4Addr) -> Option<MacAddr>,
+    ) -> Effects {
         if let Some(t) = self.router.poll_timeout() {
             if t <= now {
                 self.router.handle_timeout(now);
@@ -218,7 +257,12 @@ impl Redundancy {
         self.router.poll_timeout()
     }
 
-    fn drive(&mut self, _now: Instant, out: &dyn Injector, peer_mac: &dyn Fn(Ipv4Addr) -> Option<MacAddr>) -> Effects {
+    fn drive(
+        &mut self,
+        _now: Instant,
+        out: &dyn Injector,
+        peer_mac: &dyn Fn(Ipv4Addr) -> Option<MacAddr>,
+    ) -> Effects {
         let mut e = Effects::default();
         while let Some(a) = self.router.poll_action() {
             match a {
@@ -227,6 +271,7 @@ impl Redundancy {
                 Action::BecomeMaster => {
                     tracing::info!(vrid = self.s.vrid, "vrrp: master");
                     e.serve = Some(true);
+                    e.takeover = self.view.state.load(Relaxed) == 1;
                     self.transition(2);
                 }
                 Action::BecomeBackup => {
@@ -242,7 +287,9 @@ impl Redundancy {
                 }
             }
         }
-        self.view.master.store(self.router.master_addr().map_or(0, u32::from), Relaxed);
+        self.view
+            .master
+            .store(self.router.master_addr().map_or(0, u32::from), Relaxed);
         e
     }
 
@@ -266,7 +313,10 @@ impl Redundancy {
         let vips: Vec<String> = self.vips.iter().map(|v| v.to_string()).collect();
         let spawned = std::process::Command::new(path)
             .env_clear()
-            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
             .env("PODLB_STATE", state)
             .env("PODLB_VIP", vips.join(","))
             .env("PODLB_VRID", self.s.vrid.to_string())
@@ -293,7 +343,12 @@ impl Redundancy {
         }
     }
 
-    fn send_advert(&mut self, priority: u8, out: &dyn Injector, peer_mac: &dyn Fn(Ipv4Addr) -> Option<MacAddr>) {
+    fn send_advert(
+        &mut self,
+        priority: u8,
+        out: &dyn Injector,
+        peer_mac: &dyn Fn(Ipv4Addr) -> Option<MacAddr>,
+    ) {
         let form = match self.s.checksum {
             VrrpChecksum::PseudoHeader => ChecksumForm::PseudoHeader,
             VrrpChecksum::Plain => ChecksumForm::Plain,
@@ -302,7 +357,17 @@ impl Redundancy {
         let mut buf = [0u8; 1200];
         let mut send = |dst_mac: MacAddr, dst_ip: Ipv4Addr, ident: u16| {
             let n = wvrrp::emit_frame(
-                &mut buf, self.vmac, dst_mac, self.primary, dst_ip, self.s.vrid, priority, interval_cs, &self.vips, form, ident,
+                &mut buf,
+                self.vmac,
+                dst_mac,
+                self.primary,
+                dst_ip,
+                self.s.vrid,
+                priority,
+                interval_cs,
+                &self.vips,
+                form,
+                ident,
             );
             if n > 0 && out.inject(&buf[..n]).is_ok() {
                 self.view.adverts_sent.fetch_add(1, Relaxed);

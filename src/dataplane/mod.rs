@@ -68,8 +68,19 @@ pub fn run_worker<D: Device>(
         let snap = shared.snapshot.load();
         let now = Instant::now();
         let now_ms = now.duration_since(shared.epoch).as_millis() as u32;
-        let res =
-            dev.poll(&mut |frame, meta| fwd.forward(&snap, frame, meta, now_ms) == Verdict::Tx);
+        fwd.active = shared.active.load(Ordering::Relaxed);
+        let res = dev.poll(
+            &mut |frame, meta| match fwd.forward(&snap, frame, meta, now_ms) {
+                Verdict::Tx => true,
+                Verdict::Punt => {
+                    if shared.punt.push(frame.to_vec()).is_err() {
+                        fwd.stats.dropped(DropReason::PuntQueueFull);
+                    }
+                    false
+                }
+                Verdict::Ignore | Verdict::Drop(_) => false,
+            },
+        );
         let st = match res {
             Ok(st) => st,
             Err(e) => {

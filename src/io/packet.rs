@@ -320,7 +320,12 @@ impl PacketSocket {
 
     /// Makes the interface accept frames to `mac` (PACKET_ADD_MEMBERSHIP):
     /// a unicast address (the VRRP virtual MAC) or a multicast group.
-    pub fn add_membership(&self, ifindex: i32, mac: crate::wire::MacAddr, multicast: bool) -> io::Result<()> {
+    pub fn add_membership(
+        &self,
+        ifindex: i32,
+        mac: crate::wire::MacAddr,
+        multicast: bool,
+    ) -> io::Result<()> {
         const PACKET_ADD_MEMBERSHIP: i32 = 1;
         const PACKET_MR_MULTICAST: u16 = 0;
         const PACKET_MR_UNICAST: u16 = 3;
@@ -335,7 +340,11 @@ impl PacketSocket {
         address[..6].copy_from_slice(&mac.0);
         let mr = PacketMreq {
             ifindex,
-            kind: if multicast { PACKET_MR_MULTICAST } else { PACKET_MR_UNICAST },
+            kind: if multicast {
+                PACKET_MR_MULTICAST
+            } else {
+                PACKET_MR_UNICAST
+            },
             alen: 6,
             address,
         };

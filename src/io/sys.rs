@@ -185,13 +185,18 @@ pub fn ipv4_of(name: &str) -> io::Result<std::net::Ipv4Addr> {
     // valid, exclusively borrowed ifreq.
     if unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCGIFADDR, &mut ifr) } < 0 {
         let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("{name} has no IPv4 address: {e}")));
+        return Err(io::Error::new(
+            e.kind(),
+            format!("{name} has no IPv4 address: {e}"),
+        ));
     }
     // SAFETY: after SIOCGIFADDR succeeded the union holds an AF_INET sockaddr.
     let sa = unsafe { ifr.ifr_ifru.ifru_addr };
     // sockaddr_in: family (2 bytes), port (2), address (4).
     let d = sa.sa_data;
-    Ok(std::net::Ipv4Addr::new(d[2] as u8, d[3] as u8, d[4] as u8, d[5] as u8))
+    Ok(std::net::Ipv4Addr::new(
+        d[2] as u8, d[3] as u8, d[4] as u8, d[5] as u8,
+    ))
 }
 
 /// A raw IPv4 socket for `protocol` that is never read: its existence keeps

@@ -1,0 +1,220 @@
+//! Connection sync between instances over unicast UDP (issue 3): the
+//! master streams the flows its workers create (and periodic refreshes of
+//! every live flow) to the backups; a backup installs them so that after a
+//! takeover each synced flow keeps its backend and NAT port.
+//!
+//! Who the backups are: the configured unicast peers, plus every instance
+//! that sent a *hello* (an empty datagram) to this one within the last
+//! [`PEER_TTL`]. A backup sends a hello to the master it learned from VRRP
+//! every [`HELLO_EVERY`], so multicast VRRP with dynamic Pod IPs needs no
+//! peer list.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::balance::flow::{Flow, FlowTable};
+use crate::balance::service::Snapshot;
+use crate::balance::sync::{self, ApplyCounts, Encoder, PeerSeq, SeqCheck, SyncEvent, SyncQueue};
+
+/// A backup re-announces itself to the master this often.
+pub const HELLO_EVERY: Duration = Duration::from_millis(500);
+/// A learned backup is dropped after this long without a hello.
+pub const PEER_TTL: Duration = Duration::from_secs(3);
+/// The master re-sends every live flow about this often (so the backups'
+/// copies, which see no traffic, neither expire nor go stale).
+pub const REFRESH_PERIOD_MS: u32 = 10_000;
+
+/// Counters for /metrics.
+#[derive(Default)]
+pub struct SyncView {
+    pub datagrams_sent: AtomicU64,
+    pub events_sent: AtomicU64,
+    pub send_errors: AtomicU64,
+    pub datagrams_received: AtomicU64,
+    pub events_received: AtomicU64,
+    pub decode_errors: AtomicU64,
+    pub gaps: AtomicU64,
+    pub installed: AtomicU64,
+    pub refreshed: AtomicU64,
+    pub replaced: AtomicU64,
+    pub removed: AtomicU64,
+    pub table_full: AtomicU64,
+    pub unknown_service: AtomicU64,
+    pub peers: AtomicU64,
+}
+
+pub struct SyncLink {
+    sock: UdpSocket,
+    port: u16,
+    pub queues: Vec<Arc<SyncQueue>>,
+    enc: Encoder,
+    static_peers: Vec<Ipv4Addr>,
+    learned: HashMap<Ipv4Addr, Instant>,
+    seq: PeerSeq,
+    last_hello: Instant,
+    pub view: Arc<SyncView>,
+    buf: Vec<u8>,
+}
+
+impl SyncLink {
+    pub fn open(
+        port: u16,
+        workers: usize,
+        static_peers: Vec<Ipv4Addr>,
+    ) -> std::io::Result<SyncLink> {
+        let sock = UdpSocket::bind(SocketAddr::V4(SocketAddrV4::new(
+            Ipv4Addr::UNSPECIFIED,
+            port,
+        )))?;
+        sock.set_nonblocking(true)?;
+        let id = {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            crate::balance::hash::hash_bytes(&t.as_nanos().to_le_bytes(), std::process::id() as u64)
+                as u32
+        };
+        Ok(SyncLink {
+            sock,
+            port,
+            queues: (0..workers)
+                .map(|_| Arc::new(SyncQueue::new(65536)))
+                .collect(),
+            enc: Encoder::new(id),
+            static_peers,
+            learned: HashMap::new(),
+            seq: PeerSeq::default(),
+            last_hello: Instant::now() - HELLO_EVERY,
+            view: Arc::new(SyncView::default()),
+            buf: vec![0u8; 2048],
+        })
+    }
+
+    /// Events the workers could not queue (queue full); the refresh covers them.
+    pub fn dropped(&self) -> u64 {
+        self.queues.iter().map(|q| q.dropped()).sum()
+    }
+
+    fn targets(&self) -> Vec<Ipv4Addr> {
+        let mut t = self.static_peers.clone();
+        for ip in self.learned.keys() {
+            if !t.contains(ip) {
+                t.push(*ip);
+            }
+        }
+        t
+    }
+
+    fn send(&self, d: &[u8], targets: &[Ipv4Addr], events: usize) {
+        for &ip in targets {
+            match self.sock.send_to(d, SocketAddrV4::new(ip, self.port)) {
+                Ok(_) => {
+                    self.view.datagrams_sent.fetch_add(1, Relaxed);
+                    self.view.events_sent.fetch_add(events as u64, Relaxed);
+                }
+                Err(_) => {
+                    self.view.send_errors.fetch_add(1, Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Queues a refresh of a live flow (master only).
+    pub fn refresh(&mut self, f: &Flow, now_ms: u32) {
+        if let Some(d) = self.enc.push(&SyncEvent::upsert(f, now_ms)) {
+            let t = self.targets();
+            self.send(&d, &t, sync::MAX_ENTRIES);
+        }
+    }
+
+    /// One step: receive, and as master stream, as backup say hello.
+    pub fn step(
+        &mut self,
+        now: Instant,
+        now_ms: u32,
+        master: bool,
+        master_addr: Option<Ipv4Addr>,
+        flows: &FlowTable,
+        snap: &Snapshot,
+    ) {
+        // Receive.
+        loop {
+            let (n, from) = match self.sock.recv_from(&mut self.buf) {
+                Ok(x) => x,
+                Err(_) => break,
+            };
+            let SocketAddr::V4(from) = from else { continue };
+            self.view.datagrams_received.fetch_add(1, Relaxed);
+            let d = match sync::decode(&self.buf[..n]) {
+                Ok(d) => d,
+                Err(_) => {
+                    self.view.decode_errors.fetch_add(1, Relaxed);
+                    continue;
+                }
+            };
+            if d.is_empty() {
+                // A hello: this sender wants our stream.
+                self.learned.insert(*from.ip(), now);
+                continue;
+            }
+            if master {
+                continue; // two masters (split brain): ours is the truth here
+            }
+            if let SeqCheck::Gap(g) = self.seq.observe(d.sender, d.seq) {
+                self.view.gaps.fetch_add(g as u64, Relaxed);
+            }
+            self.view.events_received.fetch_add(d.len() as u64, Relaxed);
+            let mut c = ApplyCounts::default();
+            sync::apply_all(flows, &d, sync::snapshot_resolver(snap), now_ms, &mut c);
+            for (ctr, v) in [
+                (&self.view.installed, c.installed),
+                (&self.view.refreshed, c.refreshed),
+                (&self.view.replaced, c.replaced),
+                (&self.view.removed, c.removed),
+                (&self.view.table_full, c.table_full),
+                (&self.view.unknown_service, c.unknown_service),
+            ] {
+                ctr.fetch_add(v, Relaxed);
+            }
+        }
+        self.learned
+            .retain(|_, seen| now.duration_since(*seen) < PEER_TTL);
+        self.view.peers.store(self.targets().len() as u64, Relaxed);
+
+        if master {
+            let targets = self.targets();
+            let mut out = Vec::new();
+            for q in &self.queues {
+                q.drain(|ev| {
+                    if let Some(d) = self.enc.push(&ev) {
+                        out.push(d);
+                    }
+                });
+            }
+            if let Some(d) = self.enc.flush() {
+                out.push(d);
+            }
+            for d in out {
+                let events = (d.len() - sync::HEADER_LEN) / sync::ENTRY_LEN;
+                if !targets.is_empty() {
+                    self.send(&d, &targets, events);
+                }
+            }
+        } else {
+            // Events a former master's workers left behind are stale now.
+            for q in &self.queues {
+                q.drain(|_| {});
+            }
+            if let Some(m) = master_addr {
+                if now.duration_since(self.last_hello) >= HELLO_EVERY {
+                    self.last_hello = now;
+                    let h = self.enc.hello();
+                    self.send(&h, &[m], 0);
+                }
+            }
+        }
+    }
+}
