@@ -286,6 +286,9 @@ impl Rig {
         }
         let fwd = Forwarder {
             mac: MacAddr(PODLB_MAC),
+            own_mac: MacAddr(PODLB_MAC),
+            own_ip: None,
+            active: true,
             flows: Arc::new(FlowTable::new(FLOWS as usize, TIMEOUTS)),
             neighbors: Arc::new(neighbors),
             stats: Arc::new(WorkerStats::default()),

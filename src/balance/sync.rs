@@ -1093,6 +1093,9 @@ mod tests {
             }
             Forwarder {
                 mac: MacAddr(LB),
+                own_mac: MacAddr(LB),
+                own_ip: None,
+                active: true,
                 flows: Arc::new(FlowTable::new(4096, T)),
                 neighbors,
                 stats: Arc::new(WorkerStats::default()),

@@ -141,11 +141,7 @@ impl SyncLink {
         snap: &Snapshot,
     ) {
         // Receive.
-        loop {
-            let (n, from) = match self.sock.recv_from(&mut self.buf) {
-                Ok(x) => x,
-                Err(_) => break,
-            };
+        while let Ok((n, from)) = self.sock.recv_from(&mut self.buf) {
             let SocketAddr::V4(from) = from else { continue };
             self.view.datagrams_received.fetch_add(1, Relaxed);
             let d = match sync::decode(&self.buf[..n]) {
