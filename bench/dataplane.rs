@@ -289,6 +289,7 @@ impl Rig {
             own_mac: MacAddr(PODLB_MAC),
             own_ip: None,
             active: true,
+            accept_mode: true,
             flows: Arc::new(FlowTable::new(FLOWS as usize, TIMEOUTS)),
             neighbors: Arc::new(neighbors),
             stats: Arc::new(WorkerStats::default()),

@@ -133,6 +133,8 @@ pub struct Forwarder {
     /// Serving the VIPs (VRRP master, or no VRRP). A backup answers no ARP
     /// for the VIPs and forwards nothing (RFC 9568 §6.4.2).
     pub active: bool,
+    /// Answer ICMP echo for the VIPs (VRRP Accept_Mode; always without VRRP).
+    pub accept_mode: bool,
     pub flows: Arc<FlowTable>,
     pub neighbors: Arc<NeighborTable>,
     pub stats: Arc<WorkerStats>,
@@ -297,7 +299,10 @@ impl Forwarder {
         let l4_end = ETH + total;
         match proto {
             ipv4::PROTO_TCP => self.tcp(snap, frame, l4, l4_end, src, dst, meta, now_ms),
-            ipv4::PROTO_ICMP => self.icmp(frame, l4, l4_end),
+            // RFC 9568 §6.4.3: a non-owner master accepts packets for the
+            // VIPs only with Accept_Mode; echo is the one podlb answers itself.
+            ipv4::PROTO_ICMP if self.accept_mode => self.icmp(frame, l4, l4_end),
+            ipv4::PROTO_ICMP => Verdict::Drop(DropReason::IcmpUnhandled),
             ipv4::PROTO_UDP => match udp::Packet::new_checked(&frame[l4..l4_end]) {
                 Ok(_) => Verdict::Drop(DropReason::NoService),
                 Err(_) => Verdict::Drop(DropReason::UdpMalformed),
@@ -690,6 +695,7 @@ mod tests {
             own_mac: MacAddr(LB),
             own_ip: None,
             active: true,
+            accept_mode: true,
             flows: Arc::new(FlowTable::new(4096, T)),
             neighbors,
             stats: Arc::new(WorkerStats::default()),

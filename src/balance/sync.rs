@@ -1096,6 +1096,7 @@ mod tests {
                 own_mac: MacAddr(LB),
                 own_ip: None,
                 active: true,
+                accept_mode: true,
                 flows: Arc::new(FlowTable::new(4096, T)),
                 neighbors,
                 stats: Arc::new(WorkerStats::default()),
