@@ -390,6 +390,9 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
     while !signals.stop.load(Ordering::Relaxed) {
         if signals.reload.swap(false, Ordering::Relaxed) {
             ctl.reload();
+            if let (Some(r), Some(p)) = (redundancy.as_mut(), ctl.peers_changed.take()) {
+                r.set_unicast_peers(p);
+            }
         }
         let now = Instant::now();
         if now >= next_tick {
@@ -472,6 +475,8 @@ struct Control {
     sync: Option<SyncLink>,
     /// VRRP master (or no VRRP): streams flows to the backups.
     master: bool,
+    /// A reload changed the VRRP unicast peers: for the VRRP driver.
+    peers_changed: Option<Vec<Ipv4Addr>>,
 }
 
 /// Whether an interface's link is up (operstate "up", or "unknown" for
@@ -498,6 +503,7 @@ impl Control {
             next_track: Instant::now(),
             sync: None,
             master: false,
+            peers_changed: None,
         }
     }
 
@@ -748,10 +754,17 @@ impl Control {
                 .flat_map(|s| s.backends.iter().map(|b| b.ip))
                 .collect();
             let fb = &self.flow_backends;
+            // VRRP unicast peers stay resolved too (adverts go to their MACs).
+            let cfg = self.view.config.load();
+            let peers: Vec<u32> = cfg
+                .vrrp
+                .iter()
+                .flat_map(|v| v.unicast_peers.iter().map(|p| u32::from(*p)))
+                .collect();
             self.view
                 .shared
                 .neighbors
-                .retain(|ip| current.contains(&ip) || fb.contains(&ip));
+                .retain(|ip| current.contains(&ip) || fb.contains(&ip) || peers.contains(&ip));
         }
     }
 
@@ -794,6 +807,28 @@ impl Control {
         self.view.shared.snapshot.store(Arc::new(snap));
         let mut merged = (*old).clone();
         merged.services = new.services;
+        // The VRRP peer list may change at runtime (Pods come and go);
+        // everything else in [vrrp] needs a restart.
+        if let (Some(o), Some(n)) = (merged.vrrp.as_mut(), new.vrrp.as_ref()) {
+            if o.unicast_peers != n.unicast_peers {
+                tracing::info!(peers = ?n.unicast_peers, "reload: new VRRP unicast peers");
+                o.unicast_peers = n.unicast_peers.clone();
+                self.peers_changed = Some(n.unicast_peers.clone());
+                for p in &n.unicast_peers {
+                    self.view.shared.neighbors.track(u32::from(*p));
+                }
+                if let Some(link) = self.sync.as_mut() {
+                    link.set_peers(n.unicast_peers.clone());
+                }
+            }
+            let mut rest = n.clone();
+            rest.unicast_peers = o.unicast_peers.clone();
+            if &rest != o {
+                tracing::warn!("reload: [vrrp] changes other than unicast_peers need a restart");
+            }
+        } else if merged.vrrp.is_some() != new.vrrp.is_some() {
+            tracing::warn!("reload: adding or removing [vrrp] needs a restart");
+        }
         self.view.config.store(Arc::new(merged));
         self.view.reloads.fetch_add(1, Ordering::Relaxed);
         *self.view.last_reload_error.lock() = None;

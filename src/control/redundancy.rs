@@ -133,6 +133,12 @@ impl Redundancy {
         &self.s.unicast_peers
     }
 
+    /// Replaces the unicast peer list at runtime (config reload; later the
+    /// Kubernetes peer discovery). An empty list switches to multicast.
+    pub fn set_unicast_peers(&mut self, peers: Vec<Ipv4Addr>) {
+        self.s.unicast_peers = peers;
+    }
+
     pub fn start(
         &mut self,
         now: Instant,

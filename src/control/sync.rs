@@ -93,6 +93,11 @@ impl SyncLink {
         })
     }
 
+    /// Replaces the configured peers (config reload).
+    pub fn set_peers(&mut self, peers: Vec<Ipv4Addr>) {
+        self.static_peers = peers;
+    }
+
     /// Events the workers could not queue (queue full); the refresh covers them.
     pub fn dropped(&self) -> u64 {
         self.queues.iter().map(|q| q.dropped()).sum()
