@@ -26,6 +26,10 @@ pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
 /// The podlb host's address (AF_PACKET mode).
 pub const LB: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+/// The second podlb host's address (the VRRP backup in the failover demo and tests).
+pub const LB2: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
+/// VRID of the lab's virtual router (virtual MAC 00:00:5e:00:01:33).
+pub const VRID: u8 = 51;
 /// Backend addresses; backend i (1-based) is `BACKENDS[i-1]`, role `be<i>`.
 pub const BACKENDS: [Ipv4Addr; 3] = [
     Ipv4Addr::new(198, 18, 0, 21),
@@ -156,6 +160,44 @@ pub struct ConfigSpec {
     pub admin: SocketAddr,
     /// Services.
     pub services: Vec<ServiceSpec>,
+    /// The `[vrrp]` section; `None`: always serve.
+    pub vrrp: Option<VrrpSpec>,
+}
+
+/// The `[vrrp]` section of a [`ConfigSpec`] (the keys the lab uses).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VrrpSpec {
+    /// Virtual router id.
+    pub vrid: u8,
+    /// 1..=254 (255: address owner).
+    pub priority: u8,
+    /// Advert interval, a multiple of 10 ms.
+    pub advert_interval_ms: u64,
+    /// Preempt a lower-priority master.
+    pub preempt: bool,
+    /// Empty: multicast to 224.0.0.18.
+    pub unicast_peers: Vec<Ipv4Addr>,
+    /// UDP port of connection sync; `None`: podlb's default.
+    pub sync_port: Option<u16>,
+}
+
+impl VrrpSpec {
+    /// VRID [`VRID`], `priority`, `advert_interval_ms`, preempt, multicast.
+    pub fn new(priority: u8, advert_interval_ms: u64) -> VrrpSpec {
+        VrrpSpec {
+            vrid: VRID,
+            priority,
+            advert_interval_ms,
+            preempt: true,
+            unicast_peers: Vec::new(),
+            sync_port: None,
+        }
+    }
+}
+
+/// The VRRP virtual MAC of `vrid` (RFC 9568 §7.3), as "00:00:5e:00:01:xx".
+pub fn virtual_mac(vrid: u8) -> String {
+    format!("00:00:5e:00:01:{vrid:02x}")
 }
 
 fn toml_str(s: &str) -> String {
@@ -179,7 +221,14 @@ impl ConfigSpec {
                     .map(|a| SocketAddr::V4(SocketAddrV4::new(*a, 80)))
                     .collect(),
             }],
+            vrrp: None,
         }
+    }
+
+    /// This config with a `[vrrp]` section.
+    pub fn with_vrrp(mut self, vrrp: VrrpSpec) -> ConfigSpec {
+        self.vrrp = Some(vrrp);
+        self
     }
 
     /// TOML text in the format `podlb run --config` reads.
@@ -217,6 +266,25 @@ impl ConfigSpec {
                 backends.join(", ")
             );
         }
+        if let Some(v) = &self.vrrp {
+            let peers: Vec<String> = v
+                .unicast_peers
+                .iter()
+                .map(|p| toml_str(&p.to_string()))
+                .collect();
+            let _ = writeln!(
+                s,
+                "\n[vrrp]\nvrid = {}\npriority = {}\nadvert_interval_ms = {}\npreempt = {}\nunicast_peers = [{}]",
+                v.vrid,
+                v.priority,
+                v.advert_interval_ms,
+                v.preempt,
+                peers.join(", ")
+            );
+            if let Some(p) = v.sync_port {
+                let _ = writeln!(s, "sync_port = {p}");
+            }
+        }
         s
     }
 }
@@ -230,6 +298,22 @@ pub fn lab_topology(attach: &Attach) -> Result<Topology, NetnsError> {
     if !attach.is_tap() {
         let lb = t.add_host("lb", LB)?;
         netns::set_sysctl(&lb, "net.ipv4.ip_forward", "0")?;
+    }
+    for (i, a) in BACKENDS.iter().enumerate() {
+        t.add_host(&format!("be{}", i + 1), *a)?;
+    }
+    Ok(t)
+}
+
+/// Builds the two-instance lab: like [`lab_topology`] (AF_PACKET) but with
+/// two podlb hosts, "lb1" ([`LB`], 198.18.0.2) and "lb2" ([`LB2`],
+/// 198.18.0.3), both with `ip_forward=0`.
+pub fn vrrp_lab_topology() -> Result<Topology, NetnsError> {
+    let mut t = Topology::new()?;
+    t.add_host("client", CLIENT)?;
+    for (role, addr) in [("lb1", LB), ("lb2", LB2)] {
+        let ns = t.add_host(role, addr)?;
+        netns::set_sysctl(&ns, "net.ipv4.ip_forward", "0")?;
     }
     for (i, a) in BACKENDS.iter().enumerate() {
         t.add_host(&format!("be{}", i + 1), *a)?;
@@ -256,11 +340,23 @@ impl Podlb {
         exe: &Path,
         config: &ConfigSpec,
     ) -> Result<Podlb, DemoError> {
-        let config_path = topo.dir().join("podlb.toml");
+        Podlb::start_as(topo, ns, exe, config, "podlb")
+    }
+
+    /// Like [`Podlb::start`], with config `<dir>/<label>.toml` and log
+    /// `<dir>/<label>.log`, so several instances can share a topology.
+    pub fn start_as(
+        topo: &Topology,
+        ns: &str,
+        exe: &Path,
+        config: &ConfigSpec,
+        label: &str,
+    ) -> Result<Podlb, DemoError> {
+        let config_path = topo.dir().join(format!("{label}.toml"));
         write_file(&config_path, &config.to_toml())?;
         let exe_s = exe.to_string_lossy();
         let cfg_s = config_path.to_string_lossy();
-        let proc = topo.spawn(ns, "podlb", &[&exe_s, "run", "--config", &cfg_s])?;
+        let proc = topo.spawn(ns, label, &[&exe_s, "run", "--config", &cfg_s])?;
         let p = Podlb {
             proc,
             ns: ns.to_string(),
@@ -321,6 +417,15 @@ impl Podlb {
             .and_then(|m| m.as_str())
             .map(str::to_string)
             .ok_or_else(|| DemoError::Podlb("/status has no interface.mac".into()))
+    }
+    /// VRRP state from /status (`vrrp.state`: "initialize", "backup",
+    /// "master", "fault"); `None` without a `[vrrp]` section.
+    pub fn vrrp_state(&self) -> Result<Option<String>, DemoError> {
+        Ok(self
+            .status()?
+            .pointer("/vrrp/state")
+            .and_then(|s| s.as_str())
+            .map(str::to_string))
     }
     /// SIGTERM and wait up to `grace`; SIGKILL after. Returns the exit status
     /// of a clean exit.
