@@ -140,7 +140,7 @@ fn link_cut(advert_ms: u64) {
         &client,
         vip(80),
         Duration::from_millis(10),
-        Duration::from_millis(1000),
+        Duration::from_millis(250),
     )
     .unwrap();
     std::thread::sleep(Duration::from_millis(500));

@@ -1251,6 +1251,9 @@ mod tests {
 // ---------------------------------------------------------------------------
 // Availability probe
 
+/// Start time (since the prober started) and outcome of each probe.
+type ProbeLog = Vec<(Duration, bool)>;
+
 /// What a [`Prober`] measured.
 #[derive(Debug, Clone, Default)]
 pub struct ProbeReport {
@@ -1269,9 +1272,14 @@ pub struct ProbeReport {
 /// `interval` from inside a namespace, each on its own thread with its own
 /// timeout, and records which succeeded; [`Prober::finish`] reports the
 /// longest gap between successes.
+///
+/// Keep the timeout well below TCP's initial SYN retransmission timeout
+/// (1 s): a probe whose first SYN was lost during the outage and whose
+/// retransmission got through later would otherwise count as a success
+/// dated from its start, and shorten the measured gap.
 pub struct Prober {
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<Result<Vec<(Duration, bool)>>>>,
+    thread: Option<JoinHandle<Result<ProbeLog>>>,
     started: Instant,
 }
 
