@@ -19,6 +19,7 @@ have ethtool || need+=(ethtool)
 have iptables || need+=(iptables)
 have python3 || need+=(python3)
 have sysctl  || need+=(procps)
+have keepalived || need+=(keepalived)
 
 if [ ${#need[@]} -eq 0 ]; then
     echo "deps.sh: all netns test tools present"
@@ -41,4 +42,4 @@ cleanup() { if [ "$made_policy" = 1 ]; then rm -f "$policy"; fi; }
 trap cleanup EXIT
 export DEBIAN_FRONTEND=noninteractive
 apt-get update
-apt-get install -y --no-install-recommends iproute2 nginx-light wrk iperf3 ethtool iptables python3 procps "${need[@]}"
+apt-get install -y --no-install-recommends iproute2 nginx-light wrk iperf3 ethtool iptables python3 procps keepalived "${need[@]}"

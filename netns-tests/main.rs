@@ -9,7 +9,9 @@
 mod common;
 
 mod cleanup;
+mod failover;
 mod forwarding;
 mod harness;
+mod keepalived;
 mod malformed;
 mod reload;

@@ -3,7 +3,10 @@
 //! Builds a topology (client 198.18.0.10, podlb host 198.18.0.2, backends
 //! 198.18.0.21-23 answering `backend-N` from a built-in HTTP server), runs
 //! `podlb run` with VIP 198.18.0.100:80, sends HTTP connections through the
-//! VIP, prints how they spread and the flow table, then removes everything.
+//! VIP, prints how they spread and the flow table; with AF_PACKET it then
+//! shows a VRRP failover (a second podlb on lb2 198.18.0.3 as backup,
+//! keep-alive connections open, lb1's link cut, a probe every 10 ms), then
+//! removes everything.
 //! Needs root, iproute2 and the podlb binary, nothing else.
 //!
 //! The pieces ([`ConfigSpec`], [`Podlb`], [`lab_topology`], the metrics
@@ -16,9 +19,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::netns::{self, HttpServer, NetnsError, Proc, Topology};
+use super::netns::{self, HttpConn, HttpServer, NetnsError, Prober, Proc, Topology};
 
 /// The VIP used by the demo and the tests.
 pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
@@ -26,6 +29,10 @@ pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
 /// The podlb host's address (AF_PACKET mode).
 pub const LB: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+/// The second podlb host's address (the VRRP backup in the failover demo and tests).
+pub const LB2: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
+/// VRID of the lab's virtual router (virtual MAC 00:00:5e:00:01:33).
+pub const VRID: u8 = 51;
 /// Backend addresses; backend i (1-based) is `BACKENDS[i-1]`, role `be<i>`.
 pub const BACKENDS: [Ipv4Addr; 3] = [
     Ipv4Addr::new(198, 18, 0, 21),
@@ -156,6 +163,44 @@ pub struct ConfigSpec {
     pub admin: SocketAddr,
     /// Services.
     pub services: Vec<ServiceSpec>,
+    /// The `[vrrp]` section; `None`: always serve.
+    pub vrrp: Option<VrrpSpec>,
+}
+
+/// The `[vrrp]` section of a [`ConfigSpec`] (the keys the lab uses).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VrrpSpec {
+    /// Virtual router id.
+    pub vrid: u8,
+    /// 1..=254 (255: address owner).
+    pub priority: u8,
+    /// Advert interval, a multiple of 10 ms.
+    pub advert_interval_ms: u64,
+    /// Preempt a lower-priority master.
+    pub preempt: bool,
+    /// Empty: multicast to 224.0.0.18.
+    pub unicast_peers: Vec<Ipv4Addr>,
+    /// UDP port of connection sync; `None`: podlb's default.
+    pub sync_port: Option<u16>,
+}
+
+impl VrrpSpec {
+    /// VRID [`VRID`], `priority`, `advert_interval_ms`, preempt, multicast.
+    pub fn new(priority: u8, advert_interval_ms: u64) -> VrrpSpec {
+        VrrpSpec {
+            vrid: VRID,
+            priority,
+            advert_interval_ms,
+            preempt: true,
+            unicast_peers: Vec::new(),
+            sync_port: None,
+        }
+    }
+}
+
+/// The VRRP virtual MAC of `vrid` (RFC 9568 §7.3), as "00:00:5e:00:01:xx".
+pub fn virtual_mac(vrid: u8) -> String {
+    format!("00:00:5e:00:01:{vrid:02x}")
 }
 
 fn toml_str(s: &str) -> String {
@@ -179,7 +224,14 @@ impl ConfigSpec {
                     .map(|a| SocketAddr::V4(SocketAddrV4::new(*a, 80)))
                     .collect(),
             }],
+            vrrp: None,
         }
+    }
+
+    /// This config with a `[vrrp]` section.
+    pub fn with_vrrp(mut self, vrrp: VrrpSpec) -> ConfigSpec {
+        self.vrrp = Some(vrrp);
+        self
     }
 
     /// TOML text in the format `podlb run --config` reads.
@@ -217,6 +269,25 @@ impl ConfigSpec {
                 backends.join(", ")
             );
         }
+        if let Some(v) = &self.vrrp {
+            let peers: Vec<String> = v
+                .unicast_peers
+                .iter()
+                .map(|p| toml_str(&p.to_string()))
+                .collect();
+            let _ = writeln!(
+                s,
+                "\n[vrrp]\nvrid = {}\npriority = {}\nadvert_interval_ms = {}\npreempt = {}\nunicast_peers = [{}]",
+                v.vrid,
+                v.priority,
+                v.advert_interval_ms,
+                v.preempt,
+                peers.join(", ")
+            );
+            if let Some(p) = v.sync_port {
+                let _ = writeln!(s, "sync_port = {p}");
+            }
+        }
         s
     }
 }
@@ -230,6 +301,22 @@ pub fn lab_topology(attach: &Attach) -> Result<Topology, NetnsError> {
     if !attach.is_tap() {
         let lb = t.add_host("lb", LB)?;
         netns::set_sysctl(&lb, "net.ipv4.ip_forward", "0")?;
+    }
+    for (i, a) in BACKENDS.iter().enumerate() {
+        t.add_host(&format!("be{}", i + 1), *a)?;
+    }
+    Ok(t)
+}
+
+/// Builds the two-instance lab: like [`lab_topology`] (AF_PACKET) but with
+/// two podlb hosts, "lb1" ([`LB`], 198.18.0.2) and "lb2" ([`LB2`],
+/// 198.18.0.3), both with `ip_forward=0`.
+pub fn vrrp_lab_topology() -> Result<Topology, NetnsError> {
+    let mut t = Topology::new()?;
+    t.add_host("client", CLIENT)?;
+    for (role, addr) in [("lb1", LB), ("lb2", LB2)] {
+        let ns = t.add_host(role, addr)?;
+        netns::set_sysctl(&ns, "net.ipv4.ip_forward", "0")?;
     }
     for (i, a) in BACKENDS.iter().enumerate() {
         t.add_host(&format!("be{}", i + 1), *a)?;
@@ -256,11 +343,23 @@ impl Podlb {
         exe: &Path,
         config: &ConfigSpec,
     ) -> Result<Podlb, DemoError> {
-        let config_path = topo.dir().join("podlb.toml");
+        Podlb::start_as(topo, ns, exe, config, "podlb")
+    }
+
+    /// Like [`Podlb::start`], with config `<dir>/<label>.toml` and log
+    /// `<dir>/<label>.log`, so several instances can share a topology.
+    pub fn start_as(
+        topo: &Topology,
+        ns: &str,
+        exe: &Path,
+        config: &ConfigSpec,
+        label: &str,
+    ) -> Result<Podlb, DemoError> {
+        let config_path = topo.dir().join(format!("{label}.toml"));
         write_file(&config_path, &config.to_toml())?;
         let exe_s = exe.to_string_lossy();
         let cfg_s = config_path.to_string_lossy();
-        let proc = topo.spawn(ns, "podlb", &[&exe_s, "run", "--config", &cfg_s])?;
+        let proc = topo.spawn(ns, label, &[&exe_s, "run", "--config", &cfg_s])?;
         let p = Podlb {
             proc,
             ns: ns.to_string(),
@@ -321,6 +420,15 @@ impl Podlb {
             .and_then(|m| m.as_str())
             .map(str::to_string)
             .ok_or_else(|| DemoError::Podlb("/status has no interface.mac".into()))
+    }
+    /// VRRP state from /status (`vrrp.state`: "initialize", "backup",
+    /// "master", "fault"); `None` without a `[vrrp]` section.
+    pub fn vrrp_state(&self) -> Result<Option<String>, DemoError> {
+        Ok(self
+            .status()?
+            .pointer("/vrrp/state")
+            .and_then(|s| s.as_str())
+            .map(str::to_string))
     }
     /// SIGTERM and wait up to `grace`; SIGKILL after. Returns the exit status
     /// of a clean exit.
@@ -491,11 +599,17 @@ pub fn run_demo(opts: &DemoOptions) -> Result<(), DemoError> {
     })?;
     let interrupt = Interrupt::register();
 
+    // With AF_PACKET the demo also shows a VRRP failover: two podlb hosts.
+    let failover = !attach.is_tap();
     println!(
         "podlb demo: building namespaces (client, {}3 backends, bridge br0)",
-        if attach.is_tap() { "" } else { "lb, " }
+        if failover { "lb1, lb2, " } else { "" }
     );
-    let topo = lab_topology(&attach)?;
+    let topo = if failover {
+        vrrp_lab_topology()?
+    } else {
+        lab_topology(&attach)?
+    };
     // Declared after `topo`, so dropped before it: servers stop, then the namespaces go.
     let mut servers: Vec<HttpServer> = Vec::new();
     for i in 1..=BACKENDS.len() {
@@ -508,19 +622,30 @@ pub fn run_demo(opts: &DemoOptions) -> Result<(), DemoError> {
     }
     interrupt.check()?;
 
-    let config = ConfigSpec::lab(attach.clone(), &opts.mode);
+    let mut config = ConfigSpec::lab(attach.clone(), &opts.mode);
+    if failover {
+        config = config.with_vrrp(VrrpSpec::new(200, DEMO_ADVERT_MS));
+    }
     let lb_ns = if attach.is_tap() {
         topo.node().to_string()
     } else {
-        topo.ns("lb").to_string()
+        topo.ns("lb1").to_string()
     };
     println!(
-        "podlb demo: starting `{} run` ({} mode, {})",
+        "podlb demo: starting `{} run` ({} mode, {}{})",
         exe.display(),
         opts.mode,
-        opts.attach
+        opts.attach,
+        if failover {
+            format!(", VRRP VRID {VRID} priority 200 on lb1 {LB}")
+        } else {
+            String::new()
+        }
     );
     let podlb = Podlb::start(&topo, &lb_ns, &exe, &config).map_err(|e| with_log(e, &topo))?;
+    if failover {
+        wait_vrrp_state(&podlb, "master", Duration::from_secs(5))?;
+    }
     interrupt.check()?;
 
     let vip = SocketAddr::V4(SocketAddrV4::new(VIP, 80));
@@ -562,8 +687,20 @@ pub fn run_demo(opts: &DemoOptions) -> Result<(), DemoError> {
 
     print_flows(&podlb)?;
     print_status(&podlb)?;
+    interrupt.check()?;
+
+    let lb2 = if failover {
+        Some(demo_failover(&topo, &exe, &podlb, &config, &interrupt)?)
+    } else {
+        println!();
+        println!("podlb demo: (the VRRP failover part needs --attach af_packet; skipped)");
+        None
+    };
 
     println!();
+    if let Some(lb2) = &lb2 {
+        let _ = lb2.stop(Duration::from_secs(5));
+    }
     match podlb.stop(Duration::from_secs(5)) {
         Some(st) if st.success() => {
             println!("podlb demo: podlb stopped cleanly; removing namespaces")
@@ -577,6 +714,136 @@ pub fn run_demo(opts: &DemoOptions) -> Result<(), DemoError> {
     drop(topo);
     println!("podlb demo: done, nothing left behind");
     Ok(())
+}
+
+/// Advert interval of the demo's VRRP instances.
+const DEMO_ADVERT_MS: u64 = 100;
+
+fn wait_vrrp_state(p: &Podlb, want: &str, timeout: Duration) -> Result<Duration, DemoError> {
+    let t0 = Instant::now();
+    loop {
+        let st = p.vrrp_state().ok().flatten();
+        if st.as_deref() == Some(want) {
+            return Ok(t0.elapsed());
+        }
+        if t0.elapsed() >= timeout {
+            return Err(DemoError::Podlb(format!(
+                "{} not {want} within {timeout:?} (state {st:?})\n{}",
+                p.proc().label(),
+                p.log_tail(3000)
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The failover phase: lb2 (priority 100) joins as backup, keep-alive
+/// connections open through lb1, lb1's link is cut, a probe every 10 ms
+/// measures the outage, and the open connections are tried again.
+fn demo_failover(
+    topo: &Topology,
+    exe: &Path,
+    lb1: &Podlb,
+    config: &ConfigSpec,
+    interrupt: &Interrupt,
+) -> Result<Podlb, DemoError> {
+    const CONNS: usize = 20;
+    let mut c2 = config.clone();
+    c2.vrrp = Some(VrrpSpec::new(100, DEMO_ADVERT_MS));
+    println!();
+    println!(
+        "podlb demo: failover: starting a second podlb on lb2 {LB2} (VRRP priority 100, adverts every {DEMO_ADVERT_MS} ms)"
+    );
+    let lb2 =
+        Podlb::start_as(topo, topo.ns("lb2"), exe, &c2, "lb2").map_err(|e| with_log(e, topo))?;
+    wait_vrrp_state(&lb2, "backup", Duration::from_secs(5))?;
+    // lb1 streams its flows to the backups it knows (lb2 says hello every 500 ms).
+    let t0 = Instant::now();
+    while metric_sum(&lb1.metrics()?, "podlb_sync_peers") < 1.0
+        && t0.elapsed() < Duration::from_secs(3)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    interrupt.check()?;
+
+    let client = topo.ns("client").to_string();
+    let vip = SocketAddr::V4(SocketAddrV4::new(VIP, 80));
+    let mut conns = netns::in_netns(&client, || {
+        (0..CONNS)
+            .map(|_| {
+                let mut c = HttpConn::connect(vip, netns::HTTP_TIMEOUT)?;
+                let r = c.get("/", false)?;
+                Ok((c, r.body.trim().to_string()))
+            })
+            .collect::<std::io::Result<Vec<_>>>()
+    })?
+    .map_err(|e| {
+        DemoError::Podlb(format!(
+            "opening keep-alive connections through the VIP: {e}"
+        ))
+    })?;
+    println!(
+        "podlb demo: failover: {CONNS} keep-alive connections open through lb1 (one request each)"
+    );
+    // Let the new flows reach lb2 (sync is batched).
+    let t0 = Instant::now();
+    while metric_sum(&lb2.metrics()?, "podlb_sync_installed_total") < CONNS as f64
+        && t0.elapsed() < Duration::from_secs(2)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let probe = Prober::start(
+        &client,
+        vip,
+        Duration::from_millis(10),
+        Duration::from_millis(250),
+    )?;
+    std::thread::sleep(Duration::from_millis(300));
+    println!("podlb demo: failover: cutting lb1's link (its bridge port down); probing the VIP every 10 ms");
+    topo.set_port_up("lb1", false)?;
+    let took = wait_vrrp_state(&lb2, "master", Duration::from_secs(5))?;
+    std::thread::sleep(Duration::from_millis(700));
+    let report = probe.finish()?;
+    interrupt.check()?;
+
+    let mut survived = 0;
+    let mut moved = 0;
+    for (c, body) in conns.iter_mut() {
+        match c.get("/", false) {
+            Ok(r) if r.status == 200 && r.body.trim() == body => survived += 1,
+            Ok(_) => moved += 1,
+            Err(_) => {}
+        }
+    }
+    let m = lb2.metrics()?;
+    let takeover_ms = 1e3 * metric_sum(&m, "podlb_takeover_seconds_sum")
+        / metric_sum(&m, "podlb_takeover_seconds_count").max(1.0);
+    println!();
+    println!(
+        "  lb2 became master {:.0} ms after the cut (seen on its /status)",
+        took.as_secs_f64() * 1e3
+    );
+    println!(
+        "  probe: {} ok, {} failed; longest gap between successful requests {:.0} ms",
+        report.ok,
+        report.failed,
+        report.longest_gap.as_secs_f64() * 1e3
+    );
+    println!("  lb2 takeover (master-down detected -> first frame forwarded): {takeover_ms:.1} ms");
+    println!(
+        "  flows synced to lb2 before the cut: {}",
+        metric_sum(&m, "podlb_sync_installed_total")
+    );
+    println!(
+        "  open connections after the failover: {survived}/{CONNS} answered on the same backend{}",
+        if moved > 0 {
+            format!(", {moved} answered differently")
+        } else {
+            String::new()
+        }
+    );
+    Ok(lb2)
 }
 
 fn with_log(e: DemoError, topo: &Topology) -> DemoError {

@@ -747,6 +747,40 @@ impl Topology {
         &self.dir
     }
 
+    /// Sets host `role`'s bridge port (its veth end in the node namespace)
+    /// up or down: down cuts the host's link (its `eth0` loses carrier).
+    pub fn set_port_up(&self, role: &str, up: bool) -> Result<()> {
+        let port = self.host(role)?.port.clone();
+        ip(&[
+            "-n",
+            &self.node,
+            "link",
+            "set",
+            &port,
+            if up { "up" } else { "down" },
+        ])?;
+        Ok(())
+    }
+
+    /// Sets bridge port isolation of host `role`: isolated ports cannot
+    /// reach each other but still reach every other port.
+    pub fn set_port_isolated(&self, role: &str, isolated: bool) -> Result<()> {
+        let port = self.host(role)?.port.clone();
+        ip(&[
+            "-n",
+            &self.node,
+            "link",
+            "set",
+            "dev",
+            &port,
+            "type",
+            "bridge_slave",
+            "isolated",
+            if isolated { "on" } else { "off" },
+        ])?;
+        Ok(())
+    }
+
     /// Starts `args` inside `ns`, stdout and stderr to `<dir>/<label>.log`.
     /// The process is killed when the topology drops.
     pub fn spawn(&self, ns: &str, label: &str, args: &[&str]) -> Result<Proc> {
@@ -1211,5 +1245,136 @@ mod tests {
     fn is_root_reads_proc() {
         // Only checks that it does not panic and agrees with /proc.
         let _ = is_root();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Availability probe
+
+/// Start time (since the prober started) and outcome of each probe.
+type ProbeLog = Vec<(Duration, bool)>;
+
+/// What a [`Prober`] measured.
+#[derive(Debug, Clone, Default)]
+pub struct ProbeReport {
+    /// Probes that got a 200.
+    pub ok: usize,
+    /// Probes that failed (refused, reset, timed out, non-200).
+    pub failed: usize,
+    /// Longest time between the starts of two successive successful probes
+    /// (with no success in between): the outage a client saw.
+    pub longest_gap: Duration,
+    /// When that gap began, relative to the prober's start.
+    pub gap_began: Duration,
+}
+
+/// Starts a fresh HTTP request (new connection, `Connection: close`) every
+/// `interval` from inside a namespace, each on its own thread with its own
+/// timeout, and records which succeeded; [`Prober::finish`] reports the
+/// longest gap between successes.
+///
+/// Keep the timeout well below TCP's initial SYN retransmission timeout
+/// (1 s): a probe whose first SYN was lost during the outage and whose
+/// retransmission got through later would otherwise count as a success
+/// dated from its start, and shorten the measured gap.
+pub struct Prober {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<ProbeLog>>>,
+    started: Instant,
+}
+
+impl Prober {
+    /// Starts probing `addr` from `ns`.
+    pub fn start(
+        ns: &str,
+        addr: SocketAddr,
+        interval: Duration,
+        timeout: Duration,
+    ) -> Result<Prober> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let started = Instant::now();
+        let thread = spawn_in_netns(ns, move || {
+            let results: Arc<Mutex<Vec<(Duration, bool)>>> = Arc::new(Mutex::new(Vec::new()));
+            let mut workers = Vec::new();
+            let mut next = Instant::now();
+            // Bounded: at most 10 minutes of probing whatever the caller does.
+            let limit = started + Duration::from_secs(600);
+            while !stop2.load(Ordering::SeqCst) && Instant::now() < limit {
+                let results = results.clone();
+                workers.push(thread::spawn(move || {
+                    let t = started.elapsed();
+                    let ok = HttpConn::connect(addr, timeout)
+                        .and_then(|mut c| c.get("/", true))
+                        .map(|r| r.status == 200)
+                        .unwrap_or(false);
+                    if let Ok(mut v) = results.lock() {
+                        v.push((t, ok));
+                    }
+                }));
+                next += interval;
+                let now = Instant::now();
+                if next > now {
+                    thread::sleep(next - now);
+                } else {
+                    next = now;
+                }
+                workers.retain(|w| !w.is_finished());
+            }
+            for w in workers {
+                let _ = w.join();
+            }
+            let v = results.lock().map(|v| v.clone()).unwrap_or_default();
+            v
+        })?;
+        Ok(Prober {
+            stop,
+            thread: Some(thread),
+            started,
+        })
+    }
+
+    /// Time since the prober started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Stops probing, waits for the probes in flight (each bounded by its
+    /// timeout) and reports.
+    pub fn finish(mut self) -> Result<ProbeReport> {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut v = match self.thread.take() {
+            Some(t) => t
+                .join()
+                .map_err(|_| NetnsError::Panicked("prober".into()))??,
+            None => Vec::new(),
+        };
+        v.sort_by_key(|(t, _)| *t);
+        let mut r = ProbeReport::default();
+        let mut last_ok: Option<Duration> = None;
+        for (t, ok) in v {
+            if ok {
+                r.ok += 1;
+                if let Some(prev) = last_ok {
+                    if t - prev > r.longest_gap {
+                        r.longest_gap = t - prev;
+                        r.gap_began = prev;
+                    }
+                }
+                last_ok = Some(t);
+            } else {
+                r.failed += 1;
+            }
+        }
+        Ok(r)
+    }
+}
+
+impl Drop for Prober {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
