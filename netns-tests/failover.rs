@@ -399,3 +399,58 @@ fn vrrp_split_brain_heals() {
     stop_podlb(&lb1);
     stop_podlb(&lb2);
 }
+
+/// Notify hooks run on each transition with only the documented
+/// environment (PATH, PODLB_STATE, PODLB_VIP, PODLB_VRID; the shell adds its
+/// own PWD/SHLVL/_): master on taking over, fault when the link goes down.
+#[test]
+fn vrrp_notify_hooks_get_documented_environment() {
+    require_netns!("vrrp_notify_hooks_get_documented_environment");
+    let l = lab(false);
+    let dir = l.topo.dir().to_path_buf();
+    let hook = dir.join("hook.sh");
+    std::fs::write(
+        &hook,
+        format!("#!/bin/sh\nenv > {}/hook-$PODLB_STATE.env\n", dir.display()),
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&hook)
+        .status()
+        .unwrap();
+    let mut cfg = vrrp_config(200, 100, None, false);
+    if let Some(v) = cfg.vrrp.as_mut() {
+        v.hook = Some(hook.display().to_string());
+    }
+    let lb1 = start_lb(&l.topo, "lb1", &cfg);
+    wait_state(&lb1, "master", Duration::from_secs(5));
+    let read = |state: &str| -> String {
+        let f = dir.join(format!("hook-{state}.env"));
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(5) {
+            if let Ok(s) = std::fs::read_to_string(&f) {
+                if !s.is_empty() {
+                    return s;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("hook for {state} did not run\n{}", lb1.log_tail(2000));
+    };
+    let env = read("master");
+    assert!(env.contains("PODLB_STATE=master"), "{env}");
+    assert!(env.contains(&format!("PODLB_VIP={VIP}")), "{env}");
+    assert!(env.contains("PODLB_VRID=51"), "{env}");
+    for line in env.lines() {
+        let key = line.split('=').next().unwrap_or("");
+        assert!(
+            key.starts_with("PODLB_") || ["PATH", "PWD", "SHLVL", "_", "OLDPWD"].contains(&key),
+            "undocumented variable {key:?} in the hook's environment:\n{env}"
+        );
+    }
+    // The link goes down: the fault hook.
+    l.topo.set_port_up("lb1", false).unwrap();
+    let env = read("fault");
+    assert!(env.contains("PODLB_STATE=fault"), "{env}");
+}

@@ -182,6 +182,8 @@ pub struct VrrpSpec {
     pub unicast_peers: Vec<Ipv4Addr>,
     /// UDP port of connection sync; `None`: podlb's default.
     pub sync_port: Option<u16>,
+    /// One script for on_master, on_backup and on_fault.
+    pub hook: Option<String>,
 }
 
 impl VrrpSpec {
@@ -194,6 +196,7 @@ impl VrrpSpec {
             preempt: true,
             unicast_peers: Vec::new(),
             sync_port: None,
+            hook: None,
         }
     }
 }
@@ -286,6 +289,11 @@ impl ConfigSpec {
             );
             if let Some(p) = v.sync_port {
                 let _ = writeln!(s, "sync_port = {p}");
+            }
+            if let Some(h) = &v.hook {
+                for k in ["on_master", "on_backup", "on_fault"] {
+                    let _ = writeln!(s, "{k} = {}", toml_str(h));
+                }
             }
         }
         s
