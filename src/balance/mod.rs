@@ -9,6 +9,8 @@ pub mod neighbor;
 pub mod service;
 pub mod stats;
 pub mod sync;
+#[cfg(test)]
+pub(crate) mod testlab;
 
 /// Milliseconds from `then` to `now` on the engine's wrapping u32 clock.
 /// A `then` slightly after `now` (a worker stamped a flow after the control

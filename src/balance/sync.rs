@@ -1048,62 +1048,18 @@ mod tests {
     /// backend and NAT port, and backend replies to the client's MAC.
     mod end_to_end {
         use super::*;
-        use crate::balance::forward::{Forwarder, NatPorts, PacketMeta, Verdict};
-        use crate::balance::neighbor::NeighborTable;
-        use crate::balance::stats::{DropReason, WorkerStats};
-        use crate::config::{BackendConfig, Mode, ServiceConfig};
-        use etherparse::{Ipv4Header, PacketBuilder, TcpHeader};
-        use std::net::{Ipv4Addr, SocketAddrV4};
+        use crate::balance::forward::{PacketMeta, Verdict};
+        use crate::balance::stats::DropReason;
+        use crate::balance::testlab::{
+            self, bmac, forwarder, tcp_frame, verify_full, CLIENT, CLIENT_MAC, LB, VIP,
+        };
+        use crate::config::Mode;
         use std::sync::Arc;
 
-        const LB: [u8; 6] = [2, 0, 0, 0, 0, 0x02];
-        const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x10];
-        const CLIENT: [u8; 4] = [198, 18, 0, 10];
-        const VIP4: [u8; 4] = [198, 18, 0, 100];
-        const BACKENDS: [[u8; 4]; 3] = [[198, 18, 0, 21], [198, 18, 0, 22], [198, 18, 0, 23]];
-
-        fn bmac(ip: [u8; 4]) -> [u8; 6] {
-            [2, 0, 0, 0, 1, ip[3]]
-        }
+        const VIP4: [u8; 4] = VIP;
 
         fn snapshot() -> Snapshot {
-            let backends = BACKENDS
-                .iter()
-                .map(|b| BackendConfig {
-                    addr: SocketAddrV4::new(Ipv4Addr::from(*b), 8080),
-                    weight: 1,
-                })
-                .collect();
-            let svc = ServiceConfig {
-                name: "web".into(),
-                vip: Ipv4Addr::from(VIP4),
-                port: 80,
-                mode: Mode::Nat,
-                backends,
-                table_size: 65537,
-            };
-            Snapshot::build(1, &[svc], |_, a| a.ip().octets()[3] as u16).unwrap()
-        }
-
-        fn forwarder(pickup: bool, port_seed: u32, sync: Option<Arc<SyncQueue>>) -> Forwarder {
-            let neighbors = Arc::new(NeighborTable::new(16));
-            for b in BACKENDS {
-                neighbors.track(u32::from_be_bytes(b));
-                neighbors.learn(u32::from_be_bytes(b), MacAddr(bmac(b)), 0);
-            }
-            Forwarder {
-                mac: MacAddr(LB),
-                own_mac: MacAddr(LB),
-                own_ip: None,
-                active: true,
-                accept_mode: true,
-                flows: Arc::new(FlowTable::new(4096, T)),
-                neighbors,
-                stats: Arc::new(WorkerStats::default()),
-                ports: NatPorts::new(0, 1, port_seed),
-                pickup,
-                sync,
-            }
+            testlab::snapshot(Mode::Nat, 8080)
         }
 
         fn frame(
@@ -1114,40 +1070,7 @@ mod tests {
             dport: u16,
             flags: &str,
         ) -> Vec<u8> {
-            let mut b = PacketBuilder::ethernet2(src_mac, LB)
-                .ipv4(src, dst, 64)
-                .tcp(sport, dport, 1000, 64240);
-            if flags.contains('S') {
-                b = b.syn();
-            }
-            if flags.contains('A') {
-                b = b.ack(77);
-            }
-            if flags.contains('F') {
-                b = b.fin();
-            }
-            let mut v = Vec::new();
-            b.write(&mut v, b"data").unwrap();
-            v
-        }
-
-        /// (dst MAC, src, dst, sport, dport) as etherparse reads them, with
-        /// both checksums verified.
-        fn parse(f: &[u8]) -> ([u8; 6], [u8; 4], [u8; 4], u16, u16) {
-            let (ip, rest) = Ipv4Header::from_slice(&f[14..]).unwrap();
-            assert_eq!(ip.header_checksum, ip.calc_header_checksum());
-            let (tcp, payload) = TcpHeader::from_slice(rest).unwrap();
-            let want = tcp
-                .calc_checksum_ipv4_raw(ip.source, ip.destination, payload)
-                .unwrap();
-            assert_eq!(tcp.checksum, want);
-            (
-                f[0..6].try_into().unwrap(),
-                ip.source,
-                ip.destination,
-                tcp.source_port,
-                tcp.destination_port,
-            )
+            tcp_frame(src_mac, LB, src, dst, sport, dport, flags)
         }
 
         #[test]
@@ -1161,14 +1084,14 @@ mod tests {
             for port in 20000..20100u16 {
                 let mut syn = frame(CLIENT_MAC, CLIENT, VIP4, port, 80, "S");
                 assert_eq!(master.forward(&snap, &mut syn, m, 10), Verdict::Tx);
-                let (_, _, backend, nat, _) = parse(&syn);
+                let (_, _, backend, nat, _) = verify_full(&syn);
                 on_master.insert(port, (backend, nat));
             }
             let mut fin = frame(CLIENT_MAC, CLIENT, VIP4, 20007, 80, "FA");
             assert_eq!(master.forward(&snap, &mut fin, m, 20), Verdict::Tx);
             let mut syn = frame(CLIENT_MAC, CLIENT, VIP4, 20007, 80, "S");
             assert_eq!(master.forward(&snap, &mut syn, m, 30), Verdict::Tx);
-            let (_, _, backend, nat, _) = parse(&syn);
+            let (_, _, backend, nat, _) = verify_full(&syn);
             assert_ne!(on_master[&20007].1, nat, "the new incarnation's NAT port");
             on_master.insert(20007, (backend, nat));
             assert_eq!(q.len(), 102, "100 upserts, a remove and an upsert");
@@ -1208,18 +1131,18 @@ mod tests {
             for port in 20000..20100u16 {
                 let mut ack = frame(CLIENT_MAC, CLIENT, VIP4, port, 80, "A");
                 assert_eq!(backup.forward(&snap, &mut ack, m, 5_010), Verdict::Tx);
-                let (dmac, src, dst, sport, dport) = parse(&ack);
+                let (dmac, src, dst, sport, dport) = verify_full(&ack);
                 let (backend, nat) = on_master[&port];
                 assert_eq!(
                     (src, dst, sport, dport),
                     (VIP4, backend, nat, 8080),
                     "port {port}"
                 );
-                assert_eq!(dmac, bmac(backend));
+                assert_eq!(dmac, bmac(backend).0);
                 // The backend's reply reaches the client's MAC, synced.
-                let mut reply = frame(bmac(backend), backend, VIP4, 8080, nat, "A");
+                let mut reply = frame(bmac(backend).0, backend, VIP4, 8080, nat, "A");
                 assert_eq!(backup.forward(&snap, &mut reply, m, 5_011), Verdict::Tx);
-                assert_eq!(parse(&reply), (CLIENT_MAC, VIP4, CLIENT, 80, port));
+                assert_eq!(verify_full(&reply), (CLIENT_MAC, VIP4, CLIENT, 80, port));
             }
             // A server-first segment right after takeover, before any client
             // frame: the synced MAC is already there.
@@ -1234,9 +1157,9 @@ mod tests {
                     &mut counts,
                 );
             }
-            let mut reply = frame(bmac(backend), backend, VIP4, 8080, nat, "A");
+            let mut reply = frame(bmac(backend).0, backend, VIP4, 8080, nat, "A");
             assert_eq!(fresh.forward(&snap, &mut reply, m, 1), Verdict::Tx);
-            assert_eq!(parse(&reply).0, CLIENT_MAC);
+            assert_eq!(verify_full(&reply).0, CLIENT_MAC);
             // A flow never synced is not adopted (pickup off).
             let mut ack = frame(CLIENT_MAC, CLIENT, VIP4, 30000, 80, "A");
             assert_eq!(
