@@ -217,6 +217,18 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
     };
     tracing::info!(interface = %ifname, mode = cfg.attach.mode_str(), %mac, workers, "attached");
 
+    // The kernel sees every frame podlb handles on AF_PACKET; with IPv4
+    // forwarding on it would route VIP traffic a second time.
+    if let Attach::AfPacket { interface } = &cfg.attach {
+        let knob = format!("/proc/sys/net/ipv4/conf/{interface}/forwarding");
+        if std::fs::read_to_string(&knob).is_ok_and(|v| v.trim() == "1") {
+            tracing::warn!(
+                "{knob} is 1: the kernel will also forward the VIP traffic podlb handles; \
+                 set net.ipv4.ip_forward=0 in podlb's network namespace"
+            );
+        }
+    }
+
     // VRRP: the VIPs are served with the virtual MAC (RFC 9568 §7.3); the
     // device's own MAC stays for the instance's own traffic.
     let own_mac = mac;
