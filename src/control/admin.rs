@@ -142,6 +142,27 @@ fn backend_rows(view: &EngineView) -> Vec<BackendRow> {
     rows
 }
 
+/// One metric with a single sample: HELP, TYPE and the value (`labels`
+/// without braces, or empty).
+fn single(
+    o: &mut String,
+    name: &str,
+    help: &str,
+    kind: &str,
+    labels: &str,
+    value: impl std::fmt::Display,
+) {
+    let labels = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
+    let _ = writeln!(
+        o,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{labels} {value}"
+    );
+}
+
 fn metrics(view: &EngineView) -> String {
     let st = all_stats(view);
     let mut o = String::with_capacity(8192);
@@ -178,10 +199,13 @@ fn metrics(view: &EngineView) -> String {
         ),
     ] {
         let name = format!("podlb_{}_total", e.as_str());
-        let _ = writeln!(
-            o,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-            total(st.clone(), |w| w.events(e))
+        single(
+            &mut o,
+            &name,
+            help,
+            "counter",
+            "",
+            total(st.clone(), |w| w.events(e)),
         );
     }
     for (name, help, v) in [
@@ -211,10 +235,25 @@ fn metrics(view: &EngineView) -> String {
             view.shared.flows.evictions(),
         ),
     ] {
-        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        single(&mut o, name, help, "counter", "", v);
     }
-    let _ = writeln!(o, "# HELP podlb_flows_active Flows in the connection table.\n# TYPE podlb_flows_active gauge\npodlb_flows_active {}", view.shared.flows.len());
-    let _ = writeln!(o, "# HELP podlb_flows_capacity Connection table capacity.\n# TYPE podlb_flows_capacity gauge\npodlb_flows_capacity {}", view.shared.flows.capacity());
+    let flows = &view.shared.flows;
+    single(
+        &mut o,
+        "podlb_flows_active",
+        "Flows in the connection table.",
+        "gauge",
+        "",
+        flows.len(),
+    );
+    single(
+        &mut o,
+        "podlb_flows_capacity",
+        "Connection table capacity.",
+        "gauge",
+        "",
+        flows.capacity(),
+    );
 
     let rows = backend_rows(view);
     let per =
@@ -344,10 +383,7 @@ fn metrics(view: &EngineView) -> String {
             } else {
                 "gauge"
             };
-            let _ = writeln!(
-                o,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{vrid=\"{vrid}\"}} {val}"
-            );
+            single(&mut o, name, help, kind, &format!("vrid=\"{vrid}\""), val);
         }
         let _ = writeln!(o, "# HELP podlb_vrrp_drops_total Adverts discarded, by RFC 9568 §7.1 check.\n# TYPE podlb_vrrp_drops_total counter");
         for d in AdvertDrop::ALL {
@@ -447,13 +483,17 @@ fn metrics(view: &EngineView) -> String {
                 &v.unknown_service,
             ),
         ] {
-            let _ = writeln!(
-                o,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                c.load(Ordering::Relaxed)
-            );
+            single(&mut o, name, help, "counter", "", c.load(Ordering::Relaxed));
         }
-        let _ = writeln!(o, "# HELP podlb_sync_peers Instances this one streams to (configured and learned).\n# TYPE podlb_sync_peers gauge\npodlb_sync_peers {}", v.peers.load(Ordering::Relaxed));
+        let peers = v.peers.load(Ordering::Relaxed);
+        single(
+            &mut o,
+            "podlb_sync_peers",
+            "Instances this one streams to (configured and learned).",
+            "gauge",
+            "",
+            peers,
+        );
     }
     o
 }
