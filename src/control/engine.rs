@@ -413,9 +413,10 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
         }
         let mut wake = next_tick;
         if let Some(r) = redundancy.as_mut() {
-            ctl.vrrp_step(r, now);
-            // Adverts are read within VRRP_POLL; timers fire on time.
-            wake = wake.min(now + VRRP_POLL);
+            let busy = ctl.vrrp_step(r, now);
+            // Adverts and new flows are picked up within the poll period;
+            // timers fire on time regardless.
+            wake = wake.min(now + if busy { VRRP_POLL_BUSY } else { VRRP_POLL_IDLE });
             if let Some(d) = r.next_deadline() {
                 wake = wake.min(d);
             }
@@ -456,8 +457,11 @@ enum Devices {
 }
 
 const TICK: Duration = Duration::from_millis(20);
-/// How often the control thread looks for punted VRRP adverts.
-const VRRP_POLL: Duration = Duration::from_millis(2);
+/// How often the control thread looks for punted VRRP adverts and new flows
+/// to sync while there is traffic (this bounds the sync loss window) ...
+const VRRP_POLL_BUSY: Duration = Duration::from_millis(2);
+/// ... and while idle (a new flow after a quiet spell waits up to this long).
+const VRRP_POLL_IDLE: Duration = Duration::from_millis(10);
 /// A full sweep of the flow table takes this many ticks (1 s).
 const SWEEP_TICKS: usize = 50;
 /// Re-ask a resolved neighbor after this long without hearing from it.
@@ -547,15 +551,19 @@ impl Control {
 
     /// Feeds punted adverts to the VRRP driver and runs its timers; moves
     /// connection-sync traffic.
-    fn vrrp_step(&mut self, r: &mut Redundancy, now: Instant) {
+    /// Returns whether there was work (adverts or sync traffic), so the
+    /// loop polls at [`VRRP_POLL_BUSY`] then and at [`VRRP_POLL_IDLE`] when not.
+    fn vrrp_step(&mut self, r: &mut Redundancy, now: Instant) -> bool {
+        let mut busy = false;
         while let Some(frame) = self.view.shared.punt.pop() {
             r.on_frame(&frame, now);
+            busy = true;
         }
         self.master = r.is_master();
         if let Some(link) = self.sync.as_mut() {
             let sh = &self.view.shared;
             let snap = sh.snapshot.load();
-            link.step(
+            busy |= link.step(
                 now,
                 sh.now_ms(),
                 self.master,
@@ -599,6 +607,7 @@ impl Control {
                 r.view.takeover.observe(Duration::from_micros(done - armed));
             }
         }
+        busy
     }
 
     fn vrrp_punts_discard(&mut self) {

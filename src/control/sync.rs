@@ -136,6 +136,8 @@ impl SyncLink {
     }
 
     /// One step: receive, and as master stream, as backup say hello.
+    /// Returns whether anything was received or streamed (the caller polls
+    /// faster while there is).
     pub fn step(
         &mut self,
         now: Instant,
@@ -144,9 +146,11 @@ impl SyncLink {
         master_addr: Option<Ipv4Addr>,
         flows: &FlowTable,
         snap: &Snapshot,
-    ) {
+    ) -> bool {
+        let mut busy = false;
         // Receive.
         while let Ok((n, from)) = self.sock.recv_from(&mut self.buf) {
+            busy = true;
             let SocketAddr::V4(from) = from else { continue };
             self.view.datagrams_received.fetch_add(1, Relaxed);
             let d = match sync::decode(&self.buf[..n]) {
@@ -198,6 +202,7 @@ impl SyncLink {
             if let Some(d) = self.enc.flush() {
                 out.push(d);
             }
+            busy |= !out.is_empty();
             for d in out {
                 let events = (d.len() - sync::HEADER_LEN) / sync::ENTRY_LEN;
                 if !targets.is_empty() {
@@ -217,5 +222,6 @@ impl SyncLink {
                 }
             }
         }
+        busy
     }
 }
