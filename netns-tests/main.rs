@@ -10,6 +10,7 @@ mod common;
 
 mod cleanup;
 mod failover;
+mod fakeapi;
 mod forwarding;
 mod harness;
 mod keepalived;
