@@ -25,7 +25,7 @@ use crate::control::redundancy::{Effects, Redundancy, VrrpView};
 use crate::control::sync::{SyncLink, SyncView, REFRESH_PERIOD_MS};
 use crate::dataplane::{run_worker, Shared};
 use crate::io::packet::{PacketConfig, PacketInjector, PacketSocket};
-use crate::io::{sys, tap, Injector};
+use crate::io::{sys, tap, Device, Injector};
 use crate::wire::{arp, MacAddr};
 
 /// Why `podlb run` could not start.
@@ -313,12 +313,6 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
 
     // Workers.
     let mut handles = Vec::new();
-    let spawn = |i: usize, f: Box<dyn FnOnce() + Send>| {
-        std::thread::Builder::new()
-            .name(format!("podlb-w{i}"))
-            .spawn(f)
-            .map_err(EngineError::Thread)
-    };
     let port_seed = {
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -340,26 +334,10 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
     };
     match devices {
         Devices::Packet(socks) => {
-            for (i, d) in socks.into_iter().enumerate() {
-                let (sh, fwd, st, bp) = (
-                    shared.clone(),
-                    mk_fwd(i),
-                    view.workers[i].clone(),
-                    cfg.io.busy_poll,
-                );
-                handles.push(spawn(i, Box::new(move || run_worker(d, sh, fwd, st, bp)))?);
-            }
+            spawn_workers(socks, &shared, cfg.io.busy_poll, mk_fwd, &mut handles)?
         }
         Devices::Tap(queues) => {
-            for (i, d) in queues.into_iter().enumerate() {
-                let (sh, fwd, st, bp) = (
-                    shared.clone(),
-                    mk_fwd(i),
-                    view.workers[i].clone(),
-                    cfg.io.busy_poll,
-                );
-                handles.push(spawn(i, Box::new(move || run_worker(d, sh, fwd, st, bp)))?);
-            }
+            spawn_workers(queues, &shared, cfg.io.busy_poll, mk_fwd, &mut handles)?
         }
     }
 
@@ -447,6 +425,25 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
     shared.stop.store(true, Ordering::Relaxed);
     for h in handles {
         let _ = h.join();
+    }
+    Ok(())
+}
+
+/// Starts one worker thread per device.
+fn spawn_workers<D: Device + 'static>(
+    devices: Vec<D>,
+    shared: &Arc<Shared>,
+    busy_poll: Duration,
+    mk_fwd: impl Fn(usize) -> Forwarder,
+    handles: &mut Vec<std::thread::JoinHandle<()>>,
+) -> Result<(), EngineError> {
+    for (i, dev) in devices.into_iter().enumerate() {
+        let (sh, fwd) = (shared.clone(), mk_fwd(i));
+        let h = std::thread::Builder::new()
+            .name(format!("podlb-w{i}"))
+            .spawn(move || run_worker(dev, sh, fwd, busy_poll))
+            .map_err(EngineError::Thread)?;
+        handles.push(h);
     }
     Ok(())
 }

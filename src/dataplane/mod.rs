@@ -18,7 +18,7 @@ use crate::balance::flow::FlowTable;
 use crate::balance::forward::{Forwarder, Verdict};
 use crate::balance::neighbor::NeighborTable;
 use crate::balance::service::Snapshot;
-use crate::balance::stats::{DropReason, Event, WorkerStats};
+use crate::balance::stats::{DropReason, Event};
 use crate::io::Device;
 
 /// State shared by the control plane and all workers.
@@ -60,9 +60,10 @@ pub fn run_worker<D: Device>(
     mut dev: D,
     shared: Arc<Shared>,
     mut fwd: Forwarder,
-    stats: Arc<WorkerStats>,
     busy_poll: Duration,
 ) {
+    // The worker's counters are its forwarder's.
+    let stats = fwd.stats.clone();
     let mut last_rx = Instant::now();
     while !shared.stop.load(Ordering::Relaxed) {
         let snap = shared.snapshot.load();
