@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -157,6 +157,48 @@ pub struct Config {
     pub services: Vec<ServiceConfig>,
     /// Active–backup redundancy; `None`: this instance always serves.
     pub vrrp: Option<VrrpSettings>,
+    /// Services from the Kubernetes API (in addition to `services`).
+    pub kubernetes: Option<KubernetesSettings>,
+}
+
+/// The `[kubernetes]` table: serve Services of type LoadBalancer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubernetesSettings {
+    /// A kubeconfig file; `None`: in-cluster service account, else
+    /// `$KUBECONFIG` / `~/.kube/config`.
+    pub kubeconfig: Option<PathBuf>,
+    /// Class, VIP pools, default mode.
+    pub reconcile: crate::control::k8s::KubeSettings,
+    /// podlb's own namespace (peers Service, Lease, Events about podlb);
+    /// `None`: `$POD_NAMESPACE`, else `default`.
+    pub namespace: Option<String>,
+    /// The headless Service whose endpoints are the podlb Pods; `None`: no
+    /// peer discovery.
+    pub peers_service: Option<String>,
+    /// This Pod's address (left out of the peer list); `None`: `$POD_IP`,
+    /// else the VRRP source address.
+    pub pod_ip: Option<Ipv4Addr>,
+    /// Who this instance is in Events and the Lease; `None`: `$POD_NAME`,
+    /// else the host name.
+    pub identity: Option<String>,
+    /// `election = "lease"`: a coordination.k8s.io/v1 Lease decides who is
+    /// active instead of VRRP.
+    pub lease: Option<LeaseSettings>,
+}
+
+/// `[kubernetes.lease]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseSettings {
+    pub name: String,
+    /// How long a holder that stopped renewing keeps the Lease.
+    pub duration: Duration,
+    /// How often the holder renews and the others try.
+    pub retry: Duration,
+    /// Gratuitous ARPs per VIP on becoming active.
+    pub garp_count: u32,
+    pub on_master: Option<String>,
+    pub on_backup: Option<String>,
+    pub on_fault: Option<String>,
 }
 
 /// How VRRP adverts are checksummed when sent (both forms are accepted).
@@ -214,6 +256,35 @@ struct RawConfig {
     #[serde(default)]
     service: Vec<RawService>,
     vrrp: Option<RawVrrp>,
+    kubernetes: Option<RawKubernetes>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKubernetes {
+    kubeconfig: Option<String>,
+    load_balancer_class: Option<String>,
+    #[serde(default)]
+    vip_pools: Vec<String>,
+    default_mode: Option<Mode>,
+    namespace: Option<String>,
+    peers_service: Option<String>,
+    pod_ip: Option<String>,
+    identity: Option<String>,
+    election: Option<String>,
+    lease: Option<RawLease>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLease {
+    name: Option<String>,
+    duration_ms: Option<u64>,
+    retry_ms: Option<u64>,
+    garp_count: Option<u32>,
+    on_master: Option<String>,
+    on_backup: Option<String>,
+    on_fault: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -443,6 +514,23 @@ impl Config {
                 ));
             }
         }
+        let kubernetes = raw.kubernetes.map(validate_kubernetes).transpose()?;
+        if let Some(k) = &kubernetes {
+            for (i, s) in services.iter().enumerate() {
+                if k.reconcile.in_pool(s.vip) {
+                    return Err(err(
+                        format!("service[{i}].vip"),
+                        format!("{} is inside kubernetes.vip_pools, which belong to Kubernetes Services; use an address outside the pools", s.vip),
+                    ));
+                }
+            }
+            if k.lease.is_some() && vrrp.is_some() {
+                return Err(err(
+                    "kubernetes.election",
+                    "\"lease\" replaces VRRP: remove the [vrrp] table, or use election = \"vrrp\"",
+                ));
+            }
+        }
         Ok(Config {
             attach,
             workers: workers as usize,
@@ -451,8 +539,125 @@ impl Config {
             io,
             services,
             vrrp,
+            kubernetes,
         })
     }
+}
+
+/// A Kubernetes object name (RFC 1123 label or subdomain).
+fn check_k8s_name(key: &str, s: &str) -> Result<(), ConfigError> {
+    let ok = !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(err(
+            key,
+            format!("{s:?} is not a Kubernetes name (lowercase letters, digits, '-', '.')"),
+        ))
+    }
+}
+
+fn absolute_hook(key: &str, h: Option<String>) -> Result<Option<String>, ConfigError> {
+    match h {
+        Some(p) if !p.starts_with('/') => Err(err(key, format!("{p:?} must be an absolute path"))),
+        other => Ok(other),
+    }
+}
+
+fn validate_kubernetes(k: RawKubernetes) -> Result<KubernetesSettings, ConfigError> {
+    let reconcile = crate::control::k8s::KubeSettings::new(
+        k.load_balancer_class.as_deref(),
+        &k.vip_pools,
+        k.default_mode,
+    )?;
+    let nonempty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+    let namespace = nonempty(k.namespace);
+    if let Some(ns) = &namespace {
+        check_k8s_name("kubernetes.namespace", ns)?;
+    }
+    // Absent: the default name; empty: discovery off.
+    let peers_service = match k.peers_service {
+        None => Some(crate::control::k8s::DEFAULT_PEERS_SERVICE.to_string()),
+        Some(s) if s.is_empty() => None,
+        Some(s) => {
+            check_k8s_name("kubernetes.peers_service", &s)?;
+            Some(s)
+        }
+    };
+    let pod_ip = match nonempty(k.pod_ip) {
+        None => None,
+        Some(a) => Some(a.parse::<Ipv4Addr>().map_err(|_| {
+            err("kubernetes.pod_ip", format!("{a:?} is not an IPv4 address"))
+        })?),
+    };
+    let lease = match k.election.as_deref().unwrap_or("vrrp") {
+        "vrrp" => {
+            if k.lease.is_some() {
+                return Err(err(
+                    "kubernetes.lease",
+                    "only used with election = \"lease\"",
+                ));
+            }
+            None
+        }
+        "lease" => {
+            let l = k.lease.unwrap_or_default();
+            let name = l.name.unwrap_or_else(|| "podlb".to_string());
+            check_k8s_name("kubernetes.lease.name", &name)?;
+            let duration = l.duration_ms.unwrap_or(4000);
+            if !(1000..=600_000).contains(&duration) {
+                return Err(err(
+                    "kubernetes.lease.duration_ms",
+                    format!("{duration} is out of range: use 1000..=600000"),
+                ));
+            }
+            let retry = l.retry_ms.unwrap_or(duration / 4);
+            if retry < 100 || retry * 2 > duration {
+                return Err(err(
+                    "kubernetes.lease.retry_ms",
+                    format!("{retry} must be at least 100 and at most half of duration_ms ({duration})"),
+                ));
+            }
+            let garp_count = l.garp_count.unwrap_or(3);
+            if !(1..=100).contains(&garp_count) {
+                return Err(err(
+                    "kubernetes.lease.garp_count",
+                    format!("{garp_count} is out of range: use 1..=100"),
+                ));
+            }
+            Some(LeaseSettings {
+                name,
+                duration: Duration::from_millis(duration),
+                retry: Duration::from_millis(retry),
+                garp_count,
+                on_master: absolute_hook("kubernetes.lease.on_master", l.on_master)?,
+                on_backup: absolute_hook("kubernetes.lease.on_backup", l.on_backup)?,
+                on_fault: absolute_hook("kubernetes.lease.on_fault", l.on_fault)?,
+            })
+        }
+        other => {
+            return Err(err(
+                "kubernetes.election",
+                format!("{other:?} is not an election: use \"vrrp\" or \"lease\""),
+            ))
+        }
+    };
+    Ok(KubernetesSettings {
+        kubeconfig: nonempty(k.kubeconfig).map(PathBuf::from),
+        reconcile,
+        namespace,
+        peers_service,
+        pod_ip,
+        identity: nonempty(k.identity),
+        lease,
+    })
 }
 
 fn validate_vrrp(v: RawVrrp) -> Result<VrrpSettings, ConfigError> {
@@ -825,5 +1030,49 @@ backends = ["198.18.0.21:80", { addr = "198.18.0.22:80", weight = 3 }]
     fn unknown_keys_are_rejected() {
         let e = Config::parse(&GOOD.replace("workers", "wrokers")).unwrap_err();
         assert!(e.to_string().contains("wrokers"), "{e}");
+    }
+
+    #[test]
+    fn kubernetes_table() {
+        let c = Config::parse(&format!(
+            "{GOOD}[kubernetes]\nvip_pools = [\"198.18.0.200/30\"]\nnamespace = \"podlb-system\"\n"
+        ))
+        .unwrap();
+        let k = c.kubernetes.unwrap();
+        assert_eq!(k.reconcile.load_balancer_class, "podlb.io/vip");
+        assert_eq!(k.namespace.as_deref(), Some("podlb-system"));
+        assert_eq!(k.peers_service.as_deref(), Some("podlb-peers"));
+        assert!(k.lease.is_none() && k.kubeconfig.is_none() && k.pod_ip.is_none());
+        let c = Config::parse(&format!(
+            "{GOOD}[kubernetes]\nvip_pools = [\"198.18.0.200/30\"]\npeers_service = \"\"\nelection = \"lease\"\n[kubernetes.lease]\nduration_ms = 3000\n"
+        ))
+        .unwrap();
+        let k = c.kubernetes.unwrap();
+        assert_eq!(k.peers_service, None);
+        let l = k.lease.unwrap();
+        assert_eq!((l.name.as_str(), l.duration, l.retry), ("podlb", Duration::from_millis(3000), Duration::from_millis(750)));
+    }
+
+    #[test]
+    fn kubernetes_errors_name_the_key() {
+        let k = |extra: &str| key_of(&format!("{GOOD}[kubernetes]\n{extra}\n"));
+        assert_eq!(k(""), "kubernetes.vip_pools");
+        assert_eq!(k("vip_pools = [\"198.18.0.100/30\"]"), "service[0].vip");
+        assert_eq!(k("vip_pools = [\"198.18.1.0/30\"]\nelection = \"raft\""), "kubernetes.election");
+        assert_eq!(k("vip_pools = [\"198.18.1.0/30\"]\nnamespace = \"Bad_NS\""), "kubernetes.namespace");
+        assert_eq!(k("vip_pools = [\"198.18.1.0/30\"]\npod_ip = \"x\""), "kubernetes.pod_ip");
+        assert_eq!(k("vip_pools = [\"198.18.1.0/30\"]\n[kubernetes.lease]\nname = \"a\""), "kubernetes.lease");
+        assert_eq!(
+            k("vip_pools = [\"198.18.1.0/30\"]\nelection = \"lease\"\n[kubernetes.lease]\nduration_ms = 4000\nretry_ms = 3000"),
+            "kubernetes.lease.retry_ms"
+        );
+        assert_eq!(
+            k("vip_pools = [\"198.18.1.0/30\"]\nelection = \"lease\"\n[kubernetes.lease]\non_master = \"x\""),
+            "kubernetes.lease.on_master"
+        );
+        assert_eq!(
+            key_of(&format!("{GOOD}[vrrp]\nvrid = 1\n[kubernetes]\nvip_pools = [\"198.18.1.0/30\"]\nelection = \"lease\"\n")),
+            "kubernetes.election"
+        );
     }
 }
