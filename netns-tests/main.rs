@@ -14,5 +14,6 @@ mod fakeapi;
 mod forwarding;
 mod harness;
 mod keepalived;
+mod kubernetes;
 mod malformed;
 mod reload;

@@ -19,7 +19,8 @@ use serde_json::json;
 use crate::balance::flow::Phase;
 use crate::balance::stats::{total, BackendCounter, DropReason, Event, WorkerStats};
 use crate::control::engine::EngineView;
-use crate::control::redundancy::{STATE_NAMES, TAKEOVER_BUCKETS};
+use crate::control::k8s::client::KubeView;
+use crate::control::redundancy::{Histogram, STATE_NAMES, TAKEOVER_BUCKETS};
 use crate::wire::vrrp::AdvertDrop;
 
 const MAX_REQUEST: usize = 8192;
@@ -394,26 +395,16 @@ fn metrics(view: &EngineView) -> String {
                 v.drops[d as usize].load(Ordering::Relaxed)
             );
         }
-        let h = &v.takeover;
-        let _ = writeln!(o, "# HELP podlb_takeover_seconds Master-down detected to first frame forwarded as master.\n# TYPE podlb_takeover_seconds histogram");
-        for (i, le) in TAKEOVER_BUCKETS.iter().enumerate() {
-            let _ = writeln!(
-                o,
-                "podlb_takeover_seconds_bucket{{vrid=\"{vrid}\",le=\"{le}\"}} {}",
-                h.buckets[i].load(Ordering::Relaxed)
-            );
-        }
-        let count = h.count.load(Ordering::Relaxed);
-        let _ = writeln!(
-            o,
-            "podlb_takeover_seconds_bucket{{vrid=\"{vrid}\",le=\"+Inf\"}} {count}"
+        histogram(
+            &mut o,
+            "podlb_takeover_seconds",
+            "Master-down detected to first frame forwarded as master.",
+            &format!("vrid=\"{vrid}\","),
+            &v.takeover,
         );
-        let _ = writeln!(
-            o,
-            "podlb_takeover_seconds_sum{{vrid=\"{vrid}\"}} {}",
-            h.sum_us.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(o, "podlb_takeover_seconds_count{{vrid=\"{vrid}\"}} {count}");
+    }
+    if let Some(k) = &view.kube {
+        kube_metrics(&mut o, view, k);
     }
     if let Some(v) = &view.sync {
         for (name, help, c) in [
@@ -496,6 +487,110 @@ fn metrics(view: &EngineView) -> String {
         );
     }
     o
+}
+
+/// A Prometheus histogram; `labels` is empty or ends with a comma.
+fn histogram(o: &mut String, name: &str, help: &str, labels: &str, h: &Histogram) {
+    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for (i, le) in TAKEOVER_BUCKETS.iter().enumerate() {
+        let _ = writeln!(
+            o,
+            "{name}_bucket{{{labels}le=\"{le}\"}} {}",
+            h.buckets[i].load(Ordering::Relaxed)
+        );
+    }
+    let count = h.count.load(Ordering::Relaxed);
+    let _ = writeln!(o, "{name}_bucket{{{labels}le=\"+Inf\"}} {count}");
+    let bare = labels.trim_end_matches(',');
+    let _ = writeln!(
+        o,
+        "{name}_sum{{{bare}}} {}\n{name}_count{{{bare}}} {count}",
+        h.sum_us.load(Ordering::Relaxed) as f64 / 1e6
+    );
+}
+
+fn kube_metrics(o: &mut String, view: &EngineView, k: &KubeView) {
+    let g = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    for (name, help, kind, v) in [
+        ("podlb_k8s_synced", "1 once Services and EndpointSlices have been listed.", "gauge", u64::from(k.synced.load(Ordering::Relaxed))),
+        ("podlb_k8s_services", "Kubernetes Services served.", "gauge", g(&k.services)),
+        ("podlb_k8s_services_ignored", "Services that are not podlb's.", "gauge", g(&k.ignored)),
+        ("podlb_k8s_problems", "Services with a problem (see /status and their Events).", "gauge", k.problems.lock().len() as u64),
+        ("podlb_k8s_watch_events_total", "Watch events received.", "counter", g(&k.watch_events)),
+        ("podlb_k8s_watch_errors_total", "Watch errors (retried with back-off).", "counter", g(&k.watch_errors)),
+        ("podlb_k8s_relists_total", "Lists after the first (410 Gone, reconnects).", "counter", g(&k.relists)),
+        ("podlb_k8s_reconciles_total", "Reconciliations run.", "counter", g(&k.reconciles)),
+        ("podlb_k8s_updates_total", "Changes handed to the data plane.", "counter", g(&k.updates_published)),
+        ("podlb_k8s_status_writes_total", "Service status writes.", "counter", g(&k.status_writes)),
+        ("podlb_k8s_status_errors_total", "Failed Service status writes.", "counter", g(&k.status_errors)),
+        ("podlb_k8s_events_total", "Warning Events sent.", "counter", g(&k.events_sent)),
+        ("podlb_k8s_event_errors_total", "Events that could not be sent.", "counter", g(&k.event_errors)),
+    ] {
+        single(o, name, help, kind, "", v);
+    }
+    if let Some(l) = &k.lease {
+        single(o, "podlb_lease_state", "0 initialize, 1 backup, 2 holder, 3 fault.", "gauge", "", u64::from(l.state.load(Ordering::Relaxed)));
+        single(o, "podlb_lease_acquired_total", "Times the Lease was acquired.", "counter", "", g(&l.acquired));
+        single(o, "podlb_lease_errors_total", "Failed Lease calls.", "counter", "", g(&l.errors));
+        single(o, "podlb_lease_conflicts_total", "Lease writes lost to another instance (409).", "counter", "", g(&l.conflicts));
+    }
+    histogram(
+        o,
+        "podlb_k8s_update_seconds",
+        "API watch event to the first frame sent with the snapshot it made.",
+        "",
+        &view.update_latency,
+    );
+    histogram(
+        o,
+        "podlb_k8s_publish_seconds",
+        "API watch event to the snapshot published.",
+        "",
+        &view.publish_latency,
+    );
+}
+
+fn kube_status(view: &EngineView, k: &KubeView) -> serde_json::Value {
+    let mean_ms = |h: &Histogram| {
+        let c = h.count.load(Ordering::Relaxed);
+        (c > 0).then(|| h.sum_us.load(Ordering::Relaxed) as f64 / 1e3 / c as f64)
+    };
+    json!({
+        "namespace": *k.namespace.lock(),
+        "identity": *k.identity.lock(),
+        "synced": k.synced.load(Ordering::Relaxed),
+        "services": k.services.load(Ordering::Relaxed),
+        "ignored": k.ignored.load(Ordering::Relaxed),
+        "allocations": k.allocations.lock().iter().map(|(ns, n, ip)| json!({
+            "service": format!("{ns}/{n}"), "vip": ip.to_string(),
+        })).collect::<Vec<_>>(),
+        "problems": k.problems.lock().iter().map(|p| json!({
+            "service": format!("{}/{}", p.namespace, p.name),
+            "reason": p.reason.as_str(),
+            "message": p.message,
+        })).collect::<Vec<_>>(),
+        "draining": k.draining.lock().iter().map(|(s, eps)| json!({
+            "service": s, "endpoints": eps.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "peers": k.peers.lock().as_ref().map(|p| p.iter().map(|a| a.to_string()).collect::<Vec<_>>()),
+        "watch_events": k.watch_events.load(Ordering::Relaxed),
+        "watch_errors": k.watch_errors.load(Ordering::Relaxed),
+        "relists": k.relists.load(Ordering::Relaxed),
+        "status_writes": k.status_writes.load(Ordering::Relaxed),
+        "status_errors": k.status_errors.load(Ordering::Relaxed),
+        "events_sent": k.events_sent.load(Ordering::Relaxed),
+        "last_error": *k.last_error.lock(),
+        "updates": view.update_latency.count.load(Ordering::Relaxed),
+        "update_mean_ms": mean_ms(&view.update_latency),
+        "publish_mean_ms": mean_ms(&view.publish_latency),
+        "lease": k.lease.as_ref().map(|l| json!({
+            "state": STATE_NAMES[l.state.load(Ordering::Relaxed).min(3) as usize],
+            "holder": *l.holder.lock(),
+            "acquired": l.acquired.load(Ordering::Relaxed),
+            "errors": l.errors.load(Ordering::Relaxed),
+            "last_error": *l.last_error.lock(),
+        })),
+    })
 }
 
 fn status(view: &EngineView) -> serde_json::Value {
@@ -586,6 +681,7 @@ fn status(view: &EngineView) -> serde_json::Value {
                 "takeover_mean_ms": (count > 0).then(|| v.takeover.sum_us.load(Ordering::Relaxed) as f64 / 1e3 / count as f64),
             })
         }),
+        "kubernetes": view.kube.as_ref().map(|k| kube_status(view, k)),
         "arp": {
             "replies_sent": total(st.clone(), |w| w.events(Event::ArpRepliesSent)),
             "requests_sent": view.arp_requests.load(Ordering::Relaxed),

@@ -165,6 +165,8 @@ pub struct ConfigSpec {
     pub services: Vec<ServiceSpec>,
     /// The `[vrrp]` section; `None`: always serve.
     pub vrrp: Option<VrrpSpec>,
+    /// More TOML appended verbatim (e.g. a `[kubernetes]` table).
+    pub extra: String,
 }
 
 /// The `[vrrp]` section of a [`ConfigSpec`] (the keys the lab uses).
@@ -228,6 +230,7 @@ impl ConfigSpec {
                     .collect(),
             }],
             vrrp: None,
+            extra: String::new(),
         }
     }
 
@@ -295,6 +298,10 @@ impl ConfigSpec {
                     let _ = writeln!(s, "{k} = {}", toml_str(h));
                 }
             }
+        }
+        if !self.extra.is_empty() {
+            s.push('\n');
+            s.push_str(&self.extra);
         }
         s
     }

@@ -20,8 +20,10 @@ use crate::balance::neighbor::NeighborTable;
 use crate::balance::service::Snapshot;
 use crate::balance::stats::{WorkerStats, MAX_STAT_SLOTS};
 use crate::balance::sync;
-use crate::config::{Attach, Config, ConfigError};
-use crate::control::redundancy::{Effects, Redundancy, VrrpView};
+use crate::config::{Attach, Config, ConfigError, ServiceConfig};
+use crate::control::k8s::client::{Identity, KubeUpdate, KubeView};
+use crate::control::k8s::lease::{self, LeaseView};
+use crate::control::redundancy::{Effects, Histogram, Redundancy, VrrpView};
 use crate::control::sync::{SyncLink, SyncView, REFRESH_PERIOD_MS};
 use crate::dataplane::{run_worker, Shared};
 use crate::io::packet::{PacketConfig, PacketInjector, PacketSocket};
@@ -49,6 +51,17 @@ pub enum EngineError {
     /// A thread could not be started.
     #[error("thread: {0}")]
     Thread(std::io::Error),
+    /// The Kubernetes client could not start.
+    #[error("{0}")]
+    Kube(#[from] crate::control::k8s::client::StartError),
+}
+
+/// Why the control thread wakes up before its next tick.
+pub enum Wake {
+    /// The Kubernetes API changed what to serve.
+    Kube(Box<KubeUpdate>),
+    /// A backend's health changed.
+    Health,
 }
 
 /// Stable stats slots for (service, backend) pairs, so counters survive
@@ -106,6 +119,11 @@ pub struct EngineView {
     pub reload_errors: AtomicU64,
     pub last_reload_error: Mutex<Option<String>>,
     pub started: Instant,
+    pub kube: Option<Arc<KubeView>>,
+    /// API event arrival → first frame sent with the snapshot it made.
+    pub update_latency: Histogram,
+    /// API event arrival → snapshot published.
+    pub publish_latency: Histogram,
 }
 
 /// Signals as flags the control loop polls.
@@ -150,13 +168,11 @@ fn timeouts(cfg: &Config) -> Timeouts {
 
 fn build_snapshot(
     generation: u64,
-    cfg: &Config,
+    services: &[ServiceConfig],
     reg: &Mutex<StatsRegistry>,
 ) -> Result<Snapshot, EngineError> {
     let mut reg = reg.lock();
-    Ok(Snapshot::build(generation, &cfg.services, |s, a| {
-        reg.slot(s, a)
-    })?)
+    Ok(Snapshot::build(generation, services, |s, a| reg.slot(s, a))?)
 }
 
 /// Runs podlb with the config at `path` until SIGTERM/SIGINT.
@@ -168,10 +184,16 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
         flows: Arc::new(FlowTable::new(cfg.flows.capacity, timeouts(&cfg))),
         neighbors: Arc::new(NeighborTable::new(4096)),
         stop: AtomicBool::new(false),
-        active: AtomicBool::new(cfg.vrrp.is_none()),
+        // Without VRRP or a Lease this instance always serves.
+        active: AtomicBool::new(
+            cfg.vrrp.is_none() && cfg.kubernetes.as_ref().is_none_or(|k| k.lease.is_none()),
+        ),
         punt: crossbeam_queue::ArrayQueue::new(crate::dataplane::PUNT_QUEUE),
         takeover_armed_us: AtomicU64::new(0),
         takeover_done_us: AtomicU64::new(0),
+        update_armed_us: AtomicU64::new(0),
+        update_gen: AtomicU64::new(0),
+        update_done_us: AtomicU64::new(0),
         epoch: Instant::now(),
     });
 
@@ -247,22 +269,36 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
                     unreachable!("config requires vrrp.address in TAP mode")
                 }
             };
+            // The advert's address list must be the same on every instance
+            // (RFC 9568 §7.1 drops a mismatch). Kubernetes VIPs come and go
+            // and instances learn of them at different moments, so the list
+            // names each pool by its first address instead.
             let mut vips: Vec<Ipv4Addr> = cfg.services.iter().map(|s| s.vip).collect();
+            if let Some(k) = &cfg.kubernetes {
+                vips.extend(k.reconcile.vip_pools.iter().map(|p| p.base));
+            }
             vips.sort_unstable();
             vips.dedup();
             Some(Redundancy::new(v.clone(), vips, primary))
         }
     };
     let mac = redundancy.as_ref().map_or(mac, Redundancy::vmac);
-    let sync_link = match &cfg.vrrp {
-        Some(v) => Some(
-            SyncLink::open(v.sync_port, workers, v.unicast_peers.clone()).map_err(|e| {
+    let lease_mode = cfg.kubernetes.as_ref().and_then(|k| k.lease.clone());
+    let sync_port = match (&cfg.vrrp, &lease_mode) {
+        (Some(v), _) => Some(v.sync_port),
+        (None, Some(_)) => Some(DEFAULT_SYNC_PORT),
+        (None, None) => None,
+    };
+    let sync_link = match sync_port {
+        Some(port) => {
+            let peers = cfg.vrrp.as_ref().map(|v| v.unicast_peers.clone()).unwrap_or_default();
+            Some(SyncLink::open(port, workers, peers).map_err(|e| {
                 EngineError::Attach(std::io::Error::new(
                     e.kind(),
-                    format!("vrrp.sync_port {}: {e}", v.sync_port),
+                    format!("connection sync port {port}: {e}"),
                 ))
-            })?,
-        ),
+            })?)
+        }
         None => None,
     };
     let own_ip = match (&redundancy, &cfg.attach) {
@@ -289,6 +325,37 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
         _ => None,
     };
 
+    // Kubernetes: the watchers start now and publish once the workers run.
+    let (wake_tx, wake_rx) = std::sync::mpsc::channel::<Wake>();
+    let lease_leader = lease_mode.as_ref().map(|_| Arc::new(AtomicBool::new(false)));
+    let kube = match &cfg.kubernetes {
+        None => None,
+        Some(k) => {
+            let fallback = match (&redundancy, &cfg.attach) {
+                (Some(r), _) => r.primary(),
+                (None, Attach::AfPacket { interface }) => {
+                    sys::ipv4_of(interface).unwrap_or(Ipv4Addr::UNSPECIFIED)
+                }
+                (None, Attach::Tap { .. }) => Ipv4Addr::UNSPECIFIED,
+            };
+            let id = Identity::resolve(k, fallback);
+            tracing::info!(namespace = %id.namespace, identity = %id.name, pod_ip = %id.pod_ip, "kubernetes: starting");
+            let sh = shared.clone();
+            let tx = std::sync::Mutex::new(wake_tx.clone());
+            Some(crate::control::k8s::client::start(
+                k.clone(),
+                id,
+                Arc::new(move || sh.active.load(Ordering::Relaxed)),
+                Box::new(move |u| {
+                    if let Ok(tx) = tx.lock() {
+                        let _ = tx.send(Wake::Kube(Box::new(u)));
+                    }
+                }),
+                lease_leader.clone(),
+            )?)
+        }
+    };
+
     let view = Arc::new(EngineView {
         shared: shared.clone(),
         config: ArcSwap::from_pointee(cfg.clone()),
@@ -309,6 +376,9 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
         reload_errors: AtomicU64::new(0),
         last_reload_error: Mutex::new(None),
         started: Instant::now(),
+        kube: kube.as_ref().map(|k| k.view.clone()),
+        update_latency: Histogram::default(),
+        publish_latency: Histogram::default(),
     });
 
     // Workers.
@@ -345,7 +415,7 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
     // be polling before we resolve backends, since they learn the ARP replies.
     let mut ctl = Control::new(view.clone(), injector, path.to_path_buf());
     ctl.sync = sync_link;
-    let snap = build_snapshot(1, &cfg, &view.registry)?;
+    let snap = build_snapshot(1, &cfg.services, &view.registry)?;
     ctl.track_backends(&snap);
     ctl.resolve_before_publish(&snap);
     shared.snapshot.store(Arc::new(snap));
@@ -364,8 +434,23 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
     }
     tracing::info!(admin = %cfg.admin, services = cfg.services.len(), "ready");
 
+    ctl.static_peers = cfg
+        .vrrp
+        .as_ref()
+        .map(|v| v.unicast_peers.clone())
+        .unwrap_or_default();
+    let mut lease_drv = match (lease_mode, lease_leader) {
+        (Some(s), Some(leader)) => Some(LeaseDriver::new(
+            s,
+            leader,
+            view.kube.as_ref().and_then(|k| k.lease.clone()),
+            &cfg,
+        )),
+        _ => None,
+    };
     match redundancy.as_mut() {
-        None => ctl.announce_all(),
+        None if lease_drv.is_none() => ctl.announce_all(),
+        None => {}
         Some(r) => {
             for &p in r.unicast_peers() {
                 shared.neighbors.track(u32::from(p));
@@ -380,10 +465,14 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
     while !signals.stop.load(Ordering::Relaxed) {
         if signals.reload.swap(false, Ordering::Relaxed) {
             ctl.reload();
-            if let (Some(r), Some(p)) = (redundancy.as_mut(), ctl.peers_changed.take()) {
+        }
+        if let Some(p) = ctl.peers_changed.take() {
+            if let Some(r) = redundancy.as_mut() {
                 r.set_unicast_peers(p);
             }
         }
+        ctl.poll_pending();
+        ctl.observe_update_clock();
         let now = Instant::now();
         if now >= next_tick {
             ctl.tick();
@@ -399,8 +488,31 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
                 wake = wake.min(d);
             }
         }
-        std::thread::sleep(wake.saturating_duration_since(Instant::now()));
+        if let Some(d) = lease_drv.as_mut() {
+            let e = d.step(&view);
+            ctl.apply(e);
+            ctl.master = d.is_master();
+            let busy = ctl.sync_step(now, None);
+            wake = wake.min(now + if busy { VRRP_POLL_BUSY } else { VRRP_POLL_IDLE });
+        }
+        if ctl.pending.is_some() {
+            // Backends of a staged snapshot are being resolved.
+            wake = wake.min(now + Duration::from_millis(5));
+        }
+        match wake_rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
+            Ok(w) => {
+                ctl.on_wake(w);
+                while let Ok(w) = wake_rx.try_recv() {
+                    ctl.on_wake(w);
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                std::thread::sleep(wake.saturating_duration_since(Instant::now()))
+            }
+        }
     }
+    drop(wake_tx);
     tracing::info!("stopping");
     if let Some(r) = redundancy.as_mut() {
         // RFC 9568 §6.4.3: a master going down says so with priority 0, so a
@@ -422,11 +534,89 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
         }
         ctl.apply(e);
     }
+    if let Some(d) = lease_drv.as_mut() {
+        d.stopping(&view);
+    }
+    // Releases the Lease (if held) so a backup takes over at once.
+    drop(kube);
     shared.stop.store(true, Ordering::Relaxed);
     for h in handles {
         let _ = h.join();
     }
     Ok(())
+}
+
+/// Default UDP port of connection sync (as `vrrp.sync_port`).
+const DEFAULT_SYNC_PORT: u16 = 8899;
+
+/// Drives serving from the Lease election: the same effects and notify
+/// hooks as the VRRP driver.
+struct LeaseDriver {
+    s: crate::config::LeaseSettings,
+    leader: Arc<AtomicBool>,
+    view: Option<Arc<LeaseView>>,
+    state: u8,
+    vips: String,
+}
+
+impl LeaseDriver {
+    fn new(
+        s: crate::config::LeaseSettings,
+        leader: Arc<AtomicBool>,
+        view: Option<Arc<LeaseView>>,
+        cfg: &Config,
+    ) -> LeaseDriver {
+        let mut vips: Vec<String> = cfg.services.iter().map(|s| s.vip.to_string()).collect();
+        if let Some(k) = &cfg.kubernetes {
+            vips.extend(k.reconcile.vip_pools.iter().map(|p| p.to_string()));
+        }
+        LeaseDriver {
+            s,
+            leader,
+            view,
+            state: lease::INIT,
+            vips: vips.join(","),
+        }
+    }
+
+    fn is_master(&self) -> bool {
+        self.state == lease::MASTER
+    }
+
+    fn step(&mut self, _view: &EngineView) -> Effects {
+        let state = match &self.view {
+            Some(v) => v.state.load(Ordering::Relaxed),
+            None if self.leader.load(Ordering::Relaxed) => lease::MASTER,
+            None => lease::BACKUP,
+        };
+        if state == self.state {
+            return Effects::default();
+        }
+        let was = std::mem::replace(&mut self.state, state);
+        let master = state == lease::MASTER;
+        let hook = match state {
+            lease::MASTER => self.s.on_master.as_deref(),
+            lease::BACKUP => self.s.on_backup.as_deref(),
+            lease::FAULT => self.s.on_fault.as_deref(),
+            _ => None,
+        };
+        let name = crate::control::redundancy::STATE_NAMES[state as usize];
+        tracing::info!(state = name, "lease: {name}");
+        if let Some(h) = hook {
+            crate::control::redundancy::spawn_hook(h, name, &self.vips, "", None);
+        }
+        Effects {
+            serve: Some(master),
+            garp: master.then_some(self.s.garp_count),
+            takeover: master && was == lease::BACKUP,
+        }
+    }
+
+    fn stopping(&mut self, _view: &EngineView) {
+        if self.state == lease::MASTER {
+            tracing::info!("stopping: releasing the lease");
+        }
+    }
 }
 
 /// Starts one worker thread per device.
@@ -488,9 +678,32 @@ struct Control {
     sync: Option<SyncLink>,
     /// VRRP master (or no VRRP): streams flows to the backups.
     master: bool,
-    /// A reload changed the VRRP unicast peers: for the VRRP driver.
+    /// The VRRP unicast peers changed (reload or discovery): for the VRRP
+    /// driver.
     peers_changed: Option<Vec<Ipv4Addr>>,
+    /// Unicast peers from the config, and from the Kubernetes peers Service.
+    static_peers: Vec<Ipv4Addr>,
+    discovered_peers: Vec<Ipv4Addr>,
+    /// Services from the Kubernetes API (besides the config's).
+    kube_services: Vec<ServiceConfig>,
+    /// A snapshot waiting for its backends' ARP answers before it is
+    /// published (the loop keeps running meanwhile).
+    pending: Option<Pending>,
 }
+
+/// A staged snapshot; see [`Control::stage`].
+struct Pending {
+    snap: Snapshot,
+    deadline: Instant,
+    next_ask: Instant,
+    /// Arrival of the API event behind it, for the update clock.
+    event_at: Option<Instant>,
+}
+
+/// How long a staged snapshot waits for its backends' ARP answers.
+const RESOLVE_WAIT: Duration = Duration::from_millis(800);
+/// ARP requests for a staged snapshot's backends are repeated this often.
+const RESOLVE_ASK: Duration = Duration::from_millis(200);
 
 /// Whether an interface's link is up (operstate "up", or "unknown" for
 /// devices that do not report it).
@@ -517,7 +730,190 @@ impl Control {
             sync: None,
             master: false,
             peers_changed: None,
+            static_peers: Vec::new(),
+            discovered_peers: Vec::new(),
+            kube_services: Vec::new(),
+            pending: None,
         }
+    }
+
+    /// The unicast peers: configured and discovered, sorted, deduplicated.
+    fn peers(&self) -> Vec<Ipv4Addr> {
+        let mut p: Vec<Ipv4Addr> = self
+            .static_peers
+            .iter()
+            .chain(&self.discovered_peers)
+            .copied()
+            .collect();
+        p.sort_unstable();
+        p.dedup();
+        p
+    }
+
+    /// Recomputes the peer list after either source changed, and hands it
+    /// to the VRRP driver (via the loop), the sync link and ARP.
+    fn peers_updated(&mut self) {
+        let peers = self.peers();
+        tracing::info!(?peers, "unicast peers");
+        for p in &peers {
+            self.view.shared.neighbors.track(u32::from(*p));
+        }
+        if let Some(link) = self.sync.as_mut() {
+            link.set_peers(peers.clone());
+        }
+        self.peers_changed = Some(peers);
+    }
+
+    /// Every service to serve now: the config's and Kubernetes'.
+    fn services_now(&self) -> Vec<ServiceConfig> {
+        let cfg = self.view.config.load();
+        let mut all = cfg.services.clone();
+        all.extend(self.kube_services.iter().cloned());
+        all
+    }
+
+    fn on_wake(&mut self, w: Wake) {
+        match w {
+            Wake::Kube(u) => self.kube_update(*u),
+            Wake::Health => self.republish(None),
+        }
+    }
+
+    /// The API changed what to serve.
+    fn kube_update(&mut self, u: KubeUpdate) {
+        if let Some(peers) = u.peers {
+            if peers != self.discovered_peers {
+                self.discovered_peers = peers;
+                self.peers_updated();
+            }
+        }
+        if u.services != self.kube_services {
+            tracing::info!(
+                services = u.services.len(),
+                draining = u.draining.values().map(Vec::len).sum::<usize>(),
+                "kubernetes: new services"
+            );
+            self.kube_services = u.services;
+            self.republish(Some(u.event_at));
+        }
+    }
+
+    /// Rebuilds the snapshot from the current services and stages it.
+    fn republish(&mut self, event_at: Option<Instant>) {
+        let services = self.services_now();
+        if let Err(e) = self.stage(&services, event_at) {
+            tracing::error!(error = %e, "services not published; keeping the running ones");
+            *self.view.last_reload_error.lock() = Some(e.to_string());
+            self.view.reload_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Builds a snapshot of `services` and publishes it once its backends
+    /// are resolved (or after [`RESOLVE_WAIT`]), so the first SYN to a new
+    /// backend does not meet an empty ARP cache; the control loop keeps
+    /// running (VRRP adverts, sync) meanwhile. A newer stage replaces an
+    /// older one that is still waiting.
+    fn stage(&mut self, services: &[ServiceConfig], event_at: Option<Instant>) -> Result<(), EngineError> {
+        let base = match &self.pending {
+            Some(p) => p.snap.generation,
+            None => self.view.shared.snapshot.load().generation,
+        };
+        let snap = build_snapshot(base + 1, services, &self.view.registry)?;
+        self.track_backends(&snap);
+        let now = Instant::now();
+        // The update clock runs from the oldest event not yet published.
+        let event_at = match (self.pending.as_ref().and_then(|p| p.event_at), event_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.pending = Some(Pending {
+            snap,
+            deadline: now + RESOLVE_WAIT,
+            next_ask: now,
+            event_at,
+        });
+        self.poll_pending();
+        Ok(())
+    }
+
+    /// Publishes the staged snapshot when its backends are resolved or its
+    /// wait is over; asks for the missing ones meanwhile.
+    fn poll_pending(&mut self) {
+        let Some(mut p) = self.pending.take() else {
+            return;
+        };
+        let n = &self.view.shared.neighbors;
+        let missing: Vec<u32> = p
+            .snap
+            .services
+            .iter()
+            .flat_map(|s| s.backends.iter().map(|b| b.ip))
+            .filter(|&ip| n.lookup(ip).is_none())
+            .collect();
+        let now = Instant::now();
+        if !missing.is_empty() && now < p.deadline {
+            if now >= p.next_ask {
+                for &ip in &missing {
+                    self.send_request(ip);
+                }
+                p.next_ask = now + RESOLVE_ASK;
+            }
+            self.pending = Some(p);
+            return;
+        }
+        if !missing.is_empty() {
+            tracing::warn!(
+                count = missing.len(),
+                "backends not resolved yet; their flows wait for ARP"
+            );
+        }
+        let sh = &self.view.shared;
+        let old_vips: HashSet<Ipv4Addr> = sh.snapshot.load().vips().collect();
+        let fresh: Vec<Ipv4Addr> = p.snap.vips().filter(|v| !old_vips.contains(v)).collect();
+        let generation = p.snap.generation;
+        sh.snapshot.store(Arc::new(p.snap));
+        if let Some(t) = p.event_at {
+            self.view.publish_latency.observe(t.elapsed());
+            sh.update_done_us.store(0, Ordering::Relaxed);
+            sh.update_gen.store(generation, Ordering::Relaxed);
+            let at = t.saturating_duration_since(sh.epoch).as_micros() as u64 + 1;
+            sh.update_armed_us.store(at, Ordering::Relaxed);
+        }
+        // A new VIP is announced, by the active instance only (a backup
+        // never speaks for the VIPs).
+        if sh.active.load(Ordering::Relaxed) && !fresh.is_empty() {
+            let now = self.now();
+            self.garp_due
+                .extend(fresh.into_iter().map(|v| (v, GARP_COUNT, now)));
+            self.send_due_garps(now);
+        }
+        tracing::debug!(generation, "snapshot published");
+    }
+
+    /// Update clock: stopped by a worker's first frame under the new
+    /// snapshot.
+    fn observe_update_clock(&mut self) {
+        let sh = &self.view.shared;
+        let done = sh.update_done_us.load(Ordering::Relaxed);
+        if done != 0 {
+            let armed = sh.update_armed_us.swap(0, Ordering::Relaxed);
+            sh.update_done_us.store(0, Ordering::Relaxed);
+            if armed != 0 && done >= armed {
+                let d = Duration::from_micros(done - armed);
+                self.view.update_latency.observe(d);
+                tracing::info!(latency_ms = d.as_secs_f64() * 1e3, "API event to first packet");
+            }
+        }
+    }
+
+    /// Moves connection-sync traffic; returns whether there was any.
+    fn sync_step(&mut self, now: Instant, master_addr: Option<Ipv4Addr>) -> bool {
+        let Some(link) = self.sync.as_mut() else {
+            return false;
+        };
+        let sh = &self.view.shared;
+        let snap = sh.snapshot.load();
+        link.step(now, sh.now_ms(), self.master, master_addr, &sh.flows, &snap)
     }
 
     fn now(&self) -> u32 {
@@ -557,18 +953,7 @@ impl Control {
             busy = true;
         }
         self.master = r.is_master();
-        if let Some(link) = self.sync.as_mut() {
-            let sh = &self.view.shared;
-            let snap = sh.snapshot.load();
-            busy |= link.step(
-                now,
-                sh.now_ms(),
-                self.master,
-                r.master_addr(),
-                &sh.flows,
-                &snap,
-            );
-        }
+        busy |= self.sync_step(now, r.master_addr());
         let view = self.view.clone();
         let n = &view.shared.neighbors;
         let e = r.tick(now, &*self.injector, &|ip| n.lookup(u32::from(ip)));
@@ -772,13 +1157,8 @@ impl Control {
                 .flat_map(|s| s.backends.iter().map(|b| b.ip))
                 .collect();
             let fb = &self.flow_backends;
-            // VRRP unicast peers stay resolved too (adverts go to their MACs).
-            let cfg = self.view.config.load();
-            let peers: Vec<u32> = cfg
-                .vrrp
-                .iter()
-                .flat_map(|v| v.unicast_peers.iter().map(|p| u32::from(*p)))
-                .collect();
+            // Unicast peers stay resolved too (adverts go to their MACs).
+            let peers: Vec<u32> = self.peers().into_iter().map(u32::from).collect();
             self.view
                 .shared
                 .neighbors
@@ -808,21 +1188,19 @@ impl Control {
         {
             tracing::warn!("reload: interface, workers, admin, [io] and [flows] changes need a restart; applying [[service]] changes only");
         }
-        let generation = self.view.shared.snapshot.load().generation + 1;
-        let snap = match build_snapshot(generation, &new, &self.view.registry) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "reload failed; keeping the running config");
-                self.view.reload_errors.fetch_add(1, Ordering::Relaxed);
-                *self.view.last_reload_error.lock() = Some(e.to_string());
-                return;
+        if let Some(k) = &new.kubernetes {
+            if old.kubernetes.as_ref() != Some(k) {
+                tracing::warn!("reload: [kubernetes] changes need a restart");
             }
-        };
-        self.track_backends(&snap);
-        self.resolve_before_publish(&snap);
-        let old_vips: HashSet<Ipv4Addr> = self.view.shared.snapshot.load().vips().collect();
-        let fresh: Vec<Ipv4Addr> = snap.vips().filter(|v| !old_vips.contains(v)).collect();
-        self.view.shared.snapshot.store(Arc::new(snap));
+        }
+        let mut services = new.services.clone();
+        services.extend(self.kube_services.iter().cloned());
+        if let Err(e) = self.stage(&services, None) {
+            tracing::error!(error = %e, "reload failed; keeping the running config");
+            self.view.reload_errors.fetch_add(1, Ordering::Relaxed);
+            *self.view.last_reload_error.lock() = Some(e.to_string());
+            return;
+        }
         let mut merged = (*old).clone();
         merged.services = new.services;
         // The VRRP peer list may change at runtime (Pods come and go);
@@ -831,13 +1209,8 @@ impl Control {
             if o.unicast_peers != n.unicast_peers {
                 tracing::info!(peers = ?n.unicast_peers, "reload: new VRRP unicast peers");
                 o.unicast_peers = n.unicast_peers.clone();
-                self.peers_changed = Some(n.unicast_peers.clone());
-                for p in &n.unicast_peers {
-                    self.view.shared.neighbors.track(u32::from(*p));
-                }
-                if let Some(link) = self.sync.as_mut() {
-                    link.set_peers(n.unicast_peers.clone());
-                }
+                self.static_peers = n.unicast_peers.clone();
+                self.peers_updated();
             }
             let mut rest = n.clone();
             rest.unicast_peers = o.unicast_peers.clone();
@@ -850,9 +1223,6 @@ impl Control {
         self.view.config.store(Arc::new(merged));
         self.view.reloads.fetch_add(1, Ordering::Relaxed);
         *self.view.last_reload_error.lock() = None;
-        let now = self.now();
-        self.garp_due
-            .extend(fresh.into_iter().map(|v| (v, GARP_COUNT, now)));
-        tracing::info!(generation, "reloaded");
+        tracing::info!("reloaded");
     }
 }

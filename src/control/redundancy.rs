@@ -313,40 +313,15 @@ impl Redundancy {
         }
     }
 
-    /// Runs a notify hook like keepalived's notify scripts: with only PATH
-    /// and the documented variables in its environment, not waited for.
     fn run_hook(&self, path: &str, state: &str) {
         let vips: Vec<String> = self.vips.iter().map(|v| v.to_string()).collect();
-        let spawned = std::process::Command::new(path)
-            .env_clear()
-            .env(
-                "PATH",
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            )
-            .env("PODLB_STATE", state)
-            .env("PODLB_VIP", vips.join(","))
-            .env("PODLB_VRID", self.s.vrid.to_string())
-            .stdin(std::process::Stdio::null())
-            .spawn();
-        match spawned {
-            Ok(mut child) => {
-                self.view.hooks_run.fetch_add(1, Relaxed);
-                let view = self.view.clone();
-                let path = path.to_string();
-                std::thread::spawn(move || match child.wait() {
-                    Ok(s) if s.success() => {}
-                    Ok(s) => {
-                        view.hook_errors.fetch_add(1, Relaxed);
-                        tracing::warn!(hook = %path, status = %s, "notify hook failed");
-                    }
-                    Err(e) => tracing::warn!(hook = %path, error = %e, "notify hook wait failed"),
-                });
-            }
-            Err(e) => {
-                self.view.hook_errors.fetch_add(1, Relaxed);
-                tracing::warn!(hook = %path, error = %e, "notify hook could not start");
-            }
-        }
+        spawn_hook(
+            path,
+            state,
+            &vips.join(","),
+            &self.s.vrid.to_string(),
+            Some(self.view.clone()),
+        );
     }
 
     fn send_advert(
@@ -389,6 +364,47 @@ impl Redundancy {
                 let mac = peer_mac(p).unwrap_or(MacAddr::BROADCAST);
                 send(mac, p, self.ident);
             }
+        }
+    }
+}
+
+/// Runs a notify hook like keepalived's notify scripts: with only PATH and
+/// the documented variables (`PODLB_STATE`, `PODLB_VIP`, `PODLB_VRID`) in
+/// its environment, not waited for. Counts into `view` when given.
+pub fn spawn_hook(path: &str, state: &str, vips: &str, vrid: &str, view: Option<std::sync::Arc<VrrpView>>) {
+    let spawned = std::process::Command::new(path)
+        .env_clear()
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .env("PODLB_STATE", state)
+        .env("PODLB_VIP", vips)
+        .env("PODLB_VRID", vrid)
+        .stdin(std::process::Stdio::null())
+        .spawn();
+    match spawned {
+        Ok(mut child) => {
+            if let Some(v) = &view {
+                v.hooks_run.fetch_add(1, Relaxed);
+            }
+            let path = path.to_string();
+            std::thread::spawn(move || match child.wait() {
+                Ok(s) if s.success() => {}
+                Ok(s) => {
+                    if let Some(v) = &view {
+                        v.hook_errors.fetch_add(1, Relaxed);
+                    }
+                    tracing::warn!(hook = %path, status = %s, "notify hook failed");
+                }
+                Err(e) => tracing::warn!(hook = %path, error = %e, "notify hook wait failed"),
+            });
+        }
+        Err(e) => {
+            if let Some(v) = &view {
+                v.hook_errors.fetch_add(1, Relaxed);
+            }
+            tracing::warn!(hook = %path, error = %e, "notify hook could not start");
         }
     }
 }

@@ -37,6 +37,13 @@ pub struct Shared {
     /// thread on becoming master, stopped by the first frame a worker sends.
     pub takeover_armed_us: AtomicU64,
     pub takeover_done_us: AtomicU64,
+    /// Update clock (µs since `epoch`, +1; 0 = idle): armed by the control
+    /// thread with the arrival time of the API event behind a snapshot of
+    /// generation `update_gen`, stopped by the first frame a worker sends
+    /// with that snapshot (or a later one).
+    pub update_armed_us: AtomicU64,
+    pub update_gen: AtomicU64,
+    pub update_done_us: AtomicU64,
     /// Time zero of every `now_ms` in the engine.
     pub epoch: Instant,
 }
@@ -100,6 +107,14 @@ pub fn run_worker<D: Device>(
             {
                 let t = shared.epoch.elapsed().as_micros() as u64 + 1;
                 shared.takeover_done_us.store(t, Ordering::Relaxed);
+            }
+            if st.tx > 0
+                && shared.update_armed_us.load(Ordering::Relaxed) != 0
+                && shared.update_done_us.load(Ordering::Relaxed) == 0
+                && snap.generation >= shared.update_gen.load(Ordering::Relaxed)
+            {
+                let t = shared.epoch.elapsed().as_micros() as u64 + 1;
+                shared.update_done_us.store(t, Ordering::Relaxed);
             }
             for (n, r) in [
                 (st.tx_errors, DropReason::TxError),

@@ -13,9 +13,14 @@
 //!   default mode.
 //! - [`reconcile`](mod@reconcile): Services of type LoadBalancer and their
 //!   EndpointSlices → data-plane services, status updates, problems.
+//! - [`client`]: the IO side: kube-rs watchers, the reconcile loop, status
+//!   writes and Events, on the `podlb-k8s` thread.
+//! - [`lease`]: the Lease election, for clusters without VRRP.
 //! - [`peers`]: VRRP unicast peers from the EndpointSlices of the headless
 //!   peers Service.
 
+pub mod client;
+pub mod lease;
 mod objects;
 pub mod peers;
 pub mod reconcile;

@@ -1,0 +1,605 @@
+//! The Kubernetes side that talks to the API server: kube-rs watchers for
+//! Services and EndpointSlices, the reconcile loop around the sans-IO
+//! [`reconcile`](super::reconcile()), status writes and Events, and the
+//! Lease election. It all runs on one thread (`podlb-k8s`) with a
+//! current-thread tokio runtime; the data plane never waits for it.
+//!
+//! Watch semantics come from kube-rs' `watcher`: an initial list, a watch
+//! from the list's resourceVersion, a resumed watch when the stream ends,
+//! a new list after `410 Gone`, and an exponential back-off (0.8 s … 30 s)
+//! on errors. The stores here swap their contents whole at the end of each
+//! list (`InitDone`), so a re-list never publishes a half-listed cluster,
+//! and while the API is unreachable nothing is published at all: the data
+//! plane keeps its last good services.
+//!
+//! Objects are read as `DynamicObject`s and handed to the reconciler as
+//! JSON: one malformed object is skipped by the reconciler with a Problem,
+//! where a typed decode would fail the whole list.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use kube::runtime::watcher::{self, watcher};
+use kube::runtime::WatchStreamExt;
+use kube::Client;
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+
+use super::lease::{self, LeaseView};
+use super::reconcile::{reconcile, Allocations, Problem, StatusUpdate};
+use super::peers::peers_from_slice;
+use crate::config::{KubernetesSettings, ServiceConfig};
+
+/// What the control thread gets after the API changed something it serves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KubeUpdate {
+    /// Data-plane services from Kubernetes, sorted by name.
+    pub services: Vec<ServiceConfig>,
+    /// Terminating endpoints per service (draining: no new flows).
+    pub draining: BTreeMap<String, Vec<SocketAddrV4>>,
+    /// VRRP unicast peers from the peers Service; `None`: discovery is off
+    /// (or its slices have not been listed yet).
+    pub peers: Option<Vec<Ipv4Addr>>,
+    /// When the watch event behind this update arrived.
+    pub event_at: Instant,
+}
+
+/// Counters and state for /status and /metrics.
+#[derive(Default)]
+pub struct KubeView {
+    /// Both stores have been listed at least once.
+    pub synced: AtomicBool,
+    pub watch_events: AtomicU64,
+    pub watch_errors: AtomicU64,
+    /// Lists after the first one (watch expired with 410, or reconnects).
+    pub relists: AtomicU64,
+    pub reconciles: AtomicU64,
+    pub updates_published: AtomicU64,
+    pub status_writes: AtomicU64,
+    pub status_errors: AtomicU64,
+    pub events_sent: AtomicU64,
+    pub event_errors: AtomicU64,
+    /// Services served from the API, and Services that are not podlb's.
+    pub services: AtomicU64,
+    pub ignored: AtomicU64,
+    pub last_error: Mutex<Option<String>>,
+    pub problems: Mutex<Vec<Problem>>,
+    /// (namespace, name, VIP).
+    pub allocations: Mutex<Vec<(String, String, Ipv4Addr)>>,
+    pub draining: Mutex<BTreeMap<String, Vec<SocketAddrV4>>>,
+    pub peers: Mutex<Option<Vec<Ipv4Addr>>>,
+    pub namespace: Mutex<String>,
+    pub identity: Mutex<String>,
+    pub lease: Option<Arc<LeaseView>>,
+}
+
+/// Whether this instance is the active one (VRRP master, Lease holder, or
+/// no redundancy): only the active instance writes status and Events.
+pub type IsActive = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// The running Kubernetes side; dropping it stops the thread.
+pub struct KubeClient {
+    pub view: Arc<KubeView>,
+    stop: Arc<tokio::sync::Notify>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for KubeClient {
+    fn drop(&mut self) {
+        self.stop.notify_one();
+        if let Some(t) = self.thread.take() {
+            // The loop ends at its next await; requests in flight are
+            // bounded by REQUEST_TIMEOUT.
+            let deadline = Instant::now() + REQUEST_TIMEOUT + Duration::from_secs(1);
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// How long one status write, Event or Lease call may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the loop looks at the mastership and retries failed writes.
+const TICK: Duration = Duration::from_millis(100);
+/// Back-off of failed status writes.
+const WRITE_RETRY: Duration = Duration::from_secs(2);
+
+/// Where this instance is: its namespace, name and Pod address.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub namespace: String,
+    pub name: String,
+    pub pod_ip: Ipv4Addr,
+}
+
+impl Identity {
+    /// From the settings, else the downward-API environment (`POD_NAMESPACE`,
+    /// `POD_NAME`, `POD_IP`), else `default`, the host name and `fallback_ip`.
+    pub fn resolve(s: &KubernetesSettings, fallback_ip: Ipv4Addr) -> Identity {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        let namespace = s
+            .namespace
+            .clone()
+            .or_else(|| env("POD_NAMESPACE"))
+            .unwrap_or_else(|| "default".into());
+        let name = s.identity.clone().or_else(|| env("POD_NAME")).unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "podlb".into())
+        });
+        let pod_ip = s
+            .pod_ip
+            .or_else(|| env("POD_IP").and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(fallback_ip);
+        Identity {
+            namespace,
+            name,
+            pod_ip,
+        }
+    }
+}
+
+/// Why the Kubernetes side could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("kubernetes.kubeconfig {path}: {err}")]
+    Kubeconfig { path: String, err: String },
+    #[error("kubernetes: no usable cluster config (in-cluster service account or $KUBECONFIG): {0}")]
+    Infer(String),
+    #[error("kubernetes: {0}")]
+    Client(String),
+    #[error("kubernetes: cannot start the thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Builds the kube client (it does not connect yet: an unreachable API is
+/// retried by the watchers, never fatal).
+async fn make_client(s: &KubernetesSettings) -> Result<Client, StartError> {
+    let config = match &s.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| {
+                StartError::Kubeconfig {
+                    path: path.display().to_string(),
+                    err: e.to_string(),
+                }
+            })?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| StartError::Kubeconfig {
+                    path: path.display().to_string(),
+                    err: e.to_string(),
+                })?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| StartError::Infer(e.to_string()))?,
+    };
+    Client::try_from(config).map_err(|e| StartError::Client(e.to_string()))
+}
+
+/// Starts the Kubernetes thread. `on_update` is called (on that thread)
+/// with every change to serve; `is_active` is polled for the mastership.
+/// With a Lease election, `lease_leader` is set while this instance holds it.
+pub fn start(
+    settings: KubernetesSettings,
+    id: Identity,
+    is_active: IsActive,
+    on_update: Box<dyn Fn(KubeUpdate) + Send>,
+    lease_leader: Option<Arc<AtomicBool>>,
+) -> Result<KubeClient, StartError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(StartError::Thread)?;
+    let client = rt.block_on(make_client(&settings))?;
+    let lease_view = settings
+        .lease
+        .as_ref()
+        .map(|_| Arc::new(LeaseView::default()));
+    let view = Arc::new(KubeView {
+        lease: lease_view.clone(),
+        ..Default::default()
+    });
+    *view.namespace.lock() = id.namespace.clone();
+    *view.identity.lock() = id.name.clone();
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let (v, st) = (view.clone(), stop.clone());
+    let thread = std::thread::Builder::new()
+        .name("podlb-k8s".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let lease_task = match (&settings.lease, lease_leader, lease_view) {
+                    (Some(ls), Some(leader), Some(lv)) => Some(tokio::spawn(lease::run(
+                        client.clone(),
+                        ls.clone(),
+                        id.clone(),
+                        leader,
+                        lv,
+                    ))),
+                    _ => None,
+                };
+                let (c2, lease, id2) = (client.clone(), settings.lease.clone(), id.clone());
+                tokio::select! {
+                    _ = run(client, settings, id, is_active, on_update, v) => {}
+                    _ = st.notified() => {}
+                }
+                if let Some(t) = lease_task {
+                    t.abort();
+                    if let Some(ls) = lease {
+                        lease::release(c2, &ls, &id2).await;
+                    }
+                }
+            })
+        })
+        .map_err(StartError::Thread)?;
+    Ok(KubeClient {
+        view,
+        stop,
+        thread: Some(thread),
+    })
+}
+
+/// The contents of one watched resource, swapped whole at each list's end.
+#[derive(Default)]
+struct Store {
+    objects: BTreeMap<(String, String), Value>,
+    /// Being listed (between `Init` and `InitDone`).
+    listing: Option<BTreeMap<(String, String), Value>>,
+    lists: u64,
+}
+
+fn key_of(o: &DynamicObject) -> (String, String) {
+    (
+        o.metadata.namespace.clone().unwrap_or_default(),
+        o.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+impl Store {
+    fn ready(&self) -> bool {
+        self.lists > 0
+    }
+
+    /// Applies one watcher event; returns whether the contents changed.
+    fn apply(
+        &mut self,
+        what: &str,
+        ev: Result<watcher::Event<DynamicObject>, watcher::Error>,
+        view: &KubeView,
+    ) -> bool {
+        let ev = match ev {
+            Ok(ev) => ev,
+            Err(e) => {
+                // The watcher re-lists or re-watches by itself after its
+                // back-off; the store keeps serving meanwhile.
+                view.watch_errors.fetch_add(1, Relaxed);
+                let msg = format!("watch {what}: {e}");
+                tracing::warn!(error = %msg, "kubernetes watch failed; keeping the last good state");
+                *view.last_error.lock() = Some(msg);
+                return false;
+            }
+        };
+        view.watch_events.fetch_add(1, Relaxed);
+        match ev {
+            watcher::Event::Init => {
+                self.listing = Some(BTreeMap::new());
+                if self.lists > 0 {
+                    view.relists.fetch_add(1, Relaxed);
+                    tracing::info!(resource = what, "kubernetes: listing again");
+                }
+                false
+            }
+            watcher::Event::InitApply(o) => {
+                let k = key_of(&o);
+                if let (Some(l), Ok(v)) = (self.listing.as_mut(), serde_json::to_value(&o)) {
+                    l.insert(k, v);
+                }
+                false
+            }
+            watcher::Event::InitDone => {
+                let new = self.listing.take().unwrap_or_default();
+                self.lists += 1;
+                let changed = new != self.objects || self.lists == 1;
+                self.objects = new;
+                tracing::debug!(resource = what, objects = self.objects.len(), "kubernetes: listed");
+                changed
+            }
+            watcher::Event::Apply(o) => match serde_json::to_value(&o) {
+                Ok(v) => self.objects.insert(key_of(&o), v.clone()).as_ref() != Some(&v),
+                Err(_) => false,
+            },
+            watcher::Event::Delete(o) => self.objects.remove(&key_of(&o)).is_some(),
+        }
+    }
+
+    fn values(&self) -> Vec<Value> {
+        self.objects.values().cloned().collect()
+    }
+}
+
+/// The reconcile loop: watch, reconcile on change, publish, write status.
+async fn run(
+    client: Client,
+    settings: KubernetesSettings,
+    id: Identity,
+    is_active: IsActive,
+    on_update: Box<dyn Fn(KubeUpdate) + Send>,
+    view: Arc<KubeView>,
+) {
+    let svc_ar = ApiResource::erase::<k8s_openapi::api::core::v1::Service>(&());
+    let slice_ar = ApiResource::erase::<k8s_openapi::api::discovery::v1::EndpointSlice>(&());
+    let wc = watcher::Config::default();
+    let svc_api: Api<DynamicObject> = Api::all_with(client.clone(), &svc_ar);
+    let slice_api: Api<DynamicObject> = Api::all_with(client.clone(), &slice_ar);
+    let mut svc_stream = std::pin::pin!(watcher(svc_api, wc.clone()).default_backoff());
+    let mut slice_stream = std::pin::pin!(watcher(slice_api, wc).default_backoff());
+    let mut services = Store::default();
+    let mut slices = Store::default();
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    let mut writer = Writer::new(client.clone(), svc_ar.clone(), id.clone());
+    let mut allocations = Allocations::new();
+    let mut last: Option<(Vec<ServiceConfig>, BTreeMap<String, Vec<SocketAddrV4>>, Option<Vec<Ipv4Addr>>)> = None;
+    // The oldest watch event not yet reconciled.
+    let mut pending_since: Option<Instant> = None;
+    let mut was_active = false;
+    loop {
+        let changed = tokio::select! {
+            Some(ev) = svc_stream.next() => services.apply("services", ev, &view),
+            Some(ev) = slice_stream.next() => slices.apply("endpointslices", ev, &view),
+            _ = tick.tick() => false,
+        };
+        if changed && pending_since.is_none() {
+            pending_since = Some(Instant::now());
+        }
+        let active = is_active();
+        let became_active = active && !was_active;
+        was_active = active;
+        if !services.ready() || !slices.ready() {
+            continue;
+        }
+        view.synced.store(true, Relaxed);
+        if pending_since.is_none() && !became_active && !(active && writer.retry_due()) {
+            continue;
+        }
+        let event_at = pending_since.take().unwrap_or_else(Instant::now);
+        let svc_values = services.values();
+        let slice_values = slices.values();
+        let r = reconcile(&svc_values, &slice_values, &settings.reconcile, &allocations);
+        view.reconciles.fetch_add(1, Relaxed);
+        allocations = r.allocations.clone();
+        let peers = settings
+            .peers_service
+            .as_deref()
+            .map(|ps| peers_from_slice(&slice_values, &id.namespace, ps, id.pod_ip));
+        let now = (r.services.clone(), r.draining.clone(), peers.clone());
+        if last.as_ref() != Some(&now) {
+            on_update(KubeUpdate {
+                services: r.services.clone(),
+                draining: r.draining.clone(),
+                peers: peers.clone(),
+                event_at,
+            });
+            view.updates_published.fetch_add(1, Relaxed);
+            last = Some(now);
+        }
+        view.services.store(r.services.len() as u64, Relaxed);
+        view.ignored.store(r.ignored as u64, Relaxed);
+        *view.problems.lock() = r.problems.clone();
+        *view.allocations.lock() = r
+            .allocations
+            .iter()
+            .map(|(ns, n, ip)| (ns.to_string(), n.to_string(), ip))
+            .collect();
+        *view.draining.lock() = r.draining.clone();
+        *view.peers.lock() = peers;
+        if active {
+            writer.write_status(&r.status, &services, &view).await;
+            writer.report(&r.problems, &services, &view).await;
+        } else {
+            writer.forget_reported();
+        }
+    }
+}
+
+/// Status writes and Events, done only by the active instance.
+struct Writer {
+    client: Client,
+    svc_ar: ApiResource,
+    id: Identity,
+    /// Writes sent and not yet seen back in the store, so the same patch is
+    /// not sent again before the watch catches up.
+    sent: HashMap<(String, String), Option<Ipv4Addr>>,
+    retry_at: Option<Instant>,
+    /// Problems already reported as Events.
+    reported: BTreeSet<Problem>,
+}
+
+impl Writer {
+    fn new(client: Client, svc_ar: ApiResource, id: Identity) -> Writer {
+        Writer {
+            client,
+            svc_ar,
+            id,
+            sent: HashMap::new(),
+            retry_at: None,
+            reported: BTreeSet::new(),
+        }
+    }
+
+    fn retry_due(&self) -> bool {
+        self.retry_at.is_some_and(|t| Instant::now() >= t)
+    }
+
+    fn forget_reported(&mut self) {
+        // A new master reports what is still wrong.
+        self.reported.clear();
+        self.sent.clear();
+        self.retry_at = None;
+    }
+
+    /// Writes `status.loadBalancer.ingress` where it differs.
+    async fn write_status(&mut self, updates: &[StatusUpdate], services: &Store, view: &KubeView) {
+        self.retry_at = None;
+        // Forget sent writes the store now reflects (or that no longer apply).
+        let wanted: HashMap<(String, String), Option<Ipv4Addr>> = updates
+            .iter()
+            .map(|u| ((u.namespace.clone(), u.name.clone()), u.ip))
+            .collect();
+        self.sent.retain(|k, v| wanted.get(k) == Some(v));
+        for u in updates {
+            let key = (u.namespace.clone(), u.name.clone());
+            if self.sent.get(&key) == Some(&u.ip) || !services.objects.contains_key(&key) {
+                continue;
+            }
+            let ingress = match u.ip {
+                Some(ip) => json!([{ "ip": ip.to_string(), "ipMode": "VIP" }]),
+                None => json!([]),
+            };
+            let patch = json!({ "status": { "loadBalancer": { "ingress": ingress } } });
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(self.client.clone(), &u.namespace, &self.svc_ar);
+            let res = tokio::time::timeout(
+                REQUEST_TIMEOUT,
+                api.patch_status(&u.name, &PatchParams::default(), &Patch::Merge(&patch)),
+            )
+            .await;
+            match res {
+                Ok(Ok(_)) => {
+                    view.status_writes.fetch_add(1, Relaxed);
+                    self.sent.insert(key, u.ip);
+                    tracing::info!(service = %format!("{}/{}", u.namespace, u.name), ip = ?u.ip, "kubernetes: status written");
+                }
+                Ok(Err(e)) => self.write_failed(view, u, e.to_string()),
+                Err(_) => self.write_failed(view, u, "timed out".into()),
+            }
+        }
+    }
+
+    fn write_failed(&mut self, view: &KubeView, u: &StatusUpdate, e: String) {
+        view.status_errors.fetch_add(1, Relaxed);
+        let msg = format!("status of {}/{}: {e}", u.namespace, u.name);
+        tracing::warn!(error = %msg, "kubernetes: status write failed; retrying");
+        *view.last_error.lock() = Some(msg);
+        self.retry_at = Some(Instant::now() + WRITE_RETRY);
+    }
+
+    /// Sends a Warning Event for every problem not yet reported.
+    async fn report(&mut self, problems: &[Problem], services: &Store, view: &KubeView) {
+        let now: BTreeSet<Problem> = problems.iter().cloned().collect();
+        // A problem that went away is reported again if it comes back.
+        self.reported.retain(|p| now.contains(p));
+        for p in problems {
+            if self.reported.contains(p) {
+                continue;
+            }
+            let uid = services
+                .objects
+                .get(&(p.namespace.clone(), p.name.clone()))
+                .and_then(|o| o.pointer("/metadata/uid"))
+                .cloned()
+                .unwrap_or(Value::Null);
+            let ev = event_object(p, uid, &self.id);
+            let ar = ApiResource::erase::<k8s_openapi::api::core::v1::Event>(&());
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(self.client.clone(), &p.namespace, &ar);
+            let obj: DynamicObject = match serde_json::from_value(ev) {
+                Ok(o) => o,
+                Err(_) => continue,
+            };
+            match tokio::time::timeout(REQUEST_TIMEOUT, api.create(&PostParams::default(), &obj)).await
+            {
+                Ok(Ok(_)) => {
+                    view.events_sent.fetch_add(1, Relaxed);
+                    self.reported.insert(p.clone());
+                    tracing::warn!(service = %format!("{}/{}", p.namespace, p.name), reason = %p.reason, message = %p.message, "kubernetes: event");
+                }
+                Ok(Err(e)) => {
+                    view.event_errors.fetch_add(1, Relaxed);
+                    *view.last_error.lock() = Some(format!("event for {}/{}: {e}", p.namespace, p.name));
+                    self.retry_at = Some(Instant::now() + WRITE_RETRY);
+                }
+                Err(_) => {
+                    view.event_errors.fetch_add(1, Relaxed);
+                    self.retry_at = Some(Instant::now() + WRITE_RETRY);
+                }
+            }
+        }
+    }
+}
+
+/// A core/v1 Event of type Warning about a Service.
+fn event_object(p: &Problem, uid: Value, id: &Identity) -> Value {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let ts = rfc3339(now.as_secs() as i64);
+    json!({
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {
+            "name": format!("{}.{:x}", p.name, now.as_nanos()),
+            "namespace": p.namespace,
+        },
+        "involvedObject": {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "namespace": p.namespace,
+            "name": p.name,
+            "uid": uid,
+        },
+        "reason": p.reason.as_str(),
+        "message": p.message,
+        "type": "Warning",
+        "source": { "component": "podlb" },
+        "reportingComponent": "podlb.io/podlb",
+        "reportingInstance": id.name,
+        "firstTimestamp": ts,
+        "lastTimestamp": ts,
+        "count": 1,
+    })
+}
+
+/// Seconds since the Unix epoch as RFC 3339 UTC (`2026-11-28T01:02:03Z`),
+/// the form the API uses for `Time`.
+pub fn rfc3339(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Days to a civil date (proleptic Gregorian), by 400-year eras.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_matches_known_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_795_827_723), "2026-11-28T01:02:03Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
+    }
+}
