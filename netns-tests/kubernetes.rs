@@ -87,7 +87,12 @@ pub fn kube_table(kubeconfig: &std::path::Path, extra: &str) -> String {
 }
 
 /// Polls `f` every 50 ms until it returns Some, or panics with `what`.
-pub fn wait_for<T>(budget: &Budget, cap: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(
+    budget: &Budget,
+    cap: Duration,
+    what: &str,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
     let until = Instant::now() + budget.left(cap);
     loop {
         if let Some(v) = f() {
@@ -133,7 +138,11 @@ fn assert_conns_alive(conns: &mut [(HttpConn, String)], keep: impl Fn(&str) -> b
         let r = c
             .get("/", false)
             .unwrap_or_else(|e| panic!("{when}: a kept connection to {be} failed: {e}"));
-        assert_eq!(r.body.trim(), be, "{when}: a kept connection moved backends");
+        assert_eq!(
+            r.body.trim(),
+            be,
+            "{when}: a kept connection moved backends"
+        );
         checked += 1;
     }
     eprintln!("{when}: {checked} kept connections still served by their backends");
@@ -152,7 +161,12 @@ fn lab(extra: &str) -> Lab {
     let mut procs = Vec::new();
     for i in 1..=3 {
         let ns = topo.ns(&format!("be{i}")).to_string();
-        procs.push(start_nginx(&topo, &ns, &format!("be{i}"), &format!("be{i}")));
+        procs.push(start_nginx(
+            &topo,
+            &ns,
+            &format!("be{i}"),
+            &format!("be{i}"),
+        ));
     }
     let api = start_api(&topo, CLIENT);
     let kubeconfig = topo.dir().join("kubeconfig");
@@ -181,21 +195,43 @@ fn k8s_service_and_endpoints_drive_the_data_plane() {
     let l = lab("");
     let (api, client) = (&l.api, l.topo.ns("client"));
     let [b1, b2, b3] = BACKENDS;
-    api.create("v1", "services", lb_service("default", "web", CLASS, json!({}), 80))
+    api.create(
+        "v1",
+        "services",
+        lb_service("default", "web", CLASS, json!({}), 80),
+    )
+    .unwrap();
+    let mut sl = slice(
+        "default",
+        "web",
+        "web-abc",
+        &[(b1, true, false), (b2, true, false)],
+        80,
+    );
+    api.create("discovery.k8s.io/v1", "endpointslices", sl.clone())
         .unwrap();
-    let mut sl = slice("default", "web", "web-abc", &[(b1, true, false), (b2, true, false)], 80);
-    api.create("discovery.k8s.io/v1", "endpointslices", sl.clone()).unwrap();
 
     // Served on the first pool address, and the status says so.
-    let ip = wait_for(&budget, Duration::from_secs(15), "status.loadBalancer.ingress", || {
-        ingress_ip(api, "default", "web")
-    });
+    let ip = wait_for(
+        &budget,
+        Duration::from_secs(15),
+        "status.loadBalancer.ingress",
+        || ingress_ip(api, "default", "web"),
+    );
     assert_eq!(ip, VIP.to_string());
-    let counts = wait_for(&budget, Duration::from_secs(10), "traffic on be1 and be2", || {
-        let c = spread(client, 40, &budget);
-        (c.len() == 2).then_some(c)
-    });
-    assert!(counts.contains_key("be1") && counts.contains_key("be2"), "{counts:?}");
+    let counts = wait_for(
+        &budget,
+        Duration::from_secs(10),
+        "traffic on be1 and be2",
+        || {
+            let c = spread(client, 40, &budget);
+            (c.len() == 2).then_some(c)
+        },
+    );
+    assert!(
+        counts.contains_key("be1") && counts.contains_key("be2"),
+        "{counts:?}"
+    );
     let mut conns = open_conns(client, 24);
 
     // A third endpoint: new connections reach it, kept ones stay put.
@@ -205,7 +241,9 @@ fn k8s_service_and_endpoints_drive_the_data_plane() {
         .push(json!({ "addresses": [b3.to_string()], "conditions": { "ready": true } }));
     put(api, "discovery.k8s.io/v1", "endpointslices", sl.clone());
     wait_for(&budget, Duration::from_secs(10), "traffic on be3", || {
-        spread(client, 30, &budget).contains_key("be3").then_some(())
+        spread(client, 30, &budget)
+            .contains_key("be3")
+            .then_some(())
     });
     assert_conns_alive(&mut conns, |_| true, "after adding be3");
     conns.extend(open_conns(client, 24));
@@ -213,15 +251,30 @@ fn k8s_service_and_endpoints_drive_the_data_plane() {
 
     // be1 not ready: no new connections to it; kept ones (to every backend:
     // be1 drains) keep working.
-    sl = slice("default", "web", "web-abc", &[(b1, false, false), (b2, true, false), (b3, true, false)], 80);
+    sl = slice(
+        "default",
+        "web",
+        "web-abc",
+        &[(b1, false, false), (b2, true, false), (b3, true, false)],
+        80,
+    );
     put(api, "discovery.k8s.io/v1", "endpointslices", sl);
-    wait_for(&budget, Duration::from_secs(10), "be1 out of rotation", || {
-        (!spread(client, 60, &budget).contains_key("be1")).then_some(())
-    });
+    wait_for(
+        &budget,
+        Duration::from_secs(10),
+        "be1 out of rotation",
+        || (!spread(client, 60, &budget).contains_key("be1")).then_some(()),
+    );
     assert_conns_alive(&mut conns, |_| true, "after be1 became unready");
 
     // be2 removed outright: only be3 gets new connections.
-    sl = slice("default", "web", "web-abc", &[(b1, false, true), (b3, true, false)], 80);
+    sl = slice(
+        "default",
+        "web",
+        "web-abc",
+        &[(b1, false, true), (b3, true, false)],
+        80,
+    );
     put(api, "discovery.k8s.io/v1", "endpointslices", sl);
     let only3 = wait_for(&budget, Duration::from_secs(10), "only be3", || {
         let c = spread(client, 40, &budget);
@@ -237,7 +290,10 @@ fn k8s_service_and_endpoints_drive_the_data_plane() {
         "watch event → first packet: {} updates, mean {:?} ms (publish mean {:?} ms)",
         k["updates"], k["update_mean_ms"], k["publish_mean_ms"]
     );
-    assert!(k["updates"].as_u64().unwrap_or(0) >= 1, "no update was timed: {k}");
+    assert!(
+        k["updates"].as_u64().unwrap_or(0) >= 1,
+        "no update was timed: {k}"
+    );
     assert!(k["status_writes"].as_u64().unwrap() >= 1);
     assert_eq!(k["allocations"][0]["vip"], VIP.to_string());
     assert!(metric(&l.podlb, "podlb_k8s_update_seconds_count") >= 1.0);
@@ -251,8 +307,12 @@ fn k8s_foreign_class_ignored_and_bad_vip_refused() {
     let l = lab("");
     let (api, client) = (&l.api, l.topo.ns("client"));
     let [b1, b2, _] = BACKENDS;
-    api.create("v1", "services", lb_service("default", "web", CLASS, json!({}), 80))
-        .unwrap();
+    api.create(
+        "v1",
+        "services",
+        lb_service("default", "web", CLASS, json!({}), 80),
+    )
+    .unwrap();
     api.create(
         "discovery.k8s.io/v1",
         "endpointslices",
@@ -260,8 +320,12 @@ fn k8s_foreign_class_ignored_and_bad_vip_refused() {
     )
     .unwrap();
     // Another controller's Service, and one asking for a VIP outside the pool.
-    api.create("v1", "services", lb_service("default", "other", "example.com/lb", json!({}), 80))
-        .unwrap();
+    api.create(
+        "v1",
+        "services",
+        lb_service("default", "other", "example.com/lb", json!({}), 80),
+    )
+    .unwrap();
     api.create(
         "discovery.k8s.io/v1",
         "endpointslices",
@@ -271,19 +335,35 @@ fn k8s_foreign_class_ignored_and_bad_vip_refused() {
     api.create(
         "v1",
         "services",
-        lb_service("team-a", "wants", CLASS, json!({ "podlb.io/vip": "198.18.7.7" }), 80),
+        lb_service(
+            "team-a",
+            "wants",
+            CLASS,
+            json!({ "podlb.io/vip": "198.18.7.7" }),
+            80,
+        ),
     )
     .unwrap();
 
-    wait_for(&budget, Duration::from_secs(15), "web's status", || ingress_ip(api, "default", "web"));
-    let ev = wait_for(&budget, Duration::from_secs(10), "a VIPOutsidePool Event", || {
-        api.list("v1", "events", Some("team-a"))
-            .into_iter()
-            .find(|e| e["reason"] == "VIPOutsidePool")
+    wait_for(&budget, Duration::from_secs(15), "web's status", || {
+        ingress_ip(api, "default", "web")
     });
+    let ev = wait_for(
+        &budget,
+        Duration::from_secs(10),
+        "a VIPOutsidePool Event",
+        || {
+            api.list("v1", "events", Some("team-a"))
+                .into_iter()
+                .find(|e| e["reason"] == "VIPOutsidePool")
+        },
+    );
     assert_eq!(ev["type"], "Warning");
     assert_eq!(ev["involvedObject"]["name"], "wants");
-    assert!(ev["message"].as_str().unwrap().contains("198.18.7.7"), "{ev}");
+    assert!(
+        ev["message"].as_str().unwrap().contains("198.18.7.7"),
+        "{ev}"
+    );
     // Nothing written for the others; web still serves.
     assert_eq!(ingress_ip(api, "default", "other"), None);
     assert_eq!(ingress_ip(api, "team-a", "wants"), None);
@@ -310,15 +390,21 @@ fn k8s_watch_drop_and_410_relist_without_loss() {
     let l = lab("");
     let (api, client) = (&l.api, l.topo.ns("client"));
     let [b1, b2, _] = BACKENDS;
-    api.create("v1", "services", lb_service("default", "web", CLASS, json!({}), 80))
-        .unwrap();
+    api.create(
+        "v1",
+        "services",
+        lb_service("default", "web", CLASS, json!({}), 80),
+    )
+    .unwrap();
     api.create(
         "discovery.k8s.io/v1",
         "endpointslices",
         slice("default", "web", "web-1", &[(b1, true, false)], 80),
     )
     .unwrap();
-    wait_for(&budget, Duration::from_secs(15), "web's status", || ingress_ip(api, "default", "web"));
+    wait_for(&budget, Duration::from_secs(15), "web's status", || {
+        ingress_ip(api, "default", "web")
+    });
     wait_for(&budget, Duration::from_secs(10), "traffic", || {
         spread(client, 5, &budget).contains_key("be1").then_some(())
     });
@@ -340,7 +426,13 @@ fn k8s_watch_drop_and_410_relist_without_loss() {
             api,
             "discovery.k8s.io/v1",
             "endpointslices",
-            slice("default", "web", "web-1", &[(b1, true, false), (b2, true, false)], 80),
+            slice(
+                "default",
+                "web",
+                "web-1",
+                &[(b1, true, false), (b2, true, false)],
+                80,
+            ),
         );
         api.compact();
         std::thread::sleep(Duration::from_millis(1000));
@@ -348,16 +440,30 @@ fn k8s_watch_drop_and_410_relist_without_loss() {
         h.join().unwrap()
     });
     assert_wrk_clean(&wrk);
-    eprintln!("wrk through watch drop, outage and 410: {} requests, 0 errors", wrk.requests);
+    eprintln!(
+        "wrk through watch drop, outage and 410: {} requests, 0 errors",
+        wrk.requests
+    );
     // Converged on the change made while podlb could not see the API.
-    wait_for(&budget, Duration::from_secs(40), "be2 after the re-list", || {
-        spread(client, 30, &budget).contains_key("be2").then_some(())
-    });
+    wait_for(
+        &budget,
+        Duration::from_secs(40),
+        "be2 after the re-list",
+        || {
+            spread(client, 30, &budget)
+                .contains_key("be2")
+                .then_some(())
+        },
+    );
     let m = l.podlb.metrics().unwrap();
     let relists = metric_sum(&m, "podlb_k8s_relists_total");
     let errors = metric_sum(&m, "podlb_k8s_watch_errors_total");
     eprintln!("relists {relists}, watch errors {errors}");
-    assert!(relists >= 1.0, "no re-list after 410:\n{}", l.podlb.log_tail(4000));
+    assert!(
+        relists >= 1.0,
+        "no re-list after 410:\n{}",
+        l.podlb.log_tail(4000)
+    );
     assert!(errors >= 1.0);
     // The slices were listed again (not only watched).
     let lists = l
@@ -368,4 +474,223 @@ fn k8s_watch_drop_and_410_relist_without_loss() {
         .count();
     assert!(lists >= 2, "EndpointSlices listed {lists} times");
     stop_podlb(&l.podlb);
+}
+
+// ---------------------------------------------------------------------------
+// Redundancy from the API: peer discovery for unicast VRRP, and the Lease.
+
+use crate::failover::{self, start_lb, wait_state};
+use podlb::control::demo::{VrrpSpec, LB, LB2};
+
+/// The podlb Pods as the endpoints of the headless peers Service.
+fn peers_slice(ips: &[Ipv4Addr]) -> Value {
+    let eps: Vec<(Ipv4Addr, bool, bool)> = ips.iter().map(|ip| (*ip, true, false)).collect();
+    let mut s = slice("podlb-system", "podlb-peers", "podlb-peers-x1", &eps, 8899);
+    s["metadata"]["labels"]["service.kubernetes.io/headless"] = json!("");
+    s["ports"] = json!([{ "name": "sync", "protocol": "UDP", "port": 8899 }]);
+    s
+}
+
+/// A two-instance lab with the fake API serving "web" over all backends.
+fn pair_lab() -> (failover::Lab, FakeApi, std::path::PathBuf) {
+    let lab = failover::lab(false);
+    let api = start_api(&lab.topo, CLIENT);
+    let kubeconfig = lab.topo.dir().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig, "podlb-system").unwrap();
+    api.create(
+        "v1",
+        "services",
+        lb_service("default", "web", CLASS, json!({}), 80),
+    )
+    .unwrap();
+    let eps: Vec<(Ipv4Addr, bool, bool)> = BACKENDS.iter().map(|ip| (*ip, true, false)).collect();
+    api.create(
+        "discovery.k8s.io/v1",
+        "endpointslices",
+        slice("default", "web", "web-1", &eps, 80),
+    )
+    .unwrap();
+    (lab, api, kubeconfig)
+}
+
+fn kube_config(kubeconfig: &std::path::Path, vrrp: Option<VrrpSpec>, extra: &str) -> ConfigSpec {
+    let mut c = ConfigSpec::lab(Attach::from_name("af_packet").unwrap(), "nat");
+    c.services.clear();
+    c.vrrp = vrrp;
+    c.extra = kube_table(kubeconfig, extra);
+    c
+}
+
+fn str_list(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Serves through the VIP (bounded retries while a takeover settles).
+fn wait_served(client: &str, budget: &Budget, what: &str) {
+    wait_for(budget, Duration::from_secs(15), what, || {
+        netns::in_netns(client, || {
+            HttpConn::connect(vip(80), Duration::from_millis(300))
+                .and_then(|mut c| c.get("/", true))
+                .is_ok_and(|r| r.status == 200)
+        })
+        .ok()
+        .filter(|ok| *ok)
+    });
+}
+
+#[test]
+fn k8s_peer_discovery_feeds_unicast_vrrp() {
+    require_netns!("k8s_peer_discovery_feeds_unicast_vrrp");
+    let budget = Budget::start();
+    let (lab, api, kubeconfig) = pair_lab();
+    let client = lab.topo.ns("client").to_string();
+    let lb2_new = Ipv4Addr::new(198, 18, 0, 4);
+    api.create(
+        "discovery.k8s.io/v1",
+        "endpointslices",
+        peers_slice(&[LB, LB2]),
+    )
+    .unwrap();
+    // No unicast_peers in the config: they come from the peers Service.
+    let cfg = |prio| kube_config(&kubeconfig, Some(VrrpSpec::new(prio, 100)), "");
+    let lb1 = start_lb(&lab.topo, "lb1", &cfg(200));
+    let mut procs = lab.procs.clone();
+    procs.push(lb1.proc().clone());
+    let _log = LogOnPanic(procs);
+    wait_state(&lb1, "master", Duration::from_secs(10));
+    let lb2 = start_lb(&lab.topo, "lb2", &cfg(100));
+    wait_state(&lb2, "backup", Duration::from_secs(10));
+    let peers_of = |p: &Podlb| str_list(&p.status().unwrap()["vrrp"]["unicast_peers"]);
+    wait_for(&budget, Duration::from_secs(5), "discovered peers", || {
+        (peers_of(&lb1) == [LB2.to_string()] && peers_of(&lb2) == [LB.to_string()]).then_some(())
+    });
+    wait_for(&budget, Duration::from_secs(15), "web's status", || {
+        ingress_ip(&api, "default", "web")
+    });
+    wait_served(&client, &budget, "HTTP through the VIP");
+
+    // lb2's Pod comes back with a new IP: its endpoint in the peers slice
+    // changes, and lb1's advert destination follows.
+    lb2.stop(Duration::from_secs(5));
+    let ns2 = lab.topo.ns("lb2");
+    netns::exec_ok(
+        ns2,
+        &["ip", "addr", "del", &format!("{LB2}/24"), "dev", "eth0"],
+    )
+    .unwrap();
+    netns::exec_ok(
+        ns2,
+        &["ip", "addr", "add", &format!("{lb2_new}/24"), "dev", "eth0"],
+    )
+    .unwrap();
+    put(
+        &api,
+        "discovery.k8s.io/v1",
+        "endpointslices",
+        peers_slice(&[LB, lb2_new]),
+    );
+    wait_for(
+        &budget,
+        Duration::from_secs(10),
+        "lb1's peers to follow",
+        || (peers_of(&lb1) == [lb2_new.to_string()]).then_some(()),
+    );
+    let lb2 = start_lb(&lab.topo, "lb2", &cfg(100));
+    wait_state(&lb2, "backup", Duration::from_secs(10));
+    // Three master-down intervals later it is still backup: lb1's unicast
+    // adverts reach the new address.
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(
+        lb2.vrrp_state().unwrap().as_deref(),
+        Some("backup"),
+        "{}",
+        lb2.log_tail(3000)
+    );
+    assert_eq!(lb1.vrrp_state().unwrap().as_deref(), Some("master"));
+    assert_eq!(peers_of(&lb2), [LB.to_string()]);
+
+    // And the failover works over the discovered peers.
+    stop_podlb(&lb1);
+    wait_state(&lb2, "master", Duration::from_secs(10));
+    wait_served(&client, &budget, "HTTP through the VIP after the failover");
+    // The new master writes the status too (it is already right: no change).
+    assert_eq!(ingress_ip(&api, "default", "web"), Some(VIP.to_string()));
+    stop_podlb(&lb2);
+}
+
+fn lease_state(p: &Podlb) -> Option<String> {
+    p.status()
+        .ok()?
+        .pointer("/kubernetes/lease/state")?
+        .as_str()
+        .map(str::to_string)
+}
+
+fn wait_lease(p: &Podlb, want: &str, budget: &Budget) {
+    wait_for(
+        budget,
+        Duration::from_secs(15),
+        &format!("{} lease {want}", p.proc().label()),
+        || (lease_state(p).as_deref() == Some(want)).then_some(()),
+    );
+}
+
+#[test]
+fn k8s_lease_election_moves_the_vip() {
+    require_netns!("k8s_lease_election_moves_the_vip");
+    let budget = Budget::start();
+    let (lab, api, kubeconfig) = pair_lab();
+    let client = lab.topo.ns("client").to_string();
+    let cfg = |id: &str| {
+        kube_config(
+            &kubeconfig,
+            None,
+            &format!("identity = {id:?}\nelection = \"lease\"\n[kubernetes.lease]\nduration_ms = 2000\nretry_ms = 250\n"),
+        )
+    };
+    let lb1 = start_lb(&lab.topo, "lb1", &cfg("podlb-a"));
+    let mut procs = lab.procs.clone();
+    procs.push(lb1.proc().clone());
+    let _log = LogOnPanic(procs);
+    wait_lease(&lb1, "master", &budget);
+    let lb2 = start_lb(&lab.topo, "lb2", &cfg("podlb-b"));
+    wait_lease(&lb2, "backup", &budget);
+    wait_served(
+        &client,
+        &budget,
+        "HTTP through the VIP (lb1 holds the Lease)",
+    );
+    let lease = api
+        .get("coordination.k8s.io/v1", "leases", "podlb-system", "podlb")
+        .unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "podlb-a");
+
+    // The holder dies without releasing: lb2 takes over after the duration.
+    lb1.proc().signal("KILL").unwrap();
+    wait_lease(&lb2, "master", &budget);
+    wait_served(&client, &budget, "HTTP through the VIP after the takeover");
+    let lease = api
+        .get("coordination.k8s.io/v1", "leases", "podlb-system", "podlb")
+        .unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "podlb-b");
+    assert!(
+        lease["spec"]["leaseTransitions"].as_i64().unwrap() >= 1,
+        "{lease}"
+    );
+
+    // lb1 returns and follows; a clean stop of lb2 hands over at once.
+    let lb1 = start_lb(&lab.topo, "lb1", &cfg("podlb-a"));
+    wait_lease(&lb1, "backup", &budget);
+    let t0 = Instant::now();
+    stop_podlb(&lb2);
+    wait_lease(&lb1, "master", &budget);
+    eprintln!("lease handover after a clean stop: {:?}", t0.elapsed());
+    wait_served(&client, &budget, "HTTP through the VIP after the handover");
+    stop_podlb(&lb1);
 }

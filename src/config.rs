@@ -550,7 +550,8 @@ fn check_k8s_name(key: &str, s: &str) -> Result<(), ConfigError> {
         && s.len() <= 253
         && s.split('.').all(|l| {
             !l.is_empty()
-                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !l.starts_with('-')
                 && !l.ends_with('-')
         });
@@ -593,9 +594,10 @@ fn validate_kubernetes(k: RawKubernetes) -> Result<KubernetesSettings, ConfigErr
     };
     let pod_ip = match nonempty(k.pod_ip) {
         None => None,
-        Some(a) => Some(a.parse::<Ipv4Addr>().map_err(|_| {
-            err("kubernetes.pod_ip", format!("{a:?} is not an IPv4 address"))
-        })?),
+        Some(a) => Some(
+            a.parse::<Ipv4Addr>()
+                .map_err(|_| err("kubernetes.pod_ip", format!("{a:?} is not an IPv4 address")))?,
+        ),
     };
     let lease = match k.election.as_deref().unwrap_or("vrrp") {
         "vrrp" => {
@@ -622,7 +624,9 @@ fn validate_kubernetes(k: RawKubernetes) -> Result<KubernetesSettings, ConfigErr
             if retry < 100 || retry * 2 > duration {
                 return Err(err(
                     "kubernetes.lease.retry_ms",
-                    format!("{retry} must be at least 100 and at most half of duration_ms ({duration})"),
+                    format!(
+                        "{retry} must be at least 100 and at most half of duration_ms ({duration})"
+                    ),
                 ));
             }
             let garp_count = l.garp_count.unwrap_or(3);
@@ -1050,7 +1054,14 @@ backends = ["198.18.0.21:80", { addr = "198.18.0.22:80", weight = 3 }]
         let k = c.kubernetes.unwrap();
         assert_eq!(k.peers_service, None);
         let l = k.lease.unwrap();
-        assert_eq!((l.name.as_str(), l.duration, l.retry), ("podlb", Duration::from_millis(3000), Duration::from_millis(750)));
+        assert_eq!(
+            (l.name.as_str(), l.duration, l.retry),
+            (
+                "podlb",
+                Duration::from_millis(3000),
+                Duration::from_millis(750)
+            )
+        );
     }
 
     #[test]
@@ -1058,10 +1069,22 @@ backends = ["198.18.0.21:80", { addr = "198.18.0.22:80", weight = 3 }]
         let k = |extra: &str| key_of(&format!("{GOOD}[kubernetes]\n{extra}\n"));
         assert_eq!(k(""), "kubernetes.vip_pools");
         assert_eq!(k("vip_pools = [\"198.18.0.100/30\"]"), "service[0].vip");
-        assert_eq!(k("vip_pools = [\"198.18.1.0/30\"]\nelection = \"raft\""), "kubernetes.election");
-        assert_eq!(k("vip_pools = [\"198.18.1.0/30\"]\nnamespace = \"Bad_NS\""), "kubernetes.namespace");
-        assert_eq!(k("vip_pools = [\"198.18.1.0/30\"]\npod_ip = \"x\""), "kubernetes.pod_ip");
-        assert_eq!(k("vip_pools = [\"198.18.1.0/30\"]\n[kubernetes.lease]\nname = \"a\""), "kubernetes.lease");
+        assert_eq!(
+            k("vip_pools = [\"198.18.1.0/30\"]\nelection = \"raft\""),
+            "kubernetes.election"
+        );
+        assert_eq!(
+            k("vip_pools = [\"198.18.1.0/30\"]\nnamespace = \"Bad_NS\""),
+            "kubernetes.namespace"
+        );
+        assert_eq!(
+            k("vip_pools = [\"198.18.1.0/30\"]\npod_ip = \"x\""),
+            "kubernetes.pod_ip"
+        );
+        assert_eq!(
+            k("vip_pools = [\"198.18.1.0/30\"]\n[kubernetes.lease]\nname = \"a\""),
+            "kubernetes.lease"
+        );
         assert_eq!(
             k("vip_pools = [\"198.18.1.0/30\"]\nelection = \"lease\"\n[kubernetes.lease]\nduration_ms = 4000\nretry_ms = 3000"),
             "kubernetes.lease.retry_ms"

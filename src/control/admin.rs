@@ -512,27 +512,120 @@ fn histogram(o: &mut String, name: &str, help: &str, labels: &str, h: &Histogram
 fn kube_metrics(o: &mut String, view: &EngineView, k: &KubeView) {
     let g = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     for (name, help, kind, v) in [
-        ("podlb_k8s_synced", "1 once Services and EndpointSlices have been listed.", "gauge", u64::from(k.synced.load(Ordering::Relaxed))),
-        ("podlb_k8s_services", "Kubernetes Services served.", "gauge", g(&k.services)),
-        ("podlb_k8s_services_ignored", "Services that are not podlb's.", "gauge", g(&k.ignored)),
-        ("podlb_k8s_problems", "Services with a problem (see /status and their Events).", "gauge", k.problems.lock().len() as u64),
-        ("podlb_k8s_watch_events_total", "Watch events received.", "counter", g(&k.watch_events)),
-        ("podlb_k8s_watch_errors_total", "Watch errors (retried with back-off).", "counter", g(&k.watch_errors)),
-        ("podlb_k8s_relists_total", "Lists after the first (410 Gone, reconnects).", "counter", g(&k.relists)),
-        ("podlb_k8s_reconciles_total", "Reconciliations run.", "counter", g(&k.reconciles)),
-        ("podlb_k8s_updates_total", "Changes handed to the data plane.", "counter", g(&k.updates_published)),
-        ("podlb_k8s_status_writes_total", "Service status writes.", "counter", g(&k.status_writes)),
-        ("podlb_k8s_status_errors_total", "Failed Service status writes.", "counter", g(&k.status_errors)),
-        ("podlb_k8s_events_total", "Warning Events sent.", "counter", g(&k.events_sent)),
-        ("podlb_k8s_event_errors_total", "Events that could not be sent.", "counter", g(&k.event_errors)),
+        (
+            "podlb_k8s_synced",
+            "1 once Services and EndpointSlices have been listed.",
+            "gauge",
+            u64::from(k.synced.load(Ordering::Relaxed)),
+        ),
+        (
+            "podlb_k8s_services",
+            "Kubernetes Services served.",
+            "gauge",
+            g(&k.services),
+        ),
+        (
+            "podlb_k8s_services_ignored",
+            "Services that are not podlb's.",
+            "gauge",
+            g(&k.ignored),
+        ),
+        (
+            "podlb_k8s_problems",
+            "Services with a problem (see /status and their Events).",
+            "gauge",
+            k.problems.lock().len() as u64,
+        ),
+        (
+            "podlb_k8s_watch_events_total",
+            "Watch events received.",
+            "counter",
+            g(&k.watch_events),
+        ),
+        (
+            "podlb_k8s_watch_errors_total",
+            "Watch errors (retried with back-off).",
+            "counter",
+            g(&k.watch_errors),
+        ),
+        (
+            "podlb_k8s_relists_total",
+            "Lists after the first (410 Gone, reconnects).",
+            "counter",
+            g(&k.relists),
+        ),
+        (
+            "podlb_k8s_reconciles_total",
+            "Reconciliations run.",
+            "counter",
+            g(&k.reconciles),
+        ),
+        (
+            "podlb_k8s_updates_total",
+            "Changes handed to the data plane.",
+            "counter",
+            g(&k.updates_published),
+        ),
+        (
+            "podlb_k8s_status_writes_total",
+            "Service status writes.",
+            "counter",
+            g(&k.status_writes),
+        ),
+        (
+            "podlb_k8s_status_errors_total",
+            "Failed Service status writes.",
+            "counter",
+            g(&k.status_errors),
+        ),
+        (
+            "podlb_k8s_events_total",
+            "Warning Events sent.",
+            "counter",
+            g(&k.events_sent),
+        ),
+        (
+            "podlb_k8s_event_errors_total",
+            "Events that could not be sent.",
+            "counter",
+            g(&k.event_errors),
+        ),
     ] {
         single(o, name, help, kind, "", v);
     }
     if let Some(l) = &k.lease {
-        single(o, "podlb_lease_state", "0 initialize, 1 backup, 2 holder, 3 fault.", "gauge", "", u64::from(l.state.load(Ordering::Relaxed)));
-        single(o, "podlb_lease_acquired_total", "Times the Lease was acquired.", "counter", "", g(&l.acquired));
-        single(o, "podlb_lease_errors_total", "Failed Lease calls.", "counter", "", g(&l.errors));
-        single(o, "podlb_lease_conflicts_total", "Lease writes lost to another instance (409).", "counter", "", g(&l.conflicts));
+        single(
+            o,
+            "podlb_lease_state",
+            "0 initialize, 1 backup, 2 holder, 3 fault.",
+            "gauge",
+            "",
+            u64::from(l.state.load(Ordering::Relaxed)),
+        );
+        single(
+            o,
+            "podlb_lease_acquired_total",
+            "Times the Lease was acquired.",
+            "counter",
+            "",
+            g(&l.acquired),
+        );
+        single(
+            o,
+            "podlb_lease_errors_total",
+            "Failed Lease calls.",
+            "counter",
+            "",
+            g(&l.errors),
+        );
+        single(
+            o,
+            "podlb_lease_conflicts_total",
+            "Lease writes lost to another instance (409).",
+            "counter",
+            "",
+            g(&l.conflicts),
+        );
     }
     histogram(
         o,
@@ -675,6 +768,7 @@ fn status(view: &EngineView) -> serde_json::Value {
                 "state": STATE_NAMES[v.state.load(Ordering::Relaxed) as usize],
                 "priority": v.priority.load(Ordering::Relaxed),
                 "master": (master != 0).then(|| Ipv4Addr::from(master).to_string()),
+                "unicast_peers": v.unicast_peers.lock().iter().map(|p| p.to_string()).collect::<Vec<_>>(),
                 "adverts_sent": v.adverts_sent.load(Ordering::Relaxed),
                 "adverts_received": v.adverts_received.load(Ordering::Relaxed),
                 "takeovers": count,

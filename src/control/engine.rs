@@ -172,7 +172,9 @@ fn build_snapshot(
     reg: &Mutex<StatsRegistry>,
 ) -> Result<Snapshot, EngineError> {
     let mut reg = reg.lock();
-    Ok(Snapshot::build(generation, services, |s, a| reg.slot(s, a))?)
+    Ok(Snapshot::build(generation, services, |s, a| {
+        reg.slot(s, a)
+    })?)
 }
 
 /// Runs podlb with the config at `path` until SIGTERM/SIGINT.
@@ -291,7 +293,11 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
     };
     let sync_link = match sync_port {
         Some(port) => {
-            let peers = cfg.vrrp.as_ref().map(|v| v.unicast_peers.clone()).unwrap_or_default();
+            let peers = cfg
+                .vrrp
+                .as_ref()
+                .map(|v| v.unicast_peers.clone())
+                .unwrap_or_default();
             Some(SyncLink::open(port, workers, peers).map_err(|e| {
                 EngineError::Attach(std::io::Error::new(
                     e.kind(),
@@ -327,7 +333,9 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
 
     // Kubernetes: the watchers start now and publish once the workers run.
     let (wake_tx, wake_rx) = std::sync::mpsc::channel::<Wake>();
-    let lease_leader = lease_mode.as_ref().map(|_| Arc::new(AtomicBool::new(false)));
+    let lease_leader = lease_mode
+        .as_ref()
+        .map(|_| Arc::new(AtomicBool::new(false)));
     let kube = match &cfg.kubernetes {
         None => None,
         Some(k) => {
@@ -813,7 +821,11 @@ impl Control {
     /// backend does not meet an empty ARP cache; the control loop keeps
     /// running (VRRP adverts, sync) meanwhile. A newer stage replaces an
     /// older one that is still waiting.
-    fn stage(&mut self, services: &[ServiceConfig], event_at: Option<Instant>) -> Result<(), EngineError> {
+    fn stage(
+        &mut self,
+        services: &[ServiceConfig],
+        event_at: Option<Instant>,
+    ) -> Result<(), EngineError> {
         let base = match &self.pending {
             Some(p) => p.snap.generation,
             None => self.view.shared.snapshot.load().generation,
@@ -901,7 +913,10 @@ impl Control {
             if armed != 0 && done >= armed {
                 let d = Duration::from_micros(done - armed);
                 self.view.update_latency.observe(d);
-                tracing::info!(latency_ms = d.as_secs_f64() * 1e3, "API event to first packet");
+                tracing::info!(
+                    latency_ms = d.as_secs_f64() * 1e3,
+                    "API event to first packet"
+                );
             }
         }
     }

@@ -59,6 +59,8 @@ pub struct VrrpView {
     pub takeover: Histogram,
     pub hooks_run: AtomicU64,
     pub hook_errors: AtomicU64,
+    /// Unicast peers adverts go to (empty: multicast).
+    pub unicast_peers: parking_lot::Mutex<Vec<Ipv4Addr>>,
 }
 
 pub const STATE_NAMES: [&str; 4] = ["initialize", "backup", "master", "fault"];
@@ -100,6 +102,7 @@ impl Redundancy {
             ..Default::default()
         });
         view.priority.store(s.priority, Relaxed);
+        *view.unicast_peers.lock() = s.unicast_peers.clone();
         Redundancy {
             vmac: wvrrp::virtual_mac(s.vrid),
             router: Router::new(rc),
@@ -136,6 +139,7 @@ impl Redundancy {
     /// Replaces the unicast peer list at runtime (config reload; later the
     /// Kubernetes peer discovery). An empty list switches to multicast.
     pub fn set_unicast_peers(&mut self, peers: Vec<Ipv4Addr>) {
+        *self.view.unicast_peers.lock() = peers.clone();
         self.s.unicast_peers = peers;
     }
 
@@ -371,7 +375,13 @@ impl Redundancy {
 /// Runs a notify hook like keepalived's notify scripts: with only PATH and
 /// the documented variables (`PODLB_STATE`, `PODLB_VIP`, `PODLB_VRID`) in
 /// its environment, not waited for. Counts into `view` when given.
-pub fn spawn_hook(path: &str, state: &str, vips: &str, vrid: &str, view: Option<std::sync::Arc<VrrpView>>) {
+pub fn spawn_hook(
+    path: &str,
+    state: &str,
+    vips: &str,
+    vrid: &str,
+    view: Option<std::sync::Arc<VrrpView>>,
+) {
     let spawned = std::process::Command::new(path)
         .env_clear()
         .env(

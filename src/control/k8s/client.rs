@@ -31,8 +31,8 @@ use parking_lot::Mutex;
 use serde_json::{json, Value};
 
 use super::lease::{self, LeaseView};
-use super::reconcile::{reconcile, Allocations, Problem, StatusUpdate};
 use super::peers::peers_from_slice;
+use super::reconcile::{reconcile, Allocations, Problem, StatusUpdate};
 use crate::config::{KubernetesSettings, ServiceConfig};
 
 /// What the control thread gets after the API changed something it serves.
@@ -131,11 +131,15 @@ impl Identity {
             .clone()
             .or_else(|| env("POD_NAMESPACE"))
             .unwrap_or_else(|| "default".into());
-        let name = s.identity.clone().or_else(|| env("POD_NAME")).unwrap_or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_string())
-                .unwrap_or_else(|_| "podlb".into())
-        });
+        let name = s
+            .identity
+            .clone()
+            .or_else(|| env("POD_NAME"))
+            .unwrap_or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_string())
+                    .unwrap_or_else(|_| "podlb".into())
+            });
         let pod_ip = s
             .pod_ip
             .or_else(|| env("POD_IP").and_then(|v| v.trim().parse().ok()))
@@ -153,7 +157,9 @@ impl Identity {
 pub enum StartError {
     #[error("kubernetes.kubeconfig {path}: {err}")]
     Kubeconfig { path: String, err: String },
-    #[error("kubernetes: no usable cluster config (in-cluster service account or $KUBECONFIG): {0}")]
+    #[error(
+        "kubernetes: no usable cluster config (in-cluster service account or $KUBECONFIG): {0}"
+    )]
     Infer(String),
     #[error("kubernetes: {0}")]
     Client(String),
@@ -166,12 +172,11 @@ pub enum StartError {
 async fn make_client(s: &KubernetesSettings) -> Result<Client, StartError> {
     let config = match &s.kubeconfig {
         Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| {
-                StartError::Kubeconfig {
+            let kc =
+                kube::config::Kubeconfig::read_from(path).map_err(|e| StartError::Kubeconfig {
                     path: path.display().to_string(),
                     err: e.to_string(),
-                }
-            })?;
+                })?;
             kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
                 .await
                 .map_err(|e| StartError::Kubeconfig {
@@ -310,7 +315,11 @@ impl Store {
                 self.lists += 1;
                 let changed = new != self.objects || self.lists == 1;
                 self.objects = new;
-                tracing::debug!(resource = what, objects = self.objects.len(), "kubernetes: listed");
+                tracing::debug!(
+                    resource = what,
+                    objects = self.objects.len(),
+                    "kubernetes: listed"
+                );
                 changed
             }
             watcher::Event::Apply(o) => match serde_json::to_value(&o) {
@@ -349,7 +358,11 @@ async fn run(
 
     let mut writer = Writer::new(client.clone(), svc_ar.clone(), id.clone());
     let mut allocations = Allocations::new();
-    let mut last: Option<(Vec<ServiceConfig>, BTreeMap<String, Vec<SocketAddrV4>>, Option<Vec<Ipv4Addr>>)> = None;
+    let mut last: Option<(
+        Vec<ServiceConfig>,
+        BTreeMap<String, Vec<SocketAddrV4>>,
+        Option<Vec<Ipv4Addr>>,
+    )> = None;
     // The oldest watch event not yet reconciled.
     let mut pending_since: Option<Instant> = None;
     let mut was_active = false;
@@ -375,7 +388,12 @@ async fn run(
         let event_at = pending_since.take().unwrap_or_else(Instant::now);
         let svc_values = services.values();
         let slice_values = slices.values();
-        let r = reconcile(&svc_values, &slice_values, &settings.reconcile, &allocations);
+        let r = reconcile(
+            &svc_values,
+            &slice_values,
+            &settings.reconcile,
+            &allocations,
+        );
         view.reconciles.fetch_add(1, Relaxed);
         allocations = r.allocations.clone();
         let peers = settings
@@ -517,7 +535,8 @@ impl Writer {
                 Ok(o) => o,
                 Err(_) => continue,
             };
-            match tokio::time::timeout(REQUEST_TIMEOUT, api.create(&PostParams::default(), &obj)).await
+            match tokio::time::timeout(REQUEST_TIMEOUT, api.create(&PostParams::default(), &obj))
+                .await
             {
                 Ok(Ok(_)) => {
                     view.events_sent.fetch_add(1, Relaxed);
@@ -526,7 +545,8 @@ impl Writer {
                 }
                 Ok(Err(e)) => {
                     view.event_errors.fetch_add(1, Relaxed);
-                    *view.last_error.lock() = Some(format!("event for {}/{}: {e}", p.namespace, p.name));
+                    *view.last_error.lock() =
+                        Some(format!("event for {}/{}: {e}", p.namespace, p.name));
                     self.retry_at = Some(Instant::now() + WRITE_RETRY);
                 }
                 Err(_) => {
@@ -540,7 +560,9 @@ impl Writer {
 
 /// A core/v1 Event of type Warning about a Service.
 fn event_object(p: &Problem, uid: Value, id: &Identity) -> Value {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let ts = rfc3339(now.as_secs() as i64);
     json!({
         "apiVersion": "v1",

@@ -105,7 +105,9 @@ pub fn decide(
 }
 
 fn now_micro() -> String {
-    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let secs = super::client::rfc3339(d.as_secs() as i64);
     // MicroTime: RFC 3339 with six fractional digits.
     format!("{}.{:06}Z", secs.trim_end_matches('Z'), d.subsec_micros())
@@ -173,9 +175,7 @@ pub async fn run(
             Ok(record) => {
                 // Note when the record last changed, on our clock.
                 let changed = match (&observed, &record) {
-                    (Some((o, _)), Some(r)) => {
-                        o.holder != r.holder || o.renew_time != r.renew_time
-                    }
+                    (Some((o, _)), Some(r)) => o.holder != r.holder || o.renew_time != r.renew_time,
                     _ => true,
                 };
                 if changed {
@@ -280,7 +280,9 @@ pub async fn release(client: Client, s: &LeaseSettings, id: &Identity) {
     body["spec"]["leaseDurationSeconds"] = json!(1);
     match put(&api, &s.name, true, body).await {
         Ok(()) => tracing::info!(lease = %s.name, "lease: released"),
-        Err(_) => tracing::warn!(lease = %s.name, "lease: release failed; the others wait for it to expire"),
+        Err(_) => {
+            tracing::warn!(lease = %s.name, "lease: release failed; the others wait for it to expire")
+        }
     }
 }
 
