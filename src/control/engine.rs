@@ -21,6 +21,7 @@ use crate::balance::service::Snapshot;
 use crate::balance::stats::{WorkerStats, MAX_STAT_SLOTS};
 use crate::balance::sync;
 use crate::config::{Attach, Config, ConfigError};
+use crate::control::health::HealthGate;
 use crate::control::redundancy::{Effects, Redundancy, VrrpView};
 use crate::control::sync::{SyncLink, SyncView, REFRESH_PERIOD_MS};
 use crate::dataplane::{run_worker, Shared};
@@ -106,6 +107,8 @@ pub struct EngineView {
     pub reload_errors: AtomicU64,
     pub last_reload_error: Mutex<Option<String>>,
     pub started: Instant,
+    /// Backend health checks: the monitor, its change flag, fail-open state.
+    pub health: HealthGate,
 }
 
 /// Signals as flags the control loop polls.
@@ -148,13 +151,18 @@ fn timeouts(cfg: &Config) -> Timeouts {
     }
 }
 
+/// Builds the snapshot of `cfg`'s services. Health-checked backends are
+/// registered with `health` and those that are down left out
+/// ([`crate::control::health::healthy_services`]).
 fn build_snapshot(
     generation: u64,
     cfg: &Config,
     reg: &Mutex<StatsRegistry>,
+    health: &HealthGate,
 ) -> Result<Snapshot, EngineError> {
+    let services = health.services_for_snapshot(&cfg.services);
     let mut reg = reg.lock();
-    Ok(Snapshot::build(generation, &cfg.services, |s, a| {
+    Ok(Snapshot::build(generation, &services, |s, a| {
         reg.slot(s, a)
     })?)
 }
@@ -309,6 +317,7 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
         reload_errors: AtomicU64::new(0),
         last_reload_error: Mutex::new(None),
         started: Instant::now(),
+        health: HealthGate::new(),
     });
 
     // Workers.
@@ -345,7 +354,7 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
     // be polling before we resolve backends, since they learn the ARP replies.
     let mut ctl = Control::new(view.clone(), injector, path.to_path_buf());
     ctl.sync = sync_link;
-    let snap = build_snapshot(1, &cfg, &view.registry)?;
+    let snap = build_snapshot(1, &cfg, &view.registry, &view.health)?;
     ctl.track_backends(&snap);
     ctl.resolve_before_publish(&snap);
     shared.snapshot.store(Arc::new(snap));
@@ -383,6 +392,9 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
             if let (Some(r), Some(p)) = (redundancy.as_mut(), ctl.peers_changed.take()) {
                 r.set_unicast_peers(p);
             }
+        }
+        if view.health.take_changed() {
+            ctl.health_changed();
         }
         let now = Instant::now();
         if now >= next_tick {
@@ -422,6 +434,7 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
         }
         ctl.apply(e);
     }
+    view.health.stop();
     shared.stop.store(true, Ordering::Relaxed);
     for h in handles {
         let _ = h.join();
@@ -786,6 +799,24 @@ impl Control {
         }
     }
 
+    /// A backend went up or down: rebuild the snapshot from the running
+    /// config (down backends leave the Maglev tables; their established
+    /// flows stay pinned in the flow table and drain) and publish it, as a
+    /// reload does for services, without reading the file.
+    fn health_changed(&mut self) {
+        let cfg = self.view.config.load_full();
+        let generation = self.view.shared.snapshot.load().generation + 1;
+        match build_snapshot(generation, &cfg, &self.view.registry, &self.view.health) {
+            Ok(snap) => {
+                self.track_backends(&snap);
+                self.resolve_before_publish(&snap);
+                self.view.shared.snapshot.store(Arc::new(snap));
+                tracing::info!(generation, "health change published");
+            }
+            Err(e) => tracing::error!(error = %e, "health change not published"),
+        }
+    }
+
     /// SIGHUP: load the file again; on success publish the new services,
     /// keeping every established flow on its backend. On error keep serving
     /// the old config and report the error.
@@ -809,7 +840,7 @@ impl Control {
             tracing::warn!("reload: interface, workers, admin, [io] and [flows] changes need a restart; applying [[service]] changes only");
         }
         let generation = self.view.shared.snapshot.load().generation + 1;
-        let snap = match build_snapshot(generation, &new, &self.view.registry) {
+        let snap = match build_snapshot(generation, &new, &self.view.registry, &self.view.health) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "reload failed; keeping the running config");

@@ -14,12 +14,15 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddrV4;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::config::ServiceConfig;
 
 /// Probe interval when none is configured.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(1000);
@@ -358,7 +361,8 @@ pub struct HealthMonitor {
     inner: Arc<Inner>,
     rt: tokio::runtime::Handle,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    done: std::sync::mpsc::Receiver<()>,
+    /// In a mutex only so the monitor is `Sync`.
+    done: Mutex<std::sync::mpsc::Receiver<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -390,7 +394,7 @@ impl HealthMonitor {
             }),
             rt: handle,
             stop: Some(stop_tx),
-            done,
+            done: Mutex::new(done),
             thread: Some(thread),
         })
     }
@@ -481,7 +485,12 @@ impl Drop for HealthMonitor {
         }
         // Bounded: a runtime that does not stop within a second is left
         // behind rather than hanging the caller.
-        if self.done.recv_timeout(Duration::from_secs(1)).is_ok() {
+        if self
+            .done
+            .lock()
+            .recv_timeout(Duration::from_secs(1))
+            .is_ok()
+        {
             if let Some(t) = self.thread.take() {
                 let _ = t.join();
             }
@@ -515,6 +524,146 @@ async fn probe_loop(inner: Arc<Inner>, check: HealthCheck, addr: SocketAddrV4, f
         if !inner.record(&check, addr, result) {
             return;
         }
+    }
+}
+
+// ---- engine glue -----------------------------------------------------------
+
+/// Every (check, probed address) the services ask for.
+pub fn health_targets(services: &[ServiceConfig]) -> Vec<(HealthCheck, SocketAddrV4)> {
+    services
+        .iter()
+        .filter_map(|s| s.health_check.as_ref().map(|c| (c, &s.backends)))
+        .flat_map(|(c, bs)| bs.iter().map(move |b| (c.clone(), c.target(b.addr))))
+        .collect()
+}
+
+/// The services with their down backends left out. A service whose
+/// backends are *all* down keeps them all (fails open): sending clients to
+/// backends that may be alive beats refusing every connection
+/// (docs/decisions.md).
+pub fn healthy_services(
+    services: &[ServiceConfig],
+    health: Option<&HealthMonitor>,
+) -> Vec<ServiceConfig> {
+    filter_services(services, |c, a| health.map_or(true, |m| m.is_up(c, a))).0
+}
+
+/// [`healthy_services`] with the health as a predicate; also returns the
+/// names of the services that failed open.
+fn filter_services(
+    services: &[ServiceConfig],
+    is_up: impl Fn(&HealthCheck, SocketAddrV4) -> bool,
+) -> (Vec<ServiceConfig>, Vec<String>) {
+    let mut fail_open = Vec::new();
+    let out = services
+        .iter()
+        .map(|s| {
+            let Some(c) = &s.health_check else {
+                return s.clone();
+            };
+            let up: Vec<_> = s
+                .backends
+                .iter()
+                .filter(|b| is_up(c, c.target(b.addr)))
+                .cloned()
+                .collect();
+            if up.is_empty() && !s.backends.is_empty() {
+                fail_open.push(s.name.clone());
+                return s.clone();
+            }
+            ServiceConfig {
+                backends: up,
+                ..s.clone()
+            }
+        })
+        .collect();
+    (out, fail_open)
+}
+
+/// What the engine keeps about health checks: the monitor (started when a
+/// service first asks for checks, stopped when none does), the "changed"
+/// flag the control loop polls, and which services fail open.
+#[derive(Default)]
+pub struct HealthGate {
+    monitor: Mutex<Option<Arc<HealthMonitor>>>,
+    changed: Arc<AtomicBool>,
+    fail_open: Mutex<HashSet<String>>,
+    /// Times a service entered fail-open (all its backends down).
+    pub fail_open_total: AtomicU64,
+}
+
+impl HealthGate {
+    pub fn new() -> HealthGate {
+        HealthGate::default()
+    }
+
+    /// The running monitor, if any service has a health check.
+    pub fn monitor(&self) -> Option<Arc<HealthMonitor>> {
+        self.monitor.lock().clone()
+    }
+
+    /// Whether a backend's health changed since the last call.
+    pub fn take_changed(&self) -> bool {
+        self.changed.swap(false, Ordering::Relaxed)
+    }
+
+    /// Services currently failing open, sorted.
+    pub fn fail_open(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.fail_open.lock().iter().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Registers the targets of `services` (starting or stopping the
+    /// monitor as needed) and returns the services a snapshot should be
+    /// built from: [`healthy_services`], with fail-open logged once per
+    /// transition and counted.
+    pub fn services_for_snapshot(&self, services: &[ServiceConfig]) -> Vec<ServiceConfig> {
+        self.register(services);
+        let m = self.monitor();
+        let (out, failing) =
+            filter_services(services, |c, a| m.as_ref().map_or(true, |m| m.is_up(c, a)));
+        let failing: HashSet<String> = failing.into_iter().collect();
+        let mut was = self.fail_open.lock();
+        for name in failing.difference(&was) {
+            self.fail_open_total.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(service = %name, "health check: every backend is down; using them all (fail open)");
+        }
+        for name in was.difference(&failing) {
+            tracing::info!(service = %name, "health check: a backend is up again; fail-open ends");
+        }
+        *was = failing;
+        out
+    }
+
+    fn register(&self, services: &[ServiceConfig]) {
+        let targets = health_targets(services);
+        let mut slot = self.monitor.lock();
+        if targets.is_empty() {
+            // No service asks for checks (any more): stop the thread.
+            *slot = None;
+            return;
+        }
+        if slot.is_none() {
+            let changed = self.changed.clone();
+            match HealthMonitor::start(move || changed.store(true, Ordering::Relaxed)) {
+                Ok(m) => *slot = Some(Arc::new(m)),
+                Err(e) => {
+                    tracing::error!(error = %e, "health checks not started; every backend counts as up");
+                    return;
+                }
+            }
+        }
+        if let Some(m) = slot.as_ref() {
+            m.set_targets(targets);
+        }
+    }
+
+    /// Stops the monitor (at shutdown).
+    pub fn stop(&self) {
+        let m = self.monitor.lock().take();
+        drop(m);
     }
 }
 
@@ -906,6 +1055,110 @@ mod tests {
         drop(m);
         stop.store(true, Ordering::SeqCst);
         t.join().unwrap();
+    }
+
+    fn svc(name: &str, check: Option<HealthCheck>, ports: &[u16]) -> ServiceConfig {
+        ServiceConfig {
+            name: name.into(),
+            vip: Ipv4Addr::new(198, 18, 0, 100),
+            port: 80,
+            mode: crate::config::Mode::Nat,
+            backends: ports
+                .iter()
+                .map(|&p| crate::config::BackendConfig {
+                    addr: SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 21), p),
+                    weight: 1,
+                })
+                .collect(),
+            table_size: 65537,
+            health_check: check,
+        }
+    }
+
+    #[test]
+    fn down_backends_leave_and_all_down_fails_open() {
+        let c = HealthCheck::default();
+        let with_port = HealthCheck {
+            port: Some(9000),
+            ..HealthCheck::default()
+        };
+        let services = vec![
+            svc("checked", Some(c.clone()), &[1, 2, 3]),
+            svc("unchecked", None, &[1, 2]),
+            svc("all-down", Some(c.clone()), &[2]),
+            svc("override", Some(with_port.clone()), &[1, 2]),
+            svc("empty", Some(c.clone()), &[]),
+        ];
+        // Port 2 is down for `c`; port 9000 of .21 is down for `with_port`.
+        let (out, fail_open) = filter_services(&services, |chk, a| {
+            if *chk == with_port {
+                a.port() != 9000
+            } else {
+                a.port() != 2
+            }
+        });
+        let ports =
+            |s: &ServiceConfig| s.backends.iter().map(|b| b.addr.port()).collect::<Vec<_>>();
+        assert_eq!(ports(&out[0]), vec![1, 3]);
+        assert_eq!(ports(&out[1]), vec![1, 2], "no check: all kept");
+        assert_eq!(ports(&out[2]), vec![2], "all down: fail open");
+        assert_eq!(
+            ports(&out[3]),
+            vec![1, 2],
+            "the check's port decides, for every backend: fail open"
+        );
+        assert!(out[4].backends.is_empty());
+        assert_eq!(
+            fail_open,
+            vec!["all-down".to_string(), "override".to_string()]
+        );
+        // Without a monitor every backend counts.
+        assert_eq!(healthy_services(&services, None), services);
+        assert_eq!(health_targets(&services).len(), 3 + 1 + 2);
+        assert!(health_targets(&services).contains(&(
+            with_port.clone(),
+            SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 21), 9000)
+        )));
+    }
+
+    #[test]
+    fn gate_starts_and_stops_the_monitor() {
+        let g = HealthGate::new();
+        let refused = {
+            let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+            local(l.local_addr().unwrap().port())
+        };
+        let services = vec![ServiceConfig {
+            backends: vec![crate::config::BackendConfig {
+                addr: refused,
+                weight: 1,
+            }],
+            ..svc("s", Some(fast(CheckKind::Tcp)), &[])
+        }];
+        let out = g.services_for_snapshot(&services);
+        assert_eq!(out, services, "new targets start up");
+        assert!(g.monitor().is_some());
+        assert_eq!(g.monitor().unwrap().statuses().len(), 1);
+        // Nothing listens there; once it is down the service
+        // fails open (one backend), counted once however often we rebuild.
+        let m = g.monitor().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while m.statuses()[0].up {
+            assert!(Instant::now() < deadline, "{:?}", m.statuses());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(g.take_changed());
+        assert!(!g.take_changed());
+        drop(m);
+        for _ in 0..3 {
+            assert_eq!(g.services_for_snapshot(&services), services);
+        }
+        assert_eq!(g.fail_open(), vec!["s".to_string()]);
+        assert_eq!(g.fail_open_total.load(Ordering::Relaxed), 1);
+        // No checks any more: the monitor stops.
+        g.services_for_snapshot(&[svc("s", None, &[1])]);
+        assert!(g.monitor().is_none());
+        assert!(g.fail_open().is_empty());
     }
 
     #[test]
