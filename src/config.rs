@@ -1036,6 +1036,18 @@ backends = ["198.18.0.21:80", { addr = "198.18.0.22:80", weight = 3 }]
     }
 
     #[test]
+    fn deploy_example_parses() {
+        let c = Config::parse(include_str!("../deploy/podlb.toml")).unwrap();
+        assert!(matches!(
+            &c.services[0].health_check,
+            Some(HealthCheck {
+                kind: CheckKind::Http { .. },
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn parse_health_check_is_reusable() {
         let raw = RawHealthCheck {
             kind: Some("http".into()),
