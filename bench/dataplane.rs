@@ -276,6 +276,7 @@ impl Rig {
                 })
                 .collect(),
             table_size: 65537,
+            health_check: None,
         };
         let snap = Snapshot::build(1, &[svc], |_, _| 0).expect("snapshot");
         let neighbors = NeighborTable::new(backends);

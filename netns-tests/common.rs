@@ -247,6 +247,7 @@ pub fn lab_config(attach: &Attach, mode: &str, with_iperf: bool) -> ConfigSpec {
             port: 5201,
             mode: mode.into(),
             backends: vec![sa(BACKENDS[0], 5201)],
+            health_check: None,
         });
     }
     c

@@ -13,6 +13,7 @@ mod failover;
 mod fakeapi;
 mod forwarding;
 mod harness;
+mod health;
 mod keepalived;
 mod kubernetes;
 mod malformed;

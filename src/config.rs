@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::balance::maglev;
+use crate::control::health::{self, CheckKind, HealthCheck};
 use crate::wire::MacAddr;
 
 /// A configuration error: the key it is about and what is wrong with it.
@@ -144,6 +145,9 @@ pub struct ServiceConfig {
     pub backends: Vec<BackendConfig>,
     /// Maglev table size (prime).
     pub table_size: u32,
+    /// podlb's own health check of the backends; `None`: every configured
+    /// backend is used.
+    pub health_check: Option<HealthCheck>,
 }
 
 /// The validated configuration.
@@ -352,6 +356,22 @@ struct RawService {
     #[serde(default)]
     backends: Vec<RawBackend>,
     table_size: Option<u32>,
+    health_check: Option<RawHealthCheck>,
+}
+
+/// The keys of a health-check table (`[service.health_check]`, and the
+/// Kubernetes defaults table), read by [`parse_health_check`].
+#[derive(Deserialize, Default, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    pub kind: Option<String>,
+    pub path: Option<String>,
+    pub expect_status: Option<i64>,
+    pub port: Option<i64>,
+    pub interval_ms: Option<i64>,
+    pub timeout_ms: Option<i64>,
+    pub rise: Option<i64>,
+    pub fall: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -909,9 +929,108 @@ fn validate_services(raw: Vec<RawService>) -> Result<Vec<ServiceConfig>, ConfigE
             mode,
             backends,
             table_size,
+            health_check: s
+                .health_check
+                .map(|h| parse_health_check(h, &key("health_check")))
+                .transpose()?
+                .flatten(),
         });
     }
     Ok(out)
+}
+
+/// Validates a health-check table whose dotted path is `key` (e.g.
+/// `service[0].health_check`); errors name `key.<field>`. `Ok(None)` for
+/// `kind = "none"`. Missing keys take the defaults of
+/// [`crate::control::health`]; `kind` defaults to `"tcp"`.
+pub fn parse_health_check(
+    raw: RawHealthCheck,
+    key: &str,
+) -> Result<Option<HealthCheck>, ConfigError> {
+    let k = |f: &str| format!("{key}.{f}");
+    let kind = raw.kind.as_deref().unwrap_or("tcp");
+    let http = match kind {
+        "none" => return Ok(None),
+        "tcp" => false,
+        "http" => true,
+        other => {
+            return Err(err(
+                k("kind"),
+                format!("{other:?} is not a check kind: use \"tcp\", \"http\" or \"none\""),
+            ))
+        }
+    };
+    if !http {
+        for (name, set) in [
+            ("path", raw.path.is_some()),
+            ("expect_status", raw.expect_status.is_some()),
+        ] {
+            if set {
+                return Err(err(k(name), "only for kind = \"http\""));
+            }
+        }
+    }
+    let path = raw.path.unwrap_or_else(|| health::DEFAULT_PATH.to_string());
+    health::check_path(&path).map_err(|e| err(k("path"), e))?;
+    let expect_status = raw
+        .expect_status
+        .unwrap_or(health::DEFAULT_EXPECT_STATUS as i64);
+    if !(100..=599).contains(&expect_status) {
+        return Err(err(
+            k("expect_status"),
+            format!("{expect_status} is out of range: use 100..=599"),
+        ));
+    }
+    let port = match raw.port {
+        None => None,
+        Some(p) if (1..=65535).contains(&p) => Some(p as u16),
+        Some(p) => {
+            return Err(err(
+                k("port"),
+                format!("{p} is out of range: use 1..=65535"),
+            ))
+        }
+    };
+    let interval = raw
+        .interval_ms
+        .unwrap_or(health::DEFAULT_INTERVAL.as_millis() as i64);
+    if !(10..=3_600_000).contains(&interval) {
+        return Err(err(
+            k("interval_ms"),
+            format!("{interval} is out of range: use 10..=3600000"),
+        ));
+    }
+    let timeout = raw
+        .timeout_ms
+        .unwrap_or((health::DEFAULT_TIMEOUT.as_millis() as i64).min(interval));
+    if timeout < 1 || timeout > interval {
+        return Err(err(
+            k("timeout_ms"),
+            format!("{timeout} is out of range: use 1..=interval_ms ({interval})"),
+        ));
+    }
+    let count = |name: &str, v: Option<i64>, default: u32| -> Result<u32, ConfigError> {
+        let v = v.unwrap_or(default as i64);
+        if !(1..=100).contains(&v) {
+            return Err(err(k(name), format!("{v} is out of range: use 1..=100")));
+        }
+        Ok(v as u32)
+    };
+    Ok(Some(HealthCheck {
+        kind: if http {
+            CheckKind::Http {
+                path,
+                expect_status: expect_status as u16,
+            }
+        } else {
+            CheckKind::Tcp
+        },
+        port,
+        interval: Duration::from_millis(interval as u64),
+        timeout: Duration::from_millis(timeout as u64),
+        rise: count("rise", raw.rise, health::DEFAULT_RISE)?,
+        fall: count("fall", raw.fall, health::DEFAULT_FALL)?,
+    }))
 }
 
 #[cfg(test)]
@@ -1028,6 +1147,124 @@ backends = ["198.18.0.21:80", { addr = "198.18.0.22:80", weight = 3 }]
             key_of("[tap]\nbridge = \"br0\"\n[vrrp]\nvrid = 1\n"),
             "vrrp.address"
         );
+    }
+
+    fn hc(table: &str) -> Result<Option<HealthCheck>, ConfigError> {
+        Config::parse(&format!("{GOOD}health_check = {{ {table} }}\n"))
+            .map(|c| c.services[0].health_check.clone())
+    }
+
+    #[test]
+    fn health_check_table() {
+        assert_eq!(Config::parse(GOOD).unwrap().services[0].health_check, None);
+        assert_eq!(hc("kind = \"none\""), Ok(None));
+        assert_eq!(
+            hc(""),
+            Ok(Some(HealthCheck::default())),
+            "tcp with defaults"
+        );
+        let h = hc("kind = \"http\", path = \"/healthz\", expect_status = 204, port = 8081, interval_ms = 200, timeout_ms = 100, rise = 1, fall = 5")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            h,
+            HealthCheck {
+                kind: CheckKind::Http {
+                    path: "/healthz".into(),
+                    expect_status: 204
+                },
+                port: Some(8081),
+                interval: Duration::from_millis(200),
+                timeout: Duration::from_millis(100),
+                rise: 1,
+                fall: 5,
+            }
+        );
+        let h = hc("kind = \"http\"").unwrap().unwrap();
+        assert_eq!(
+            h.kind,
+            CheckKind::Http {
+                path: "/".into(),
+                expect_status: 200
+            }
+        );
+        // A short interval lowers the default timeout with it.
+        let h = hc("interval_ms = 100").unwrap().unwrap();
+        assert_eq!(h.timeout, Duration::from_millis(100));
+        // The table form.
+        let c = Config::parse(&format!(
+            "{GOOD}[service.health_check]\nkind = \"http\"\npath = \"/ready\"\n"
+        ))
+        .unwrap();
+        assert!(
+            matches!(&c.services[0].health_check, Some(HealthCheck { kind: CheckKind::Http { path, .. }, .. }) if path == "/ready")
+        );
+    }
+
+    #[test]
+    fn health_check_errors_name_the_key() {
+        let k = |t: &str| hc(t).unwrap_err().key;
+        let p = "service[0].health_check";
+        assert_eq!(k("kind = \"udp\""), format!("{p}.kind"));
+        assert_eq!(
+            k("kind = \"http\", path = \"healthz\""),
+            format!("{p}.path")
+        );
+        assert_eq!(k("kind = \"http\", path = \"/a b\""), format!("{p}.path"));
+        assert_eq!(
+            k("kind = \"http\", path = \"/a\\r\\nX: y\""),
+            format!("{p}.path")
+        );
+        assert_eq!(k("path = \"/\""), format!("{p}.path"), "tcp has no path");
+        assert_eq!(k("expect_status = 200"), format!("{p}.expect_status"));
+        assert_eq!(
+            k("kind = \"http\", expect_status = 99"),
+            format!("{p}.expect_status")
+        );
+        assert_eq!(
+            k("kind = \"http\", expect_status = 600"),
+            format!("{p}.expect_status")
+        );
+        assert_eq!(k("port = 0"), format!("{p}.port"));
+        assert_eq!(k("port = 65536"), format!("{p}.port"));
+        assert_eq!(k("interval_ms = 9"), format!("{p}.interval_ms"));
+        assert_eq!(k("timeout_ms = 0"), format!("{p}.timeout_ms"));
+        assert_eq!(
+            k("interval_ms = 100, timeout_ms = 101"),
+            format!("{p}.timeout_ms")
+        );
+        assert_eq!(k("rise = 0"), format!("{p}.rise"));
+        assert_eq!(k("rise = 101"), format!("{p}.rise"));
+        assert_eq!(k("fall = 0"), format!("{p}.fall"));
+        assert_eq!(k("fall = 101"), format!("{p}.fall"));
+        let e = hc("intervall_ms = 100").unwrap_err();
+        assert!(e.to_string().contains("intervall_ms"), "{e}");
+        // The second service's key is named.
+        let two = format!("{GOOD}[[service]]\nname = \"b\"\nvip = \"198.18.0.101\"\nport = 80\nhealth_check = {{ rise = 0 }}\n");
+        assert_eq!(key_of(&two), "service[1].health_check.rise");
+    }
+
+    #[test]
+    fn deploy_example_parses() {
+        let c = Config::parse(include_str!("../deploy/podlb.toml")).unwrap();
+        assert!(matches!(
+            &c.services[0].health_check,
+            Some(HealthCheck {
+                kind: CheckKind::Http { .. },
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn parse_health_check_is_reusable() {
+        let raw = RawHealthCheck {
+            kind: Some("http".into()),
+            timeout_ms: Some(5000),
+            ..RawHealthCheck::default()
+        };
+        let e = parse_health_check(raw, "kubernetes.health_check").unwrap_err();
+        assert_eq!(e.key, "kubernetes.health_check.timeout_ms");
     }
 
     #[test]

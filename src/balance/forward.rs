@@ -797,6 +797,7 @@ mod tests {
             mode: Mode::Nat,
             backends,
             table_size: 65537,
+            health_check: None,
         };
         let snap2 = Snapshot::build(2, &[svc], |_, a| a.ip().octets()[3] as u16).unwrap();
         let mut kept = 0;

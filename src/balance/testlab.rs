@@ -52,6 +52,7 @@ pub fn snapshot(mode: Mode, backend_port: u16) -> Snapshot {
         mode,
         backends,
         table_size: 65537,
+        health_check: None,
     };
     Snapshot::build(1, &[svc], |_, a| a.ip().octets()[3] as u16).unwrap()
 }

@@ -143,6 +143,67 @@ fn backend_rows(view: &EngineView) -> Vec<BackendRow> {
     rows
 }
 
+/// One health-checked (service, backend) pair and its target's status
+/// (`None` until the monitor knows it: counted as up).
+struct HealthRow {
+    service: String,
+    backend: std::net::SocketAddrV4,
+    status: Option<crate::control::health::TargetStatus>,
+}
+
+fn health_rows(view: &EngineView) -> Vec<HealthRow> {
+    let cfg = view.config.load();
+    let monitor = view.health.monitor();
+    let mut rows = Vec::new();
+    for s in &cfg.services {
+        let Some(c) = &s.health_check else { continue };
+        for b in &s.backends {
+            rows.push(HealthRow {
+                service: s.name.clone(),
+                backend: b.addr,
+                status: monitor
+                    .as_ref()
+                    .and_then(|m| m.status_of(c, c.target(b.addr))),
+            });
+        }
+    }
+    rows
+}
+
+/// `podlb_backend_health_up`, `podlb_health_checks_total` and
+/// `podlb_health_fail_open_total`.
+fn health_metrics(o: &mut String, view: &EngineView) {
+    let rows = health_rows(view);
+    let _ = writeln!(o, "# HELP podlb_backend_health_up 1 if the backend passes its health check (or is not checked yet), 0 if it is down.\n# TYPE podlb_backend_health_up gauge");
+    for r in &rows {
+        let up = r.status.as_ref().map_or(true, |s| s.up);
+        let _ = writeln!(
+            o,
+            "podlb_backend_health_up{{service=\"{}\",backend=\"{}\"}} {}",
+            r.service, r.backend, up as u8
+        );
+    }
+    let _ = writeln!(o, "# HELP podlb_health_checks_total Health-check probes, by result.\n# TYPE podlb_health_checks_total counter");
+    for r in &rows {
+        let (checks, failures) = r.status.as_ref().map_or((0, 0), |s| (s.checks, s.failures));
+        for (result, v) in [("ok", checks - failures), ("fail", failures)] {
+            let _ = writeln!(
+                o,
+                "podlb_health_checks_total{{service=\"{}\",backend=\"{}\",result=\"{result}\"}} {v}",
+                r.service, r.backend
+            );
+        }
+    }
+    single(
+        o,
+        "podlb_health_fail_open_total",
+        "Times every backend of a service was down and all were kept (fail open).",
+        "counter",
+        "",
+        view.health.fail_open_total.load(Ordering::Relaxed),
+    );
+}
+
 /// One metric with a single sample: HELP, TYPE and the value (`labels`
 /// without braces, or empty).
 fn single(
@@ -328,6 +389,7 @@ fn metrics(view: &EngineView) -> String {
             }
         }
     }
+    health_metrics(&mut o, view);
     if let Some(v) = &view.vrrp {
         let vrid = v.vrid;
         let state = v.state.load(Ordering::Relaxed) as usize;
@@ -760,6 +822,21 @@ fn status(view: &EngineView) -> serde_json::Value {
             "mac": n.mac.map(|m| m.to_string()),
         })).collect::<Vec<_>>(),
         "drops": drops,
+        "health": health_rows(view).iter().map(|r| {
+            let st = r.status.as_ref();
+            json!({
+                "service": r.service,
+                "addr": r.backend.to_string(),
+                "target": st.map(|s| s.addr.to_string()),
+                "check": st.map(|s| s.check.clone()),
+                "up": st.map_or(true, |s| s.up),
+                "checks": st.map_or(0, |s| s.checks),
+                "failures": st.map_or(0, |s| s.failures),
+                "transitions": st.map_or(0, |s| s.transitions),
+                "last_error": st.and_then(|s| s.last_error.clone()),
+            })
+        }).collect::<Vec<_>>(),
+        "health_fail_open": view.health.fail_open(),
         "vrrp": view.vrrp.as_ref().map(|v| {
             let master = v.master.load(Ordering::Relaxed);
             let count = v.takeover.count.load(Ordering::Relaxed);

@@ -150,6 +150,8 @@ pub struct ServiceSpec {
     pub mode: String,
     /// Backend addresses.
     pub backends: Vec<SocketAddr>,
+    /// The `health_check` value as TOML, e.g. `{ kind = "tcp" }`; `None`: no key.
+    pub health_check: Option<String>,
 }
 
 /// A podlb config, rendered to TOML by [`ConfigSpec::to_toml`].
@@ -228,6 +230,7 @@ impl ConfigSpec {
                     .iter()
                     .map(|a| SocketAddr::V4(SocketAddrV4::new(*a, 80)))
                     .collect(),
+                health_check: None,
             }],
             vrrp: None,
             extra: String::new(),
@@ -274,6 +277,9 @@ impl ConfigSpec {
                 toml_str(&svc.mode),
                 backends.join(", ")
             );
+            if let Some(h) = &svc.health_check {
+                let _ = writeln!(s, "health_check = {h}");
+            }
         }
         if let Some(v) = &self.vrrp {
             let peers: Vec<String> = v
@@ -963,6 +969,13 @@ mod tests {
         assert!(v.get("interface").is_none());
         assert_eq!(v["tap"]["bridge"].as_str(), Some("br0"));
         assert_eq!(v["service"][0]["mode"].as_str(), Some("dsr"));
+        let mut hc = ConfigSpec::lab(Attach::from_name("af_packet").unwrap(), "nat");
+        hc.services[0].health_check = Some("{ kind = \"http\", rise = 3 }".into());
+        let cfg = crate::config::Config::parse(&hc.to_toml()).unwrap();
+        assert_eq!(
+            cfg.services[0].health_check.as_ref().map(|h| h.rise),
+            Some(3)
+        );
     }
 
     #[test]

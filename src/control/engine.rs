@@ -21,6 +21,7 @@ use crate::balance::service::Snapshot;
 use crate::balance::stats::{WorkerStats, MAX_STAT_SLOTS};
 use crate::balance::sync;
 use crate::config::{Attach, Config, ConfigError, ServiceConfig};
+use crate::control::health::HealthGate;
 use crate::control::k8s::client::{Identity, KubeUpdate, KubeView};
 use crate::control::k8s::lease::{self, LeaseView};
 use crate::control::redundancy::{Effects, Histogram, Redundancy, VrrpView};
@@ -60,8 +61,6 @@ pub enum EngineError {
 pub enum Wake {
     /// The Kubernetes API changed what to serve.
     Kube(Box<KubeUpdate>),
-    /// A backend's health changed.
-    Health,
 }
 
 /// Stable stats slots for (service, backend) pairs, so counters survive
@@ -124,6 +123,8 @@ pub struct EngineView {
     pub update_latency: Histogram,
     /// API event arrival → snapshot published.
     pub publish_latency: Histogram,
+    /// Backend health checks: the monitor, its change flag, fail-open state.
+    pub health: HealthGate,
 }
 
 /// Signals as flags the control loop polls.
@@ -166,13 +167,18 @@ fn timeouts(cfg: &Config) -> Timeouts {
     }
 }
 
+/// Builds the snapshot of `cfg`'s services. Health-checked backends are
+/// registered with `health` and those that are down left out
+/// ([`crate::control::health::healthy_services`]).
 fn build_snapshot(
     generation: u64,
     services: &[ServiceConfig],
     reg: &Mutex<StatsRegistry>,
+    health: &HealthGate,
 ) -> Result<Snapshot, EngineError> {
+    let services = health.services_for_snapshot(services);
     let mut reg = reg.lock();
-    Ok(Snapshot::build(generation, services, |s, a| {
+    Ok(Snapshot::build(generation, &services, |s, a| {
         reg.slot(s, a)
     })?)
 }
@@ -387,6 +393,7 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
         kube: kube.as_ref().map(|k| k.view.clone()),
         update_latency: Histogram::default(),
         publish_latency: Histogram::default(),
+        health: HealthGate::new(),
     });
 
     // Workers.
@@ -423,7 +430,7 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
     // be polling before we resolve backends, since they learn the ARP replies.
     let mut ctl = Control::new(view.clone(), injector, path.to_path_buf());
     ctl.sync = sync_link;
-    let snap = build_snapshot(1, &cfg.services, &view.registry)?;
+    let snap = build_snapshot(1, &cfg.services, &view.registry, &view.health)?;
     ctl.track_backends(&snap);
     ctl.resolve_before_publish(&snap);
     shared.snapshot.store(Arc::new(snap));
@@ -481,6 +488,9 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
         }
         ctl.poll_pending();
         ctl.observe_update_clock();
+        if view.health.take_changed() {
+            ctl.health_changed();
+        }
         let now = Instant::now();
         if now >= next_tick {
             ctl.tick();
@@ -547,6 +557,7 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
     }
     // Releases the Lease (if held) so a backup takes over at once.
     drop(kube);
+    view.health.stop();
     shared.stop.store(true, Ordering::Relaxed);
     for h in handles {
         let _ = h.join();
@@ -783,7 +794,6 @@ impl Control {
     fn on_wake(&mut self, w: Wake) {
         match w {
             Wake::Kube(u) => self.kube_update(*u),
-            Wake::Health => self.republish(None),
         }
     }
 
@@ -830,7 +840,7 @@ impl Control {
             Some(p) => p.snap.generation,
             None => self.view.shared.snapshot.load().generation,
         };
-        let snap = build_snapshot(base + 1, services, &self.view.registry)?;
+        let snap = build_snapshot(base + 1, services, &self.view.registry, &self.view.health)?;
         self.track_backends(&snap);
         let now = Instant::now();
         // The update clock runs from the oldest event not yet published.
@@ -1179,6 +1189,14 @@ impl Control {
                 .neighbors
                 .retain(|ip| current.contains(&ip) || fb.contains(&ip) || peers.contains(&ip));
         }
+    }
+
+    /// A backend went up or down: rebuild the snapshot from the running
+    /// config (down backends leave the Maglev tables; their established
+    /// flows stay pinned in the flow table and drain) and publish it, as a
+    /// reload does for services, without reading the file.
+    fn health_changed(&mut self) {
+        self.republish(None);
     }
 
     /// SIGHUP: load the file again; on success publish the new services,

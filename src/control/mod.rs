@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod demo;
 pub mod engine;
+pub mod health;
 pub mod k8s;
 pub mod netns;
 pub mod redundancy;

@@ -426,6 +426,7 @@ pub fn reconcile(
                     mode: o.mode,
                     backends,
                     table_size: DEFAULT_TABLE_SIZE,
+                    health_check: None,
                 });
             }
         }

@@ -1,0 +1,1172 @@
+//! Backend health checks of podlb's own: a TCP connect or an HTTP `GET`,
+//! judged with rise/fall hysteresis (HAProxy's `rise`/`fall`).
+//!
+//! Two halves, as elsewhere in podlb:
+//! - sans-IO: [`HealthCheck`] (what to probe and how often), [`TargetState`]
+//!   (the rise/fall state machine of one target), [`parse_status_line`];
+//! - IO: [`HealthMonitor`], one thread `podlb-health` running a tokio
+//!   current-thread runtime with one task per target. The engine reads
+//!   [`HealthMonitor::is_up`] when it builds a snapshot and rebuilds the
+//!   snapshot when `on_change` fires (docs/architecture.md §3).
+//!
+//! New targets start *up* (docs/decisions.md, "Health checks: new targets
+//! start up; all down fails open").
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddrV4;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::config::ServiceConfig;
+
+/// Probe interval when none is configured.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(1000);
+/// Probe timeout (connect, and for HTTP also request and status line).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Consecutive successes that bring a down target up.
+pub const DEFAULT_RISE: u32 = 2;
+/// Consecutive failures that bring an up target down.
+pub const DEFAULT_FALL: u32 = 3;
+/// HTTP status a healthy backend answers with.
+pub const DEFAULT_EXPECT_STATUS: u16 = 200;
+/// HTTP path probed.
+pub const DEFAULT_PATH: &str = "/";
+/// Most bytes of an HTTP response read to find the status line.
+pub const MAX_RESPONSE_READ: usize = 1024;
+
+/// What a probe does.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum CheckKind {
+    /// The TCP handshake completes within the timeout.
+    Tcp,
+    /// `GET path` answers with status `expect_status` within the timeout.
+    Http { path: String, expect_status: u16 },
+}
+
+/// How one backend is checked.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct HealthCheck {
+    pub kind: CheckKind,
+    /// Port probed; `None`: the backend's own port.
+    pub port: Option<u16>,
+    pub interval: Duration,
+    /// At most `interval` (the config enforces it).
+    pub timeout: Duration,
+    /// 1..=100.
+    pub rise: u32,
+    /// 1..=100.
+    pub fall: u32,
+}
+
+impl Default for HealthCheck {
+    /// A TCP check with the default interval, timeout, rise and fall.
+    fn default() -> HealthCheck {
+        HealthCheck {
+            kind: CheckKind::Tcp,
+            port: None,
+            interval: DEFAULT_INTERVAL,
+            timeout: DEFAULT_TIMEOUT,
+            rise: DEFAULT_RISE,
+            fall: DEFAULT_FALL,
+        }
+    }
+}
+
+/// Checks an HTTP check path: it goes into the request line verbatim, so it
+/// must start with '/' and hold no whitespace or control characters (a CR or
+/// LF would let the config inject headers).
+pub fn check_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("{path:?} must start with '/'"));
+    }
+    if path.len() > 1024 {
+        return Err(format!("{} bytes; at most 1024", path.len()));
+    }
+    if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "{path:?} must not contain whitespace, CR, LF or control characters"
+        ));
+    }
+    Ok(())
+}
+
+impl HealthCheck {
+    /// The address probed for `backend`: its IP, and the check's port if set.
+    pub fn target(&self, backend: SocketAddrV4) -> SocketAddrV4 {
+        SocketAddrV4::new(*backend.ip(), self.port.unwrap_or(backend.port()))
+    }
+
+    /// A one-line description for `/status` and logs, e.g.
+    /// `http GET /healthz expect 200 every 1000ms timeout 500ms rise 2 fall 3`.
+    pub fn summary(&self) -> String {
+        let what = match &self.kind {
+            CheckKind::Tcp => "tcp".to_string(),
+            CheckKind::Http {
+                path,
+                expect_status,
+            } => format!("http GET {path} expect {expect_status}"),
+        };
+        let port = self.port.map(|p| format!(" port {p}")).unwrap_or_default();
+        format!(
+            "{what}{port} every {}ms timeout {}ms rise {} fall {}",
+            self.interval.as_millis(),
+            self.timeout.as_millis(),
+            self.rise,
+            self.fall
+        )
+    }
+
+    /// Reads the Service annotation `podlb.io/health-check`: `"tcp"`,
+    /// `"http"` (path `/`), `"http:/path"` or `"none"`. Interval, timeout,
+    /// rise, fall and port come from `defaults` (the `[kubernetes.health_check]`
+    /// table), and so does `expect_status` when `defaults` is an HTTP check.
+    /// `Ok(None)`: no health check.
+    pub fn from_annotation(
+        value: &str,
+        defaults: &HealthCheck,
+    ) -> Result<Option<HealthCheck>, String> {
+        let v = value.trim();
+        let expect_status = match &defaults.kind {
+            CheckKind::Http { expect_status, .. } => *expect_status,
+            CheckKind::Tcp => DEFAULT_EXPECT_STATUS,
+        };
+        let kind = match v {
+            "none" => return Ok(None),
+            "tcp" => CheckKind::Tcp,
+            "http" => CheckKind::Http {
+                path: DEFAULT_PATH.to_string(),
+                expect_status,
+            },
+            _ => match v.strip_prefix("http:") {
+                Some(path) => {
+                    check_path(path).map_err(|e| format!("path {e}"))?;
+                    CheckKind::Http {
+                        path: path.to_string(),
+                        expect_status,
+                    }
+                }
+                None => {
+                    return Err(format!(
+                        "{value:?} is not a health check: use \"tcp\", \"http\", \"http:/path\" or \"none\""
+                    ))
+                }
+            },
+        };
+        Ok(Some(HealthCheck {
+            kind,
+            ..defaults.clone()
+        }))
+    }
+}
+
+/// The rise/fall state machine of one target (sans-IO).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetState {
+    up: bool,
+    /// Consecutive results that disagree with `up`.
+    streak: u32,
+    rise: u32,
+    fall: u32,
+}
+
+impl TargetState {
+    /// A new target: up (see the module doc).
+    pub fn new(rise: u32, fall: u32) -> TargetState {
+        TargetState {
+            up: true,
+            streak: 0,
+            rise: rise.max(1),
+            fall: fall.max(1),
+        }
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up
+    }
+
+    /// Records one probe result; returns the new state if it changed:
+    /// `fall` consecutive failures bring an up target down, `rise`
+    /// consecutive successes bring a down target up, and any result that
+    /// agrees with the current state restarts the count.
+    pub fn observe(&mut self, ok: bool) -> Option<bool> {
+        if ok == self.up {
+            self.streak = 0;
+            return None;
+        }
+        self.streak += 1;
+        let need = if self.up { self.fall } else { self.rise };
+        if self.streak >= need {
+            self.up = ok;
+            self.streak = 0;
+            Some(ok)
+        } else {
+            None
+        }
+    }
+}
+
+/// Parses the status code out of an HTTP/1.x status line (RFC 9112 §4:
+/// `HTTP-version SP status-code SP [reason-phrase]`). `head` is the start of
+/// the response; only its first line is looked at.
+pub fn parse_status_line(head: &[u8]) -> Result<u16, String> {
+    let line = head.split(|&b| b == b'\n').next().unwrap_or(&[]);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let malformed = || {
+        let shown: String = String::from_utf8_lossy(&line[..line.len().min(40)]).into_owned();
+        format!("malformed response: {shown:?}")
+    };
+    if line.is_empty() {
+        return Err("malformed response: empty".into());
+    }
+    let rest = line.strip_prefix(b"HTTP/1.").ok_or_else(malformed)?;
+    match rest {
+        [minor, b' ', a, b, c, tail @ ..]
+            if minor.is_ascii_digit()
+                && [a, b, c].iter().all(|d| d.is_ascii_digit())
+                && (tail.is_empty() || tail[0] == b' ') =>
+        {
+            Ok(u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0'))
+        }
+        _ => Err(malformed()),
+    }
+}
+
+/// One probe: `Ok` if healthy, else the reason.
+async fn probe(check: &HealthCheck, addr: SocketAddrV4) -> Result<(), String> {
+    match tokio::time::timeout(check.timeout, probe_once(check, addr)).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("timeout after {} ms", check.timeout.as_millis())),
+    }
+}
+
+async fn probe_once(check: &HealthCheck, addr: SocketAddrV4) -> Result<(), String> {
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::ConnectionRefused => "refused".to_string(),
+            _ => format!("connect: {e}"),
+        })?;
+    let (path, expect) = match &check.kind {
+        CheckKind::Tcp => return Ok(()),
+        CheckKind::Http {
+            path,
+            expect_status,
+        } => (path, *expect_status),
+    };
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}:{}\r\nUser-Agent: podlb-health/{}\r\nConnection: close\r\n\r\n",
+        addr.ip(),
+        addr.port(),
+        env!("CARGO_PKG_VERSION")
+    );
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let mut buf = [0u8; MAX_RESPONSE_READ];
+    let mut n = 0;
+    while n < buf.len() && !buf[..n].contains(&b'\n') {
+        match s.read(&mut buf[n..]).await {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    }
+    match parse_status_line(&buf[..n])? {
+        st if st == expect => Ok(()),
+        st => Err(format!("bad status {st}")),
+    }
+}
+
+/// What `/status` and `/metrics` show about one target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetStatus {
+    /// The address probed.
+    pub addr: SocketAddrV4,
+    /// [`HealthCheck::summary`].
+    pub check: String,
+    pub up: bool,
+    /// Probes done.
+    pub checks: u64,
+    /// Probes failed.
+    pub failures: u64,
+    /// Reason of the last failed probe (kept after recovery).
+    pub last_error: Option<String>,
+    /// Up/down transitions so far.
+    pub transitions: u64,
+}
+
+struct Target {
+    check: HealthCheck,
+    state: TargetState,
+    checks: u64,
+    failures: u64,
+    last_error: Option<String>,
+    transitions: u64,
+    task: tokio::task::AbortHandle,
+}
+
+type OnChange = Box<dyn Fn() + Send + Sync>;
+
+struct Inner {
+    /// By probed address; a few checks per address at most.
+    targets: Mutex<HashMap<SocketAddrV4, Vec<Target>>>,
+    on_change: OnChange,
+}
+
+impl Inner {
+    /// Records a probe result. Returns false if the target is gone (its
+    /// task then ends).
+    fn record(&self, check: &HealthCheck, addr: SocketAddrV4, result: Result<(), String>) -> bool {
+        let (changed, summary) = {
+            let mut map = self.targets.lock();
+            let Some(t) = map
+                .get_mut(&addr)
+                .and_then(|v| v.iter_mut().find(|t| t.check == *check))
+            else {
+                return false;
+            };
+            t.checks += 1;
+            if let Err(e) = &result {
+                t.failures += 1;
+                t.last_error = Some(e.clone());
+            }
+            let changed = t.state.observe(result.is_ok());
+            if changed.is_some() {
+                t.transitions += 1;
+            }
+            (changed, changed.map(|_| t.check.summary()))
+        };
+        match (changed, summary) {
+            (Some(false), Some(check)) => {
+                tracing::warn!(backend = %addr, %check, reason = result.err().unwrap_or_default(), "health check: backend down");
+                (self.on_change)();
+            }
+            (Some(true), Some(check)) => {
+                tracing::info!(backend = %addr, %check, "health check: backend up");
+                (self.on_change)();
+            }
+            _ => {}
+        }
+        true
+    }
+}
+
+/// Probes targets on its own thread and keeps their up/down state.
+pub struct HealthMonitor {
+    inner: Arc<Inner>,
+    rt: tokio::runtime::Handle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// In a mutex only so the monitor is `Sync`.
+    done: Mutex<std::sync::mpsc::Receiver<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl HealthMonitor {
+    /// Starts the thread `podlb-health`. `on_change` runs on that thread
+    /// after every up/down transition; it should only set a flag.
+    pub fn start(on_change: impl Fn() + Send + Sync + 'static) -> std::io::Result<HealthMonitor> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()?;
+        let handle = rt.handle().clone();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("podlb-health".into())
+            .spawn(move || {
+                // Runs the probe tasks until the monitor is dropped.
+                rt.block_on(async {
+                    let _ = stop_rx.await;
+                });
+                rt.shutdown_timeout(Duration::from_millis(100));
+                let _ = done_tx.send(());
+            })?;
+        Ok(HealthMonitor {
+            inner: Arc::new(Inner {
+                targets: Mutex::new(HashMap::new()),
+                on_change: Box::new(on_change),
+            }),
+            rt: handle,
+            stop: Some(stop_tx),
+            done: Mutex::new(done),
+            thread: Some(thread),
+        })
+    }
+
+    /// Replaces the set of targets (duplicates count once). Kept targets
+    /// keep their state and schedule; removed ones stop being probed; new
+    /// ones start up and are first probed after a random part of their
+    /// interval, so many backends do not probe in lockstep.
+    pub fn set_targets(&self, targets: Vec<(HealthCheck, SocketAddrV4)>) {
+        let wanted: HashSet<(HealthCheck, SocketAddrV4)> = targets.into_iter().collect();
+        let mut map = self.inner.targets.lock();
+        for (addr, list) in map.iter_mut() {
+            list.retain(|t| {
+                let keep = wanted.contains(&(t.check.clone(), *addr));
+                if !keep {
+                    t.task.abort();
+                }
+                keep
+            });
+        }
+        map.retain(|_, list| !list.is_empty());
+        for (check, addr) in wanted {
+            let list = map.entry(addr).or_default();
+            if list.iter().any(|t| t.check == check) {
+                continue;
+            }
+            let first = jitter(&check, addr);
+            let task = self
+                .rt
+                .spawn(probe_loop(self.inner.clone(), check.clone(), addr, first))
+                .abort_handle();
+            list.push(Target {
+                state: TargetState::new(check.rise, check.fall),
+                check,
+                checks: 0,
+                failures: 0,
+                last_error: None,
+                transitions: 0,
+                task,
+            });
+        }
+    }
+
+    /// Whether `addr` passes `check`; true for targets not (yet) known.
+    pub fn is_up(&self, check: &HealthCheck, addr: SocketAddrV4) -> bool {
+        let map = self.inner.targets.lock();
+        map.get(&addr)
+            .and_then(|v| v.iter().find(|t| t.check == *check))
+            .map_or(true, |t| t.state.is_up())
+    }
+
+    /// The status of one target, if it is known.
+    pub fn status_of(&self, check: &HealthCheck, addr: SocketAddrV4) -> Option<TargetStatus> {
+        let map = self.inner.targets.lock();
+        map.get(&addr)
+            .and_then(|v| v.iter().find(|t| t.check == *check))
+            .map(|t| status(addr, t))
+    }
+
+    /// Every target's status, sorted by address.
+    pub fn statuses(&self) -> Vec<TargetStatus> {
+        let map = self.inner.targets.lock();
+        let mut out: Vec<TargetStatus> = map
+            .iter()
+            .flat_map(|(addr, v)| v.iter().map(|t| status(*addr, t)))
+            .collect();
+        out.sort_by(|a, b| (a.addr, &a.check).cmp(&(b.addr, &b.check)));
+        out
+    }
+}
+
+fn status(addr: SocketAddrV4, t: &Target) -> TargetStatus {
+    TargetStatus {
+        addr,
+        check: t.check.summary(),
+        up: t.state.is_up(),
+        checks: t.checks,
+        failures: t.failures,
+        last_error: t.last_error.clone(),
+        transitions: t.transitions,
+    }
+}
+
+impl Drop for HealthMonitor {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        // Bounded: a runtime that does not stop within a second is left
+        // behind rather than hanging the caller.
+        if self
+            .done
+            .lock()
+            .recv_timeout(Duration::from_secs(1))
+            .is_ok()
+        {
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        } else {
+            tracing::warn!("health-check thread did not stop within 1 s");
+        }
+    }
+}
+
+/// A pseudo-random delay in `[0, interval)` for a target's first probe.
+fn jitter(check: &HealthCheck, addr: SocketAddrV4) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64;
+    let mut key = addr.ip().octets().to_vec();
+    key.extend_from_slice(&addr.port().to_be_bytes());
+    key.extend_from_slice(check.summary().as_bytes());
+    let h = crate::balance::hash::hash_bytes(&key, nanos);
+    let ms = (check.interval.as_millis() as u64).max(1);
+    Duration::from_millis(h % ms)
+}
+
+async fn probe_loop(inner: Arc<Inner>, check: HealthCheck, addr: SocketAddrV4, first: Duration) {
+    let start = tokio::time::Instant::now() + first;
+    let mut tick = tokio::time::interval_at(start, check.interval.max(Duration::from_millis(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let result = probe(&check, addr).await;
+        if !inner.record(&check, addr, result) {
+            return;
+        }
+    }
+}
+
+// ---- engine glue -----------------------------------------------------------
+
+/// Every (check, probed address) the services ask for.
+pub fn health_targets(services: &[ServiceConfig]) -> Vec<(HealthCheck, SocketAddrV4)> {
+    services
+        .iter()
+        .filter_map(|s| s.health_check.as_ref().map(|c| (c, &s.backends)))
+        .flat_map(|(c, bs)| bs.iter().map(move |b| (c.clone(), c.target(b.addr))))
+        .collect()
+}
+
+/// The services with their down backends left out. A service whose
+/// backends are *all* down keeps them all (fails open): sending clients to
+/// backends that may be alive beats refusing every connection
+/// (docs/decisions.md).
+pub fn healthy_services(
+    services: &[ServiceConfig],
+    health: Option<&HealthMonitor>,
+) -> Vec<ServiceConfig> {
+    filter_services(services, |c, a| health.map_or(true, |m| m.is_up(c, a))).0
+}
+
+/// [`healthy_services`] with the health as a predicate; also returns the
+/// names of the services that failed open.
+fn filter_services(
+    services: &[ServiceConfig],
+    is_up: impl Fn(&HealthCheck, SocketAddrV4) -> bool,
+) -> (Vec<ServiceConfig>, Vec<String>) {
+    let mut fail_open = Vec::new();
+    let out = services
+        .iter()
+        .map(|s| {
+            let Some(c) = &s.health_check else {
+                return s.clone();
+            };
+            let up: Vec<_> = s
+                .backends
+                .iter()
+                .filter(|b| is_up(c, c.target(b.addr)))
+                .cloned()
+                .collect();
+            if up.is_empty() && !s.backends.is_empty() {
+                fail_open.push(s.name.clone());
+                return s.clone();
+            }
+            ServiceConfig {
+                backends: up,
+                ..s.clone()
+            }
+        })
+        .collect();
+    (out, fail_open)
+}
+
+/// What the engine keeps about health checks: the monitor (started when a
+/// service first asks for checks, stopped when none does), the "changed"
+/// flag the control loop polls, and which services fail open.
+#[derive(Default)]
+pub struct HealthGate {
+    monitor: Mutex<Option<Arc<HealthMonitor>>>,
+    changed: Arc<AtomicBool>,
+    fail_open: Mutex<HashSet<String>>,
+    /// Times a service entered fail-open (all its backends down).
+    pub fail_open_total: AtomicU64,
+}
+
+impl HealthGate {
+    pub fn new() -> HealthGate {
+        HealthGate::default()
+    }
+
+    /// The running monitor, if any service has a health check.
+    pub fn monitor(&self) -> Option<Arc<HealthMonitor>> {
+        self.monitor.lock().clone()
+    }
+
+    /// Whether a backend's health changed since the last call.
+    pub fn take_changed(&self) -> bool {
+        self.changed.swap(false, Ordering::Relaxed)
+    }
+
+    /// Services currently failing open, sorted.
+    pub fn fail_open(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.fail_open.lock().iter().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Registers the targets of `services` (starting or stopping the
+    /// monitor as needed) and returns the services a snapshot should be
+    /// built from: [`healthy_services`], with fail-open logged once per
+    /// transition and counted.
+    pub fn services_for_snapshot(&self, services: &[ServiceConfig]) -> Vec<ServiceConfig> {
+        self.register(services);
+        let m = self.monitor();
+        let (out, failing) =
+            filter_services(services, |c, a| m.as_ref().map_or(true, |m| m.is_up(c, a)));
+        let failing: HashSet<String> = failing.into_iter().collect();
+        let mut was = self.fail_open.lock();
+        for name in failing.difference(&was) {
+            self.fail_open_total.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(service = %name, "health check: every backend is down; using them all (fail open)");
+        }
+        for name in was.difference(&failing) {
+            tracing::info!(service = %name, "health check: a backend is up again; fail-open ends");
+        }
+        *was = failing;
+        out
+    }
+
+    fn register(&self, services: &[ServiceConfig]) {
+        let targets = health_targets(services);
+        let mut slot = self.monitor.lock();
+        if targets.is_empty() {
+            // No service asks for checks (any more): stop the thread.
+            *slot = None;
+            return;
+        }
+        if slot.is_none() {
+            let changed = self.changed.clone();
+            match HealthMonitor::start(move || changed.store(true, Ordering::Relaxed)) {
+                Ok(m) => *slot = Some(Arc::new(m)),
+                Err(e) => {
+                    tracing::error!(error = %e, "health checks not started; every backend counts as up");
+                    return;
+                }
+            }
+        }
+        if let Some(m) = slot.as_ref() {
+            m.set_targets(targets);
+        }
+    }
+
+    /// Stops the monitor (at shutdown).
+    pub fn stop(&self) {
+        let m = self.monitor.lock().take();
+        drop(m);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::{Ipv4Addr, TcpListener};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::Instant;
+
+    #[test]
+    fn rise_and_fall() {
+        let mut s = TargetState::new(2, 3);
+        assert!(s.is_up(), "new targets start up");
+        assert_eq!(s.observe(false), None);
+        assert_eq!(s.observe(false), None);
+        assert_eq!(s.observe(false), Some(false));
+        assert_eq!(s.observe(false), None, "already down");
+        assert_eq!(s.observe(true), None);
+        assert_eq!(s.observe(true), Some(true));
+        assert_eq!(s.observe(true), None);
+        assert!(s.is_up());
+    }
+
+    #[test]
+    fn alternating_results_never_flip() {
+        let mut s = TargetState::new(2, 2);
+        for i in 0..100 {
+            assert_eq!(s.observe(i % 2 == 0), None, "step {i}");
+        }
+        assert!(s.is_up());
+        // And from down.
+        s.observe(false);
+        s.observe(false);
+        assert!(!s.is_up());
+        for i in 0..100 {
+            assert_eq!(s.observe(i % 2 == 0), None, "step {i}");
+        }
+        assert!(!s.is_up());
+    }
+
+    #[test]
+    fn agreeing_result_restarts_the_count() {
+        let mut s = TargetState::new(1, 3);
+        s.observe(false);
+        s.observe(false);
+        s.observe(true);
+        assert_eq!(s.observe(false), None);
+        assert_eq!(s.observe(false), None);
+        assert_eq!(s.observe(false), Some(false));
+        assert_eq!(s.observe(true), Some(true), "rise 1");
+    }
+
+    #[test]
+    fn status_lines() {
+        assert_eq!(parse_status_line(b"HTTP/1.1 200 OK\r\n"), Ok(200));
+        assert_eq!(
+            parse_status_line(b"HTTP/1.0 503 Service Unavailable\r\nX: y"),
+            Ok(503)
+        );
+        assert_eq!(parse_status_line(b"HTTP/1.1 204\r\n"), Ok(204));
+        assert_eq!(parse_status_line(b"HTTP/1.1 200"), Ok(200));
+        for bad in [
+            &b""[..],
+            b"SSH-2.0-OpenSSH_9.6\r\n",
+            b"HTTP/1.1 20 OK\r\n",
+            b"HTTP/1.1 2000 OK\r\n",
+            b"HTTP/2 200\r\n",
+            b"HTTP/1.1  200 OK\r\n",
+            b"\xff\xfe\r\n",
+        ] {
+            let e = parse_status_line(bad).unwrap_err();
+            assert!(e.contains("malformed"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn annotation() {
+        let d = HealthCheck {
+            interval: Duration::from_millis(300),
+            ..HealthCheck::default()
+        };
+        assert_eq!(HealthCheck::from_annotation("none", &d), Ok(None));
+        assert_eq!(HealthCheck::from_annotation("tcp", &d), Ok(Some(d.clone())));
+        let h = HealthCheck::from_annotation(" http:/healthz ", &d)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            h.kind,
+            CheckKind::Http {
+                path: "/healthz".into(),
+                expect_status: 200
+            }
+        );
+        assert_eq!(h.interval, Duration::from_millis(300));
+        let h = HealthCheck::from_annotation("http", &d).unwrap().unwrap();
+        assert!(matches!(h.kind, CheckKind::Http { ref path, .. } if path == "/"));
+        // expect_status comes from HTTP defaults.
+        let hd = HealthCheck {
+            kind: CheckKind::Http {
+                path: "/x".into(),
+                expect_status: 204,
+            },
+            ..HealthCheck::default()
+        };
+        let h = HealthCheck::from_annotation("http:/y", &hd)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            h.kind,
+            CheckKind::Http {
+                path: "/y".into(),
+                expect_status: 204
+            }
+        );
+        assert_eq!(
+            HealthCheck::from_annotation("tcp", &hd)
+                .unwrap()
+                .unwrap()
+                .kind,
+            CheckKind::Tcp
+        );
+        for bad in [
+            "",
+            "udp",
+            "http:",
+            "http:healthz",
+            "http:/a b",
+            "http:/a\r\nX: y",
+            "TCP",
+        ] {
+            assert!(HealthCheck::from_annotation(bad, &d).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn target_uses_the_port_override() {
+        let b = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 21), 80);
+        let mut c = HealthCheck::default();
+        assert_eq!(c.target(b), b);
+        c.port = Some(8081);
+        assert_eq!(c.target(b).port(), 8081);
+        assert!(c.summary().contains("port 8081"), "{}", c.summary());
+    }
+
+    // ---- against real loopback listeners ----------------------------------
+
+    /// A loopback server on its own thread; stops when dropped.
+    struct Server {
+        port: u16,
+        stop: Arc<AtomicBool>,
+        thread: Option<std::thread::JoinHandle<()>>,
+        requests: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::SeqCst);
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    /// `reply`: bytes written after reading the request; `None`: accept and
+    /// never answer (connections are held until the server stops).
+    fn server(reply: Option<&'static [u8]>) -> Server {
+        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        l.set_nonblocking(true).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let (stop2, req2) = (stop.clone(), requests.clone());
+        let thread = std::thread::spawn(move || {
+            let mut held = Vec::new();
+            while !stop2.load(Ordering::SeqCst) {
+                match l.accept() {
+                    Ok((mut s, _)) => {
+                        let _ = s.set_nonblocking(false);
+                        let Some(reply) = reply else {
+                            held.push(s);
+                            continue;
+                        };
+                        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+                        let mut buf = [0u8; 2048];
+                        let n = s.read(&mut buf).unwrap_or(0);
+                        req2.lock()
+                            .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                        let _ = s.write_all(reply);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        Server {
+            port,
+            stop,
+            thread: Some(thread),
+            requests,
+        }
+    }
+
+    fn fast(kind: CheckKind) -> HealthCheck {
+        HealthCheck {
+            kind,
+            port: None,
+            interval: Duration::from_millis(20),
+            timeout: Duration::from_millis(50),
+            rise: 2,
+            fall: 2,
+        }
+    }
+
+    fn http(path: &str) -> CheckKind {
+        CheckKind::Http {
+            path: path.into(),
+            expect_status: 200,
+        }
+    }
+
+    fn local(port: u16) -> SocketAddrV4 {
+        SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)
+    }
+
+    /// Waits (at most 10 s) until `f` holds for the target's status.
+    fn wait_for(
+        m: &HealthMonitor,
+        c: &HealthCheck,
+        a: SocketAddrV4,
+        what: &str,
+        f: impl Fn(&TargetStatus) -> bool,
+    ) -> TargetStatus {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let st = m.status_of(c, a).expect("target known");
+            if f(&st) {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "{what}: {st:?}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn counting_monitor() -> (HealthMonitor, Arc<AtomicUsize>) {
+        let n = Arc::new(AtomicUsize::new(0));
+        let n2 = n.clone();
+        let m = HealthMonitor::start(move || {
+            n2.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+        (m, n)
+    }
+
+    #[test]
+    fn tcp_listener_stays_up() {
+        let srv = server(Some(b""));
+        let (m, changes) = counting_monitor();
+        let c = fast(CheckKind::Tcp);
+        let a = local(srv.port);
+        assert!(m.is_up(&c, a), "unknown targets are up");
+        m.set_targets(vec![(c.clone(), a), (c.clone(), a)]);
+        assert_eq!(m.statuses().len(), 1, "deduplicated");
+        let st = wait_for(&m, &c, a, "three checks", |s| s.checks >= 3);
+        assert!(st.up && st.failures == 0, "{st:?}");
+        assert_eq!(changes.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn refused_goes_down_after_fall_and_set_targets_keeps_state() {
+        let port = {
+            let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let (m, changes) = counting_monitor();
+        let c = fast(CheckKind::Tcp);
+        let a = local(port);
+        m.set_targets(vec![(c.clone(), a)]);
+        let st = wait_for(&m, &c, a, "down", |s| !s.up);
+        assert!(st.failures >= 2, "fall = 2: {st:?}");
+        assert_eq!(st.last_error.as_deref(), Some("refused"));
+        assert_eq!(st.transitions, 1);
+        assert!(!m.is_up(&c, a));
+        assert_eq!(changes.load(Ordering::SeqCst), 1);
+
+        // Re-registering (plus another target) keeps the state.
+        let srv = server(Some(b""));
+        let other = local(srv.port);
+        m.set_targets(vec![(c.clone(), other), (c.clone(), a)]);
+        assert!(!m.is_up(&c, a), "state survives set_targets");
+        assert_eq!(m.statuses().len(), 2);
+        // Removed targets are forgotten (and unknown means up).
+        m.set_targets(vec![(c.clone(), other)]);
+        assert!(m.status_of(&c, a).is_none());
+        assert!(m.is_up(&c, a));
+        assert_eq!(m.statuses().len(), 1);
+    }
+
+    #[test]
+    fn http_200_is_ok_and_the_request_is_well_formed() {
+        let srv = server(Some(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
+        let (m, _) = counting_monitor();
+        let c = fast(http("/healthz?x=1"));
+        let a = local(srv.port);
+        m.set_targets(vec![(c.clone(), a)]);
+        let st = wait_for(&m, &c, a, "three checks", |s| s.checks >= 3);
+        assert!(st.up && st.failures == 0, "{st:?}");
+        let req = srv.requests.lock()[0].clone();
+        let want = format!(
+            "GET /healthz?x=1 HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nUser-Agent: podlb-health/{}\r\nConnection: close\r\n\r\n",
+            srv.port,
+            env!("CARGO_PKG_VERSION")
+        );
+        assert_eq!(req, want);
+    }
+
+    #[test]
+    fn http_500_goes_down() {
+        let srv = server(Some(b"HTTP/1.1 500 Internal Server Error\r\n\r\n"));
+        let (m, changes) = counting_monitor();
+        let c = fast(http("/"));
+        let a = local(srv.port);
+        m.set_targets(vec![(c.clone(), a)]);
+        let st = wait_for(&m, &c, a, "down", |s| !s.up);
+        assert_eq!(st.last_error.as_deref(), Some("bad status 500"));
+        assert_eq!(changes.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        let srv = server(Some(b"SSH-2.0-OpenSSH_9.6\r\n"));
+        let (m, _) = counting_monitor();
+        let c = fast(http("/"));
+        let a = local(srv.port);
+        m.set_targets(vec![(c.clone(), a)]);
+        let st = wait_for(&m, &c, a, "down", |s| !s.up);
+        let e = st.last_error.unwrap();
+        assert!(e.contains("malformed"), "{e}");
+    }
+
+    #[test]
+    fn silent_server_times_out() {
+        let srv = server(None);
+        let (m, _) = counting_monitor();
+        let c = fast(http("/"));
+        let a = local(srv.port);
+        m.set_targets(vec![(c.clone(), a)]);
+        let st = wait_for(&m, &c, a, "down", |s| !s.up);
+        let e = st.last_error.unwrap();
+        assert!(e.contains("timeout"), "{e}");
+    }
+
+    #[test]
+    fn down_target_rises_again() {
+        // A server that answers 503 until told otherwise.
+        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        l.set_nonblocking(true).unwrap();
+        let a = local(l.local_addr().unwrap().port());
+        let healthy = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (h2, s2) = (healthy.clone(), stop.clone());
+        let t = std::thread::spawn(move || {
+            while !s2.load(Ordering::SeqCst) {
+                match l.accept() {
+                    Ok((mut s, _)) => {
+                        let _ = s.set_nonblocking(false);
+                        let mut buf = [0u8; 1024];
+                        let _ = s.read(&mut buf);
+                        let r: &[u8] = if h2.load(Ordering::SeqCst) {
+                            b"HTTP/1.1 200 OK\r\n\r\n"
+                        } else {
+                            b"HTTP/1.1 503 Service Unavailable\r\n\r\n"
+                        };
+                        let _ = s.write_all(r);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        let (m, changes) = counting_monitor();
+        let c = fast(http("/"));
+        m.set_targets(vec![(c.clone(), a)]);
+        wait_for(&m, &c, a, "down", |s| !s.up);
+        healthy.store(true, Ordering::SeqCst);
+        let st = wait_for(&m, &c, a, "up again", |s| s.up);
+        assert_eq!(st.transitions, 2);
+        assert_eq!(st.last_error.as_deref(), Some("bad status 503"));
+        assert_eq!(changes.load(Ordering::SeqCst), 2);
+        drop(m);
+        stop.store(true, Ordering::SeqCst);
+        t.join().unwrap();
+    }
+
+    fn svc(name: &str, check: Option<HealthCheck>, ports: &[u16]) -> ServiceConfig {
+        ServiceConfig {
+            name: name.into(),
+            vip: Ipv4Addr::new(198, 18, 0, 100),
+            port: 80,
+            mode: crate::config::Mode::Nat,
+            backends: ports
+                .iter()
+                .map(|&p| crate::config::BackendConfig {
+                    addr: SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 21), p),
+                    weight: 1,
+                })
+                .collect(),
+            table_size: 65537,
+            health_check: check,
+        }
+    }
+
+    #[test]
+    fn down_backends_leave_and_all_down_fails_open() {
+        let c = HealthCheck::default();
+        let with_port = HealthCheck {
+            port: Some(9000),
+            ..HealthCheck::default()
+        };
+        let services = vec![
+            svc("checked", Some(c.clone()), &[1, 2, 3]),
+            svc("unchecked", None, &[1, 2]),
+            svc("all-down", Some(c.clone()), &[2]),
+            svc("override", Some(with_port.clone()), &[1, 2]),
+            svc("empty", Some(c.clone()), &[]),
+        ];
+        // Port 2 is down for `c`; port 9000 of .21 is down for `with_port`.
+        let (out, fail_open) = filter_services(&services, |chk, a| {
+            if *chk == with_port {
+                a.port() != 9000
+            } else {
+                a.port() != 2
+            }
+        });
+        let ports =
+            |s: &ServiceConfig| s.backends.iter().map(|b| b.addr.port()).collect::<Vec<_>>();
+        assert_eq!(ports(&out[0]), vec![1, 3]);
+        assert_eq!(ports(&out[1]), vec![1, 2], "no check: all kept");
+        assert_eq!(ports(&out[2]), vec![2], "all down: fail open");
+        assert_eq!(
+            ports(&out[3]),
+            vec![1, 2],
+            "the check's port decides, for every backend: fail open"
+        );
+        assert!(out[4].backends.is_empty());
+        assert_eq!(
+            fail_open,
+            vec!["all-down".to_string(), "override".to_string()]
+        );
+        // Without a monitor every backend counts.
+        assert_eq!(healthy_services(&services, None), services);
+        assert_eq!(health_targets(&services).len(), 3 + 1 + 2);
+        assert!(health_targets(&services).contains(&(
+            with_port.clone(),
+            SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 21), 9000)
+        )));
+    }
+
+    #[test]
+    fn gate_starts_and_stops_the_monitor() {
+        let g = HealthGate::new();
+        let refused = {
+            let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+            local(l.local_addr().unwrap().port())
+        };
+        let services = vec![ServiceConfig {
+            backends: vec![crate::config::BackendConfig {
+                addr: refused,
+                weight: 1,
+            }],
+            ..svc("s", Some(fast(CheckKind::Tcp)), &[])
+        }];
+        let out = g.services_for_snapshot(&services);
+        assert_eq!(out, services, "new targets start up");
+        assert!(g.monitor().is_some());
+        assert_eq!(g.monitor().unwrap().statuses().len(), 1);
+        // Nothing listens there; once it is down the service
+        // fails open (one backend), counted once however often we rebuild.
+        let m = g.monitor().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while m.statuses()[0].up {
+            assert!(Instant::now() < deadline, "{:?}", m.statuses());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(g.take_changed());
+        assert!(!g.take_changed());
+        drop(m);
+        for _ in 0..3 {
+            assert_eq!(g.services_for_snapshot(&services), services);
+        }
+        assert_eq!(g.fail_open(), vec!["s".to_string()]);
+        assert_eq!(g.fail_open_total.load(Ordering::Relaxed), 1);
+        // No checks any more: the monitor stops.
+        g.services_for_snapshot(&[svc("s", None, &[1])]);
+        assert!(g.monitor().is_none());
+        assert!(g.fail_open().is_empty());
+    }
+
+    #[test]
+    fn drop_stops_the_thread() {
+        let (m, _) = counting_monitor();
+        let c = fast(CheckKind::Tcp);
+        m.set_targets(vec![(c, local(1))]);
+        // Sends the stop and joins (bounded); must not panic or hang.
+        drop(m);
+    }
+}
