@@ -694,3 +694,86 @@ fn k8s_lease_election_moves_the_vip() {
     wait_served(&client, &budget, "HTTP through the VIP after the handover");
     stop_podlb(&lb1);
 }
+
+/// `/status` health entry of `addr`: Some(up) once it is checked.
+fn health_up(p: &Podlb, addr: &str) -> Option<bool> {
+    let st = p.status().ok()?;
+    st["health"]
+        .as_array()?
+        .iter()
+        .find(|e| e["addr"] == addr)
+        .map(|e| e["up"] == true)
+}
+
+#[test]
+fn k8s_health_check_removes_and_restores_a_backend() {
+    require_netns!("k8s_health_check_removes_and_restores_a_backend");
+    let budget = Budget::start();
+    let l = lab(
+        "[kubernetes.health_check]\nkind = \"http\"\npath = \"/\"\ninterval_ms = 200\ntimeout_ms = 100\nrise = 2\nfall = 2\n",
+    );
+    let (api, client) = (&l.api, l.topo.ns("client"));
+    let [b1, b2, _] = BACKENDS;
+    api.create(
+        "v1",
+        "services",
+        lb_service("default", "web", CLASS, json!({}), 80),
+    )
+    .unwrap();
+    api.create(
+        "discovery.k8s.io/v1",
+        "endpointslices",
+        slice(
+            "default",
+            "web",
+            "web-1",
+            &[(b1, true, false), (b2, true, false)],
+            80,
+        ),
+    )
+    .unwrap();
+    wait_for(
+        &budget,
+        Duration::from_secs(15),
+        "both backends in use",
+        || {
+            let c = spread(client, 30, &budget);
+            (c.len() == 2).then_some(())
+        },
+    );
+    let a1 = format!("{b1}:80");
+    wait_for(&budget, Duration::from_secs(5), "be1 checked", || {
+        health_up(&l.podlb, &a1)
+    });
+
+    // be1's server dies while Kubernetes still calls the endpoint ready.
+    let be1 = l.topo.ns("be1");
+    // (Every process in be1's namespace: nginx's master and its worker.)
+    netns::kill_all_in(be1, Duration::from_secs(2));
+    wait_for(&budget, Duration::from_secs(10), "be1 marked down", || {
+        (health_up(&l.podlb, &a1) == Some(false)).then_some(())
+    });
+    let c = spread(client, 50, &budget);
+    assert_eq!(
+        c.get("be2"),
+        Some(&50),
+        "requests after be1 went down: {c:?}"
+    );
+
+    // Back up: it rejoins after `rise` good checks.
+    let _restarted = start_nginx(&l.topo, be1, "be1", "be1");
+    wait_for(&budget, Duration::from_secs(10), "be1 up again", || {
+        (health_up(&l.podlb, &a1) == Some(true)).then_some(())
+    });
+    wait_for(
+        &budget,
+        Duration::from_secs(10),
+        "traffic on be1 again",
+        || {
+            spread(client, 40, &budget)
+                .contains_key("be1")
+                .then_some(())
+        },
+    );
+    stop_podlb(&l.podlb);
+}

@@ -277,6 +277,7 @@ struct RawKubernetes {
     identity: Option<String>,
     election: Option<String>,
     lease: Option<RawLease>,
+    health_check: Option<RawHealthCheck>,
 }
 
 #[derive(Deserialize, Default)]
@@ -593,11 +594,14 @@ fn absolute_hook(key: &str, h: Option<String>) -> Result<Option<String>, ConfigE
 }
 
 fn validate_kubernetes(k: RawKubernetes) -> Result<KubernetesSettings, ConfigError> {
-    let reconcile = crate::control::k8s::KubeSettings::new(
+    let mut reconcile = crate::control::k8s::KubeSettings::new(
         k.load_balancer_class.as_deref(),
         &k.vip_pools,
         k.default_mode,
     )?;
+    if let Some(h) = k.health_check {
+        reconcile.health_check = parse_health_check(h, "kubernetes.health_check")?;
+    }
     let nonempty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
     let namespace = nonempty(k.namespace);
     if let Some(ns) = &namespace {

@@ -152,10 +152,10 @@ struct HealthRow {
 }
 
 fn health_rows(view: &EngineView) -> Vec<HealthRow> {
-    let cfg = view.config.load();
+    let services = view.desired.lock().clone();
     let monitor = view.health.monitor();
     let mut rows = Vec::new();
-    for s in &cfg.services {
+    for s in &services {
         let Some(c) = &s.health_check else { continue };
         for b in &s.backends {
             rows.push(HealthRow {

@@ -119,6 +119,9 @@ pub struct EngineView {
     pub last_reload_error: Mutex<Option<String>>,
     pub started: Instant,
     pub kube: Option<Arc<KubeView>>,
+    /// Every service asked for (config and Kubernetes) before health
+    /// filtering: what the health rows of /status are about.
+    pub desired: Mutex<Vec<ServiceConfig>>,
     /// API event arrival → first frame sent with the snapshot it made.
     pub update_latency: Histogram,
     /// API event arrival → snapshot published.
@@ -391,6 +394,7 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
         last_reload_error: Mutex::new(None),
         started: Instant::now(),
         kube: kube.as_ref().map(|k| k.view.clone()),
+        desired: Mutex::new(cfg.services.clone()),
         update_latency: Histogram::default(),
         publish_latency: Histogram::default(),
         health: HealthGate::new(),
@@ -841,6 +845,7 @@ impl Control {
             None => self.view.shared.snapshot.load().generation,
         };
         let snap = build_snapshot(base + 1, services, &self.view.registry, &self.view.health)?;
+        *self.view.desired.lock() = services.to_vec();
         self.track_backends(&snap);
         let now = Instant::now();
         // The update clock runs from the oldest event not yet published.

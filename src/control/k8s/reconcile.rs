@@ -66,6 +66,7 @@ use super::objects::{self, EndpointSlice};
 use super::settings::KubeSettings;
 use crate::balance::maglev::DEFAULT_TABLE_SIZE;
 use crate::config::{BackendConfig, Mode, ServiceConfig};
+use crate::control::health::HealthCheck;
 
 pub use super::objects::SERVICE_NAME_LABEL;
 
@@ -74,6 +75,8 @@ pub use super::objects::SERVICE_NAME_LABEL;
 pub const ANNOTATION_VIP: &str = "podlb.io/vip";
 /// Annotation choosing the forwarding mode: `nat` or `dsr`.
 pub const ANNOTATION_MODE: &str = "podlb.io/mode";
+/// Annotation choosing the health check: `tcp`, `http:/path` or `none`.
+pub const ANNOTATION_HEALTH_CHECK: &str = "podlb.io/health-check";
 
 /// Why a Service is not (fully) served; the Event reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -192,6 +195,7 @@ struct Ours {
     created: String,
     svc: objects::Service,
     mode: Mode,
+    health: Option<HealthCheck>,
     /// Contradictory spec: not served.
     bad: bool,
     request: Option<Ipv4Addr>,
@@ -301,6 +305,7 @@ pub fn reconcile(
                     created: svc.metadata.creation_timestamp.clone().unwrap_or_default(),
                     svc,
                     mode: settings.default_mode,
+                    health: None,
                     bad: true,
                     request: None,
                     held: None,
@@ -331,6 +336,21 @@ pub fn reconcile(
                 settings.default_mode
             }
         };
+        let health = match svc.metadata.annotations.get(ANNOTATION_HEALTH_CHECK) {
+            None => settings.health_check.clone(),
+            Some(v) => {
+                let defaults = settings.health_check.clone().unwrap_or_default();
+                HealthCheck::from_annotation(v, &defaults).unwrap_or_else(|e| {
+                    problems.push(problem(
+                        ns,
+                        name,
+                        ProblemReason::BadSpec,
+                        format!("annotation {ANNOTATION_HEALTH_CHECK} {v:?}: {e}; using the default check"),
+                    ));
+                    settings.health_check.clone()
+                })
+            }
+        };
         let from_status = svc
             .ingress_ips()
             .first()
@@ -348,6 +368,7 @@ pub fn reconcile(
             created: svc.metadata.creation_timestamp.clone().unwrap_or_default(),
             svc,
             mode,
+            health,
             bad: false,
             request,
             held,
@@ -426,7 +447,7 @@ pub fn reconcile(
                     mode: o.mode,
                     backends,
                     table_size: DEFAULT_TABLE_SIZE,
-                    health_check: None,
+                    health_check: o.health.clone(),
                 });
             }
         }
@@ -1153,6 +1174,49 @@ mod tests {
         let s = KubeSettings::new(None, &["198.18.0.100/30"], Some(Mode::Dsr)).unwrap();
         let r = reconcile(&[web("default", "w", T0)], &[], &s, &Allocations::new());
         assert_eq!(r.services[0].mode, Mode::Dsr);
+    }
+
+    #[test]
+    fn health_check_annotation_and_default() {
+        use crate::control::health::{CheckKind, HealthCheck};
+        let http = annotate(
+            web("default", "h", T0),
+            ANNOTATION_HEALTH_CHECK,
+            "http:/healthz",
+        );
+        let none = annotate(web("default", "n", T0), ANNOTATION_HEALTH_CHECK, "none");
+        let bad = annotate(web("default", "x", T0), ANNOTATION_HEALTH_CHECK, "icmp");
+        let plain = web("default", "p", T0);
+        let mut s = KubeSettings::new(None, &["198.18.0.100/30"], None).unwrap();
+        // Without [kubernetes.health_check]: readiness only, unless annotated.
+        let r = reconcile(
+            &[http.clone(), none.clone(), plain.clone()],
+            &[],
+            &s,
+            &Allocations::new(),
+        );
+        let by = |r: &Reconciled, n: &str| {
+            r.services
+                .iter()
+                .find(|c| c.name.contains(&format!(".{n}.")))
+                .unwrap()
+                .health_check
+                .clone()
+        };
+        assert!(matches!(
+            by(&r, "h").map(|h| h.kind),
+            Some(CheckKind::Http { ref path, expect_status: 200 }) if path == "/healthz"
+        ));
+        assert_eq!(by(&r, "n"), None);
+        assert_eq!(by(&r, "p"), None);
+        // With a default: it applies where there is no annotation; a bad
+        // annotation is a problem and falls back to the default.
+        s.health_check = Some(HealthCheck::default());
+        let r = reconcile(&[none, plain, bad], &[], &s, &Allocations::new());
+        assert_eq!(by(&r, "n"), None);
+        assert_eq!(by(&r, "p"), Some(HealthCheck::default()));
+        assert_eq!(by(&r, "x"), Some(HealthCheck::default()));
+        assert_eq!(reasons(&r), vec![("x", ProblemReason::BadSpec)]);
     }
 
     #[test]

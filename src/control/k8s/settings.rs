@@ -123,6 +123,9 @@ pub struct KubeSettings {
     pub vip_pools: Vec<VipPool>,
     /// Mode of a Service without a `podlb.io/mode` annotation.
     pub default_mode: Mode,
+    /// Health check of a Service without a `podlb.io/health-check`
+    /// annotation (`[kubernetes.health_check]`); `None`: readiness only.
+    pub health_check: Option<crate::control::health::HealthCheck>,
 }
 
 impl Default for KubeSettings {
@@ -131,6 +134,7 @@ impl Default for KubeSettings {
             load_balancer_class: DEFAULT_LOAD_BALANCER_CLASS.to_string(),
             vip_pools: Vec::new(),
             default_mode: Mode::Nat,
+            health_check: None,
         }
     }
 }
@@ -162,6 +166,7 @@ impl KubeSettings {
             load_balancer_class: class.to_string(),
             vip_pools,
             default_mode: default_mode.unwrap_or(Mode::Nat),
+            health_check: None,
         })
     }
 
