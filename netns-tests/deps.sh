@@ -21,7 +21,34 @@ have python3 || need+=(python3)
 have sysctl  || need+=(procps)
 have keepalived || need+=(keepalived)
 
+# validate_deploy.py (the `deploy` test) checks deploy/kubernetes against the
+# Kubernetes schemas that this PyPI package ships; pinned so CI is repeatable.
+KUBERNETES_VALIDATE=1.37.0
+py_ok() {
+    python3 -c "import sys, yaml, kubernetes_validate as k; sys.exit(k.__version__ != '$KUBERNETES_VALIDATE')" \
+        >/dev/null 2>&1
+}
+install_python_deps() {
+    py_ok && return 0
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "deps.sh: missing kubernetes-validate==$KUBERNETES_VALIDATE; run as root to install it" >&2
+        return 1
+    fi
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update
+        apt-get install -y --no-install-recommends python3-pip
+    fi
+    echo "deps.sh: installing kubernetes-validate==$KUBERNETES_VALIDATE (pip)"
+    local pip=(python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate==$KUBERNETES_VALIDATE)
+    # Debian's own python3 refuses pip installs into it (PEP 668) unless told.
+    PIP_ROOT_USER_ACTION=ignore "${pip[@]}" 2>/dev/null \
+        || PIP_ROOT_USER_ACTION=ignore "${pip[@]}" --break-system-packages
+    py_ok || { echo "deps.sh: kubernetes-validate did not install" >&2; return 1; }
+}
+
 if [ ${#need[@]} -eq 0 ]; then
+    install_python_deps
     echo "deps.sh: all netns test tools present"
     exit 0
 fi
@@ -43,3 +70,4 @@ trap cleanup EXIT
 export DEBIAN_FRONTEND=noninteractive
 apt-get update
 apt-get install -y --no-install-recommends iproute2 nginx-light wrk iperf3 ethtool iptables python3 procps keepalived "${need[@]}"
+install_python_deps

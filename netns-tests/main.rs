@@ -1,7 +1,8 @@
 //! Network-namespace tests: real processes (podlb, nginx, wrk, iperf3) in
 //! namespaces the tests create and always remove. Every address is in
 //! 198.18.0.0/15. Each test prints why and returns early (passes) when it
-//! cannot run here: not root, or `ip netns` unavailable.
+//! cannot run here: not root, or `ip netns` unavailable. The exception is
+//! `deploy`, which checks the Kubernetes manifests and needs neither.
 //!
 //! Run all: `sudo ./netns-tests/run-all.sh` (or `cargo test --release --test
 //! netns -- --test-threads=2` as root).
@@ -9,6 +10,7 @@
 mod common;
 
 mod cleanup;
+mod deploy;
 mod failover;
 mod fakeapi;
 mod forwarding;
