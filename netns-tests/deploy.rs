@@ -13,8 +13,8 @@ fn deploy_manifests_validate() {
     let out = match Command::new("python3")
         .arg(&script)
         // Also run `podlb check` on the ConfigMap's podlb.toml with this
-        // build's binary. PODLB_CHECK_K8S_CONFIG (off unless set) decides
-        // whether the [kubernetes] tables are included.
+        // build's binary (the whole file, [kubernetes] included, unless
+        // PODLB_CHECK_K8S_CONFIG=0).
         .env("PODLB_BIN", podlb_exe())
         .output()
     {
