@@ -33,5 +33,8 @@ fn deploy_manifests_validate() {
         "validate_deploy.py failed ({}); kubernetes-validate missing? run netns-tests/deps.sh\n{stdout}{stderr}",
         out.status
     );
-    assert!(stdout.contains("validate_deploy: OK"), "no OK line:\n{stdout}");
+    assert!(
+        stdout.contains("validate_deploy: OK"),
+        "no OK line:\n{stdout}"
+    );
 }

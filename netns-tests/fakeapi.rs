@@ -783,7 +783,7 @@ impl FakeApi {
         lock(&self.shared.state)
             .objects
             .iter()
-            .filter(|(k, _)| k.0 == res && namespace.map_or(true, |n| k.1 == n))
+            .filter(|(k, _)| k.0 == res && namespace.is_none_or(|n| k.1 == n))
             .map(|(_, v)| v.clone())
             .collect()
     }

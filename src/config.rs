@@ -704,7 +704,7 @@ fn validate_vrrp(v: RawVrrp) -> Result<VrrpSettings, ConfigError> {
     }
     let interval = v.advert_interval_ms.unwrap_or(1000);
     // The field is 12 bits of centiseconds (RFC 9568 §5.2.7): 10 ms .. 40.95 s.
-    if !(10..=40_950).contains(&interval) || interval % 10 != 0 {
+    if !(10..=40_950).contains(&interval) || !interval.is_multiple_of(10) {
         return Err(err(
             "vrrp.advert_interval_ms",
             format!("{interval} must be a multiple of 10 between 10 and 40950 (centiseconds on the wire)"),

@@ -176,7 +176,7 @@ fn health_metrics(o: &mut String, view: &EngineView) {
     let rows = health_rows(view);
     let _ = writeln!(o, "# HELP podlb_backend_health_up 1 if the backend passes its health check (or is not checked yet), 0 if it is down.\n# TYPE podlb_backend_health_up gauge");
     for r in &rows {
-        let up = r.status.as_ref().map_or(true, |s| s.up);
+        let up = r.status.as_ref().is_none_or(|s| s.up);
         let _ = writeln!(
             o,
             "podlb_backend_health_up{{service=\"{}\",backend=\"{}\"}} {}",
@@ -829,7 +829,7 @@ fn status(view: &EngineView) -> serde_json::Value {
                 "addr": r.backend.to_string(),
                 "target": st.map(|s| s.addr.to_string()),
                 "check": st.map(|s| s.check.clone()),
-                "up": st.map_or(true, |s| s.up),
+                "up": st.is_none_or(|s| s.up),
                 "checks": st.map_or(0, |s| s.checks),
                 "failures": st.map_or(0, |s| s.failures),
                 "transitions": st.map_or(0, |s| s.transitions),

@@ -413,7 +413,7 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
         own_mac,
         own_ip,
         active: shared.active.load(Ordering::Relaxed),
-        accept_mode: cfg.vrrp.as_ref().map_or(true, |v| v.accept_mode),
+        accept_mode: cfg.vrrp.as_ref().is_none_or(|v| v.accept_mode),
         flows: shared.flows.clone(),
         neighbors: shared.neighbors.clone(),
         stats: view.workers[i].clone(),

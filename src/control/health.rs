@@ -443,7 +443,7 @@ impl HealthMonitor {
         let map = self.inner.targets.lock();
         map.get(&addr)
             .and_then(|v| v.iter().find(|t| t.check == *check))
-            .map_or(true, |t| t.state.is_up())
+            .is_none_or(|t| t.state.is_up())
     }
 
     /// The status of one target, if it is known.
@@ -546,7 +546,7 @@ pub fn healthy_services(
     services: &[ServiceConfig],
     health: Option<&HealthMonitor>,
 ) -> Vec<ServiceConfig> {
-    filter_services(services, |c, a| health.map_or(true, |m| m.is_up(c, a))).0
+    filter_services(services, |c, a| health.is_none_or(|m| m.is_up(c, a))).0
 }
 
 /// [`healthy_services`] with the health as a predicate; also returns the
@@ -623,7 +623,7 @@ impl HealthGate {
         self.register(services);
         let m = self.monitor();
         let (out, failing) =
-            filter_services(services, |c, a| m.as_ref().map_or(true, |m| m.is_up(c, a)));
+            filter_services(services, |c, a| m.as_ref().is_none_or(|m| m.is_up(c, a)));
         let failing: HashSet<String> = failing.into_iter().collect();
         let mut was = self.fail_open.lock();
         for name in failing.difference(&was) {

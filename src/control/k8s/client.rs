@@ -335,6 +335,13 @@ impl Store {
     }
 }
 
+/// Services, draining endpoints and peers as last handed over.
+type Published = (
+    Vec<ServiceConfig>,
+    BTreeMap<String, Vec<SocketAddrV4>>,
+    Option<Vec<Ipv4Addr>>,
+);
+
 /// The reconcile loop: watch, reconcile on change, publish, write status.
 async fn run(
     client: Client,
@@ -358,11 +365,8 @@ async fn run(
 
     let mut writer = Writer::new(client.clone(), svc_ar.clone(), id.clone());
     let mut allocations = Allocations::new();
-    let mut last: Option<(
-        Vec<ServiceConfig>,
-        BTreeMap<String, Vec<SocketAddrV4>>,
-        Option<Vec<Ipv4Addr>>,
-    )> = None;
+    // What was last handed to the data plane.
+    let mut last: Option<Published> = None;
     // The oldest watch event not yet reconciled.
     let mut pending_since: Option<Instant> = None;
     let mut was_active = false;

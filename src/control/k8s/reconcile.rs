@@ -361,7 +361,7 @@ pub fn reconcile(
             .get(ns, name)
             .or(from_status)
             .filter(|ip| settings.in_pool(*ip))
-            .filter(|ip| request.map_or(true, |r| r == *ip));
+            .filter(|ip| request.is_none_or(|r| r == *ip));
         ours.push(Ours {
             namespace: ns.to_string(),
             name: name.to_string(),
