@@ -285,30 +285,8 @@ fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-fn rfc3339(secs: i64) -> String {
-    let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
-    let s = secs.rem_euclid(86_400);
-    format!(
-        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        s / 3600,
-        s / 60 % 60,
-        s % 60
-    )
-}
+/// RFC 3339 UTC, the API's `Time` form (podlb's own formatter).
+use podlb::control::k8s::client::rfc3339;
 
 fn now_rfc3339() -> String {
     let secs = SystemTime::now()
@@ -1494,7 +1472,7 @@ fn serve_watch(shared: &Shared, w: &mut TcpStream, p: WatchParams, close: bool) 
 mod tests {
     use super::*;
 
-    const IO_TIMEOUT: Duration = Duration::from_secs(5);
+    const IO_TIMEOUT: Duration = Duration::from_secs(15);
 
     struct Resp {
         status: u16,

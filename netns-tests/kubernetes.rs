@@ -103,6 +103,20 @@ pub fn wait_for<T>(
     }
 }
 
+/// Creates Service "web" (podlb's class) in "default" and its slice over `eps`.
+fn create_web(api: &FakeApi, eps: &[(Ipv4Addr, bool, bool)]) -> Value {
+    api.create(
+        "v1",
+        "services",
+        lb_service("default", "web", CLASS, json!({}), 80),
+    )
+    .unwrap();
+    let sl = slice("default", "web", "web-1", eps, 80);
+    api.create("discovery.k8s.io/v1", "endpointslices", sl.clone())
+        .unwrap();
+    sl
+}
+
 fn ingress_ip(api: &FakeApi, ns: &str, name: &str) -> Option<String> {
     api.get("v1", "services", ns, name)?
         .pointer("/status/loadBalancer/ingress/0/ip")?
@@ -195,21 +209,7 @@ fn k8s_service_and_endpoints_drive_the_data_plane() {
     let l = lab("");
     let (api, client) = (&l.api, l.topo.ns("client"));
     let [b1, b2, b3] = BACKENDS;
-    api.create(
-        "v1",
-        "services",
-        lb_service("default", "web", CLASS, json!({}), 80),
-    )
-    .unwrap();
-    let mut sl = slice(
-        "default",
-        "web",
-        "web-abc",
-        &[(b1, true, false), (b2, true, false)],
-        80,
-    );
-    api.create("discovery.k8s.io/v1", "endpointslices", sl.clone())
-        .unwrap();
+    let mut sl = create_web(api, &[(b1, true, false), (b2, true, false)]);
 
     // Served on the first pool address, and the status says so.
     let ip = wait_for(
@@ -254,7 +254,7 @@ fn k8s_service_and_endpoints_drive_the_data_plane() {
     sl = slice(
         "default",
         "web",
-        "web-abc",
+        "web-1",
         &[(b1, false, false), (b2, true, false), (b3, true, false)],
         80,
     );
@@ -271,7 +271,7 @@ fn k8s_service_and_endpoints_drive_the_data_plane() {
     sl = slice(
         "default",
         "web",
-        "web-abc",
+        "web-1",
         &[(b1, false, true), (b3, true, false)],
         80,
     );
@@ -307,18 +307,7 @@ fn k8s_foreign_class_ignored_and_bad_vip_refused() {
     let l = lab("");
     let (api, client) = (&l.api, l.topo.ns("client"));
     let [b1, b2, _] = BACKENDS;
-    api.create(
-        "v1",
-        "services",
-        lb_service("default", "web", CLASS, json!({}), 80),
-    )
-    .unwrap();
-    api.create(
-        "discovery.k8s.io/v1",
-        "endpointslices",
-        slice("default", "web", "web-1", &[(b1, true, false)], 80),
-    )
-    .unwrap();
+    create_web(api, &[(b1, true, false)]);
     // Another controller's Service, and one asking for a VIP outside the pool.
     api.create(
         "v1",
@@ -390,18 +379,7 @@ fn k8s_watch_drop_and_410_relist_without_loss() {
     let l = lab("");
     let (api, client) = (&l.api, l.topo.ns("client"));
     let [b1, b2, _] = BACKENDS;
-    api.create(
-        "v1",
-        "services",
-        lb_service("default", "web", CLASS, json!({}), 80),
-    )
-    .unwrap();
-    api.create(
-        "discovery.k8s.io/v1",
-        "endpointslices",
-        slice("default", "web", "web-1", &[(b1, true, false)], 80),
-    )
-    .unwrap();
+    create_web(api, &[(b1, true, false)]);
     wait_for(&budget, Duration::from_secs(15), "web's status", || {
         ingress_ip(api, "default", "web")
     });
@@ -497,19 +475,8 @@ fn pair_lab() -> (failover::Lab, FakeApi, std::path::PathBuf) {
     let api = start_api(&lab.topo, CLIENT);
     let kubeconfig = lab.topo.dir().join("kubeconfig");
     api.write_kubeconfig(&kubeconfig, "podlb-system").unwrap();
-    api.create(
-        "v1",
-        "services",
-        lb_service("default", "web", CLASS, json!({}), 80),
-    )
-    .unwrap();
     let eps: Vec<(Ipv4Addr, bool, bool)> = BACKENDS.iter().map(|ip| (*ip, true, false)).collect();
-    api.create(
-        "discovery.k8s.io/v1",
-        "endpointslices",
-        slice("default", "web", "web-1", &eps, 80),
-    )
-    .unwrap();
+    create_web(&api, &eps);
     (lab, api, kubeconfig)
 }
 
@@ -695,14 +662,22 @@ fn k8s_lease_election_moves_the_vip() {
     stop_podlb(&lb1);
 }
 
-/// `/status` health entry of `addr`: Some(up) once it is checked.
+/// `/status` health entry of `addr`: Some(up) once it is checked and the
+/// published snapshot agrees (the backend is, or is no longer, "active").
 fn health_up(p: &Podlb, addr: &str) -> Option<bool> {
     let st = p.status().ok()?;
-    st["health"]
+    let up = st["health"]
         .as_array()?
         .iter()
         .find(|e| e["addr"] == addr)
-        .map(|e| e["up"] == true)
+        .map(|e| e["up"] == true)?;
+    let active = st["services"].as_array()?.iter().any(|s| {
+        s["backends"].as_array().is_some_and(|bs| {
+            bs.iter()
+                .any(|b| b["addr"] == addr && b["state"] == "active")
+        })
+    });
+    (active == up).then_some(up)
 }
 
 #[test]
@@ -714,24 +689,7 @@ fn k8s_health_check_removes_and_restores_a_backend() {
     );
     let (api, client) = (&l.api, l.topo.ns("client"));
     let [b1, b2, _] = BACKENDS;
-    api.create(
-        "v1",
-        "services",
-        lb_service("default", "web", CLASS, json!({}), 80),
-    )
-    .unwrap();
-    api.create(
-        "discovery.k8s.io/v1",
-        "endpointslices",
-        slice(
-            "default",
-            "web",
-            "web-1",
-            &[(b1, true, false), (b2, true, false)],
-            80,
-        ),
-    )
-    .unwrap();
+    create_web(api, &[(b1, true, false), (b2, true, false)]);
     wait_for(
         &budget,
         Duration::from_secs(15),
