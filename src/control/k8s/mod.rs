@@ -1,13 +1,14 @@
-//! Kubernetes control plane, sans-IO core (issue 4).
+//! Kubernetes control plane (issue 4; architecture.md §11).
 //!
-//! Everything here is a pure function of Kubernetes objects — given as
+//! The core is sans-IO: [`reconcile`], [`peers_from_slice`] and
+//! [`lease::decide`] are pure functions of Kubernetes objects — given as
 //! `serde_json::Value` in the shape the API server returns them — and of the
-//! previous state. No sockets, threads or clock: the watchers (reflector
-//! stores) live elsewhere and call [`reconcile`] with the full current
-//! contents of their stores whenever something changes; the result is the
-//! set of [`ServiceConfig`](crate::config::ServiceConfig)s to publish to the
-//! data plane, the status writes and Events to send, and the VIP allocations
-//! to feed into the next call.
+//! previous state, with no sockets, threads or clock. The IO lives in
+//! [`client`] and [`lease`]: kube-rs watchers keep stores of the objects and
+//! call [`reconcile`] with their full contents whenever something changes;
+//! the result is the set of [`ServiceConfig`](crate::config::ServiceConfig)s
+//! to hand to the control loop, the status writes and Events to send, and
+//! the VIP allocations to feed into the next call.
 //!
 //! - [`settings`]: the `[kubernetes]` table: load balancer class, VIP pools,
 //!   default mode.
