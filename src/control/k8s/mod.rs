@@ -22,6 +22,7 @@
 
 pub mod client;
 pub mod lease;
+pub mod nodes;
 mod objects;
 pub mod peers;
 pub mod reconcile;

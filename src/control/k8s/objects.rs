@@ -105,9 +105,13 @@ pub(super) struct EndpointSlice {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub(super) struct Endpoint {
     #[serde(default, deserialize_with = "null_default")]
     pub addresses: Vec<String>,
+    /// The node that runs the endpoint (VXLAN mode carries packets there).
+    #[serde(default)]
+    pub node_name: Option<String>,
     #[serde(default)]
     pub conditions: Conditions,
 }
