@@ -19,4 +19,5 @@ mod health;
 mod keepalived;
 mod kubernetes;
 mod malformed;
+mod privileges;
 mod reload;

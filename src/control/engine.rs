@@ -340,6 +340,27 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
         _ => None,
     };
 
+    // Least privilege: every socket and device that needs a capability is
+    // open now, and no other thread exists yet (threads inherit the
+    // capabilities of the thread that starts them). Keep CAP_NET_RAW and
+    // CAP_NET_ADMIN (and CAP_NET_BIND_SERVICE for an admin port below
+    // 1024, bound later); drop the rest, from the bounding set too, so
+    // notify hooks cannot regain them.
+    let mut keep = vec![sys::CAP_NET_ADMIN, sys::CAP_NET_RAW];
+    if cfg.admin.port() < 1024 {
+        keep.push(sys::CAP_NET_BIND_SERVICE);
+    }
+    match sys::drop_capabilities(&keep) {
+        Ok(k) => tracing::info!(
+            kept = format_args!("{:#x}", k.mask),
+            bounding = k.bounding,
+            "dropped every other capability"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not drop capabilities; running with what we were given")
+        }
+    }
+
     // Kubernetes: the watchers start now and publish once the workers run.
     let (wake_tx, wake_rx) = std::sync::mpsc::channel::<Wake>();
     let lease_leader = lease_mode
