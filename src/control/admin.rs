@@ -496,6 +496,11 @@ fn metrics(view: &EngineView) -> String {
                 &v.events_received,
             ),
             (
+                "podlb_sync_rejected_total",
+                "Sync datagrams from a sender that is neither the master nor a peer.",
+                &v.rejected,
+            ),
+            (
                 "podlb_sync_decode_errors_total",
                 "Sync datagrams that did not decode.",
                 &v.decode_errors,
