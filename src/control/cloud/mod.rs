@@ -335,3 +335,102 @@ fn run_exec(
         view.owned.store(r == Role::Master, Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exec(command: Vec<String>) -> CloudHandle {
+        let s = CloudSettings {
+            provider: CloudProvider::Exec { command },
+            reconcile_interval: Duration::from_secs(5),
+        };
+        let vips = vec![
+            Ipv4Addr::new(198, 18, 0, 100),
+            Ipv4Addr::new(198, 18, 0, 101),
+        ];
+        CloudHandle::start(&s, vips, "51".into()).unwrap()
+    }
+
+    /// Polls (bounded) until `f` holds.
+    fn wait_for(what: &str, f: impl Fn() -> bool) {
+        let t0 = Instant::now();
+        while !f() {
+            assert!(t0.elapsed() < Duration::from_secs(10), "{what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn exec_runs_the_command_on_each_transition_with_the_environment() {
+        let dir = std::env::temp_dir().join(format!("podlb-cloud-exec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("out");
+        let script = format!(
+            "echo \"$PODLB_STATE $PODLB_VIP $PODLB_VRID ${{HOME:-nohome}} $0\" >> {}",
+            out.display()
+        );
+        let h = exec(vec!["/bin/sh".into(), "-c".into(), script, "arg1".into()]);
+        h.set_role(Role::Master);
+        h.set_role(Role::Master); // a repeat runs nothing
+        let read = || std::fs::read_to_string(&out).unwrap_or_default();
+        wait_for("master run", || read().lines().count() == 1);
+        h.set_role(Role::Fault);
+        wait_for("fault run", || read().lines().count() == 2);
+        wait_for("counted", || h.view.calls[EXEC][0].load(Relaxed) == 2);
+        assert_eq!(
+            read(),
+            "master 198.18.0.100,198.18.0.101 51 nohome arg1\nfault 198.18.0.100,198.18.0.101 51 nohome arg1\n"
+        );
+        assert_eq!(h.view.state(), "released");
+        h.stop(Duration::from_secs(2));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn exec_failures_are_counted() {
+        let h = exec(vec!["/bin/false".into()]);
+        h.set_role(Role::Master);
+        wait_for("failure counted", || h.view.errors.load(Relaxed) == 1);
+        assert_eq!(h.view.calls[EXEC][1].load(Relaxed), 1);
+        assert!(h
+            .view
+            .last_error
+            .lock()
+            .as_deref()
+            .unwrap()
+            .starts_with("exec: "));
+        let h2 = exec(vec!["/nonexistent/move-vip".into()]);
+        h2.set_role(Role::Backup);
+        wait_for("start failure counted", || {
+            h2.view.errors.load(Relaxed) == 1
+        });
+        h.stop(Duration::from_secs(2));
+        h2.stop(Duration::from_secs(2));
+    }
+
+    /// A backup with an unreachable endpoint makes no call at all.
+    #[test]
+    fn aws_backup_calls_nothing() {
+        let s = CloudSettings {
+            provider: CloudProvider::Aws(crate::config::AwsSettings {
+                endpoint_url: "http://127.0.0.1:9".into(),
+                region: "us-east-1".into(),
+                network_interface_id: "eni-1".into(),
+                allocation_id: Some("eipalloc-1".into()),
+                private_ip: None,
+            }),
+            reconcile_interval: Duration::from_millis(500),
+        };
+        let h = CloudHandle::start(&s, vec![Ipv4Addr::new(10, 0, 0, 1)], String::new()).unwrap();
+        h.set_role(Role::Backup);
+        std::thread::sleep(Duration::from_millis(300));
+        let calls: u64 = h.view.calls.iter().flatten().map(|c| c.load(Relaxed)).sum();
+        assert_eq!(calls, 0);
+        // As master it tries (and fails: nothing listens on port 9).
+        h.set_role(Role::Master);
+        wait_for("a failed claim", || h.view.errors.load(Relaxed) >= 1);
+        assert_eq!(h.view.state(), "claiming");
+        h.stop(Duration::from_secs(6));
+    }
+}
