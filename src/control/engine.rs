@@ -596,13 +596,22 @@ fn start_cloud(
 }
 
 /// The mover's role for a serve transition: not serving because of a
-/// VRRP fault is `Fault`, else `Backup`.
+/// VRRP or Lease fault is `Fault`, else `Backup`.
 fn cloud_role(serve: bool, view: &EngineView) -> crate::control::cloud::mover::Role {
     use crate::control::cloud::mover::Role;
-    match (serve, &view.vrrp) {
-        (true, _) => Role::Master,
-        (false, Some(v)) if v.state.load(Ordering::Relaxed) == 3 => Role::Fault,
-        (false, _) => Role::Backup,
+    let vrrp_fault = view
+        .vrrp
+        .as_ref()
+        .is_some_and(|v| v.state.load(Ordering::Relaxed) == 3);
+    let lease_fault = view
+        .kube
+        .as_ref()
+        .and_then(|k| k.lease.as_ref())
+        .is_some_and(|l| l.state.load(Ordering::Relaxed) == lease::FAULT);
+    match serve {
+        true => Role::Master,
+        false if vrrp_fault || lease_fault => Role::Fault,
+        false => Role::Backup,
     }
 }
 
