@@ -10,6 +10,7 @@
 mod common;
 
 mod cleanup;
+mod cloud;
 mod deploy;
 mod failover;
 mod fakeapi;

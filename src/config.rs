@@ -163,6 +163,46 @@ pub struct Config {
     pub vrrp: Option<VrrpSettings>,
     /// Services from the Kubernetes API (in addition to `services`).
     pub kubernetes: Option<KubernetesSettings>,
+    /// Move the VIP's cloud address to the master (`None`: plain L2).
+    pub cloud: Option<CloudSettings>,
+}
+
+/// The `[cloud]` table: make the cloud send the VIP's traffic to the master.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloudSettings {
+    pub provider: CloudProvider,
+    /// How often the master checks that the addresses are still its own.
+    pub reconcile_interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloudProvider {
+    /// The EC2 API: secondary private IPs and/or an Elastic IP to this
+    /// instance's ENI.
+    Aws(AwsSettings),
+    /// Run a command on every transition (`PODLB_STATE`, `PODLB_VIP`,
+    /// `PODLB_VRID`), e.g. a gcloud or az script.
+    Exec { command: Vec<String> },
+}
+
+impl CloudProvider {
+    pub fn name(&self) -> &'static str {
+        match self {
+            CloudProvider::Aws(_) => "aws",
+            CloudProvider::Exec { .. } => "exec",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsSettings {
+    /// `https://ec2.<region>.amazonaws.com` unless overridden.
+    pub endpoint_url: String,
+    pub region: String,
+    pub network_interface_id: String,
+    pub allocation_id: Option<String>,
+    /// The secondary private IP to hold; `None`: every `[[service]]` VIP.
+    pub private_ip: Option<Ipv4Addr>,
 }
 
 /// The `[kubernetes]` table: serve Services of type LoadBalancer.
@@ -261,6 +301,20 @@ struct RawConfig {
     service: Vec<RawService>,
     vrrp: Option<RawVrrp>,
     kubernetes: Option<RawKubernetes>,
+    cloud: Option<RawCloud>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCloud {
+    provider: Option<String>,
+    endpoint_url: Option<String>,
+    region: Option<String>,
+    network_interface_id: Option<String>,
+    allocation_id: Option<String>,
+    private_ip: Option<String>,
+    reconcile_interval_ms: Option<u64>,
+    command: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -552,6 +606,7 @@ impl Config {
                 ));
             }
         }
+        let cloud = raw.cloud.map(validate_cloud).transpose()?;
         Ok(Config {
             attach,
             workers: workers as usize,
@@ -561,6 +616,7 @@ impl Config {
             services,
             vrrp,
             kubernetes,
+            cloud,
         })
     }
 }
@@ -685,6 +741,131 @@ fn validate_kubernetes(k: RawKubernetes) -> Result<KubernetesSettings, ConfigErr
         pod_ip,
         identity: nonempty(k.identity),
         lease,
+    })
+}
+
+fn validate_cloud(c: RawCloud) -> Result<CloudSettings, ConfigError> {
+    let ms = c.reconcile_interval_ms.unwrap_or(5000);
+    if !(500..=600_000).contains(&ms) {
+        return Err(err(
+            "cloud.reconcile_interval_ms",
+            format!("{ms} is out of range: use 500..=600000"),
+        ));
+    }
+    let nonempty = |key: &str, v: Option<String>| -> Result<Option<String>, ConfigError> {
+        match v {
+            Some(s) if s.trim().is_empty() => Err(err(format!("cloud.{key}"), "must not be empty")),
+            other => Ok(other),
+        }
+    };
+    let provider = match c.provider.as_deref() {
+        None => {
+            return Err(err(
+                "cloud.provider",
+                "missing: set provider = \"aws\" or \"exec\"",
+            ))
+        }
+        Some("aws") => {
+            if c.command.is_some() {
+                return Err(err("cloud.command", "only for provider = \"exec\""));
+            }
+            let Some(eni) = nonempty("network_interface_id", c.network_interface_id)? else {
+                return Err(err(
+                    "cloud.network_interface_id",
+                    "missing: the ENI of this instance (eni-...) is required with provider = \"aws\"",
+                ));
+            };
+            if !eni.starts_with("eni-") {
+                return Err(err(
+                    "cloud.network_interface_id",
+                    format!("{eni:?} is not an ENI id like eni-0123456789abcdef0"),
+                ));
+            }
+            let region = match nonempty("region", c.region)? {
+                Some(r) => r,
+                None => crate::control::cloud::aws::region_from_env().ok_or_else(|| {
+                    err(
+                        "cloud.region",
+                        "missing: set region = \"us-east-1\" (or AWS_REGION in the environment)",
+                    )
+                })?,
+            };
+            if !region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            {
+                return Err(err(
+                    "cloud.region",
+                    format!("{region:?} is not a region name like us-east-1"),
+                ));
+            }
+            let endpoint_url = nonempty("endpoint_url", c.endpoint_url)?
+                .unwrap_or_else(|| format!("https://ec2.{region}.amazonaws.com"));
+            crate::control::cloud::http::Endpoint::parse(&endpoint_url)
+                .map_err(|e| err("cloud.endpoint_url", e))?;
+            let allocation_id = nonempty("allocation_id", c.allocation_id)?;
+            if let Some(a) = &allocation_id {
+                if !a.starts_with("eipalloc-") {
+                    return Err(err(
+                        "cloud.allocation_id",
+                        format!("{a:?} is not an allocation id like eipalloc-0123456789abcdef0"),
+                    ));
+                }
+            }
+            let private_ip = match c.private_ip {
+                None => None,
+                Some(s) => Some(s.parse::<Ipv4Addr>().map_err(|_| {
+                    err("cloud.private_ip", format!("{s:?} is not an IPv4 address"))
+                })?),
+            };
+            CloudProvider::Aws(AwsSettings {
+                endpoint_url,
+                region,
+                network_interface_id: eni,
+                allocation_id,
+                private_ip,
+            })
+        }
+        Some("exec") => {
+            for (key, set) in [
+                ("endpoint_url", c.endpoint_url.is_some()),
+                ("region", c.region.is_some()),
+                ("network_interface_id", c.network_interface_id.is_some()),
+                ("allocation_id", c.allocation_id.is_some()),
+                ("private_ip", c.private_ip.is_some()),
+            ] {
+                if set {
+                    return Err(err(format!("cloud.{key}"), "only for provider = \"aws\""));
+                }
+            }
+            let command = c.command.unwrap_or_default();
+            match command.first() {
+                None => {
+                    return Err(err(
+                        "cloud.command",
+                        "missing: set command = [\"/usr/local/bin/move-vip\", ...] with provider = \"exec\"",
+                    ))
+                }
+                Some(p) if !p.starts_with('/') => {
+                    return Err(err(
+                        "cloud.command",
+                        format!("{p:?} must be an absolute path"),
+                    ))
+                }
+                Some(_) => {}
+            }
+            CloudProvider::Exec { command }
+        }
+        Some(other) => {
+            return Err(err(
+                "cloud.provider",
+                format!("{other:?} is not a provider: use \"aws\" or \"exec\""),
+            ))
+        }
+    };
+    Ok(CloudSettings {
+        provider,
+        reconcile_interval: Duration::from_millis(ms),
     })
 }
 
@@ -1303,6 +1484,81 @@ backends = ["198.18.0.21:80", { addr = "198.18.0.22:80", weight = 3 }]
                 Duration::from_millis(750)
             )
         );
+    }
+
+    #[test]
+    fn cloud_table() {
+        let c = Config::parse(&format!(
+            "{GOOD}[cloud]\nprovider = \"aws\"\nregion = \"eu-west-1\"\nnetwork_interface_id = \"eni-1\"\nallocation_id = \"eipalloc-2\"\n"
+        ))
+        .unwrap();
+        let cl = c.cloud.unwrap();
+        assert_eq!(cl.reconcile_interval, Duration::from_secs(5));
+        match cl.provider {
+            CloudProvider::Aws(a) => {
+                assert_eq!(a.endpoint_url, "https://ec2.eu-west-1.amazonaws.com");
+                assert_eq!(a.allocation_id.as_deref(), Some("eipalloc-2"));
+                assert_eq!(a.private_ip, None);
+            }
+            p => panic!("{p:?}"),
+        }
+        let c = Config::parse(&format!(
+            "{GOOD}[cloud]\nprovider = \"exec\"\ncommand = [\"/bin/mv-vip\", \"x\"]\nreconcile_interval_ms = 500\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.cloud.unwrap().provider,
+            CloudProvider::Exec {
+                command: vec!["/bin/mv-vip".into(), "x".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn cloud_errors_name_the_key() {
+        let k = |extra: &str| key_of(&format!("{GOOD}[cloud]\n{extra}\n"));
+        let aws = "provider = \"aws\"\nregion = \"us-east-1\"\nnetwork_interface_id = \"eni-1\"";
+        assert_eq!(k("region = \"us-east-1\""), "cloud.provider");
+        assert_eq!(k("provider = \"gcp\""), "cloud.provider");
+        assert_eq!(
+            k("provider = \"aws\"\nregion = \"us-east-1\""),
+            "cloud.network_interface_id"
+        );
+        assert_eq!(
+            k(&format!("{aws}\nallocation_id = \"x\"")),
+            "cloud.allocation_id"
+        );
+        assert_eq!(
+            k(&format!("{aws}\nprivate_ip = \"10.0.0.300\"")),
+            "cloud.private_ip"
+        );
+        assert_eq!(
+            k(&format!("{aws}\nendpoint_url = \"ftp://x\"")),
+            "cloud.endpoint_url"
+        );
+        assert_eq!(
+            k(&format!("{aws}\nreconcile_interval_ms = 499")),
+            "cloud.reconcile_interval_ms"
+        );
+        assert_eq!(
+            k(&format!("{aws}\nreconcile_interval_ms = 600001")),
+            "cloud.reconcile_interval_ms"
+        );
+        assert_eq!(
+            k(&format!("{aws}\ncommand = [\"/bin/x\"]")),
+            "cloud.command"
+        );
+        assert_eq!(k("provider = \"exec\""), "cloud.command");
+        assert_eq!(k("provider = \"exec\"\ncommand = []"), "cloud.command");
+        assert_eq!(
+            k("provider = \"exec\"\ncommand = [\"mv-vip\"]"),
+            "cloud.command"
+        );
+        assert_eq!(
+            k("provider = \"exec\"\ncommand = [\"/x\"]\nregion = \"us-east-1\""),
+            "cloud.region"
+        );
+        assert_eq!(k("provider = \"aws\"\nbogus = 1"), "");
     }
 
     #[test]

@@ -18,6 +18,7 @@ use serde_json::json;
 
 use crate::balance::flow::Phase;
 use crate::balance::stats::{total, BackendCounter, DropReason, Event, WorkerStats};
+use crate::control::cloud::{CloudView, CALL_ACTIONS};
 use crate::control::engine::EngineView;
 use crate::control::k8s::client::KubeView;
 use crate::control::redundancy::{Histogram, STATE_NAMES, TAKEOVER_BUCKETS};
@@ -468,6 +469,9 @@ fn metrics(view: &EngineView) -> String {
     if let Some(k) = &view.kube {
         kube_metrics(&mut o, view, k);
     }
+    if let Some(c) = &view.cloud {
+        cloud_metrics(&mut o, &c.view);
+    }
     if let Some(v) = &view.sync {
         for (name, help, c) in [
             (
@@ -557,6 +561,27 @@ fn metrics(view: &EngineView) -> String {
 }
 
 /// A Prometheus histogram; `labels` is empty or ends with a comma.
+fn cloud_metrics(o: &mut String, c: &CloudView) {
+    let _ = writeln!(o, "# HELP podlb_cloud_calls_total Cloud API calls (exec: commands run), by action and result.\n# TYPE podlb_cloud_calls_total counter");
+    for (i, action) in CALL_ACTIONS.iter().enumerate() {
+        for (j, result) in ["ok", "error"].iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "podlb_cloud_calls_total{{action=\"{action}\",result=\"{result}\"}} {}",
+                c.calls[i][j].load(Ordering::Relaxed)
+            );
+        }
+    }
+    single(
+        o,
+        "podlb_cloud_owned",
+        "1 while this instance is master and its last claim or check found the addresses its own.",
+        "gauge",
+        "",
+        (c.state() == "claimed") as u8,
+    );
+}
+
 fn histogram(o: &mut String, name: &str, help: &str, labels: &str, h: &Histogram) {
     let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} histogram");
     for (i, le) in TAKEOVER_BUCKETS.iter().enumerate() {
@@ -858,6 +883,19 @@ fn status(view: &EngineView) -> serde_json::Value {
             })
         }),
         "kubernetes": view.kube.as_ref().map(|k| kube_status(view, k)),
+        "cloud": view.cloud.as_ref().map(|c| {
+            let c = &c.view;
+            let sum = |j: usize| c.calls.iter().map(|r| r[j].load(Ordering::Relaxed)).sum::<u64>();
+            json!({
+                "provider": c.provider,
+                "role": STATE_NAMES[c.role.load(Ordering::Relaxed) as usize % STATE_NAMES.len()],
+                "state": c.state(),
+                "calls": sum(0) + sum(1),
+                "errors": c.errors.load(Ordering::Relaxed),
+                "last_ok": *c.last_ok.lock(),
+                "last_error": *c.last_error.lock(),
+            })
+        }),
         "arp": {
             "replies_sent": total(st.clone(), |w| w.events(Event::ArpRepliesSent)),
             "requests_sent": view.arp_requests.load(Ordering::Relaxed),

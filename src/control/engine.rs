@@ -128,6 +128,8 @@ pub struct EngineView {
     pub publish_latency: Histogram,
     /// Backend health checks: the monitor, its change flag, fail-open state.
     pub health: HealthGate,
+    /// The cloud address mover (`[cloud]`).
+    pub cloud: Option<crate::control::cloud::CloudHandle>,
 }
 
 /// Signals as flags the control loop polls.
@@ -419,6 +421,7 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
         update_latency: Histogram::default(),
         publish_latency: Histogram::default(),
         health: HealthGate::new(),
+        cloud: start_cloud(&cfg, shared.active.load(Ordering::Relaxed))?,
     });
 
     // Workers.
@@ -583,11 +586,54 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
     // Releases the Lease (if held) so a backup takes over at once.
     drop(kube);
     view.health.stop();
+    if let Some(c) = &view.cloud {
+        c.stop(Duration::from_secs(2));
+    }
     shared.stop.store(true, Ordering::Relaxed);
     for h in handles {
         let _ = h.join();
     }
     Ok(())
+}
+
+/// Starts the cloud mover if `[cloud]` is set, told the initial role.
+fn start_cloud(
+    cfg: &Config,
+    active: bool,
+) -> Result<Option<crate::control::cloud::CloudHandle>, EngineError> {
+    let Some(c) = &cfg.cloud else {
+        return Ok(None);
+    };
+    let vips = cfg.services.iter().map(|s| s.vip).collect();
+    let vrid = cfg
+        .vrrp
+        .as_ref()
+        .map_or(String::new(), |v| v.vrid.to_string());
+    let h =
+        crate::control::cloud::CloudHandle::start(c, vips, vrid).map_err(EngineError::Thread)?;
+    use crate::control::cloud::mover::Role;
+    h.set_role(if active { Role::Master } else { Role::Backup });
+    Ok(Some(h))
+}
+
+/// The mover's role for a serve transition: not serving because of a
+/// VRRP or Lease fault is `Fault`, else `Backup`.
+fn cloud_role(serve: bool, view: &EngineView) -> crate::control::cloud::mover::Role {
+    use crate::control::cloud::mover::Role;
+    let vrrp_fault = view
+        .vrrp
+        .as_ref()
+        .is_some_and(|v| v.state.load(Ordering::Relaxed) == 3);
+    let lease_fault = view
+        .kube
+        .as_ref()
+        .and_then(|k| k.lease.as_ref())
+        .is_some_and(|l| l.state.load(Ordering::Relaxed) == lease::FAULT);
+    match serve {
+        true => Role::Master,
+        false if vrrp_fault || lease_fault => Role::Fault,
+        false => Role::Backup,
+    }
 }
 
 /// Default UDP port of connection sync (as `vrrp.sync_port`).
@@ -983,6 +1029,9 @@ impl Control {
                     .store(sh.epoch.elapsed().as_micros() as u64 + 1, Ordering::Relaxed);
             }
             sh.active.store(serve, Ordering::Relaxed);
+            if let Some(c) = &self.view.cloud {
+                c.set_role(cloud_role(serve, &self.view));
+            }
         }
         if let Some(n) = e.garp {
             let now = self.now();

@@ -2,6 +2,7 @@
 //! flow expiry, reload), the admin endpoint, and the netns demo.
 
 pub mod admin;
+pub mod cloud;
 pub mod demo;
 pub mod engine;
 pub mod health;
