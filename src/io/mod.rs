@@ -34,6 +34,10 @@ pub trait Device: Send {
         &mut self,
         f: &mut F,
     ) -> io::Result<BatchStats>;
+    /// A separate sender on the same device for frames the worker builds
+    /// itself (VXLAN encapsulation, [`crate::balance::forward::Verdict::TxOut`]):
+    /// complete frames without a virtio-net header request.
+    fn injector(&self) -> io::Result<Box<dyn Injector>>;
     /// Blocks until frames may be ready, or `timeout` passes.
     fn wait(&mut self, timeout: Duration) -> io::Result<()>;
 }

@@ -227,6 +227,7 @@ pub struct PacketSocket {
     tx: TxPath,
     /// V2 slots taken in this batch, released after the TX flush.
     held: Vec<usize>,
+    ifindex: i32,
 }
 
 // SAFETY: the raw pointers inside (ring, iovecs) refer to memory owned by
@@ -315,6 +316,7 @@ impl PacketSocket {
             vnet: cfg.vnet_hdr,
             tx,
             held: Vec::with_capacity(V2_BATCH),
+            ifindex,
         })
     }
 
@@ -394,8 +396,13 @@ impl PacketSocket {
         // other reference to it exists during this call.
         let all = unsafe { std::slice::from_raw_parts_mut(base.add(start - vlen), snap + vlen) };
         let (hdr, frame) = all.split_at_mut(vlen);
+        let vh = if self.vnet {
+            VirtioNetHdr::read(hdr)
+        } else {
+            None
+        };
         let csum_partial = if self.vnet {
-            VirtioNetHdr::read(hdr).is_some_and(|h| h.flags & VNET_F_NEEDS_CSUM != 0)
+            vh.is_some_and(|h| h.flags & VNET_F_NEEDS_CSUM != 0)
         } else {
             status & TP_STATUS_CSUMNOTREADY != 0
         };
@@ -407,6 +414,7 @@ impl PacketSocket {
             tx_keeps_partial: self.vnet,
             vlan_stripped: status & TP_STATUS_VLAN_VALID != 0 && vlan & 0x0fff != 0,
             truncated: snap < len,
+            gso_size: vh.map_or(0, |h| h.gso()),
         };
         if f(frame, meta) {
             let (p, n) = (all.as_mut_ptr(), all.len());
@@ -515,6 +523,10 @@ impl Device for PacketSocket {
             .store(TP_STATUS_KERNEL, Ordering::Release);
         self.next_block = (b + 1) % self.blocks;
         Ok(st)
+    }
+
+    fn injector(&self) -> io::Result<Box<dyn Injector>> {
+        PacketInjector::open_index(self.ifindex).map(|i| Box::new(i) as Box<dyn Injector>)
     }
 
     fn wait(&mut self, timeout: Duration) -> io::Result<()> {
@@ -679,7 +691,11 @@ pub struct PacketInjector {
 
 impl PacketInjector {
     pub fn open(ifname: &str) -> io::Result<PacketInjector> {
-        let ifindex = sys::ifindex(ifname)?;
+        PacketInjector::open_index(sys::ifindex(ifname)?)
+    }
+
+    /// As [`open`](PacketInjector::open), by interface index.
+    pub fn open_index(ifindex: i32) -> io::Result<PacketInjector> {
         let fd = packet_socket(0)?;
         bind_to(&fd, ifindex, 0)?;
         Ok(PacketInjector { fd })
