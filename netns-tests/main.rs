@@ -20,3 +20,4 @@ mod keepalived;
 mod kubernetes;
 mod malformed;
 mod reload;
+mod vxlan;

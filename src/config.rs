@@ -991,18 +991,19 @@ fn validate_services(raw: Vec<RawService>) -> Result<Vec<ServiceConfig>, ConfigE
                 (DEFAULT_VXLAN_PORT, DEFAULT_VNI)
             }
         };
-        let mss_clamp =
-            match (s.mss_clamp, mode) {
-                (Some(m), _) if !(88..=65495).contains(&m) => return Err(err(
+        let mss_clamp = match (s.mss_clamp, mode) {
+            (Some(m), _) if !(88..=65495).contains(&m) => {
+                return Err(err(
                     key("mss_clamp"),
                     format!(
                         "{m} is out of range: use 88..=65495 (1410 for VXLAN over a 1500-byte MTU)"
                     ),
-                )),
-                (Some(m), _) => Some(m as u16),
-                (None, Mode::Vxlan) => Some(DEFAULT_VXLAN_MSS),
-                (None, _) => None,
-            };
+                ))
+            }
+            (Some(m), _) => Some(m as u16),
+            (None, Mode::Vxlan) => Some(DEFAULT_VXLAN_MSS),
+            (None, _) => None,
+        };
         out.push(ServiceConfig {
             name: s.name,
             vip,
