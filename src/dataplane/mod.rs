@@ -95,11 +95,13 @@ pub fn run_worker<D: Device>(
                     false
                 }
                 Verdict::TxOut => {
-                    for f in fwd.out.frames() {
-                        match tx.as_ref().map(|t| t.inject(f)) {
-                            Some(Ok(())) => fwd.stats.event(Event::TxPackets, 1),
-                            _ => fwd.stats.dropped(DropReason::TxError),
-                        }
+                    let (ok, failed) = match &tx {
+                        Some(t) => t.inject_all(&mut fwd.out.frames()),
+                        None => (0, fwd.out.len() as u64),
+                    };
+                    fwd.stats.event(Event::TxPackets, ok);
+                    for _ in 0..failed {
+                        fwd.stats.dropped(DropReason::TxError);
                     }
                     false
                 }

@@ -45,4 +45,16 @@ pub trait Device: Send {
 /// Sends control-plane frames out of the attached interface.
 pub trait Injector: Send + Sync {
     fn inject(&self, frame: &[u8]) -> io::Result<()>;
+    /// Sends every frame of `frames`; returns (sent, failed). The default
+    /// sends one at a time; AF_PACKET batches them into `sendmmsg`.
+    fn inject_all(&self, frames: &mut dyn Iterator<Item = &[u8]>) -> (u64, u64) {
+        let (mut ok, mut failed) = (0, 0);
+        for f in frames {
+            match self.inject(f) {
+                Ok(()) => ok += 1,
+                Err(_) => failed += 1,
+            }
+        }
+        (ok, failed)
+    }
 }
