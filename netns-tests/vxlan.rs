@@ -227,11 +227,16 @@ fn vxlan_to_pods_on_other_nodes() {
     // (b) iperf3 (client → pod1: GSO frames segmented in software).
     let bps = run_iperf(client, VIP, 3, &budget);
     let segmented = metric(&podlb, "podlb_gso_segmented_total", &[]);
+    // Reference only (asserted nothing): the same client to the same pod,
+    // routed without podlb or VXLAN.
+    let direct = run_iperf(client, PODS[0], 3, &budget);
     eprintln!(
         "vxlan: 600 new HTTP connections in {http_s:.2} s ({:.0}/s), spread {counts:?}; \
-         iperf3 {:.2} Gbit/s; {encap} encapsulated, {decap} decapsulated, {segmented} GSO frames segmented",
+         iperf3 {:.2} Gbit/s (routed to the pod without podlb: {:.2}); \
+         {encap} encapsulated, {decap} decapsulated, {segmented} GSO frames segmented",
         600.0 / http_s,
-        bps / 1e9
+        bps / 1e9,
+        direct / 1e9
     );
 
     // (c) Malformed VXLAN to podlb's address: counted drops, podlb serves on.
