@@ -22,3 +22,4 @@ mod kubernetes;
 mod malformed;
 mod privileges;
 mod reload;
+mod vxlan;

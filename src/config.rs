@@ -55,6 +55,9 @@ pub enum Mode {
     Nat,
     /// Direct server return: only the MAC is rewritten; backends hold the VIP.
     Dsr,
+    /// Full NAT as `Nat`, then carried in VXLAN (RFC 7348) to the backend's
+    /// node (its VTEP), for backends on other nodes and subnets.
+    Vxlan,
 }
 
 impl Mode {
@@ -62,6 +65,7 @@ impl Mode {
         match self {
             Mode::Nat => "nat",
             Mode::Dsr => "dsr",
+            Mode::Vxlan => "vxlan",
         }
     }
 }
@@ -134,6 +138,11 @@ pub struct FlowSettings {
 pub struct BackendConfig {
     pub addr: SocketAddrV4,
     pub weight: u32,
+    /// `mode = "vxlan"`: the VTEP (node address) behind which `addr` lives.
+    pub vtep: Option<Ipv4Addr>,
+    /// `mode = "vxlan"`: the MAC of that VTEP's VXLAN device (inner
+    /// Ethernet destination).
+    pub vtep_mac: Option<MacAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,7 +157,20 @@ pub struct ServiceConfig {
     /// podlb's own health check of the backends; `None`: every configured
     /// backend is used.
     pub health_check: Option<HealthCheck>,
+    /// `mode = "vxlan"`: outer UDP destination port (default 8472).
+    pub vxlan_port: u16,
+    /// `mode = "vxlan"`: the 24-bit VXLAN Network Identifier (default 1).
+    pub vni: u32,
+    /// Clamp the TCP MSS option of SYN and SYN-ACK to at most this. Default
+    /// for vxlan: 1410 (1500 - 50 VXLAN overhead - 40); none for nat/dsr.
+    pub mss_clamp: Option<u16>,
 }
+
+/// VXLAN UDP port when not configured: the Linux and flannel default.
+pub const DEFAULT_VXLAN_PORT: u16 = 8472;
+pub const DEFAULT_VNI: u32 = 1;
+/// 1500 - 50 (VXLAN overhead) - 40 (IPv4 + TCP headers).
+pub const DEFAULT_VXLAN_MSS: u16 = 1410;
 
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -412,6 +434,9 @@ struct RawService {
     backends: Vec<RawBackend>,
     table_size: Option<u32>,
     health_check: Option<RawHealthCheck>,
+    vxlan_port: Option<i64>,
+    vni: Option<i64>,
+    mss_clamp: Option<i64>,
 }
 
 /// The keys of a health-check table (`[service.health_check]`, and the
@@ -437,6 +462,8 @@ enum RawBackend {
         addr: String,
         #[serde(default = "default_weight")]
         weight: i64,
+        vtep: Option<String>,
+        vtep_mac: Option<String>,
     },
 }
 
@@ -1051,9 +1078,14 @@ fn validate_services(raw: Vec<RawService>) -> Result<Vec<ServiceConfig>, ConfigE
         let mut backends = Vec::with_capacity(s.backends.len());
         for (j, b) in s.backends.into_iter().enumerate() {
             let bkey = format!("service[{i}].backends[{j}]");
-            let (addr_s, weight) = match b {
-                RawBackend::Addr(a) => (a, 1),
-                RawBackend::Table { addr, weight } => (addr, weight),
+            let (addr_s, weight, vtep_s, vtep_mac_s) = match b {
+                RawBackend::Addr(a) => (a, 1, None, None),
+                RawBackend::Table {
+                    addr,
+                    weight,
+                    vtep,
+                    vtep_mac,
+                } => (addr, weight, vtep, vtep_mac),
             };
             let addr: SocketAddrV4 = addr_s.parse().map_err(|_| {
                 err(
@@ -1086,9 +1118,12 @@ fn validate_services(raw: Vec<RawService>) -> Result<Vec<ServiceConfig>, ConfigE
             if !seen.insert(addr) {
                 return Err(err(&bkey, format!("{addr} is listed twice")));
             }
+            let (vtep, vtep_mac) = backend_vtep(mode, &bkey, vtep_s, vtep_mac_s)?;
             backends.push(BackendConfig {
                 addr,
                 weight: weight as u32,
+                vtep,
+                vtep_mac,
             });
         }
         let table_size = s.table_size.unwrap_or(maglev::DEFAULT_TABLE_SIZE);
@@ -1107,6 +1142,49 @@ fn validate_services(raw: Vec<RawService>) -> Result<Vec<ServiceConfig>, ConfigE
                 format!("{table_size} is smaller than the number of backends"),
             ));
         }
+        let (vxlan_port, vni) = match mode {
+            Mode::Vxlan => {
+                let p = s.vxlan_port.unwrap_or(DEFAULT_VXLAN_PORT as i64);
+                if !(1..=65535).contains(&p) {
+                    return Err(err(
+                        key("vxlan_port"),
+                        format!("{p} is out of range: use 1..=65535 (8472 for flannel, 4789 IANA)"),
+                    ));
+                }
+                let v = s.vni.unwrap_or(DEFAULT_VNI as i64);
+                if !(0..=crate::wire::vxlan::MAX_VNI as i64).contains(&v) {
+                    return Err(err(
+                        key("vni"),
+                        format!("{v} is out of range: a VNI has 24 bits (0..=16777215)"),
+                    ));
+                }
+                (p as u16, v as u32)
+            }
+            _ => {
+                for (k, set) in [
+                    ("vxlan_port", s.vxlan_port.is_some()),
+                    ("vni", s.vni.is_some()),
+                ] {
+                    if set {
+                        return Err(err(key(k), "only for mode = \"vxlan\""));
+                    }
+                }
+                (DEFAULT_VXLAN_PORT, DEFAULT_VNI)
+            }
+        };
+        let mss_clamp = match (s.mss_clamp, mode) {
+            (Some(m), _) if !(88..=65495).contains(&m) => {
+                return Err(err(
+                    key("mss_clamp"),
+                    format!(
+                        "{m} is out of range: use 88..=65495 (1410 for VXLAN over a 1500-byte MTU)"
+                    ),
+                ))
+            }
+            (Some(m), _) => Some(m as u16),
+            (None, Mode::Vxlan) => Some(DEFAULT_VXLAN_MSS),
+            (None, _) => None,
+        };
         out.push(ServiceConfig {
             name: s.name,
             vip,
@@ -1114,6 +1192,9 @@ fn validate_services(raw: Vec<RawService>) -> Result<Vec<ServiceConfig>, ConfigE
             mode,
             backends,
             table_size,
+            vxlan_port,
+            vni,
+            mss_clamp,
             health_check: s
                 .health_check
                 .map(|h| parse_health_check(h, &key("health_check")))
@@ -1122,6 +1203,61 @@ fn validate_services(raw: Vec<RawService>) -> Result<Vec<ServiceConfig>, ConfigE
         });
     }
     Ok(out)
+}
+
+/// The `vtep` and `vtep_mac` of a backend: both required in mode vxlan,
+/// rejected otherwise.
+fn backend_vtep(
+    mode: Mode,
+    bkey: &str,
+    vtep: Option<String>,
+    vtep_mac: Option<String>,
+) -> Result<(Option<Ipv4Addr>, Option<MacAddr>), ConfigError> {
+    if mode != Mode::Vxlan {
+        for (k, v) in [("vtep", &vtep), ("vtep_mac", &vtep_mac)] {
+            if v.is_some() {
+                return Err(err(format!("{bkey}.{k}"), "only for mode = \"vxlan\""));
+            }
+        }
+        return Ok((None, None));
+    }
+    let Some(v) = vtep else {
+        return Err(err(
+            format!("{bkey}.vtep"),
+            "required in mode vxlan: the address of the backend's node (its VTEP)",
+        ));
+    };
+    let ip: Ipv4Addr = v.parse().map_err(|_| {
+        err(
+            format!("{bkey}.vtep"),
+            format!("{v:?} is not an IPv4 address"),
+        )
+    })?;
+    if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() || ip.is_loopback() {
+        return Err(err(
+            format!("{bkey}.vtep"),
+            format!("{ip} cannot be a VTEP"),
+        ));
+    }
+    let Some(m) = vtep_mac else {
+        return Err(err(
+            format!("{bkey}.vtep_mac"),
+            "required in mode vxlan: the MAC of the node's VXLAN device",
+        ));
+    };
+    let mac: MacAddr = m.parse().map_err(|_| {
+        err(
+            format!("{bkey}.vtep_mac"),
+            format!("{m:?} is not a MAC address like 02:00:00:00:01:02"),
+        )
+    })?;
+    if !mac.is_unicast() || mac == MacAddr::ZERO {
+        return Err(err(
+            format!("{bkey}.vtep_mac"),
+            format!("{mac} is not a unicast MAC"),
+        ));
+    }
+    Ok((Some(ip), Some(mac)))
 }
 
 /// Validates a health-check table whose dotted path is `key` (e.g.
@@ -1247,6 +1383,89 @@ backends = ["198.18.0.21:80", { addr = "198.18.0.22:80", weight = 3 }]
         assert_eq!(c.services[0].backends[1].weight, 3);
         assert_eq!(c.services[0].table_size, 65537);
         assert_eq!(c.flows.capacity, 1_000_000);
+    }
+
+    const VXLAN: &str = r#"
+interface = "eth0"
+
+[[service]]
+name = "web"
+vip = "198.18.0.100"
+port = 80
+mode = "vxlan"
+backends = [
+  { addr = "198.19.10.2:80", vtep = "198.19.1.2", vtep_mac = "02:00:00:00:01:02" },
+  { addr = "198.19.20.2:80", vtep = "198.19.1.3", vtep_mac = "02:00:00:00:01:03" },
+]
+"#;
+
+    #[test]
+    fn vxlan_service() {
+        let c = Config::parse(VXLAN).unwrap();
+        let s = &c.services[0];
+        assert_eq!(s.mode, Mode::Vxlan);
+        assert_eq!(s.mode.as_str(), "vxlan");
+        assert_eq!((s.vxlan_port, s.vni, s.mss_clamp), (8472, 1, Some(1410)));
+        assert_eq!(s.backends[1].vtep, Some(Ipv4Addr::new(198, 19, 1, 3)));
+        assert_eq!(
+            s.backends[1].vtep_mac,
+            Some("02:00:00:00:01:03".parse().unwrap())
+        );
+        let c = Config::parse(&VXLAN.replace(
+            "mode = \"vxlan\"",
+            "mode = \"vxlan\"\nvxlan_port = 4789\nvni = 16777215\nmss_clamp = 1360",
+        ))
+        .unwrap();
+        let s = &c.services[0];
+        assert_eq!(
+            (s.vxlan_port, s.vni, s.mss_clamp),
+            (4789, 0xff_ffff, Some(1360))
+        );
+        // nat/dsr: no clamp unless set.
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(c.services[0].mss_clamp, None);
+        assert_eq!(c.services[0].backends[0].vtep, None);
+    }
+
+    #[test]
+    fn vxlan_errors_name_the_key() {
+        assert_eq!(
+            key_of(&VXLAN.replace(", vtep = \"198.19.1.3\"", "")),
+            "service[0].backends[1].vtep"
+        );
+        assert_eq!(
+            key_of(&VXLAN.replace(", vtep_mac = \"02:00:00:00:01:03\"", "")),
+            "service[0].backends[1].vtep_mac"
+        );
+        assert_eq!(
+            key_of(&VXLAN.replace("02:00:00:00:01:03", "01:00:00:00:01:03")),
+            "service[0].backends[1].vtep_mac"
+        );
+        assert_eq!(
+            key_of(&VXLAN.replace("198.19.1.3\"", "198.19.1\"")),
+            "service[0].backends[1].vtep"
+        );
+        assert_eq!(
+            key_of(&VXLAN.replace("mode = \"vxlan\"", "mode = \"vxlan\"\nvni = 16777216")),
+            "service[0].vni"
+        );
+        assert_eq!(
+            key_of(&VXLAN.replace("mode = \"vxlan\"", "mode = \"vxlan\"\nvxlan_port = 0")),
+            "service[0].vxlan_port"
+        );
+        assert_eq!(
+            key_of(&VXLAN.replace("mode = \"vxlan\"", "mode = \"vxlan\"\nmss_clamp = 10")),
+            "service[0].mss_clamp"
+        );
+        // VTEPs only in mode vxlan.
+        assert_eq!(
+            key_of(&VXLAN.replace("mode = \"vxlan\"", "mode = \"nat\"")),
+            "service[0].backends[0].vtep"
+        );
+        assert_eq!(
+            key_of(&GOOD.replace("mode = \"nat\"", "mode = \"nat\"\nvni = 2")),
+            "service[0].vni"
+        );
     }
 
     #[test]

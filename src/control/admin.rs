@@ -111,6 +111,9 @@ struct BackendRow {
     addr: std::net::SocketAddrV4,
     slot: u16,
     configured: bool,
+    /// The address whose MAC podlb sends to (the VTEP's next hop for vxlan).
+    l2_target: u32,
+    vtep: Option<crate::balance::service::Vtep>,
 }
 
 fn backend_rows(view: &EngineView) -> Vec<BackendRow> {
@@ -125,6 +128,8 @@ fn backend_rows(view: &EngineView) -> Vec<BackendRow> {
                 addr: b.addr,
                 slot: b.stat,
                 configured: true,
+                l2_target: b.l2_target(),
+                vtep: b.vtep,
             });
         }
     }
@@ -137,6 +142,8 @@ fn backend_rows(view: &EngineView) -> Vec<BackendRow> {
                     addr: *addr,
                     slot,
                     configured: false,
+                    l2_target: u32::from(*addr.ip()),
+                    vtep: snap.vtep(u32::from(*addr.ip())).copied(),
                 });
             }
         }
@@ -260,6 +267,20 @@ fn metrics(view: &EngineView) -> String {
             Event::FlowsRecycled,
             "Closing flows replaced by a new SYN on the same 4-tuple.",
         ),
+        (
+            Event::VxlanEncapsulated,
+            "Frames sent VXLAN-encapsulated to a backend's VTEP (RFC 7348).",
+        ),
+        (
+            Event::VxlanDecapsulated,
+            "VXLAN-encapsulated backend replies unwrapped.",
+        ),
+        (
+            Event::GsoSegmented,
+            "GSO frames of vxlan services segmented in software.",
+        ),
+        (Event::GsoSegments, "Segments made from those GSO frames."),
+        (Event::MssClamped, "SYN and SYN-ACK MSS options clamped."),
     ] {
         let name = format!("podlb_{}_total", e.as_str());
         single(
@@ -802,7 +823,10 @@ fn status(view: &EngineView) -> serde_json::Value {
                 .map(|r| {
                     json!({
                         "addr": r.addr.to_string(),
-                        "mac": mac_of(u32::from(*r.addr.ip())),
+                        "mac": mac_of(r.l2_target),
+                        "vtep": r.vtep.map(|v| Ipv4Addr::from(v.ip).to_string()),
+                        "vtep_mac": r.vtep.map(|v| v.mac.to_string()),
+                        "next_hop": r.vtep.map(|v| Ipv4Addr::from(v.next_hop).to_string()),
                         "state": if r.configured { "active" } else { "draining" },
                         "active_flows": view.active[r.slot as usize].load(Ordering::Relaxed),
                         "new_flows": sum(r.slot, BackendCounter::NewFlows),

@@ -25,6 +25,7 @@ use crate::control::health::HealthGate;
 use crate::control::k8s::client::{Identity, KubeUpdate, KubeView};
 use crate::control::k8s::lease::{self, LeaseView};
 use crate::control::redundancy::{Effects, Histogram, Redundancy, VrrpView};
+use crate::control::route::Routes;
 use crate::control::sync::{SyncLink, SyncView, REFRESH_PERIOD_MS};
 use crate::dataplane::{run_worker, Shared};
 use crate::io::packet::{PacketConfig, PacketInjector, PacketSocket};
@@ -130,6 +131,10 @@ pub struct EngineView {
     pub health: HealthGate,
     /// The cloud address mover (`[cloud]`).
     pub cloud: Option<crate::control::cloud::CloudHandle>,
+    /// Next hops towards VXLAN VTEPs on other subnets (AF_PACKET: the
+    /// interface's subnet and routes; reread on reload). `None` in TAP mode:
+    /// VTEPs are then taken as on-link.
+    pub routes: Mutex<Option<Routes>>,
 }
 
 /// Signals as flags the control loop polls.
@@ -178,14 +183,15 @@ fn timeouts(cfg: &Config) -> Timeouts {
 fn build_snapshot(
     generation: u64,
     services: &[ServiceConfig],
-    reg: &Mutex<StatsRegistry>,
-    health: &HealthGate,
+    view: &EngineView,
 ) -> Result<Snapshot, EngineError> {
-    let services = health.services_for_snapshot(services);
-    let mut reg = reg.lock();
-    Ok(Snapshot::build(generation, &services, |s, a| {
-        reg.slot(s, a)
-    })?)
+    let services = view.health.services_for_snapshot(services);
+    let mut reg = view.registry.lock();
+    let mut snap = Snapshot::build(generation, &services, |s, a| reg.slot(s, a))?;
+    if let Some(r) = view.routes.lock().as_ref() {
+        snap.route_vteps(|ip| r.next_hop(ip));
+    }
+    Ok(snap)
 }
 
 /// Runs podlb with the config at `path` until SIGTERM/SIGINT.
@@ -322,6 +328,21 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
         (Some(r), Attach::Tap { .. }) => Some(u32::from(r.primary())),
         _ => None,
     };
+    // VXLAN (RFC 7348): frames leave from the interface's own address, and
+    // VTEPs on other subnets are reached through the gateway.
+    let (local_ip, routes) = match &cfg.attach {
+        Attach::AfPacket { interface } => match Routes::load(interface) {
+            Ok(r) => (u32::from(r.addr), Some(r)),
+            Err(e) => {
+                tracing::info!(error = %e, "no IPv4 address on the interface: vxlan services will not forward");
+                (0, None)
+            }
+        },
+        Attach::Tap { .. } => (own_ip.unwrap_or(0), None),
+    };
+    if let Some(r) = &routes {
+        tracing::info!(addr = %r.addr, prefix = r.prefix, gateway = ?r.gateway, "routes");
+    }
     if let (Some(_), Devices::Packet(socks), Attach::AfPacket { interface }) =
         (&redundancy, &devices, &cfg.attach)
     {
@@ -422,6 +443,7 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
         publish_latency: Histogram::default(),
         health: HealthGate::new(),
         cloud: start_cloud(&cfg, shared.active.load(Ordering::Relaxed))?,
+        routes: Mutex::new(routes),
     });
 
     // Workers.
@@ -444,6 +466,8 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
         ports: NatPorts::new(i, workers, port_seed),
         pickup: cfg.flows.pickup,
         sync: sync_link.as_ref().map(|l| l.queues[i].clone()),
+        local_ip,
+        out: Default::default(),
     };
     match devices {
         Devices::Packet(socks) => {
@@ -458,8 +482,9 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
     // be polling before we resolve backends, since they learn the ARP replies.
     let mut ctl = Control::new(view.clone(), injector, path.to_path_buf());
     ctl.sync = sync_link;
-    let snap = build_snapshot(1, &cfg.services, &view.registry, &view.health)?;
+    let snap = build_snapshot(1, &cfg.services, &view)?;
     ctl.track_backends(&snap);
+    ctl.vxlan_sinks(&snap);
     ctl.resolve_before_publish(&snap);
     shared.snapshot.store(Arc::new(snap));
 
@@ -779,6 +804,8 @@ struct Control {
     /// A snapshot waiting for its backends' ARP answers before it is
     /// published (the loop keeps running meanwhile).
     pending: Option<Pending>,
+    /// Never-read UDP sockets on the vxlan services' ports.
+    vxlan_sinks: HashMap<u16, std::net::UdpSocket>,
 }
 
 /// A staged snapshot; see [`Control::stage`].
@@ -824,6 +851,7 @@ impl Control {
             discovered_peers: Vec::new(),
             kube_services: Vec::new(),
             pending: None,
+            vxlan_sinks: HashMap::new(),
         }
     }
 
@@ -911,9 +939,10 @@ impl Control {
             Some(p) => p.snap.generation,
             None => self.view.shared.snapshot.load().generation,
         };
-        let snap = build_snapshot(base + 1, services, &self.view.registry, &self.view.health)?;
+        let snap = build_snapshot(base + 1, services, &self.view)?;
         *self.view.desired.lock() = services.to_vec();
         self.track_backends(&snap);
+        self.vxlan_sinks(&snap);
         let now = Instant::now();
         // The update clock runs from the oldest event not yet published.
         let event_at = match (self.pending.as_ref().and_then(|p| p.event_at), event_at) {
@@ -941,7 +970,7 @@ impl Control {
             .snap
             .services
             .iter()
-            .flat_map(|s| s.backends.iter().map(|b| b.ip))
+            .flat_map(|s| s.backends.iter().map(|b| b.l2_target()))
             .filter(|&ip| n.lookup(ip).is_none())
             .collect();
         let now = Instant::now();
@@ -1071,7 +1100,7 @@ impl Control {
                     .services
                     .iter()
                     .flat_map(|s| &s.backends)
-                    .any(|b| n.lookup(b.ip).is_some());
+                    .any(|b| n.lookup(b.l2_target()).is_some());
             let e = r.set_fault(now, !iface_up, &*self.injector, &|ip| {
                 n.lookup(u32::from(ip))
             });
@@ -1092,6 +1121,31 @@ impl Control {
         busy
     }
 
+    /// A never-read UDP socket on every vxlan service's port, so the kernel
+    /// (which sees the VXLAN replies to its own address too) sends no ICMP
+    /// port unreachable for them. AF_PACKET only; kept for the process
+    /// lifetime (a port a reload removes stays bound, harmlessly).
+    fn vxlan_sinks(&mut self, snap: &Snapshot) {
+        if !matches!(self.view.config.load().attach, Attach::AfPacket { .. }) {
+            return;
+        }
+        for port in snap.vxlan_ports() {
+            if self.vxlan_sinks.contains_key(&port) {
+                continue;
+            }
+            match sys::udp_sink(port) {
+                Ok(s) => {
+                    self.vxlan_sinks.insert(port, s);
+                }
+                Err(e) => tracing::warn!(
+                    port,
+                    error = %e,
+                    "cannot bind the VXLAN port: the kernel may answer VXLAN replies with ICMP port unreachable (is a kernel VXLAN device using it?)"
+                ),
+            }
+        }
+    }
+
     fn vrrp_punts_discard(&mut self) {
         while self.view.shared.punt.pop().is_some() {}
     }
@@ -1100,7 +1154,7 @@ impl Control {
         let n = &self.view.shared.neighbors;
         for s in &snap.services {
             for b in &s.backends {
-                if !n.track(b.ip) {
+                if !n.track(b.l2_target()) {
                     tracing::warn!(backend = %b.addr, "neighbor table full; backend not tracked");
                 }
             }
@@ -1116,7 +1170,7 @@ impl Control {
             let missing: Vec<u32> = snap
                 .services
                 .iter()
-                .flat_map(|s| s.backends.iter().map(|b| b.ip))
+                .flat_map(|s| s.backends.iter().map(|b| b.l2_target()))
                 .filter(|&ip| self.view.shared.neighbors.lookup(ip).is_none())
                 .collect();
             if missing.is_empty() || Instant::now() >= deadline {
@@ -1254,7 +1308,7 @@ impl Control {
             let current: HashSet<u32> = snap
                 .services
                 .iter()
-                .flat_map(|s| s.backends.iter().map(|b| b.ip))
+                .flat_map(|s| s.backends.iter().map(|b| b.l2_target()))
                 .collect();
             let fb = &self.flow_backends;
             // Unicast peers stay resolved too (adverts go to their MACs).
@@ -1299,6 +1353,11 @@ impl Control {
         if let Some(k) = &new.kubernetes {
             if old.kubernetes.as_ref() != Some(k) {
                 tracing::warn!("reload: [kubernetes] changes need a restart");
+            }
+        }
+        if let Attach::AfPacket { interface } = &old.attach {
+            if let Ok(r) = Routes::load(interface) {
+                *self.view.routes.lock() = Some(r);
             }
         }
         let mut services = new.services.clone();

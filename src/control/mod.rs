@@ -9,4 +9,5 @@ pub mod health;
 pub mod k8s;
 pub mod netns;
 pub mod redundancy;
+pub mod route;
 pub mod sync;

@@ -27,7 +27,20 @@ pub const VNET_HDR_LEN: usize = std::mem::size_of::<VirtioNetHdr>();
 /// `VIRTIO_NET_HDR_F_NEEDS_CSUM`: the checksum at csum_start+csum_offset is partial.
 pub const VNET_F_NEEDS_CSUM: u8 = 1;
 
+/// `VIRTIO_NET_HDR_GSO_NONE`; any other `gso_type` is a GSO frame.
+pub const VNET_GSO_NONE: u8 = 0;
+
 impl VirtioNetHdr {
+    /// The segment size of a GSO frame; 0 for an ordinary one.
+    #[inline]
+    pub fn gso(&self) -> u16 {
+        if self.gso_type & 0x7f == VNET_GSO_NONE {
+            0
+        } else {
+            self.gso_size
+        }
+    }
+
     /// Reads a header from the first [`VNET_HDR_LEN`] bytes of `b`.
     pub fn read(b: &[u8]) -> Option<VirtioNetHdr> {
         let b: &[u8; VNET_HDR_LEN] = b.get(..VNET_HDR_LEN)?.try_into().ok()?;
@@ -197,6 +210,33 @@ pub fn ipv4_of(name: &str) -> io::Result<std::net::Ipv4Addr> {
     Ok(std::net::Ipv4Addr::new(
         d[2] as u8, d[3] as u8, d[4] as u8, d[5] as u8,
     ))
+}
+
+/// The IPv4 address of interface `name` and its prefix length (from the
+/// netmask).
+pub fn ipv4_net_of(name: &str) -> io::Result<(std::net::Ipv4Addr, u8)> {
+    let addr = ipv4_of(name)?;
+    let s = ctl_socket()?;
+    let mut ifr = ifreq_with_name(name)?;
+    // SAFETY: SIOCGIFNETMASK reads the name from and writes the mask into a
+    // valid, exclusively borrowed ifreq.
+    if unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCGIFNETMASK, &mut ifr) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: after SIOCGIFNETMASK succeeded the union holds an AF_INET sockaddr.
+    let d = unsafe { ifr.ifr_ifru.ifru_netmask }.sa_data;
+    let mask = u32::from_be_bytes([d[2] as u8, d[3] as u8, d[4] as u8, d[5] as u8]);
+    Ok((addr, mask.count_ones() as u8))
+}
+
+/// A UDP socket bound to `0.0.0.0:port` that is never read: with it the
+/// kernel sends no ICMP "port unreachable" for datagrams podlb handles on
+/// its rings (VXLAN replies to podlb's own address). A tiny receive buffer
+/// bounds what the kernel queues for it.
+pub fn udp_sink(port: u16) -> io::Result<std::net::UdpSocket> {
+    let s = std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, port))?;
+    setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, &2048i32)?;
+    Ok(s)
 }
 
 /// A raw IPv4 socket for `protocol` that is never read: its existence keeps
