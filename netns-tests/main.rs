@@ -19,6 +19,7 @@ mod harness;
 mod health;
 mod keepalived;
 mod kubernetes;
+mod l3;
 mod malformed;
 mod privileges;
 mod reload;

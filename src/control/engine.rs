@@ -137,6 +137,16 @@ pub struct EngineView {
     pub routes: Mutex<Option<Routes>>,
 }
 
+impl EngineView {
+    /// The neighbor whose MAC frames to `dst` go to: `dst` itself on the
+    /// interface's subnet, else its gateway (unicast VRRP peers and VTEPs
+    /// behind a router).
+    pub fn hop(&self, dst: Ipv4Addr) -> u32 {
+        let hop = self.routes.lock().as_ref().map_or(dst, |r| r.next_hop(dst));
+        u32::from(hop)
+    }
+}
+
 /// Signals as flags the control loop polls.
 struct SignalFlags {
     stop: Arc<AtomicBool>,
@@ -521,10 +531,10 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
         None => {}
         Some(r) => {
             for &p in r.unicast_peers() {
-                shared.neighbors.track(u32::from(p));
+                shared.neighbors.track(view.hop(p));
             }
             let e = r.start(Instant::now(), &*ctl.injector, &|ip| {
-                shared.neighbors.lookup(u32::from(ip))
+                shared.neighbors.lookup(view.hop(ip))
             });
             ctl.apply(e);
         }
@@ -592,7 +602,7 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
         // were streamed to the backups as they were made).
         let was_master = r.is_master();
         let e = r.stop(Instant::now(), &*ctl.injector, &|ip| {
-            shared.neighbors.lookup(u32::from(ip))
+            shared.neighbors.lookup(view.hop(ip))
         });
         if was_master {
             let drain = cfg.vrrp.as_ref().map_or(Duration::ZERO, |v| v.drain);
@@ -874,7 +884,7 @@ impl Control {
         let peers = self.peers();
         tracing::info!(?peers, "unicast peers");
         for p in &peers {
-            self.view.shared.neighbors.track(u32::from(*p));
+            self.view.shared.neighbors.track(self.view.hop(*p));
         }
         if let Some(link) = self.sync.as_mut() {
             link.set_peers(peers.clone());
@@ -965,6 +975,7 @@ impl Control {
         let Some(mut p) = self.pending.take() else {
             return;
         };
+        self.route_backends(&p.snap);
         let n = &self.view.shared.neighbors;
         let missing: Vec<u32> = p
             .snap
@@ -1011,6 +1022,36 @@ impl Control {
             self.send_due_garps(now);
         }
         tracing::debug!(generation, "snapshot published");
+    }
+
+    /// Full-NAT backends on another subnet are reached through the gateway:
+    /// their neighbor entries carry the next hop's MAC (a route cache, as a
+    /// kernel FIB does), so the workers' per-packet lookup by backend address
+    /// stays as it is. The next hop itself is tracked and ARP-resolved.
+    /// Only `nat`: DSR needs the backend on the link (the VIP is the frame's
+    /// destination), and vxlan backends have their VTEP's next hop already.
+    fn route_backends(&self, snap: &Snapshot) {
+        let routes = self.view.routes.lock();
+        let Some(r) = routes.as_ref() else { return };
+        let n = &self.view.shared.neighbors;
+        let now = self.now();
+        for s in snap
+            .services
+            .iter()
+            .filter(|s| s.mode == crate::config::Mode::Nat)
+        {
+            for b in &s.backends {
+                let ip = Ipv4Addr::from(b.ip);
+                if r.on_link(ip) {
+                    continue;
+                }
+                let hop = u32::from(r.next_hop(ip));
+                n.track(hop);
+                if let Some(mac) = n.lookup(hop) {
+                    n.learn(b.ip, mac, now);
+                }
+            }
+        }
     }
 
     /// Update clock: stopped by a worker's first frame under the new
@@ -1085,7 +1126,7 @@ impl Control {
         busy |= self.sync_step(now, r.master_addr());
         let view = self.view.clone();
         let n = &view.shared.neighbors;
-        let e = r.tick(now, &*self.injector, &|ip| n.lookup(u32::from(ip)));
+        let e = r.tick(now, &*self.injector, &|ip| n.lookup(view.hop(ip)));
         self.apply(e);
         // Tracking: the interface's link, and whether any backend is usable.
         if now >= self.next_track {
@@ -1102,7 +1143,7 @@ impl Control {
                     .flat_map(|s| &s.backends)
                     .any(|b| n.lookup(b.l2_target()).is_some());
             let e = r.set_fault(now, !iface_up, &*self.injector, &|ip| {
-                n.lookup(u32::from(ip))
+                n.lookup(view.hop(ip))
             });
             self.apply(e);
             r.track(now, iface_up, usable);
@@ -1248,6 +1289,7 @@ impl Control {
 
         // ARP resolution and refresh.
         let snap = self.view.shared.snapshot.load();
+        self.route_backends(&snap);
         {
             for e in self.view.shared.neighbors.entries() {
                 let since_asked = elapsed_ms(now, e.asked_ms);
@@ -1310,9 +1352,20 @@ impl Control {
                 .iter()
                 .flat_map(|s| s.backends.iter().map(|b| b.l2_target()))
                 .collect();
+            // ... and the gateways of routed ones.
+            let hops: Vec<u32> = match self.view.routes.lock().as_ref() {
+                Some(r) => current
+                    .iter()
+                    .chain(self.flow_backends.iter())
+                    .map(|&ip| u32::from(r.next_hop(Ipv4Addr::from(ip))))
+                    .collect(),
+                None => Vec::new(),
+            };
+            let current: HashSet<u32> = current.into_iter().chain(hops).collect();
             let fb = &self.flow_backends;
-            // Unicast peers stay resolved too (adverts go to their MACs).
-            let peers: Vec<u32> = self.peers().into_iter().map(u32::from).collect();
+            // Unicast peers' next hops stay resolved too (adverts go to
+            // their MACs, or to the gateway's for peers on other subnets).
+            let peers: Vec<u32> = self.peers().into_iter().map(|p| self.view.hop(p)).collect();
             self.view
                 .shared
                 .neighbors
