@@ -41,6 +41,7 @@ const META: PacketMeta = PacketMeta {
     tx_keeps_partial: false,
     vlan_stripped: false,
     truncated: false,
+    gso_size: 0,
 };
 
 const VIP: [u8; 4] = [198, 18, 0, 100];
@@ -273,10 +274,15 @@ impl Rig {
                 .map(|i| BackendConfig {
                     addr: SocketAddrV4::new(Ipv4Addr::from(backend_ip(i)), 8080),
                     weight: 1,
+                    vtep: None,
+                    vtep_mac: None,
                 })
                 .collect(),
             table_size: 65537,
             health_check: None,
+            vxlan_port: podlb::config::DEFAULT_VXLAN_PORT,
+            vni: podlb::config::DEFAULT_VNI,
+            mss_clamp: None,
         };
         let snap = Snapshot::build(1, &[svc], |_, _| 0).expect("snapshot");
         let neighbors = NeighborTable::new(backends);
@@ -297,6 +303,8 @@ impl Rig {
             ports: NatPorts::new(0, 1, 0),
             pickup: true,
             sync: None,
+            local_ip: 0,
+            out: Default::default(),
         };
         Rig { fwd, snap }
     }

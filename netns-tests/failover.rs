@@ -50,7 +50,18 @@ pub fn vrrp_config(
 
 /// Starts podlb as `role` ("lb1"/"lb2") in that host's namespace.
 pub fn start_lb(topo: &Topology, role: &str, config: &ConfigSpec) -> Podlb {
-    match Podlb::start_as(topo, topo.ns(role), podlb_exe(), config, role) {
+    start_lb_with(topo, role, config, podlb_exe())
+}
+
+/// [`start_lb`] with another executable (e.g. a wrapper that sets the
+/// environment).
+pub fn start_lb_with(
+    topo: &Topology,
+    role: &str,
+    config: &ConfigSpec,
+    exe: &std::path::Path,
+) -> Podlb {
+    match Podlb::start_as(topo, topo.ns(role), exe, config, role) {
         Ok(p) => p,
         Err(e) => panic!(
             "{role} did not start: {e}\n--- config ---\n{}\n--- log ---\n{}",
@@ -107,7 +118,7 @@ pub fn start_pair(lab: &Lab, advert_ms: u64, unicast: bool, iperf: bool) -> (Pod
 }
 
 /// Repeats `GET /` through the VIP from the client until one succeeds.
-fn wait_http(client: &str, timeout: Duration) -> Duration {
+pub fn wait_http(client: &str, timeout: Duration) -> Duration {
     let t0 = Instant::now();
     loop {
         let ok = netns::in_netns(client, || {

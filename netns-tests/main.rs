@@ -10,6 +10,7 @@
 mod common;
 
 mod cleanup;
+mod cloud;
 mod deploy;
 mod failover;
 mod fakeapi;
@@ -18,5 +19,8 @@ mod harness;
 mod health;
 mod keepalived;
 mod kubernetes;
+mod l3;
 mod malformed;
+mod privileges;
 mod reload;
+mod vxlan;

@@ -55,6 +55,9 @@ pub enum Mode {
     Nat,
     /// Direct server return: only the MAC is rewritten; backends hold the VIP.
     Dsr,
+    /// Full NAT as `Nat`, then carried in VXLAN (RFC 7348) to the backend's
+    /// node (its VTEP), for backends on other nodes and subnets.
+    Vxlan,
 }
 
 impl Mode {
@@ -62,6 +65,7 @@ impl Mode {
         match self {
             Mode::Nat => "nat",
             Mode::Dsr => "dsr",
+            Mode::Vxlan => "vxlan",
         }
     }
 }
@@ -134,6 +138,11 @@ pub struct FlowSettings {
 pub struct BackendConfig {
     pub addr: SocketAddrV4,
     pub weight: u32,
+    /// `mode = "vxlan"`: the VTEP (node address) behind which `addr` lives.
+    pub vtep: Option<Ipv4Addr>,
+    /// `mode = "vxlan"`: the MAC of that VTEP's VXLAN device (inner
+    /// Ethernet destination).
+    pub vtep_mac: Option<MacAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,7 +157,20 @@ pub struct ServiceConfig {
     /// podlb's own health check of the backends; `None`: every configured
     /// backend is used.
     pub health_check: Option<HealthCheck>,
+    /// `mode = "vxlan"`: outer UDP destination port (default 8472).
+    pub vxlan_port: u16,
+    /// `mode = "vxlan"`: the 24-bit VXLAN Network Identifier (default 1).
+    pub vni: u32,
+    /// Clamp the TCP MSS option of SYN and SYN-ACK to at most this. Default
+    /// for vxlan: 1410 (1500 - 50 VXLAN overhead - 40); none for nat/dsr.
+    pub mss_clamp: Option<u16>,
 }
+
+/// VXLAN UDP port when not configured: the Linux and flannel default.
+pub const DEFAULT_VXLAN_PORT: u16 = 8472;
+pub const DEFAULT_VNI: u32 = 1;
+/// 1500 - 50 (VXLAN overhead) - 40 (IPv4 + TCP headers).
+pub const DEFAULT_VXLAN_MSS: u16 = 1410;
 
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,6 +185,46 @@ pub struct Config {
     pub vrrp: Option<VrrpSettings>,
     /// Services from the Kubernetes API (in addition to `services`).
     pub kubernetes: Option<KubernetesSettings>,
+    /// Move the VIP's cloud address to the master (`None`: plain L2).
+    pub cloud: Option<CloudSettings>,
+}
+
+/// The `[cloud]` table: make the cloud send the VIP's traffic to the master.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloudSettings {
+    pub provider: CloudProvider,
+    /// How often the master checks that the addresses are still its own.
+    pub reconcile_interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloudProvider {
+    /// The EC2 API: secondary private IPs and/or an Elastic IP to this
+    /// instance's ENI.
+    Aws(AwsSettings),
+    /// Run a command on every transition (`PODLB_STATE`, `PODLB_VIP`,
+    /// `PODLB_VRID`), e.g. a gcloud or az script.
+    Exec { command: Vec<String> },
+}
+
+impl CloudProvider {
+    pub fn name(&self) -> &'static str {
+        match self {
+            CloudProvider::Aws(_) => "aws",
+            CloudProvider::Exec { .. } => "exec",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsSettings {
+    /// `https://ec2.<region>.amazonaws.com` unless overridden.
+    pub endpoint_url: String,
+    pub region: String,
+    pub network_interface_id: String,
+    pub allocation_id: Option<String>,
+    /// The secondary private IP to hold; `None`: every `[[service]]` VIP.
+    pub private_ip: Option<Ipv4Addr>,
 }
 
 /// The `[kubernetes]` table: serve Services of type LoadBalancer.
@@ -261,6 +323,20 @@ struct RawConfig {
     service: Vec<RawService>,
     vrrp: Option<RawVrrp>,
     kubernetes: Option<RawKubernetes>,
+    cloud: Option<RawCloud>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCloud {
+    provider: Option<String>,
+    endpoint_url: Option<String>,
+    region: Option<String>,
+    network_interface_id: Option<String>,
+    allocation_id: Option<String>,
+    private_ip: Option<String>,
+    reconcile_interval_ms: Option<u64>,
+    command: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -358,6 +434,9 @@ struct RawService {
     backends: Vec<RawBackend>,
     table_size: Option<u32>,
     health_check: Option<RawHealthCheck>,
+    vxlan_port: Option<i64>,
+    vni: Option<i64>,
+    mss_clamp: Option<i64>,
 }
 
 /// The keys of a health-check table (`[service.health_check]`, and the
@@ -383,6 +462,8 @@ enum RawBackend {
         addr: String,
         #[serde(default = "default_weight")]
         weight: i64,
+        vtep: Option<String>,
+        vtep_mac: Option<String>,
     },
 }
 
@@ -552,6 +633,7 @@ impl Config {
                 ));
             }
         }
+        let cloud = raw.cloud.map(validate_cloud).transpose()?;
         Ok(Config {
             attach,
             workers: workers as usize,
@@ -561,6 +643,7 @@ impl Config {
             services,
             vrrp,
             kubernetes,
+            cloud,
         })
     }
 }
@@ -685,6 +768,131 @@ fn validate_kubernetes(k: RawKubernetes) -> Result<KubernetesSettings, ConfigErr
         pod_ip,
         identity: nonempty(k.identity),
         lease,
+    })
+}
+
+fn validate_cloud(c: RawCloud) -> Result<CloudSettings, ConfigError> {
+    let ms = c.reconcile_interval_ms.unwrap_or(5000);
+    if !(500..=600_000).contains(&ms) {
+        return Err(err(
+            "cloud.reconcile_interval_ms",
+            format!("{ms} is out of range: use 500..=600000"),
+        ));
+    }
+    let nonempty = |key: &str, v: Option<String>| -> Result<Option<String>, ConfigError> {
+        match v {
+            Some(s) if s.trim().is_empty() => Err(err(format!("cloud.{key}"), "must not be empty")),
+            other => Ok(other),
+        }
+    };
+    let provider = match c.provider.as_deref() {
+        None => {
+            return Err(err(
+                "cloud.provider",
+                "missing: set provider = \"aws\" or \"exec\"",
+            ))
+        }
+        Some("aws") => {
+            if c.command.is_some() {
+                return Err(err("cloud.command", "only for provider = \"exec\""));
+            }
+            let Some(eni) = nonempty("network_interface_id", c.network_interface_id)? else {
+                return Err(err(
+                    "cloud.network_interface_id",
+                    "missing: the ENI of this instance (eni-...) is required with provider = \"aws\"",
+                ));
+            };
+            if !eni.starts_with("eni-") {
+                return Err(err(
+                    "cloud.network_interface_id",
+                    format!("{eni:?} is not an ENI id like eni-0123456789abcdef0"),
+                ));
+            }
+            let region = match nonempty("region", c.region)? {
+                Some(r) => r,
+                None => crate::control::cloud::aws::region_from_env().ok_or_else(|| {
+                    err(
+                        "cloud.region",
+                        "missing: set region = \"us-east-1\" (or AWS_REGION in the environment)",
+                    )
+                })?,
+            };
+            if !region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            {
+                return Err(err(
+                    "cloud.region",
+                    format!("{region:?} is not a region name like us-east-1"),
+                ));
+            }
+            let endpoint_url = nonempty("endpoint_url", c.endpoint_url)?
+                .unwrap_or_else(|| format!("https://ec2.{region}.amazonaws.com"));
+            crate::control::cloud::http::Endpoint::parse(&endpoint_url)
+                .map_err(|e| err("cloud.endpoint_url", e))?;
+            let allocation_id = nonempty("allocation_id", c.allocation_id)?;
+            if let Some(a) = &allocation_id {
+                if !a.starts_with("eipalloc-") {
+                    return Err(err(
+                        "cloud.allocation_id",
+                        format!("{a:?} is not an allocation id like eipalloc-0123456789abcdef0"),
+                    ));
+                }
+            }
+            let private_ip = match c.private_ip {
+                None => None,
+                Some(s) => Some(s.parse::<Ipv4Addr>().map_err(|_| {
+                    err("cloud.private_ip", format!("{s:?} is not an IPv4 address"))
+                })?),
+            };
+            CloudProvider::Aws(AwsSettings {
+                endpoint_url,
+                region,
+                network_interface_id: eni,
+                allocation_id,
+                private_ip,
+            })
+        }
+        Some("exec") => {
+            for (key, set) in [
+                ("endpoint_url", c.endpoint_url.is_some()),
+                ("region", c.region.is_some()),
+                ("network_interface_id", c.network_interface_id.is_some()),
+                ("allocation_id", c.allocation_id.is_some()),
+                ("private_ip", c.private_ip.is_some()),
+            ] {
+                if set {
+                    return Err(err(format!("cloud.{key}"), "only for provider = \"aws\""));
+                }
+            }
+            let command = c.command.unwrap_or_default();
+            match command.first() {
+                None => {
+                    return Err(err(
+                        "cloud.command",
+                        "missing: set command = [\"/usr/local/bin/move-vip\", ...] with provider = \"exec\"",
+                    ))
+                }
+                Some(p) if !p.starts_with('/') => {
+                    return Err(err(
+                        "cloud.command",
+                        format!("{p:?} must be an absolute path"),
+                    ))
+                }
+                Some(_) => {}
+            }
+            CloudProvider::Exec { command }
+        }
+        Some(other) => {
+            return Err(err(
+                "cloud.provider",
+                format!("{other:?} is not a provider: use \"aws\" or \"exec\""),
+            ))
+        }
+    };
+    Ok(CloudSettings {
+        provider,
+        reconcile_interval: Duration::from_millis(ms),
     })
 }
 
@@ -870,9 +1078,14 @@ fn validate_services(raw: Vec<RawService>) -> Result<Vec<ServiceConfig>, ConfigE
         let mut backends = Vec::with_capacity(s.backends.len());
         for (j, b) in s.backends.into_iter().enumerate() {
             let bkey = format!("service[{i}].backends[{j}]");
-            let (addr_s, weight) = match b {
-                RawBackend::Addr(a) => (a, 1),
-                RawBackend::Table { addr, weight } => (addr, weight),
+            let (addr_s, weight, vtep_s, vtep_mac_s) = match b {
+                RawBackend::Addr(a) => (a, 1, None, None),
+                RawBackend::Table {
+                    addr,
+                    weight,
+                    vtep,
+                    vtep_mac,
+                } => (addr, weight, vtep, vtep_mac),
             };
             let addr: SocketAddrV4 = addr_s.parse().map_err(|_| {
                 err(
@@ -905,9 +1118,12 @@ fn validate_services(raw: Vec<RawService>) -> Result<Vec<ServiceConfig>, ConfigE
             if !seen.insert(addr) {
                 return Err(err(&bkey, format!("{addr} is listed twice")));
             }
+            let (vtep, vtep_mac) = backend_vtep(mode, &bkey, vtep_s, vtep_mac_s)?;
             backends.push(BackendConfig {
                 addr,
                 weight: weight as u32,
+                vtep,
+                vtep_mac,
             });
         }
         let table_size = s.table_size.unwrap_or(maglev::DEFAULT_TABLE_SIZE);
@@ -926,6 +1142,49 @@ fn validate_services(raw: Vec<RawService>) -> Result<Vec<ServiceConfig>, ConfigE
                 format!("{table_size} is smaller than the number of backends"),
             ));
         }
+        let (vxlan_port, vni) = match mode {
+            Mode::Vxlan => {
+                let p = s.vxlan_port.unwrap_or(DEFAULT_VXLAN_PORT as i64);
+                if !(1..=65535).contains(&p) {
+                    return Err(err(
+                        key("vxlan_port"),
+                        format!("{p} is out of range: use 1..=65535 (8472 for flannel, 4789 IANA)"),
+                    ));
+                }
+                let v = s.vni.unwrap_or(DEFAULT_VNI as i64);
+                if !(0..=crate::wire::vxlan::MAX_VNI as i64).contains(&v) {
+                    return Err(err(
+                        key("vni"),
+                        format!("{v} is out of range: a VNI has 24 bits (0..=16777215)"),
+                    ));
+                }
+                (p as u16, v as u32)
+            }
+            _ => {
+                for (k, set) in [
+                    ("vxlan_port", s.vxlan_port.is_some()),
+                    ("vni", s.vni.is_some()),
+                ] {
+                    if set {
+                        return Err(err(key(k), "only for mode = \"vxlan\""));
+                    }
+                }
+                (DEFAULT_VXLAN_PORT, DEFAULT_VNI)
+            }
+        };
+        let mss_clamp = match (s.mss_clamp, mode) {
+            (Some(m), _) if !(88..=65495).contains(&m) => {
+                return Err(err(
+                    key("mss_clamp"),
+                    format!(
+                        "{m} is out of range: use 88..=65495 (1410 for VXLAN over a 1500-byte MTU)"
+                    ),
+                ))
+            }
+            (Some(m), _) => Some(m as u16),
+            (None, Mode::Vxlan) => Some(DEFAULT_VXLAN_MSS),
+            (None, _) => None,
+        };
         out.push(ServiceConfig {
             name: s.name,
             vip,
@@ -933,6 +1192,9 @@ fn validate_services(raw: Vec<RawService>) -> Result<Vec<ServiceConfig>, ConfigE
             mode,
             backends,
             table_size,
+            vxlan_port,
+            vni,
+            mss_clamp,
             health_check: s
                 .health_check
                 .map(|h| parse_health_check(h, &key("health_check")))
@@ -941,6 +1203,61 @@ fn validate_services(raw: Vec<RawService>) -> Result<Vec<ServiceConfig>, ConfigE
         });
     }
     Ok(out)
+}
+
+/// The `vtep` and `vtep_mac` of a backend: both required in mode vxlan,
+/// rejected otherwise.
+fn backend_vtep(
+    mode: Mode,
+    bkey: &str,
+    vtep: Option<String>,
+    vtep_mac: Option<String>,
+) -> Result<(Option<Ipv4Addr>, Option<MacAddr>), ConfigError> {
+    if mode != Mode::Vxlan {
+        for (k, v) in [("vtep", &vtep), ("vtep_mac", &vtep_mac)] {
+            if v.is_some() {
+                return Err(err(format!("{bkey}.{k}"), "only for mode = \"vxlan\""));
+            }
+        }
+        return Ok((None, None));
+    }
+    let Some(v) = vtep else {
+        return Err(err(
+            format!("{bkey}.vtep"),
+            "required in mode vxlan: the address of the backend's node (its VTEP)",
+        ));
+    };
+    let ip: Ipv4Addr = v.parse().map_err(|_| {
+        err(
+            format!("{bkey}.vtep"),
+            format!("{v:?} is not an IPv4 address"),
+        )
+    })?;
+    if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() || ip.is_loopback() {
+        return Err(err(
+            format!("{bkey}.vtep"),
+            format!("{ip} cannot be a VTEP"),
+        ));
+    }
+    let Some(m) = vtep_mac else {
+        return Err(err(
+            format!("{bkey}.vtep_mac"),
+            "required in mode vxlan: the MAC of the node's VXLAN device",
+        ));
+    };
+    let mac: MacAddr = m.parse().map_err(|_| {
+        err(
+            format!("{bkey}.vtep_mac"),
+            format!("{m:?} is not a MAC address like 02:00:00:00:01:02"),
+        )
+    })?;
+    if !mac.is_unicast() || mac == MacAddr::ZERO {
+        return Err(err(
+            format!("{bkey}.vtep_mac"),
+            format!("{mac} is not a unicast MAC"),
+        ));
+    }
+    Ok((Some(ip), Some(mac)))
 }
 
 /// Validates a health-check table whose dotted path is `key` (e.g.
@@ -1066,6 +1383,89 @@ backends = ["198.18.0.21:80", { addr = "198.18.0.22:80", weight = 3 }]
         assert_eq!(c.services[0].backends[1].weight, 3);
         assert_eq!(c.services[0].table_size, 65537);
         assert_eq!(c.flows.capacity, 1_000_000);
+    }
+
+    const VXLAN: &str = r#"
+interface = "eth0"
+
+[[service]]
+name = "web"
+vip = "198.18.0.100"
+port = 80
+mode = "vxlan"
+backends = [
+  { addr = "198.19.10.2:80", vtep = "198.19.1.2", vtep_mac = "02:00:00:00:01:02" },
+  { addr = "198.19.20.2:80", vtep = "198.19.1.3", vtep_mac = "02:00:00:00:01:03" },
+]
+"#;
+
+    #[test]
+    fn vxlan_service() {
+        let c = Config::parse(VXLAN).unwrap();
+        let s = &c.services[0];
+        assert_eq!(s.mode, Mode::Vxlan);
+        assert_eq!(s.mode.as_str(), "vxlan");
+        assert_eq!((s.vxlan_port, s.vni, s.mss_clamp), (8472, 1, Some(1410)));
+        assert_eq!(s.backends[1].vtep, Some(Ipv4Addr::new(198, 19, 1, 3)));
+        assert_eq!(
+            s.backends[1].vtep_mac,
+            Some("02:00:00:00:01:03".parse().unwrap())
+        );
+        let c = Config::parse(&VXLAN.replace(
+            "mode = \"vxlan\"",
+            "mode = \"vxlan\"\nvxlan_port = 4789\nvni = 16777215\nmss_clamp = 1360",
+        ))
+        .unwrap();
+        let s = &c.services[0];
+        assert_eq!(
+            (s.vxlan_port, s.vni, s.mss_clamp),
+            (4789, 0xff_ffff, Some(1360))
+        );
+        // nat/dsr: no clamp unless set.
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(c.services[0].mss_clamp, None);
+        assert_eq!(c.services[0].backends[0].vtep, None);
+    }
+
+    #[test]
+    fn vxlan_errors_name_the_key() {
+        assert_eq!(
+            key_of(&VXLAN.replace(", vtep = \"198.19.1.3\"", "")),
+            "service[0].backends[1].vtep"
+        );
+        assert_eq!(
+            key_of(&VXLAN.replace(", vtep_mac = \"02:00:00:00:01:03\"", "")),
+            "service[0].backends[1].vtep_mac"
+        );
+        assert_eq!(
+            key_of(&VXLAN.replace("02:00:00:00:01:03", "01:00:00:00:01:03")),
+            "service[0].backends[1].vtep_mac"
+        );
+        assert_eq!(
+            key_of(&VXLAN.replace("198.19.1.3\"", "198.19.1\"")),
+            "service[0].backends[1].vtep"
+        );
+        assert_eq!(
+            key_of(&VXLAN.replace("mode = \"vxlan\"", "mode = \"vxlan\"\nvni = 16777216")),
+            "service[0].vni"
+        );
+        assert_eq!(
+            key_of(&VXLAN.replace("mode = \"vxlan\"", "mode = \"vxlan\"\nvxlan_port = 0")),
+            "service[0].vxlan_port"
+        );
+        assert_eq!(
+            key_of(&VXLAN.replace("mode = \"vxlan\"", "mode = \"vxlan\"\nmss_clamp = 10")),
+            "service[0].mss_clamp"
+        );
+        // VTEPs only in mode vxlan.
+        assert_eq!(
+            key_of(&VXLAN.replace("mode = \"vxlan\"", "mode = \"nat\"")),
+            "service[0].backends[0].vtep"
+        );
+        assert_eq!(
+            key_of(&GOOD.replace("mode = \"nat\"", "mode = \"nat\"\nvni = 2")),
+            "service[0].vni"
+        );
     }
 
     #[test]
@@ -1303,6 +1703,81 @@ backends = ["198.18.0.21:80", { addr = "198.18.0.22:80", weight = 3 }]
                 Duration::from_millis(750)
             )
         );
+    }
+
+    #[test]
+    fn cloud_table() {
+        let c = Config::parse(&format!(
+            "{GOOD}[cloud]\nprovider = \"aws\"\nregion = \"eu-west-1\"\nnetwork_interface_id = \"eni-1\"\nallocation_id = \"eipalloc-2\"\n"
+        ))
+        .unwrap();
+        let cl = c.cloud.unwrap();
+        assert_eq!(cl.reconcile_interval, Duration::from_secs(5));
+        match cl.provider {
+            CloudProvider::Aws(a) => {
+                assert_eq!(a.endpoint_url, "https://ec2.eu-west-1.amazonaws.com");
+                assert_eq!(a.allocation_id.as_deref(), Some("eipalloc-2"));
+                assert_eq!(a.private_ip, None);
+            }
+            p => panic!("{p:?}"),
+        }
+        let c = Config::parse(&format!(
+            "{GOOD}[cloud]\nprovider = \"exec\"\ncommand = [\"/bin/mv-vip\", \"x\"]\nreconcile_interval_ms = 500\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.cloud.unwrap().provider,
+            CloudProvider::Exec {
+                command: vec!["/bin/mv-vip".into(), "x".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn cloud_errors_name_the_key() {
+        let k = |extra: &str| key_of(&format!("{GOOD}[cloud]\n{extra}\n"));
+        let aws = "provider = \"aws\"\nregion = \"us-east-1\"\nnetwork_interface_id = \"eni-1\"";
+        assert_eq!(k("region = \"us-east-1\""), "cloud.provider");
+        assert_eq!(k("provider = \"gcp\""), "cloud.provider");
+        assert_eq!(
+            k("provider = \"aws\"\nregion = \"us-east-1\""),
+            "cloud.network_interface_id"
+        );
+        assert_eq!(
+            k(&format!("{aws}\nallocation_id = \"x\"")),
+            "cloud.allocation_id"
+        );
+        assert_eq!(
+            k(&format!("{aws}\nprivate_ip = \"10.0.0.300\"")),
+            "cloud.private_ip"
+        );
+        assert_eq!(
+            k(&format!("{aws}\nendpoint_url = \"ftp://x\"")),
+            "cloud.endpoint_url"
+        );
+        assert_eq!(
+            k(&format!("{aws}\nreconcile_interval_ms = 499")),
+            "cloud.reconcile_interval_ms"
+        );
+        assert_eq!(
+            k(&format!("{aws}\nreconcile_interval_ms = 600001")),
+            "cloud.reconcile_interval_ms"
+        );
+        assert_eq!(
+            k(&format!("{aws}\ncommand = [\"/bin/x\"]")),
+            "cloud.command"
+        );
+        assert_eq!(k("provider = \"exec\""), "cloud.command");
+        assert_eq!(k("provider = \"exec\"\ncommand = []"), "cloud.command");
+        assert_eq!(
+            k("provider = \"exec\"\ncommand = [\"mv-vip\"]"),
+            "cloud.command"
+        );
+        assert_eq!(
+            k("provider = \"exec\"\ncommand = [\"/x\"]\nregion = \"us-east-1\""),
+            "cloud.region"
+        );
+        assert_eq!(k("provider = \"aws\"\nbogus = 1"), "");
     }
 
     #[test]

@@ -20,11 +20,12 @@ use crate::balance::flow::{
 };
 use crate::balance::hash::flow_hash;
 use crate::balance::neighbor::NeighborTable;
+use crate::balance::service::Vtep;
 use crate::balance::service::{Service, Snapshot};
 use crate::balance::stats::{BackendCounter, DropReason, Event, WorkerStats};
 use crate::balance::sync::{SyncEvent, SyncQueue};
 use crate::config::Mode;
-use crate::wire::{arp, checksum, ethernet, icmp, ipv4, tcp, udp, MacAddr};
+use crate::wire::{arp, checksum, ethernet, icmp, ipv4, tcp, udp, vxlan, MacAddr};
 
 /// What the IO layer knows about a frame besides its bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -41,6 +42,9 @@ pub struct PacketMeta {
     pub vlan_stripped: bool,
     /// The device cut the frame short (larger than its ring slot).
     pub truncated: bool,
+    /// A GSO super-frame to be cut into TCP segments of this many payload
+    /// bytes (virtio-net `gso_size`); 0 for an ordinary frame.
+    pub gso_size: u16,
 }
 
 /// What to do with the frame.
@@ -54,6 +58,111 @@ pub enum Verdict {
     Drop(DropReason),
     /// A control-plane frame (a VRRP advert): hand a copy to the control thread.
     Punt,
+    /// Send the frames in [`Forwarder::out`] (built there, e.g. VXLAN
+    /// encapsulated or decapsulated) instead of the received frame, whose
+    /// slot has no room for a frame 50 bytes longer.
+    TxOut,
+}
+
+/// Bytes of [`OutFrames`]: a 64 KiB GSO frame cut into MSS-sized segments,
+/// each with 50 bytes of VXLAN headers and its own copy of the inner
+/// Ethernet/IPv4/TCP headers, stays well below this.
+pub const OUT_BYTES: usize = 256 * 1024;
+/// Frames in [`OutFrames`] at most.
+pub const OUT_FRAMES: usize = 1024;
+
+/// A worker's scratch space for frames it builds rather than rewrites in
+/// place: allocated once, reused for every frame (no allocation per packet).
+pub struct OutFrames {
+    buf: Box<[u8]>,
+    ends: Vec<usize>,
+    /// The outer IPv4 Identification of the next encapsulated frame.
+    ident: u16,
+}
+
+impl Default for OutFrames {
+    fn default() -> Self {
+        OutFrames {
+            buf: vec![0u8; OUT_BYTES].into_boxed_slice(),
+            ends: Vec::with_capacity(OUT_FRAMES),
+            ident: 0,
+        }
+    }
+}
+
+impl OutFrames {
+    #[inline]
+    pub fn clear(&mut self) {
+        self.ends.clear();
+    }
+
+    /// The frames built for the last [`Verdict::TxOut`].
+    pub fn frames(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        let mut start = 0;
+        self.ends.iter().map(move |&e| {
+            let f = &self.buf[start..e];
+            start = e;
+            f
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Room for one more frame of `len` bytes; `None` when full.
+    #[inline]
+    fn next(&mut self, len: usize) -> Option<&mut [u8]> {
+        let start = self.ends.last().copied().unwrap_or(0);
+        if self.ends.len() >= OUT_FRAMES || start + len > self.buf.len() {
+            return None;
+        }
+        self.ends.push(start + len);
+        Some(&mut self.buf[start..start + len])
+    }
+}
+
+/// The outer headers of one VXLAN frame towards a VTEP (RFC 7348 §5).
+#[derive(Debug, Clone, Copy)]
+struct Outer {
+    dst_mac: MacAddr,
+    src_mac: MacAddr,
+    src: u32,
+    vtep: Vtep,
+    sport: u16,
+}
+
+impl Outer {
+    /// Writes outer Ethernet, IPv4 (TTL 64, DF, header checksum), UDP
+    /// (checksum 0, allowed over IPv4 by RFC 7348 §5) and VXLAN headers for
+    /// an inner frame of `inner_len` bytes into `b[..50]`.
+    #[inline]
+    fn emit(&self, b: &mut [u8], ident: u16, inner_len: usize) -> usize {
+        const IP: usize = ETH + ipv4::MIN_HEADER_LEN;
+        const UDP: usize = IP + udp::HEADER_LEN;
+        let udp_len = (udp::HEADER_LEN + vxlan::HEADER_LEN + inner_len) as u16;
+        let mut n = ethernet::emit_header(b, self.dst_mac, self.src_mac, ethernet::ETHERTYPE_IPV4);
+        n += ipv4::emit_header(
+            &mut b[ETH..],
+            self.src.into(),
+            self.vtep.ip.into(),
+            ipv4::PROTO_UDP,
+            64,
+            udp_len,
+            ident,
+        );
+        n += udp::emit_header(
+            &mut b[IP..],
+            self.sport,
+            self.vtep.port,
+            udp_len - udp::HEADER_LEN as u16,
+        );
+        n + vxlan::emit_header(&mut b[UDP..], self.vtep.vni)
+    }
 }
 
 /// Hands out full-NAT source ports. Each worker owns one and uses only the
@@ -144,6 +253,11 @@ pub struct Forwarder {
     /// Where new and recycled flows are announced for connection sync to
     /// the backups (the VRRP master's workers); `None` when not syncing.
     pub sync: Option<Arc<SyncQueue>>,
+    /// podlb's own interface address: outer source of VXLAN frames and the
+    /// address VXLAN replies come to; 0 when unknown (no vxlan then).
+    pub local_ip: u32,
+    /// Frames built for [`Verdict::TxOut`].
+    pub out: OutFrames,
 }
 
 const ETH: usize = ethernet::HEADER_LEN;
@@ -164,7 +278,7 @@ impl Forwarder {
         match v {
             Verdict::Drop(r) => self.stats.dropped(r),
             Verdict::Ignore => self.stats.event(Event::Ignored, 1),
-            Verdict::Tx | Verdict::Punt => {}
+            Verdict::Tx | Verdict::Punt | Verdict::TxOut => {}
         }
         v
     }
@@ -177,6 +291,7 @@ impl Forwarder {
         meta: PacketMeta,
         now_ms: u32,
     ) -> Verdict {
+        self.out.clear();
         let Ok(eth) = ethernet::Frame::new_checked(&frame[..]) else {
             return Verdict::Drop(DropReason::EthTruncated);
         };
@@ -275,6 +390,9 @@ impl Forwarder {
                 return Verdict::Punt;
             }
             if !snap.is_vip(dst) {
+                if ip.protocol() == ipv4::PROTO_UDP && dst == self.local_ip && dst != 0 {
+                    return self.vxlan_in(snap, frame, meta, now_ms);
+                }
                 return Verdict::Ignore;
             }
             if !self.active {
@@ -390,7 +508,7 @@ impl Forwarder {
             nat_port: dport,
         };
         if let Some((r, f)) = self.flows.lookup_reverse(&rk) {
-            return self.steer_to_client(r, &f, frame, l4, l4_end, flags, meta, now_ms);
+            return self.steer_to_client(snap, r, &f, frame, l4, l4_end, flags, meta, now_ms);
         }
         Verdict::Drop(DropReason::NoService)
     }
@@ -457,10 +575,39 @@ impl Forwarder {
             }
         };
 
-        let Some(bmac) = self.neighbors.lookup(flow.backend) else {
-            self.neighbors.want(flow.backend);
+        let vtep = match svc.mode {
+            Mode::Vxlan => match snap.vtep(flow.backend) {
+                Some(v) if self.local_ip != 0 => Some(*v),
+                _ => return Verdict::Drop(DropReason::VxlanNoVtep),
+            },
+            _ => None,
+        };
+        let l2 = vtep.map_or(flow.backend, |v| v.next_hop);
+        let Some(bmac) = self.neighbors.lookup(l2) else {
+            self.neighbors.want(l2);
             return Verdict::Drop(DropReason::NeighborUnresolved);
         };
+        if syn && clamp_mss(frame, l4, l4_end, svc.mss_clamp, meta.csum_partial) {
+            self.stats.event(Event::MssClamped, 1);
+        }
+        if let Some(v) = vtep {
+            return self.encapsulate(
+                frame,
+                l4,
+                l4_end,
+                meta,
+                &flow,
+                (src, dst),
+                Outer {
+                    dst_mac: bmac,
+                    src_mac: self.mac,
+                    src: self.local_ip,
+                    vtep: v,
+                    sport: vxlan::source_port(flow_hash(src, sport, dst, dport, ipv4::PROTO_TCP)),
+                },
+                svc.mss_clamp,
+            );
+        }
         frame[0..6].copy_from_slice(&bmac.0);
         frame[6..12].copy_from_slice(&self.mac.0);
         if flow.nat_port != 0 {
@@ -514,12 +661,16 @@ impl Forwarder {
             return Err(DropReason::NoBackend);
         };
         let b = &svc.backends[bi as usize];
-        if self.neighbors.lookup(b.ip).is_none() {
-            self.neighbors.want(b.ip);
+        if svc.mode == Mode::Vxlan && (b.vtep.is_none() || self.local_ip == 0) {
+            return Err(DropReason::VxlanNoVtep);
+        }
+        let l2 = b.l2_target();
+        if self.neighbors.lookup(l2).is_none() {
+            self.neighbors.want(l2);
             return Err(DropReason::NeighborUnresolved);
         }
         let nat_port = match svc.mode {
-            Mode::Nat => self
+            Mode::Nat | Mode::Vxlan => self
                 .ports
                 .alloc(&self.flows, snap, key.vip, b.ip, b.port)
                 .ok_or(DropReason::NatPortsExhausted)?,
@@ -558,6 +709,7 @@ impl Forwarder {
     #[inline]
     fn steer_to_client(
         &mut self,
+        snap: &Snapshot,
         r: FlowRef,
         f: &Flow,
         frame: &mut [u8],
@@ -575,6 +727,17 @@ impl Forwarder {
             state |= tcp_state::RST;
         }
         self.flows.touch(r, now_ms, state, None);
+        if flags & (tcp::SYN | tcp::ACK) == tcp::SYN | tcp::ACK {
+            // The backend's SYN-ACK: its MSS tells the client how much to send.
+            let clamp = snap
+                .services
+                .get(f.service as usize)
+                .filter(|s| s.vip == f.key.vip && s.port == f.key.vport)
+                .and_then(|s| s.mss_clamp);
+            if clamp_mss(frame, l4, l4_end, clamp, meta.csum_partial) {
+                self.stats.event(Event::MssClamped, 1);
+            }
+        }
         frame[0..6].copy_from_slice(&f.client_mac.0);
         frame[6..12].copy_from_slice(&self.mac.0);
         // (backend:bport → VIP:nat) becomes (VIP:vport → client:cport); the
@@ -596,6 +759,308 @@ impl Forwarder {
             .backend(f.stat, BackendCounter::BytesToClient, len);
         Verdict::Tx
     }
+}
+
+/// The VXLAN paths (RFC 7348): encapsulation towards a backend's VTEP and
+/// decapsulation of replies that come back through the tunnel.
+impl Forwarder {
+    /// Full NAT of a client segment (as `mode = "nat"`), then VXLAN
+    /// encapsulation into [`Forwarder::out`]. A GSO frame is cut into TCP
+    /// segments first: once inside UDP, no device or kernel on the way can
+    /// segment it from a virtio-net header.
+    #[allow(clippy::too_many_arguments)]
+    fn encapsulate(
+        &mut self,
+        frame: &mut [u8],
+        l4: usize,
+        l4_end: usize,
+        meta: PacketMeta,
+        flow: &Flow,
+        (src, dst): (u32, u32),
+        outer: Outer,
+        clamp: Option<u16>,
+    ) -> Verdict {
+        let (thlen, payload_len) = match tcp::Packet::new_checked(&frame[l4..l4_end]) {
+            Ok(t) => (t.header_len(), t.payload().len()),
+            Err(_) => return Verdict::Drop(DropReason::TcpMalformed),
+        };
+        // Segment size: the device's gso_size; without a virtio-net header a
+        // frame above 1500 bytes of IPv4 can only be a GSO frame whose size
+        // we do not know, so the clamp (what the backend accepts) minus the
+        // TCP options is used.
+        let mss = if meta.gso_size != 0 {
+            meta.gso_size as usize
+        } else if l4_end - ETH > 1500 {
+            (clamp.unwrap_or(crate::config::DEFAULT_VXLAN_MSS) as usize)
+                .saturating_sub(thlen - tcp::MIN_HEADER_LEN)
+        } else {
+            0
+        };
+        let segment = mss != 0 && payload_len > mss;
+        // Segments get full checksums computed each; a single frame leaves
+        // without a virtio-net header, so a partial checksum is completed.
+        let nat_meta = if segment {
+            PacketMeta {
+                csum_partial: true,
+                tx_keeps_partial: true,
+                ..meta
+            }
+        } else {
+            PacketMeta {
+                tx_keeps_partial: false,
+                ..meta
+            }
+        };
+        rewrite(
+            frame,
+            l4,
+            l4_end,
+            nat_meta,
+            [dst, flow.backend],
+            src,
+            flow.backend,
+            [flow.nat_port, flow.backend_port],
+        );
+        // Inner Ethernet: from podlb to the node's VXLAN device.
+        frame[0..6].copy_from_slice(&outer.vtep.mac.0);
+        frame[6..12].copy_from_slice(&self.mac.0);
+        let inner = &frame[..l4_end];
+        let sent = if segment {
+            let Some(n) = segment_into(&mut self.out, inner, l4, thlen, mss, &outer) else {
+                self.out.clear();
+                return Verdict::Drop(DropReason::Oversize);
+            };
+            self.stats.event(Event::GsoSegmented, 1);
+            self.stats.event(Event::GsoSegments, n as u64);
+            n
+        } else {
+            if inner.len() + vxlan::OVERHEAD - ETH > u16::MAX as usize {
+                return Verdict::Drop(DropReason::Oversize);
+            }
+            let ident = self.out.ident;
+            self.out.ident = ident.wrapping_add(1);
+            let Some(b) = self.out.next(vxlan::OVERHEAD + inner.len()) else {
+                return Verdict::Drop(DropReason::Oversize);
+            };
+            outer.emit(b, ident, inner.len());
+            b[vxlan::OVERHEAD..].copy_from_slice(inner);
+            1
+        };
+        self.stats.event(Event::VxlanEncapsulated, sent as u64);
+        self.stats
+            .backend(flow.stat, BackendCounter::PacketsToBackend, sent as u64);
+        self.stats
+            .backend(flow.stat, BackendCounter::BytesToBackend, l4_end as u64);
+        Verdict::TxOut
+    }
+
+    /// UDP to podlb's own address: a VXLAN reply on a vxlan service's port
+    /// is decapsulated and its inner packet reverse-NATed to the client;
+    /// anything else is the kernel's.
+    fn vxlan_in(
+        &mut self,
+        snap: &Snapshot,
+        frame: &mut [u8],
+        meta: PacketMeta,
+        now_ms: u32,
+    ) -> Verdict {
+        let Ok(ip) = ipv4::Packet::new_checked(&frame[ETH..]) else {
+            return Verdict::Ignore;
+        };
+        let l4 = ETH + ip.header_len();
+        let l4_end = ETH + ip.total_len() as usize;
+        let Ok(u) = udp::Packet::new_checked(&frame[l4..l4_end]) else {
+            return Verdict::Ignore;
+        };
+        let port = u.dst_port();
+        if !snap.is_vxlan_port(port) {
+            return Verdict::Ignore;
+        }
+        if !self.active {
+            return Verdict::Drop(DropReason::NotMaster);
+        }
+        if !ip.verify_checksum() {
+            return Verdict::Drop(DropReason::Ipv4BadChecksum);
+        }
+        if ip.is_fragment() {
+            return Verdict::Drop(DropReason::Ipv4Fragment);
+        }
+        // RFC 7348 §5: the I flag must be set; reserved bits are ignored.
+        let Ok(vx) = vxlan::Packet::new_checked(u.payload()) else {
+            return Verdict::Drop(DropReason::VxlanMalformed);
+        };
+        if !snap.is_vxlan_id(port, vx.vni()) {
+            return Verdict::Drop(DropReason::VxlanUnknownVni);
+        }
+        let inner = vx.payload();
+        let n = inner.len();
+        let mut buf = std::mem::take(&mut self.out.buf);
+        let v = match buf.get_mut(..n) {
+            Some(b) => {
+                b.copy_from_slice(inner);
+                // The packet leaves without a virtio-net header: a partial
+                // checksum (inner or outer) is completed in software.
+                let meta = PacketMeta {
+                    tx_keeps_partial: false,
+                    gso_size: 0,
+                    ..meta
+                };
+                self.decapsulated(snap, b, meta, now_ms)
+            }
+            None => Inner::Drop(DropReason::Oversize),
+        };
+        self.out.buf = buf;
+        match v {
+            Inner::Tx(len) => {
+                self.out.ends.push(len);
+                self.stats.event(Event::VxlanDecapsulated, 1);
+                Verdict::TxOut
+            }
+            Inner::Drop(r) => Verdict::Drop(r),
+        }
+    }
+
+    /// The inner frame of a VXLAN reply, copied to the scratch buffer: must
+    /// be TCP from a backend to VIP:nat_port (the reverse half of a flow).
+    fn decapsulated(
+        &mut self,
+        snap: &Snapshot,
+        frame: &mut [u8],
+        meta: PacketMeta,
+        now_ms: u32,
+    ) -> Inner {
+        let malformed = Inner::Drop(DropReason::VxlanMalformed);
+        let Ok(eth) = ethernet::Frame::new_checked(&frame[..]) else {
+            return malformed;
+        };
+        if eth.outer_ethertype() != ethernet::ETHERTYPE_IPV4 {
+            return malformed;
+        }
+        let Ok(ip) = ipv4::Packet::new_checked(&frame[ETH..]) else {
+            return malformed;
+        };
+        if !ip.verify_checksum() {
+            return malformed;
+        }
+        let (l4, l4_end) = (ETH + ip.header_len(), ETH + ip.total_len() as usize);
+        let (src, dst) = (ip.src_u32(), ip.dst_u32());
+        if !snap.is_vip(dst) || ip.protocol() != ipv4::PROTO_TCP {
+            return Inner::Drop(DropReason::NoService);
+        }
+        if ip.is_fragment() {
+            return Inner::Drop(DropReason::Ipv4Fragment);
+        }
+        let Ok(t) = tcp::Packet::new_checked(&frame[l4..l4_end]) else {
+            return malformed;
+        };
+        let rk = ReverseKey {
+            backend: src,
+            vip: dst,
+            backend_port: t.src_port(),
+            nat_port: t.dst_port(),
+        };
+        let flags = t.flags();
+        let Some((r, f)) = self.flows.lookup_reverse(&rk) else {
+            return Inner::Drop(DropReason::NoService);
+        };
+        match self.steer_to_client(snap, r, &f, frame, l4, l4_end, flags, meta, now_ms) {
+            Verdict::Tx => Inner::Tx(l4_end),
+            Verdict::Drop(r) => Inner::Drop(r),
+            _ => Inner::Drop(DropReason::NoService),
+        }
+    }
+}
+
+/// What became of a decapsulated inner frame.
+enum Inner {
+    /// Rewritten in place; send its first `usize` bytes.
+    Tx(usize),
+    Drop(DropReason),
+}
+
+/// Lowers the MSS option of a SYN or SYN-ACK to `clamp` (RFC 9293
+/// §3.7.1; RFC 6691), updating a complete checksum incrementally (RFC 1624;
+/// `set_mss_update_checksum` handles an odd offset). A partial checksum
+/// covers only the pseudo-header and is left alone. True if it changed.
+#[inline]
+fn clamp_mss(
+    frame: &mut [u8],
+    l4: usize,
+    l4_end: usize,
+    clamp: Option<u16>,
+    partial: bool,
+) -> bool {
+    let Some(max) = clamp else { return false };
+    let Some(seg) = frame.get_mut(l4..l4_end) else {
+        return false;
+    };
+    let Ok(mut t) = tcp::Packet::new_checked(seg) else {
+        return false;
+    };
+    match t.mss() {
+        Some(m) if m > max => {}
+        _ => return false,
+    }
+    if partial {
+        t.set_mss(max);
+    } else {
+        t.set_mss_update_checksum(max);
+    }
+    true
+}
+
+/// TCP segmentation in software of the IPv4/TCP frame `inner` (Ethernet
+/// header first, TCP header at `l4`, `thlen` long) into segments of at most
+/// `mss` payload bytes, each VXLAN-encapsulated by `outer` into `out`. Per
+/// segment, as a NIC's TSO would (and Linux's `tcp_gso_segment`): IPv4 total
+/// length, Identification (+1 per segment) and header checksum; TCP sequence
+/// number (+ offset), FIN and PSH on the last segment only, CWR on the first
+/// only, full checksum (RFC 9293 §3.1). Returns the segment count, or `None`
+/// if `out` has no room.
+fn segment_into(
+    out: &mut OutFrames,
+    inner: &[u8],
+    l4: usize,
+    thlen: usize,
+    mss: usize,
+    outer: &Outer,
+) -> Option<usize> {
+    let hdr_end = l4 + thlen;
+    let payload = inner.get(hdr_end..)?;
+    let ip = ipv4::Packet::new_checked(inner.get(ETH..)?).ok()?;
+    let (src, dst, id0) = (ip.src(), ip.dst(), ip.ident());
+    let t = tcp::Packet::new_checked(inner.get(l4..)?).ok()?;
+    let (seq0, flags0) = (t.seq(), t.flags());
+    let count = payload.len().div_ceil(mss);
+    for (i, chunk) in payload.chunks(mss).enumerate() {
+        let inner_len = hdr_end + chunk.len();
+        let ident = out.ident;
+        out.ident = ident.wrapping_add(1);
+        let b = out.next(vxlan::OVERHEAD + inner_len)?;
+        outer.emit(b, ident, inner_len);
+        let f = &mut b[vxlan::OVERHEAD..];
+        f[..hdr_end].copy_from_slice(&inner[..hdr_end]);
+        f[hdr_end..].copy_from_slice(chunk);
+        // IPv4 Total Length and Identification (RFC 791 §3.1; consecutive
+        // IDs per segment as Linux does, RFC 6864 §4.1 allows any).
+        f[ETH + 2..ETH + 4].copy_from_slice(&((inner_len - ETH) as u16).to_be_bytes());
+        f[ETH + 4..ETH + 6].copy_from_slice(&id0.wrapping_add(i as u16).to_be_bytes());
+        ipv4::Packet::new_checked(&mut f[ETH..])
+            .ok()?
+            .fill_checksum();
+        let mut t = tcp::Packet::new_checked(&mut f[l4..]).ok()?;
+        t.set_seq(seq0.wrapping_add((i * mss) as u32));
+        let mut flags = flags0;
+        if i + 1 < count {
+            flags &= !(tcp::FIN | tcp::PSH);
+        }
+        if i > 0 {
+            flags &= !tcp::CWR;
+        }
+        t.set_flags(flags);
+        t.fill_checksum(src, dst);
+    }
+    Some(count)
 }
 
 /// Rewrites IPv4 addresses and TCP ports of a full-NAT packet in place and
@@ -788,6 +1253,8 @@ mod tests {
             .map(|b| BackendConfig {
                 addr: SocketAddrV4::new(Ipv4Addr::from(*b), 80),
                 weight: 1,
+                vtep: None,
+                vtep_mac: None,
             })
             .collect();
         let svc = ServiceConfig {
@@ -798,6 +1265,9 @@ mod tests {
             backends,
             table_size: 65537,
             health_check: None,
+            vxlan_port: crate::config::DEFAULT_VXLAN_PORT,
+            vni: crate::config::DEFAULT_VNI,
+            mss_clamp: None,
         };
         let snap2 = Snapshot::build(2, &[svc], |_, a| a.ip().octets()[3] as u16).unwrap();
         let mut kept = 0;
@@ -981,6 +1451,404 @@ mod tests {
         assert_eq!(f.flows.len(), 1);
     }
 
+    /// A client SYN to VIP:80 carrying an MSS option.
+    fn syn_with_mss(sport: u16, mss: u16) -> Vec<u8> {
+        let mut v = Vec::new();
+        PacketBuilder::ethernet2(CLIENT_MAC, LB)
+            .ipv4(CLIENT, VIP, 64)
+            .tcp(sport, 80, 1000, 64240)
+            .syn()
+            .options(&[etherparse::TcpOptionElement::MaximumSegmentSize(mss)])
+            .unwrap()
+            .write(&mut v, &[])
+            .unwrap();
+        v
+    }
+
+    /// Parses an encapsulated frame: checks the outer headers (RFC 7348 §5)
+    /// and returns (vtep, outer UDP source port, inner frame).
+    fn outer(frame: &[u8]) -> ([u8; 4], u16, &[u8]) {
+        assert_eq!(&frame[0..6], &ROUTER_MAC, "outer dst = the next hop's MAC");
+        assert_eq!(&frame[6..12], &LB);
+        let (ip, rest) = Ipv4Header::from_slice(&frame[14..]).unwrap();
+        assert_eq!(ip.header_checksum, ip.calc_header_checksum());
+        assert_eq!(ip.source, LB_IP);
+        assert_eq!(ip.time_to_live, 64);
+        assert!(ip.dont_fragment);
+        assert_eq!(ip.protocol, etherparse::IpNumber::UDP);
+        assert_eq!(ip.total_len as usize, frame.len() - 14);
+        let (udp, rest) = etherparse::UdpHeader::from_slice(rest).unwrap();
+        assert_eq!(udp.destination_port, VXLAN_PORT);
+        assert!(udp.source_port >= 49152);
+        assert_eq!(udp.length as usize, rest.len() + 8);
+        assert_eq!(udp.checksum, 0, "RFC 7348 §5: zero over IPv4");
+        let vx = vxlan::Packet::new_checked(rest).unwrap();
+        assert_eq!(vx.flags(), vxlan::FLAG_I);
+        assert_eq!(vx.vni(), VNI);
+        assert_eq!(&rest[1..4], &[0, 0, 0], "reserved bits zero");
+        (ip.destination, udp.source_port, &rest[8..])
+    }
+
+    /// A VXLAN frame from node `i` to podlb carrying `inner`.
+    fn vxlan_frame(i: usize, dport: u16, vx: &[u8], inner: &[u8]) -> Vec<u8> {
+        let mut payload = vx.to_vec();
+        payload.extend_from_slice(inner);
+        let mut v = Vec::new();
+        PacketBuilder::ethernet2(ROUTER_MAC, LB)
+            .ipv4(VTEPS[i], LB_IP, 64)
+            .udp(50000, dport)
+            .write(&mut v, &payload)
+            .unwrap();
+        v
+    }
+
+    const VX1: [u8; 8] = [0x08, 0, 0, 0, 0, 0, 1, 0];
+
+    #[test]
+    fn vxlan_syn_is_natted_clamped_and_encapsulated() {
+        let (mut f, snap) = vxlan_setup();
+        let mut syn = syn_with_mss(40000, 1460);
+        assert_eq!(
+            f.forward(&snap, &mut syn, PacketMeta::default(), 1),
+            Verdict::TxOut
+        );
+        assert_eq!(f.out.len(), 1);
+        let frame = f.out.frames().next().unwrap();
+        assert_eq!(frame.len(), syn.len() + 50, "50 bytes of VXLAN overhead");
+        let (vtep, sport, inner) = outer(frame);
+        let (dmac, src, dst, nat_port, dport) = verify_full(inner);
+        let i = PODS.iter().position(|p| *p == dst).expect("a pod");
+        assert_eq!(vtep, VTEPS[i], "to the pod's node");
+        assert_eq!(dmac, vtep_mac(i).0, "inner dst = the node's VXLAN MAC");
+        assert_eq!(&inner[6..12], &LB);
+        assert_eq!((src, dport), (VIP, 8080), "full NAT inside");
+        assert!(nat_port as u32 >= NAT_PORT_MIN);
+        let (_, rest) = Ipv4Header::from_slice(&inner[14..]).unwrap();
+        let t = tcp::Packet::new_checked(rest).unwrap();
+        assert_eq!(t.mss(), Some(1410), "MSS clamped");
+        assert_eq!(f.stats.events(Event::MssClamped), 1);
+        assert_eq!(f.stats.events(Event::VxlanEncapsulated), 1);
+        // The same flow keeps its outer source port (ECMP stickiness).
+        let mut ack = tcp_frame(CLIENT_MAC, LB, CLIENT, VIP, 40000, 80, "A");
+        assert_eq!(
+            f.forward(&snap, &mut ack, PacketMeta::default(), 2),
+            Verdict::TxOut
+        );
+        let (_, sport2, inner) = outer(f.out.frames().next().unwrap());
+        assert_eq!(sport2, sport);
+        assert_eq!(verify(inner).1, dst);
+        // A small MSS is left alone.
+        let mut syn = syn_with_mss(40001, 1200);
+        f.forward(&snap, &mut syn, PacketMeta::default(), 3);
+        let (_, _, inner) = outer(f.out.frames().next().unwrap());
+        verify(inner);
+        let (_, rest) = Ipv4Header::from_slice(&inner[14..]).unwrap();
+        assert_eq!(tcp::Packet::new_checked(rest).unwrap().mss(), Some(1200));
+    }
+
+    #[test]
+    fn vxlan_replies_routed_or_encapsulated_reach_the_client() {
+        let (mut f, snap) = vxlan_setup();
+        let mut syn = syn_with_mss(40000, 1460);
+        f.forward(&snap, &mut syn, PacketMeta::default(), 1);
+        let (_, _, inner) = outer(f.out.frames().next().unwrap());
+        let (_, _, pod, nat_port, _) = verify_full(inner);
+        let i = PODS.iter().position(|p| *p == pod).unwrap();
+
+        // (a) Routed: plain IPv4 from the pod via the router, MSS 1460.
+        let mut synack = Vec::new();
+        PacketBuilder::ethernet2(ROUTER_MAC, LB)
+            .ipv4(pod, VIP, 63)
+            .tcp(8080, nat_port, 5000, 64240)
+            .syn()
+            .ack(1001)
+            .options(&[etherparse::TcpOptionElement::MaximumSegmentSize(1460)])
+            .unwrap()
+            .write(&mut synack, &[])
+            .unwrap();
+        assert_eq!(
+            f.forward(&snap, &mut synack, PacketMeta::default(), 2),
+            Verdict::Tx
+        );
+        assert_eq!(verify_full(&synack), (CLIENT_MAC, VIP, CLIENT, 80, 40000));
+        let (_, rest) = Ipv4Header::from_slice(&synack[14..]).unwrap();
+        assert_eq!(
+            tcp::Packet::new_checked(rest).unwrap().mss(),
+            Some(1410),
+            "SYN-ACK clamped"
+        );
+
+        // (b) Through the tunnel: VXLAN from the node to podlb's address.
+        let mut data = Vec::new();
+        PacketBuilder::ethernet2(vtep_mac(i).0, LB)
+            .ipv4(pod, VIP, 64)
+            .tcp(8080, nat_port, 5001, 64240)
+            .ack(1001)
+            .psh()
+            .write(&mut data, b"HTTP/1.1 200 OK\r\n\r\n")
+            .unwrap();
+        let mut frame = vxlan_frame(i, VXLAN_PORT, &VX1, &data);
+        assert_eq!(
+            f.forward(&snap, &mut frame, PacketMeta::default(), 3),
+            Verdict::TxOut
+        );
+        let out = f.out.frames().next().unwrap();
+        assert_eq!(out.len(), data.len());
+        assert_eq!(verify_full(out), (CLIENT_MAC, VIP, CLIENT, 80, 40000));
+        assert_eq!(&out[6..12], &LB);
+        assert_eq!(f.stats.events(Event::VxlanDecapsulated), 1);
+
+        // A partial inner checksum (the node's kernel offloading it) is
+        // completed in software: nothing downstream would.
+        let mut data2 = data.clone();
+        let tcp_len = (data2.len() - 34) as u16;
+        let pseudo = checksum::fold(checksum::pseudo_header_v4(
+            pod.into(),
+            VIP.into(),
+            6,
+            tcp_len,
+        ));
+        data2[50..52].copy_from_slice(&pseudo.to_be_bytes());
+        let mut frame = vxlan_frame(i, VXLAN_PORT, &VX1, &data2);
+        let meta = PacketMeta {
+            csum_partial: true,
+            tx_keeps_partial: true,
+            ..Default::default()
+        };
+        assert_eq!(f.forward(&snap, &mut frame, meta, 4), Verdict::TxOut);
+        verify_full(f.out.frames().next().unwrap());
+    }
+
+    #[test]
+    fn gso_frame_is_segmented_then_encapsulated() {
+        let (mut f, snap) = vxlan_setup();
+        let mut syn = tcp_frame(CLIENT_MAC, LB, CLIENT, VIP, 40000, 80, "S");
+        f.forward(&snap, &mut syn, PacketMeta::default(), 1);
+        let payload: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut big = Vec::new();
+        PacketBuilder::ethernet2(CLIENT_MAC, LB)
+            .ipv4(CLIENT, VIP, 64)
+            .tcp(40000, 80, 0xffff_f000, 64240)
+            .ack(77)
+            .psh()
+            .fin()
+            .write(&mut big, &payload)
+            .unwrap();
+        // IPv4 Identification 0xfff0 (IDs wrap across the segments).
+        big[18..20].copy_from_slice(&0xfff0u16.to_be_bytes());
+        big[24..26].copy_from_slice(&[0, 0]);
+        let c = checksum::internet(&big[14..34]);
+        big[24..26].copy_from_slice(&c.to_be_bytes());
+        // As a veth hands it over: partial checksum, gso_size from the header.
+        let tcp_len = (big.len() - 34) as u16;
+        let pseudo = checksum::fold(checksum::pseudo_header_v4(
+            CLIENT.into(),
+            VIP.into(),
+            6,
+            tcp_len,
+        ));
+        big[50..52].copy_from_slice(&pseudo.to_be_bytes());
+        let meta = PacketMeta {
+            csum_partial: true,
+            tx_keeps_partial: true,
+            gso_size: 1398,
+            ..Default::default()
+        };
+        assert_eq!(f.forward(&snap, &mut big, meta, 2), Verdict::TxOut);
+        assert_eq!(f.out.len(), 4, "5000 = 3 x 1398 + 806");
+        let mut joined = Vec::new();
+        let mut ids = Vec::new();
+        for (k, frame) in f.out.frames().enumerate() {
+            let (_, _, inner) = outer(frame);
+            verify_full(inner);
+            let s = etherparse::SlicedPacket::from_ethernet(inner).unwrap();
+            let Some(etherparse::NetSlice::Ipv4(ip)) = &s.net else {
+                panic!("not IPv4")
+            };
+            ids.push(ip.header().identification());
+            let Some(etherparse::TransportSlice::Tcp(t)) = &s.transport else {
+                panic!("not TCP")
+            };
+            assert_eq!(
+                t.sequence_number(),
+                0xffff_f000u32.wrapping_add(1398 * k as u32),
+                "seq advances (and wraps)"
+            );
+            let last = k == 3;
+            assert_eq!(t.fin(), last, "FIN on the last segment only");
+            assert_eq!(t.psh(), last, "PSH on the last segment only");
+            assert!(t.ack());
+            assert_eq!(t.payload().len(), if last { 806 } else { 1398 });
+            assert!(
+                inner.len() - 14 <= 1450,
+                "fits a 1500 underlay with 50 of VXLAN"
+            );
+            joined.extend_from_slice(t.payload());
+        }
+        assert_eq!(joined, payload);
+        assert_eq!(ids, vec![0xfff0, 0xfff1, 0xfff2, 0xfff3]);
+        assert_eq!(f.stats.events(Event::GsoSegmented), 1);
+        assert_eq!(f.stats.events(Event::GsoSegments), 4);
+        assert_eq!(f.stats.events(Event::VxlanEncapsulated), 4 + 1);
+        // Without a virtio-net header (gso_size unknown) an oversized frame
+        // is cut at the clamp.
+        let mut big2 = Vec::new();
+        PacketBuilder::ethernet2(CLIENT_MAC, LB)
+            .ipv4(CLIENT, VIP, 64)
+            .tcp(40000, 80, 1, 64240)
+            .ack(77)
+            .write(&mut big2, &payload)
+            .unwrap();
+        assert_eq!(
+            f.forward(&snap, &mut big2, PacketMeta::default(), 3),
+            Verdict::TxOut
+        );
+        assert_eq!(f.out.len(), 4, "5000 = 3 x 1410 + 770");
+        for frame in f.out.frames() {
+            verify_full(outer(frame).2);
+        }
+    }
+
+    #[test]
+    fn malformed_vxlan_is_a_counted_drop() {
+        let (mut f, snap) = vxlan_setup();
+        let inner = tcp_frame([2, 0, 0, 0, 1, 0x11], LB, PODS[0], VIP, 8080, 5000, "A");
+        let cases: [(&[u8], &[u8], u16, Verdict); 7] = [
+            (
+                &VX1[..5],
+                &[],
+                VXLAN_PORT,
+                Verdict::Drop(DropReason::VxlanMalformed),
+            ),
+            (
+                &[0, 0, 0, 0, 0, 0, 1, 0],
+                &inner,
+                VXLAN_PORT,
+                Verdict::Drop(DropReason::VxlanMalformed),
+            ),
+            (
+                &[0x08, 0, 0, 0, 0, 0, 9, 0],
+                &inner,
+                VXLAN_PORT,
+                Verdict::Drop(DropReason::VxlanUnknownVni),
+            ),
+            (
+                &VX1,
+                &inner[..5],
+                VXLAN_PORT,
+                Verdict::Drop(DropReason::VxlanMalformed),
+            ),
+            (
+                &VX1,
+                &[0xff; 40],
+                VXLAN_PORT,
+                Verdict::Drop(DropReason::VxlanMalformed),
+            ),
+            // Well-formed but no such flow.
+            (
+                &VX1,
+                &inner,
+                VXLAN_PORT,
+                Verdict::Drop(DropReason::NoService),
+            ),
+            // Another UDP port on podlb's address: the kernel's.
+            (&VX1, &inner, 8473, Verdict::Ignore),
+        ];
+        for (k, (vx, inner, port, want)) in cases.iter().enumerate() {
+            let mut frame = vxlan_frame(0, *port, vx, inner);
+            assert_eq!(
+                f.forward(&snap, &mut frame, PacketMeta::default(), 1),
+                *want,
+                "case {k}"
+            );
+        }
+        assert_eq!(f.stats.drops(DropReason::VxlanMalformed), 4);
+        assert_eq!(f.stats.drops(DropReason::VxlanUnknownVni), 1);
+        // Inner IPv4 with a bad header checksum.
+        let mut bad = inner.clone();
+        bad[24] ^= 0xff;
+        let mut frame = vxlan_frame(0, VXLAN_PORT, &VX1, &bad);
+        assert_eq!(
+            f.forward(&snap, &mut frame, PacketMeta::default(), 1),
+            Verdict::Drop(DropReason::VxlanMalformed)
+        );
+    }
+
+    #[test]
+    fn vxlan_waits_for_the_next_hop_mac() {
+        let (mut f, snap) = vxlan_setup();
+        f.neighbors.invalidate(u32::from_be_bytes(ROUTER));
+        let mut syn = syn_with_mss(40000, 1460);
+        assert_eq!(
+            f.forward(&snap, &mut syn, PacketMeta::default(), 1),
+            Verdict::Drop(DropReason::NeighborUnresolved)
+        );
+        let e = f.neighbors.entries();
+        assert!(e
+            .iter()
+            .any(|n| n.ip == u32::from_be_bytes(ROUTER) && n.wanted));
+        // Without a local address there is nothing to send from.
+        let (mut f, snap) = vxlan_setup();
+        f.local_ip = 0;
+        let mut syn = syn_with_mss(40000, 1460);
+        assert_eq!(
+            f.forward(&snap, &mut syn, PacketMeta::default(), 1),
+            Verdict::Drop(DropReason::VxlanNoVtep)
+        );
+    }
+
+    #[test]
+    fn nat_service_with_mss_clamp() {
+        let (mut f, _) = setup(Mode::Nat, 80);
+        let backends = BACKENDS
+            .iter()
+            .map(|b| BackendConfig {
+                addr: SocketAddrV4::new(Ipv4Addr::from(*b), 80),
+                weight: 1,
+                vtep: None,
+                vtep_mac: None,
+            })
+            .collect();
+        let svc = ServiceConfig {
+            name: "web".into(),
+            vip: Ipv4Addr::from(VIP),
+            port: 80,
+            mode: Mode::Nat,
+            backends,
+            table_size: 65537,
+            health_check: None,
+            vxlan_port: crate::config::DEFAULT_VXLAN_PORT,
+            vni: crate::config::DEFAULT_VNI,
+            mss_clamp: Some(1300),
+        };
+        let snap = Snapshot::build(1, &[svc], |_, a| a.ip().octets()[3] as u16).unwrap();
+        let mut syn = syn_with_mss(40000, 1460);
+        assert_eq!(
+            f.forward(&snap, &mut syn, PacketMeta::default(), 1),
+            Verdict::Tx
+        );
+        verify(&syn);
+        let (_, rest) = Ipv4Header::from_slice(&syn[14..]).unwrap();
+        assert_eq!(tcp::Packet::new_checked(rest).unwrap().mss(), Some(1300));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+        /// Arbitrary VXLAN payloads and GSO sizes never panic.
+        #[test]
+        fn vxlan_never_panics(inner in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..120), flags in proptest::prelude::any::<u8>(), gso in 0u16..2000, cut in 0usize..200) {
+            let (mut f, snap) = vxlan_setup();
+            let mut frame = vxlan_frame(0, VXLAN_PORT, &[flags, 0, 0, 0, 0, 0, 1, 0], &inner);
+            let _ = f.forward(&snap, &mut frame, PacketMeta::default(), 1);
+            let mut syn = tcp_frame(CLIENT_MAC, LB, CLIENT, VIP, 40000, 80, "S");
+            let _ = f.forward(&snap, &mut syn, PacketMeta::default(), 1);
+            let mut v = tcp_frame(CLIENT_MAC, LB, CLIENT, VIP, 40000, 80, "A");
+            v.truncate(cut.max(14));
+            let meta = PacketMeta { gso_size: gso, csum_partial: gso & 1 == 1, ..Default::default() };
+            let _ = f.forward(&snap, &mut v, meta, 2);
+        }
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
         /// Arbitrary bytes (and mutations of a valid frame) never panic, and
@@ -993,7 +1861,7 @@ mod tests {
             let mut v = tcp_frame(CLIENT_MAC, LB, CLIENT, VIP, 40000, 80, "S");
             if flip < v.len() { v[flip] = val; }
             v.truncate(cut.max(1));
-            let meta = PacketMeta { csum_partial: val & 1 == 1, tx_keeps_partial: val & 2 == 2, vlan_stripped: val & 4 == 4, truncated: val & 8 == 8 };
+            let meta = PacketMeta { csum_partial: val & 1 == 1, tx_keeps_partial: val & 2 == 2, vlan_stripped: val & 4 == 4, truncated: val & 8 == 8, gso_size: if val & 16 == 16 { 7 } else { 0 } };
             let _ = f.forward(&snap, &mut v, meta, 1);
             proptest::prop_assert!(f.flows.len() <= 1);
         }

@@ -9,6 +9,22 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use crate::balance::hash::mix64;
 use crate::balance::maglev::{MaglevError, MaglevTable};
 use crate::config::{Mode, ServiceConfig};
+use crate::wire::MacAddr;
+
+/// Where a `mode = "vxlan"` backend lives: its node's VTEP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vtep {
+    /// The node's address: outer IPv4 destination.
+    pub ip: u32,
+    /// The node's VXLAN device MAC: inner Ethernet destination.
+    pub mac: MacAddr,
+    /// The address whose MAC is the outer Ethernet destination: `ip` itself
+    /// when on-link, else the gateway (`control::route::Routes::next_hop`).
+    pub next_hop: u32,
+    /// Outer UDP destination port and VNI of the backend's service.
+    pub port: u16,
+    pub vni: u32,
+}
 
 #[derive(Debug, Clone)]
 pub struct Backend {
@@ -18,6 +34,17 @@ pub struct Backend {
     pub weight: u32,
     /// Stats slot of (service, backend).
     pub stat: u16,
+    /// `mode = "vxlan"` only.
+    pub vtep: Option<Vtep>,
+}
+
+impl Backend {
+    /// The address podlb needs the MAC of to reach this backend: the VTEP's
+    /// next hop for vxlan, the backend itself otherwise.
+    #[inline]
+    pub fn l2_target(&self) -> u32 {
+        self.vtep.map_or(self.ip, |v| v.next_hop)
+    }
 }
 
 #[derive(Debug)]
@@ -28,6 +55,8 @@ pub struct Service {
     pub mode: Mode,
     pub backends: Vec<Backend>,
     pub maglev: MaglevTable,
+    /// Clamp the MSS option of SYN and SYN-ACK to at most this.
+    pub mss_clamp: Option<u16>,
 }
 
 /// Everything a worker needs to classify and steer a packet.
@@ -39,6 +68,11 @@ pub struct Snapshot {
     by_listener: HashMap<(u32, u16), u16, BuildHasherDefault<WordHasher>>,
     /// Distinct VIPs, sorted.
     vips: Vec<u32>,
+    /// vxlan backends (pod address) → their VTEP. Flows carry only the
+    /// backend address; this finds the tunnel for them.
+    vteps: HashMap<u32, Vtep, BuildHasherDefault<WordHasher>>,
+    /// (UDP port, VNI) pairs of the vxlan services: replies podlb decapsulates.
+    vxlan_ids: Vec<(u16, u32)>,
 }
 
 impl Snapshot {
@@ -52,6 +86,8 @@ impl Snapshot {
         let mut out = Vec::with_capacity(services.len());
         let mut by_listener = HashMap::default();
         let mut vips = Vec::new();
+        let mut vteps = HashMap::default();
+        let mut vxlan_ids = Vec::new();
         for (i, s) in services.iter().enumerate() {
             let backends: Vec<Backend> = s
                 .backends
@@ -62,8 +98,26 @@ impl Snapshot {
                     port: b.addr.port(),
                     weight: b.weight,
                     stat: stat_slot(&s.name, b.addr),
+                    vtep: match (s.mode, b.vtep, b.vtep_mac) {
+                        (Mode::Vxlan, Some(ip), Some(mac)) => Some(Vtep {
+                            ip: u32::from(ip),
+                            mac,
+                            next_hop: u32::from(ip),
+                            port: s.vxlan_port,
+                            vni: s.vni,
+                        }),
+                        _ => None,
+                    },
                 })
                 .collect();
+            if s.mode == Mode::Vxlan {
+                vxlan_ids.push((s.vxlan_port, s.vni));
+                for b in &backends {
+                    if let Some(v) = b.vtep {
+                        vteps.insert(b.ip, v);
+                    }
+                }
+            }
             let keys: Vec<(String, u32)> = backends
                 .iter()
                 .map(|b| (b.addr.to_string(), b.weight))
@@ -79,16 +133,64 @@ impl Snapshot {
                 mode: s.mode,
                 backends,
                 maglev,
+                mss_clamp: s.mss_clamp,
             });
         }
         vips.sort_unstable();
         vips.dedup();
+        vxlan_ids.sort_unstable();
+        vxlan_ids.dedup();
         Ok(Snapshot {
             generation,
             services: out,
             by_listener,
             vips,
+            vteps,
+            vxlan_ids,
         })
+    }
+
+    /// Sets every VTEP's next hop to `next_hop(vtep)` (the control plane
+    /// passes `Routes::next_hop`); before publishing.
+    pub fn route_vteps(&mut self, next_hop: impl Fn(Ipv4Addr) -> Ipv4Addr) {
+        for s in &mut self.services {
+            for b in &mut s.backends {
+                if let Some(v) = &mut b.vtep {
+                    v.next_hop = u32::from(next_hop(Ipv4Addr::from(v.ip)));
+                }
+            }
+        }
+        for v in self.vteps.values_mut() {
+            v.next_hop = u32::from(next_hop(Ipv4Addr::from(v.ip)));
+        }
+    }
+
+    /// The VTEP of vxlan backend `ip`.
+    #[inline]
+    pub fn vtep(&self, ip: u32) -> Option<&Vtep> {
+        if self.vteps.is_empty() {
+            return None;
+        }
+        self.vteps.get(&ip)
+    }
+
+    /// Whether some vxlan service uses UDP `port`.
+    #[inline]
+    pub fn is_vxlan_port(&self, port: u16) -> bool {
+        self.vxlan_ids.iter().any(|&(p, _)| p == port)
+    }
+
+    /// Whether some vxlan service uses (`port`, `vni`).
+    #[inline]
+    pub fn is_vxlan_id(&self, port: u16, vni: u32) -> bool {
+        self.vxlan_ids.contains(&(port, vni))
+    }
+
+    /// The distinct UDP ports of the vxlan services.
+    pub fn vxlan_ports(&self) -> Vec<u16> {
+        let mut v: Vec<u16> = self.vxlan_ids.iter().map(|&(p, _)| p).collect();
+        v.dedup();
+        v
     }
 
     /// The service listening on `vip:port`.

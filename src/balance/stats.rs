@@ -51,10 +51,18 @@ pub enum DropReason {
     NotMaster,
     /// A control frame (VRRP advert) found the control queue full.
     PuntQueueFull,
+    /// VXLAN to podlb's VXLAN port that is short, lacks the I flag (RFC 7348
+    /// §5), or carries an inner frame that is not a well-formed IPv4 packet.
+    VxlanMalformed,
+    /// VXLAN with a VNI no vxlan service uses.
+    VxlanUnknownVni,
+    /// A flow of a vxlan service whose backend has no VTEP in the current
+    /// snapshot (removed by a reload), or no local address to send from.
+    VxlanNoVtep,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 20] = [
+    pub const ALL: [DropReason; 23] = [
         DropReason::EthTruncated,
         DropReason::VlanTagged,
         DropReason::ArpMalformed,
@@ -75,6 +83,9 @@ impl DropReason {
         DropReason::TxError,
         DropReason::NotMaster,
         DropReason::PuntQueueFull,
+        DropReason::VxlanMalformed,
+        DropReason::VxlanUnknownVni,
+        DropReason::VxlanNoVtep,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -99,6 +110,9 @@ impl DropReason {
             DropReason::TxError => "tx_error",
             DropReason::NotMaster => "not_master",
             DropReason::PuntQueueFull => "punt_queue_full",
+            DropReason::VxlanMalformed => "vxlan_malformed",
+            DropReason::VxlanUnknownVni => "vxlan_unknown_vni",
+            DropReason::VxlanNoVtep => "vxlan_no_vtep",
         }
     }
 }
@@ -119,10 +133,20 @@ pub enum Event {
     FlowPickups,
     /// SYNs that replaced a closing flow with the same 4-tuple.
     FlowsRecycled,
+    /// Frames sent VXLAN-encapsulated to a backend's VTEP.
+    VxlanEncapsulated,
+    /// VXLAN-encapsulated replies podlb unwrapped.
+    VxlanDecapsulated,
+    /// GSO frames of vxlan services cut into segments in software ...
+    GsoSegmented,
+    /// ... and the segments that made.
+    GsoSegments,
+    /// SYN or SYN-ACK MSS options lowered to the service's `mss_clamp`.
+    MssClamped,
 }
 
 impl Event {
-    pub const ALL: [Event; 9] = [
+    pub const ALL: [Event; 14] = [
         Event::RxPackets,
         Event::RxBytes,
         Event::TxPackets,
@@ -132,6 +156,11 @@ impl Event {
         Event::IcmpEchoReplies,
         Event::FlowPickups,
         Event::FlowsRecycled,
+        Event::VxlanEncapsulated,
+        Event::VxlanDecapsulated,
+        Event::GsoSegmented,
+        Event::GsoSegments,
+        Event::MssClamped,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -144,6 +173,11 @@ impl Event {
             Event::IcmpEchoReplies => "icmp_echo_replies",
             Event::FlowPickups => "flow_pickups",
             Event::FlowsRecycled => "flows_recycled",
+            Event::VxlanEncapsulated => "vxlan_encapsulated",
+            Event::VxlanDecapsulated => "vxlan_decapsulated",
+            Event::GsoSegmented => "gso_segmented",
+            Event::GsoSegments => "gso_segments",
+            Event::MssClamped => "mss_clamped",
         }
     }
 }

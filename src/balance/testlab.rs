@@ -23,6 +23,62 @@ pub const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x10];
 pub const CLIENT: [u8; 4] = [198, 18, 0, 10];
 pub const VIP: [u8; 4] = [198, 18, 0, 100];
 pub const BACKENDS: [[u8; 4]; 3] = [[198, 18, 0, 21], [198, 18, 0, 22], [198, 18, 0, 23]];
+/// podlb's own interface address (outer source of VXLAN frames).
+pub const LB_IP: [u8; 4] = [198, 18, 0, 2];
+/// The gateway towards the VTEPs' subnet, and its MAC.
+pub const ROUTER: [u8; 4] = [198, 18, 0, 1];
+pub const ROUTER_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x01];
+/// vxlan pods and the nodes (VTEPs) they live on.
+pub const PODS: [[u8; 4]; 2] = [[198, 19, 10, 2], [198, 19, 20, 2]];
+pub const VTEPS: [[u8; 4]; 2] = [[198, 19, 0, 11], [198, 19, 0, 12]];
+pub const VNI: u32 = 1;
+pub const VXLAN_PORT: u16 = 8472;
+
+/// The VXLAN device MAC of node `i`.
+pub fn vtep_mac(i: usize) -> MacAddr {
+    MacAddr([2, 0, 0, 0, 1, 0x11 + i as u8])
+}
+
+/// The service VIP:80 in `mode = "vxlan"` over the two pods (port 8080),
+/// MSS clamp 1410, VTEPs routed via [`ROUTER`].
+pub fn vxlan_snapshot() -> Snapshot {
+    let backends = PODS
+        .iter()
+        .enumerate()
+        .map(|(i, p)| BackendConfig {
+            addr: SocketAddrV4::new(Ipv4Addr::from(*p), 8080),
+            weight: 1,
+            vtep: Some(Ipv4Addr::from(VTEPS[i])),
+            vtep_mac: Some(vtep_mac(i)),
+        })
+        .collect();
+    let svc = ServiceConfig {
+        name: "web".into(),
+        vip: Ipv4Addr::from(VIP),
+        port: 80,
+        mode: Mode::Vxlan,
+        backends,
+        table_size: 65537,
+        health_check: None,
+        vxlan_port: VXLAN_PORT,
+        vni: VNI,
+        mss_clamp: Some(crate::config::DEFAULT_VXLAN_MSS),
+    };
+    let mut snap = Snapshot::build(1, &[svc], |_, a| a.ip().octets()[3] as u16).unwrap();
+    let routes =
+        crate::control::route::Routes::new(Ipv4Addr::from(LB_IP), 24, Some(Ipv4Addr::from(ROUTER)));
+    snap.route_vteps(|ip| routes.next_hop(ip));
+    snap
+}
+
+/// A forwarder for [`vxlan_snapshot`]: the router resolved.
+pub fn vxlan_setup() -> (Forwarder, Snapshot) {
+    let f = forwarder(true, 0, None);
+    f.neighbors.track(u32::from_be_bytes(ROUTER));
+    f.neighbors
+        .learn(u32::from_be_bytes(ROUTER), MacAddr(ROUTER_MAC), 0);
+    (f, vxlan_snapshot())
+}
 pub const T: Timeouts = Timeouts {
     syn_ms: 10_000,
     established_ms: 3_600_000,
@@ -43,6 +99,8 @@ pub fn snapshot(mode: Mode, backend_port: u16) -> Snapshot {
         .map(|b| BackendConfig {
             addr: SocketAddrV4::new(Ipv4Addr::from(*b), backend_port),
             weight: 1,
+            vtep: None,
+            vtep_mac: None,
         })
         .collect();
     let svc = ServiceConfig {
@@ -53,6 +111,9 @@ pub fn snapshot(mode: Mode, backend_port: u16) -> Snapshot {
         backends,
         table_size: 65537,
         health_check: None,
+        vxlan_port: crate::config::DEFAULT_VXLAN_PORT,
+        vni: crate::config::DEFAULT_VNI,
+        mss_clamp: None,
     };
     Snapshot::build(1, &[svc], |_, a| a.ip().octets()[3] as u16).unwrap()
 }
@@ -76,6 +137,8 @@ pub fn forwarder(pickup: bool, port_seed: u32, sync: Option<Arc<SyncQueue>>) -> 
         ports: NatPorts::new(0, 1, port_seed),
         pickup,
         sync,
+        local_ip: u32::from_be_bytes(LB_IP),
+        out: Default::default(),
     }
 }
 

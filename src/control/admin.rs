@@ -18,6 +18,7 @@ use serde_json::json;
 
 use crate::balance::flow::Phase;
 use crate::balance::stats::{total, BackendCounter, DropReason, Event, WorkerStats};
+use crate::control::cloud::{CloudView, CALL_ACTIONS};
 use crate::control::engine::EngineView;
 use crate::control::k8s::client::KubeView;
 use crate::control::redundancy::{Histogram, STATE_NAMES, TAKEOVER_BUCKETS};
@@ -110,6 +111,9 @@ struct BackendRow {
     addr: std::net::SocketAddrV4,
     slot: u16,
     configured: bool,
+    /// The address whose MAC podlb sends to (the VTEP's next hop for vxlan).
+    l2_target: u32,
+    vtep: Option<crate::balance::service::Vtep>,
 }
 
 fn backend_rows(view: &EngineView) -> Vec<BackendRow> {
@@ -124,6 +128,8 @@ fn backend_rows(view: &EngineView) -> Vec<BackendRow> {
                 addr: b.addr,
                 slot: b.stat,
                 configured: true,
+                l2_target: b.l2_target(),
+                vtep: b.vtep,
             });
         }
     }
@@ -136,6 +142,8 @@ fn backend_rows(view: &EngineView) -> Vec<BackendRow> {
                     addr: *addr,
                     slot,
                     configured: false,
+                    l2_target: u32::from(*addr.ip()),
+                    vtep: snap.vtep(u32::from(*addr.ip())).copied(),
                 });
             }
         }
@@ -259,6 +267,20 @@ fn metrics(view: &EngineView) -> String {
             Event::FlowsRecycled,
             "Closing flows replaced by a new SYN on the same 4-tuple.",
         ),
+        (
+            Event::VxlanEncapsulated,
+            "Frames sent VXLAN-encapsulated to a backend's VTEP (RFC 7348).",
+        ),
+        (
+            Event::VxlanDecapsulated,
+            "VXLAN-encapsulated backend replies unwrapped.",
+        ),
+        (
+            Event::GsoSegmented,
+            "GSO frames of vxlan services segmented in software.",
+        ),
+        (Event::GsoSegments, "Segments made from those GSO frames."),
+        (Event::MssClamped, "SYN and SYN-ACK MSS options clamped."),
     ] {
         let name = format!("podlb_{}_total", e.as_str());
         single(
@@ -468,6 +490,9 @@ fn metrics(view: &EngineView) -> String {
     if let Some(k) = &view.kube {
         kube_metrics(&mut o, view, k);
     }
+    if let Some(c) = &view.cloud {
+        cloud_metrics(&mut o, &c.view);
+    }
     if let Some(v) = &view.sync {
         for (name, help, c) in [
             (
@@ -494,6 +519,11 @@ fn metrics(view: &EngineView) -> String {
                 "podlb_sync_events_received_total",
                 "Flow events received from a master.",
                 &v.events_received,
+            ),
+            (
+                "podlb_sync_rejected_total",
+                "Sync datagrams from a sender that is neither the master nor a peer.",
+                &v.rejected,
             ),
             (
                 "podlb_sync_decode_errors_total",
@@ -552,6 +582,27 @@ fn metrics(view: &EngineView) -> String {
 }
 
 /// A Prometheus histogram; `labels` is empty or ends with a comma.
+fn cloud_metrics(o: &mut String, c: &CloudView) {
+    let _ = writeln!(o, "# HELP podlb_cloud_calls_total Cloud API calls (exec: commands run), by action and result.\n# TYPE podlb_cloud_calls_total counter");
+    for (i, action) in CALL_ACTIONS.iter().enumerate() {
+        for (j, result) in ["ok", "error"].iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "podlb_cloud_calls_total{{action=\"{action}\",result=\"{result}\"}} {}",
+                c.calls[i][j].load(Ordering::Relaxed)
+            );
+        }
+    }
+    single(
+        o,
+        "podlb_cloud_owned",
+        "1 while this instance is master and its last claim or check found the addresses its own.",
+        "gauge",
+        "",
+        (c.state() == "claimed") as u8,
+    );
+}
+
 fn histogram(o: &mut String, name: &str, help: &str, labels: &str, h: &Histogram) {
     let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} histogram");
     for (i, le) in TAKEOVER_BUCKETS.iter().enumerate() {
@@ -772,7 +823,10 @@ fn status(view: &EngineView) -> serde_json::Value {
                 .map(|r| {
                     json!({
                         "addr": r.addr.to_string(),
-                        "mac": mac_of(u32::from(*r.addr.ip())),
+                        "mac": mac_of(r.l2_target),
+                        "vtep": r.vtep.map(|v| Ipv4Addr::from(v.ip).to_string()),
+                        "vtep_mac": r.vtep.map(|v| v.mac.to_string()),
+                        "next_hop": r.vtep.map(|v| Ipv4Addr::from(v.next_hop).to_string()),
                         "state": if r.configured { "active" } else { "draining" },
                         "active_flows": view.active[r.slot as usize].load(Ordering::Relaxed),
                         "new_flows": sum(r.slot, BackendCounter::NewFlows),
@@ -853,6 +907,19 @@ fn status(view: &EngineView) -> serde_json::Value {
             })
         }),
         "kubernetes": view.kube.as_ref().map(|k| kube_status(view, k)),
+        "cloud": view.cloud.as_ref().map(|c| {
+            let c = &c.view;
+            let sum = |j: usize| c.calls.iter().map(|r| r[j].load(Ordering::Relaxed)).sum::<u64>();
+            json!({
+                "provider": c.provider,
+                "role": STATE_NAMES[c.role.load(Ordering::Relaxed) as usize % STATE_NAMES.len()],
+                "state": c.state(),
+                "calls": sum(0) + sum(1),
+                "errors": c.errors.load(Ordering::Relaxed),
+                "last_ok": *c.last_ok.lock(),
+                "last_error": *c.last_error.lock(),
+            })
+        }),
         "arp": {
             "replies_sent": total(st.clone(), |w| w.events(Event::ArpRepliesSent)),
             "requests_sent": view.arp_requests.load(Ordering::Relaxed),

@@ -188,6 +188,8 @@ pub struct VrrpSpec {
     pub sync_port: Option<u16>,
     /// One script for on_master, on_backup and on_fault.
     pub hook: Option<String>,
+    /// Check TTL = 255 on adverts (off for peers behind a router).
+    pub check_ttl: bool,
 }
 
 impl VrrpSpec {
@@ -201,6 +203,7 @@ impl VrrpSpec {
             unicast_peers: Vec::new(),
             sync_port: None,
             hook: None,
+            check_ttl: true,
         }
     }
 }
@@ -298,6 +301,9 @@ impl ConfigSpec {
             );
             if let Some(p) = v.sync_port {
                 let _ = writeln!(s, "sync_port = {p}");
+            }
+            if !v.check_ttl {
+                let _ = writeln!(s, "check_ttl = false");
             }
             if let Some(h) = &v.hook {
                 for k in ["on_master", "on_backup", "on_fault"] {

@@ -25,6 +25,7 @@ use crate::control::health::HealthGate;
 use crate::control::k8s::client::{Identity, KubeUpdate, KubeView};
 use crate::control::k8s::lease::{self, LeaseView};
 use crate::control::redundancy::{Effects, Histogram, Redundancy, VrrpView};
+use crate::control::route::Routes;
 use crate::control::sync::{SyncLink, SyncView, REFRESH_PERIOD_MS};
 use crate::dataplane::{run_worker, Shared};
 use crate::io::packet::{PacketConfig, PacketInjector, PacketSocket};
@@ -128,6 +129,22 @@ pub struct EngineView {
     pub publish_latency: Histogram,
     /// Backend health checks: the monitor, its change flag, fail-open state.
     pub health: HealthGate,
+    /// The cloud address mover (`[cloud]`).
+    pub cloud: Option<crate::control::cloud::CloudHandle>,
+    /// Next hops towards VXLAN VTEPs on other subnets (AF_PACKET: the
+    /// interface's subnet and routes; reread on reload). `None` in TAP mode:
+    /// VTEPs are then taken as on-link.
+    pub routes: Mutex<Option<Routes>>,
+}
+
+impl EngineView {
+    /// The neighbor whose MAC frames to `dst` go to: `dst` itself on the
+    /// interface's subnet, else its gateway (unicast VRRP peers and VTEPs
+    /// behind a router).
+    pub fn hop(&self, dst: Ipv4Addr) -> u32 {
+        let hop = self.routes.lock().as_ref().map_or(dst, |r| r.next_hop(dst));
+        u32::from(hop)
+    }
 }
 
 /// Signals as flags the control loop polls.
@@ -176,14 +193,15 @@ fn timeouts(cfg: &Config) -> Timeouts {
 fn build_snapshot(
     generation: u64,
     services: &[ServiceConfig],
-    reg: &Mutex<StatsRegistry>,
-    health: &HealthGate,
+    view: &EngineView,
 ) -> Result<Snapshot, EngineError> {
-    let services = health.services_for_snapshot(services);
-    let mut reg = reg.lock();
-    Ok(Snapshot::build(generation, &services, |s, a| {
-        reg.slot(s, a)
-    })?)
+    let services = view.health.services_for_snapshot(services);
+    let mut reg = view.registry.lock();
+    let mut snap = Snapshot::build(generation, &services, |s, a| reg.slot(s, a))?;
+    if let Some(r) = view.routes.lock().as_ref() {
+        snap.route_vteps(|ip| r.next_hop(ip));
+    }
+    Ok(snap)
 }
 
 /// Runs podlb with the config at `path` until SIGTERM/SIGINT.
@@ -320,6 +338,21 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
         (Some(r), Attach::Tap { .. }) => Some(u32::from(r.primary())),
         _ => None,
     };
+    // VXLAN (RFC 7348): frames leave from the interface's own address, and
+    // VTEPs on other subnets are reached through the gateway.
+    let (local_ip, routes) = match &cfg.attach {
+        Attach::AfPacket { interface } => match Routes::load(interface) {
+            Ok(r) => (u32::from(r.addr), Some(r)),
+            Err(e) => {
+                tracing::info!(error = %e, "no IPv4 address on the interface: vxlan services will not forward");
+                (0, None)
+            }
+        },
+        Attach::Tap { .. } => (own_ip.unwrap_or(0), None),
+    };
+    if let Some(r) = &routes {
+        tracing::info!(addr = %r.addr, prefix = r.prefix, gateway = ?r.gateway, "routes");
+    }
     if let (Some(_), Devices::Packet(socks), Attach::AfPacket { interface }) =
         (&redundancy, &devices, &cfg.attach)
     {
@@ -339,6 +372,27 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
         }
         _ => None,
     };
+
+    // Least privilege: every socket and device that needs a capability is
+    // open now, and no other thread exists yet (threads inherit the
+    // capabilities of the thread that starts them). Keep CAP_NET_RAW and
+    // CAP_NET_ADMIN (and CAP_NET_BIND_SERVICE for an admin port below
+    // 1024, bound later); drop the rest, from the bounding set too, so
+    // notify hooks cannot regain them.
+    let mut keep = vec![sys::CAP_NET_ADMIN, sys::CAP_NET_RAW];
+    if cfg.admin.port() < 1024 {
+        keep.push(sys::CAP_NET_BIND_SERVICE);
+    }
+    match sys::drop_capabilities(&keep) {
+        Ok(k) => tracing::info!(
+            kept = format_args!("{:#x}", k.mask),
+            bounding = k.bounding,
+            "dropped every other capability"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not drop capabilities; running with what we were given")
+        }
+    }
 
     // Kubernetes: the watchers start now and publish once the workers run.
     let (wake_tx, wake_rx) = std::sync::mpsc::channel::<Wake>();
@@ -398,6 +452,8 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
         update_latency: Histogram::default(),
         publish_latency: Histogram::default(),
         health: HealthGate::new(),
+        cloud: start_cloud(&cfg, shared.active.load(Ordering::Relaxed))?,
+        routes: Mutex::new(routes),
     });
 
     // Workers.
@@ -420,6 +476,8 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
         ports: NatPorts::new(i, workers, port_seed),
         pickup: cfg.flows.pickup,
         sync: sync_link.as_ref().map(|l| l.queues[i].clone()),
+        local_ip,
+        out: Default::default(),
     };
     match devices {
         Devices::Packet(socks) => {
@@ -434,8 +492,9 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
     // be polling before we resolve backends, since they learn the ARP replies.
     let mut ctl = Control::new(view.clone(), injector, path.to_path_buf());
     ctl.sync = sync_link;
-    let snap = build_snapshot(1, &cfg.services, &view.registry, &view.health)?;
+    let snap = build_snapshot(1, &cfg.services, &view)?;
     ctl.track_backends(&snap);
+    ctl.vxlan_sinks(&snap);
     ctl.resolve_before_publish(&snap);
     shared.snapshot.store(Arc::new(snap));
 
@@ -472,10 +531,10 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
         None => {}
         Some(r) => {
             for &p in r.unicast_peers() {
-                shared.neighbors.track(u32::from(p));
+                shared.neighbors.track(view.hop(p));
             }
             let e = r.start(Instant::now(), &*ctl.injector, &|ip| {
-                shared.neighbors.lookup(u32::from(ip))
+                shared.neighbors.lookup(view.hop(ip))
             });
             ctl.apply(e);
         }
@@ -543,7 +602,7 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
         // were streamed to the backups as they were made).
         let was_master = r.is_master();
         let e = r.stop(Instant::now(), &*ctl.injector, &|ip| {
-            shared.neighbors.lookup(u32::from(ip))
+            shared.neighbors.lookup(view.hop(ip))
         });
         if was_master {
             let drain = cfg.vrrp.as_ref().map_or(Duration::ZERO, |v| v.drain);
@@ -562,11 +621,54 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
     // Releases the Lease (if held) so a backup takes over at once.
     drop(kube);
     view.health.stop();
+    if let Some(c) = &view.cloud {
+        c.stop(Duration::from_secs(2));
+    }
     shared.stop.store(true, Ordering::Relaxed);
     for h in handles {
         let _ = h.join();
     }
     Ok(())
+}
+
+/// Starts the cloud mover if `[cloud]` is set, told the initial role.
+fn start_cloud(
+    cfg: &Config,
+    active: bool,
+) -> Result<Option<crate::control::cloud::CloudHandle>, EngineError> {
+    let Some(c) = &cfg.cloud else {
+        return Ok(None);
+    };
+    let vips = cfg.services.iter().map(|s| s.vip).collect();
+    let vrid = cfg
+        .vrrp
+        .as_ref()
+        .map_or(String::new(), |v| v.vrid.to_string());
+    let h =
+        crate::control::cloud::CloudHandle::start(c, vips, vrid).map_err(EngineError::Thread)?;
+    use crate::control::cloud::mover::Role;
+    h.set_role(if active { Role::Master } else { Role::Backup });
+    Ok(Some(h))
+}
+
+/// The mover's role for a serve transition: not serving because of a
+/// VRRP or Lease fault is `Fault`, else `Backup`.
+fn cloud_role(serve: bool, view: &EngineView) -> crate::control::cloud::mover::Role {
+    use crate::control::cloud::mover::Role;
+    let vrrp_fault = view
+        .vrrp
+        .as_ref()
+        .is_some_and(|v| v.state.load(Ordering::Relaxed) == 3);
+    let lease_fault = view
+        .kube
+        .as_ref()
+        .and_then(|k| k.lease.as_ref())
+        .is_some_and(|l| l.state.load(Ordering::Relaxed) == lease::FAULT);
+    match serve {
+        true => Role::Master,
+        false if vrrp_fault || lease_fault => Role::Fault,
+        false => Role::Backup,
+    }
 }
 
 /// Default UDP port of connection sync (as `vrrp.sync_port`).
@@ -712,6 +814,8 @@ struct Control {
     /// A snapshot waiting for its backends' ARP answers before it is
     /// published (the loop keeps running meanwhile).
     pending: Option<Pending>,
+    /// Never-read UDP sockets on the vxlan services' ports.
+    vxlan_sinks: HashMap<u16, std::net::UdpSocket>,
 }
 
 /// A staged snapshot; see [`Control::stage`].
@@ -757,6 +861,7 @@ impl Control {
             discovered_peers: Vec::new(),
             kube_services: Vec::new(),
             pending: None,
+            vxlan_sinks: HashMap::new(),
         }
     }
 
@@ -779,7 +884,7 @@ impl Control {
         let peers = self.peers();
         tracing::info!(?peers, "unicast peers");
         for p in &peers {
-            self.view.shared.neighbors.track(u32::from(*p));
+            self.view.shared.neighbors.track(self.view.hop(*p));
         }
         if let Some(link) = self.sync.as_mut() {
             link.set_peers(peers.clone());
@@ -844,9 +949,10 @@ impl Control {
             Some(p) => p.snap.generation,
             None => self.view.shared.snapshot.load().generation,
         };
-        let snap = build_snapshot(base + 1, services, &self.view.registry, &self.view.health)?;
+        let snap = build_snapshot(base + 1, services, &self.view)?;
         *self.view.desired.lock() = services.to_vec();
         self.track_backends(&snap);
+        self.vxlan_sinks(&snap);
         let now = Instant::now();
         // The update clock runs from the oldest event not yet published.
         let event_at = match (self.pending.as_ref().and_then(|p| p.event_at), event_at) {
@@ -869,12 +975,13 @@ impl Control {
         let Some(mut p) = self.pending.take() else {
             return;
         };
+        self.route_backends(&p.snap);
         let n = &self.view.shared.neighbors;
         let missing: Vec<u32> = p
             .snap
             .services
             .iter()
-            .flat_map(|s| s.backends.iter().map(|b| b.ip))
+            .flat_map(|s| s.backends.iter().map(|b| b.l2_target()))
             .filter(|&ip| n.lookup(ip).is_none())
             .collect();
         let now = Instant::now();
@@ -915,6 +1022,36 @@ impl Control {
             self.send_due_garps(now);
         }
         tracing::debug!(generation, "snapshot published");
+    }
+
+    /// Full-NAT backends on another subnet are reached through the gateway:
+    /// their neighbor entries carry the next hop's MAC (a route cache, as a
+    /// kernel FIB does), so the workers' per-packet lookup by backend address
+    /// stays as it is. The next hop itself is tracked and ARP-resolved.
+    /// Only `nat`: DSR needs the backend on the link (the VIP is the frame's
+    /// destination), and vxlan backends have their VTEP's next hop already.
+    fn route_backends(&self, snap: &Snapshot) {
+        let routes = self.view.routes.lock();
+        let Some(r) = routes.as_ref() else { return };
+        let n = &self.view.shared.neighbors;
+        let now = self.now();
+        for s in snap
+            .services
+            .iter()
+            .filter(|s| s.mode == crate::config::Mode::Nat)
+        {
+            for b in &s.backends {
+                let ip = Ipv4Addr::from(b.ip);
+                if r.on_link(ip) {
+                    continue;
+                }
+                let hop = u32::from(r.next_hop(ip));
+                n.track(hop);
+                if let Some(mac) = n.lookup(hop) {
+                    n.learn(b.ip, mac, now);
+                }
+            }
+        }
     }
 
     /// Update clock: stopped by a worker's first frame under the new
@@ -962,6 +1099,9 @@ impl Control {
                     .store(sh.epoch.elapsed().as_micros() as u64 + 1, Ordering::Relaxed);
             }
             sh.active.store(serve, Ordering::Relaxed);
+            if let Some(c) = &self.view.cloud {
+                c.set_role(cloud_role(serve, &self.view));
+            }
         }
         if let Some(n) = e.garp {
             let now = self.now();
@@ -986,7 +1126,7 @@ impl Control {
         busy |= self.sync_step(now, r.master_addr());
         let view = self.view.clone();
         let n = &view.shared.neighbors;
-        let e = r.tick(now, &*self.injector, &|ip| n.lookup(u32::from(ip)));
+        let e = r.tick(now, &*self.injector, &|ip| n.lookup(view.hop(ip)));
         self.apply(e);
         // Tracking: the interface's link, and whether any backend is usable.
         if now >= self.next_track {
@@ -1001,9 +1141,9 @@ impl Control {
                     .services
                     .iter()
                     .flat_map(|s| &s.backends)
-                    .any(|b| n.lookup(b.ip).is_some());
+                    .any(|b| n.lookup(b.l2_target()).is_some());
             let e = r.set_fault(now, !iface_up, &*self.injector, &|ip| {
-                n.lookup(u32::from(ip))
+                n.lookup(view.hop(ip))
             });
             self.apply(e);
             r.track(now, iface_up, usable);
@@ -1022,6 +1162,31 @@ impl Control {
         busy
     }
 
+    /// A never-read UDP socket on every vxlan service's port, so the kernel
+    /// (which sees the VXLAN replies to its own address too) sends no ICMP
+    /// port unreachable for them. AF_PACKET only; kept for the process
+    /// lifetime (a port a reload removes stays bound, harmlessly).
+    fn vxlan_sinks(&mut self, snap: &Snapshot) {
+        if !matches!(self.view.config.load().attach, Attach::AfPacket { .. }) {
+            return;
+        }
+        for port in snap.vxlan_ports() {
+            if self.vxlan_sinks.contains_key(&port) {
+                continue;
+            }
+            match sys::udp_sink(port) {
+                Ok(s) => {
+                    self.vxlan_sinks.insert(port, s);
+                }
+                Err(e) => tracing::warn!(
+                    port,
+                    error = %e,
+                    "cannot bind the VXLAN port: the kernel may answer VXLAN replies with ICMP port unreachable (is a kernel VXLAN device using it?)"
+                ),
+            }
+        }
+    }
+
     fn vrrp_punts_discard(&mut self) {
         while self.view.shared.punt.pop().is_some() {}
     }
@@ -1030,7 +1195,7 @@ impl Control {
         let n = &self.view.shared.neighbors;
         for s in &snap.services {
             for b in &s.backends {
-                if !n.track(b.ip) {
+                if !n.track(b.l2_target()) {
                     tracing::warn!(backend = %b.addr, "neighbor table full; backend not tracked");
                 }
             }
@@ -1046,7 +1211,7 @@ impl Control {
             let missing: Vec<u32> = snap
                 .services
                 .iter()
-                .flat_map(|s| s.backends.iter().map(|b| b.ip))
+                .flat_map(|s| s.backends.iter().map(|b| b.l2_target()))
                 .filter(|&ip| self.view.shared.neighbors.lookup(ip).is_none())
                 .collect();
             if missing.is_empty() || Instant::now() >= deadline {
@@ -1124,6 +1289,7 @@ impl Control {
 
         // ARP resolution and refresh.
         let snap = self.view.shared.snapshot.load();
+        self.route_backends(&snap);
         {
             for e in self.view.shared.neighbors.entries() {
                 let since_asked = elapsed_ms(now, e.asked_ms);
@@ -1184,11 +1350,22 @@ impl Control {
             let current: HashSet<u32> = snap
                 .services
                 .iter()
-                .flat_map(|s| s.backends.iter().map(|b| b.ip))
+                .flat_map(|s| s.backends.iter().map(|b| b.l2_target()))
                 .collect();
+            // ... and the gateways of routed ones.
+            let hops: Vec<u32> = match self.view.routes.lock().as_ref() {
+                Some(r) => current
+                    .iter()
+                    .chain(self.flow_backends.iter())
+                    .map(|&ip| u32::from(r.next_hop(Ipv4Addr::from(ip))))
+                    .collect(),
+                None => Vec::new(),
+            };
+            let current: HashSet<u32> = current.into_iter().chain(hops).collect();
             let fb = &self.flow_backends;
-            // Unicast peers stay resolved too (adverts go to their MACs).
-            let peers: Vec<u32> = self.peers().into_iter().map(u32::from).collect();
+            // Unicast peers' next hops stay resolved too (adverts go to
+            // their MACs, or to the gateway's for peers on other subnets).
+            let peers: Vec<u32> = self.peers().into_iter().map(|p| self.view.hop(p)).collect();
             self.view
                 .shared
                 .neighbors
@@ -1229,6 +1406,11 @@ impl Control {
         if let Some(k) = &new.kubernetes {
             if old.kubernetes.as_ref() != Some(k) {
                 tracing::warn!("reload: [kubernetes] changes need a restart");
+            }
+        }
+        if let Attach::AfPacket { interface } = &old.attach {
+            if let Ok(r) = Routes::load(interface) {
+                *self.view.routes.lock() = Some(r);
             }
         }
         let mut services = new.services.clone();

@@ -1068,10 +1068,15 @@ mod tests {
                 .map(|&p| crate::config::BackendConfig {
                     addr: SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 21), p),
                     weight: 1,
+                    vtep: None,
+                    vtep_mac: None,
                 })
                 .collect(),
             table_size: 65537,
             health_check: check,
+            vxlan_port: crate::config::DEFAULT_VXLAN_PORT,
+            vni: crate::config::DEFAULT_VNI,
+            mss_clamp: None,
         }
     }
 
@@ -1132,6 +1137,8 @@ mod tests {
             backends: vec![crate::config::BackendConfig {
                 addr: refused,
                 weight: 1,
+                vtep: None,
+                vtep_mac: None,
             }],
             ..svc("s", Some(fast(CheckKind::Tcp)), &[])
         }];

@@ -382,7 +382,52 @@ pub fn spawn_hook(
     vrid: &str,
     view: Option<std::sync::Arc<VrrpView>>,
 ) {
+    spawn_notify(
+        &[path.to_string()],
+        state,
+        vips,
+        vrid,
+        "notify hook",
+        move |ev| {
+            if let Some(v) = &view {
+                match ev {
+                    HookEvent::Started => v.hooks_run.fetch_add(1, Relaxed),
+                    HookEvent::Failed => v.hook_errors.fetch_add(1, Relaxed),
+                    HookEvent::Succeeded => 0,
+                };
+            }
+        },
+    );
+}
+
+/// What became of a command started by [`spawn_notify`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookEvent {
+    Started,
+    /// It exited with status 0.
+    Succeeded,
+    /// It could not start, or exited non-zero.
+    Failed,
+}
+
+/// Starts `argv` (program and arguments) with only PATH, `PODLB_STATE`,
+/// `PODLB_VIP` and `PODLB_VRID` in its environment, stdin from /dev/null,
+/// not waited for (a helper thread reaps it). `count` hears whether it
+/// started and, later, whether it failed; `what` names it in the log.
+pub fn spawn_notify(
+    argv: &[String],
+    state: &str,
+    vips: &str,
+    vrid: &str,
+    what: &'static str,
+    count: impl Fn(HookEvent) + Send + 'static,
+) {
+    let Some((path, args)) = argv.split_first() else {
+        count(HookEvent::Failed);
+        return;
+    };
     let spawned = std::process::Command::new(path)
+        .args(args)
         .env_clear()
         .env(
             "PATH",
@@ -395,26 +440,20 @@ pub fn spawn_hook(
         .spawn();
     match spawned {
         Ok(mut child) => {
-            if let Some(v) = &view {
-                v.hooks_run.fetch_add(1, Relaxed);
-            }
+            count(HookEvent::Started);
             let path = path.to_string();
             std::thread::spawn(move || match child.wait() {
-                Ok(s) if s.success() => {}
+                Ok(s) if s.success() => count(HookEvent::Succeeded),
                 Ok(s) => {
-                    if let Some(v) = &view {
-                        v.hook_errors.fetch_add(1, Relaxed);
-                    }
-                    tracing::warn!(hook = %path, status = %s, "notify hook failed");
+                    count(HookEvent::Failed);
+                    tracing::warn!(hook = %path, status = %s, "{what} failed");
                 }
-                Err(e) => tracing::warn!(hook = %path, error = %e, "notify hook wait failed"),
+                Err(e) => tracing::warn!(hook = %path, error = %e, "{what}: wait failed"),
             });
         }
         Err(e) => {
-            if let Some(v) = &view {
-                v.hook_errors.fetch_add(1, Relaxed);
-            }
-            tracing::warn!(hook = %path, error = %e, "notify hook could not start");
+            count(HookEvent::Failed);
+            tracing::warn!(hook = %path, error = %e, "{what} could not start");
         }
     }
 }

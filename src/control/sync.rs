@@ -8,6 +8,14 @@
 //! [`PEER_TTL`]. A backup sends a hello to the master it learned from VRRP
 //! every [`HELLO_EVERY`], so multicast VRRP with dynamic Pod IPs needs no
 //! peer list.
+//!
+//! Whom a backup listens to: flow events are installed only when they come
+//! from the current VRRP master's address or from a configured (or
+//! discovered) peer; anything else is counted as `rejected`. With a peer
+//! list, hellos are accepted only from those peers too, so a stranger can
+//! neither inject flows into a backup nor subscribe to the master's stream.
+//! Without one (multicast VRRP) hellos are taken from anyone on the network
+//! podlb serves: keep that network closed, or configure the peers.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
@@ -44,6 +52,8 @@ pub struct SyncView {
     pub table_full: AtomicU64,
     pub unknown_service: AtomicU64,
     pub peers: AtomicU64,
+    /// Datagrams from a sender that is neither the master nor a peer.
+    pub rejected: AtomicU64,
 }
 
 pub struct SyncLink {
@@ -160,13 +170,22 @@ impl SyncLink {
                     continue;
                 }
             };
+            let peer = self.static_peers.contains(from.ip());
             if d.is_empty() {
                 // A hello: this sender wants our stream.
-                self.learned.insert(*from.ip(), now);
+                if self.static_peers.is_empty() || peer {
+                    self.learned.insert(*from.ip(), now);
+                } else {
+                    self.view.rejected.fetch_add(1, Relaxed);
+                }
                 continue;
             }
             if master {
                 continue; // two masters (split brain): ours is the truth here
+            }
+            if !peer && master_addr != Some(*from.ip()) {
+                self.view.rejected.fetch_add(1, Relaxed);
+                continue;
             }
             if let SeqCheck::Gap(g) = self.seq.observe(d.sender, d.seq) {
                 self.view.gaps.fetch_add(g as u64, Relaxed);
@@ -223,5 +242,83 @@ impl SyncLink {
             }
         }
         busy
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn free_port() -> u16 {
+        UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    fn event() -> SyncEvent {
+        use crate::balance::flow::{tcp_state, FlowKey};
+        use crate::balance::testlab::{BACKENDS, VIP};
+        SyncEvent {
+            key: FlowKey {
+                client: 0xc612_000a,
+                vip: u32::from_be_bytes(VIP),
+                client_port: 40000,
+                vport: 80,
+            },
+            backend: u32::from_be_bytes(BACKENDS[0]),
+            backend_port: 8080,
+            nat_port: 2000,
+            idle_ms: 0,
+            client_mac: crate::wire::MacAddr([2, 0, 0, 0, 0, 0x10]),
+            op: sync::SyncOp::Upsert,
+            tcp: tcp_state::SYN | tcp_state::ESTABLISHED,
+        }
+    }
+
+    #[test]
+    fn backup_installs_only_from_the_master_or_a_peer() {
+        let port = free_port();
+        let mut link = SyncLink::open(port, 1, Vec::new()).unwrap();
+        let flows = FlowTable::new(1024, crate::balance::testlab::T);
+        let snap = crate::balance::testlab::snapshot(crate::config::Mode::Nat, 8080);
+        let master = Ipv4Addr::new(127, 0, 0, 2);
+        let datagram = |from: Ipv4Addr| {
+            let s = UdpSocket::bind(SocketAddrV4::new(from, 0)).unwrap();
+            let mut enc = Encoder::new(7);
+            enc.push(&event());
+            let d = enc.flush().unwrap();
+            s.send_to(&d, SocketAddrV4::new(Ipv4Addr::LOCALHOST, port))
+                .unwrap();
+        };
+        let step = |link: &mut SyncLink| {
+            // Loopback delivery is immediate; poll a few times to be sure.
+            for _ in 0..20 {
+                link.step(Instant::now(), 0, false, Some(master), &flows, &snap);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        };
+        // A stranger: rejected, nothing installed.
+        datagram(Ipv4Addr::new(127, 0, 0, 9));
+        step(&mut link);
+        assert_eq!(link.view.rejected.load(Relaxed), 1);
+        assert_eq!(flows.len(), 0);
+        // The master: installed.
+        datagram(master);
+        step(&mut link);
+        assert_eq!(flows.len(), 1);
+        // A configured peer is trusted too; a stranger's hello is refused
+        // once there is a peer list.
+        link.set_peers(vec![Ipv4Addr::new(127, 0, 0, 3)]);
+        let s = UdpSocket::bind("127.0.0.9:0").unwrap();
+        s.send_to(
+            &Encoder::new(9).hello(),
+            SocketAddrV4::new(Ipv4Addr::LOCALHOST, port),
+        )
+        .unwrap();
+        step(&mut link);
+        assert_eq!(link.view.rejected.load(Relaxed), 2);
+        assert!(!link.learned.contains_key(&Ipv4Addr::new(127, 0, 0, 9)));
     }
 }

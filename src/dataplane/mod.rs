@@ -71,6 +71,14 @@ pub fn run_worker<D: Device>(
 ) {
     // The worker's counters are its forwarder's.
     let stats = fwd.stats.clone();
+    // Frames the forwarder builds (VXLAN) leave through their own sender.
+    let tx = match dev.injector() {
+        Ok(t) => Some(t),
+        Err(e) => {
+            tracing::error!(error = %e, "no sender for built frames; vxlan services cannot forward");
+            None
+        }
+    };
     let mut last_rx = Instant::now();
     while !shared.stop.load(Ordering::Relaxed) {
         let snap = shared.snapshot.load();
@@ -83,6 +91,17 @@ pub fn run_worker<D: Device>(
                 Verdict::Punt => {
                     if shared.punt.push(frame.to_vec()).is_err() {
                         fwd.stats.dropped(DropReason::PuntQueueFull);
+                    }
+                    false
+                }
+                Verdict::TxOut => {
+                    let (ok, failed) = match &tx {
+                        Some(t) => t.inject_all(&mut fwd.out.frames()),
+                        None => (0, fwd.out.len() as u64),
+                    };
+                    fwd.stats.event(Event::TxPackets, ok);
+                    for _ in 0..failed {
+                        fwd.stats.dropped(DropReason::TxError);
                     }
                     false
                 }

@@ -34,6 +34,10 @@ pub trait Device: Send {
         &mut self,
         f: &mut F,
     ) -> io::Result<BatchStats>;
+    /// A separate sender on the same device for frames the worker builds
+    /// itself (VXLAN encapsulation, [`crate::balance::forward::Verdict::TxOut`]):
+    /// complete frames without a virtio-net header request.
+    fn injector(&self) -> io::Result<Box<dyn Injector>>;
     /// Blocks until frames may be ready, or `timeout` passes.
     fn wait(&mut self, timeout: Duration) -> io::Result<()>;
 }
@@ -41,4 +45,16 @@ pub trait Device: Send {
 /// Sends control-plane frames out of the attached interface.
 pub trait Injector: Send + Sync {
     fn inject(&self, frame: &[u8]) -> io::Result<()>;
+    /// Sends every frame of `frames`; returns (sent, failed). The default
+    /// sends one at a time; AF_PACKET batches them into `sendmmsg`.
+    fn inject_all(&self, frames: &mut dyn Iterator<Item = &[u8]>) -> (u64, u64) {
+        let (mut ok, mut failed) = (0, 0);
+        for f in frames {
+            match self.inject(f) {
+                Ok(()) => ok += 1,
+                Err(_) => failed += 1,
+            }
+        }
+        (ok, failed)
+    }
 }

@@ -227,6 +227,7 @@ pub struct PacketSocket {
     tx: TxPath,
     /// V2 slots taken in this batch, released after the TX flush.
     held: Vec<usize>,
+    ifindex: i32,
 }
 
 // SAFETY: the raw pointers inside (ring, iovecs) refer to memory owned by
@@ -315,6 +316,7 @@ impl PacketSocket {
             vnet: cfg.vnet_hdr,
             tx,
             held: Vec::with_capacity(V2_BATCH),
+            ifindex,
         })
     }
 
@@ -394,8 +396,13 @@ impl PacketSocket {
         // other reference to it exists during this call.
         let all = unsafe { std::slice::from_raw_parts_mut(base.add(start - vlen), snap + vlen) };
         let (hdr, frame) = all.split_at_mut(vlen);
+        let vh = if self.vnet {
+            VirtioNetHdr::read(hdr)
+        } else {
+            None
+        };
         let csum_partial = if self.vnet {
-            VirtioNetHdr::read(hdr).is_some_and(|h| h.flags & VNET_F_NEEDS_CSUM != 0)
+            vh.is_some_and(|h| h.flags & VNET_F_NEEDS_CSUM != 0)
         } else {
             status & TP_STATUS_CSUMNOTREADY != 0
         };
@@ -407,6 +414,7 @@ impl PacketSocket {
             tx_keeps_partial: self.vnet,
             vlan_stripped: status & TP_STATUS_VLAN_VALID != 0 && vlan & 0x0fff != 0,
             truncated: snap < len,
+            gso_size: vh.map_or(0, |h| h.gso()),
         };
         if f(frame, meta) {
             let (p, n) = (all.as_mut_ptr(), all.len());
@@ -515,6 +523,10 @@ impl Device for PacketSocket {
             .store(TP_STATUS_KERNEL, Ordering::Release);
         self.next_block = (b + 1) % self.blocks;
         Ok(st)
+    }
+
+    fn injector(&self) -> io::Result<Box<dyn Injector>> {
+        PacketInjector::open_index(self.ifindex).map(|i| Box::new(i) as Box<dyn Injector>)
     }
 
     fn wait(&mut self, timeout: Duration) -> io::Result<()> {
@@ -679,7 +691,11 @@ pub struct PacketInjector {
 
 impl PacketInjector {
     pub fn open(ifname: &str) -> io::Result<PacketInjector> {
-        let ifindex = sys::ifindex(ifname)?;
+        PacketInjector::open_index(sys::ifindex(ifname)?)
+    }
+
+    /// As [`open`](PacketInjector::open), by interface index.
+    pub fn open_index(ifindex: i32) -> io::Result<PacketInjector> {
         let fd = packet_socket(0)?;
         bind_to(&fd, ifindex, 0)?;
         Ok(PacketInjector { fd })
@@ -701,5 +717,55 @@ impl Injector for PacketInjector {
             return Err(io::Error::last_os_error());
         }
         Ok(())
+    }
+
+    fn inject_all(&self, frames: &mut dyn Iterator<Item = &[u8]>) -> (u64, u64) {
+        const BATCH: usize = 64;
+        let (mut ok, mut failed) = (0u64, 0u64);
+        loop {
+            // SAFETY: iovec is plain data; all-zero is a valid value.
+            let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+            // SAFETY: mmsghdr is plain data; zero is valid (no name, no control).
+            let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+            let mut n = 0;
+            for f in (&mut *frames).take(BATCH) {
+                iovs[n] = libc::iovec {
+                    iov_base: f.as_ptr() as *mut libc::c_void,
+                    iov_len: f.len(),
+                };
+                n += 1;
+            }
+            if n == 0 {
+                return (ok, failed);
+            }
+            for (m, iov) in msgs.iter_mut().zip(iovs.iter_mut()).take(n) {
+                m.msg_hdr.msg_iov = iov as *mut libc::iovec;
+                m.msg_hdr.msg_iovlen = 1;
+            }
+            let mut sent = 0;
+            while sent < n {
+                // SAFETY: msgs[sent..n] are valid mmsghdrs whose iovecs point
+                // at frames borrowed from `frames` for this call; the socket
+                // is bound, so no address is needed.
+                let r = unsafe {
+                    libc::sendmmsg(
+                        self.fd.as_raw_fd(),
+                        msgs.as_mut_ptr().add(sent),
+                        (n - sent) as u32,
+                        0,
+                    )
+                };
+                if r <= 0 {
+                    if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    failed += 1;
+                    sent += 1;
+                    continue;
+                }
+                ok += r as u64;
+                sent += r as usize;
+            }
+        }
     }
 }

@@ -27,7 +27,20 @@ pub const VNET_HDR_LEN: usize = std::mem::size_of::<VirtioNetHdr>();
 /// `VIRTIO_NET_HDR_F_NEEDS_CSUM`: the checksum at csum_start+csum_offset is partial.
 pub const VNET_F_NEEDS_CSUM: u8 = 1;
 
+/// `VIRTIO_NET_HDR_GSO_NONE`; any other `gso_type` is a GSO frame.
+pub const VNET_GSO_NONE: u8 = 0;
+
 impl VirtioNetHdr {
+    /// The segment size of a GSO frame; 0 for an ordinary one.
+    #[inline]
+    pub fn gso(&self) -> u16 {
+        if self.gso_type & 0x7f == VNET_GSO_NONE {
+            0
+        } else {
+            self.gso_size
+        }
+    }
+
     /// Reads a header from the first [`VNET_HDR_LEN`] bytes of `b`.
     pub fn read(b: &[u8]) -> Option<VirtioNetHdr> {
         let b: &[u8; VNET_HDR_LEN] = b.get(..VNET_HDR_LEN)?.try_into().ok()?;
@@ -199,6 +212,33 @@ pub fn ipv4_of(name: &str) -> io::Result<std::net::Ipv4Addr> {
     ))
 }
 
+/// The IPv4 address of interface `name` and its prefix length (from the
+/// netmask).
+pub fn ipv4_net_of(name: &str) -> io::Result<(std::net::Ipv4Addr, u8)> {
+    let addr = ipv4_of(name)?;
+    let s = ctl_socket()?;
+    let mut ifr = ifreq_with_name(name)?;
+    // SAFETY: SIOCGIFNETMASK reads the name from and writes the mask into a
+    // valid, exclusively borrowed ifreq.
+    if unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCGIFNETMASK, &mut ifr) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: after SIOCGIFNETMASK succeeded the union holds an AF_INET sockaddr.
+    let d = unsafe { ifr.ifr_ifru.ifru_netmask }.sa_data;
+    let mask = u32::from_be_bytes([d[2] as u8, d[3] as u8, d[4] as u8, d[5] as u8]);
+    Ok((addr, mask.count_ones() as u8))
+}
+
+/// A UDP socket bound to `0.0.0.0:port` that is never read: with it the
+/// kernel sends no ICMP "port unreachable" for datagrams podlb handles on
+/// its rings (VXLAN replies to podlb's own address). A tiny receive buffer
+/// bounds what the kernel queues for it.
+pub fn udp_sink(port: u16) -> io::Result<std::net::UdpSocket> {
+    let s = std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, port))?;
+    setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, &2048i32)?;
+    Ok(s)
+}
+
 /// A raw IPv4 socket for `protocol` that is never read: its existence keeps
 /// the kernel from answering that protocol with ICMP "protocol unreachable"
 /// (podlb receives those packets on its own rings). A tiny receive buffer
@@ -213,4 +253,152 @@ pub fn protocol_sink(protocol: i32) -> io::Result<OwnedFd> {
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, &2048i32)?;
     Ok(fd)
+}
+
+/// `CAP_NET_ADMIN` and `CAP_NET_RAW` (linux/capability.h): all podlb needs.
+pub const CAP_NET_ADMIN: u32 = 12;
+pub const CAP_NET_RAW: u32 = 13;
+/// Only for an admin port below 1024.
+pub const CAP_NET_BIND_SERVICE: u32 = 10;
+const CAP_SETPCAP: u32 = 8;
+/// `_LINUX_CAPABILITY_VERSION_3`: two 32-bit words per set.
+const CAP_VERSION_3: u32 = 0x2008_0522;
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// What [`drop_capabilities`] left in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CapsKept {
+    /// Effective = permitted = the kept set (bit n = capability n).
+    pub mask: u64,
+    /// The bounding set was reduced too (needs CAP_SETPCAP, which root
+    /// has); when false, programs this process runs could regain more.
+    pub bounding: bool,
+}
+
+/// Drops every capability but `keep` from this thread — call it before any
+/// other thread is started, since threads inherit the capabilities of the
+/// thread that creates them. Reduces the bounding set first (so processes
+/// podlb runs, such as notify hooks, cannot regain more even as root),
+/// clears the ambient set, then sets effective = permitted = `keep` (as far
+/// as the process had them) and inheritable = none.
+pub fn drop_capabilities(keep: &[u32]) -> io::Result<CapsKept> {
+    let keep_mask: u64 = keep.iter().fold(0, |m, c| m | 1u64 << c);
+    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40)
+        .min(63);
+    let mut hdr = CapHeader {
+        version: CAP_VERSION_3,
+        pid: 0,
+    };
+    let mut cur = [CapData::default(); 2];
+    // SAFETY: capget(2) with a valid header and room for two data words
+    // (version 3); the kernel writes at most that.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &mut hdr as *mut CapHeader,
+            cur.as_mut_ptr(),
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let permitted = u64::from(cur[0].permitted) | u64::from(cur[1].permitted) << 32;
+    let mut bounding = permitted & (1 << CAP_SETPCAP) != 0;
+    if bounding {
+        for cap in (0..=last).filter(|c| keep_mask & (1 << c) == 0) {
+            // SAFETY: prctl(2) with integer arguments only.
+            let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+            if r != 0 {
+                bounding = false;
+            }
+        }
+    }
+    // SAFETY: prctl(2) with integer arguments only; EINVAL on kernels
+    // without ambient capabilities is harmless.
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+    let mask = keep_mask & permitted;
+    let data = [
+        CapData {
+            effective: mask as u32,
+            permitted: mask as u32,
+            inheritable: 0,
+        },
+        CapData {
+            effective: (mask >> 32) as u32,
+            permitted: (mask >> 32) as u32,
+            inheritable: 0,
+        },
+    ];
+    hdr = CapHeader {
+        version: CAP_VERSION_3,
+        pid: 0,
+    };
+    // SAFETY: capset(2) with a valid header and two data words; both
+    // outlive the call.
+    let r = unsafe { libc::syscall(libc::SYS_capset, &hdr as *const CapHeader, data.as_ptr()) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(CapsKept { mask, bounding })
+}
+
+#[cfg(test)]
+mod caps_tests {
+    use super::*;
+
+    fn status_caps(field: &str) -> u64 {
+        let s = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+        let line = s
+            .lines()
+            .find(|l| l.starts_with(field))
+            .unwrap_or_else(|| panic!("no {field}"));
+        u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+    }
+
+    #[test]
+    fn drop_keeps_only_what_was_asked_on_this_thread() {
+        // Capabilities are per thread: do it on a thread of its own so the
+        // test process keeps its own.
+        std::thread::spawn(|| {
+            let before = status_caps("CapPrm:");
+            let k = drop_capabilities(&[CAP_NET_ADMIN, CAP_NET_RAW]).unwrap();
+            let want = before & (1 << CAP_NET_ADMIN | 1 << CAP_NET_RAW);
+            assert_eq!(k.mask, want);
+            assert_eq!(status_caps("CapEff:"), want);
+            assert_eq!(status_caps("CapPrm:"), want);
+            assert_eq!(status_caps("CapInh:"), 0);
+            if k.bounding {
+                assert_eq!(
+                    status_caps("CapBnd:"),
+                    1 << CAP_NET_ADMIN | 1 << CAP_NET_RAW
+                );
+            }
+        })
+        .join()
+        .unwrap();
+    }
 }

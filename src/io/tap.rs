@@ -132,13 +132,14 @@ impl Device for TapQueue {
             }
             st.rx_bytes += (n - VNET_HDR_LEN) as u64;
             let (hdr, frame) = self.buf[..n].split_at_mut(VNET_HDR_LEN);
-            let csum_partial =
-                VirtioNetHdr::read(hdr).is_some_and(|h| h.flags & VNET_F_NEEDS_CSUM != 0);
+            let vh = VirtioNetHdr::read(hdr);
+            let csum_partial = vh.is_some_and(|h| h.flags & VNET_F_NEEDS_CSUM != 0);
             if f(
                 frame,
                 PacketMeta {
                     csum_partial,
                     tx_keeps_partial: true,
+                    gso_size: vh.map_or(0, |h| h.gso()),
                     ..Default::default()
                 },
             ) {
@@ -160,6 +161,10 @@ impl Device for TapQueue {
         Ok(st)
     }
 
+    fn injector(&self) -> io::Result<Box<dyn Injector>> {
+        self.injector().map(|i| Box::new(i) as Box<dyn Injector>)
+    }
+
     fn wait(&mut self, timeout: Duration) -> io::Result<()> {
         sys::wait_readable(self.fd.as_raw_fd(), timeout).map(|_| ())
     }
@@ -173,17 +178,20 @@ pub struct TapInjector {
 
 impl Injector for TapInjector {
     fn inject(&self, frame: &[u8]) -> io::Result<()> {
-        let mut buf = [0u8; 1600];
-        let n = VNET_HDR_LEN + frame.len();
-        if n > buf.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "control frame too large",
-            ));
-        }
-        buf[VNET_HDR_LEN..n].copy_from_slice(frame);
-        // SAFETY: buf[..n] is initialised and valid for reads.
-        let w = unsafe { libc::write(self.fd.as_raw_fd(), buf.as_ptr() as *const libc::c_void, n) };
+        let hdr = [0u8; VNET_HDR_LEN];
+        let iov = [
+            libc::iovec {
+                iov_base: hdr.as_ptr() as *mut libc::c_void,
+                iov_len: hdr.len(),
+            },
+            libc::iovec {
+                iov_base: frame.as_ptr() as *mut libc::c_void,
+                iov_len: frame.len(),
+            },
+        ];
+        // SAFETY: both iovecs describe initialised buffers that outlive the
+        // call; writev only reads them.
+        let w = unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), 2) };
         if w < 0 {
             return Err(io::Error::last_os_error());
         }

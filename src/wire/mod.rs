@@ -25,6 +25,7 @@ pub mod ipv4;
 pub mod tcp;
 pub mod udp;
 pub mod vrrp;
+pub mod vxlan;
 
 /// Why a buffer was rejected by a `new_checked` constructor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]

@@ -448,6 +448,9 @@ pub fn reconcile(
                     backends,
                     table_size: DEFAULT_TABLE_SIZE,
                     health_check: o.health.clone(),
+                    vxlan_port: crate::config::DEFAULT_VXLAN_PORT,
+                    vni: crate::config::DEFAULT_VNI,
+                    mss_clamp: None,
                 });
             }
         }
@@ -583,7 +586,12 @@ fn endpoints(
     let draining = terminating.difference(&ready).copied().collect();
     let backends = ready
         .into_iter()
-        .map(|addr| BackendConfig { addr, weight: 1 })
+        .map(|addr| BackendConfig {
+            addr,
+            weight: 1,
+            vtep: None,
+            vtep_mac: None,
+        })
         .collect();
     (backends, draining)
 }
