@@ -735,3 +735,142 @@ fn k8s_health_check_removes_and_restores_a_backend() {
     );
     stop_podlb(&l.podlb);
 }
+
+/// A flannel Node: its VTEP address and MAC in the annotations flannel's
+/// vxlan backend writes.
+fn flannel_node(name: &str, vtep: Ipv4Addr, mac: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {
+                "flannel.alpha.coreos.com/backend-type": "vxlan",
+                "flannel.alpha.coreos.com/public-ip": vtep.to_string(),
+                "flannel.alpha.coreos.com/backend-data": format!("{{\"VNI\":1,\"VtepMAC\":\"{mac}\"}}"),
+                "flannel.alpha.coreos.com/kube-subnet-manager": "true",
+            },
+        },
+    })
+}
+
+#[test]
+fn k8s_vxlan_backends_from_flannel_node_annotations() {
+    require_netns!("k8s_vxlan_backends_from_flannel_node_annotations");
+    use crate::vxlan::{Lab as VxLab, CLIENT as VX_CLIENT, NODES, PODS, VTEP_MACS};
+    let budget = Budget::start();
+    let lab = VxLab::build();
+    let mut procs: Vec<netns::Proc> = (0..2)
+        .map(|i| {
+            let name = format!("pod{}", i + 1);
+            start_nginx(&lab.pods[i], lab.pod_ns(i), &name, &name)
+        })
+        .collect();
+    let api = start_api(&lab.a, VX_CLIENT);
+    let kubeconfig = lab.a.dir().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig, "podlb-system").unwrap();
+    for i in 0..2 {
+        api.create(
+            "v1",
+            "nodes",
+            flannel_node(&format!("node{}", i + 1), NODES[i], VTEP_MACS[i]),
+        )
+        .unwrap();
+    }
+    api.create(
+        "v1",
+        "services",
+        lb_service(
+            "default",
+            "web",
+            CLASS,
+            json!({ "podlb.io/mode": "vxlan" }),
+            80,
+        ),
+    )
+    .unwrap();
+    let mut sl = slice(
+        "default",
+        "web",
+        "web-1",
+        &[(PODS[0], true, false), (PODS[1], true, false)],
+        80,
+    );
+    for (i, e) in sl["endpoints"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .enumerate()
+    {
+        e["nodeName"] = json!(format!("node{}", i + 1));
+    }
+    api.create("discovery.k8s.io/v1", "endpointslices", sl)
+        .unwrap();
+
+    let attach = Attach::AfPacket {
+        interface: "eth0".into(),
+    };
+    let mut config = ConfigSpec::lab(attach.clone(), "nat");
+    config.services.clear();
+    config.extra = kube_table(&kubeconfig, "");
+    let podlb = start_podlb(&lab.a, &attach, &config);
+    procs.push(podlb.proc().clone());
+    let _log = LogOnPanic(procs);
+    let client = lab.a.ns("client");
+
+    wait_for(&budget, Duration::from_secs(15), "web's status", || {
+        ingress_ip(&api, "default", "web")
+    });
+    let counts = wait_for(
+        &budget,
+        Duration::from_secs(15),
+        "both pods through VXLAN",
+        || {
+            let c =
+                netns::http_get_many_until(client, vip(80), 60, 4, true, budget.deadline()).ok()?;
+            (c.len() == 2).then_some(c)
+        },
+    );
+    eprintln!("vxlan backends from Node annotations: {counts:?}");
+    let st = podlb.status().unwrap();
+    let web = &st["services"][0];
+    assert_eq!(web["mode"], "vxlan", "{st}");
+    let mut vteps: Vec<String> = str_list(
+        &web["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["vtep"].clone())
+            .collect::<Value>(),
+    );
+    vteps.sort();
+    assert_eq!(vteps, [NODES[0].to_string(), NODES[1].to_string()]);
+    assert!(metric(&podlb, "podlb_vxlan_encapsulated_total") >= 60.0);
+
+    // A node losing its annotations: its endpoint leaves with a reason.
+    let mut n2 = flannel_node("node2", NODES[1], VTEP_MACS[1]);
+    n2["metadata"]["annotations"] = json!({});
+    put(&api, "v1", "nodes", n2);
+    let ev = wait_for(
+        &budget,
+        Duration::from_secs(10),
+        "a VTEPUnknown Event",
+        || {
+            api.list("v1", "events", Some("default"))
+                .into_iter()
+                .find(|e| e["reason"] == "VTEPUnknown")
+        },
+    );
+    assert!(
+        ev["message"]
+            .as_str()
+            .unwrap()
+            .contains(&PODS[1].to_string()),
+        "{ev}"
+    );
+    wait_for(&budget, Duration::from_secs(10), "only pod1", || {
+        let c = netns::http_get_many_until(client, vip(80), 30, 4, true, budget.deadline()).ok()?;
+        (c.len() == 1 && c.contains_key("pod1")).then_some(())
+    });
+    stop_podlb(&podlb);
+}

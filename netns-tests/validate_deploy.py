@@ -67,6 +67,7 @@ EXPECTED_RBAC = (
     {("cluster", "", "services", v) for v in ("list", "watch")}
     | {("cluster", "", "services/status", v) for v in ("patch",)}
     | {("cluster", "discovery.k8s.io", "endpointslices", v) for v in ("list", "watch")}
+    | {("cluster", "", "nodes", v) for v in ("list", "watch")}
     | {("cluster", "", "events", v) for v in ("create",)}
     | {(NAMESPACE, "coordination.k8s.io", "leases", v) for v in ("get", "create", "update")}
 )
@@ -417,7 +418,7 @@ def check_config(text, where, docs, variant):
     if not pools:
         fail(where, "kubernetes.vip_pools is empty: no Service could get a VIP")
     cfg["_pools"] = pools
-    if k.get("default_mode", "nat") not in ("nat", "dsr"):
+    if k.get("default_mode", "nat") not in ("nat", "dsr", "vxlan"):
         fail(where, "kubernetes.default_mode must be \"nat\" or \"dsr\"")
     ns = k.get("namespace", "")
     if ns not in ("", NAMESPACE):
@@ -753,7 +754,7 @@ def check_example(docs, cfg):
     if any(labels.get(a) != b for a, b in (spec.get("selector") or {}).items()) or not spec.get("selector"):
         fail(where, "the Service selector does not match the web Pods")
     ann = svc["metadata"].get("annotations") or {}
-    if ann.get("podlb.io/mode", "nat") not in ("nat", "dsr"):
+    if ann.get("podlb.io/mode", "nat") not in ("nat", "dsr", "vxlan"):
         fail(where, "podlb.io/mode must be nat or dsr")
     hc = ann.get("podlb.io/health-check")
     if hc is not None and not (hc in ("tcp", "none") or hc.startswith("http:/")):

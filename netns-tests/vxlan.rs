@@ -20,13 +20,15 @@ use podlb::control::netns::{self, Topology};
 
 use crate::common::*;
 
-const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
+pub(crate) const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
 const LB: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 const ROUTER_A: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 const ROUTER_B: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
-const NODES: [Ipv4Addr; 2] = [Ipv4Addr::new(198, 19, 0, 11), Ipv4Addr::new(198, 19, 0, 12)];
-const PODS: [Ipv4Addr; 2] = [Ipv4Addr::new(198, 19, 10, 2), Ipv4Addr::new(198, 19, 20, 2)];
-const VTEP_MACS: [&str; 2] = ["02:00:00:00:01:11", "02:00:00:00:01:12"];
+pub(crate) const NODES: [Ipv4Addr; 2] =
+    [Ipv4Addr::new(198, 19, 0, 11), Ipv4Addr::new(198, 19, 0, 12)];
+pub(crate) const PODS: [Ipv4Addr; 2] =
+    [Ipv4Addr::new(198, 19, 10, 2), Ipv4Addr::new(198, 19, 20, 2)];
+pub(crate) const VTEP_MACS: [&str; 2] = ["02:00:00:00:01:11", "02:00:00:00:01:12"];
 
 fn ip(ns: &str, args: &str) {
     let mut v = vec!["ip"];
@@ -51,14 +53,14 @@ fn link_to_bridge(a: &str, a_if: &str, a_addr: &str, bridge_ns: &str, port: &str
 }
 
 /// The four topologies (segment A, segment B, one per pod); all removed on drop.
-struct Lab {
-    a: Topology,
-    b: Topology,
-    pods: [Topology; 2],
+pub(crate) struct Lab {
+    pub(crate) a: Topology,
+    pub(crate) b: Topology,
+    pub(crate) pods: [Topology; 2],
 }
 
 impl Lab {
-    fn build() -> Lab {
+    pub(crate) fn build() -> Lab {
         let mut a = Topology::new().unwrap();
         let client = a.add_host("client", CLIENT).unwrap();
         let lb = a.add_host("lb", LB).unwrap();
@@ -125,7 +127,7 @@ impl Lab {
         .unwrap();
     }
 
-    fn pod_ns(&self, i: usize) -> &str {
+    pub(crate) fn pod_ns(&self, i: usize) -> &str {
         self.pods[i].ns("pod")
     }
 }

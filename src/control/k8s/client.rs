@@ -1,6 +1,6 @@
 //! The Kubernetes side that talks to the API server: kube-rs watchers for
-//! Services and EndpointSlices, the reconcile loop around the sans-IO
-//! [`reconcile`](super::reconcile()), status writes and Events, and the
+//! Services, EndpointSlices and Nodes, the reconcile loop around the sans-IO
+//! [`reconcile`](super::reconcile()) (with Nodes for vxlan), status writes and Events, and the
 //! Lease election. It all runs on one thread (`podlb-k8s`) with a
 //! current-thread tokio runtime; the data plane never waits for it.
 //!
@@ -32,7 +32,7 @@ use serde_json::{json, Value};
 
 use super::lease::{self, LeaseView};
 use super::peers::peers_from_slice;
-use super::reconcile::{reconcile, Allocations, Problem, StatusUpdate};
+use super::reconcile::{reconcile_with_nodes, Allocations, Problem, StatusUpdate};
 use crate::config::{KubernetesSettings, ServiceConfig};
 
 /// What the control thread gets after the API changed something it serves.
@@ -356,10 +356,17 @@ async fn run(
     let wc = watcher::Config::default();
     let svc_api: Api<DynamicObject> = Api::all_with(client.clone(), &svc_ar);
     let slice_api: Api<DynamicObject> = Api::all_with(client.clone(), &slice_ar);
+    // Nodes: their flannel annotations locate the VTEP of each endpoint of a
+    // vxlan Service. Not waited for: a cluster without vxlan Services (or
+    // an RBAC without `nodes`) is served without them.
+    let node_ar = ApiResource::erase::<k8s_openapi::api::core::v1::Node>(&());
+    let node_api: Api<DynamicObject> = Api::all_with(client.clone(), &node_ar);
     let mut svc_stream = std::pin::pin!(watcher(svc_api, wc.clone()).default_backoff());
-    let mut slice_stream = std::pin::pin!(watcher(slice_api, wc).default_backoff());
+    let mut slice_stream = std::pin::pin!(watcher(slice_api, wc.clone()).default_backoff());
+    let mut node_stream = std::pin::pin!(watcher(node_api, wc).default_backoff());
     let mut services = Store::default();
     let mut slices = Store::default();
+    let mut nodes = Store::default();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
@@ -374,6 +381,7 @@ async fn run(
         let changed = tokio::select! {
             Some(ev) = svc_stream.next() => services.apply("services", ev, &view),
             Some(ev) = slice_stream.next() => slices.apply("endpointslices", ev, &view),
+            Some(ev) = node_stream.next() => nodes.apply("nodes", ev, &view),
             _ = tick.tick() => false,
         };
         if changed && pending_since.is_none() {
@@ -392,9 +400,11 @@ async fn run(
         let event_at = pending_since.take().unwrap_or_else(Instant::now);
         let svc_values = services.values();
         let slice_values = slices.values();
-        let r = reconcile(
+        let node_values = nodes.values();
+        let r = reconcile_with_nodes(
             &svc_values,
             &slice_values,
+            &node_values,
             &settings.reconcile,
             &allocations,
         );

@@ -91,6 +91,9 @@ pub enum ProblemReason {
     BadSpec,
     /// A port of another protocol than TCP (it is skipped).
     UnsupportedProtocol,
+    /// A vxlan Service's endpoint runs on a node with no known VTEP
+    /// (flannel's Node annotations missing or wrong); it is skipped.
+    NoVtep,
 }
 
 impl ProblemReason {
@@ -102,6 +105,7 @@ impl ProblemReason {
             ProblemReason::PoolExhausted => "PoolExhausted",
             ProblemReason::BadSpec => "BadSpec",
             ProblemReason::UnsupportedProtocol => "UnsupportedProtocol",
+            ProblemReason::NoVtep => "VTEPUnknown",
         }
     }
 }
@@ -261,6 +265,19 @@ pub fn reconcile(
     settings: &KubeSettings,
     previous: &Allocations,
 ) -> Reconciled {
+    reconcile_with_nodes(services, slices, &[], settings, previous)
+}
+
+/// [`reconcile`] with the cluster's Nodes, whose flannel annotations give
+/// the VTEP of each endpoint's node for `podlb.io/mode: vxlan` Services.
+pub fn reconcile_with_nodes(
+    services: &[Value],
+    slices: &[Value],
+    nodes: &[Value],
+    settings: &KubeSettings,
+    previous: &Allocations,
+) -> Reconciled {
+    let (vteps, node_problems) = super::nodes::vteps(nodes);
     let mut problems = Vec::new();
     let mut ignored = 0;
     let mut ours = Vec::new();
@@ -323,13 +340,14 @@ pub fn reconcile(
             None => settings.default_mode,
             Some("nat") => Mode::Nat,
             Some("dsr") => Mode::Dsr,
+            Some("vxlan") => Mode::Vxlan,
             Some(other) => {
                 problems.push(problem(
                     ns,
                     name,
                     ProblemReason::BadSpec,
                     format!(
-                        "annotation {ANNOTATION_MODE} {other:?} is neither \"nat\" nor \"dsr\"; using {}",
+                        "annotation {ANNOTATION_MODE} {other:?} is not \"nat\", \"dsr\" or \"vxlan\"; using {}",
                         settings.default_mode.as_str()
                     ),
                 ));
@@ -436,10 +454,55 @@ pub fn reconcile(
                 };
                 let Some(vip) = o.vip else { continue };
                 let cname = config_name(ns, name, &label);
-                let (backends, drain) = endpoints(slices, port_name);
+                let (ready, drain) = endpoints(slices, port_name);
                 if !drain.is_empty() {
                     draining.insert(cname.clone(), drain);
                 }
+                let mut vni = crate::config::DEFAULT_VNI;
+                let backends: Vec<BackendConfig> = if o.mode == Mode::Vxlan {
+                    let mut out = Vec::new();
+                    for (addr, node) in ready {
+                        let vtep = node.as_deref().and_then(|n| vteps.get(n));
+                        match vtep {
+                            Some(v) => {
+                                vni = v.vni.unwrap_or(vni);
+                                out.push(BackendConfig {
+                                    addr,
+                                    weight: 1,
+                                    vtep: Some(v.ip),
+                                    vtep_mac: Some(v.mac),
+                                });
+                            }
+                            None => {
+                                let why = match node.as_deref() {
+                                    None => "has no nodeName".to_string(),
+                                    Some(n) => node_problems
+                                        .iter()
+                                        .find(|p| p.node == n)
+                                        .map(|p| p.message.clone())
+                                        .unwrap_or_else(|| format!("runs on node {n}, which has no flannel VTEP annotations")),
+                                };
+                                problems.push(problem(
+                                    ns,
+                                    name,
+                                    ProblemReason::NoVtep,
+                                    format!("endpoint {addr} {why}; it is not served"),
+                                ));
+                            }
+                        }
+                    }
+                    out
+                } else {
+                    ready
+                        .into_iter()
+                        .map(|(addr, _)| BackendConfig {
+                            addr,
+                            weight: 1,
+                            vtep: None,
+                            vtep_mac: None,
+                        })
+                        .collect()
+                };
                 out.push(ServiceConfig {
                     name: cname,
                     vip,
@@ -449,8 +512,8 @@ pub fn reconcile(
                     table_size: DEFAULT_TABLE_SIZE,
                     health_check: o.health.clone(),
                     vxlan_port: crate::config::DEFAULT_VXLAN_PORT,
-                    vni: crate::config::DEFAULT_VNI,
-                    mss_clamp: None,
+                    vni,
+                    mss_clamp: (o.mode == Mode::Vxlan).then_some(crate::config::DEFAULT_VXLAN_MSS),
                 });
             }
         }
@@ -560,11 +623,12 @@ fn allocate(ours: &mut [Ours], settings: &KubeSettings, problems: &mut Vec<Probl
 
 /// Ready backends and draining (terminating) addresses for the Service port
 /// named `port_name` (empty when unnamed).
+/// Ready endpoints (with their node) and draining ones of a Service port.
 fn endpoints(
     slices: &[&EndpointSlice],
     port_name: &str,
-) -> (Vec<BackendConfig>, Vec<SocketAddrV4>) {
-    let mut ready = BTreeSet::new();
+) -> (Vec<(SocketAddrV4, Option<String>)>, Vec<SocketAddrV4>) {
+    let mut ready = std::collections::BTreeMap::new();
     let mut terminating = BTreeSet::new();
     for s in slices {
         if s.address_type != "IPv4" {
@@ -579,21 +643,16 @@ fn endpoints(
             if e.is_terminating() {
                 terminating.insert(addr);
             } else if e.is_ready() {
-                ready.insert(addr);
+                ready.entry(addr).or_insert_with(|| e.node_name.clone());
             }
         }
     }
-    let draining = terminating.difference(&ready).copied().collect();
-    let backends = ready
-        .into_iter()
-        .map(|addr| BackendConfig {
-            addr,
-            weight: 1,
-            vtep: None,
-            vtep_mac: None,
-        })
+    let draining = terminating
+        .iter()
+        .filter(|a| !ready.contains_key(a))
+        .copied()
         .collect();
-    (backends, draining)
+    (ready.into_iter().collect(), draining)
 }
 
 /// The slice's TCP port for the Service port `name`: the entry with that
@@ -1225,6 +1284,87 @@ mod tests {
         assert_eq!(by(&r, "p"), Some(HealthCheck::default()));
         assert_eq!(by(&r, "x"), Some(HealthCheck::default()));
         assert_eq!(reasons(&r), vec![("x", ProblemReason::BadSpec)]);
+    }
+
+    #[test]
+    fn vxlan_backends_get_their_nodes_vtep() {
+        use crate::control::k8s::nodes::{ANNOTATION_BACKEND_DATA, ANNOTATION_PUBLIC_IP};
+        let node = |name: &str, ip: &str, mac: &str| {
+            json!({"metadata": {"name": name, "annotations": {
+                ANNOTATION_PUBLIC_IP: ip,
+                ANNOTATION_BACKEND_DATA: format!("{{\"VNI\":7,\"VtepMAC\":\"{mac}\"}}"),
+            }}})
+        };
+        let nodes = vec![
+            node("n1", "198.19.0.11", "02:00:00:00:01:11"),
+            node("n2", "198.19.0.12", "02:00:00:00:01:12"),
+        ];
+        let svc = annotate(web("default", "v", T0), ANNOTATION_MODE, "vxlan");
+        let on = |ip: &str, node: Option<&str>| {
+            let mut e = ep(ip, ready());
+            match node {
+                Some(n) => e["nodeName"] = json!(n),
+                None => {
+                    e.as_object_mut().unwrap().remove("nodeName");
+                }
+            }
+            e
+        };
+        let sl = slice(
+            "default",
+            "v",
+            "v-1",
+            json!([{"name": "http", "protocol": "TCP", "port": 80}]),
+            json!([
+                on("198.19.10.2", Some("n1")),
+                on("198.19.20.2", Some("n2")),
+                on("198.19.30.2", Some("gone")),
+                on("198.19.40.2", None),
+            ]),
+        );
+        let r = reconcile_with_nodes(&[svc], &[sl], &nodes, &settings(), &Allocations::new());
+        let c = &r.services[0];
+        assert_eq!(c.mode, Mode::Vxlan);
+        assert_eq!(
+            (c.vni, c.mss_clamp),
+            (7, Some(crate::config::DEFAULT_VXLAN_MSS))
+        );
+        let got: Vec<_> = c
+            .backends
+            .iter()
+            .map(|b| {
+                (
+                    b.addr.to_string(),
+                    b.vtep.unwrap().to_string(),
+                    b.vtep_mac.unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "198.19.10.2:80".to_string(),
+                    "198.19.0.11".to_string(),
+                    "02:00:00:00:01:11".to_string()
+                ),
+                (
+                    "198.19.20.2:80".to_string(),
+                    "198.19.0.12".to_string(),
+                    "02:00:00:00:01:12".to_string()
+                ),
+            ]
+        );
+        assert_eq!(
+            reasons(&r),
+            vec![("v", ProblemReason::NoVtep), ("v", ProblemReason::NoVtep)]
+        );
+        assert!(
+            r.problems.iter().any(|p| p.message.contains("node gone")),
+            "{:?}",
+            r.problems
+        );
+        assert!(r.problems.iter().any(|p| p.message.contains("no nodeName")));
     }
 
     #[test]

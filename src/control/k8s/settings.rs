@@ -162,16 +162,6 @@ impl KubeSettings {
                 message: "no pool, so no Service can get a VIP; add one, e.g. vip_pools = [\"198.18.0.100/30\"]".into(),
             });
         }
-        if default_mode == Some(Mode::Vxlan) {
-            // Backends of a vxlan service need their node's VTEP, which the
-            // reconcile does not derive (yet) from Node annotations.
-            return Err(ConfigError {
-                key: "kubernetes.default_mode".into(),
-                message:
-                    "\"vxlan\" is not supported in Kubernetes mode yet; use \"nat\" or \"dsr\""
-                        .into(),
-            });
-        }
         Ok(KubeSettings {
             load_balancer_class: class.to_string(),
             vip_pools,
