@@ -419,7 +419,7 @@ def check_config(text, where, docs, variant):
         fail(where, "kubernetes.vip_pools is empty: no Service could get a VIP")
     cfg["_pools"] = pools
     if k.get("default_mode", "nat") not in ("nat", "dsr", "vxlan"):
-        fail(where, "kubernetes.default_mode must be \"nat\" or \"dsr\"")
+        fail(where, "kubernetes.default_mode must be \"nat\", \"dsr\" or \"vxlan\"")
     ns = k.get("namespace", "")
     if ns not in ("", NAMESPACE):
         fail(where, f"kubernetes.namespace = {ns!r}, but podlb is deployed in {NAMESPACE}")
@@ -755,7 +755,7 @@ def check_example(docs, cfg):
         fail(where, "the Service selector does not match the web Pods")
     ann = svc["metadata"].get("annotations") or {}
     if ann.get("podlb.io/mode", "nat") not in ("nat", "dsr", "vxlan"):
-        fail(where, "podlb.io/mode must be nat or dsr")
+        fail(where, "podlb.io/mode must be nat, dsr or vxlan")
     hc = ann.get("podlb.io/health-check")
     if hc is not None and not (hc in ("tcp", "none") or hc.startswith("http:/")):
         fail(where, "podlb.io/health-check must be tcp, http:/path or none")
