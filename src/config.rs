@@ -252,6 +252,39 @@ pub struct KubernetesSettings {
     pub lease: Option<LeaseSettings>,
 }
 
+/// A connection-sync key: at least 16 bytes from a file (surrounding
+/// whitespace trimmed), so it never appears in the config or the logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SyncKey(pub Vec<u8>);
+
+impl fmt::Debug for SyncKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SyncKey({} bytes)", self.0.len())
+    }
+}
+
+impl SyncKey {
+    /// Reads the key file named by config key `key`.
+    pub fn load(key: &str, path: &str) -> Result<SyncKey, ConfigError> {
+        if !path.starts_with('/') {
+            return Err(err(key, format!("{path:?} must be an absolute path")));
+        }
+        let bytes =
+            std::fs::read(path).map_err(|e| err(key, format!("cannot read {path}: {e}")))?;
+        let trimmed = bytes.trim_ascii();
+        if trimmed.len() < 16 {
+            return Err(err(
+                key,
+                format!(
+                    "{path} holds {} bytes; use at least 16 random bytes (e.g. `head -c 32 /dev/urandom | base64 > {path}`)",
+                    trimmed.len()
+                ),
+            ));
+        }
+        Ok(SyncKey(trimmed.to_vec()))
+    }
+}
+
 /// `[kubernetes.lease]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseSettings {
@@ -262,6 +295,8 @@ pub struct LeaseSettings {
     pub retry: Duration,
     /// Gratuitous ARPs per VIP on becoming active.
     pub garp_count: u32,
+    /// Authenticates connection sync, as `vrrp.sync_key_file`.
+    pub sync_key: Option<SyncKey>,
     pub on_master: Option<String>,
     pub on_backup: Option<String>,
     pub on_fault: Option<String>,
@@ -296,6 +331,9 @@ pub struct VrrpSettings {
     pub address: Option<Ipv4Addr>,
     /// UDP port of connection sync between instances.
     pub sync_port: u16,
+    /// Shared key authenticating connection-sync datagrams (HMAC-SHA-256),
+    /// read from `sync_key_file`; `None`: unauthenticated.
+    pub sync_key: Option<SyncKey>,
     /// Gratuitous ARPs per VIP on becoming master.
     pub garp_count: u32,
     /// How long a master stopped by SIGTERM keeps forwarding after its priority-0 advert.
@@ -363,6 +401,7 @@ struct RawLease {
     duration_ms: Option<u64>,
     retry_ms: Option<u64>,
     garp_count: Option<u32>,
+    sync_key_file: Option<String>,
     on_master: Option<String>,
     on_backup: Option<String>,
     on_fault: Option<String>,
@@ -383,6 +422,7 @@ struct RawVrrp {
     checksum: Option<VrrpChecksum>,
     address: Option<String>,
     sync_port: Option<i64>,
+    sync_key_file: Option<String>,
     garp_count: Option<u32>,
     drain_ms: Option<u64>,
     track_interface_weight: Option<u8>,
@@ -748,6 +788,11 @@ fn validate_kubernetes(k: RawKubernetes) -> Result<KubernetesSettings, ConfigErr
                 duration: Duration::from_millis(duration),
                 retry: Duration::from_millis(retry),
                 garp_count,
+                sync_key: l
+                    .sync_key_file
+                    .as_deref()
+                    .map(|f| SyncKey::load("kubernetes.lease.sync_key_file", f))
+                    .transpose()?,
                 on_master: absolute_hook("kubernetes.lease.on_master", l.on_master)?,
                 on_backup: absolute_hook("kubernetes.lease.on_backup", l.on_backup)?,
                 on_fault: absolute_hook("kubernetes.lease.on_fault", l.on_fault)?,
@@ -989,6 +1034,11 @@ fn validate_vrrp(v: RawVrrp) -> Result<VrrpSettings, ConfigError> {
         unicast_peers: peers,
         address,
         sync_port: sync_port as u16,
+        sync_key: v
+            .sync_key_file
+            .as_deref()
+            .map(|f| SyncKey::load("vrrp.sync_key_file", f))
+            .transpose()?,
         garp_count,
         drain: Duration::from_millis(drain),
         track_interface_weight: v.track_interface_weight.unwrap_or(50),
@@ -1813,5 +1863,43 @@ backends = [
             key_of(&format!("{GOOD}[vrrp]\nvrid = 1\n[kubernetes]\nvip_pools = [\"198.18.1.0/30\"]\nelection = \"lease\"\n")),
             "kubernetes.election"
         );
+    }
+
+    #[test]
+    fn sync_key_file() {
+        let dir = std::env::temp_dir().join(format!("podlb-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good");
+        std::fs::write(&good, "  c2VjcmV0LXNoYXJlZC1rZXktMTIzNDU2Nzg5MA==\n").unwrap();
+        let short = dir.join("short");
+        std::fs::write(&short, "tiny").unwrap();
+        let c = Config::parse(&format!(
+            "{GOOD}[vrrp]\nvrid = 1\nsync_key_file = {:?}\n",
+            good.display().to_string()
+        ))
+        .unwrap();
+        let k = c.vrrp.unwrap().sync_key.unwrap();
+        assert_eq!(k.0, b"c2VjcmV0LXNoYXJlZC1rZXktMTIzNDU2Nzg5MA==");
+        assert_eq!(format!("{k:?}"), "SyncKey(40 bytes)", "never printed");
+        let e = Config::parse(&format!(
+            "{GOOD}[vrrp]\nvrid = 1\nsync_key_file = {:?}\n",
+            short.display().to_string()
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "vrrp.sync_key_file");
+        assert!(e.message.contains("at least 16"), "{e}");
+        assert_eq!(
+            key_of(&format!(
+                "{GOOD}[vrrp]\nvrid = 1\nsync_key_file = \"rel\"\n"
+            )),
+            "vrrp.sync_key_file"
+        );
+        assert_eq!(
+            key_of(&format!(
+                "{GOOD}[vrrp]\nvrid = 1\nsync_key_file = \"/nonexistent/k\"\n"
+            )),
+            "vrrp.sync_key_file"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -67,14 +67,13 @@
 //! client's frames as usual. A zero MAC in an entry means "unknown" and
 //! never overwrites a MAC the backup already has.
 //!
-//! # Authentication (future work, issue 7)
-//! Version 1 is unauthenticated: run it on a trusted segment (the node
-//! bridge) and accept datagrams only from the configured peers. Flag bit 0
-//! ([`FLAG_AUTH`]) is reserved for a keyed MAC (e.g. HMAC-SHA-256 or
-//! BLAKE3-keyed over the datagram, appended after the entries) once a shared
-//! key is configurable; `balance::hash` is not cryptographic and must not be
-//! used for that. A version-1 decoder rejects any datagram with a flag it does
-//! not know, so an authenticated datagram is never accepted unverified.
+//! # Authentication
+//! The codec itself is unauthenticated: flag bit 0 ([`FLAG_AUTH`]) marks a
+//! datagram that carries a keyed tag after the entries, and `decode` rejects
+//! any flag, so an authenticated datagram is never accepted unverified. The
+//! IO side (`control::sync`) adds and checks the tag (HMAC-SHA-256 with
+//! `vrrp.sync_key_file`, truncated to 16 bytes) and clears the flag before
+//! decoding; `balance::hash` is not cryptographic and is not used for it.
 //!
 //! # Loss window
 //! A flow is protected once its `Upsert` has reached the backup: normally
@@ -101,7 +100,7 @@ use crate::wire::MacAddr;
 pub const MAGIC: [u8; 4] = *b"PLBS";
 /// Wire format version.
 pub const VERSION: u8 = 1;
-/// Flag bit reserved for an authentication tag (not implemented; see the
+/// Flag bit: an authentication tag follows the entries (see the
 /// module docs).
 pub const FLAG_AUTH: u8 = 0x01;
 /// Datagram header length.

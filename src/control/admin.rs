@@ -521,6 +521,11 @@ fn metrics(view: &EngineView) -> String {
                 &v.events_received,
             ),
             (
+                "podlb_sync_auth_failures_total",
+                "Sync datagrams without a valid tag, or replayed (with a shared key).",
+                &v.auth_failures,
+            ),
+            (
                 "podlb_sync_rejected_total",
                 "Sync datagrams from a sender that is neither the master nor a peer.",
                 &v.rejected,

@@ -325,7 +325,12 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
                 .as_ref()
                 .map(|v| v.unicast_peers.clone())
                 .unwrap_or_default();
-            Some(SyncLink::open(port, workers, peers).map_err(|e| {
+            let key = cfg
+                .vrrp
+                .as_ref()
+                .and_then(|v| v.sync_key.as_ref())
+                .or(lease_mode.as_ref().and_then(|l| l.sync_key.as_ref()));
+            Some(SyncLink::open(port, workers, peers, key).map_err(|e| {
                 EngineError::Attach(std::io::Error::new(
                     e.kind(),
                     format!("connection sync port {port}: {e}"),

@@ -16,6 +16,14 @@
 //! neither inject flows into a backup nor subscribe to the master's stream.
 //! Without one (multicast VRRP) hellos are taken from anyone on the network
 //! podlb serves: keep that network closed, or configure the peers.
+//!
+//! With a shared key (`vrrp.sync_key_file`) every datagram, hellos
+//! included, carries [`FLAG_AUTH`] and ends in a [`TAG_LEN`]-byte
+//! HMAC-SHA-256 tag (RFC 2104, truncated as RFC 4868 §2.6 allows for
+//! HMAC-SHA-256-128) over everything before it. A keyed receiver drops what
+//! is unauthenticated or fails the tag (`auth_failures`), and also drops a
+//! datagram older than one already seen from the same sender, so a
+//! recorded datagram cannot be replayed to roll a flow back.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
@@ -25,7 +33,12 @@ use std::time::{Duration, Instant};
 
 use crate::balance::flow::{Flow, FlowTable};
 use crate::balance::service::Snapshot;
-use crate::balance::sync::{self, ApplyCounts, Encoder, PeerSeq, SeqCheck, SyncEvent, SyncQueue};
+use crate::balance::sync::{
+    self, ApplyCounts, Encoder, PeerSeq, SeqCheck, SyncEvent, SyncQueue, FLAG_AUTH, HEADER_LEN,
+};
+
+/// Bytes of the HMAC-SHA-256 tag kept (the first 16; RFC 4868 §2.6).
+pub const TAG_LEN: usize = 16;
 
 /// A backup re-announces itself to the master this often.
 pub const HELLO_EVERY: Duration = Duration::from_millis(500);
@@ -54,6 +67,8 @@ pub struct SyncView {
     pub peers: AtomicU64,
     /// Datagrams from a sender that is neither the master nor a peer.
     pub rejected: AtomicU64,
+    /// Datagrams without a valid tag (with a shared key), or replayed.
+    pub auth_failures: AtomicU64,
 }
 
 pub struct SyncLink {
@@ -67,6 +82,12 @@ pub struct SyncLink {
     last_hello: Instant,
     pub view: Arc<SyncView>,
     buf: Vec<u8>,
+    key: Option<ring::hmac::Key>,
+}
+
+/// Constant-time equality (the tag must not leak through timing).
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl SyncLink {
@@ -74,6 +95,7 @@ impl SyncLink {
         port: u16,
         workers: usize,
         static_peers: Vec<Ipv4Addr>,
+        key: Option<&crate::config::SyncKey>,
     ) -> std::io::Result<SyncLink> {
         let sock = UdpSocket::bind(SocketAddr::V4(SocketAddrV4::new(
             Ipv4Addr::UNSPECIFIED,
@@ -100,6 +122,7 @@ impl SyncLink {
             last_hello: Instant::now() - HELLO_EVERY,
             view: Arc::new(SyncView::default()),
             buf: vec![0u8; 2048],
+            key: key.map(|k| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &k.0)),
         })
     }
 
@@ -124,6 +147,19 @@ impl SyncLink {
     }
 
     fn send(&self, d: &[u8], targets: &[Ipv4Addr], events: usize) {
+        let signed;
+        let d = match &self.key {
+            None => d,
+            Some(k) => {
+                let mut v = Vec::with_capacity(d.len() + TAG_LEN);
+                v.extend_from_slice(d);
+                v[5] |= FLAG_AUTH;
+                let tag = ring::hmac::sign(k, &v);
+                v.extend_from_slice(&tag.as_ref()[..TAG_LEN]);
+                signed = v;
+                &signed[..]
+            }
+        };
         for &ip in targets {
             match self.sock.send_to(d, SocketAddrV4::new(ip, self.port)) {
                 Ok(_) => {
@@ -163,6 +199,21 @@ impl SyncLink {
             busy = true;
             let SocketAddr::V4(from) = from else { continue };
             self.view.datagrams_received.fetch_add(1, Relaxed);
+            let n = match &self.key {
+                None => n,
+                Some(k) => {
+                    let ok = n >= HEADER_LEN + TAG_LEN && self.buf[5] & FLAG_AUTH != 0 && {
+                        let (body, tag) = self.buf[..n].split_at(n - TAG_LEN);
+                        same(&ring::hmac::sign(k, body).as_ref()[..TAG_LEN], tag)
+                    };
+                    if !ok {
+                        self.view.auth_failures.fetch_add(1, Relaxed);
+                        continue;
+                    }
+                    self.buf[5] &= !FLAG_AUTH;
+                    n - TAG_LEN
+                }
+            };
             let d = match sync::decode(&self.buf[..n]) {
                 Ok(d) => d,
                 Err(_) => {
@@ -187,8 +238,17 @@ impl SyncLink {
                 self.view.rejected.fetch_add(1, Relaxed);
                 continue;
             }
-            if let SeqCheck::Gap(g) = self.seq.observe(d.sender, d.seq) {
-                self.view.gaps.fetch_add(g as u64, Relaxed);
+            match self.seq.observe(d.sender, d.seq) {
+                SeqCheck::Gap(g) => {
+                    self.view.gaps.fetch_add(g as u64, Relaxed);
+                }
+                // Authenticated, an old datagram is a replay until proven
+                // otherwise; the refresh resends anything that mattered.
+                SeqCheck::Late if self.key.is_some() => {
+                    self.view.auth_failures.fetch_add(1, Relaxed);
+                    continue;
+                }
+                _ => {}
             }
             self.view.events_received.fetch_add(d.len() as u64, Relaxed);
             let mut c = ApplyCounts::default();
@@ -280,7 +340,7 @@ mod tests {
     #[test]
     fn backup_installs_only_from_the_master_or_a_peer() {
         let port = free_port();
-        let mut link = SyncLink::open(port, 1, Vec::new()).unwrap();
+        let mut link = SyncLink::open(port, 1, Vec::new(), None).unwrap();
         let flows = FlowTable::new(1024, crate::balance::testlab::T);
         let snap = crate::balance::testlab::snapshot(crate::config::Mode::Nat, 8080);
         let master = Ipv4Addr::new(127, 0, 0, 2);
@@ -320,5 +380,50 @@ mod tests {
         step(&mut link);
         assert_eq!(link.view.rejected.load(Relaxed), 2);
         assert!(!link.learned.contains_key(&Ipv4Addr::new(127, 0, 0, 9)));
+    }
+
+    #[test]
+    fn with_a_key_only_authentic_fresh_datagrams_count() {
+        let port = free_port();
+        let key = crate::config::SyncKey(b"0123456789abcdef-shared".to_vec());
+        let mut link = SyncLink::open(port, 1, Vec::new(), Some(&key)).unwrap();
+        let flows = FlowTable::new(1024, crate::balance::testlab::T);
+        let snap = crate::balance::testlab::snapshot(crate::config::Mode::Nat, 8080);
+        let master = Ipv4Addr::new(127, 0, 0, 2);
+        let from = UdpSocket::bind(SocketAddrV4::new(master, 0)).unwrap();
+        let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key.0);
+        let seal = |d: &[u8], k: &ring::hmac::Key| {
+            let mut v = d.to_vec();
+            v[5] |= FLAG_AUTH;
+            let t = ring::hmac::sign(k, &v);
+            v.extend_from_slice(&t.as_ref()[..TAG_LEN]);
+            v
+        };
+        let mut enc = Encoder::new(7);
+        enc.push(&event());
+        let first = enc.flush().unwrap();
+        let mut step = |d: &[u8]| {
+            from.send_to(d, SocketAddrV4::new(Ipv4Addr::LOCALHOST, port))
+                .unwrap();
+            for _ in 0..20 {
+                link.step(Instant::now(), 0, false, Some(master), &flows, &snap);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            link.view.auth_failures.load(Relaxed)
+        };
+        // Unauthenticated, wrong key, tampered: refused.
+        assert_eq!(step(&first), 1);
+        let other = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"another key of 16+ bytes");
+        assert_eq!(step(&seal(&first, &other)), 2);
+        let mut tampered = seal(&first, &k);
+        tampered[HEADER_LEN + 4] ^= 1;
+        assert_eq!(step(&tampered), 3);
+        assert_eq!(flows.len(), 0);
+        // Authentic: installed.
+        let good = seal(&first, &k);
+        assert_eq!(step(&good), 3);
+        assert_eq!(flows.len(), 1);
+        // The same datagram again (a replay): refused.
+        assert_eq!(step(&good), 4);
     }
 }

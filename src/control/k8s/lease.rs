@@ -320,6 +320,7 @@ mod tests {
             duration: Duration::from_millis(2500),
             retry: Duration::from_millis(500),
             garp_count: 3,
+            sync_key: None,
             on_master: None,
             on_backup: None,
             on_fault: None,
