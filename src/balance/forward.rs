@@ -349,6 +349,12 @@ impl Forwarder {
         );
         p.set_msg_type(icmp::TYPE_ECHO_REPLY);
         p.set_checksum(c);
+        if c == 0 {
+            // RFC 1624 eqn. 3 never yields 0xFFFF, which is the checksum of a
+            // message that is all zeros (an echo reply with identifier,
+            // sequence and data zero). Recount: echo is not the hot path.
+            p.fill_checksum();
+        }
         self.stats.event(Event::IcmpEchoReplies, 1);
         Verdict::Tx
     }
@@ -904,6 +910,38 @@ mod tests {
             etherparse::Icmpv4Type::EchoReply(_)
         ));
         assert_eq!(checksum::internet(icmp.slice()), 0, "ICMP checksum");
+    }
+
+    /// Found by the `icmp` fuzz target (an 8-byte all-zero reply): the
+    /// incremental type update gave checksum 0x0000 to the reply of an echo
+    /// request with identifier, sequence and data all zero, whose only
+    /// correct checksum is 0xFFFF; the client dropped the reply.
+    #[test]
+    fn icmp_echo_reply_of_all_zero_request_has_checksum_ffff() {
+        let (mut f, snap) = setup(Mode::Nat, 80);
+        let mut v = Vec::new();
+        PacketBuilder::ethernet2(CLIENT_MAC, LB)
+            .ipv4(CLIENT, VIP, 64)
+            .icmpv4_echo_request(0, 0)
+            .write(&mut v, &[])
+            .unwrap();
+        assert_eq!(&v[34..], &[8, 0, 0xf7, 0xff, 0, 0, 0, 0]);
+        assert_eq!(
+            f.forward(&snap, &mut v, PacketMeta::default(), 1),
+            Verdict::Tx
+        );
+        assert_eq!(&v[34..], &[0, 0, 0xff, 0xff, 0, 0, 0, 0]);
+        assert_eq!(checksum::internet(&v[34..]), 0, "ICMP checksum");
+        // Other replies keep the incremental update (and stay correct).
+        let mut v = Vec::new();
+        PacketBuilder::ethernet2(CLIENT_MAC, LB)
+            .ipv4(CLIENT, VIP, 64)
+            .icmpv4_echo_request(0, 0)
+            .write(&mut v, &[0, 1])
+            .unwrap();
+        f.forward(&snap, &mut v, PacketMeta::default(), 1);
+        assert_eq!(v[34], icmp::TYPE_ECHO_REPLY);
+        assert_eq!(checksum::internet(&v[34..]), 0, "ICMP checksum");
     }
 
     #[test]
