@@ -12,6 +12,8 @@ pub mod balance;
 pub mod config;
 pub mod control;
 pub mod dataplane;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 #[allow(unsafe_code)]
 pub mod io;
 pub mod vrrp;

@@ -467,6 +467,12 @@ impl Forwarder {
         );
         p.set_msg_type(icmp::TYPE_ECHO_REPLY);
         p.set_checksum(c);
+        if c == 0 {
+            // RFC 1624 eqn. 3 never yields 0xFFFF, which is the checksum of a
+            // message that is all zeros (an echo reply with identifier,
+            // sequence and data zero). Recount: echo is not the hot path.
+            p.fill_checksum();
+        }
         self.stats.event(Event::IcmpEchoReplies, 1);
         Verdict::Tx
     }
@@ -625,6 +631,12 @@ impl Forwarder {
                 flow.backend,
                 [flow.nat_port, flow.backend_port],
             );
+        } else if meta.csum_partial && !meta.tx_keeps_partial {
+            // DSR leaves IP and TCP alone, but a partial checksum must still
+            // be completed when nothing downstream will (PacketMeta).
+            if let Ok(mut t) = tcp::Packet::new_checked(&mut frame[l4..l4_end]) {
+                t.fill_checksum(src.into(), dst.into());
+            }
         }
         let len = frame.len() as u64;
         self.stats
@@ -1230,6 +1242,47 @@ mod tests {
         assert!(BACKENDS.iter().any(|b| syn[0..6] == bmac(*b).0));
     }
 
+    /// Found by the `forward` fuzz target (a 16-byte input: a DSR SYN with
+    /// `csum_partial` and no vnet header on TX): DSR forwarded the segment
+    /// with its partial checksum, which nothing completes on that path, so
+    /// the backend dropped it. Completed in software, as for full NAT.
+    #[test]
+    fn dsr_completes_a_partial_checksum_when_tx_cannot() {
+        let (mut f, snap) = setup(Mode::Dsr, 80);
+        let partial = |v: &mut Vec<u8>| {
+            let len = (v.len() - 34) as u16;
+            let p = checksum::fold(checksum::pseudo_header_v4(
+                CLIENT.into(),
+                VIP.into(),
+                6,
+                len,
+            ));
+            v[50..52].copy_from_slice(&p.to_be_bytes());
+        };
+        let mut syn = tcp_frame(CLIENT_MAC, LB, CLIENT, VIP, 40000, 80, "S");
+        partial(&mut syn);
+        let meta = PacketMeta {
+            csum_partial: true,
+            ..Default::default()
+        };
+        assert_eq!(f.forward(&snap, &mut syn, meta, 1), Verdict::Tx);
+        assert_eq!(verify(&syn), (CLIENT, VIP, 40000, 80), "complete checksum");
+        // With a vnet header on TX the partial request travels on untouched.
+        let orig = {
+            let mut v = tcp_frame(CLIENT_MAC, LB, CLIENT, VIP, 40001, 80, "S");
+            partial(&mut v);
+            v
+        };
+        let mut syn = orig.clone();
+        let meta = PacketMeta {
+            csum_partial: true,
+            tx_keeps_partial: true,
+            ..Default::default()
+        };
+        assert_eq!(f.forward(&snap, &mut syn, meta, 1), Verdict::Tx);
+        assert_eq!(&syn[12..], &orig[12..]);
+    }
+
     #[test]
     fn spreads_over_backends_and_keeps_flows_on_reload() {
         let (mut f, snap) = setup(Mode::Nat, 80);
@@ -1374,6 +1427,38 @@ mod tests {
             etherparse::Icmpv4Type::EchoReply(_)
         ));
         assert_eq!(checksum::internet(icmp.slice()), 0, "ICMP checksum");
+    }
+
+    /// Found by the `icmp` fuzz target (an 8-byte all-zero reply): the
+    /// incremental type update gave checksum 0x0000 to the reply of an echo
+    /// request with identifier, sequence and data all zero, whose only
+    /// correct checksum is 0xFFFF; the client dropped the reply.
+    #[test]
+    fn icmp_echo_reply_of_all_zero_request_has_checksum_ffff() {
+        let (mut f, snap) = setup(Mode::Nat, 80);
+        let mut v = Vec::new();
+        PacketBuilder::ethernet2(CLIENT_MAC, LB)
+            .ipv4(CLIENT, VIP, 64)
+            .icmpv4_echo_request(0, 0)
+            .write(&mut v, &[])
+            .unwrap();
+        assert_eq!(&v[34..], &[8, 0, 0xf7, 0xff, 0, 0, 0, 0]);
+        assert_eq!(
+            f.forward(&snap, &mut v, PacketMeta::default(), 1),
+            Verdict::Tx
+        );
+        assert_eq!(&v[34..], &[0, 0, 0xff, 0xff, 0, 0, 0, 0]);
+        assert_eq!(checksum::internet(&v[34..]), 0, "ICMP checksum");
+        // Other replies keep the incremental update (and stay correct).
+        let mut v = Vec::new();
+        PacketBuilder::ethernet2(CLIENT_MAC, LB)
+            .ipv4(CLIENT, VIP, 64)
+            .icmpv4_echo_request(0, 0)
+            .write(&mut v, &[0, 1])
+            .unwrap();
+        f.forward(&snap, &mut v, PacketMeta::default(), 1);
+        assert_eq!(v[34], icmp::TYPE_ECHO_REPLY);
+        assert_eq!(checksum::internet(&v[34..]), 0, "ICMP checksum");
     }
 
     #[test]

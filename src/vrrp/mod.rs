@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use crate::wire::vrrp::{Advert, AdvertDrop, MAX_INTERVAL_CS};
 
-#[cfg(test)]
-mod sim;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod sim;
 
 /// The priority of the router that owns the virtual addresses (RFC 9568 §6.1).
 pub const PRIORITY_OWNER: u8 = 255;

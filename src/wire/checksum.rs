@@ -93,7 +93,11 @@ pub fn pseudo_header_v4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, length: u16)
 /// data changed from `old` to `new`.
 ///
 /// RFC 1624 §3, eqn. 3: `HC' = ~(~HC + ~m + m')`. Unlike eqn. 2 this never
-/// turns a correct `0x0000` result into `0xFFFF` (RFC 1624 §4, §5).
+/// turns a correct `0x0000` result into `0xFFFF` (RFC 1624 §4, §5). The
+/// flip side: it never yields `0xFFFF`, the only correct checksum of data
+/// whose other words are all zero. IPv4 headers and TCP/UDP (the
+/// pseudo-header holds the protocol) never are; an ICMP message can be, so
+/// a caller there recounts when the result is `0x0000`.
 ///
 /// The word must sit at an even offset of the checksummed data; for a field at
 /// an odd offset pass `old.swap_bytes()` and `new.swap_bytes()` (RFC 1071 §2

@@ -130,14 +130,22 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
     }
 
     /// Sets the EtherType of the payload (the inner type if tagged).
+    ///
+    /// Returns false, writing nothing, for [`ETHERTYPE_VLAN`] on an untagged
+    /// frame: that would turn the frame into a tagged one whose tag is
+    /// whatever bytes follow (and, below 18 bytes, leave a view whose
+    /// getters read past the buffer).
     #[inline]
-    pub fn set_ethertype(&mut self, ethertype: u16) {
+    pub fn set_ethertype(&mut self, ethertype: u16) -> bool {
         let at = if self.is_tagged() {
             field::INNER_TYPE
+        } else if ethertype == ETHERTYPE_VLAN {
+            return false;
         } else {
             field::TYPE
         };
         put16(self.buffer.as_mut(), at, ethertype);
+        true
     }
 
     #[inline]
@@ -302,9 +310,39 @@ mod tests {
         assert_eq!(h.source, A);
         assert_eq!(h.ether_type, etherparse::EtherType::ARP);
         let mut f = Frame::new_checked(&mut out[..]).unwrap();
-        f.set_ethertype(ETHERTYPE_IPV4);
+        assert!(f.set_ethertype(ETHERTYPE_IPV4));
         assert_eq!(f.ethertype(), ETHERTYPE_IPV4);
         assert_eq!(emit_header(&mut [0u8; 13], MacAddr(B), MacAddr(A), 0), 0);
+    }
+
+    /// Found by the `ethernet` fuzz target (fuzz/artifacts minimised to 15
+    /// bytes): setting the payload type 0x8100 on an untagged frame made it
+    /// a tagged one, and on a frame shorter than 18 bytes `ethertype()` and
+    /// `payload()` then read past the buffer.
+    #[test]
+    fn set_ethertype_cannot_invent_a_vlan_tag() {
+        let mut b = [
+            0xff, 0xff, 0xff, 0x94, 0x94, 0x96, 0x40, 0xff, 0x00, 0x00, 0xff, 0x00, 0x00, 0x81,
+            0x00,
+        ];
+        let mut f = Frame::new_checked(&mut b[..]).unwrap();
+        assert!(!f.set_ethertype(ETHERTYPE_VLAN));
+        assert_eq!(f.outer_ethertype(), 0x0081, "nothing written");
+        assert_eq!(
+            (f.ethertype(), f.header_len(), f.payload().len()),
+            (0x0081, 14, 1)
+        );
+        // Long enough for a tag: still refused, the payload type stays.
+        let mut buf = udp_frame(None);
+        let mut f = Frame::new_checked(&mut buf[..]).unwrap();
+        assert!(!f.set_ethertype(ETHERTYPE_VLAN));
+        assert_eq!((f.ethertype(), f.vlan_id()), (ETHERTYPE_IPV4, None));
+        // A tagged frame's inner type may be anything, 0x8100 included.
+        let mut buf = udp_frame(Some(9));
+        let mut f = Frame::new_checked(&mut buf[..]).unwrap();
+        assert!(f.set_ethertype(ETHERTYPE_VLAN));
+        assert_eq!((f.ethertype(), f.vlan_id()), (ETHERTYPE_VLAN, Some(9)));
+        assert_eq!(f.header_len() + f.payload().len(), buf.len());
     }
 
     fn check_all(b: &[u8]) {

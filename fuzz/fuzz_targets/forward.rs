@@ -1,0 +1,431 @@
+//! The forward pipeline: one Forwarder (1024-flow table) and a snapshot with
+//! a full-NAT and a DSR service, fed a sequence of frames (raw bytes, or
+//! TCP segments built from a few fields so that flows, replies and table
+//! pressure are reached), clock steps and sweeps, all decoded from the input.
+//!
+//! Invariants, after every frame: no panic; `flows.len() <= capacity`;
+//! each frame is counted exactly once as what its verdict says (drop
+//! reason, ignored, or one ARP reply / ICMP reply / backend packet for a
+//! Tx; nothing for a Punt); a Tx frame has the same length, is a
+//! well-formed Ethernet frame from podlb's MAC carrying a valid ARP reply,
+//! or IPv4 with a correct header checksum and a correct ICMP checksum, or a
+//! TCP checksum that is correct if it was on input (full checksums), is
+//! complete (partial checksum and no vnet header on TX: PacketMeta's
+//! contract) or is the new pseudo-header sum (partial kept for the device).
+#![no_main]
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::{Arc, OnceLock};
+
+use libfuzzer_sys::fuzz_target;
+use podlb::balance::flow::{FlowTable, Timeouts};
+use podlb::balance::forward::{Forwarder, NatPorts, PacketMeta, Verdict};
+use podlb::balance::neighbor::NeighborTable;
+use podlb::balance::service::Snapshot;
+use podlb::balance::stats::{BackendCounter, DropReason, Event, WorkerStats};
+use podlb::config::{BackendConfig, Mode, ServiceConfig};
+use podlb::wire::{arp, ethernet, icmp, ipv4, tcp, MacAddr};
+use podlb_fuzz::{l4_ok, ones_eq, ones_sum, pseudo, sums_to_ones, Reader};
+
+const CAPACITY: usize = 1024;
+const LB: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
+const OWN_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 3]);
+const OWN_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+const VIP_NAT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+const VIP_DSR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 101);
+const NAT_BACKENDS: [Ipv4Addr; 3] = [
+    Ipv4Addr::new(198, 18, 0, 21),
+    Ipv4Addr::new(198, 18, 0, 22),
+    Ipv4Addr::new(198, 18, 0, 23),
+];
+const DSR_BACKENDS: [Ipv4Addr; 2] = [Ipv4Addr::new(198, 18, 0, 31), Ipv4Addr::new(198, 18, 0, 32)];
+const TIMEOUTS: Timeouts = Timeouts {
+    syn_ms: 2_000,
+    established_ms: 60_000,
+    fin_ms: 5_000,
+    close_ms: 1_000,
+};
+
+fn bmac(ip: Ipv4Addr) -> MacAddr {
+    MacAddr([2, 0, 0, 0, 1, ip.octets()[3]])
+}
+fn client(i: u8) -> (Ipv4Addr, MacAddr) {
+    let i = i % 4;
+    (
+        Ipv4Addr::new(198, 18, 0, 10 + i),
+        MacAddr([2, 0, 0, 0, 2, i]),
+    )
+}
+
+fn snapshot() -> &'static Snapshot {
+    static SNAP: OnceLock<Snapshot> = OnceLock::new();
+    SNAP.get_or_init(|| {
+        let svc = |name: &str, vip, port, mode, backends: &[Ipv4Addr], bport| ServiceConfig {
+            name: name.into(),
+            vip,
+            port,
+            mode,
+            backends: backends
+                .iter()
+                .map(|b| BackendConfig {
+                    addr: SocketAddrV4::new(*b, bport),
+                    weight: 1 + u32::from(b.octets()[3] % 2),
+                })
+                .collect(),
+            table_size: 1009,
+            health_check: None,
+        };
+        let services = [
+            svc("web", VIP_NAT, 80, Mode::Nat, &NAT_BACKENDS, 8080),
+            svc("direct", VIP_DSR, 443, Mode::Dsr, &DSR_BACKENDS, 443),
+        ];
+        Snapshot::build(1, &services, |_, a| u16::from(a.ip().octets()[3])).unwrap()
+    })
+}
+
+/// One WorkerStats for every input: it is 320 KiB of counters, and the
+/// checks only look at how each frame changes them.
+fn stats() -> Arc<WorkerStats> {
+    static STATS: OnceLock<Arc<WorkerStats>> = OnceLock::new();
+    STATS
+        .get_or_init(|| Arc::new(WorkerStats::default()))
+        .clone()
+}
+
+const STAT_SLOTS: [u16; 5] = [21, 22, 23, 31, 32];
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Counts {
+    drops: [u64; DropReason::ALL.len()],
+    ignored: u64,
+    tx_kinds: u64,
+    others: [u64; 3],
+}
+
+fn counts(s: &WorkerStats) -> Counts {
+    let mut drops = [0; DropReason::ALL.len()];
+    for (d, r) in drops.iter_mut().zip(DropReason::ALL) {
+        *d = s.drops(r);
+    }
+    let backend = |c| {
+        STAT_SLOTS
+            .iter()
+            .map(|&k| s.backend_value(k, c))
+            .sum::<u64>()
+    };
+    Counts {
+        drops,
+        ignored: s.events(Event::Ignored),
+        tx_kinds: s.events(Event::ArpRepliesSent)
+            + s.events(Event::IcmpEchoReplies)
+            + backend(BackendCounter::PacketsToBackend)
+            + backend(BackendCounter::PacketsToClient),
+        // Counters forward() never touches: the device counts RX and TX.
+        others: [
+            s.events(Event::RxPackets),
+            s.events(Event::TxPackets),
+            s.events(Event::RxBytes),
+        ],
+    }
+}
+
+/// What the input frame's TCP checksum was, if it is IPv4/TCP.
+struct TcpIn {
+    full_ok: bool,
+    partial_ok: bool,
+}
+
+fn tcp_in(frame: &[u8]) -> Option<TcpIn> {
+    let e = ethernet::Frame::new_checked(frame).ok()?;
+    let ip = ipv4::Packet::new_checked(e.payload()).ok()?;
+    if ip.protocol() != ipv4::PROTO_TCP {
+        return None;
+    }
+    let seg = ip.payload();
+    let t = tcp::Packet::new_checked(seg).ok()?;
+    let want = ones_sum(&[], pseudo(ip.src(), ip.dst(), 6, seg.len()));
+    Some(TcpIn {
+        full_ok: l4_ok(seg, ip.src(), ip.dst(), 6),
+        partial_ok: ones_eq(t.checksum(), want),
+    })
+}
+
+fn check_tx(frame: &[u8], meta: PacketMeta, before: Option<TcpIn>) {
+    let e = ethernet::Frame::new_checked(frame).expect("Tx: Ethernet");
+    assert!(e.src() == LB || e.src() == OWN_MAC, "Tx from podlb's MAC");
+    match e.ethertype() {
+        ethernet::ETHERTYPE_ARP => {
+            let p = arp::Packet::new_checked(e.payload()).expect("Tx: ARP");
+            assert_eq!(p.operation(), arp::OP_REPLY);
+            assert_eq!(p.sender_hw(), e.src());
+            assert_eq!(p.target_hw(), e.dst());
+        }
+        ethernet::ETHERTYPE_IPV4 => {
+            let ip = ipv4::Packet::new_checked(e.payload()).expect("Tx: IPv4");
+            assert!(sums_to_ones(ip.header(), 0), "Tx: IPv4 header checksum");
+            assert!(!ip.is_fragment());
+            match ip.protocol() {
+                ipv4::PROTO_ICMP => {
+                    let p = icmp::Packet::new_checked(ip.payload()).expect("Tx: ICMP");
+                    assert_eq!(p.msg_type(), icmp::TYPE_ECHO_REPLY);
+                    assert!(sums_to_ones(ip.payload(), 0), "Tx: ICMP checksum");
+                }
+                ipv4::PROTO_TCP => {
+                    let seg = ip.payload();
+                    let t = tcp::Packet::new_checked(seg).expect("Tx: TCP");
+                    let before = before.expect("TCP out, TCP in");
+                    if !meta.csum_partial {
+                        if before.full_ok {
+                            assert!(l4_ok(seg, ip.src(), ip.dst(), 6), "Tx: TCP checksum");
+                        }
+                    } else if !meta.tx_keeps_partial {
+                        // PacketMeta: "When false, a partial checksum is
+                        // completed in software before the frame is sent."
+                        assert!(
+                            l4_ok(seg, ip.src(), ip.dst(), 6),
+                            "Tx: completed partial checksum"
+                        );
+                    } else if before.partial_ok {
+                        let want = ones_sum(&[], pseudo(ip.src(), ip.dst(), 6, seg.len()));
+                        assert!(
+                            ones_eq(t.checksum(), want),
+                            "Tx: partial = pseudo-header sum"
+                        );
+                    }
+                }
+                p => panic!("Tx of IPv4 protocol {p}"),
+            }
+        }
+        t => panic!("Tx of EtherType {t:#06x}"),
+    }
+}
+
+/// A TCP segment built from fields, with a correct checksum (or, with
+/// `partial`, the pseudo-header sum a device that offloads would leave).
+#[allow(clippy::too_many_arguments)]
+fn tcp_frame(
+    src_mac: MacAddr,
+    dst_mac: MacAddr,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    flags: u8,
+    mss: bool,
+    payload: &[u8],
+    partial: bool,
+) -> Vec<u8> {
+    let hl = if mss { 24 } else { 20 };
+    let seg_len = hl + payload.len();
+    let mut f = vec![0u8; 14 + 20 + seg_len];
+    ethernet::emit_header(&mut f, dst_mac, src_mac, ethernet::ETHERTYPE_IPV4);
+    ipv4::emit_header(
+        &mut f[14..],
+        src,
+        dst,
+        ipv4::PROTO_TCP,
+        64,
+        seg_len as u16,
+        0,
+    );
+    let t = &mut f[34..];
+    t[0..2].copy_from_slice(&sport.to_be_bytes());
+    t[2..4].copy_from_slice(&dport.to_be_bytes());
+    t[4..8].copy_from_slice(&0x0102_0304u32.to_be_bytes());
+    t[8..12].copy_from_slice(&0x0a0b_0c0du32.to_be_bytes());
+    t[12] = ((hl / 4) as u8) << 4;
+    t[13] = flags;
+    t[14..16].copy_from_slice(&64240u16.to_be_bytes());
+    if mss {
+        t[20..24].copy_from_slice(&[2, 4, 0x05, 0xb4]);
+    }
+    t[hl..].copy_from_slice(payload);
+    let p = pseudo(src, dst, 6, seg_len);
+    let c = if partial {
+        ones_sum(&[], p)
+    } else {
+        !ones_sum(t, p)
+    };
+    t[16..18].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+struct Lab {
+    f: Forwarder,
+    now: u32,
+    frames: u64,
+}
+
+impl Lab {
+    fn feed(&mut self, frame: &mut [u8], meta: PacketMeta) {
+        let snap = snapshot();
+        let before = counts(&self.f.stats);
+        let tcp_before = tcp_in(frame);
+        let len = frame.len();
+        let v = self.f.forward(snap, frame, meta, self.now);
+        self.frames += 1;
+        assert_eq!(frame.len(), len);
+        let after = counts(&self.f.stats);
+        let mut want = before;
+        match v {
+            Verdict::Drop(r) => {
+                let i = DropReason::ALL.iter().position(|&x| x == r).unwrap();
+                want.drops[i] += 1;
+            }
+            Verdict::Ignore => want.ignored += 1,
+            Verdict::Tx => {
+                want.tx_kinds += 1;
+                check_tx(frame, meta, tcp_before);
+            }
+            Verdict::Punt => {}
+        }
+        assert_eq!(after, want, "counted once, as {v:?}");
+        assert!(self.f.flows.len() <= self.f.flows.capacity());
+        assert!(self.f.flows.capacity() == CAPACITY);
+    }
+}
+
+fn meta(bits: u8) -> PacketMeta {
+    PacketMeta {
+        csum_partial: bits & 1 != 0,
+        tx_keeps_partial: bits & 2 != 0,
+        vlan_stripped: bits & 4 != 0,
+        truncated: bits & 8 != 0,
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut r = Reader::new(data);
+    let cfg = r.u8();
+    let neighbors = Arc::new(NeighborTable::new(16));
+    for (i, b) in NAT_BACKENDS.iter().chain(&DSR_BACKENDS).enumerate() {
+        neighbors.track(u32::from(*b));
+        // Bits 4..7 leave some backends unresolved.
+        if cfg >> 3 & (1 << i) == 0 {
+            neighbors.learn(u32::from(*b), bmac(*b), 0);
+        }
+    }
+    let f = Forwarder {
+        mac: LB,
+        own_mac: if cfg & 8 != 0 { OWN_MAC } else { LB },
+        own_ip: (cfg & 4 != 0).then_some(u32::from(OWN_IP)),
+        active: cfg & 1 == 0,
+        accept_mode: cfg & 2 == 0,
+        flows: Arc::new(FlowTable::new(CAPACITY, TIMEOUTS)),
+        neighbors,
+        stats: stats(),
+        ports: NatPorts::new(0, 1, r.u32()),
+        pickup: r.bool(),
+        sync: None,
+    };
+    let mut lab = Lab {
+        f,
+        now: r.u32(),
+        frames: 0,
+    };
+    while !r.is_empty() && lab.frames < 4096 {
+        let op = r.u8();
+        match op % 6 {
+            // Raw bytes, e.g. a captured frame.
+            0 | 1 => {
+                let len = usize::from(r.u16() % 2048);
+                let mut frame = r.take(len).to_vec();
+                lab.feed(&mut frame, meta(op >> 4));
+            }
+            // Client -> VIP.
+            2 => {
+                let (cip, cmac) = client(r.u8());
+                let (vip, port) = if op & 8 == 0 {
+                    (VIP_NAT, 80)
+                } else {
+                    (VIP_DSR, 443)
+                };
+                let sport = 40000 + u16::from(r.u8() % 64);
+                let flags = r.u8();
+                let plen = usize::from(r.u8() % 64);
+                let payload = r.take(plen);
+                let m = meta(r.u8());
+                let dst_mac = if op & 16 == 0 { LB } else { OWN_MAC };
+                let mut frame = tcp_frame(
+                    cmac,
+                    dst_mac,
+                    cip,
+                    vip,
+                    sport,
+                    port,
+                    flags,
+                    op & 32 != 0,
+                    payload,
+                    m.csum_partial,
+                );
+                lab.feed(&mut frame, m);
+            }
+            // A backend answers one of the live NAT flows (its reverse tuple).
+            3 => {
+                let pick = usize::from(r.u16());
+                let flags = r.u8();
+                let m = meta(r.u8());
+                let mut flows = Vec::new();
+                lab.f.flows.for_each(|fl| {
+                    if fl.nat_port != 0 {
+                        flows.push(*fl);
+                    }
+                    true
+                });
+                if let Some(fl) = flows.get(pick % flows.len().max(1)) {
+                    let b = Ipv4Addr::from(fl.backend);
+                    let mut frame = tcp_frame(
+                        bmac(b),
+                        LB,
+                        b,
+                        Ipv4Addr::from(fl.key.vip),
+                        fl.backend_port,
+                        fl.nat_port,
+                        flags,
+                        false,
+                        b"HTTP/1.1 200 OK\r\n",
+                        m.csum_partial,
+                    );
+                    lab.feed(&mut frame, m);
+                }
+            }
+            // The clock moves; the control thread sweeps part of the table.
+            4 => {
+                let step = u32::from(r.u16());
+                lab.now = lab
+                    .now
+                    .wrapping_add(if op & 8 != 0 { step * 100 } else { step });
+                let from = usize::from(r.u16());
+                let n = lab.f.flows.slot_count() / 4;
+                lab.f.flows.sweep(from, n, lab.now, |_| {});
+                assert!(lab.f.flows.len() <= CAPACITY);
+            }
+            // A burst of SYNs from one client: table pressure and eviction.
+            _ => {
+                let (cip, cmac) = client(r.u8());
+                let n = usize::from(r.u8()) * 8;
+                let base = r.u16();
+                let vip = if op & 8 == 0 {
+                    (VIP_NAT, 80)
+                } else {
+                    (VIP_DSR, 443)
+                };
+                for k in 0..n {
+                    let sport = base.wrapping_add(k as u16);
+                    let mut frame = tcp_frame(
+                        cmac,
+                        LB,
+                        cip,
+                        vip.0,
+                        sport,
+                        vip.1,
+                        tcp::SYN,
+                        true,
+                        &[],
+                        false,
+                    );
+                    lab.feed(&mut frame, PacketMeta::default());
+                }
+            }
+        }
+    }
+});
