@@ -51,8 +51,17 @@ install_python_deps() {
     py_ok || { echo "deps.sh: kubernetes-validate or moto did not install" >&2; return 1; }
 }
 
+# The fuzz smoke run (fuzz/smoke.sh, run by run-all.sh) needs cargo-fuzz,
+# from crates.io.
+install_cargo_fuzz() {
+    cargo fuzz --version >/dev/null 2>&1 && return 0
+    echo "deps.sh: installing cargo-fuzz (cargo install, crates.io)"
+    cargo install cargo-fuzz --locked --quiet
+}
+
 if [ ${#need[@]} -eq 0 ]; then
     install_python_deps
+    install_cargo_fuzz
     echo "deps.sh: all netns test tools present"
     exit 0
 fi
@@ -75,3 +84,4 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update
 apt-get install -y --no-install-recommends iproute2 nginx-light wrk iperf3 ethtool iptables python3 procps keepalived "${need[@]}"
 install_python_deps
+install_cargo_fuzz

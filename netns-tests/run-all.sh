@@ -10,4 +10,7 @@ fi
 
 cd "$(dirname "$0")/.."
 ./netns-tests/deps.sh
+# Every fuzz target over its seeds plus a short exploration (issue 7);
+# long campaigns: docs/reliability.md.
+./fuzz/smoke.sh
 exec cargo test --release -- --test-threads=2
