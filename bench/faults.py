@@ -13,7 +13,9 @@ backends with HTTP health checks (200 ms interval, 100 ms timeout, rise 2, fall 
     every 200 ms (5 s timeout; a connection that fails once is counted lost).
 
 The fault is injected `--before` seconds in; the run goes on `--after` seconds more.
-Recovery = from the fault to the end of the first successful probe started after the last
+wrk never counts a connection that just stops getting answers, so the script also counts the
+client's connections through the VIP with data queued and nothing received for >= 1 s
+(`ss -i` lastrcv) in two snapshots 1 s apart, 2 s before the end ("stalled"). Recovery = from the fault to the end of the first successful probe started after the last
 failed one started.
 
 Scenarios: baseline (no fault), link_cut (lb1's bridge port down), master_kill (SIGKILL lb1),
@@ -37,6 +39,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import signal
 import sys
 import tempfile
@@ -141,6 +144,23 @@ def inject(name: str, nginx: dict, lbs: dict, args: argparse.Namespace) -> dict:
     return out
 
 
+def stalled_sockets() -> set[str]:
+    """Local addresses of the client's connections to the VIP that have data in flight and
+    have received nothing for at least 1 s (`ss -i` lastrcv): answers stopped coming."""
+    r = run(nsx("client", "ss", "-Htni", "state", "established", "dst", lab.VIP), check=False)
+    out, cur = set(), None
+    for line in r.stdout.splitlines():
+        f = line.split()
+        if not line[:1].isspace() and len(f) >= 4 and f[1].isdigit():
+            cur = f[2] if int(f[1]) > 0 else None
+        elif cur is not None:
+            m = re.search(r"lastrcv:(\d+)", line)
+            if m and int(m.group(1)) >= 1000:
+                out.add(cur)
+            cur = None
+    return out
+
+
 def analyse_probes(data: dict, tf: float) -> dict:
     probes = data["probes"]
     after = [p for p in probes if p[0] >= tf]
@@ -196,6 +216,13 @@ def run_scenario(name: str, binary: Path, args: argparse.Namespace) -> dict:
     tf = time.monotonic()
     fault = inject(name, nginx, lbs, args)
     res["inject_ms"] = round(1e3 * (time.monotonic() - tf), 0)
+    # wrk does not count a connection whose response never comes as an error: count the client
+    # connections through the VIP stalled (data queued, nothing received for >= 1 s) in two
+    # snapshots 1 s apart, shortly before the end of the run
+    time.sleep(max(0.0, tf + args.after - 2.0 - time.monotonic()))
+    first = stalled_sockets()
+    time.sleep(1.0)
+    res["stalled_connections_at_end"] = len(first & stalled_sockets())
     for p, what in ((prober, "prober"), (wrk, "wrk")):
         try:
             p.wait(timeout=max(1.0, tf + args.after - time.monotonic()) + 30)
@@ -253,6 +280,8 @@ def row(r: dict) -> str:
     wf = "–" if "failed" not in w else (
         f"{w['failed']} (" + ", ".join(f"{k} {v}" for k, v in w["errors"].items() if v) + ")"
         if w["failed"] else "0")
+    if r.get("stalled_connections_at_end"):
+        wf += f"; {r['stalled_connections_at_end']} stalled"
     rec = p.get("recovery_ms")
     return (f"| {r['scenario']} | {w.get('requests', '–')} | {wf} | {p.get('sent', '–')} / "
             f"{p.get('failed', '–')} | {'never' if rec is None and 'sent' in p else fmt(rec)} | "
