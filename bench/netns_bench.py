@@ -41,9 +41,17 @@ import tempfile
 import time
 from pathlib import Path
 
-PID = os.getpid()
-PREFIX = f"plbb-{PID}-"
-SUBNET = "198.18.0"  # 198.18.0.0/15 is the benchmarking range (RFC 2544); we use a /24 of it
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import nslab  # noqa: E402  (bench/ is on sys.path when this file runs)
+from nslab import (  # noqa: E402
+    PID, SUBNET, REPO_ROOT, PY_TCP_CONNECT, PY_HTTP_GET, NGINX_BACKEND_CONF, RES,
+    Interrupted, BenchError, Resources, log, list_netns, run, ns_name, nsx, sysctl,
+    start_proc, stop_named, log_tail, wait_tcp, http_get, http_ok,
+    parse_duration_ms, parse_count, parse_wrk, raise_nofile,
+)
+
+PREFIX = nslab.PREFIX
+
 HOSTS = {
     "client": f"{SUBNET}.10",
     "lb": f"{SUBNET}.2",
@@ -65,292 +73,6 @@ HTTP_PORT = 80
 IPERF_PORT = 5201
 ADMIN = "127.0.0.1:9100"
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-# Small programs run inside a namespace with `ip netns exec NS python3 -c ...`
-# (Python 3.11 has no os.setns, and this keeps the main process in its own netns).
-PY_TCP_CONNECT = (
-    "import socket,sys\n"
-    "s=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=float(sys.argv[3]))\n"
-    "s.close()\n"
-)
-PY_HTTP_GET = (
-    "import sys,urllib.request\n"
-    "r=urllib.request.urlopen(sys.argv[1],timeout=float(sys.argv[2]))\n"
-    "sys.stdout.write(r.read().decode('utf-8','replace'))\n"
-)
-
-
-class Interrupted(BaseException):
-    """Raised from signal handlers (Ctrl-C, SIGTERM, SIGHUP, time limit)."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
-
-
-class BenchError(Exception):
-    """A step failed; the message says which."""
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-# --------------------------------------------------------------------------------------
-# process and namespace bookkeeping
-# --------------------------------------------------------------------------------------
-
-
-class Resources:
-    """Everything this run created, removed by cleanup() exactly once."""
-
-    def __init__(self) -> None:
-        self.namespaces: list[str] = []
-        self.procs: list[tuple[str, subprocess.Popen]] = []
-        self.tmpdir: Path | None = None
-        self.keep_tmp = False
-        self.cleaned = False
-
-    def add_proc(self, name: str, proc: subprocess.Popen) -> None:
-        self.procs.append((name, proc))
-
-    def stop_proc(self, proc: subprocess.Popen, grace: float = 3.0) -> None:
-        """Stop a process we started (and its process group, which is its own session)."""
-        if proc.poll() is not None:
-            return
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 3.0)):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                pass
-            except PermissionError:
-                proc.send_signal(sig)
-            try:
-                proc.wait(timeout=wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        # leftover members of its process group (e.g. nginx workers) go too
-        deadline = time.monotonic() + 2.0
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                break
-            time.sleep(0.05)
-
-    def cleanup(self) -> None:
-        if self.cleaned:
-            return
-        self.cleaned = True
-        # no interruption of the cleanup itself
-        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            try:
-                signal.signal(s, signal.SIG_IGN)
-            except (ValueError, OSError):
-                pass
-        signal.alarm(0)
-        for _name, proc in reversed(self.procs):
-            try:
-                self.stop_proc(proc, grace=2.0)
-            except Exception as e:  # keep going: namespaces must still go
-                log(f"cleanup: stopping pid {proc.pid}: {e}")
-        self.procs.clear()
-        # processes still inside our namespaces were started by us (via ip netns exec)
-        for ns in reversed(self.namespaces):
-            try:
-                out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True,
-                                     text=True, timeout=10).stdout
-                for pid in out.split():
-                    try:
-                        os.kill(int(pid), signal.SIGKILL)
-                    except (ProcessLookupError, ValueError):
-                        pass
-            except Exception as e:
-                log(f"cleanup: listing pids of {ns}: {e}")
-        time.sleep(0.1)
-        for ns in reversed(self.namespaces):
-            try:
-                r = subprocess.run(["ip", "netns", "del", ns], capture_output=True, text=True,
-                                   timeout=20)
-                if r.returncode != 0 and "No such file" not in r.stderr:
-                    log(f"cleanup: ip netns del {ns}: {r.stderr.strip()}")
-            except Exception as e:
-                log(f"cleanup: ip netns del {ns}: {e}")
-        self.namespaces.clear()
-        if self.tmpdir is not None:
-            if self.keep_tmp:
-                log(f"kept logs and configs in {self.tmpdir}")
-            else:
-                shutil.rmtree(self.tmpdir, ignore_errors=True)
-        leftovers = [n for n in list_netns() if n.startswith(PREFIX)]
-        if leftovers:
-            log(f"cleanup: WARNING namespaces left: {leftovers}")
-
-
-RES = Resources()
-
-
-def list_netns() -> list[str]:
-    try:
-        out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
-                             timeout=10).stdout
-    except Exception:
-        return []
-    return [line.split()[0] for line in out.splitlines() if line.strip()]
-
-
-def run(cmd: list[str], timeout: float = 20, check: bool = True,
-        input_text: str | None = None) -> subprocess.CompletedProcess:
-    """Run a command to completion with a timeout; the child is killed on timeout."""
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                           input=input_text, stdin=None if input_text is not None
-                           else subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as e:
-        raise BenchError(f"timed out after {timeout:.0f}s: {' '.join(cmd)}") from e
-    except FileNotFoundError as e:
-        raise BenchError(f"not found: {cmd[0]}") from e
-    if check and r.returncode != 0:
-        raise BenchError(f"exit {r.returncode}: {' '.join(cmd)}\n{(r.stderr or r.stdout).strip()}")
-    return r
-
-
-def ns_name(role: str) -> str:
-    return PREFIX + role
-
-
-def nsx(role: str, *cmd: str) -> list[str]:
-    return ["ip", "netns", "exec", ns_name(role), *cmd]
-
-
-def sysctl(role: str, key: str, value: str) -> None:
-    run(nsx(role, "sysctl", "-q", "-w", f"{key}={value}"))
-
-
-def start_proc(name: str, cmd: list[str]) -> subprocess.Popen:
-    """Start a long-running process in its own session, output to a log file."""
-    assert RES.tmpdir is not None
-    logf = open(RES.tmpdir / f"{name}.log", "ab")
-    try:
-        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-    finally:
-        logf.close()
-    RES.add_proc(name, proc)
-    return proc
-
-
-def stop_named(name: str) -> None:
-    keep = []
-    for n, p in RES.procs:
-        if n == name:
-            RES.stop_proc(p)
-        else:
-            keep.append((n, p))
-    RES.procs = keep
-
-
-def log_tail(name: str, lines: int = 15) -> str:
-    assert RES.tmpdir is not None
-    p = RES.tmpdir / f"{name}.log"
-    try:
-        text = p.read_text(errors="replace").splitlines()
-    except OSError:
-        return "(no log)"
-    return "\n".join(text[-lines:]) or "(empty log)"
-
-
-def wait_tcp(role: str, host: str, port: int, proc: subprocess.Popen | None, name: str,
-             timeout: float = 10.0) -> None:
-    """Wait until host:port accepts a TCP connection from inside namespace `role`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc is not None and proc.poll() is not None:
-            raise BenchError(f"{name} exited with {proc.returncode}:\n{log_tail(name)}")
-        r = run(nsx(role, sys.executable, "-c", PY_TCP_CONNECT, host, str(port), "0.5"),
-                timeout=5, check=False)
-        if r.returncode == 0:
-            return
-        if time.monotonic() > deadline:
-            raise BenchError(f"{name}: {host}:{port} not accepting after {timeout:.0f}s")
-        time.sleep(0.1)
-
-
-def http_get(role: str, url: str, timeout: float = 2.0) -> str:
-    r = run(nsx(role, sys.executable, "-c", PY_HTTP_GET, url, str(timeout)),
-            timeout=timeout + 5, check=False)
-    if r.returncode != 0:
-        last = (r.stderr.strip().splitlines() or ["?"])[-1]
-        raise BenchError(f"GET {url} from {role}: {last}")
-    return r.stdout
-
-
-def http_ok(role: str, url: str, within: float = 5.0) -> None:
-    """The case works at all: one GET through the path answers `ok`."""
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            body = http_get(role, url)
-            if body.strip() == "ok":
-                return
-            err = f"unexpected body {body[:60]!r}"
-        except BenchError as e:
-            err = str(e)
-        if time.monotonic() > deadline:
-            raise BenchError(f"sanity check failed: {err}")
-        time.sleep(0.2)
-
-
-# --------------------------------------------------------------------------------------
-# parsing
-# --------------------------------------------------------------------------------------
-
-_DUR_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
-_COUNT = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9}
-
-
-def parse_duration_ms(tok: str) -> float:
-    """wrk prints durations as 812.00us, 1.23ms, 2.01s, 1.50m."""
-    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?)(us|ms|s|m|h)\s*", tok)
-    if not m:
-        raise ValueError(f"not a wrk duration: {tok!r}")
-    return float(m.group(1)) * _DUR_MS[m.group(2)]
-
-
-def parse_count(tok: str) -> float:
-    """wrk prints counts as 1234, 12.34k, 1.20M."""
-    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?)([kKMG]?)\s*", tok)
-    if not m:
-        raise ValueError(f"not a wrk count: {tok!r}")
-    return float(m.group(1)) * _COUNT[m.group(2)]
-
-
-def parse_wrk(text: str) -> dict:
-    res: dict = {"errors": {"connect": 0, "read": 0, "write": 0, "timeout": 0, "non2xx": 0}}
-    m = re.search(r"^Requests/sec:\s*(\S+)", text, re.M)
-    if not m:
-        raise ValueError("no 'Requests/sec:' line in wrk output")
-    res["rps"] = parse_count(m.group(1))
-    for pct, key in (("50", "p50_ms"), ("75", "p75_ms"), ("90", "p90_ms"), ("99", "p99_ms")):
-        m = re.search(rf"^\s*{pct}(?:\.0+)?%\s+(\S+)\s*$", text, re.M)
-        if m:
-            res[key] = parse_duration_ms(m.group(1))
-    m = re.search(r"^\s*(\d+) requests in ([0-9.]+\w+)", text, re.M)
-    if m:
-        res["requests"] = int(m.group(1))
-        res["duration_s"] = parse_duration_ms(m.group(2)) / 1e3
-    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
-    if m:
-        for k, v in zip(("connect", "read", "write", "timeout"), m.groups()):
-            res["errors"][k] = int(v)
-    m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-    if m:
-        res["errors"]["non2xx"] = int(m.group(1))
-    res["error_total"] = sum(res["errors"].values())
-    return res
-
 
 def parse_iperf(text: str) -> dict:
     try:
@@ -370,30 +92,6 @@ def parse_iperf(text: str) -> dict:
 # --------------------------------------------------------------------------------------
 # topology
 # --------------------------------------------------------------------------------------
-
-NGINX_BACKEND_CONF = """\
-daemon off;
-worker_processes 1;
-worker_rlimit_nofile {nofile};
-pid {d}/{name}.pid;
-error_log {d}/{name}.error.log warn;
-events {{ worker_connections {wconn}; }}
-http {{
-    access_log off;
-    keepalive_requests 1000000;
-    keepalive_timeout 65s;
-    default_type text/plain;
-    client_body_temp_path {d}/{name}-tmp/body;
-    proxy_temp_path {d}/{name}-tmp/proxy;
-    fastcgi_temp_path {d}/{name}-tmp/fastcgi;
-    uwsgi_temp_path {d}/{name}-tmp/uwsgi;
-    scgi_temp_path {d}/{name}-tmp/scgi;
-    server {{
-        listen 80 backlog=4096;
-        location / {{ return 200 "ok\\n"; }}
-    }}
-}}
-"""
 
 
 def build_topology() -> None:
@@ -434,8 +132,8 @@ def start_backends() -> None:
     for b in BACKENDS:
         (d / f"{b}-tmp").mkdir(exist_ok=True)
         conf = d / f"{b}-nginx.conf"
-        conf.write_text(NGINX_BACKEND_CONF.format(d=d, name=b, nofile=NOFILE,
-                                                  wconn=max(1024, min(16384, NOFILE - 100))))
+        conf.write_text(NGINX_BACKEND_CONF.format(d=d, name=b, nofile=nslab.NOFILE, body="ok",
+                                                  wconn=max(1024, min(16384, nslab.NOFILE - 100))))
         run(nsx(b, "nginx", "-t", "-q", "-p", str(d), "-e", str(d / f"{b}.error.log"),
                 "-c", str(conf)))
         p = start_proc(f"nginx-{b}", nsx(b, "nginx", "-p", str(d), "-e",
@@ -606,7 +304,7 @@ backend iperf
 
 def haproxy_maxconn() -> int:
     """High, but within the descriptor limit (haproxy needs about 2 per connection)."""
-    return max(1000, min(100000, (NOFILE - 100) // 2))
+    return max(1000, min(100000, (nslab.NOFILE - 100) // 2))
 
 
 class Haproxy(Case):
@@ -680,8 +378,8 @@ class NginxStream(Case):
         servers = "\n".join(f"        server {HOSTS[b]}:{HTTP_PORT};" for b in BACKENDS)
         conf.write_text(NGINX_STREAM_CONF.format(
             load=nginx_stream_load_line(), d=d, servers=servers, vip=VIP_NGINX,
-            http=HTTP_PORT, iperf=IPERF_PORT, b1=HOSTS["b1"], nofile=NOFILE, src=SRC_NGINX,
-            wconn=max(1024, min(65536, (NOFILE - 100) // 2))))
+            http=HTTP_PORT, iperf=IPERF_PORT, b1=HOSTS["b1"], nofile=nslab.NOFILE, src=SRC_NGINX,
+            wconn=max(1024, min(65536, (nslab.NOFILE - 100) // 2))))
         elog = str(d / "lbnginx.error.log")
         run(nsx("lb", "nginx", "-t", "-q", "-p", str(d), "-e", elog, "-c", str(conf)))
         p = start_proc("lbnginx", nsx("lb", "nginx", "-p", str(d), "-e", elog, "-c", str(conf)))
@@ -1221,25 +919,6 @@ def build_cases(args: argparse.Namespace) -> tuple[list[Case], dict[str, str]]:
     return cases, skipped
 
 
-NOFILE = 20000  # updated by raise_nofile() to what the children really get
-
-
-def raise_nofile() -> None:
-    """haproxy (maxconn), nginx and wrk inherit this: as many descriptors as allowed."""
-    global NOFILE
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    try:
-        nr_open = int(Path("/proc/sys/fs/nr_open").read_text())
-    except (OSError, ValueError):
-        nr_open = 1 << 20
-    want = min(nr_open, 1 << 20)
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
-    except (ValueError, OSError):
-        # no CAP_SYS_RESOURCE (e.g. in a container): the hard limit is the ceiling
-        want = hard if hard != resource.RLIM_INFINITY else soft
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-    NOFILE = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def preflight(cases: list[Case]) -> None:

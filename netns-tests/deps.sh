@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the netns tests need, only if something is missing.
 # With --bench, also what bench/netns_bench.py compares against (haproxy,
-# nginx's stream module).
+# nginx's stream module). bench/faults.py and bench/soak.py need only the base
+# set (ip, ss, nginx, wrk, iptables, python3); their charts need matplotlib,
+# which is optional (the scripts say when they skip a chart).
 set -euo pipefail
 
 need=()
