@@ -858,7 +858,10 @@ fn k8s_vxlan_backends_from_flannel_node_annotations() {
         || {
             api.list("v1", "events", Some("default"))
                 .into_iter()
-                .find(|e| e["reason"] == "VTEPUnknown")
+                .find(|e| {
+                    e["reason"] == "VTEPUnknown"
+                        && e["message"].as_str().unwrap_or("").contains("node2")
+                })
         },
     );
     assert!(

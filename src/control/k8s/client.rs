@@ -409,6 +409,13 @@ async fn run(
             &allocations,
         );
         view.reconciles.fetch_add(1, Relaxed);
+        // Until the Nodes are listed every vxlan endpoint lacks its VTEP:
+        // that is not a problem worth an Event.
+        let mut r = r;
+        if !nodes.ready() {
+            r.problems
+                .retain(|p| p.reason != super::reconcile::ProblemReason::NoVtep);
+        }
         allocations = r.allocations.clone();
         let peers = settings
             .peers_service
