@@ -22,6 +22,9 @@ const SYN_SECONDS: u64 = 15;
 /// Kept-alive connections opened before the flood.
 const KEPT: usize = 20;
 
+/// A counter's name, how much it grew, and how many frames should have made it grow.
+type Check<'a> = (&'a str, Box<dyn Fn() -> f64 + 'a>, f64);
+
 fn metric(p: &Podlb, name: &str, labels: &[(&str, &str)]) -> f64 {
     metric_value(&p.metrics().unwrap(), name, labels).unwrap_or(0.0)
 }
@@ -310,7 +313,7 @@ fn arp_storm_vrrp_strangers_odd_frames_and_vip_conflict_are_counted() {
         ],
     );
     let sent = |k: &str| report["kinds"][k]["sent"].as_u64().unwrap() as f64;
-    let checks: Vec<(&str, Box<dyn Fn() -> f64 + '_>, f64)> = vec![
+    let checks: Vec<Check<'_>> = vec![
         (
             "vrid_mismatch",
             Box::new(|| vrrp_drop("vrid_mismatch") - before[0]),

@@ -124,7 +124,7 @@ impl ConflictTracker {
     /// The claimants, most recent first.
     pub fn rows(&self) -> Vec<ConflictRow> {
         let mut r = self.rows.clone();
-        r.sort_by(|a, b| b.last_seen.cmp(&a.last_seen));
+        r.sort_by_key(|row| std::cmp::Reverse(row.last_seen));
         r
     }
 
