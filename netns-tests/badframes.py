@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Send malformed and truncated frames at a MAC address (netns tests only).
 
-usage: badframes.py IFNAME DST_MAC VIP COUNT SEED
+usage: badframes.py IFNAME DST_MAC VIP COUNT SEED [--kinds K1,K2,...]
+                      [--vrrp-src IP] [--vrrp-dst IP] [--vrid N]
        badframes.py --recv IFNAME SRC_MAC COUNT SECONDS
 
 Runs inside a test namespace (`ip netns exec <client> python3 badframes.py ...`)
@@ -9,6 +10,22 @@ and sends COUNT frames, round-robin over the kinds below, each with random
 lengths from a seeded generator, out of IFNAME with a raw AF_PACKET socket.
 Every frame is addressed to DST_MAC and, where it carries IPv4, to VIP, and
 every one of them is malformed: a correct parser must drop each.
+
+Without --kinds it sends the KINDS below. --kinds picks from KINDS and
+EXTRA_KINDS; the extra ones need podlb set up for them:
+  vrrp_unknown_vrid   VRRPv3 advert (RFC 9568 §5.1, §5.2) for VRID N+1 from
+                      --vrrp-src (a configured peer) to --vrrp-dst: §7.1
+                      "VRID not configured" (vrid_mismatch)
+  vrrp_low_ttl        valid advert for VRID N with IPv4 TTL 1..254 (§7.1
+                      TTL must be 255: bad_ttl)
+  vrrp_bad_checksum   advert for VRID N whose checksum is wrong (bad_checksum)
+  vrrp_stranger       valid advert for VRID N from this host's address, which
+                      is not a configured unicast peer (unknown_peer)
+  jumbo               a 9000-byte IPv4 frame to the VIP: bigger than the
+                      device MTU, which the sending kernel refuses (EMSGSIZE,
+                      reported as "rejected"); a larger MTU on the sender only
+                      moves the refusal to the receiving veth.
+VRRP adverts go to DST_MAC as unicast (RFC 9568 §6.1 unicast peers).
 
 Prints one JSON object: {"sent": N, "rejected": N, "kinds": {kind: {...}}}.
 "rejected" counts frames the local kernel refused to send (e.g. Ethernet
@@ -137,6 +154,37 @@ class Gen:
         udp = struct.pack("!HHHH", self.rng.randrange(1024, 65536), 80, 8, 0)
         return self.eth(ETH_P_IP, self.ipv4(17, udp[: self.rng.randrange(0, 8)]))
 
+    # --- extra kinds (opt-in with --kinds) --------------------------------
+
+    def vrrp_advert(self, src, vrid, ttl=255, bad_csum=False):
+        addrs = self.vip
+        msg = bytearray(struct.pack("!BBBBHH", 0x31, vrid, 100, 1, 100, 0) + addrs)
+        pseudo = src + self.vrrp_dst + struct.pack("!BBH", 0, 112, len(msg))
+        csum = checksum(pseudo + bytes(msg))
+        if bad_csum:
+            csum ^= 1 + self.rng.randrange(0xFFFF)
+        struct.pack_into("!H", msg, 6, csum)
+        ident = self.rng.randrange(0x10000)
+        hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0xC0, 20 + len(msg), ident, 0, ttl, 112, 0, src, self.vrrp_dst)
+        hdr = hdr[:10] + struct.pack("!H", checksum(hdr)) + hdr[12:]
+        return self.eth(ETH_P_IP, hdr + bytes(msg))
+
+    def vrrp_unknown_vrid(self):
+        return self.vrrp_advert(self.vrrp_src, (self.vrid % 255) + 1)
+
+    def vrrp_low_ttl(self):
+        return self.vrrp_advert(self.vrrp_src, self.vrid, ttl=self.rng.randrange(1, 255))
+
+    def vrrp_bad_checksum(self):
+        return self.vrrp_advert(self.vrrp_src, self.vrid, bad_csum=True)
+
+    def vrrp_stranger(self):
+        return self.vrrp_advert(self.src_ip, self.vrid)
+
+    def jumbo(self):
+        payload = self.tcp() + bytes(9000 - 14 - 20 - 20)
+        return self.eth(ETH_P_IP, self.ipv4(6, payload))
+
     def icmp_truncated(self):
         icmp = struct.pack("!BBHHH", 8, 0, 0, 1, 1)
         return self.eth(ETH_P_IP, self.ipv4(1, icmp[: self.rng.randrange(0, 8)]))
@@ -157,6 +205,8 @@ KINDS = [
     "udp_truncated",
     "icmp_truncated",
 ]
+
+EXTRA_KINDS = ["vrrp_unknown_vrid", "vrrp_low_ttl", "vrrp_bad_checksum", "vrrp_stranger", "jumbo"]
 
 
 def recv(ifname, src_mac, count, seconds):
@@ -185,10 +235,20 @@ def recv(ifname, src_mac, count, seconds):
 def main(argv):
     if len(argv) == 6 and argv[1] == "--recv":
         return recv(argv[2], argv[3], int(argv[4]), float(argv[5]))
-    if len(argv) != 6:
+    opts = {"--kinds": ",".join(KINDS), "--vrrp-src": "198.18.0.3", "--vrrp-dst": "198.18.0.2", "--vrid": "51"}
+    pos = []
+    args = argv[1:]
+    while args:
+        a = args.pop(0)
+        if a in opts and args:
+            opts[a] = args.pop(0)
+        else:
+            pos.append(a)
+    kinds = opts["--kinds"].split(",")
+    if len(pos) != 5 or any(k not in KINDS + EXTRA_KINDS for k in kinds):
         sys.stderr.write(__doc__)
         return 2
-    ifname, dst, vip, count, seed = argv[1], argv[2], argv[3], int(argv[4]), int(argv[5])
+    ifname, dst, vip, count, seed = pos[0], pos[1], pos[2], int(pos[3]), int(pos[4])
     with open("/sys/class/net/%s/address" % ifname) as f:
         src = mac_bytes(f.read().strip())
     src_ip = None
@@ -201,12 +261,15 @@ def main(argv):
     except OSError:
         src_ip = socket.inet_aton("198.18.0.10")
     gen = Gen(mac_bytes(dst), src, src_ip, socket.inet_aton(vip), random.Random(seed))
+    gen.vrrp_src = socket.inet_aton(opts["--vrrp-src"])
+    gen.vrrp_dst = socket.inet_aton(opts["--vrrp-dst"])
+    gen.vrid = int(opts["--vrid"])
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     sock.bind((ifname, 0))
-    stats = {k: {"sent": 0, "rejected": 0} for k in KINDS}
+    stats = {k: {"sent": 0, "rejected": 0} for k in kinds}
     deadline = time.monotonic() + 30
     for i in range(count):
-        kind = KINDS[i % len(KINDS)]
+        kind = kinds[i % len(kinds)]
         frame = getattr(gen, kind)()
         for attempt in range(50):
             try:

@@ -155,21 +155,26 @@ fn harness_badframes_reach_lb() {
 
 /// Runs badframes.py in `ns` at `mac` / the VIP; returns its JSON report.
 pub fn send_badframes(ns: &str, mac: &str, count: usize, seed: u64) -> serde_json::Value {
-    let script = test_file("badframes.py");
-    let out = netns::exec_timeout(
-        ns,
-        &[
-            "python3",
-            &script.display().to_string(),
-            "eth0",
-            mac,
-            &podlb::control::demo::VIP.to_string(),
-            &count.to_string(),
-            &seed.to_string(),
-        ],
-        Duration::from_secs(40),
-    )
-    .expect("badframes.py ran");
+    send_badframes_with(ns, mac, count, seed, &[])
+}
+
+/// [`send_badframes`] with more options (`--kinds ...`, `--vrid N`, ...).
+pub fn send_badframes_with(
+    ns: &str,
+    mac: &str,
+    count: usize,
+    seed: u64,
+    options: &[&str],
+) -> serde_json::Value {
+    let script = test_file("badframes.py").display().to_string();
+    let (vip, count, seed) = (
+        podlb::control::demo::VIP.to_string(),
+        count.to_string(),
+        seed.to_string(),
+    );
+    let mut args = vec!["python3", &script, "eth0", mac, &vip, &count, &seed];
+    args.extend_from_slice(options);
+    let out = netns::exec_timeout(ns, &args, Duration::from_secs(40)).expect("badframes.py ran");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -14,6 +14,7 @@ mod cloud;
 mod deploy;
 mod failover;
 mod fakeapi;
+mod floods;
 mod forwarding;
 mod harness;
 mod health;

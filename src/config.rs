@@ -336,6 +336,12 @@ pub struct VrrpSettings {
     pub sync_key: Option<SyncKey>,
     /// Gratuitous ARPs per VIP on becoming master.
     pub garp_count: u32,
+    /// While master, re-announce every VIP this often (`garp_refresh_s`;
+    /// zero: never).
+    pub garp_refresh: Duration,
+    /// After becoming master, also answer each client in the flow table
+    /// with a unicast ARP reply for its VIP (`garp_unicast_clients`).
+    pub garp_unicast_clients: bool,
     /// How long a master stopped by SIGTERM keeps forwarding after its priority-0 advert.
     pub drain: Duration,
     /// Priority subtracted while the interface is down / while no backend is usable.
@@ -424,6 +430,8 @@ struct RawVrrp {
     sync_port: Option<i64>,
     sync_key_file: Option<String>,
     garp_count: Option<u32>,
+    garp_refresh_s: Option<u64>,
+    garp_unicast_clients: Option<bool>,
     drain_ms: Option<u64>,
     track_interface_weight: Option<u8>,
     track_backends_weight: Option<u8>,
@@ -1006,6 +1014,13 @@ fn validate_vrrp(v: RawVrrp) -> Result<VrrpSettings, ConfigError> {
             format!("{garp_count} is out of range: use 1..=100"),
         ));
     }
+    let garp_refresh = v.garp_refresh_s.unwrap_or(0);
+    if garp_refresh > 86_400 {
+        return Err(err(
+            "vrrp.garp_refresh_s",
+            format!("{garp_refresh} is out of range: use 0 (off) ..=86400"),
+        ));
+    }
     let drain = v.drain_ms.unwrap_or(2000);
     if drain > 600_000 {
         return Err(err(
@@ -1040,6 +1055,8 @@ fn validate_vrrp(v: RawVrrp) -> Result<VrrpSettings, ConfigError> {
             .map(|f| SyncKey::load("vrrp.sync_key_file", f))
             .transpose()?,
         garp_count,
+        garp_refresh: Duration::from_secs(garp_refresh),
+        garp_unicast_clients: v.garp_unicast_clients.unwrap_or(false),
         drain: Duration::from_millis(drain),
         track_interface_weight: v.track_interface_weight.unwrap_or(50),
         track_backends_weight: v.track_backends_weight.unwrap_or(50),
@@ -1600,6 +1617,22 @@ backends = [
         assert_eq!(
             key_of("[tap]\nbridge = \"br0\"\n[vrrp]\nvrid = 1\n"),
             "vrrp.address"
+        );
+        // GARP refresh: off unless asked for; bounded.
+        assert_eq!(v.garp_refresh, Duration::ZERO);
+        assert!(!v.garp_unicast_clients);
+        let c = Config::parse(&format!(
+            "{GOOD}[vrrp]\nvrid = 1\ngarp_refresh_s = 30\ngarp_unicast_clients = true\n"
+        ))
+        .unwrap();
+        let v = c.vrrp.unwrap();
+        assert_eq!(v.garp_refresh, Duration::from_secs(30));
+        assert!(v.garp_unicast_clients);
+        assert_eq!(
+            key_of(&format!(
+                "{GOOD}[vrrp]\nvrid = 1\ngarp_refresh_s = 100000\n"
+            )),
+            "vrrp.garp_refresh_s"
         );
     }
 

@@ -344,11 +344,27 @@ impl Forwarder {
         if self.neighbors.learn(sender_ip, sender_hw, now_ms) {
             self.stats.event(Event::ArpLearned, 1);
         }
+        // RFC 5227 §2.4 ongoing address conflict detection: any ARP (request
+        // or reply) whose sender address is a VIP we serve but whose sender
+        // MAC is not ours means another host claims the VIP. Counted, and
+        // the pair left in this worker's conflict slot (lock-free, see
+        // `ConflictSlot`) for the control thread, which logs it and defends
+        // (RFC 5227 §2.4 (b)). A backup serves nothing: not its conflict.
+        if self.active
+            && sender_hw != self.mac
+            && sender_hw != self.own_mac
+            && snap.is_vip(sender_ip)
+        {
+            self.stats.conflict.record(sender_ip, sender_hw.0);
+            return Verdict::Drop(DropReason::VipConflict);
+        }
         let target_ip = p.target_ip();
         let for_own = self.own_ip == Some(u32::from(target_ip));
-        if p.operation() != arp::OP_REQUEST
-            || !(for_own || (self.active && snap.is_vip(u32::from(target_ip))))
-        {
+        if p.operation() != arp::OP_REQUEST {
+            return Verdict::Ignore;
+        }
+        if !(for_own || (self.active && snap.is_vip(u32::from(target_ip)))) {
+            self.stats.event(Event::ArpOtherTarget, 1);
             return Verdict::Ignore;
         }
         // The VIPs are answered with the serving (virtual) MAC, our own
@@ -1396,6 +1412,78 @@ mod tests {
             f.neighbors.lookup(u32::from_be_bytes(BACKENDS[0])),
             Some(newmac)
         );
+    }
+
+    #[test]
+    fn arp_claiming_a_vip_from_another_mac_is_a_conflict() {
+        let (mut f, snap) = setup(Mode::Nat, 80);
+        let stranger = MacAddr([2, 0xee, 0, 0, 0, 7]);
+        let mut buf = [0u8; 64];
+        // A gratuitous ARP (RFC 5227 §2.3 announcement) for the VIP ...
+        let n = arp::emit_gratuitous(&mut buf, stranger, VIP.into());
+        assert_eq!(
+            f.forward(&snap, &mut buf[..n], PacketMeta::default(), 1),
+            Verdict::Drop(DropReason::VipConflict)
+        );
+        let (g1, vip, mac) = f.stats.conflict.read().unwrap();
+        assert_eq!((vip, mac), (u32::from_be_bytes(VIP), stranger.0));
+        // ... and an ARP reply from the VIP (RFC 826), unicast to us.
+        let n = arp::emit_frame(
+            &mut buf,
+            MacAddr(LB),
+            stranger,
+            arp::OP_REPLY,
+            stranger,
+            VIP.into(),
+            MacAddr(LB),
+            CLIENT.into(),
+        );
+        assert_eq!(
+            f.forward(&snap, &mut buf[..n], PacketMeta::default(), 2),
+            Verdict::Drop(DropReason::VipConflict)
+        );
+        assert_ne!(f.stats.conflict.read().unwrap().0, g1);
+        assert_eq!(f.stats.drops(DropReason::VipConflict), 2);
+        // Our own announcements (the serving MAC) are no conflict.
+        let n = arp::emit_gratuitous(&mut buf, MacAddr(LB), VIP.into());
+        assert_eq!(
+            f.forward(&snap, &mut buf[..n], PacketMeta::default(), 3),
+            Verdict::Ignore
+        );
+        // Neither is an address that is not a VIP.
+        let n = arp::emit_gratuitous(&mut buf, stranger, CLIENT.into());
+        assert_eq!(
+            f.forward(&snap, &mut buf[..n], PacketMeta::default(), 3),
+            Verdict::Ignore
+        );
+        // A backup does not serve the VIP: the claim is not its conflict.
+        f.active = false;
+        let n = arp::emit_gratuitous(&mut buf, stranger, VIP.into());
+        assert_eq!(
+            f.forward(&snap, &mut buf[..n], PacketMeta::default(), 4),
+            Verdict::Ignore
+        );
+        assert_eq!(f.stats.drops(DropReason::VipConflict), 2);
+    }
+
+    #[test]
+    fn arp_requests_for_other_addresses_are_counted() {
+        let (mut f, snap) = setup(Mode::Nat, 80);
+        let mut buf = [0u8; 64];
+        for i in 0..100u8 {
+            let n = arp::emit_request(
+                &mut buf,
+                MacAddr(CLIENT_MAC),
+                CLIENT.into(),
+                Ipv4Addr::new(198, 18, 1, i),
+            );
+            assert_eq!(
+                f.forward(&snap, &mut buf[..n], PacketMeta::default(), 1),
+                Verdict::Ignore
+            );
+        }
+        assert_eq!(f.stats.events(Event::ArpOtherTarget), 100);
+        assert_eq!(f.stats.events(Event::ArpRepliesSent), 0);
     }
 
     #[test]

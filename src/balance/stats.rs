@@ -2,7 +2,10 @@
 //! so an increment is a plain load and store (no locked instruction); the
 //! admin endpoint sums all workers' values.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicU64,
+    Ordering::{Acquire, Relaxed, Release},
+};
 
 use crossbeam_utils::CachePadded;
 
@@ -59,10 +62,15 @@ pub enum DropReason {
     /// A flow of a vxlan service whose backend has no VTEP in the current
     /// snapshot (removed by a reload), or no local address to send from.
     VxlanNoVtep,
+    /// ARP whose sender address is a VIP this instance serves but whose
+    /// sender MAC is not the serving MAC: another host claims the VIP
+    /// (RFC 5227 §2.4 ongoing address conflict detection). The control
+    /// thread logs it, shows it in /status and defends the VIP.
+    VipConflict,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 23] = [
+    pub const ALL: [DropReason; 24] = [
         DropReason::EthTruncated,
         DropReason::VlanTagged,
         DropReason::ArpMalformed,
@@ -86,6 +94,7 @@ impl DropReason {
         DropReason::VxlanMalformed,
         DropReason::VxlanUnknownVni,
         DropReason::VxlanNoVtep,
+        DropReason::VipConflict,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -113,6 +122,7 @@ impl DropReason {
             DropReason::VxlanMalformed => "vxlan_malformed",
             DropReason::VxlanUnknownVni => "vxlan_unknown_vni",
             DropReason::VxlanNoVtep => "vxlan_no_vtep",
+            DropReason::VipConflict => "vip_conflict",
         }
     }
 }
@@ -143,10 +153,14 @@ pub enum Event {
     GsoSegments,
     /// SYN or SYN-ACK MSS options lowered to the service's `mss_clamp`.
     MssClamped,
+    /// ARP requests for addresses podlb does not answer (not a VIP, or a
+    /// VIP while backup): left to the kernel, counted apart from the other
+    /// ignored frames so an ARP storm shows up by name.
+    ArpOtherTarget,
 }
 
 impl Event {
-    pub const ALL: [Event; 14] = [
+    pub const ALL: [Event; 15] = [
         Event::RxPackets,
         Event::RxBytes,
         Event::TxPackets,
@@ -161,6 +175,7 @@ impl Event {
         Event::GsoSegmented,
         Event::GsoSegments,
         Event::MssClamped,
+        Event::ArpOtherTarget,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -178,6 +193,7 @@ impl Event {
             Event::GsoSegmented => "gso_segmented",
             Event::GsoSegments => "gso_segments",
             Event::MssClamped => "mss_clamped",
+            Event::ArpOtherTarget => "arp_other_target",
         }
     }
 }
@@ -213,11 +229,58 @@ impl Counter {
     }
 }
 
+/// The last VIP conflict a worker saw: which VIP and which MAC claimed it.
+///
+/// Written by its worker only, read by the control thread, lock-free: the
+/// pair (32-bit VIP, 48-bit MAC) does not fit one atomic word, so each of the
+/// two words carries the same 16-bit generation in its high bits. The writer
+/// bumps the generation and stores both words; a reader that loads two words
+/// with equal generations has a pair from one write (a mismatch means a
+/// write was under way: the reader skips it and sees the pair next time).
+/// The exact number of conflicting frames is the `vip_conflict` drop
+/// counter; this slot only says who, as of the latest one.
+#[derive(Default)]
+pub struct ConflictSlot {
+    /// generation << 32 | vip
+    vip: AtomicU64,
+    /// generation << 48 | mac
+    mac: AtomicU64,
+}
+
+impl ConflictSlot {
+    /// Records a conflict (its worker only).
+    #[inline]
+    pub fn record(&self, vip: u32, mac: [u8; 6]) {
+        let gen = ((self.vip.load(Relaxed) >> 32) as u16).wrapping_add(1);
+        let g = u64::from(gen.max(1));
+        let mut m = [0u8; 8];
+        m[2..].copy_from_slice(&mac);
+        self.vip.store(g << 32 | u64::from(vip), Release);
+        self.mac.store(g << 48 | u64::from_be_bytes(m), Release);
+    }
+
+    /// The latest (generation, vip, mac), if one was recorded and no write
+    /// is under way. The generation tells a reader whether it is new.
+    pub fn read(&self) -> Option<(u16, u32, [u8; 6])> {
+        let m = self.mac.load(Acquire);
+        let v = self.vip.load(Acquire);
+        let gen = (v >> 32) as u16;
+        if gen == 0 || gen != (m >> 48) as u16 {
+            return None;
+        }
+        let mut mac = [0u8; 6];
+        mac.copy_from_slice(&m.to_be_bytes()[2..]);
+        Some((gen, v as u32, mac))
+    }
+}
+
 /// The counters of one worker.
 pub struct WorkerStats {
     drops: CachePadded<[Counter; DropReason::ALL.len()]>,
     events: CachePadded<[Counter; Event::ALL.len()]>,
     backends: Box<[Counter]>,
+    /// The latest VIP conflict this worker saw.
+    pub conflict: ConflictSlot,
 }
 
 impl Default for WorkerStats {
@@ -228,6 +291,7 @@ impl Default for WorkerStats {
             backends: (0..MAX_STAT_SLOTS * BACKEND_COUNTERS)
                 .map(|_| Counter::default())
                 .collect(),
+            conflict: ConflictSlot::default(),
         }
     }
 }
@@ -269,4 +333,31 @@ pub fn total<'a>(
     f: impl Fn(&WorkerStats) -> u64,
 ) -> u64 {
     workers.into_iter().map(f).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conflict_slot_reads_whole_pairs() {
+        let s = ConflictSlot::default();
+        assert_eq!(s.read(), None);
+        s.record(0xc612_0064, [2, 0, 0, 0, 0, 0x66]);
+        let (g1, vip, mac) = s.read().unwrap();
+        assert_eq!((vip, mac), (0xc612_0064, [2, 0, 0, 0, 0, 0x66]));
+        s.record(0xc612_0065, [2, 0, 0, 0, 0, 0x77]);
+        let (g2, vip, mac) = s.read().unwrap();
+        assert_ne!(g1, g2);
+        assert_eq!((vip, mac), (0xc612_0065, [2, 0, 0, 0, 0, 0x77]));
+        // A write half done (VIP word of a newer generation) is not a pair.
+        s.vip
+            .store(u64::from(g2.wrapping_add(1)) << 32 | 7, Release);
+        assert_eq!(s.read(), None);
+        // The generation skips 0 when it wraps (0 means "none yet").
+        for _ in 0..70_000 {
+            s.record(1, [2, 0, 0, 0, 0, 1]);
+            assert!(s.read().is_some());
+        }
+    }
 }

@@ -281,6 +281,10 @@ fn metrics(view: &EngineView) -> String {
         ),
         (Event::GsoSegments, "Segments made from those GSO frames."),
         (Event::MssClamped, "SYN and SYN-ACK MSS options clamped."),
+        (
+            Event::ArpOtherTarget,
+            "ARP requests for addresses podlb does not answer, left to the kernel.",
+        ),
     ] {
         let name = format!("podlb_{}_total", e.as_str());
         single(
@@ -304,6 +308,16 @@ fn metrics(view: &EngineView) -> String {
             view.garp_sent.load(Ordering::Relaxed),
         ),
         (
+            "podlb_garp_unicast_sent_total",
+            "Unicast ARP replies sent to clients after becoming master (garp_unicast_clients).",
+            view.garp_unicast_sent.load(Ordering::Relaxed),
+        ),
+        (
+            "podlb_vip_defences_total",
+            "Gratuitous ARPs sent to defend a VIP another host claimed (RFC 5227 section 2.4).",
+            view.vip_defences.load(Ordering::Relaxed),
+        ),
+        (
             "podlb_config_reloads_total",
             "Successful config reloads.",
             view.reloads.load(Ordering::Relaxed),
@@ -320,6 +334,13 @@ fn metrics(view: &EngineView) -> String {
         ),
     ] {
         single(&mut o, name, help, "counter", "", v);
+    }
+    let _ = writeln!(
+        o,
+        "# HELP podlb_vip_conflicts_total ARP frames from another MAC claiming a VIP (RFC 5227 section 2.4), by VIP.\n# TYPE podlb_vip_conflicts_total counter"
+    );
+    for (vip, n) in view.conflicts_per_vip.lock().iter() {
+        let _ = writeln!(o, "podlb_vip_conflicts_total{{vip=\"{vip}\"}} {n}");
     }
     let flows = &view.shared.flows;
     single(
@@ -929,7 +950,16 @@ fn status(view: &EngineView) -> serde_json::Value {
             "replies_sent": total(st.clone(), |w| w.events(Event::ArpRepliesSent)),
             "requests_sent": view.arp_requests.load(Ordering::Relaxed),
             "garp_sent": view.garp_sent.load(Ordering::Relaxed),
+            "garp_unicast_sent": view.garp_unicast_sent.load(Ordering::Relaxed),
+            "vip_defences": view.vip_defences.load(Ordering::Relaxed),
+            "other_target_requests": total(st.clone(), |w| w.events(Event::ArpOtherTarget)),
         },
+        "conflicts": view.conflicts.lock().iter().map(|c| json!({
+            "vip": c.vip.to_string(),
+            "mac": c.mac.to_string(),
+            "last_seen_s": c.last_seen.elapsed().as_secs(),
+            "count": c.count,
+        })).collect::<Vec<_>>(),
         "packets": {
             "rx": total(st.clone(), |w| w.events(Event::RxPackets)),
             "tx": total(st.clone(), |w| w.events(Event::TxPackets)),

@@ -18,9 +18,11 @@ use crate::balance::forward::{Forwarder, NatPorts};
 use crate::balance::hash::hash_bytes;
 use crate::balance::neighbor::NeighborTable;
 use crate::balance::service::Snapshot;
+use crate::balance::stats::DropReason;
 use crate::balance::stats::{WorkerStats, MAX_STAT_SLOTS};
 use crate::balance::sync;
 use crate::config::{Attach, Config, ConfigError, ServiceConfig};
+use crate::control::conflict::{self, ConflictRow, ConflictTracker};
 use crate::control::health::HealthGate;
 use crate::control::k8s::client::{Identity, KubeUpdate, KubeView};
 use crate::control::k8s::lease::{self, LeaseView};
@@ -115,6 +117,16 @@ pub struct EngineView {
     pub active: Box<[AtomicU32]>,
     pub arp_requests: AtomicU64,
     pub garp_sent: AtomicU64,
+    /// Unicast ARP replies sent to clients after a takeover
+    /// (`garp_unicast_clients`).
+    pub garp_unicast_sent: AtomicU64,
+    /// Gratuitous ARPs sent to defend a VIP another host claimed (RFC 5227
+    /// §2.4 (c)); also counted in `garp_sent`.
+    pub vip_defences: AtomicU64,
+    /// Hosts that claimed a VIP (RFC 5227 §2.4), most recent first, and
+    /// conflicting frames per VIP; written by the control thread.
+    pub conflicts: Mutex<Vec<ConflictRow>>,
+    pub conflicts_per_vip: Mutex<Vec<(Ipv4Addr, u64)>>,
     pub reloads: AtomicU64,
     pub reload_errors: AtomicU64,
     pub last_reload_error: Mutex<Option<String>>,
@@ -448,6 +460,10 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
         active: (0..MAX_STAT_SLOTS).map(|_| AtomicU32::new(0)).collect(),
         arp_requests: AtomicU64::new(0),
         garp_sent: AtomicU64::new(0),
+        garp_unicast_sent: AtomicU64::new(0),
+        vip_defences: AtomicU64::new(0),
+        conflicts: Mutex::new(Vec::new()),
+        conflicts_per_vip: Mutex::new(Vec::new()),
         reloads: AtomicU64::new(0),
         reload_errors: AtomicU64::new(0),
         last_reload_error: Mutex::new(None),
@@ -821,6 +837,15 @@ struct Control {
     pending: Option<Pending>,
     /// Never-read UDP sockets on the vxlan services' ports.
     vxlan_sinks: HashMap<u16, std::net::UdpSocket>,
+    /// VIP conflicts the workers reported (RFC 5227 §2.4).
+    conflicts: ConflictTracker,
+    /// `[vrrp] garp_refresh_s`: the next periodic announcement while master.
+    next_refresh: Option<Instant>,
+    /// `[vrrp] garp_unicast_clients`: unicast ARP replies still owed to
+    /// clients after a takeover (vip, client, client MAC), and how many go
+    /// out per tick (spread over the first second).
+    unicast_due: Vec<(Ipv4Addr, Ipv4Addr, MacAddr)>,
+    unicast_per_tick: usize,
 }
 
 /// A staged snapshot; see [`Control::stage`].
@@ -867,6 +892,10 @@ impl Control {
             kube_services: Vec::new(),
             pending: None,
             vxlan_sinks: HashMap::new(),
+            conflicts: ConflictTracker::default(),
+            next_refresh: None,
+            unicast_due: Vec::new(),
+            unicast_per_tick: 1,
         }
     }
 
@@ -1114,6 +1143,127 @@ impl Control {
             self.garp_due = snap.vips().map(|v| (v, n, now)).collect();
             // The first announcement goes out at once, not at the next tick.
             self.send_due_garps(now);
+            let unicast = self
+                .view
+                .config
+                .load()
+                .vrrp
+                .as_ref()
+                .is_some_and(|v| v.garp_unicast_clients);
+            if unicast && e.serve == Some(true) {
+                self.schedule_unicast_clients(&snap);
+            }
+        }
+    }
+
+    /// `garp_unicast_clients`: after becoming master, an RFC 826 reply
+    /// (sender = VIP at the serving MAC) to each client MAC in the flow
+    /// table, for clients that ignore broadcast gratuitous ARP. At most
+    /// [`conflict::MAX_UNICAST_CLIENTS`], spread over the first second
+    /// ([`SWEEP_TICKS`] ticks).
+    fn schedule_unicast_clients(&mut self, snap: &Snapshot) {
+        let mut flows = Vec::new();
+        self.view.shared.flows.for_each(|f| {
+            flows.push((f.key.client, f.key.vip, f.client_mac));
+            flows.len() < 4 * conflict::MAX_UNICAST_CLIENTS
+        });
+        let mut due =
+            conflict::unicast_targets(flows, |v| snap.is_vip(v), conflict::MAX_UNICAST_CLIENTS);
+        due.reverse(); // sent from the back
+        self.unicast_per_tick = due.len().div_ceil(SWEEP_TICKS).max(1);
+        tracing::info!(
+            clients = due.len(),
+            "unicast ARP replies to clients scheduled"
+        );
+        self.unicast_due = due;
+    }
+
+    fn send_due_unicast(&mut self) {
+        for _ in 0..self.unicast_per_tick {
+            let Some((vip, client, mac)) = self.unicast_due.pop() else {
+                return;
+            };
+            let mut buf = [0u8; 64];
+            let n = arp::emit_frame(
+                &mut buf,
+                mac,
+                self.view.mac,
+                arp::OP_REPLY,
+                self.view.mac,
+                vip,
+                mac,
+                client,
+            );
+            if self.injector.inject(&buf[..n]).is_ok() {
+                self.view.garp_unicast_sent.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Samples the workers' conflict reports (RFC 5227 §2.4): logs each
+    /// claimant at most once per DEFEND_INTERVAL and, while serving, defends
+    /// the VIP with one gratuitous ARP at most once per DEFEND_INTERVAL
+    /// (§2.4 (c): a VIP is not given up).
+    fn check_conflicts(&mut self) {
+        let now = Instant::now();
+        let serving = self.view.shared.active.load(Ordering::Relaxed);
+        let mut out = conflict::Outcome::default();
+        let view = self.view.clone();
+        for (i, w) in view.workers.iter().enumerate() {
+            let frames = w.drops(DropReason::VipConflict);
+            self.conflicts
+                .observe(i, frames, w.conflict.read(), now, serving, &mut out);
+        }
+        if out.log.is_empty() && out.defend.is_empty() {
+            return;
+        }
+        for (vip, mac, count) in &out.log {
+            tracing::warn!(%vip, %mac, count, "VIP conflict: another host claims the VIP (RFC 5227 §2.4)");
+        }
+        for vip in &out.defend {
+            let mut buf = [0u8; 64];
+            let n = arp::emit_gratuitous(&mut buf, self.view.mac, *vip);
+            if self.injector.inject(&buf[..n]).is_ok() {
+                self.view.garp_sent.fetch_add(1, Ordering::Relaxed);
+                self.view.vip_defences.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(%vip, "defended the VIP with a gratuitous ARP");
+            }
+        }
+        *self.view.conflicts.lock() = self.conflicts.rows();
+        *self.view.conflicts_per_vip.lock() = self.conflicts.per_vip();
+    }
+
+    /// `garp_refresh_s`: while serving with VRRP, one more announcement of
+    /// every VIP each period.
+    fn garp_refresh(&mut self) {
+        let period = self
+            .view
+            .config
+            .load()
+            .vrrp
+            .as_ref()
+            .map_or(Duration::ZERO, |v| v.garp_refresh);
+        if period.is_zero() || !self.view.shared.active.load(Ordering::Relaxed) {
+            self.next_refresh = None;
+            return;
+        }
+        let now = Instant::now();
+        let Some(at) = self.next_refresh else {
+            // Becoming master announces already; the first refresh is a
+            // period later.
+            self.next_refresh = Some(now + period);
+            return;
+        };
+        if now < at {
+            return;
+        }
+        self.next_refresh = Some(now + period);
+        let ms = self.now();
+        let snap = self.view.shared.snapshot.load();
+        for v in snap.vips() {
+            if !self.garp_due.iter().any(|d| d.0 == v) {
+                self.garp_due.push((v, 1, ms));
+            }
         }
     }
 
@@ -1289,8 +1439,11 @@ impl Control {
     }
 
     fn tick(&mut self) {
+        self.garp_refresh();
         let now = self.now();
         self.send_due_garps(now);
+        self.send_due_unicast();
+        self.check_conflicts();
 
         // ARP resolution and refresh.
         let snap = self.view.shared.snapshot.load();

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod cloud;
+pub mod conflict;
 pub mod demo;
 pub mod engine;
 pub mod health;
