@@ -29,6 +29,8 @@ use podlb::wire::MacAddr;
 const FLOWS: u32 = 1_000_000;
 /// Operations per iteration of the table benches.
 const BATCH: usize = 1024;
+/// Frames a worker sees ahead in one RX batch (AF_PACKET V2 takes up to 64).
+const RX_BATCH: usize = 32;
 const NOW: u32 = 1_000;
 const TIMEOUTS: Timeouts = Timeouts {
     syn_ms: 10_000,
@@ -127,6 +129,10 @@ fn flow_table(c: &mut Criterion) {
         }
     }
     println!(
+        "flow table: {} bytes on huge pages (0: transparent huge pages unavailable)",
+        t.huge_page_bytes()
+    );
+    println!(
         "flow table: {} of {} flows inserted ({} refused) in {:.2} s; {} slots; memory {} bytes = {:.1} bytes per flow of capacity {}",
         live.len(),
         FLOWS,
@@ -173,6 +179,28 @@ fn flow_table(c: &mut Criterion) {
                 let r = t.lookup(&hit[i + dep]);
                 hits += r.is_some() as u32;
                 dep = r.map_or(0, |(_, f)| f.last_seen_ms as usize) & zero;
+            }
+            cur = (cur + BATCH) % hit.len();
+            hits
+        })
+    });
+
+    // As a worker does it: a batch of RX_BATCH keys is prefetched first
+    // (FlowTable::prefetch: both candidate control lines), then looked up.
+    let mut cur = 0;
+    g.bench_function("flow_lookup_hit_1m_prefetched", |b| {
+        b.iter(|| {
+            let mut hits = 0u32;
+            for chunk in hit[cur..cur + BATCH].chunks(RX_BATCH) {
+                for k in chunk {
+                    t.prefetch(black_box(k));
+                }
+                for k in chunk {
+                    t.prefetch_slot(black_box(k));
+                }
+                for k in chunk {
+                    hits += t.lookup(black_box(k)).is_some() as u32;
+                }
             }
             cur = (cur + BATCH) % hit.len();
             hits
@@ -584,6 +612,34 @@ fn established_1m(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::
         })
     });
     println!("forward_nat_established_1m_flows: {other} packets not forwarded (must be 0)");
+
+    // The same frames as a worker handles an RX batch: RX_BATCH frames are
+    // shown to Forwarder::prefetch first, then forwarded. One element = one
+    // frame (copy included, as above).
+    let mut scratch = vec![0u8; len * RX_BATCH];
+    let (mut j, mut other) = (0usize, 0u64);
+    g.throughput(Throughput::Elements(RX_BATCH as u64));
+    g.bench_function("forward_nat_established_1m_flows_batched", |b| {
+        b.iter(|| {
+            let from = j * len;
+            scratch.copy_from_slice(&pristine[from..from + len * RX_BATCH]);
+            j = (j + RX_BATCH) % SAMPLE;
+            for pass in 0..podlb::io::PREFETCH_PASSES {
+                for f in scratch.chunks(len) {
+                    Forwarder::prefetch(&rig.fwd.flows, &rig.snap, black_box(f), pass);
+                }
+            }
+            let mut tx = 0;
+            for f in scratch.chunks_mut(len) {
+                let v = rig.forward(black_box(f));
+                tx += (v == Verdict::Tx) as u32;
+            }
+            other += u64::from(RX_BATCH as u32 - tx);
+            tx
+        })
+    });
+    g.throughput(Throughput::Elements(1));
+    println!("forward_nat_established_1m_flows_batched: {other} packets not forwarded (must be 0)");
 }
 
 criterion_group!(benches, flow_table, forward);

@@ -4,7 +4,8 @@
 //! - [`wire`]: zero-copy packet views and emitters; no allocation, no IO.
 //! - [`balance`]: Maglev, the lock-free connection table, NAT ports and the
 //!   forward pipeline (`frame in -> Verdict`). Sans-IO: time is an argument.
-//! - [`io`]: the only module with sockets and `unsafe`: AF_PACKET rings, TAP.
+//! - [`io`]: sockets and devices, with nearly all `unsafe`: AF_PACKET rings, TAP.
+//! - [`mem`]: cache prefetch and huge-page-advised tables (two small `unsafe` blocks).
 //! - [`dataplane`]: poll-mode workers driving an `io` device through `balance`.
 //! - [`control`]: config loading, ARP resolution, flow expiry, admin HTTP, demo.
 
@@ -16,5 +17,7 @@ pub mod dataplane;
 pub mod fuzzing;
 #[allow(unsafe_code)]
 pub mod io;
+#[allow(unsafe_code)]
+pub mod mem;
 pub mod vrrp;
 pub mod wire;

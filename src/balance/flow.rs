@@ -36,6 +36,7 @@
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 
 use crate::balance::hash::mix64;
+use crate::mem::{advise_huge_pages, prefetch};
 use crate::wire::MacAddr;
 
 /// Slots per bucket: one cache line of 8 control words.
@@ -242,6 +243,7 @@ pub struct FlowTable {
     capacity: usize,
     live: AtomicUsize,
     evictions: AtomicU64,
+    huge_bytes: usize,
     pub timeouts: Timeouts,
 }
 
@@ -253,7 +255,7 @@ impl FlowTable {
         // fails an insert at ~75% load; a third more slots than flows keeps
         // that point at or above capacity (see the fill test below).
         let buckets = (capacity + capacity / 3).div_ceil(WAYS);
-        FlowTable {
+        let mut t = FlowTable {
             ctrl: (0..buckets).map(|_| Line::default()).collect(),
             slots: (0..buckets * WAYS).map(|_| Slot::default()).collect(),
             rev: (0..buckets).map(|_| Line::default()).collect(),
@@ -261,8 +263,19 @@ impl FlowTable {
             capacity,
             live: AtomicUsize::new(0),
             evictions: AtomicU64::new(0),
+            huge_bytes: 0,
             timeouts,
-        }
+        };
+        // Random accesses over ~100 B per flow: above a few MB every lookup
+        // would also miss the TLB with 4 KiB pages (mem::advise_huge_pages).
+        t.huge_bytes =
+            advise_huge_pages(&t.slots) + advise_huge_pages(&t.ctrl) + advise_huge_pages(&t.rev);
+        t
+    }
+
+    /// Bytes of the table backed by (advised and collapsed) huge pages.
+    pub fn huge_page_bytes(&self) -> usize {
+        self.huge_bytes
     }
 
     pub fn capacity(&self) -> usize {
@@ -341,6 +354,65 @@ impl FlowTable {
             tcp: tcp as u8,
             last_seen_ms: last,
         })
+    }
+
+    /// Starts loading the control lines a [`lookup`](Self::lookup) of `key`
+    /// will read. Issued for a whole batch before the lookups, the batch's
+    /// cache misses overlap (memory-level parallelism) instead of each
+    /// lookup waiting out its own.
+    #[inline]
+    pub fn prefetch(&self, key: &FlowKey) {
+        let (b1, b2) = self.buckets_of(key.hash());
+        prefetch(&self.ctrl[b1]);
+        prefetch(&self.ctrl[b2]);
+    }
+
+    /// Second prefetch pass, after [`prefetch`](Self::prefetch) of the same
+    /// key had time to land: reads the control lines, and starts loading the
+    /// slot of each way whose tag matches (a hit's second miss).
+    #[inline]
+    pub fn prefetch_slot(&self, key: &FlowKey) {
+        let h = key.hash();
+        let tag = (h >> 16) as u32;
+        let (b1, b2) = self.buckets_of(h);
+        for b in [b1, b2] {
+            for (way, cw) in self.ctrl[b].0.iter().enumerate() {
+                let w = cw.load(Relaxed);
+                if ctrl_state(w) == ST_LIVE && ctrl_tag(w) == tag {
+                    prefetch(&self.slots[b * WAYS + way]);
+                }
+            }
+        }
+    }
+
+    /// Second pass for a reverse key: the control line and slot each
+    /// matching reverse entry points at.
+    #[inline]
+    pub fn prefetch_reverse_slot(&self, key: &ReverseKey) {
+        let h = key.hash();
+        let tag = (h >> 16) as u32;
+        let (b1, b2) = self.buckets_of(h);
+        for b in [b1, b2] {
+            for rw in &self.rev[b].0 {
+                let rw = rw.load(Relaxed);
+                if rw != 0 && (rw >> 32) as u32 == tag {
+                    let slot = (rw as u32).wrapping_sub(1) as usize;
+                    if let Some(s) = self.slots.get(slot) {
+                        prefetch(self.ctrl_word(slot));
+                        prefetch(s);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts loading the reverse-index lines a
+    /// [`lookup_reverse`](Self::lookup_reverse) of `key` will read.
+    #[inline]
+    pub fn prefetch_reverse(&self, key: &ReverseKey) {
+        let (b1, b2) = self.buckets_of(key.hash());
+        prefetch(&self.rev[b1]);
+        prefetch(&self.rev[b2]);
     }
 
     /// Looks up the flow of a client-side 4-tuple.

@@ -283,6 +283,55 @@ impl Forwarder {
         v
     }
 
+    /// Starts loading the flow-table lines [`forward`](Self::forward) will
+    /// read for `frame`: the flow index for a segment to a service, the
+    /// reverse index for one to any other port of a VIP (a full-NAT reply).
+    /// Pass 0 loads the index lines; pass 1, run over the batch after pass 0,
+    /// reads them and loads the matching slots. Reads only the headers,
+    /// checks nothing and changes nothing. The worker runs both passes over a
+    /// whole RX batch before forwarding it, so the batch's flow-table misses
+    /// overlap instead of each packet waiting out two of its own.
+    #[inline]
+    pub fn prefetch(flows: &FlowTable, snap: &Snapshot, frame: &[u8], pass: u8) {
+        let Some(h) = frame.get(..ETH + 20) else {
+            return;
+        };
+        if h[12..14] != ethernet::ETHERTYPE_IPV4.to_be_bytes() || h[ETH + 9] != ipv4::PROTO_TCP {
+            return;
+        }
+        let l4 = ETH + usize::from(h[ETH] & 0x0f) * 4;
+        let Some(ports) = frame.get(l4..l4 + 4) else {
+            return;
+        };
+        let be32 = |o: usize| u32::from_be_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
+        let (src, dst) = (be32(ETH + 12), be32(ETH + 16));
+        let sport = u16::from_be_bytes([ports[0], ports[1]]);
+        let dport = u16::from_be_bytes([ports[2], ports[3]]);
+        if snap.service(dst, dport).is_some() {
+            let k = FlowKey {
+                client: src,
+                vip: dst,
+                client_port: sport,
+                vport: dport,
+            };
+            match pass {
+                0 => flows.prefetch(&k),
+                _ => flows.prefetch_slot(&k),
+            }
+        } else if snap.is_vip(dst) {
+            let k = ReverseKey {
+                backend: src,
+                vip: dst,
+                backend_port: sport,
+                nat_port: dport,
+            };
+            match pass {
+                0 => flows.prefetch_reverse(&k),
+                _ => flows.prefetch_reverse_slot(&k),
+            }
+        }
+    }
+
     #[inline]
     fn classify(
         &mut self,
@@ -1144,6 +1193,36 @@ mod tests {
     use crate::config::{BackendConfig, ServiceConfig};
     use etherparse::{Ipv4Header, PacketBuilder};
     use std::net::{Ipv4Addr, SocketAddrV4};
+
+    /// The look-ahead reads headers of frames nobody has checked yet: any
+    /// prefix of a segment or a reply, in either pass, must be harmless and
+    /// leave the verdicts unchanged.
+    #[test]
+    fn prefetch_takes_any_prefix_and_changes_nothing() {
+        let (mut f, snap) = setup(Mode::Nat, 8080);
+        let mut syn = tcp_frame(CLIENT_MAC, LB, CLIENT, VIP, 40001, 80, "S");
+        for pass in 0..2 {
+            for n in 0..=syn.len() {
+                Forwarder::prefetch(&f.flows, &snap, &syn[..n], pass);
+            }
+        }
+        assert_eq!(
+            f.forward(&snap, &mut syn, PacketMeta::default(), 1),
+            Verdict::Tx
+        );
+        let (dst, sport) = (verify(&syn).1, verify(&syn).2);
+        let mut synack = tcp_frame(bmac(dst).0, LB, dst, VIP, 8080, sport, "SA");
+        for pass in 0..2 {
+            for n in 0..=synack.len() {
+                Forwarder::prefetch(&f.flows, &snap, &synack[..n], pass);
+            }
+        }
+        assert_eq!(
+            f.forward(&snap, &mut synack, PacketMeta::default(), 2),
+            Verdict::Tx
+        );
+        assert_eq!(verify(&synack), (VIP, CLIENT, 80, 40001));
+    }
 
     #[test]
     fn nat_syn_reply_and_established_round_trip() {

@@ -79,13 +79,15 @@ pub fn run_worker<D: Device>(
             None
         }
     };
+    let flows = fwd.flows.clone();
     let mut last_rx = Instant::now();
     while !shared.stop.load(Ordering::Relaxed) {
         let snap = shared.snapshot.load();
         let now = Instant::now();
         let now_ms = now.duration_since(shared.epoch).as_millis() as u32;
         fwd.active = shared.active.load(Ordering::Relaxed);
-        let res = dev.poll(
+        let res = dev.poll_prefetched(
+            &mut |frame, pass| Forwarder::prefetch(&flows, &snap, frame, pass),
             &mut |frame, meta| match fwd.forward(&snap, frame, meta, now_ms) {
                 Verdict::Tx => true,
                 Verdict::Punt => {

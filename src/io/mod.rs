@@ -14,6 +14,9 @@ pub mod packet;
 pub mod sys;
 pub mod tap;
 
+/// Look-ahead passes of [`Device::poll_prefetched`].
+pub const PREFETCH_PASSES: u8 = 2;
+
 /// What one `poll` call saw and did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct BatchStats {
@@ -34,6 +37,19 @@ pub trait Device: Send {
         &mut self,
         f: &mut F,
     ) -> io::Result<BatchStats>;
+    /// [`poll`](Self::poll), but first shows every frame of the batch to
+    /// `pre` (read-only) in [`PREFETCH_PASSES`] passes, pass 0 over all of
+    /// them, then pass 1, so the caller can start the memory loads the batch
+    /// will need before it works on the first frame. Devices that cannot see
+    /// a batch ahead (one `read` per frame) simply poll.
+    fn poll_prefetched<P: FnMut(&[u8], u8), F: FnMut(&mut [u8], PacketMeta) -> bool>(
+        &mut self,
+        pre: &mut P,
+        f: &mut F,
+    ) -> io::Result<BatchStats> {
+        let _ = pre;
+        self.poll(f)
+    }
     /// A separate sender on the same device for frames the worker builds
     /// itself (VXLAN encapsulation, [`crate::balance::forward::Verdict::TxOut`]):
     /// complete frames without a virtio-net header request.

@@ -422,6 +422,29 @@ impl PacketSocket {
         }
     }
 
+    /// Shows `pre` the frames the next `poll_v2` will take (at most one
+    /// batch), read-only. A frame that becomes ready after this scan is
+    /// simply taken without its look-ahead.
+    fn look_ahead_v2<P: FnMut(&[u8])>(&self, pre: &mut P) {
+        let mut i = self.next_block;
+        for _ in 0..V2_BATCH {
+            if self.block_status(i).load(Ordering::Acquire) & TP_STATUS_USER == 0 {
+                break;
+            }
+            // SAFETY: i < slots: the slot is inside the mapping.
+            let base = unsafe { self.ring.ptr.as_ptr().add(i * self.block_size) };
+            let snap = rd32(base, H2_SNAPLEN) as usize;
+            let mac = rd16(base, H2_MAC) as usize;
+            if mac + snap <= self.block_size {
+                // SAFETY: [mac, mac+snap) lies inside the slot (checked), which
+                // belongs to userspace (TP_STATUS_USER) until poll_v2 releases
+                // it; this shared view ends before poll_v2 takes a mutable one.
+                pre(unsafe { std::slice::from_raw_parts(base.add(mac), snap) });
+            }
+            i = (i + 1) % self.blocks;
+        }
+    }
+
     fn poll_v2<F: FnMut(&mut [u8], PacketMeta) -> bool>(
         &mut self,
         f: &mut F,
@@ -475,6 +498,19 @@ fn rd16(base: *const u8, off: usize) -> u16 {
 }
 
 impl Device for PacketSocket {
+    fn poll_prefetched<P: FnMut(&[u8], u8), F: FnMut(&mut [u8], PacketMeta) -> bool>(
+        &mut self,
+        pre: &mut P,
+        f: &mut F,
+    ) -> io::Result<BatchStats> {
+        if self.version == RxRing::V2 {
+            for pass in 0..crate::io::PREFETCH_PASSES {
+                self.look_ahead_v2(&mut |frame| pre(frame, pass));
+            }
+        }
+        self.poll(f)
+    }
+
     fn poll<F: FnMut(&mut [u8], PacketMeta) -> bool>(
         &mut self,
         f: &mut F,
