@@ -177,6 +177,8 @@ fn syn_flood_keeps_memory_table_and_established_connections() {
     let capacity = status["flows"]["capacity"].as_u64().unwrap();
     let evictions = metric(&podlb, "podlb_flow_evictions_total", &[]) - evictions_before;
     let full = drops(&podlb, "flow_table_full");
+    // Read by the worker every 100 ms; the wait above took longer.
+    let ring_full = drops(&podlb, "rx_ring_full");
     let after = ask_all(client, &mut conns);
     let after_ok = after
         .iter()
@@ -184,7 +186,7 @@ fn syn_flood_keeps_memory_table_and_established_connections() {
         .filter(|(r, p)| r.as_ref().is_ok_and(|b| b == *p))
         .count();
     eprintln!(
-        "syn flood: {sent} SYNs in {} s ({} pps); podlb received {rx}; \
+        "syn flood: {sent} SYNs in {} s ({} pps); podlb received {rx}, its RX ring overflowed for {ring_full}; \
          VmRSS {rss_before} KiB -> {rss_after} KiB; flows {active}/{capacity}, \
          {evictions} evictions, {full} flow_table_full drops; kept connections \
          answering during {during_ok}/{KEPT}, after {after_ok}/{KEPT}",

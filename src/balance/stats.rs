@@ -67,10 +67,13 @@ pub enum DropReason {
     /// (RFC 5227 §2.4 ongoing address conflict detection). The control
     /// thread logs it, shows it in /status and defends the VIP.
     VipConflict,
+    /// The kernel found the AF_PACKET receive ring full and dropped the
+    /// frame before podlb saw it (`PACKET_STATISTICS`; read every 100 ms).
+    RxRingFull,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 24] = [
+    pub const ALL: [DropReason; 25] = [
         DropReason::EthTruncated,
         DropReason::VlanTagged,
         DropReason::ArpMalformed,
@@ -95,6 +98,7 @@ impl DropReason {
         DropReason::VxlanUnknownVni,
         DropReason::VxlanNoVtep,
         DropReason::VipConflict,
+        DropReason::RxRingFull,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -123,6 +127,7 @@ impl DropReason {
             DropReason::VxlanUnknownVni => "vxlan_unknown_vni",
             DropReason::VxlanNoVtep => "vxlan_no_vtep",
             DropReason::VipConflict => "vip_conflict",
+            DropReason::RxRingFull => "rx_ring_full",
         }
     }
 }
@@ -300,6 +305,10 @@ impl WorkerStats {
     #[inline]
     pub fn dropped(&self, r: DropReason) {
         self.drops[r as usize].add(1);
+    }
+    #[inline]
+    pub fn dropped_n(&self, r: DropReason, n: u64) {
+        self.drops[r as usize].add(n);
     }
     #[inline]
     pub fn event(&self, e: Event, n: u64) {

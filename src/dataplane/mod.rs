@@ -59,6 +59,9 @@ impl Shared {
     }
 }
 
+/// How often a worker reads its device's ring-full drop count (a syscall).
+const RING_CHECK: Duration = Duration::from_millis(100);
+
 /// How long a sleeping worker waits before it looks at the stop flag again.
 const SLEEP: Duration = Duration::from_millis(100);
 
@@ -81,9 +84,14 @@ pub fn run_worker<D: Device>(
     };
     let flows = fwd.flows.clone();
     let mut last_rx = Instant::now();
+    let mut last_ring_check = last_rx;
     while !shared.stop.load(Ordering::Relaxed) {
         let snap = shared.snapshot.load();
         let now = Instant::now();
+        if now.duration_since(last_ring_check) >= RING_CHECK {
+            last_ring_check = now;
+            stats.dropped_n(DropReason::RxRingFull, dev.rx_ring_drops());
+        }
         let now_ms = now.duration_since(shared.epoch).as_millis() as u32;
         fwd.active = shared.active.load(Ordering::Relaxed);
         let res = dev.poll_prefetched(

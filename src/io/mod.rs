@@ -50,6 +50,12 @@ pub trait Device: Send {
         let _ = pre;
         self.poll(f)
     }
+    /// Frames the kernel dropped since the last call because the receive
+    /// ring was full (the worker was too slow). 0 where the device has no
+    /// such count.
+    fn rx_ring_drops(&mut self) -> u64 {
+        0
+    }
     /// A separate sender on the same device for frames the worker builds
     /// itself (VXLAN encapsulation, [`crate::balance::forward::Verdict::TxOut`]):
     /// complete frames without a virtio-net header request.

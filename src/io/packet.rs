@@ -561,6 +561,10 @@ impl Device for PacketSocket {
         Ok(st)
     }
 
+    fn rx_ring_drops(&mut self) -> u64 {
+        sys::packet_ring_drops(self.fd.as_raw_fd()).unwrap_or(0)
+    }
+
     fn injector(&self) -> io::Result<Box<dyn Injector>> {
         PacketInjector::open_index(self.ifindex).map(|i| Box::new(i) as Box<dyn Injector>)
     }

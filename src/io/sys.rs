@@ -172,6 +172,30 @@ pub fn wait_readable(fd: RawFd, timeout: Duration) -> io::Result<bool> {
     Ok(r > 0)
 }
 
+/// `PACKET_STATISTICS` (linux/if_packet.h): frames received and frames
+/// dropped because the RX ring was full since the last call (reading resets
+/// them). The V3 struct adds a freeze count after these two words.
+pub(crate) fn packet_ring_drops(fd: RawFd) -> io::Result<u64> {
+    const PACKET_STATISTICS: i32 = 6;
+    let mut st = [0u32; 3];
+    let mut len = std::mem::size_of_val(&st) as libc::socklen_t;
+    // SAFETY: st is a live 12-byte buffer and len says so; the kernel writes
+    // at most len bytes and stores the length it wrote.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_PACKET,
+            PACKET_STATISTICS,
+            st.as_mut_ptr() as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(u64::from(st[1]))
+}
+
 /// setsockopt with an integer-sized value.
 pub(crate) fn setsockopt<T>(fd: RawFd, level: i32, name: i32, value: &T) -> io::Result<()> {
     // SAFETY: value points to a live T of the size passed; the kernel only reads it.
