@@ -368,31 +368,44 @@ impl Encoder {
 }
 
 /// A walk of the whole connection table for a newcomer (`control::sync`),
-/// a bounded number of slots a step so that neither the control loop nor
-/// the link is flooded: every live flow as an `Upsert`, then the
-/// [`FLAG_TABLE_SENT`] datagram.
+/// bounded per step so that neither the control loop nor the link is
+/// flooded: every live flow as an `Upsert`, then the [`FLAG_TABLE_SENT`]
+/// datagram.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct TableDump {
     next: usize,
 }
 
+/// Slots a dump step looks at between checks of its datagram budget.
+const DUMP_CHUNK: usize = 1024;
+
 impl TableDump {
-    /// Walks the next `slots` slots; the datagrams they fill go to `out`.
+    /// Walks on through at most `max_slots` slots, stopping early (at a
+    /// [`DUMP_CHUNK`] boundary) once `max_datagrams` datagrams have been
+    /// filled; they go to `out`. An empty slot costs one load, so a sparse
+    /// table is walked fast while a full one is sent at a bounded rate.
     /// Returns true when the walk is over: `out` then ends with the rest of
     /// the batch and the "table sent" datagram.
     pub fn step(
         &mut self,
         flows: &FlowTable,
         enc: &mut Encoder,
-        slots: usize,
+        max_slots: usize,
+        max_datagrams: usize,
         now_ms: u32,
         out: &mut Vec<Vec<u8>>,
     ) -> bool {
-        flows.for_each_in(self.next, slots, |f| {
-            out.extend(enc.push(&SyncEvent::upsert(f, now_ms)));
-            true
-        });
-        self.next = self.next.saturating_add(slots.max(1));
+        let (start, budget) = (self.next, out.len() + max_datagrams);
+        while self.next < flows.slot_count()
+            && self.next - start < max_slots.max(1)
+            && out.len() < budget
+        {
+            flows.for_each_in(self.next, DUMP_CHUNK, |f| {
+                out.extend(enc.push(&SyncEvent::upsert(f, now_ms)));
+                true
+            });
+            self.next += DUMP_CHUNK;
+        }
         if self.next < flows.slot_count() {
             return false;
         }
@@ -839,7 +852,7 @@ mod tests {
 
     #[test]
     fn table_dump_sends_every_flow_then_the_flag() {
-        let table = FlowTable::new(1000, T);
+        let table = FlowTable::new(10_000, T);
         for i in 0..500u32 {
             let e = ev(
                 0xc612_0000 + i,
@@ -855,14 +868,18 @@ mod tests {
         loop {
             steps += 1;
             let before = out.len();
-            let done = dump.step(&table, &mut enc, 128, 0, &mut out);
-            // At most a step's worth of flows, batched.
-            assert!(out.len() - before <= 128 / MAX_ENTRIES + 2);
+            let done = dump.step(&table, &mut enc, 4096, 2, 0, &mut out);
+            // The datagram budget, overrun by at most one chunk's worth of
+            // flows (plus the end: the batch and the flag).
+            assert!(out.len() - before <= 2 + 1024 / MAX_ENTRIES + 2);
             if done {
                 break;
             }
         }
-        assert_eq!(steps, table.slot_count().div_ceil(128));
+        // 500 flows in 12 datagrams: the budget, not the slot bound
+        // (13 336 slots, 4 steps) sets the pace.
+        assert!(steps > table.slot_count().div_ceil(4096));
+        assert!(steps <= table.slot_count().div_ceil(1024));
         let mut seen = std::collections::HashSet::new();
         for (i, d) in out.iter().enumerate() {
             let d = decode(d).unwrap();

@@ -19,8 +19,9 @@
 //!
 //! A newcomer gets the whole table at once: when a hello comes from an
 //! address the master has not heard within [`PEER_TTL`] (or from a process
-//! there that restarted), the master walks its table in steps of
-//! [`DUMP_SLOTS_PER_STEP`] slots, sends every live flow, and then an empty
+//! there that restarted), the master walks its table in bounded steps
+//! ([`DUMP_SLOTS_PER_STEP`] slots, [`DUMP_DATAGRAMS_PER_STEP`] datagrams),
+//! sends every live flow, and then an empty
 //! datagram flagged [`FLAG_TABLE_SENT`]. A backup that got that flag from
 //! the current master is [`synced`](SyncLink::synced); until then a
 //! returning higher-priority instance holds its preemption
@@ -58,9 +59,12 @@ pub const PEER_TTL: Duration = Duration::from_secs(3);
 /// The master re-sends every live flow about this often (so the backups'
 /// copies, which see no traffic, neither expire nor go stale).
 pub const REFRESH_PERIOD_MS: u32 = 10_000;
-/// Table slots the master walks per step of a table dump (at most this many
-/// flows, 24 datagrams; the control loop steps every 2 ms while busy).
-pub const DUMP_SLOTS_PER_STEP: usize = 1024;
+/// Table slots the master walks at most per step of a table dump (an
+/// empty one costs a load: 1.3 M slots, a million-flow table, in ~21 steps).
+pub const DUMP_SLOTS_PER_STEP: usize = 65_536;
+/// Datagrams a dump step sends at most (~1000 flows); the control loop
+/// steps every 2 ms while busy.
+pub const DUMP_DATAGRAMS_PER_STEP: usize = 24;
 /// A returning instance waits at most this long for the master's table
 /// before it preempts anyway: by then the periodic refresh has re-sent
 /// every flow (a master that does not dump, or a lossy link).
@@ -360,7 +364,8 @@ impl SyncLink {
             }
             if let Some(dump) = self.dump.as_mut() {
                 busy = true;
-                if dump.step(flows, &mut self.enc, DUMP_SLOTS_PER_STEP, now_ms, &mut out) {
+                let (slots, datagrams) = (DUMP_SLOTS_PER_STEP, DUMP_DATAGRAMS_PER_STEP);
+                if dump.step(flows, &mut self.enc, slots, datagrams, now_ms, &mut out) {
                     self.dump = None;
                     self.view.tables_sent.fetch_add(1, Relaxed);
                 }
