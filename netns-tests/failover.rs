@@ -317,6 +317,89 @@ fn vrrp_established_flows_survive_failover() {
     stop_podlb(&lb2);
 }
 
+/// Issue 7: lb1 (priority 200) is killed, keep-alive connections are opened
+/// through lb2, lb1 comes back (preempt on, no preempt delay). lb1 holds its
+/// preemption until lb2 has sent it the whole connection table (it used to
+/// preempt ~0.3 s after start, before the 10 s refresh had carried those
+/// flows, and every one of them was reset), so they keep working after lb1
+/// has taken over.
+#[test]
+fn vrrp_returning_master_keeps_flows_opened_while_away() {
+    require_netns!("vrrp_returning_master_keeps_flows_opened_while_away");
+    let budget = Budget::start();
+    let lab = lab(false);
+    let (lb1, lb2) = start_pair(&lab, 100, false, false);
+    let mut logs = lab.procs.clone();
+    logs.extend([lb1.proc().clone(), lb2.proc().clone()]);
+    let _log = LogOnPanic(logs.clone());
+    let client = lab.topo.ns("client").to_string();
+    wait_http(&client, budget.left(Duration::from_secs(5)));
+
+    lb1.proc().kill();
+    wait_state(&lb2, "master", Duration::from_secs(5));
+    wait_http(&client, budget.left(Duration::from_secs(5)));
+
+    // Opened through lb2 while lb1 is away: lb1 has never seen them.
+    const N: usize = 20;
+    let mut conns: Vec<(HttpConn, String)> = netns::in_netns(&client, || {
+        (0..N)
+            .map(|i| {
+                let mut c = HttpConn::connect(vip(80), Duration::from_secs(3))
+                    .unwrap_or_else(|e| panic!("connect {i}: {e}"));
+                let r = c
+                    .get("/", false)
+                    .unwrap_or_else(|e| panic!("request {i}: {e}"));
+                assert_eq!(r.status, 200);
+                (c, r.body.trim().to_string())
+            })
+            .collect()
+    })
+    .unwrap();
+
+    // lb1 returns with the default preempt settings (on, no delay).
+    let back = Podlb::start_as(
+        &lab.topo,
+        lab.topo.ns("lb1"),
+        podlb_exe(),
+        &vrrp_config(200, 100, None, false),
+        "lb1-again",
+    )
+    .unwrap_or_else(|e| panic!("lb1 did not start again: {e}"));
+    logs.push(back.proc().clone());
+    let _log = LogOnPanic(logs);
+    let took = wait_state(&back, "master", budget.left(Duration::from_secs(20)));
+    wait_state(&lb2, "backup", Duration::from_secs(5));
+    let m = back.metrics().unwrap();
+    let tables = metric_sum(&m, "podlb_sync_tables_received_total");
+    let installed = metric_sum(&m, "podlb_sync_installed_total");
+    eprintln!(
+        "flows: lb1 master again {:.2} s after its start, with {tables} table(s) and {installed} \
+         flows from lb2",
+        took.as_secs_f64()
+    );
+    assert!(tables >= 1.0, "lb1 preempted without lb2's table");
+    assert!(
+        installed >= N as f64,
+        "lb1 installed {installed} of {N} flows"
+    );
+
+    let mut failed = Vec::new();
+    for (i, (c, body)) in conns.iter_mut().enumerate() {
+        match c.get("/", false) {
+            Ok(r) if r.status == 200 && r.body.trim() == body => {}
+            Ok(r) => failed.push(format!("conn {i} ({body}): {} {}", r.status, r.body.trim())),
+            Err(e) => failed.push(format!("conn {i} ({body}): {e}")),
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{}/{N} connections broken when lb1 took over again: {failed:#?}",
+        failed.len()
+    );
+    stop_podlb(&back);
+    stop_podlb(&lb2);
+}
+
 #[test]
 fn vrrp_sigterm_handover_under_load() {
     require_netns!("vrrp_sigterm_handover_under_load");

@@ -1,4 +1,4 @@
-//! The forward pipeline: one Forwarder (1024-flow table) and a snapshot with
+//! The forward pipeline: one Forwarder (32-flow table) and a snapshot with
 //! a full-NAT and a DSR service, fed a sequence of frames (raw bytes, or
 //! TCP segments built from a few fields so that flows, replies and table
 //! pressure are reached), clock steps and sweeps, all decoded from the input.
@@ -26,7 +26,11 @@ use podlb::config::{BackendConfig, Mode, ServiceConfig};
 use podlb::wire::{arp, ethernet, icmp, ipv4, tcp, MacAddr};
 use podlb_fuzz::{l4_ok, ones_eq, ones_sum, pseudo, sums_to_ones, Reader};
 
-const CAPACITY: usize = 1024;
+/// Small, so that a short input fills it (eviction, `flow_table_full`, NAT
+/// port reuse) and each input is cheap: 6 buckets of 8 ways, two choices.
+const CAPACITY: usize = 32;
+/// Frames per input at most (a burst of SYNs, below, is up to 47).
+const MAX_FRAMES: u64 = 128;
 const LB: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
 const OWN_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 3]);
 const OWN_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
@@ -258,12 +262,15 @@ struct Lab {
     f: Forwarder,
     now: u32,
     frames: u64,
+    /// The counters after the last frame: only `forward` changes them, so
+    /// they are the next frame's "before" (read once a frame, not twice).
+    counts: Counts,
 }
 
 impl Lab {
     fn feed(&mut self, frame: &mut [u8], meta: PacketMeta) {
         let snap = snapshot();
-        let before = counts(&self.f.stats);
+        let before = self.counts;
         let tcp_before = tcp_in(frame);
         let len = frame.len();
         let v = self.f.forward(snap, frame, meta, self.now);
@@ -292,6 +299,7 @@ impl Lab {
             }
         }
         assert_eq!(after, want, "counted once, as {v:?}");
+        self.counts = after;
         assert!(self.f.flows.len() <= self.f.flows.capacity());
         assert!(self.f.flows.capacity() == CAPACITY);
     }
@@ -334,11 +342,12 @@ fuzz_target!(|data: &[u8]| {
         out: Default::default(),
     };
     let mut lab = Lab {
+        counts: counts(&f.stats),
         f,
         now: r.u32(),
         frames: 0,
     };
-    while !r.is_empty() && lab.frames < 4096 {
+    while !r.is_empty() && lab.frames < MAX_FRAMES {
         let op = r.u8();
         match op % 6 {
             // Raw bytes, e.g. a captured frame.
@@ -418,7 +427,8 @@ fuzz_target!(|data: &[u8]| {
             // A burst of SYNs from one client: table pressure and eviction.
             _ => {
                 let (cip, cmac) = client(r.u8());
-                let n = usize::from(r.u8()) * 8;
+                // Up to half again the capacity: past it, into eviction.
+                let n = usize::from(r.u8() % 48);
                 let base = r.u16();
                 let vip = if op & 8 == 0 {
                     (VIP_NAT, 80)

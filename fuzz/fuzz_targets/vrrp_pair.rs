@@ -9,8 +9,8 @@
 //! Invariants: no panic; while adverts flow both ways the two are never
 //! both master for longer than one advert interval plus the link latency
 //! (the property test's bound); once the link has been healthy (and no
-//! third party talks) for the property test's settling time there is at
-//! most one master; and after the slowest Master_Down_Interval either
+//! third party talks) for the property test's settling time the bound
+//! still holds (including a dual spell still in progress); and after the slowest Master_Down_Interval either
 //! router has learned (twice over) there is exactly one.
 #![no_main]
 use std::net::Ipv4Addr;
@@ -91,12 +91,17 @@ fuzz_target!(|data: &[u8]| {
     s.set_link(0, true);
     s.set_link(1, true);
     s.run_ms(s.settle_ms());
+    // Not "at most one master now": a backup whose Master_Down_Timer (a
+    // long one a third party taught) runs out at this very moment preempts,
+    // and both are master until its first advert arrives a latency later
+    // (found by this target: crash-c16a97c6…, now seed-settle-edge). What
+    // must hold is the bound, which counts the spell in progress too.
     assert!(
-        s.masters() <= 1,
-        "two masters after {} ms healthy",
+        s.max_dual_while_flowing() <= s.split_brain_bound(),
+        "both master for {:?} after {} ms healthy",
+        s.max_dual_while_flowing(),
         s.settle_ms()
     );
-    assert!(s.max_dual_while_flowing() <= s.split_brain_bound());
     // A third party may have taught a long interval: wait for the slowest
     // Master_Down_Interval (twice: one timer may run out into a preempting
     // peer's), then exactly one master.

@@ -801,18 +801,32 @@ impl FlowTable {
     }
 
     /// Calls `visit` for every live flow (no expiry). For status pages.
-    pub fn for_each(&self, mut visit: impl FnMut(&Flow) -> bool) {
-        for slot in 0..self.slots.len() {
+    pub fn for_each(&self, visit: impl FnMut(&Flow) -> bool) {
+        self.for_each_in(0, self.slots.len(), visit);
+    }
+
+    /// Calls `visit` for each live flow in slots `[from, from+count)` (no
+    /// wrapping, no expiry) until it returns false; returns whether it went
+    /// through all of them. For walks in steps (the sync table dump).
+    pub fn for_each_in(
+        &self,
+        from: usize,
+        count: usize,
+        mut visit: impl FnMut(&Flow) -> bool,
+    ) -> bool {
+        let end = from.saturating_add(count).min(self.slots.len());
+        for slot in from.min(end)..end {
             let w = self.ctrl_word(slot).load(Acquire);
             if ctrl_state(w) != ST_LIVE {
                 continue;
             }
             if let Some(f) = self.read_slot(slot, w) {
                 if !visit(&f) {
-                    return;
+                    return false;
                 }
             }
         }
+        true
     }
 }
 

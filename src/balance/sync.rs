@@ -24,7 +24,7 @@
 //! |-------:|-----:|-----------|--------------------------------------------------|
 //! | 0      | 4    | magic     | `b"PLBS"`                                        |
 //! | 4      | 1    | version   | 1                                                |
-//! | 5      | 1    | flags     | 0; bit 0 reserved for an authentication tag      |
+//! | 5      | 1    | flags     | bit 0: an authentication tag follows; bit 1: the whole table was sent before this one (count 0); others 0 |
 //! | 6      | 2    | count     | number of entries that follow                    |
 //! | 8      | 4    | sender    | random per process: a new value = a restarted peer |
 //! | 12     | 4    | sequence  | per sender, +1 per datagram (wraps)              |
@@ -103,6 +103,11 @@ pub const VERSION: u8 = 1;
 /// Flag bit: an authentication tag follows the entries (see the
 /// module docs).
 pub const FLAG_AUTH: u8 = 0x01;
+/// Flag bit of an empty datagram: the sender (the master) has sent its
+/// whole connection table, in the datagrams before this one. A returning
+/// instance holds its preemption until it gets it (`control::sync`,
+/// decisions.md §44).
+pub const FLAG_TABLE_SENT: u8 = 0x02;
 /// Datagram header length.
 pub const HEADER_LEN: usize = 16;
 /// Length of one entry.
@@ -324,6 +329,17 @@ impl Encoder {
         out
     }
 
+    /// An empty datagram with [`FLAG_TABLE_SENT`]: "everything I hold was
+    /// in the datagrams before this one". Call [`flush`](Encoder::flush)
+    /// first. It takes a sequence number (a lost one shows as a gap).
+    pub fn table_sent(&mut self) -> Vec<u8> {
+        let mut out = self.hello().to_vec();
+        out[5] = FLAG_TABLE_SENT;
+        out[12..16].copy_from_slice(&self.seq.to_be_bytes());
+        self.seq = self.seq.wrapping_add(1);
+        out
+    }
+
     /// The datagram of the events batched so far, if any.
     pub fn flush(&mut self) -> Option<Vec<u8>> {
         if self.count == 0 {
@@ -348,6 +364,54 @@ impl Encoder {
     /// The sequence number the next datagram will carry.
     pub fn next_seq(&self) -> u32 {
         self.seq
+    }
+}
+
+/// A walk of the whole connection table for a newcomer (`control::sync`),
+/// bounded per step so that neither the control loop nor the link is
+/// flooded: every live flow as an `Upsert`, then the [`FLAG_TABLE_SENT`]
+/// datagram.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TableDump {
+    next: usize,
+}
+
+/// Slots a dump step looks at between checks of its datagram budget.
+const DUMP_CHUNK: usize = 1024;
+
+impl TableDump {
+    /// Walks on through at most `max_slots` slots, stopping early (at a
+    /// [`DUMP_CHUNK`] boundary) once `max_datagrams` datagrams have been
+    /// filled; they go to `out`. An empty slot costs one load, so a sparse
+    /// table is walked fast while a full one is sent at a bounded rate.
+    /// Returns true when the walk is over: `out` then ends with the rest of
+    /// the batch and the "table sent" datagram.
+    pub fn step(
+        &mut self,
+        flows: &FlowTable,
+        enc: &mut Encoder,
+        max_slots: usize,
+        max_datagrams: usize,
+        now_ms: u32,
+        out: &mut Vec<Vec<u8>>,
+    ) -> bool {
+        let (start, budget) = (self.next, out.len() + max_datagrams);
+        while self.next < flows.slot_count()
+            && self.next - start < max_slots.max(1)
+            && out.len() < budget
+        {
+            flows.for_each_in(self.next, DUMP_CHUNK, |f| {
+                out.extend(enc.push(&SyncEvent::upsert(f, now_ms)));
+                true
+            });
+            self.next += DUMP_CHUNK;
+        }
+        if self.next < flows.slot_count() {
+            return false;
+        }
+        out.extend(enc.flush());
+        out.push(enc.table_sent());
+        true
     }
 }
 
@@ -412,10 +476,10 @@ pub fn decode(d: &[u8]) -> Result<Decoded<'_>, SyncError> {
     if d[4] != VERSION {
         return Err(SyncError::Version(d[4]));
     }
-    if d[5] != 0 {
+    let count = u16::from_be_bytes([d[6], d[7]]);
+    if d[5] != 0 && !(d[5] == FLAG_TABLE_SENT && count == 0) {
         return Err(SyncError::Flags(d[5]));
     }
-    let count = u16::from_be_bytes([d[6], d[7]]);
     if d.len() != HEADER_LEN + count as usize * ENTRY_LEN {
         return Err(SyncError::CountMismatch {
             count,
@@ -769,6 +833,67 @@ mod tests {
     }
 
     #[test]
+    fn table_sent_is_an_empty_flagged_datagram_in_sequence() {
+        let mut enc = Encoder::new(9);
+        enc.push(&ev(1, 1, 2, 3));
+        assert_eq!(decode(&enc.flush().unwrap()).unwrap().seq, 0);
+        let m = enc.table_sent();
+        let d = decode(&m).unwrap();
+        assert_eq!(
+            (d.flags, d.sender, d.seq, d.len()),
+            (FLAG_TABLE_SENT, 9, 1, 0)
+        );
+        assert_eq!(enc.next_seq(), 2);
+        // A hello is empty and unflagged, and takes no sequence number.
+        let h = enc.hello();
+        assert_eq!(decode(&h).unwrap().flags, 0);
+        assert_eq!(enc.next_seq(), 2);
+    }
+
+    #[test]
+    fn table_dump_sends_every_flow_then_the_flag() {
+        let table = FlowTable::new(10_000, T);
+        for i in 0..500u32 {
+            let e = ev(
+                0xc612_0000 + i,
+                1000 + i as u16,
+                0xc612_0015,
+                2000 + i as u16,
+            );
+            assert_eq!(apply(&table, &e, res, 0), ApplyOutcome::Installed);
+        }
+        let mut enc = Encoder::new(3);
+        let mut dump = TableDump::default();
+        let (mut steps, mut out) = (0, Vec::new());
+        loop {
+            steps += 1;
+            let before = out.len();
+            let done = dump.step(&table, &mut enc, 4096, 2, 0, &mut out);
+            // The datagram budget, overrun by at most one chunk's worth of
+            // flows (plus the end: the batch and the flag).
+            assert!(out.len() - before <= 2 + 1024 / MAX_ENTRIES + 2);
+            if done {
+                break;
+            }
+        }
+        // 500 flows in 12 datagrams: the budget, not the slot bound
+        // (13 336 slots, 4 steps) sets the pace.
+        assert!(steps > table.slot_count().div_ceil(4096));
+        assert!(steps <= table.slot_count().div_ceil(1024));
+        let mut seen = std::collections::HashSet::new();
+        for (i, d) in out.iter().enumerate() {
+            let d = decode(d).unwrap();
+            assert_eq!(d.seq, i as u32, "one sequence, no gaps");
+            assert_eq!(d.flags == FLAG_TABLE_SENT, i == out.len() - 1);
+            for e in d.events() {
+                assert_eq!(e.op, SyncOp::Upsert);
+                assert!(seen.insert(e.key.client));
+            }
+        }
+        assert_eq!(seen.len(), 500);
+    }
+
+    #[test]
     fn decode_rejects_each_malformation() {
         let mut enc = Encoder::new(1);
         enc.push(&ev(1, 1, 2, 3));
@@ -784,6 +909,10 @@ mod tests {
         let mut b = good.clone();
         b[5] = FLAG_AUTH;
         assert_eq!(decode(&b), Err(SyncError::Flags(FLAG_AUTH)));
+        // "Table sent" only on an empty datagram.
+        let mut b = good.clone();
+        b[5] = FLAG_TABLE_SENT;
+        assert_eq!(decode(&b), Err(SyncError::Flags(FLAG_TABLE_SENT)));
         let mut b = good.clone();
         b[7] = 2;
         assert_eq!(

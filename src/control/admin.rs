@@ -591,6 +591,16 @@ fn metrics(view: &EngineView) -> String {
                 "Synced flows for a VIP:port this instance does not serve.",
                 &v.unknown_service,
             ),
+            (
+                "podlb_sync_tables_sent_total",
+                "Whole connection tables sent to a new backup.",
+                &v.tables_sent,
+            ),
+            (
+                "podlb_sync_tables_received_total",
+                "Whole connection tables received from the master.",
+                &v.tables_received,
+            ),
         ] {
             single(&mut o, name, help, "counter", "", c.load(Ordering::Relaxed));
         }

@@ -28,7 +28,7 @@ use crate::control::k8s::client::{Identity, KubeUpdate, KubeView};
 use crate::control::k8s::lease::{self, LeaseView};
 use crate::control::redundancy::{Effects, Histogram, Redundancy, VrrpView};
 use crate::control::route::Routes;
-use crate::control::sync::{SyncLink, SyncView, REFRESH_PERIOD_MS};
+use crate::control::sync::{PreemptGate, SyncLink, SyncView, PREEMPT_WAIT_MAX, REFRESH_PERIOD_MS};
 use crate::dataplane::{run_worker, Shared};
 use crate::io::packet::{PacketConfig, PacketInjector, PacketSocket};
 use crate::io::{sys, tap, Device, Injector};
@@ -822,6 +822,8 @@ struct Control {
     garp_due: Vec<(Ipv4Addr, u32, u32)>,
     next_track: Instant,
     sync: Option<SyncLink>,
+    /// Holds a returning backup's preemption until the master's table came.
+    preempt_gate: PreemptGate,
     /// VRRP master (or no VRRP): streams flows to the backups.
     master: bool,
     /// The VRRP unicast peers changed (reload or discovery): for the VRRP
@@ -885,6 +887,7 @@ impl Control {
             garp_due: Vec::new(),
             next_track: Instant::now(),
             sync: None,
+            preempt_gate: PreemptGate::new(PREEMPT_WAIT_MAX),
             master: false,
             peers_changed: None,
             static_peers: Vec::new(),
@@ -1273,6 +1276,12 @@ impl Control {
     /// loop polls at [`VRRP_POLL_BUSY`] then and at [`VRRP_POLL_IDLE`] when not.
     fn vrrp_step(&mut self, r: &mut Redundancy, now: Instant) -> bool {
         let mut busy = false;
+        // A backup does not preempt before the master's whole connection
+        // table has reached it (bounded; decisions.md §44).
+        if let Some(link) = &self.sync {
+            let backup = r.state() == crate::vrrp::State::Backup;
+            r.hold_preemption(self.preempt_gate.hold(now, backup, link.synced()));
+        }
         while let Some(frame) = self.view.shared.punt.pop() {
             r.on_frame(&frame, now);
             busy = true;

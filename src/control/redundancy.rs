@@ -132,6 +132,19 @@ impl Redundancy {
     pub fn is_master(&self) -> bool {
         self.router.state() == State::Master && !self.fault
     }
+    /// Holds preemption back or lets it happen ([`Router::hold_preemption`]).
+    pub fn hold_preemption(&mut self, hold: bool) {
+        if hold != self.router.preemption_held() {
+            if hold {
+                tracing::info!(
+                    "vrrp: not preempting until the master's connection table has arrived"
+                );
+            } else if self.s.preempt {
+                tracing::info!("vrrp: preemption allowed");
+            }
+            self.router.hold_preemption(hold);
+        }
+    }
     pub fn unicast_peers(&self) -> &[Ipv4Addr] {
         &self.s.unicast_peers
     }

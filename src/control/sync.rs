@@ -17,6 +17,17 @@
 //! Without one (multicast VRRP) hellos are taken from anyone on the network
 //! podlb serves: keep that network closed, or configure the peers.
 //!
+//! A newcomer gets the whole table at once: when a hello comes from an
+//! address the master has not heard within [`PEER_TTL`] (or from a process
+//! there that restarted), the master walks its table in bounded steps
+//! ([`DUMP_SLOTS_PER_STEP`] slots, [`DUMP_DATAGRAMS_PER_STEP`] datagrams),
+//! sends every live flow, and then an empty
+//! datagram flagged [`FLAG_TABLE_SENT`]. A backup that got that flag from
+//! the current master is [`synced`](SyncLink::synced); until then a
+//! returning higher-priority instance holds its preemption
+//! ([`PreemptGate`], at most [`PREEMPT_WAIT_MAX`]), so that it does not take
+//! over flows it has not heard of yet (decisions.md §44).
+//!
 //! With a shared key (`vrrp.sync_key_file`) every datagram, hellos
 //! included, carries [`FLAG_AUTH`] and ends in a [`TAG_LEN`]-byte
 //! HMAC-SHA-256 tag (RFC 2104, truncated as RFC 4868 §2.6 allows for
@@ -34,7 +45,8 @@ use std::time::{Duration, Instant};
 use crate::balance::flow::{Flow, FlowTable};
 use crate::balance::service::Snapshot;
 use crate::balance::sync::{
-    self, ApplyCounts, Encoder, PeerSeq, SeqCheck, SyncEvent, SyncQueue, FLAG_AUTH, HEADER_LEN,
+    self, ApplyCounts, Encoder, PeerSeq, SeqCheck, SyncEvent, SyncQueue, TableDump, FLAG_AUTH,
+    FLAG_TABLE_SENT, HEADER_LEN,
 };
 
 /// Bytes of the HMAC-SHA-256 tag kept (the first 16; RFC 4868 §2.6).
@@ -47,6 +59,16 @@ pub const PEER_TTL: Duration = Duration::from_secs(3);
 /// The master re-sends every live flow about this often (so the backups'
 /// copies, which see no traffic, neither expire nor go stale).
 pub const REFRESH_PERIOD_MS: u32 = 10_000;
+/// Table slots the master walks at most per step of a table dump (an
+/// empty one costs a load: 1.3 M slots, a million-flow table, in ~21 steps).
+pub const DUMP_SLOTS_PER_STEP: usize = 65_536;
+/// Datagrams a dump step sends at most (~1000 flows); the control loop
+/// steps every 2 ms while busy.
+pub const DUMP_DATAGRAMS_PER_STEP: usize = 24;
+/// A returning instance waits at most this long for the master's table
+/// before it preempts anyway: by then the periodic refresh has re-sent
+/// every flow (a master that does not dump, or a lossy link).
+pub const PREEMPT_WAIT_MAX: Duration = Duration::from_millis(REFRESH_PERIOD_MS as u64 + 5_000);
 
 /// Counters for /metrics.
 #[derive(Default)]
@@ -69,6 +91,39 @@ pub struct SyncView {
     pub rejected: AtomicU64,
     /// Datagrams without a valid tag (with a shared key), or replayed.
     pub auth_failures: AtomicU64,
+    /// Whole-table dumps this instance finished sending (as master).
+    pub tables_sent: AtomicU64,
+    /// Whole tables received from the master (its "table sent" datagram).
+    pub tables_received: AtomicU64,
+}
+
+/// Whether a backup holds back preemption: from the moment it is backup
+/// until the master's whole table has reached it ([`SyncLink::synced`]),
+/// but no longer than the bound. Sans-IO.
+#[derive(Debug)]
+pub struct PreemptGate {
+    max_wait: Duration,
+    /// When this spell as backup began.
+    since: Option<Instant>,
+}
+
+impl PreemptGate {
+    pub fn new(max_wait: Duration) -> PreemptGate {
+        PreemptGate {
+            max_wait,
+            since: None,
+        }
+    }
+
+    /// Whether to hold preemption now.
+    pub fn hold(&mut self, now: Instant, backup: bool, synced: bool) -> bool {
+        if !backup {
+            self.since = None;
+            return false;
+        }
+        let since = *self.since.get_or_insert(now);
+        !synced && now.duration_since(since) < self.max_wait
+    }
 }
 
 pub struct SyncLink {
@@ -77,8 +132,13 @@ pub struct SyncLink {
     pub queues: Vec<Arc<SyncQueue>>,
     enc: Encoder,
     static_peers: Vec<Ipv4Addr>,
-    learned: HashMap<Ipv4Addr, Instant>,
+    /// Instances that said hello: when last, and their process's sender id.
+    learned: HashMap<Ipv4Addr, (Instant, u32)>,
     seq: PeerSeq,
+    /// A table dump in progress (master).
+    dump: Option<TableDump>,
+    /// The current master's whole table has arrived (backup).
+    synced: bool,
     last_hello: Instant,
     pub view: Arc<SyncView>,
     buf: Vec<u8>,
@@ -119,6 +179,8 @@ impl SyncLink {
             static_peers,
             learned: HashMap::new(),
             seq: PeerSeq::default(),
+            dump: None,
+            synced: false,
             last_hello: Instant::now() - HELLO_EVERY,
             view: Arc::new(SyncView::default()),
             buf: vec![0u8; 2048],
@@ -129,6 +191,13 @@ impl SyncLink {
     /// Replaces the configured peers (config reload).
     pub fn set_peers(&mut self, peers: Vec<Ipv4Addr>) {
         self.static_peers = peers;
+    }
+
+    /// Whether the current master's whole table has arrived (its "table
+    /// sent" datagram) since this instance last was master or the master
+    /// changed (restarted).
+    pub fn synced(&self) -> bool {
+        self.synced
     }
 
     /// Events the workers could not queue (queue full); the refresh covers them.
@@ -222,10 +291,16 @@ impl SyncLink {
                 }
             };
             let peer = self.static_peers.contains(from.ip());
-            if d.is_empty() {
+            if d.is_empty() && d.flags == 0 {
                 // A hello: this sender wants our stream.
                 if self.static_peers.is_empty() || peer {
-                    self.learned.insert(*from.ip(), now);
+                    let known = self.learned.insert(*from.ip(), (now, d.sender));
+                    // A newcomer (or a restarted one) gets the whole table
+                    // now rather than over the next refresh period.
+                    if master && known.is_none_or(|(_, s)| s != d.sender) {
+                        tracing::info!(peer = %from.ip(), "sync: new peer, sending the whole table");
+                        self.dump = Some(TableDump::default());
+                    }
                 } else {
                     self.view.rejected.fetch_add(1, Relaxed);
                 }
@@ -239,6 +314,8 @@ impl SyncLink {
                 continue;
             }
             match self.seq.observe(d.sender, d.seq) {
+                // Another master process: its table has not arrived yet.
+                SeqCheck::NewSender => self.synced = false,
                 SeqCheck::Gap(g) => {
                     self.view.gaps.fetch_add(g as u64, Relaxed);
                 }
@@ -249,6 +326,13 @@ impl SyncLink {
                     continue;
                 }
                 _ => {}
+            }
+            if d.flags & FLAG_TABLE_SENT != 0 {
+                if !self.synced {
+                    tracing::info!(master = %from.ip(), "sync: the master's whole table has arrived");
+                }
+                self.synced = true;
+                self.view.tables_received.fetch_add(1, Relaxed);
             }
             self.view.events_received.fetch_add(d.len() as u64, Relaxed);
             let mut c = ApplyCounts::default();
@@ -265,7 +349,7 @@ impl SyncLink {
             }
         }
         self.learned
-            .retain(|_, seen| now.duration_since(*seen) < PEER_TTL);
+            .retain(|_, (seen, _)| now.duration_since(*seen) < PEER_TTL);
         self.view.peers.store(self.targets().len() as u64, Relaxed);
 
         if master {
@@ -278,6 +362,14 @@ impl SyncLink {
                     }
                 });
             }
+            if let Some(dump) = self.dump.as_mut() {
+                busy = true;
+                let (slots, datagrams) = (DUMP_SLOTS_PER_STEP, DUMP_DATAGRAMS_PER_STEP);
+                if dump.step(flows, &mut self.enc, slots, datagrams, now_ms, &mut out) {
+                    self.dump = None;
+                    self.view.tables_sent.fetch_add(1, Relaxed);
+                }
+            }
             if let Some(d) = self.enc.flush() {
                 out.push(d);
             }
@@ -288,7 +380,9 @@ impl SyncLink {
                     self.send(&d, &targets, events);
                 }
             }
+            self.synced = false;
         } else {
+            self.dump = None;
             // Events a former master's workers left behind are stale now.
             for q in &self.queues {
                 q.drain(|_| {});
@@ -380,6 +474,84 @@ mod tests {
         step(&mut link);
         assert_eq!(link.view.rejected.load(Relaxed), 2);
         assert!(!link.learned.contains_key(&Ipv4Addr::new(127, 0, 0, 9)));
+    }
+
+    #[test]
+    fn preempt_gate_holds_until_synced_or_the_bound() {
+        let t0 = Instant::now();
+        let mut g = PreemptGate::new(Duration::from_secs(15));
+        assert!(!g.hold(t0, false, false), "not backup: nothing to hold");
+        assert!(g.hold(t0, true, false));
+        assert!(g.hold(t0 + Duration::from_secs(14), true, false));
+        assert!(!g.hold(t0 + Duration::from_secs(14), true, true), "synced");
+        assert!(!g.hold(t0 + Duration::from_secs(15), true, false), "bound");
+        // A new spell as backup starts a new wait.
+        assert!(!g.hold(t0 + Duration::from_secs(16), false, false));
+        assert!(g.hold(t0 + Duration::from_secs(20), true, false));
+        assert!(!g.hold(t0 + Duration::from_secs(35), true, false));
+    }
+
+    #[test]
+    fn master_sends_its_table_to_a_new_or_restarted_peer() {
+        let port = free_port();
+        let mut link = SyncLink::open(port, 1, Vec::new(), None).unwrap();
+        let flows = FlowTable::new(1024, crate::balance::testlab::T);
+        let snap = crate::balance::testlab::snapshot(crate::config::Mode::Nat, 8080);
+        let peer = UdpSocket::bind("127.0.0.2:0").unwrap();
+        let mut hello = |sender: u32| {
+            peer.send_to(
+                &Encoder::new(sender).hello(),
+                SocketAddrV4::new(Ipv4Addr::LOCALHOST, port),
+            )
+            .unwrap();
+            for _ in 0..20 {
+                link.step(Instant::now(), 0, true, None, &flows, &snap);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            link.view.tables_sent.load(Relaxed)
+        };
+        assert_eq!(hello(5), 1, "a newcomer gets the table");
+        assert_eq!(hello(5), 1, "once");
+        assert_eq!(hello(6), 2, "a restarted peer (new sender id) again");
+    }
+
+    #[test]
+    fn backup_is_synced_by_the_masters_table_sent_flag() {
+        let port = free_port();
+        let mut link = SyncLink::open(port, 1, Vec::new(), None).unwrap();
+        let flows = FlowTable::new(1024, crate::balance::testlab::T);
+        let snap = crate::balance::testlab::snapshot(crate::config::Mode::Nat, 8080);
+        let master = Ipv4Addr::new(127, 0, 0, 2);
+        let send = |from: Ipv4Addr, d: &[u8], link: &mut SyncLink| {
+            let s = UdpSocket::bind(SocketAddrV4::new(from, 0)).unwrap();
+            s.send_to(d, SocketAddrV4::new(Ipv4Addr::LOCALHOST, port))
+                .unwrap();
+            for _ in 0..20 {
+                link.step(Instant::now(), 0, false, Some(master), &flows, &snap);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            link.synced()
+        };
+        let mut enc = Encoder::new(7);
+        enc.push(&event());
+        let flow = enc.flush().unwrap();
+        assert!(!send(master, &flow, &mut link), "flows alone: not yet");
+        // A stranger's flag does not count.
+        assert!(!send(
+            Ipv4Addr::new(127, 0, 0, 9),
+            &Encoder::new(7).table_sent(),
+            &mut link
+        ));
+        assert!(send(master, &enc.table_sent(), &mut link));
+        assert_eq!(flows.len(), 1);
+        // Another master process: not synced until its own table arrived.
+        let mut other = Encoder::new(8);
+        other.push(&event());
+        assert!(!send(master, &other.flush().unwrap(), &mut link));
+        assert!(send(master, &other.table_sent(), &mut link));
+        // Having been master, it waits for a new table when backup again.
+        link.step(Instant::now(), 0, true, None, &flows, &snap);
+        assert!(!link.synced());
     }
 
     #[test]

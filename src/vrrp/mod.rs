@@ -173,6 +173,8 @@ pub struct Router {
     timer: Option<Instant>,
     /// Preemption is allowed from this instant on (startup + preempt delay).
     preempt_from: Option<Instant>,
+    /// Preemption held back by the caller (see [`Router::hold_preemption`]).
+    preempt_held: bool,
     actions: VecDeque<Action>,
 }
 
@@ -210,6 +212,7 @@ impl Router {
             master_addr: None,
             timer: None,
             preempt_from: None,
+            preempt_held: false,
             actions: VecDeque::new(),
         }
     }
@@ -454,9 +457,26 @@ impl Router {
         self.state == State::Master
     }
 
-    /// Preempt_Mode, with keepalived's preempt_delay after startup.
+    /// Holds preemption back (`true`) or lets it happen again (`false`):
+    /// while held, a backup treats a lower-priority master as with
+    /// Preempt_Mode off (it accepts its adverts and stays backup). The
+    /// engine holds a returning instance until the master's connection
+    /// table has reached it (`control::sync`, decisions.md §44). Nothing
+    /// else changes: a master that stops or falls silent is replaced as
+    /// usual.
+    pub fn hold_preemption(&mut self, hold: bool) {
+        self.preempt_held = hold;
+    }
+
+    /// Whether preemption is held back (see [`Router::hold_preemption`]).
+    pub fn preemption_held(&self) -> bool {
+        self.preempt_held
+    }
+
+    /// Preempt_Mode, with keepalived's preempt_delay after startup, unless
+    /// held back by the caller.
     fn preempt_now(&self, now: Instant) -> bool {
-        self.cfg.preempt && self.preempt_from.is_some_and(|t| now >= t)
+        self.cfg.preempt && !self.preempt_held && self.preempt_from.is_some_and(|t| now >= t)
     }
 
     /// An advert interval of 0 would make Master_Down_Interval 0 and a backup
@@ -743,6 +763,37 @@ mod tests {
         let t2 = t0 + cs(500);
         r.handle_advert(t2, HIGH, &adv(50, 100)).unwrap();
         assert_eq!(r.poll_timeout(), Some(t1 + master_down_interval(100, 100)));
+    }
+
+    #[test]
+    fn held_preemption_waits_then_preempts() {
+        let (mut r, t0) = router(100);
+        r.startup(t0);
+        // Held: the lower-priority master is accepted (timer reset, master
+        // learned), as with preempt off.
+        r.hold_preemption(true);
+        assert!(r.preemption_held());
+        let t1 = t0 + cs(5);
+        r.handle_advert(t1, HIGH, &adv(50, 100)).unwrap();
+        assert_eq!(r.master_addr(), Some(HIGH));
+        assert_eq!(r.poll_timeout(), Some(t1 + master_down_interval(100, 100)));
+        r.handle_timeout(t1 + cs(100));
+        assert_eq!(r.state(), State::Backup);
+        // Released: its next advert is discarded and the timer runs out.
+        r.hold_preemption(false);
+        let t2 = t1 + cs(100);
+        r.handle_advert(t2, HIGH, &adv(50, 100)).unwrap();
+        assert_eq!(r.poll_timeout(), Some(t1 + master_down_interval(100, 100)));
+        r.handle_timeout(t1 + master_down_interval(100, 100));
+        assert_eq!(r.state(), State::Master);
+        // A held router still takes over from a master that stops.
+        let (mut r, t0) = router(100);
+        r.startup(t0);
+        r.hold_preemption(true);
+        r.handle_advert(t0, HIGH, &adv(50, 100)).unwrap();
+        r.handle_advert(t0 + cs(10), HIGH, &adv(0, 100)).unwrap();
+        r.handle_timeout(t0 + cs(10) + skew_time(100, 100));
+        assert_eq!(r.state(), State::Master);
     }
 
     #[test]

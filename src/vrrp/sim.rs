@@ -37,11 +37,14 @@ struct Node {
     received: Vec<(Instant, u8)>,
 }
 
+/// An advert on the link. Only its priority varies between a router's
+/// adverts; the rest is in `Sim::adverts`, so that a send does not copy the
+/// kilobyte an `Advert` holds (its address list) around.
 struct InFlight {
     at: Instant,
     to: usize,
     src: Ipv4Addr,
-    adv: Advert,
+    priority: u8,
 }
 
 pub(crate) struct Sim {
@@ -51,7 +54,10 @@ pub(crate) struct Sim {
     /// `up[i]`: adverts sent by node i reach the other node.
     up: [bool; 2],
     latency: Duration,
+    /// In delivery order: every advert takes the same latency.
     in_flight: Vec<InFlight>,
+    /// The advert each node sends (its priority set at delivery).
+    adverts: [Advert; 2],
     // Split-brain accounting: the longest time both were master while
     // adverts flowed both ways.
     dual_since: Option<Instant>,
@@ -62,6 +68,8 @@ pub(crate) struct Sim {
 impl Sim {
     pub(crate) fn new(a: Config, b: Config) -> Sim {
         let base = Instant::now();
+        let advert = |c: &Config| Advert::new(c.vrid, 0, c.advert_interval_cs, &c.vips);
+        let adverts = [advert(&a), advert(&b)];
         let node = |c| Node {
             r: Router::new(c),
             alive: true,
@@ -76,6 +84,7 @@ impl Sim {
             up: [true, true],
             latency: Duration::from_millis(1),
             in_flight: Vec::new(),
+            adverts,
             dual_since: None,
             flow_since: None,
             max_dual_while_flowing: Duration::ZERO,
@@ -175,12 +184,11 @@ impl Sim {
                 Action::SendAdvert { priority } => {
                     self.nodes[i].sent.push((now, priority));
                     if self.nodes[i].alive && self.up[i] {
-                        let c = self.nodes[i].r.config();
                         self.in_flight.push(InFlight {
                             at: now + self.latency,
                             to: 1 - i,
-                            src: c.primary_ip,
-                            adv: Advert::new(c.vrid, priority, c.advert_interval_cs, &c.vips),
+                            src: self.nodes[i].r.config().primary_ip,
+                            priority,
                         });
                     }
                 }
@@ -205,14 +213,15 @@ impl Sim {
     fn run_until(&mut self, end: Instant) {
         while let Some(next) = self.next_event().filter(|&n| n <= end) {
             self.now = next;
-            // Deliver what is due, in send order.
-            let (due, rest): (Vec<_>, Vec<_>) =
-                self.in_flight.drain(..).partition(|f| f.at <= next);
-            self.in_flight = rest;
-            for f in due {
+            // Deliver what is due, in send order (what these deliveries
+            // send in turn arrives a latency later: never due now).
+            while self.in_flight.first().is_some_and(|f| f.at <= next) {
+                let f = self.in_flight.remove(0);
                 if self.nodes[f.to].alive {
-                    self.nodes[f.to].received.push((next, f.adv.priority));
-                    let _ = self.nodes[f.to].r.handle_advert(next, f.src, &f.adv);
+                    let adv = &mut self.adverts[1 - f.to];
+                    adv.priority = f.priority;
+                    self.nodes[f.to].received.push((next, f.priority));
+                    let _ = self.nodes[f.to].r.handle_advert(next, f.src, adv);
                     self.drain(f.to);
                 }
             }
