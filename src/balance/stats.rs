@@ -59,10 +59,13 @@ pub enum DropReason {
     /// A flow of a vxlan service whose backend has no VTEP in the current
     /// snapshot (removed by a reload), or no local address to send from.
     VxlanNoVtep,
+    /// The kernel dropped a frame for want of room in an AF_XDP ring (RX full,
+    /// or no free UMEM chunk on the FILL ring): `XDP_STATISTICS`.
+    RingFull,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 23] = [
+    pub const ALL: [DropReason; 24] = [
         DropReason::EthTruncated,
         DropReason::VlanTagged,
         DropReason::ArpMalformed,
@@ -86,6 +89,7 @@ impl DropReason {
         DropReason::VxlanMalformed,
         DropReason::VxlanUnknownVni,
         DropReason::VxlanNoVtep,
+        DropReason::RingFull,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -113,6 +117,7 @@ impl DropReason {
             DropReason::VxlanMalformed => "vxlan_malformed",
             DropReason::VxlanUnknownVni => "vxlan_unknown_vni",
             DropReason::VxlanNoVtep => "vxlan_no_vtep",
+            DropReason::RingFull => "ring_full",
         }
     }
 }

@@ -80,8 +80,13 @@ pub fn run_worker<D: Device>(
         }
     };
     let mut last_rx = Instant::now();
+    let mut generation = u64::MAX;
     while !shared.stop.load(Ordering::Relaxed) {
         let snap = shared.snapshot.load();
+        if snap.generation != generation {
+            generation = snap.generation;
+            dev.addresses(&mut snap.vips());
+        }
         let now = Instant::now();
         let now_ms = now.duration_since(shared.epoch).as_millis() as u32;
         fwd.active = shared.active.load(Ordering::Relaxed);
@@ -116,6 +121,9 @@ pub fn run_worker<D: Device>(
                 continue;
             }
         };
+        for _ in 0..st.ring_drops {
+            stats.dropped(DropReason::RingFull);
+        }
         if st.rx > 0 {
             stats.event(Event::RxPackets, st.rx);
             stats.event(Event::RxBytes, st.rx_bytes);
