@@ -862,7 +862,7 @@ impl Device for XdpDevice {
             x.poll(f, &mut st);
             // Kernel-side drops, every 1024 polls (one getsockopt).
             self.polls = self.polls.wrapping_add(1);
-            if self.polls % 1024 == 0 {
+            if self.polls.is_multiple_of(1024) {
                 if let Ok(now) = x.statistics() {
                     let last = x.last_stats;
                     st.ring_drops +=
