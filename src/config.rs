@@ -1550,6 +1550,21 @@ backends = [
     }
 
     #[test]
+    fn io_backend() {
+        assert_eq!(
+            Config::parse("interface = \"eth0\"\n").unwrap().io.backend,
+            IoBackend::AfPacket
+        );
+        let c = Config::parse("interface = \"eth0\"\n[io]\nbackend = \"af_xdp\"\n").unwrap();
+        assert_eq!(c.io.backend, IoBackend::AfXdp);
+        let e = Config::parse("[tap]\nbridge = \"br0\"\n[io]\nbackend = \"af_xdp\"\n").unwrap_err();
+        assert_eq!(e.key, "io.backend");
+        assert!(e.message.contains("TAP"), "{}", e.message);
+        let e = Config::parse("interface = \"eth0\"\n[io]\nbackend = \"xdp\"\n").unwrap_err();
+        assert!(e.to_string().contains("af_xdp"), "{e}");
+    }
+
+    #[test]
     fn errors_name_the_key() {
         assert_eq!(
             key_of(&GOOD.replace("198.18.0.100", "198.18.0.300")),
