@@ -71,6 +71,9 @@ const BPF_FUNC_REDIRECT_MAP: i32 = 51;
 /// sees no GSO super-frames.
 pub const FRAMES: u32 = 4096;
 pub const FRAME_SIZE: u32 = 2048;
+/// The largest interface MTU whose frames fit a chunk: 2048 − 256 (XDP
+/// headroom) − 14 (Ethernet) − 4 (one VLAN tag).
+pub const MAX_MTU: u32 = FRAME_SIZE - 256 - 18;
 /// Ring sizes (entries, powers of two). FILL holds every chunk, so the
 /// chunk accounting below can never overfill it.
 const FILL_SIZE: u32 = FRAMES;
@@ -821,6 +824,18 @@ impl XdpDevice {
         queue: Option<u32>,
     ) -> io::Result<XdpDevice> {
         let virt = !std::path::Path::new(&format!("/sys/class/net/{ifname}/device")).exists();
+        // A frame must fit a chunk after the kernel's XDP headroom (256 B),
+        // with room for one VLAN tag; larger frames the kernel would drop.
+        let mtu = std::fs::read_to_string(format!("/sys/class/net/{ifname}/mtu"))
+            .ok()
+            .and_then(|m| m.trim().parse::<u32>().ok())
+            .unwrap_or(1500);
+        if mtu > MAX_MTU {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("MTU {mtu} is larger than AF_XDP chunks of {FRAME_SIZE} B allow ({MAX_MTU}); lower the MTU or use backend = \"af_packet\""),
+            ));
+        }
         let xsk = match queue {
             Some(q) => {
                 let x = XdpSocket::open(prog.ifindex, q, virt)?;
@@ -882,9 +897,13 @@ impl Device for XdpDevice {
     }
 
     fn wait(&mut self, timeout: Duration) -> io::Result<()> {
-        let Some(x) = &self.xsk else {
+        let Some(x) = &mut self.xsk else {
             return self.packet.wait(timeout);
         };
+        // Before sleeping: sent chunks back to FILL, so the kernel has room
+        // for the frames that will wake us.
+        x.reap();
+        x.refill();
         let _ = x.kick_tx();
         let mut fds = [
             libc::pollfd {
