@@ -407,13 +407,16 @@ class Podlb(Case):
         self.workers = workers
         self.ready_timeout = timeout
         self.name = f"podlb-{io}-{mode}-w{workers}"
-        where = "AF_PACKET on lb eth0" if io == "afpacket" else "TAP on br0 (node ns)"
+        where = {
+            "afpacket": "AF_PACKET on lb eth0",
+            "xdp": "AF_XDP (VIP frames) + AF_PACKET on lb eth0",
+        }.get(io, "TAP on br0 (node ns)")
         self.description = f"podlb {mode}, {where}, workers = {workers}"
-        self.role = "lb" if io == "afpacket" else "node"
+        self.role = "node" if io == "tap" else "lb"
         self.broken: str | None = None
 
     def config(self) -> str:
-        attach = 'interface = "eth0"\n' if self.io == "afpacket" else ""
+        attach = "" if self.io == "tap" else 'interface = "eth0"\n'
         # In DSR the backends hold the VIP on lo, so a full-NAT flow whose source is the
         # VIP could not be answered; the iperf service follows the variant's mode.
         iperf_mode = self.mode
@@ -424,6 +427,8 @@ class Podlb(Case):
         )
         if self.io == "tap":
             text += '\n[tap]\nbridge = "br0"\n'
+        if self.io == "xdp":
+            text += '\n[io]\nbackend = "af_xdp"\n'
         text += (
             "\n[[service]]\n"
             'name = "web"\n'
@@ -858,7 +863,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--podlb-bin", default="target/release/podlb",
                    help="podlb binary (relative: to the current directory, then to the "
                         "repository root; default target/release/podlb)")
-    p.add_argument("--podlb-io", default="afpacket,tap", help="podlb IO variants: afpacket,tap")
+    p.add_argument("--podlb-io", default="afpacket,tap,xdp",
+                   help="podlb IO variants: afpacket,tap,xdp (xdp: [io] backend = \"af_xdp\")")
     p.add_argument("--podlb-mode", default="nat,dsr", help="podlb forwarding modes: nat,dsr")
     p.add_argument("--podlb-workers", default="1,2", help="podlb worker counts (default 1,2)")
     p.add_argument("--podlb-timeout", type=float, default=15.0,
@@ -906,8 +912,8 @@ def build_cases(args: argparse.Namespace) -> tuple[list[Case], dict[str, str]]:
         modes = [x.strip() for x in args.podlb_mode.split(",") if x.strip()]
         workers = [int(x) for x in args.podlb_workers.split(",") if x.strip()]
         for io in ios:
-            if io not in ("afpacket", "tap"):
-                raise BenchError(f"--podlb-io: unknown {io!r} (afpacket, tap)")
+            if io not in ("afpacket", "tap", "xdp"):
+                raise BenchError(f"--podlb-io: unknown {io!r} (afpacket, tap, xdp)")
         for m in modes:
             if m not in ("nat", "dsr"):
                 raise BenchError(f"--podlb-mode: unknown {m!r} (nat, dsr)")

@@ -1,12 +1,32 @@
 //! Forwarding through the VIP to three nginx backends, for each attachment
-//! (AF_PACKET, TAP) and each mode (nat, dsr).
+//! (AF_PACKET, TAP) and each mode (nat, dsr), and nat through the AF_XDP
+//! backend.
 
-use podlb::control::demo::{lab_topology, Attach, VIP};
+use podlb::control::demo::{lab_topology, metric_value, Attach, VIP};
 use podlb::control::netns;
 
 use crate::common::*;
 
 fn forwarding(attach_name: &str, mode: &str) {
+    forwarding_with(attach_name, mode, None)
+}
+
+/// The veth's count of frames its XDP program redirected (ethtool -S).
+fn xdp_redirects(ns: &str) -> u64 {
+    let out = netns::exec_ok(ns, &["ethtool", "-S", "eth0"]).unwrap_or_default();
+    out.lines()
+        .filter(|l| l.trim_start().starts_with("rx_queue_") && l.contains("xdp_redirect:"))
+        .filter_map(|l| l.rsplit(':').next()?.trim().parse::<u64>().ok())
+        .sum()
+}
+
+/// Whether an XDP program is attached to the lb's eth0.
+fn xdp_attached(ns: &str) -> bool {
+    netns::exec_ok(ns, &["ip", "-d", "link", "show", "dev", "eth0"])
+        .is_ok_and(|o| o.contains("prog/xdp"))
+}
+
+fn forwarding_with(attach_name: &str, mode: &str, backend: Option<&str>) {
     let budget = Budget::start();
     let attach = Attach::from_name(attach_name).unwrap();
     let with_iperf = mode == "nat";
@@ -23,8 +43,21 @@ fn forwarding(attach_name: &str, mode: &str) {
     if with_iperf {
         procs.push(start_iperf_server(&topo, topo.ns("be1")));
     }
-    let config = lab_config(&attach, mode, with_iperf);
+    let mut config = lab_config(&attach, mode, with_iperf);
+    if let Some(b) = backend {
+        config
+            .extra
+            .push_str(&format!("\n[io]\nbackend = \"{b}\"\n"));
+    }
     let podlb = start_podlb(&topo, &attach, &config);
+    let lb = lb_ns(&topo, &attach);
+    if backend == Some("af_xdp") {
+        assert!(
+            xdp_attached(&lb),
+            "no XDP program on eth0\n{}",
+            podlb.log_tail(4000)
+        );
+    }
     procs.push(podlb.proc().clone());
     let _log = LogOnPanic(procs);
     let client = topo.ns("client");
@@ -45,13 +78,50 @@ fn forwarding(attach_name: &str, mode: &str) {
         0.0
     };
     eprintln!(
-        "{attach_name}/{mode}: spread {counts:?}; wrk {} requests in 3 s; iperf3 {:.2} Gbit/s",
+        "{attach_name}/{mode}/{}: spread {counts:?}; wrk {} requests in 3 s; iperf3 {:.2} Gbit/s",
+        backend.unwrap_or("default"),
         r.requests,
         bps / 1e9
     );
 
     assert!(podlb.proc().is_running(), "podlb exited during the test");
+    if backend == Some("af_xdp") {
+        // The VIP traffic took the XDP path: the veth redirected at least
+        // every request (3,000 connections + wrk + iperf3), and podlb counted
+        // the frames it received and sent.
+        let redirected = xdp_redirects(&lb);
+        assert!(
+            redirected > 3000 * 3,
+            "only {redirected} frames redirected by XDP\n{}",
+            podlb.log_tail(4000)
+        );
+        let m = podlb.metrics().unwrap();
+        let rx = metric_sum(&m, "podlb_rx_packets_total");
+        let tx = metric_sum(&m, "podlb_tx_packets_total");
+        let ring = metric_value(&m, "podlb_drops_total", &[("reason", "rx_ring_full")]);
+        eprintln!(
+            "af_xdp: {redirected} frames redirected; podlb rx {rx} tx {tx}; rx_ring_full {ring:?}"
+        );
+        assert!(
+            rx >= redirected as f64 && tx >= redirected as f64 * 0.9,
+            "rx {rx} tx {tx}"
+        );
+        assert!(ring.is_some(), "no rx_ring_full counter in /metrics");
+    }
     stop_podlb(&podlb);
+    if backend == Some("af_xdp") {
+        // The link detaches with podlb's last descriptor.
+        assert!(
+            !xdp_attached(&lb),
+            "XDP program left on eth0 after podlb exited"
+        );
+    }
+}
+
+#[test]
+fn forward_af_xdp_nat() {
+    require_netns!("forward_af_xdp_nat");
+    forwarding_with("af_packet", "nat", Some("af_xdp"));
 }
 
 #[test]

@@ -92,6 +92,18 @@ impl Attach {
     }
 }
 
+/// Which sockets a worker reads frames from (`[io] backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IoBackend {
+    /// AF_PACKET rings (every frame of the interface, a copy).
+    #[default]
+    AfPacket,
+    /// AF_XDP for frames to a VIP (an XDP program steers them into the
+    /// socket), AF_PACKET for the rest; see docs/architecture.md §7.
+    AfXdp,
+}
+
 /// How AF_PACKET transmits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -104,6 +116,7 @@ pub enum TxMode {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IoSettings {
+    pub backend: IoBackend,
     /// TPACKET_V3 block size in bytes (a power of two, multiple of the page size).
     pub block_size: u32,
     /// Number of blocks in the RX ring.
@@ -462,6 +475,7 @@ struct RawFlows {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawIo {
+    backend: Option<IoBackend>,
     block_size: Option<u32>,
     block_count: Option<u32>,
     block_timeout_ms: Option<u32>,
@@ -621,6 +635,7 @@ impl Config {
 
         let r = raw.io.unwrap_or_default();
         let io = IoSettings {
+            backend: r.backend.unwrap_or_default(),
             block_size: r.block_size.unwrap_or(1 << 18),
             block_count: r.block_count.unwrap_or(32),
             block_timeout_ms: r.block_timeout_ms.unwrap_or(1),
@@ -652,6 +667,12 @@ impl Config {
         }
         if io.busy_poll > Duration::from_secs(1) {
             return Err(err("io.busy_poll_us", "at most 1000000 microseconds"));
+        }
+        if let (IoBackend::AfXdp, Attach::Tap { .. }) = (io.backend, &attach) {
+            return Err(err(
+                "io.backend",
+                "\"af_xdp\" needs an interface to attach an XDP program to; TAP mode ([tap]) reads its own device: use backend = \"af_packet\" or set interface instead of [tap]",
+            ));
         }
 
         let services = validate_services(raw.service)?;
@@ -1543,6 +1564,21 @@ backends = [
 
     fn key_of(text: &str) -> String {
         Config::parse(text).unwrap_err().key
+    }
+
+    #[test]
+    fn io_backend() {
+        assert_eq!(
+            Config::parse("interface = \"eth0\"\n").unwrap().io.backend,
+            IoBackend::AfPacket
+        );
+        let c = Config::parse("interface = \"eth0\"\n[io]\nbackend = \"af_xdp\"\n").unwrap();
+        assert_eq!(c.io.backend, IoBackend::AfXdp);
+        let e = Config::parse("[tap]\nbridge = \"br0\"\n[io]\nbackend = \"af_xdp\"\n").unwrap_err();
+        assert_eq!(e.key, "io.backend");
+        assert!(e.message.contains("TAP"), "{}", e.message);
+        let e = Config::parse("interface = \"eth0\"\n[io]\nbackend = \"xdp\"\n").unwrap_err();
+        assert!(e.to_string().contains("af_xdp"), "{e}");
     }
 
     #[test]

@@ -67,8 +67,10 @@ pub enum DropReason {
     /// (RFC 5227 §2.4 ongoing address conflict detection). The control
     /// thread logs it, shows it in /status and defends the VIP.
     VipConflict,
-    /// The kernel found the AF_PACKET receive ring full and dropped the
-    /// frame before podlb saw it (`PACKET_STATISTICS`; read every 100 ms).
+    /// The kernel dropped a frame before podlb saw it for want of ring room:
+    /// an AF_PACKET receive ring full (`PACKET_STATISTICS`), or an AF_XDP RX
+    /// ring full / no free UMEM chunk on the FILL ring (`XDP_STATISTICS`).
+    /// Read by each worker every 100 ms.
     RxRingFull,
 }
 

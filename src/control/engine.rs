@@ -21,7 +21,7 @@ use crate::balance::service::Snapshot;
 use crate::balance::stats::DropReason;
 use crate::balance::stats::{WorkerStats, MAX_STAT_SLOTS};
 use crate::balance::sync;
-use crate::config::{Attach, Config, ConfigError, ServiceConfig};
+use crate::config::{Attach, Config, ConfigError, IoBackend, ServiceConfig};
 use crate::control::conflict::{self, ConflictRow, ConflictTracker};
 use crate::control::health::HealthGate;
 use crate::control::k8s::client::{Identity, KubeUpdate, KubeView};
@@ -31,6 +31,7 @@ use crate::control::route::Routes;
 use crate::control::sync::{PreemptGate, SyncLink, SyncView, PREEMPT_WAIT_MAX, REFRESH_PERIOD_MS};
 use crate::dataplane::{run_worker, Shared};
 use crate::io::packet::{PacketConfig, PacketInjector, PacketSocket};
+use crate::io::xdp::{self, XdpDevice, XdpProgram};
 use crate::io::{sys, tap, Device, Injector};
 use crate::wire::{arp, MacAddr};
 
@@ -264,12 +265,16 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
                     EngineError::Attach(std::io::Error::new(e.kind(), format!("{interface}: {e}")))
                 })?;
             let inj = PacketInjector::open(interface).map_err(EngineError::Attach)?;
-            (
-                mac,
-                interface.clone(),
-                Box::new(inj),
-                Devices::Packet(socks),
-            )
+            let devices = match cfg.io.backend {
+                IoBackend::AfPacket => Devices::Packet(socks),
+                IoBackend::AfXdp => Devices::Xdp(open_xdp(interface, socks).map_err(|e| {
+                    EngineError::Attach(std::io::Error::new(
+                        e.kind(),
+                        format!("{interface}: af_xdp: {e}"),
+                    ))
+                })?),
+            };
+            (mac, interface.clone(), Box::new(inj), devices)
         }
         Attach::Tap { bridge, name, mac } => {
             let queues = tap::create(name, bridge, workers).map_err(EngineError::Attach)?;
@@ -370,11 +375,9 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
     if let Some(r) = &routes {
         tracing::info!(addr = %r.addr, prefix = r.prefix, gateway = ?r.gateway, "routes");
     }
-    if let (Some(_), Devices::Packet(socks), Attach::AfPacket { interface }) =
-        (&redundancy, &devices, &cfg.attach)
-    {
+    if let (Some(_), Attach::AfPacket { interface }) = (&redundancy, &cfg.attach) {
         let idx = sys::ifindex(interface).map_err(EngineError::Attach)?;
-        for s in socks {
+        for s in devices.packet_sockets() {
             s.add_membership(idx, mac, false)
                 .map_err(EngineError::Attach)?;
             s.add_membership(idx, crate::wire::vrrp::MULTICAST_MAC, true)
@@ -507,6 +510,7 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
         Devices::Tap(queues) => {
             spawn_workers(queues, &shared, cfg.io.busy_poll, mk_fwd, &mut handles)?
         }
+        Devices::Xdp(devs) => spawn_workers(devs, &shared, cfg.io.busy_poll, mk_fwd, &mut handles)?,
     }
 
     // The workers run from here on, first with an empty snapshot; they must
@@ -787,6 +791,54 @@ fn spawn_workers<D: Device + 'static>(
 enum Devices {
     Packet(Vec<PacketSocket>),
     Tap(Vec<tap::TapQueue>),
+    Xdp(Vec<XdpDevice>),
+}
+
+impl Devices {
+    /// The AF_PACKET sockets (for multicast memberships).
+    fn packet_sockets(&self) -> Vec<&PacketSocket> {
+        match self {
+            Devices::Packet(s) => s.iter().collect(),
+            Devices::Tap(_) => Vec::new(),
+            Devices::Xdp(d) => d.iter().map(XdpDevice::packet).collect(),
+        }
+    }
+}
+
+/// `[io] backend = "af_xdp"`: attaches the steering program and gives each
+/// worker an AF_XDP socket on its RX queue next to its AF_PACKET socket
+/// (workers beyond the interface's RX queues keep AF_PACKET only). Runs
+/// before the capability drop: BPF_MAP_CREATE and BPF_PROG_LOAD need
+/// CAP_BPF (or CAP_SYS_ADMIN), the attach CAP_NET_ADMIN, the socket
+/// CAP_NET_RAW. Later VIP map updates go through the map's descriptor and
+/// need none.
+fn open_xdp(interface: &str, socks: Vec<PacketSocket>) -> std::io::Result<Vec<XdpDevice>> {
+    let queues = xdp::rx_queues(interface);
+    let prog = Arc::new(XdpProgram::attach(interface, queues)?);
+    let n = socks.len();
+    let devs = socks
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let q = (i < queues as usize).then_some(i as u32);
+            XdpDevice::open(interface, s, prog.clone(), q)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    tracing::info!(
+        xdp_mode = ?prog.mode,
+        zerocopy = ?devs[0].zerocopy(),
+        queues,
+        workers = n,
+        "af_xdp: VIP frames steered into AF_XDP sockets"
+    );
+    if n > queues as usize {
+        tracing::warn!(
+            queues,
+            workers = n,
+            "af_xdp: more workers than RX queues; the extra workers read AF_PACKET only"
+        );
+    }
+    Ok(devs)
 }
 
 const TICK: Duration = Duration::from_millis(20);

@@ -85,8 +85,13 @@ pub fn run_worker<D: Device>(
     let flows = fwd.flows.clone();
     let mut last_rx = Instant::now();
     let mut last_ring_check = last_rx;
+    let mut generation = u64::MAX;
     while !shared.stop.load(Ordering::Relaxed) {
         let snap = shared.snapshot.load();
+        if snap.generation != generation {
+            generation = snap.generation;
+            dev.addresses(&mut snap.vips());
+        }
         let now = Instant::now();
         if now.duration_since(last_ring_check) >= RING_CHECK {
             last_ring_check = now;
@@ -126,6 +131,9 @@ pub fn run_worker<D: Device>(
                 continue;
             }
         };
+        if st.ring_drops > 0 {
+            stats.dropped_n(DropReason::RxRingFull, st.ring_drops);
+        }
         if st.rx > 0 {
             stats.event(Event::RxPackets, st.rx);
             stats.event(Event::RxBytes, st.rx_bytes);

@@ -13,6 +13,7 @@ use crate::balance::forward::PacketMeta;
 pub mod packet;
 pub mod sys;
 pub mod tap;
+pub mod xdp;
 
 /// Look-ahead passes of [`Device::poll_prefetched`].
 pub const PREFETCH_PASSES: u8 = 2;
@@ -26,6 +27,9 @@ pub struct BatchStats {
     pub tx_errors: u64,
     /// Ring entries with inconsistent offsets.
     pub malformed: u64,
+    /// Frames the kernel dropped because a ring was full or empty (AF_XDP
+    /// `XDP_STATISTICS`; reported as deltas).
+    pub ring_drops: u64,
 }
 
 /// A network device worked in poll mode by one worker.
@@ -62,6 +66,10 @@ pub trait Device: Send {
     fn injector(&self) -> io::Result<Box<dyn Injector>>;
     /// Blocks until frames may be ready, or `timeout` passes.
     fn wait(&mut self, timeout: Duration) -> io::Result<()>;
+    /// The VIPs of a new snapshot, for a device that steers frames by
+    /// destination address (AF_XDP). Called off the per-frame path, when the
+    /// snapshot generation changes. Default: nothing to do.
+    fn addresses(&mut self, _vips: &mut dyn Iterator<Item = std::net::Ipv4Addr>) {}
 }
 
 /// Sends control-plane frames out of the attached interface.

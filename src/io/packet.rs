@@ -9,7 +9,7 @@
 //! TCP segments and partial checksums cross podlb untouched.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -114,23 +114,30 @@ pub enum RxRing {
 }
 
 /// A mapped ring, unmapped on drop.
-struct Mapping {
-    ptr: NonNull<u8>,
-    len: usize,
+pub(super) struct Mapping {
+    pub(super) ptr: NonNull<u8>,
+    pub(super) len: usize,
 }
 
 impl Mapping {
     fn new(fd: i32, len: usize) -> io::Result<Mapping> {
-        // SAFETY: mmap of a packet ring on a valid socket; the kernel chooses
-        // the address; the result is checked for MAP_FAILED below.
+        Mapping::at(fd, len, 0)
+    }
+
+    /// Maps `len` bytes of `fd` at `offset` (AF_XDP rings live at fixed
+    /// page offsets of the socket); `fd == -1` maps anonymous memory.
+    pub(super) fn at(fd: i32, len: usize, offset: i64) -> io::Result<Mapping> {
+        let anon = if fd < 0 { libc::MAP_ANONYMOUS } else { 0 };
+        // SAFETY: mmap of a ring on a valid socket (or anonymous memory); the
+        // kernel chooses the address; the result is checked for MAP_FAILED below.
         let p = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_POPULATE,
+                libc::MAP_SHARED | libc::MAP_POPULATE | anon,
                 fd,
-                0,
+                offset,
             )
         };
         if p == libc::MAP_FAILED {
@@ -322,6 +329,11 @@ impl PacketSocket {
 
     /// Makes the interface accept frames to `mac` (PACKET_ADD_MEMBERSHIP):
     /// a unicast address (the VRRP virtual MAC) or a multicast group.
+    /// The socket's descriptor, for a caller that polls it with others.
+    pub(super) fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
     pub fn add_membership(
         &self,
         ifindex: i32,
