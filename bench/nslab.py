@@ -11,6 +11,7 @@ set_prefix() first.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import resource
@@ -372,3 +373,47 @@ def raise_nofile() -> None:
         want = hard if hard != resource.RLIM_INFINITY else soft
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     NOFILE = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def resolve_bin(arg: str) -> Path:
+    """A binary given on the command line: absolute, or relative to the current directory,
+    then to the repository root."""
+    p = Path(arg)
+    if p.is_absolute():
+        return p
+    for base in (Path.cwd(), REPO_ROOT):
+        if (base / p).exists():
+            return (base / p).resolve()
+    return REPO_ROOT / p
+
+
+LOADGEN_HELP = "cargo build --release --example loadgen"
+
+
+def parse_loadgen(text: str) -> dict:
+    """The JSON line bench/loadgen.rs prints; latencies converted to ms."""
+    for line in reversed(text.strip().splitlines()):
+        if line.startswith("{"):
+            try:
+                j = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"loadgen output is not JSON: {line[:200]!r}") from e
+            break
+    else:
+        raise ValueError(f"no JSON from loadgen: {text[-200:]!r}")
+    for k in ("p50", "p90", "p99", "p999", "max", "mean"):
+        j[f"{k}_ms"] = j[f"{k}_us"] / 1e3
+    j["error_total"] = j["errors"] + j["timeouts"] + j["non2xx"] + j["unsent"]
+    return j
+
+
+def loadgen(role: str, binary: Path, target: str, rate: float, seconds: int,
+            conns: int = 32) -> dict:
+    """Open-loop load (bench/loadgen.rs) from `role` at `rate` req/s for `seconds`."""
+    r = run(nsx(role, str(binary), "--rate", f"{max(1.0, rate):.0f}", "--duration",
+                str(seconds), "--connections", str(conns), "--timeout", "2", target),
+            timeout=seconds + 30, check=False)
+    try:
+        return parse_loadgen(r.stdout)
+    except ValueError as e:
+        raise BenchError(f"loadgen (exit {r.returncode}): {e}: {(r.stderr or r.stdout)[-300:]}")
