@@ -230,7 +230,10 @@ fn parse_response(buf: &[u8]) -> Parsed {
 
 #[derive(Clone)]
 struct Opts {
-    addr: SocketAddr,
+    /// Connection i goes to `addrs[i % len]` (several VIPs: issue 6's scale case).
+    addrs: Vec<SocketAddr>,
+    /// `Connection: close`: every request on a new connection (new flows per second).
+    close: bool,
     host: String,
     path: String,
     conns: usize,
@@ -329,7 +332,8 @@ impl Worker {
         if now < self.conns[i].retry_ns {
             return false;
         }
-        match connect(self.o.addr) {
+        let id = self.conns[i].id;
+        match connect(self.o.addrs[id % self.o.addrs.len()]) {
             Ok(mut s) => {
                 let r = self.poll.registry().register(
                     &mut s,
@@ -553,15 +557,18 @@ impl Worker {
 // ------------------------------------------------------------------------------------------
 
 const USAGE: &str = "usage: loadgen [--rate R] [--duration S] [--connections N] [--threads T] \
-[--timeout S] [--path P] HOST:PORT
+[--timeout S] [--path P] [--close] HOST:PORT[,HOST:PORT...]
   open-loop HTTP/1.1 keep-alive GETs at R req/s in total (default 1000) for S seconds
   (default 5) over N connections (default 32) in T threads (default 1); latency from each
-  request's scheduled send time; prints JSON";
+  request's scheduled send time; prints JSON. Several targets: connection i goes to target
+  i mod count. --close: `Connection: close`, a new connection (blocking connect, counted
+  in the latency) for every request";
 
 fn parse_args() -> Result<Opts, String> {
     let mut a = std::env::args().skip(1);
     let (mut rate, mut dur, mut conns, mut threads, mut timeout) = (1000.0, 5.0, 32, 1, 2.0);
     let mut path = "/".to_string();
+    let mut close = false;
     let mut target = None;
     while let Some(x) = a.next() {
         let mut val = |name: &str| a.next().ok_or(format!("{name} needs a value"));
@@ -576,27 +583,34 @@ fn parse_args() -> Result<Opts, String> {
             "--threads" | "-t" => threads = num(val("--threads")?, "--threads")? as usize,
             "--timeout" => timeout = num(val("--timeout")?, "--timeout")?,
             "--path" => path = val("--path")?,
+            "--close" => close = true,
             "-h" | "--help" => return Err(USAGE.to_string()),
             s if s.starts_with('-') => return Err(format!("unknown option {s}\n{USAGE}")),
             s => target = Some(s.to_string()),
         }
     }
     let target = target.ok_or(USAGE.to_string())?;
-    let addr = target
-        .to_socket_addrs()
-        .map_err(|e| format!("{target}: {e}"))?
-        .next()
-        .ok_or(format!("{target}: no address"))?;
+    let mut addrs = Vec::new();
+    for t in target.split(',') {
+        let a = t
+            .to_socket_addrs()
+            .map_err(|e| format!("{t}: {e}"))?
+            .next()
+            .ok_or(format!("{t}: no address"))?;
+        addrs.push(a);
+    }
     if !(rate > 0.0 && dur > 0.0 && timeout > 0.0) || conns == 0 || threads == 0 {
         return Err(
             "--rate, --duration, --timeout, --connections and --threads must be > 0".into(),
         );
     }
-    let host = target
+    let first = target.split(',').next().unwrap_or_default();
+    let host = first
         .rsplit_once(':')
-        .map_or(target.clone(), |(h, _)| h.to_string());
+        .map_or(first.to_string(), |(h, _)| h.to_string());
     Ok(Opts {
-        addr,
+        addrs,
+        close,
         host,
         path,
         conns,
@@ -616,16 +630,19 @@ fn main() {
         }
     };
     let req = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: podlb-loadgen\r\n\r\n",
-        o.path, o.host
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: podlb-loadgen\r\n{}\r\n",
+        o.path,
+        o.host,
+        if o.close { "Connection: close\r\n" } else { "" }
     )
     .into_bytes();
     let mut streams = Vec::with_capacity(o.conns);
-    for _ in 0..o.conns {
-        match connect(o.addr) {
+    for i in 0..o.conns {
+        let addr = o.addrs[i % o.addrs.len()];
+        match connect(addr) {
             Ok(s) => streams.push(Some(s)),
             Err(e) => {
-                eprintln!("connect {}: {e}", o.addr);
+                eprintln!("connect {addr}: {e}");
                 std::process::exit(1);
             }
         }
@@ -687,7 +704,9 @@ fn main() {
     let elapsed = (c.last_done_ns as f64 / 1e9).max(o.duration.as_secs_f64());
     let us = |ns: u64| ns as f64 / 1e3;
     let out = serde_json::json!({
-        "target": o.addr.to_string(),
+        "targets": o.addrs.len(),
+        "first_target": o.addrs[0].to_string(),
+        "close": o.close,
         "connections": o.conns,
         "threads": o.threads,
         "target_rate": o.rate,
