@@ -333,8 +333,12 @@ impl Worker {
             return false;
         }
         let id = self.conns[i].id;
-        match connect(self.o.addrs[id % self.o.addrs.len()]) {
+        // Non-blocking: the request is written once the handshake completes (the socket
+        // turns writable); a lost SYN then stalls this connection only, and the request
+        // times out like any other.
+        match TcpStream::connect(self.o.addrs[id % self.o.addrs.len()]) {
             Ok(mut s) => {
+                let _ = s.set_nodelay(true);
                 let r = self.poll.registry().register(
                     &mut s,
                     Token(i),
@@ -384,7 +388,15 @@ impl Worker {
                         return;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                // still connecting: written when the socket turns writable
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::NotConnected
+                    ) =>
+                {
+                    return
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return self.fail(i, false),
             }
@@ -561,7 +573,7 @@ const USAGE: &str = "usage: loadgen [--rate R] [--duration S] [--connections N] 
   open-loop HTTP/1.1 keep-alive GETs at R req/s in total (default 1000) for S seconds
   (default 5) over N connections (default 32) in T threads (default 1); latency from each
   request's scheduled send time; prints JSON. Several targets: connection i goes to target
-  i mod count. --close: `Connection: close`, a new connection (blocking connect, counted
+  i mod count. --close: `Connection: close`, a new connection (non-blocking connect, counted
   in the latency) for every request";
 
 fn parse_args() -> Result<Opts, String> {
@@ -641,9 +653,14 @@ fn main() {
         let addr = o.addrs[i % o.addrs.len()];
         match connect(addr) {
             Ok(s) => streams.push(Some(s)),
-            Err(e) => {
+            Err(e) if i + 1 == o.conns && streams.iter().all(Option::is_none) => {
                 eprintln!("connect {addr}: {e}");
                 std::process::exit(1);
+            }
+            Err(e) => {
+                // the worker connects it again (and counts the failure) when it is due
+                eprintln!("connect {addr}: {e} (retried)");
+                streams.push(None);
             }
         }
     }

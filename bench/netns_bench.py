@@ -44,7 +44,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import nslab  # noqa: E402  (bench/ is on sys.path when this file runs)
 from nslab import (  # noqa: E402
-    PID, SUBNET, REPO_ROOT, PY_TCP_CONNECT, PY_HTTP_GET, NGINX_BACKEND_CONF, RES,
+    PID, SUBNET, REPO_ROOT, PY_TCP_CONNECT, PY_HTTP_GET, RES,
     Interrupted, BenchError, Resources, log, list_netns, run, ns_name, nsx, sysctl,
     start_proc, stop_named, log_tail, wait_tcp, http_get, http_ok,
     parse_duration_ms, parse_count, parse_wrk, raise_nofile, resolve_bin, parse_loadgen,
@@ -96,27 +96,7 @@ def parse_iperf(text: str) -> dict:
 
 
 def build_topology() -> None:
-    node = ns_name("node")
-    for role in ["node", *HOSTS]:
-        run(["ip", "netns", "add", ns_name(role)])
-        RES.namespaces.append(ns_name(role))
-        run(["ip", "-n", ns_name(role), "link", "set", "lo", "up"])
-    run(["ip", "-n", node, "link", "add", "br0", "type", "bridge"])
-    run(["ip", "-n", node, "link", "set", "br0", "up"])
-    for role, addr in HOSTS.items():
-        ns = ns_name(role)
-        peer = f"v{role}"
-        run(["ip", "link", "add", "eth0", "netns", ns, "type", "veth",
-             "peer", "name", peer, "netns", node])
-        run(["ip", "-n", node, "link", "set", peer, "master", "br0"])
-        run(["ip", "-n", node, "link", "set", peer, "up"])
-        run(["ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", "eth0"])
-        run(["ip", "-n", ns, "link", "set", "eth0", "up"])
-        # many short connections: wide port range, TIME_WAIT reuse, deep accept queues
-        sysctl(role, "net.ipv4.ip_local_port_range", "1024 65535")
-        sysctl(role, "net.ipv4.tcp_tw_reuse", "1")
-        sysctl(role, "net.core.somaxconn", "4096")
-        sysctl(role, "net.ipv4.tcp_max_syn_backlog", "4096")
+    nslab.build_bridge_topology(HOSTS)
     # the lb holds one /32 VIP per kernel/proxy case so it answers ARP for them
     for addr in (VIP_IPTABLES, VIP_HAPROXY, VIP_NGINX, SRC_HAPROXY, SRC_NGINX):
         run(["ip", "-n", ns_name("lb"), "addr", "add", f"{addr}/32", "dev", "eth0"])
@@ -128,18 +108,8 @@ def build_topology() -> None:
 
 
 def start_backends() -> None:
-    assert RES.tmpdir is not None
-    d = RES.tmpdir
     for b in BACKENDS:
-        (d / f"{b}-tmp").mkdir(exist_ok=True)
-        conf = d / f"{b}-nginx.conf"
-        conf.write_text(NGINX_BACKEND_CONF.format(d=d, name=b, nofile=nslab.NOFILE, body="ok",
-                                                  wconn=max(1024, min(16384, nslab.NOFILE - 100))))
-        run(nsx(b, "nginx", "-t", "-q", "-p", str(d), "-e", str(d / f"{b}.error.log"),
-                "-c", str(conf)))
-        p = start_proc(f"nginx-{b}", nsx(b, "nginx", "-p", str(d), "-e",
-                                          str(d / f"{b}.error.log"), "-c", str(conf)))
-        wait_tcp("client", HOSTS[b], HTTP_PORT, p, f"nginx-{b}")
+        nslab.start_nginx_backend(b, HOSTS[b])
     start_iperf_server()
     for b in BACKENDS:
         http_ok("client", f"http://{HOSTS[b]}/")
@@ -535,6 +505,24 @@ def iperf(vip: str, seconds: int) -> dict:
     raise BenchError(last)
 
 
+def run_case(c: Case, rnd: int, body) -> dict:
+    """Starts case `c`, runs `body()` (its result goes into the round's entry) and stops
+    the case again, also when something fails (the entry then has an `error`)."""
+    entry: dict = {"round": rnd + 1}
+    try:
+        c.start()
+        entry.update(body())
+    except BenchError as e:
+        entry["error"] = str(e)
+        log(f"  {c.name}: FAILED: {e}")
+    finally:
+        try:
+            c.stop()
+        except BenchError as e:
+            log(f"  {c.name}: stop: {e}")
+    return entry
+
+
 def measure(case: Case, args: argparse.Namespace) -> dict:
     d = args.duration
     out: dict = {}
@@ -603,26 +591,18 @@ def latency_phase(lcases: list[tuple[Case, tuple[int, ...]]], capacity: float,
         log(f"latency round {rnd + 1}/{args.rounds} at {', '.join(f'{p}%' for p in LOADS)} of "
             f"{capacity:,.0f} req/s (load {os.getloadavg()[0]:.2f})")
         for c, loads in order:
-            entry: dict = {"round": rnd + 1, "loads": {}}
-            try:
-                c.start()
+            def body(c: Case = c, loads: tuple[int, ...] = loads) -> dict:
                 http_ok("client", f"http://{c.vip}:{HTTP_PORT}/")
+                out: dict = {}
                 for pct in loads:
                     r = loadgen("client", lg, f"{c.vip}:{HTTP_PORT}", capacity * pct / 100,
                                 args.duration)
-                    entry["loads"][str(pct)] = r
+                    out[str(pct)] = r
                     log(f"  {c.name:27s} {pct:3d}% {r['achieved_rate']:>9,.0f} req/s  p50 "
                         f"{r['p50_ms']:.3f}  p99 {r['p99_ms']:.3f}  p99.9 {r['p999_ms']:.3f} ms"
                         f"  errors {r['error_total']}")
-            except BenchError as e:
-                entry["error"] = str(e)
-                log(f"  {c.name}: FAILED: {e}")
-            finally:
-                try:
-                    c.stop()
-                except BenchError as e:
-                    log(f"  {c.name}: stop: {e}")
-            results[c.name].append(entry)
+                return {"loads": out}
+            results[c.name].append(run_case(c, rnd, body))
     return results
 
 
@@ -1165,10 +1145,8 @@ def main(argv: list[str]) -> int:
             log(f"round {rnd + 1}/{args.rounds}: {' '.join(c.name for c in order)} "
                 f"(load {os.getloadavg()[0]:.2f})")
             for c in order:
-                entry: dict = {"round": rnd + 1}
-                try:
-                    c.start()
-                    entry.update(measure(c, args))
+                def body(c: Case = c) -> dict:
+                    entry = measure(c, args)
                     ka, cc = entry["ka"], entry["cc"]
                     gb = entry.get("iperf", {}).get("gbps")
                     log(f"  {c.name:24s} ka {ka['rps']:>10,.0f} req/s p99 "
@@ -1177,15 +1155,8 @@ def main(argv: list[str]) -> int:
                         f" | errors {ka['error_total']}/{cc['error_total']}")
                     if "iperf_error" in entry:
                         log(f"    iperf3: {entry['iperf_error']}")
-                except BenchError as e:
-                    entry["error"] = str(e)
-                    log(f"  {c.name}: FAILED: {e}")
-                finally:
-                    try:
-                        c.stop()
-                    except BenchError as e:
-                        log(f"  {c.name}: stop: {e}")
-                results[c.name].append(entry)
+                    return entry
+                results[c.name].append(run_case(c, rnd, body))
             # a podlb variant that never started is reported as skipped, not as zeros
             for c in active:
                 if isinstance(c, Podlb) and c.broken and c.name not in skipped:
