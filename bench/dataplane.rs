@@ -291,31 +291,66 @@ struct Rig {
     snap: Snapshot,
 }
 
+fn service(name: String, vip: [u8; 4], mode: Mode, backends: &[[u8; 4]]) -> ServiceConfig {
+    ServiceConfig {
+        name,
+        vip: Ipv4Addr::from(vip),
+        port: 80,
+        mode,
+        backends: backends
+            .iter()
+            .map(|&b| BackendConfig {
+                addr: SocketAddrV4::new(Ipv4Addr::from(b), 8080),
+                weight: 1,
+                vtep: None,
+                vtep_mac: None,
+            })
+            .collect(),
+        table_size: 65537,
+        health_check: None,
+        vxlan_port: podlb::config::DEFAULT_VXLAN_PORT,
+        vni: podlb::config::DEFAULT_VNI,
+        mss_clamp: None,
+    }
+}
+
+/// Services and backends of the scale case (issue 6): `n` services on VIPs
+/// 198.18.1.1.. port 80, `per` distinct backends each (198.19.x.y).
+const SCALE_SERVICES: usize = 100;
+const SCALE_PER: usize = 10;
+
+fn scale_vip(s: usize) -> [u8; 4] {
+    [198, 18, 1, 1 + s as u8]
+}
+
+fn scale_services(mode: Mode) -> Vec<ServiceConfig> {
+    (0..SCALE_SERVICES)
+        .map(|s| {
+            let bs: Vec<[u8; 4]> = (0..SCALE_PER)
+                .map(|j| {
+                    let i = s * SCALE_PER + j;
+                    [198, 19, (i / 250) as u8, 1 + (i % 250) as u8]
+                })
+                .collect();
+            service(format!("svc{s}"), scale_vip(s), mode, &bs)
+        })
+        .collect()
+}
+
 impl Rig {
     fn new(mode: Mode, backends: usize) -> Rig {
-        let svc = ServiceConfig {
-            name: "web".into(),
-            vip: Ipv4Addr::from(VIP),
-            port: 80,
-            mode,
-            backends: (0..backends)
-                .map(|i| BackendConfig {
-                    addr: SocketAddrV4::new(Ipv4Addr::from(backend_ip(i)), 8080),
-                    weight: 1,
-                    vtep: None,
-                    vtep_mac: None,
-                })
-                .collect(),
-            table_size: 65537,
-            health_check: None,
-            vxlan_port: podlb::config::DEFAULT_VXLAN_PORT,
-            vni: podlb::config::DEFAULT_VNI,
-            mss_clamp: None,
-        };
-        let snap = Snapshot::build(1, &[svc], |_, _| 0).expect("snapshot");
-        let neighbors = NeighborTable::new(backends);
-        for i in 0..backends {
-            let b = ip(backend_ip(i));
+        let bs: Vec<[u8; 4]> = (0..backends).map(backend_ip).collect();
+        Rig::with_services(vec![service("web".into(), VIP, mode, &bs)])
+    }
+
+    fn with_services(services: Vec<ServiceConfig>) -> Rig {
+        let snap = Snapshot::build(1, &services, |_, _| 0).expect("snapshot");
+        let addrs: Vec<u32> = services
+            .iter()
+            .flat_map(|s| s.backends.iter().map(|b| u32::from(*b.addr.ip())))
+            .collect();
+        let neighbors = NeighborTable::new(addrs.len());
+        for &b in &addrs {
             assert!(neighbors.track(b));
             assert!(neighbors.learn(b, MacAddr(backend_mac(b)), 0));
         }
@@ -473,7 +508,91 @@ fn forward(c: &mut Criterion) {
 
     syn_new_flow(&mut g);
     established_1m(&mut g);
+    scale_100x10(&mut g);
     g.finish();
+}
+
+/// Issue 6 scale case: 100 services x 10 backends (1,000 backends, 100 VIPs).
+/// The snapshot build (100 Maglev tables of M = 65537), SYNs creating flows
+/// spread over all VIPs in a table sized for 1M flows, and established
+/// packets of 256k flows spread over all services, read in random order.
+fn scale_100x10(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+    let svcs = scale_services(Mode::Nat);
+    g.bench_function("snapshot_build_100x10", |b| {
+        b.iter(|| Snapshot::build(1, black_box(&svcs), |_, _| 0).expect("snapshot"))
+    });
+
+    // client i: address 198.18.128+ (i >> 15), port 1024 + (i & 0x7fff), VIP i % 100
+    const N: u32 = 1 << 18;
+    let frame_of = |i: u32, syn: bool| {
+        let c = (0xc612_8000u32 + (i >> 15)).to_be_bytes();
+        let p = 1024 + (i & 0x7fff) as u16;
+        tcp_frame(
+            CLIENT_MAC,
+            PODLB_MAC,
+            c,
+            scale_vip((i % 100) as usize),
+            p,
+            80,
+            syn,
+            if syn { 0 } else { 64 },
+        )
+    };
+    let syns: Vec<u8> = (0..N).flat_map(|i| frame_of(i, true)).collect();
+    let syn_len = frame_of(0, true).len();
+    let mut rig = Rig::with_services(scale_services(Mode::Nat));
+    let (mut next, mut other) = (0usize, 0u64);
+    let mut scratch = vec![0u8; syn_len];
+    g.bench_function("forward_syn_new_flow_100x10", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters as usize;
+            while left > 0 {
+                if next == N as usize {
+                    rig = Rig::with_services(scale_services(Mode::Nat)); // untimed: empty table
+                    next = 0;
+                }
+                let n = left.min(N as usize - next);
+                let start = Instant::now();
+                for j in next..next + n {
+                    scratch.copy_from_slice(&syns[j * syn_len..(j + 1) * syn_len]);
+                    other += (rig.forward(black_box(&mut scratch)) != Verdict::Tx) as u64;
+                }
+                total += start.elapsed();
+                next += n;
+                left -= n;
+            }
+            total
+        })
+    });
+    println!("forward_syn_new_flow_100x10: {other} SYNs not forwarded (must be 0)");
+    drop(syns);
+
+    // established: the N flows handshaken, then their data packets in random order
+    let mut rig = Rig::with_services(scale_services(Mode::Nat));
+    for i in 0..N {
+        assert_eq!(rig.forward(&mut frame_of(i, true)), Verdict::Tx);
+        rig.forward(&mut frame_of(i, false));
+    }
+    let mut order: Vec<u32> = (0..N).collect();
+    shuffle(&mut order, 3);
+    let len = frame_of(0, false).len();
+    let acks: Vec<u8> = order.iter().flat_map(|&i| frame_of(i, false)).collect();
+    let mut scratch = vec![0u8; len];
+    let (mut j, mut other) = (0usize, 0u64);
+    g.bench_function("forward_nat_established_100x10_256k_flows", |b| {
+        b.iter(|| {
+            scratch.copy_from_slice(&acks[j * len..(j + 1) * len]);
+            j = (j + 1) % N as usize;
+            let v = rig.forward(black_box(&mut scratch));
+            other += (v != Verdict::Tx) as u64;
+            v
+        })
+    });
+    println!(
+        "forward_nat_established_100x10_256k_flows: table holds {}; {other} packets not forwarded (must be 0)",
+        rig.fwd.flows.len()
+    );
 }
 
 /// SYNs from distinct client ports, each creating a full-NAT flow. The

@@ -44,10 +44,11 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import nslab  # noqa: E402  (bench/ is on sys.path when this file runs)
 from nslab import (  # noqa: E402
-    PID, SUBNET, REPO_ROOT, PY_TCP_CONNECT, PY_HTTP_GET, NGINX_BACKEND_CONF, RES,
+    PID, SUBNET, REPO_ROOT, PY_TCP_CONNECT, PY_HTTP_GET, RES,
     Interrupted, BenchError, Resources, log, list_netns, run, ns_name, nsx, sysctl,
     start_proc, stop_named, log_tail, wait_tcp, http_get, http_ok,
-    parse_duration_ms, parse_count, parse_wrk, raise_nofile,
+    parse_duration_ms, parse_count, parse_wrk, raise_nofile, resolve_bin, parse_loadgen,
+    loadgen, LOADGEN_HELP,
 )
 
 PREFIX = nslab.PREFIX
@@ -95,27 +96,7 @@ def parse_iperf(text: str) -> dict:
 
 
 def build_topology() -> None:
-    node = ns_name("node")
-    for role in ["node", *HOSTS]:
-        run(["ip", "netns", "add", ns_name(role)])
-        RES.namespaces.append(ns_name(role))
-        run(["ip", "-n", ns_name(role), "link", "set", "lo", "up"])
-    run(["ip", "-n", node, "link", "add", "br0", "type", "bridge"])
-    run(["ip", "-n", node, "link", "set", "br0", "up"])
-    for role, addr in HOSTS.items():
-        ns = ns_name(role)
-        peer = f"v{role}"
-        run(["ip", "link", "add", "eth0", "netns", ns, "type", "veth",
-             "peer", "name", peer, "netns", node])
-        run(["ip", "-n", node, "link", "set", peer, "master", "br0"])
-        run(["ip", "-n", node, "link", "set", peer, "up"])
-        run(["ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", "eth0"])
-        run(["ip", "-n", ns, "link", "set", "eth0", "up"])
-        # many short connections: wide port range, TIME_WAIT reuse, deep accept queues
-        sysctl(role, "net.ipv4.ip_local_port_range", "1024 65535")
-        sysctl(role, "net.ipv4.tcp_tw_reuse", "1")
-        sysctl(role, "net.core.somaxconn", "4096")
-        sysctl(role, "net.ipv4.tcp_max_syn_backlog", "4096")
+    nslab.build_bridge_topology(HOSTS)
     # the lb holds one /32 VIP per kernel/proxy case so it answers ARP for them
     for addr in (VIP_IPTABLES, VIP_HAPROXY, VIP_NGINX, SRC_HAPROXY, SRC_NGINX):
         run(["ip", "-n", ns_name("lb"), "addr", "add", f"{addr}/32", "dev", "eth0"])
@@ -127,18 +108,8 @@ def build_topology() -> None:
 
 
 def start_backends() -> None:
-    assert RES.tmpdir is not None
-    d = RES.tmpdir
     for b in BACKENDS:
-        (d / f"{b}-tmp").mkdir(exist_ok=True)
-        conf = d / f"{b}-nginx.conf"
-        conf.write_text(NGINX_BACKEND_CONF.format(d=d, name=b, nofile=nslab.NOFILE, body="ok",
-                                                  wconn=max(1024, min(16384, nslab.NOFILE - 100))))
-        run(nsx(b, "nginx", "-t", "-q", "-p", str(d), "-e", str(d / f"{b}.error.log"),
-                "-c", str(conf)))
-        p = start_proc(f"nginx-{b}", nsx(b, "nginx", "-p", str(d), "-e",
-                                          str(d / f"{b}.error.log"), "-c", str(conf)))
-        wait_tcp("client", HOSTS[b], HTTP_PORT, p, f"nginx-{b}")
+        nslab.start_nginx_backend(b, HOSTS[b])
     start_iperf_server()
     for b in BACKENDS:
         http_ok("client", f"http://{HOSTS[b]}/")
@@ -394,8 +365,10 @@ class Podlb(Case):
 
     vip = VIP_PODLB  # replaced per instance in __init__
 
-    def __init__(self, binary: Path, io: str, mode: str, workers: int, timeout: float, index: int = 0):
+    def __init__(self, binary: Path, io: str, mode: str, workers: int, timeout: float, index: int = 0,
+                 rx_ring: str | None = None):
         self.binary = binary
+        self.rx_ring = rx_ring
         # One VIP per variant: full NAT uses the VIP as the source towards the
         # backends, and variants run back to back, so with a shared VIP each
         # variant would meet the TIME_WAIT entries the previous one left on the
@@ -412,6 +385,9 @@ class Podlb(Case):
             "xdp": "AF_XDP (VIP frames) + AF_PACKET on lb eth0",
         }.get(io, "TAP on br0 (node ns)")
         self.description = f"podlb {mode}, {where}, workers = {workers}"
+        if rx_ring:
+            self.name += f"-{rx_ring}"
+            self.description += f', io.rx_ring = "{rx_ring}"'
         self.role = "node" if io == "tap" else "lb"
         self.broken: str | None = None
 
@@ -427,8 +403,13 @@ class Podlb(Case):
         )
         if self.io == "tap":
             text += '\n[tap]\nbridge = "br0"\n'
+        io_keys = []
         if self.io == "xdp":
-            text += '\n[io]\nbackend = "af_xdp"\n'
+            io_keys.append('backend = "af_xdp"')
+        if self.rx_ring:
+            io_keys.append(f'rx_ring = "{self.rx_ring}"')
+        if io_keys:
+            text += "\n[io]\n" + "\n".join(io_keys) + "\n"
         text += (
             "\n[[service]]\n"
             'name = "web"\n'
@@ -532,6 +513,24 @@ def iperf(vip: str, seconds: int) -> dict:
     raise BenchError(last)
 
 
+def run_case(c: Case, rnd: int, body) -> dict:
+    """Starts case `c`, runs `body()` (its result goes into the round's entry) and stops
+    the case again, also when something fails (the entry then has an `error`)."""
+    entry: dict = {"round": rnd + 1}
+    try:
+        c.start()
+        entry.update(body())
+    except BenchError as e:
+        entry["error"] = str(e)
+        log(f"  {c.name}: FAILED: {e}")
+    finally:
+        try:
+            c.stop()
+        except BenchError as e:
+            log(f"  {c.name}: stop: {e}")
+    return entry
+
+
 def measure(case: Case, args: argparse.Namespace) -> dict:
     d = args.duration
     out: dict = {}
@@ -559,6 +558,150 @@ def measure(case: Case, args: argparse.Namespace) -> dict:
     except ValueError:
         pass
     return out
+
+
+# --------------------------------------------------------------------------------------
+# latency at load (open-loop, bench/loadgen.rs)
+# --------------------------------------------------------------------------------------
+
+LOADS = (10, 50, 90)  # percent of the direct case's keep-alive capacity
+LAT_KEYS = (("p50_ms", "p50"), ("p99_ms", "p99"), ("p999_ms", "p99.9"))
+
+
+def latency_cases(cases: list[Case], skipped: dict[str, str], args: argparse.Namespace
+                  ) -> list[tuple[Case, tuple[int, ...]]]:
+    """Every case that runs, at every load, plus podlb with `io.rx_ring = "v3"` (AF_PACKET,
+    nat, 1 worker) at 10%: V3 hands a block to userspace when it is full or at the 1 ms
+    retire timeout, and a block fills slowly at low load, so that is where it shows."""
+    out: list[tuple[Case, tuple[int, ...]]] = [(c, LOADS) for c in cases if c.name not in skipped]
+    if "podlb" in args.cases and not args.no_podlb and any(isinstance(c, Podlb) for c, _ in out):
+        v3 = Podlb(resolve_bin(args.podlb_bin), "afpacket", "nat", 1, args.podlb_timeout,
+                   index=20, rx_ring="v3")
+        out.append((v3, (10,)))
+    return out
+
+
+def direct_capacity(results: dict, args: argparse.Namespace) -> tuple[float, str]:
+    """The direct case's keep-alive req/s: the median of this run's rounds, or measured now."""
+    rps = [r["ka"]["rps"] for r in results.get("direct", []) if "ka" in r]
+    if rps:
+        return statistics.median(rps), f"median of {len(rps)} `direct` keep-alive round(s) above"
+    vals = [wrk(HOSTS["b1"], args.duration, close=False)["rps"] for _ in range(args.rounds)]
+    return statistics.median(vals), f"`wrk -t1 -c32` keep-alive to backend 1, median of {len(vals)}"
+
+
+def latency_phase(lcases: list[tuple[Case, tuple[int, ...]]], capacity: float,
+                  args: argparse.Namespace, lg: Path) -> dict[str, list[dict]]:
+    results: dict[str, list[dict]] = {c.name: [] for c, _ in lcases}
+    for rnd in range(args.rounds):
+        k = rnd % len(lcases)
+        order = lcases[k:] + lcases[:k]
+        log(f"latency round {rnd + 1}/{args.rounds} at {', '.join(f'{p}%' for p in LOADS)} of "
+            f"{capacity:,.0f} req/s (load {os.getloadavg()[0]:.2f})")
+        for c, loads in order:
+            def body(c: Case = c, loads: tuple[int, ...] = loads) -> dict:
+                http_ok("client", f"http://{c.vip}:{HTTP_PORT}/")
+                out: dict = {}
+                for pct in loads:
+                    r = loadgen("client", lg, f"{c.vip}:{HTTP_PORT}", capacity * pct / 100,
+                                args.duration)
+                    out[str(pct)] = r
+                    log(f"  {c.name:27s} {pct:3d}% {r['achieved_rate']:>9,.0f} req/s  p50 "
+                        f"{r['p50_ms']:.3f}  p99 {r['p99_ms']:.3f}  p99.9 {r['p999_ms']:.3f} ms"
+                        f"  errors {r['error_total']}")
+                return {"loads": out}
+            results[c.name].append(run_case(c, rnd, body))
+    return results
+
+
+def latency_medians(rounds: list[dict], pct: int) -> dict | None:
+    rs = [r["loads"][str(pct)] for r in rounds if str(pct) in r.get("loads", {})]
+    if not rs:
+        return None
+    m = {k: statistics.median(r[k] for r in rs) for k in
+         ("achieved_rate", "p50_ms", "p99_ms", "p999_ms", "max_ms")}
+    m["errors"] = sum(r["error_total"] for r in rs)
+    m["n"] = len(rs)
+    return m
+
+
+def render_latency(lat: dict, capacity: float, cap_note: str, chart: str | None,
+                   chart_note: str, args: argparse.Namespace) -> str:
+    L = ["## Latency at load (open loop)", ""]
+    L.append(f"- load: `target/release/examples/loadgen` (bench/loadgen.rs) from the client, "
+             f"32 keep-alive connections, a fixed total rate for {args.duration} s at "
+             f"{', '.join(f'{p}%' for p in LOADS)} of the direct capacity, "
+             f"{capacity:,.0f} req/s ({cap_note}); each request's latency runs from its "
+             "*scheduled* send time to the end of its response (coordinated omission "
+             "corrected), so a stall counts in every request it delays")
+    L.append("- medians over rounds of each round's percentile; `errors` sums errors, "
+             "timeouts (2 s), non-2xx and requests never sent over the rounds. A case whose "
+             "capacity is below the offered rate builds a queue: its latency then grows with "
+             "the run's length and achieved req/s stays below the target")
+    L.append("")
+    L.append("| case | load | target req/s | achieved req/s | p50 ms | p99 ms | p99.9 ms | "
+             "max ms | errors | rounds |")
+    L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, rounds in lat["results"].items():
+        for pct in LOADS:
+            m = latency_medians(rounds, pct)
+            if m is None:
+                continue
+            L.append(f"| {name} | {pct}% | {capacity * pct / 100:,.0f} | "
+                     f"{m['achieved_rate']:,.0f} | {m['p50_ms']:.3f} | {m['p99_ms']:.3f} | "
+                     f"{m['p999_ms']:.3f} | {m['max_ms']:.1f} | {m['errors']} | {m['n']} |")
+    fails = [f"- `{n}` round {r['round']} failed: {r['error'].splitlines()[0][:300]}"
+             for n, rs in lat["results"].items() for r in rs if "error" in r]
+    if fails:
+        L += ["", "Failures:", *fails]
+    L.append("")
+    if chart:
+        L.append(f"![latency at load: p50 and p99 per case per load]({chart})")
+    else:
+        L.append(f"(latency chart: {chart_note})")
+    L.append("")
+    return "\n".join(L)
+
+
+def make_latency_chart(path: Path, lat: dict) -> tuple[str | None, str]:
+    try:
+        import matplotlib  # type: ignore
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # type: ignore
+    except Exception:
+        return None, "skipped: matplotlib is not importable"
+    try:
+        names = [n for n, rs in lat["results"].items()
+                 if any(latency_medians(rs, p) for p in LOADS)]
+        if not names:
+            return None, "skipped: no latency results"
+        fig, ax = plt.subplots(figsize=(max(7, 1.1 * len(names)), 4.5))
+        width = 0.8 / len(LOADS)
+        colors = {10: "tab:green", 50: "tab:orange", 90: "tab:red"}
+        for j, pct in enumerate(LOADS):
+            xs, p99, p50 = [], [], []
+            for i, n in enumerate(names):
+                m = latency_medians(lat["results"][n], pct)
+                if m:
+                    xs.append(i + (j - 1) * width)
+                    p99.append(m["p99_ms"])
+                    p50.append(m["p50_ms"])
+            ax.bar(xs, p99, width, color=colors[pct], alpha=0.8, label=f"p99 at {pct}%")
+            ax.scatter(xs, p50, marker="_", s=120, color="black", zorder=3,
+                       label="p50" if j == 0 else None)
+        ax.set_yscale("log")
+        ax.set_ylabel("ms (log)")
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, rotation=40, ha="right", fontsize=8)
+        ax.set_title(f"open-loop latency at % of direct capacity ({lat['capacity']:,.0f} req/s); "
+                     "bars p99, ticks p50", fontsize=9)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return path.name, ""
+    except Exception as e:
+        return None, f"skipped: chart failed: {e}"
 
 
 # --------------------------------------------------------------------------------------
@@ -606,19 +749,24 @@ def fmt(v, f: str) -> str:
     return "–" if v is None else f.format(v)
 
 
+def header_lines(info: dict, args: argparse.Namespace, title: str) -> list[str]:
+    return [
+        "<!-- generated by bench/netns_bench.py; rerun it rather than editing -->",
+        f"## {title}",
+        "",
+        f"- date: {info['date']}; {info['rounds']} round(s), {args.duration} s per "
+        f"measurement{' (--quick)' if args.quick else ''}; total {info['elapsed']}",
+        f"- machine: {info['nproc']} CPUs ({info['cpu']}), kernel {info['kernel']}, "
+        f"load average {info['load_start']} at start, {info['load_end']} at end",
+        f"- tools: {info['tools']}",
+        f"- podlb: {info['podlb']}",
+        f"- command: `{info['command']}`",
+    ]
+
+
 def render(info: dict, cases: list[Case], results: dict, skipped: dict[str, str],
            args: argparse.Namespace, chart: str | None, chart_note: str) -> str:
-    L: list[str] = []
-    L.append("<!-- generated by bench/netns_bench.py; rerun it rather than editing -->")
-    L.append("## netns load benchmark")
-    L.append("")
-    L.append(f"- date: {info['date']}; {info['rounds']} round(s), {args.duration} s per "
-             f"measurement{' (--quick)' if args.quick else ''}; total {info['elapsed']}")
-    L.append(f"- machine: {info['nproc']} CPUs ({info['cpu']}), kernel {info['kernel']}, "
-             f"load average {info['load_start']} at start, {info['load_end']} at end")
-    L.append(f"- tools: {info['tools']}")
-    L.append(f"- podlb: {info['podlb']}")
-    L.append(f"- command: `{info['command']}`")
+    L = header_lines(info, args, "netns load benchmark")
     L.append("- method: one topology (bridge ns + client, lb, 3 nginx backends on veth, "
              "198.18.0.0/24); per case `wrk -t1 -c32 --latency` keep-alive, the same with "
              "`-H 'Connection: close'`, `iperf3 -t N` to backend 1; cases alternate within a "
@@ -838,7 +986,17 @@ def self_test() -> int:
         raise AssertionError("iperf error not raised")
     except ValueError as e:
         assert "busy" in str(e)
-    print("self-test: 9 passed, 0 failed")
+    lg = parse_loadgen('noise\n{"achieved_rate":1000.0,"p50_us":88.0,"p90_us":366.5,'
+                       '"p99_us":5996.5,"p999_us":13172.7,"max_us":16139.2,"mean_us":398.1,'
+                       '"errors":1,"timeouts":2,"non2xx":3,"unsent":4}\n')
+    assert abs(lg["p99_ms"] - 5.9965) < 1e-9 and lg["error_total"] == 10, lg
+    for bad in ("", "connect 198.18.0.9:80: refused\n", "{not json\n"):
+        try:
+            parse_loadgen(bad)
+            raise AssertionError("parsed garbage")
+        except ValueError:
+            pass
+    print("self-test: 10 passed, 0 failed")
     return 0
 
 
@@ -853,10 +1011,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3, help="rounds (default 3; medians reported)")
     p.add_argument("--duration", type=int, default=5, help="seconds per measurement (default 5)")
     p.add_argument("--quick", action="store_true", help="smoke run: 1 round, 2 s measurements")
-    p.add_argument("--out", default="docs/benchmarks-netns.md",
+    p.add_argument("--out", default=None,
                    help="markdown output; relative paths are relative to the repository root "
-                        "(default docs/benchmarks-netns.md). Raw results go to the same name "
-                        "with .json")
+                        "(default docs/benchmarks-netns.md, with --only-latency "
+                        "docs/benchmarks-latency.md). Raw results go to the same name with .json")
+    p.add_argument("--no-latency", dest="latency", action="store_false",
+                   help="skip the open-loop latency phase (p50/p99/p99.9 at 10/50/90%% of the "
+                        "direct capacity, after the throughput rounds)")
+    p.add_argument("--only-latency", action="store_true",
+                   help="only the latency phase (the direct capacity is measured first)")
+    p.add_argument("--loadgen-bin", default="target/release/examples/loadgen",
+                   help="the open-loop load generator (" + LOADGEN_HELP + ")")
     p.add_argument("--cases", default="direct,iptables,haproxy,nginx,podlb",
                    help="comma list of: direct, iptables, haproxy, nginx, podlb (default all)")
     p.add_argument("--no-podlb", action="store_true", help="same as leaving podlb out of --cases")
@@ -879,19 +1044,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     a = p.parse_args(argv)
     if a.quick:
         a.rounds, a.duration = 1, 2
+    if a.only_latency:
+        a.latency = True
+    if a.out is None:
+        a.out = "docs/benchmarks-latency.md" if a.only_latency else "docs/benchmarks-netns.md"
     if a.rounds < 1 or a.duration < 1:
         p.error("--rounds and --duration must be >= 1")
     return a
-
-
-def resolve_bin(arg: str) -> Path:
-    p = Path(arg)
-    if p.is_absolute():
-        return p
-    for base in (Path.cwd(), REPO_ROOT):
-        if (base / p).exists():
-            return (base / p).resolve()
-    return (REPO_ROOT / p)
 
 
 def build_cases(args: argparse.Namespace) -> tuple[list[Case], dict[str, str]]:
@@ -927,7 +1086,9 @@ def build_cases(args: argparse.Namespace) -> tuple[list[Case], dict[str, str]]:
 
 
 
-def preflight(cases: list[Case]) -> None:
+def preflight(cases: list[Case], args: argparse.Namespace) -> None:
+    if args.latency and not resolve_bin(args.loadgen_bin).is_file():
+        raise BenchError(f"{args.loadgen_bin} not found: {LOADGEN_HELP} (or --no-latency)")
     if os.geteuid() != 0:
         raise BenchError("needs root (network namespaces, iptables)")
     raise_nofile()
@@ -964,15 +1125,17 @@ def main(argv: list[str]) -> int:
     rc = 0
     try:
         cases, skipped = build_cases(args)
-        preflight(cases)
+        preflight(cases, args)
         active = [c for c in cases if c.name not in skipped]
         for why in sorted(set(skipped.values())):
             names = [n for n, w in skipped.items() if w == why]
             log(f"skip {', '.join(names)}: {why}")
         if not active:
             raise BenchError("no case to run")
-        per_case = 3 * args.duration + 12
-        estimate = args.rounds * len(active) * per_case + 20
+        per_case = 0 if args.only_latency else 3 * args.duration + 12
+        if args.latency:
+            per_case += len(LOADS) * (args.duration + 2) + 8
+        estimate = args.rounds * (len(active) + 1) * per_case + 20
         limit = args.time_limit or (2 * estimate + 120)
         signal.alarm(limit)
         log(f"{len(active)} case(s) x {args.rounds} round(s), about {estimate // 60} min "
@@ -985,16 +1148,14 @@ def main(argv: list[str]) -> int:
         log("topology up; backends answer")
 
         results: dict[str, list[dict]] = {c.name: [] for c in active}
-        for rnd in range(args.rounds):
+        for rnd in range(0 if args.only_latency else args.rounds):
             k = rnd % len(active)
             order = active[k:] + active[:k]
             log(f"round {rnd + 1}/{args.rounds}: {' '.join(c.name for c in order)} "
                 f"(load {os.getloadavg()[0]:.2f})")
             for c in order:
-                entry: dict = {"round": rnd + 1}
-                try:
-                    c.start()
-                    entry.update(measure(c, args))
+                def body(c: Case = c) -> dict:
+                    entry = measure(c, args)
                     ka, cc = entry["ka"], entry["cc"]
                     gb = entry.get("iperf", {}).get("gbps")
                     log(f"  {c.name:24s} ka {ka['rps']:>10,.0f} req/s p99 "
@@ -1003,15 +1164,8 @@ def main(argv: list[str]) -> int:
                         f" | errors {ka['error_total']}/{cc['error_total']}")
                     if "iperf_error" in entry:
                         log(f"    iperf3: {entry['iperf_error']}")
-                except BenchError as e:
-                    entry["error"] = str(e)
-                    log(f"  {c.name}: FAILED: {e}")
-                finally:
-                    try:
-                        c.stop()
-                    except BenchError as e:
-                        log(f"  {c.name}: stop: {e}")
-                results[c.name].append(entry)
+                    return entry
+                results[c.name].append(run_case(c, rnd, body))
             # a podlb variant that never started is reported as skipped, not as zeros
             for c in active:
                 if isinstance(c, Podlb) and c.broken and c.name not in skipped:
@@ -1020,6 +1174,14 @@ def main(argv: list[str]) -> int:
             active = [c for c in active if c.name not in skipped or not isinstance(c, Podlb)]
             if not active:
                 break
+
+        lat = None
+        if args.latency:
+            lcases = latency_cases(cases, skipped, args)
+            capacity, cap_note = direct_capacity(results, args)
+            lat = {"capacity": capacity, "capacity_note": cap_note, "loads_pct": list(LOADS),
+                   "results": latency_phase(lcases, capacity, args,
+                                            resolve_bin(args.loadgen_bin))}
 
         info["rounds"] = args.rounds
         info["load_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -1030,17 +1192,29 @@ def main(argv: list[str]) -> int:
             out = REPO_ROOT / out
         out.parent.mkdir(parents=True, exist_ok=True)
         chart, note = (None, "disabled (--no-chart)")
-        if not args.no_chart:
+        if not args.no_chart and not args.only_latency:
             chart, note = make_chart(out.with_suffix(".png"), cases, results, skipped)
             if chart is None:
                 log(f"chart {note}")
-        text = render(info, cases, results, skipped, args, chart, note)
+        if args.only_latency:
+            text = "\n".join(header_lines(info, args, "netns latency benchmark")) + "\n"
+        else:
+            text = render(info, cases, results, skipped, args, chart, note)
+        if lat is not None:
+            lchart, lnote = (None, "disabled (--no-chart)")
+            if not args.no_chart:
+                lpath = out.with_name(out.stem + ("" if args.only_latency else "-latency") + ".png")
+                lchart, lnote = make_latency_chart(lpath, lat)
+            text += "\n" + render_latency(lat, lat["capacity"], lat["capacity_note"], lchart,
+                                          lnote, args)
         out.write_text(text)
         out.with_suffix(".json").write_text(json.dumps(
-            {"info": info, "skipped": skipped, "results": results}, indent=1))
+            {"info": info, "skipped": skipped, "results": results, "latency": lat}, indent=1))
         print(text)
         log(f"wrote {out} and {out.with_suffix('.json')}")
         if any("error" in r for name, rs in results.items() if name not in skipped for r in rs):
+            rc = 1
+        if lat and any("error" in r for rs in lat["results"].values() for r in rs):
             rc = 1
     except Interrupted as e:
         name = "time limit" if e.signum == signal.SIGALRM else signal.Signals(e.signum).name

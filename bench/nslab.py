@@ -11,6 +11,8 @@ set_prefix() first.
 
 from __future__ import annotations
 
+import atexit
+import json
 import os
 import re
 import resource
@@ -372,3 +374,113 @@ def raise_nofile() -> None:
         want = hard if hard != resource.RLIM_INFINITY else soft
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     NOFILE = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def resolve_bin(arg: str) -> Path:
+    """A binary given on the command line: absolute, or relative to the current directory,
+    then to the repository root."""
+    p = Path(arg)
+    if p.is_absolute():
+        return p
+    for base in (Path.cwd(), REPO_ROOT):
+        if (base / p).exists():
+            return (base / p).resolve()
+    return REPO_ROOT / p
+
+
+LOADGEN_HELP = "cargo build --release --example loadgen"
+
+
+def parse_loadgen(text: str) -> dict:
+    """The JSON line bench/loadgen.rs prints; latencies converted to ms."""
+    for line in reversed(text.strip().splitlines()):
+        if line.startswith("{"):
+            try:
+                j = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"loadgen output is not JSON: {line[:200]!r}") from e
+            break
+    else:
+        raise ValueError(f"no JSON from loadgen: {text[-200:]!r}")
+    for k in ("p50", "p90", "p99", "p999", "max", "mean"):
+        j[f"{k}_ms"] = j[f"{k}_us"] / 1e3
+    j["error_total"] = j["errors"] + j["timeouts"] + j["non2xx"] + j["unsent"]
+    return j
+
+
+def loadgen(role: str, binary: Path, target: str, rate: float, seconds: int,
+            conns: int = 32) -> dict:
+    """Open-loop load (bench/loadgen.rs) from `role` at `rate` req/s for `seconds`."""
+    r = run(nsx(role, str(binary), "--rate", f"{max(1.0, rate):.0f}", "--duration",
+                str(seconds), "--connections", str(conns), "--timeout", "2", target),
+            timeout=seconds + 30, check=False)
+    try:
+        return parse_loadgen(r.stdout)
+    except ValueError as e:
+        raise BenchError(f"loadgen (exit {r.returncode}): {e}: {(r.stderr or r.stdout)[-300:]}")
+
+
+def build_bridge_topology(hosts: dict[str, str], prefix_len: int = 24) -> None:
+    """A namespace `node` with bridge br0, and one namespace per host in `hosts` (role ->
+    address) whose eth0 is a veth on br0 with `address/prefix_len`. Tuned for many short
+    connections: wide port range, TIME_WAIT reuse, deep accept queues."""
+    node = ns_name("node")
+    for role in ["node", *hosts]:
+        run(["ip", "netns", "add", ns_name(role)])
+        RES.namespaces.append(ns_name(role))
+        run(["ip", "-n", ns_name(role), "link", "set", "lo", "up"])
+    run(["ip", "-n", node, "link", "add", "br0", "type", "bridge"])
+    run(["ip", "-n", node, "link", "set", "br0", "up"])
+    for role, addr in hosts.items():
+        ns = ns_name(role)
+        peer = f"v{role}"
+        run(["ip", "link", "add", "eth0", "netns", ns, "type", "veth",
+             "peer", "name", peer, "netns", node])
+        run(["ip", "-n", node, "link", "set", peer, "master", "br0"])
+        run(["ip", "-n", node, "link", "set", peer, "up"])
+        run(["ip", "-n", ns, "addr", "add", f"{addr}/{prefix_len}", "dev", "eth0"])
+        run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+        sysctl(role, "net.ipv4.ip_local_port_range", "1024 65535")
+        sysctl(role, "net.ipv4.tcp_tw_reuse", "1")
+        sysctl(role, "net.core.somaxconn", "4096")
+        sysctl(role, "net.ipv4.tcp_max_syn_backlog", "4096")
+
+
+def start_nginx_backend(role: str, host: str, body: str = "ok") -> subprocess.Popen:
+    """nginx (NGINX_BACKEND_CONF, port 80 on every address) in namespace `role`; waits until
+    `host`:80 accepts from the client namespace."""
+    assert RES.tmpdir is not None
+    d = RES.tmpdir
+    (d / f"{role}-tmp").mkdir(exist_ok=True)
+    conf = d / f"{role}-nginx.conf"
+    conf.write_text(NGINX_BACKEND_CONF.format(d=d, name=role, nofile=NOFILE, body=body,
+                                              wconn=max(1024, min(16384, NOFILE - 100))))
+    elog = str(d / f"{role}.error.log")
+    run(nsx(role, "nginx", "-t", "-q", "-p", str(d), "-e", elog, "-c", str(conf)))
+    p = start_proc(f"nginx-{role}", nsx(role, "nginx", "-p", str(d), "-e", elog, "-c", str(conf)))
+    wait_tcp("client", host, 80, p, f"nginx-{role}")
+    return p
+
+
+def run_main(body, keep_tmp: bool = False) -> int:
+    """Runs `body()` (returns the exit status) with cleanup on exit, on error, on Ctrl-C,
+    SIGTERM, SIGHUP and SIGALRM (the time limit): 124 on the time limit, 128+N on signal N,
+    2 on a BenchError."""
+    def on_signal(signum, _frame):
+        raise Interrupted(signum)
+
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGALRM):
+        signal.signal(s, on_signal)
+    atexit.register(RES.cleanup)
+    RES.keep_tmp = keep_tmp
+    try:
+        return body()
+    except Interrupted as e:
+        name = "time limit" if e.signum == signal.SIGALRM else signal.Signals(e.signum).name
+        log(f"interrupted ({name}); cleaning up")
+        return 124 if e.signum == signal.SIGALRM else 128 + e.signum
+    except BenchError as e:
+        log(f"error: {e}")
+        return 2
+    finally:
+        RES.cleanup()
