@@ -1332,7 +1332,12 @@ impl Control {
         // table has reached it (bounded; decisions.md §44).
         if let Some(link) = &self.sync {
             let backup = r.state() == crate::vrrp::State::Backup;
-            r.hold_preemption(self.preempt_gate.hold(now, backup, link.synced()));
+            r.hold_preemption(self.preempt_gate.hold(
+                now,
+                backup,
+                link.synced(),
+                link.master_heard(),
+            ));
         }
         while let Some(frame) = self.view.shared.punt.pop() {
             r.on_frame(&frame, now);

@@ -70,6 +70,12 @@ pub const DUMP_DATAGRAMS_PER_STEP: usize = 24;
 /// every flow (a master that does not dump, or a lossy link).
 pub const PREEMPT_WAIT_MAX: Duration = Duration::from_millis(REFRESH_PERIOD_MS as u64 + 5_000);
 
+/// A backup stops waiting for a master that has sent no sync datagram at all
+/// this long after the backup spell began: the master learns of us from our
+/// hello (sent as soon as its adverts name it) and answers within
+/// milliseconds when it syncs; three seconds cover a 1 s advert interval.
+pub const UNHEARD_WAIT: Duration = Duration::from_secs(3);
+
 /// Counters for /metrics.
 #[derive(Default)]
 pub struct SyncView {
@@ -99,7 +105,10 @@ pub struct SyncView {
 
 /// Whether a backup holds back preemption: from the moment it is backup
 /// until the master's whole table has reached it ([`SyncLink::synced`]),
-/// but no longer than the bound. Sans-IO.
+/// but no longer than the bound. A master that has not sent a single sync
+/// datagram within [`UNHEARD_WAIT`] does not sync at all (keepalived, or a
+/// podlb without sync towards us): there is no table to wait for, and the
+/// hold ends then. Sans-IO.
 #[derive(Debug)]
 pub struct PreemptGate {
     max_wait: Duration,
@@ -115,14 +124,16 @@ impl PreemptGate {
         }
     }
 
-    /// Whether to hold preemption now.
-    pub fn hold(&mut self, now: Instant, backup: bool, synced: bool) -> bool {
+    /// Whether to hold preemption now. `heard`: a sync datagram from the
+    /// current master has arrived ([`SyncLink::master_heard`]).
+    pub fn hold(&mut self, now: Instant, backup: bool, synced: bool, heard: bool) -> bool {
         if !backup {
             self.since = None;
             return false;
         }
         let since = *self.since.get_or_insert(now);
-        !synced && now.duration_since(since) < self.max_wait
+        let waited = now.duration_since(since);
+        !synced && waited < self.max_wait && (heard || waited < UNHEARD_WAIT)
     }
 }
 
@@ -139,6 +150,8 @@ pub struct SyncLink {
     dump: Option<TableDump>,
     /// The current master's whole table has arrived (backup).
     synced: bool,
+    /// The current master has sent us a sync datagram (backup).
+    master_heard: bool,
     last_hello: Instant,
     pub view: Arc<SyncView>,
     buf: Vec<u8>,
@@ -181,6 +194,7 @@ impl SyncLink {
             seq: PeerSeq::default(),
             dump: None,
             synced: false,
+            master_heard: false,
             last_hello: Instant::now() - HELLO_EVERY,
             view: Arc::new(SyncView::default()),
             buf: vec![0u8; 2048],
@@ -198,6 +212,12 @@ impl SyncLink {
     /// changed (restarted).
     pub fn synced(&self) -> bool {
         self.synced
+    }
+
+    /// Whether the current master has sent us any sync datagram (it takes
+    /// part in connection sync, so its table is worth waiting for).
+    pub fn master_heard(&self) -> bool {
+        self.master_heard
     }
 
     /// Events the workers could not queue (queue full); the refresh covers them.
@@ -327,6 +347,7 @@ impl SyncLink {
                 }
                 _ => {}
             }
+            self.master_heard = true;
             if d.flags & FLAG_TABLE_SENT != 0 {
                 if !self.synced {
                     tracing::info!(master = %from.ip(), "sync: the master's whole table has arrived");
@@ -381,6 +402,7 @@ impl SyncLink {
                 }
             }
             self.synced = false;
+            self.master_heard = false;
         } else {
             self.dump = None;
             // Events a former master's workers left behind are stale now.
@@ -479,16 +501,36 @@ mod tests {
     #[test]
     fn preempt_gate_holds_until_synced_or_the_bound() {
         let t0 = Instant::now();
-        let mut g = PreemptGate::new(Duration::from_secs(15));
-        assert!(!g.hold(t0, false, false), "not backup: nothing to hold");
-        assert!(g.hold(t0, true, false));
-        assert!(g.hold(t0 + Duration::from_secs(14), true, false));
-        assert!(!g.hold(t0 + Duration::from_secs(14), true, true), "synced");
-        assert!(!g.hold(t0 + Duration::from_secs(15), true, false), "bound");
+        let s = Duration::from_secs;
+        let mut g = PreemptGate::new(s(15));
+        assert!(
+            !g.hold(t0, false, false, false),
+            "not backup: nothing to hold"
+        );
+        assert!(g.hold(t0, true, false, true));
+        assert!(g.hold(t0 + s(14), true, false, true));
+        assert!(!g.hold(t0 + s(14), true, true, true), "synced");
+        assert!(!g.hold(t0 + s(15), true, false, true), "bound");
         // A new spell as backup starts a new wait.
-        assert!(!g.hold(t0 + Duration::from_secs(16), false, false));
-        assert!(g.hold(t0 + Duration::from_secs(20), true, false));
-        assert!(!g.hold(t0 + Duration::from_secs(35), true, false));
+        assert!(!g.hold(t0 + s(16), false, false, false));
+        assert!(g.hold(t0 + s(20), true, false, true));
+        assert!(!g.hold(t0 + s(35), true, false, true));
+    }
+
+    #[test]
+    fn preempt_gate_does_not_wait_for_a_master_that_never_syncs() {
+        let t0 = Instant::now();
+        let mut g = PreemptGate::new(Duration::from_secs(15));
+        assert!(g.hold(t0, true, false, false), "it may still speak");
+        assert!(g.hold(t0 + UNHEARD_WAIT / 2, true, false, false));
+        assert!(
+            !g.hold(t0 + UNHEARD_WAIT, true, false, false),
+            "keepalived (or sync off) as master: no table will come"
+        );
+        assert!(
+            g.hold(t0 + UNHEARD_WAIT, true, false, true),
+            "it spoke: wait for it"
+        );
     }
 
     #[test]
