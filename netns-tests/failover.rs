@@ -118,6 +118,25 @@ pub fn start_pair(lab: &Lab, advert_ms: u64, unicast: bool, iperf: bool) -> (Pod
 }
 
 /// Repeats `GET /` through the VIP from the client until one succeeds.
+/// Opens `n` keep-alive connections to the VIP from `client`, one request
+/// each; returns them with the backend that answered.
+pub fn open_kept(client: &str, n: usize) -> Vec<(HttpConn, String)> {
+    netns::in_netns(client, || {
+        (0..n)
+            .map(|i| {
+                let mut c = HttpConn::connect(vip(80), Duration::from_secs(3))
+                    .unwrap_or_else(|e| panic!("connect {i}: {e}"));
+                let r = c
+                    .get("/", false)
+                    .unwrap_or_else(|e| panic!("request {i}: {e}"));
+                assert_eq!(r.status, 200);
+                (c, r.body.trim().to_string())
+            })
+            .collect()
+    })
+    .unwrap()
+}
+
 pub fn wait_http(client: &str, timeout: Duration) -> Duration {
     let t0 = Instant::now();
     loop {
@@ -213,20 +232,7 @@ fn vrrp_established_flows_survive_failover() {
 
     // 50 idle keep-alive connections, one request each.
     const N: usize = 50;
-    let mut conns: Vec<(HttpConn, String)> = netns::in_netns(&client, || {
-        (0..N)
-            .map(|i| {
-                let mut c = HttpConn::connect(vip(80), Duration::from_secs(3))
-                    .unwrap_or_else(|e| panic!("connect {i}: {e}"));
-                let r = c
-                    .get("/", false)
-                    .unwrap_or_else(|e| panic!("request {i}: {e}"));
-                assert_eq!(r.status, 200);
-                (c, r.body.trim().to_string())
-            })
-            .collect()
-    })
-    .unwrap();
+    let mut conns = open_kept(&client, N);
 
     // One iperf3 stream through service "iperf" (VIP:5201 → be1).
     let ip = VIP.to_string();
@@ -341,20 +347,7 @@ fn vrrp_returning_master_keeps_flows_opened_while_away() {
 
     // Opened through lb2 while lb1 is away: lb1 has never seen them.
     const N: usize = 20;
-    let mut conns: Vec<(HttpConn, String)> = netns::in_netns(&client, || {
-        (0..N)
-            .map(|i| {
-                let mut c = HttpConn::connect(vip(80), Duration::from_secs(3))
-                    .unwrap_or_else(|e| panic!("connect {i}: {e}"));
-                let r = c
-                    .get("/", false)
-                    .unwrap_or_else(|e| panic!("request {i}: {e}"));
-                assert_eq!(r.status, 200);
-                (c, r.body.trim().to_string())
-            })
-            .collect()
-    })
-    .unwrap();
+    let mut conns = open_kept(&client, N);
 
     // lb1 returns with the default preempt settings (on, no delay).
     let back = Podlb::start_as(

@@ -1200,23 +1200,22 @@ mod tests {
     #[test]
     fn prefetch_takes_any_prefix_and_changes_nothing() {
         let (mut f, snap) = setup(Mode::Nat, 8080);
-        let mut syn = tcp_frame(CLIENT_MAC, LB, CLIENT, VIP, 40001, 80, "S");
-        for pass in 0..2 {
-            for n in 0..=syn.len() {
-                Forwarder::prefetch(&f.flows, &snap, &syn[..n], pass);
+        let every_prefix = |f: &Forwarder, frame: &[u8]| {
+            for pass in 0..2 {
+                for n in 0..=frame.len() {
+                    Forwarder::prefetch(&f.flows, &snap, &frame[..n], pass);
+                }
             }
-        }
+        };
+        let mut syn = tcp_frame(CLIENT_MAC, LB, CLIENT, VIP, 40001, 80, "S");
+        every_prefix(&f, &syn);
         assert_eq!(
             f.forward(&snap, &mut syn, PacketMeta::default(), 1),
             Verdict::Tx
         );
         let (dst, sport) = (verify(&syn).1, verify(&syn).2);
         let mut synack = tcp_frame(bmac(dst).0, LB, dst, VIP, 8080, sport, "SA");
-        for pass in 0..2 {
-            for n in 0..=synack.len() {
-                Forwarder::prefetch(&f.flows, &snap, &synack[..n], pass);
-            }
-        }
+        every_prefix(&f, &synack);
         assert_eq!(
             f.forward(&snap, &mut synack, PacketMeta::default(), 2),
             Verdict::Tx
