@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use podlb::control::demo::{
     lab_topology, metric_value, Attach, Podlb, VrrpSpec, LB, LB2, VIP, VRID,
 };
-use podlb::control::netns::{self, HttpConn, HTTP_TIMEOUT};
+use podlb::control::netns::{self, HttpConn, Proc, Topology, HTTP_TIMEOUT};
 
 use crate::common::*;
 use crate::harness::send_badframes_with;
@@ -85,6 +85,19 @@ fn ask_all(client: &str, conns: &mut [HttpConn]) -> Vec<Result<String, String>> 
     .unwrap()
 }
 
+/// The AF_PACKET lab with nginx on be1..be3.
+fn lab_with_backends() -> (Attach, Topology, Vec<Proc>) {
+    let attach = Attach::from_name("af_packet").unwrap();
+    let topo = lab_topology(&attach).unwrap();
+    let procs = (1..=3)
+        .map(|i| {
+            let n = format!("be{i}");
+            start_nginx(&topo, topo.ns(&n), &n, &n)
+        })
+        .collect();
+    (attach, topo, procs)
+}
+
 /// A spoofed SYN flood (random 198.19.0.0/16 sources and ports) at VIP:80
 /// with a 65,536-flow table: memory stays bounded, the table stays within
 /// capacity by evicting half-open flows, the kept-alive connections opened
@@ -93,14 +106,7 @@ fn ask_all(client: &str, conns: &mut [HttpConn]) -> Vec<Result<String, String>> 
 fn syn_flood_keeps_memory_table_and_established_connections() {
     require_netns!("syn_flood_keeps_memory_table_and_established_connections");
     let budget = Budget::start();
-    let attach = Attach::from_name("af_packet").unwrap();
-    let topo = lab_topology(&attach).unwrap();
-    let mut procs: Vec<_> = (1..=3)
-        .map(|i| {
-            let n = format!("be{i}");
-            start_nginx(&topo, topo.ns(&n), &n, &n)
-        })
-        .collect();
+    let (attach, topo, mut procs) = lab_with_backends();
     let mut cfg = lab_config(&attach, "nat", false);
     cfg.extra = format!("[flows]\ncapacity = {CAPACITY}\n");
     let podlb = start_podlb(&topo, &attach, &cfg);
@@ -224,14 +230,7 @@ fn syn_flood_keeps_memory_table_and_established_connections() {
 fn arp_storm_vrrp_strangers_odd_frames_and_vip_conflict_are_counted() {
     require_netns!("arp_storm_vrrp_strangers_odd_frames_and_vip_conflict_are_counted");
     let budget = Budget::start();
-    let attach = Attach::from_name("af_packet").unwrap();
-    let topo = lab_topology(&attach).unwrap();
-    let mut procs: Vec<_> = (1..=3)
-        .map(|i| {
-            let n = format!("be{i}");
-            start_nginx(&topo, topo.ns(&n), &n, &n)
-        })
-        .collect();
+    let (attach, topo, mut procs) = lab_with_backends();
     let mut vrrp = VrrpSpec::new(200, 100);
     vrrp.unicast_peers = vec![LB2];
     let mut cfg = lab_config(&attach, "nat", false).with_vrrp(vrrp);
