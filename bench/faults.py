@@ -34,11 +34,8 @@ error and on Ctrl-C.
 from __future__ import annotations
 
 import argparse
-import atexit
-import datetime
 import json
 import os
-import platform
 import re
 import signal
 import sys
@@ -49,7 +46,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import nslab  # noqa: E402
 import vrrplab as lab  # noqa: E402
-from nslab import (RES, BenchError, Interrupted, log, nsx, parse_wrk, run,  # noqa: E402
+from nslab import (RES, BenchError, log, nsx, parse_wrk, run,  # noqa: E402
                    start_proc)
 
 nslab.set_prefix("plbf")
@@ -59,16 +56,6 @@ SCENARIOS = ["baseline", "link_cut", "master_kill", "master_return", "backend_ki
 VICTIM = "b2"  # the backend the backend faults hit
 BAD_CONFIG_TAIL = ('\n[[service]]\nname = "broken"\nvip = "1.2.3"\nport = 80\n'
                    'mode = "nat"\nbackends = ["198.18.0.21:80"]\n')
-
-
-def resolve_bin(arg: str) -> Path:
-    p = Path(arg)
-    if p.is_absolute():
-        return p
-    for base in (Path.cwd(), nslab.REPO_ROOT):
-        if (base / p).exists():
-            return (base / p).resolve()
-    return nslab.REPO_ROOT / p
 
 
 def inject(name: str, nginx: dict, lbs: dict, args: argparse.Namespace) -> dict:
@@ -325,78 +312,60 @@ def main(argv: list[str]) -> int:
     if bad:
         ap.error(f"unknown scenario(s) {bad}")
 
-    def on_signal(signum, _frame):
-        raise Interrupted(signum)
+    return nslab.run_main(lambda: run_all(names, args, argv), args.keep_tmp)
 
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGALRM):
-        signal.signal(s, on_signal)
-    atexit.register(RES.cleanup)
-    RES.keep_tmp = args.keep_tmp
+
+def run_all(names: list[str], args: argparse.Namespace, argv: list[str]) -> int:
+    if os.geteuid() != 0:
+        raise BenchError("needs root (network namespaces)")
+    binary = nslab.resolve_bin(args.podlb_bin)
+    args.binary = binary
+    if not binary.is_file():
+        raise BenchError(f"{binary} not found: cargo build --release")
+    missing = [t for t in ("ip", "nginx", "wrk", "iptables") if not nslab.shutil.which(t)]
+    if missing:
+        raise BenchError(f"missing {missing}: sudo ./netns-tests/deps.sh --bench")
+    nslab.raise_nofile()
+    signal.alarm(int(len(names) * (args.before + args.after + 90) + 60))
+    RES.tmpdir = Path(tempfile.mkdtemp(prefix=nslab.PREFIX))
+    info = nslab.run_info(binary, ["bench/faults.py", *argv])
+    info.update({
+        "vrrp": f"VRID {lab.VRID}, adverts {args.advert_ms} ms, "
+                f"preempt_delay_ms {args.preempt_delay_ms}, "
+                f"{'unicast' if args.unicast else 'multicast'}, connection sync on",
+        "health_check": lab.HEALTH_CHECK,
+        "load": f"wrk -t1 -c{args.wrk_conns} --timeout 2s for {args.before + args.after:.0f} s; "
+                f"prober: new connection started every 10 ms (1 s timeout) + {args.ka} keep-alive "
+                "connections, a GET every 200 ms each (5 s timeout); fault at "
+                f"{args.before:.0f} s",
+    })
     rc = 0
-    try:
-        if os.geteuid() != 0:
-            raise BenchError("needs root (network namespaces)")
-        binary = resolve_bin(args.podlb_bin)
-        args.binary = binary
-        if not binary.is_file():
-            raise BenchError(f"{binary} not found: cargo build --release")
-        missing = [t for t in ("ip", "nginx", "wrk", "iptables") if not nslab.shutil.which(t)]
-        if missing:
-            raise BenchError(f"missing {missing}: sudo ./netns-tests/deps.sh --bench")
-        nslab.raise_nofile()
-        signal.alarm(int(len(names) * (args.before + args.after + 90) + 60))
-        RES.tmpdir = Path(tempfile.mkdtemp(prefix=nslab.PREFIX))
-        info = {
-            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "nproc": os.cpu_count(), "kernel": platform.release(),
-            "load_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-            "podlb": run([str(binary), "--version"], check=False).stdout.strip(),
-            "git": run(["git", "-C", str(nslab.REPO_ROOT), "rev-parse", "--short", "HEAD"],
-                       check=False).stdout.strip(),
-            "command": " ".join(["bench/faults.py", *argv]),
-            "vrrp": f"VRID {lab.VRID}, adverts {args.advert_ms} ms, "
-                    f"preempt_delay_ms {args.preempt_delay_ms}, "
-                    f"{'unicast' if args.unicast else 'multicast'}, connection sync on",
-            "health_check": lab.HEALTH_CHECK,
-            "load": f"wrk -t1 -c{args.wrk_conns} --timeout 2s for {args.before + args.after:.0f} s; "
-                    f"prober: new connection started every 10 ms (1 s timeout) + {args.ka} keep-alive "
-                    "connections, a GET every 200 ms each (5 s timeout); fault at "
-                    f"{args.before:.0f} s",
-        }
-        results = []
-        for n in names:
-            log(f"scenario {n}: building a fresh lab")
-            try:
-                r = run_scenario(n, binary, args)
-            except BenchError as e:
-                log(f"scenario {n} FAILED: {e}")
-                r = {"scenario": n, "error": str(e).splitlines()[0][:300]}
-                rc = 1
-            results.append(r)
-            p = r.get("probe", {})
-            log(f"  {n}: wrk {r.get('wrk', {}).get('requests')} req, "
-                f"{r.get('wrk', {}).get('failed')} failed; probes {p.get('sent')}/"
-                f"{p.get('failed')} failed; recovery {p.get('recovery_ms')} ms; keep-alive lost "
-                f"{p.get('ka_lost')}/{p.get('ka_opened')}; {r.get('fault', {})}")
-        RES.reset()
-        info["load_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-        out = Path(args.out)
-        if not out.is_absolute():
-            out = nslab.REPO_ROOT / out
-        out.write_text(json.dumps({"info": info, "results": results}, indent=1, default=str))
-        print(table(results))
-        log(f"wrote {out}")
-        if any(r.get("panics") for r in results):
-            log("podlb PANICKED: see 'panics' in the JSON")
+    results = []
+    for n in names:
+        log(f"scenario {n}: building a fresh lab")
+        try:
+            r = run_scenario(n, binary, args)
+        except BenchError as e:
+            log(f"scenario {n} FAILED: {e}")
+            r = {"scenario": n, "error": str(e).splitlines()[0][:300]}
             rc = 1
-    except Interrupted as e:
-        log(f"interrupted ({signal.Signals(e.signum).name}); cleaning up")
-        rc = 128 + e.signum
-    except BenchError as e:
-        log(f"error: {e}")
-        rc = 2
-    finally:
-        RES.cleanup()
+        results.append(r)
+        p = r.get("probe", {})
+        log(f"  {n}: wrk {r.get('wrk', {}).get('requests')} req, "
+            f"{r.get('wrk', {}).get('failed')} failed; probes {p.get('sent')}/"
+            f"{p.get('failed')} failed; recovery {p.get('recovery_ms')} ms; keep-alive lost "
+            f"{p.get('ka_lost')}/{p.get('ka_opened')}; {r.get('fault', {})}")
+    RES.reset()
+    info["load_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    out = Path(args.out)
+    if not out.is_absolute():
+        out = nslab.REPO_ROOT / out
+    out.write_text(json.dumps({"info": info, "results": results}, indent=1, default=str))
+    print(table(results))
+    log(f"wrote {out}")
+    if any(r.get("panics") for r in results):
+        log("podlb PANICKED: see 'panics' in the JSON")
+        rc = 1
     return rc
 
 

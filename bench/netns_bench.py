@@ -24,18 +24,15 @@ time limit.
 from __future__ import annotations
 
 import argparse
-import atexit
 import datetime
 import itertools
 import json
 import os
 import platform
 import re
-import resource
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,8 +41,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import nslab  # noqa: E402  (bench/ is on sys.path when this file runs)
 from nslab import (  # noqa: E402
-    PID, SUBNET, REPO_ROOT, PY_TCP_CONNECT, PY_HTTP_GET, RES,
-    Interrupted, BenchError, Resources, log, list_netns, run, ns_name, nsx, sysctl,
+    SUBNET, REPO_ROOT, RES, BenchError, log, list_netns, run, ns_name, nsx, sysctl,
     start_proc, stop_named, log_tail, wait_tcp, http_get, http_ok,
     parse_duration_ms, parse_count, parse_wrk, raise_nofile, resolve_bin, parse_loadgen,
     loadgen, LOADGEN_HELP,
@@ -1113,118 +1109,104 @@ def main(argv: list[str]) -> int:
     if args.self_test:
         return self_test()
 
-    def on_signal(signum, _frame):
-        raise Interrupted(signum)
+    return nslab.run_main(lambda: bench(args), args.keep_tmp)
 
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGALRM):
-        signal.signal(s, on_signal)
-    atexit.register(RES.cleanup)
-    RES.keep_tmp = args.keep_tmp
 
+def bench(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     rc = 0
-    try:
-        cases, skipped = build_cases(args)
-        preflight(cases, args)
-        active = [c for c in cases if c.name not in skipped]
-        for why in sorted(set(skipped.values())):
-            names = [n for n, w in skipped.items() if w == why]
-            log(f"skip {', '.join(names)}: {why}")
+    cases, skipped = build_cases(args)
+    preflight(cases, args)
+    active = [c for c in cases if c.name not in skipped]
+    for why in sorted(set(skipped.values())):
+        names = [n for n, w in skipped.items() if w == why]
+        log(f"skip {', '.join(names)}: {why}")
+    if not active:
+        raise BenchError("no case to run")
+    per_case = 0 if args.only_latency else 3 * args.duration + 12
+    if args.latency:
+        per_case += len(LOADS) * (args.duration + 2) + 8
+    estimate = args.rounds * (len(active) + 1) * per_case + 20
+    limit = args.time_limit or (2 * estimate + 120)
+    signal.alarm(limit)
+    log(f"{len(active)} case(s) x {args.rounds} round(s), about {estimate // 60} min "
+        f"{estimate % 60} s; time limit {limit} s; namespaces {PREFIX}*")
+
+    info = machine_info(args, resolve_bin(args.podlb_bin))
+    RES.tmpdir = Path(tempfile.mkdtemp(prefix=PREFIX))
+    build_topology()
+    start_backends()
+    log("topology up; backends answer")
+
+    results: dict[str, list[dict]] = {c.name: [] for c in active}
+    for rnd in range(0 if args.only_latency else args.rounds):
+        k = rnd % len(active)
+        order = active[k:] + active[:k]
+        log(f"round {rnd + 1}/{args.rounds}: {' '.join(c.name for c in order)} "
+            f"(load {os.getloadavg()[0]:.2f})")
+        for c in order:
+            def body(c: Case = c) -> dict:
+                entry = measure(c, args)
+                ka, cc = entry["ka"], entry["cc"]
+                gb = entry.get("iperf", {}).get("gbps")
+                log(f"  {c.name:24s} ka {ka['rps']:>10,.0f} req/s p99 "
+                    f"{fmt(ka.get('p99_ms'), '{:.3f}')} ms | close {cc['rps']:>8,.0f}/s"
+                    f" | iperf3 {fmt(gb, '{:.2f}')} Gbit/s"
+                    f" | errors {ka['error_total']}/{cc['error_total']}")
+                if "iperf_error" in entry:
+                    log(f"    iperf3: {entry['iperf_error']}")
+                return entry
+            results[c.name].append(run_case(c, rnd, body))
+        # a podlb variant that never started is reported as skipped, not as zeros
+        for c in active:
+            if isinstance(c, Podlb) and c.broken and c.name not in skipped:
+                if all("error" in r for r in results[c.name]):
+                    skipped[c.name] = c.broken.splitlines()[0][:200]
+        active = [c for c in active if c.name not in skipped or not isinstance(c, Podlb)]
         if not active:
-            raise BenchError("no case to run")
-        per_case = 0 if args.only_latency else 3 * args.duration + 12
-        if args.latency:
-            per_case += len(LOADS) * (args.duration + 2) + 8
-        estimate = args.rounds * (len(active) + 1) * per_case + 20
-        limit = args.time_limit or (2 * estimate + 120)
-        signal.alarm(limit)
-        log(f"{len(active)} case(s) x {args.rounds} round(s), about {estimate // 60} min "
-            f"{estimate % 60} s; time limit {limit} s; namespaces {PREFIX}*")
+            break
 
-        info = machine_info(args, resolve_bin(args.podlb_bin))
-        RES.tmpdir = Path(tempfile.mkdtemp(prefix=PREFIX))
-        build_topology()
-        start_backends()
-        log("topology up; backends answer")
+    lat = None
+    if args.latency:
+        lcases = latency_cases(cases, skipped, args)
+        capacity, cap_note = direct_capacity(results, args)
+        lat = {"capacity": capacity, "capacity_note": cap_note, "loads_pct": list(LOADS),
+               "results": latency_phase(lcases, capacity, args,
+                                        resolve_bin(args.loadgen_bin))}
 
-        results: dict[str, list[dict]] = {c.name: [] for c in active}
-        for rnd in range(0 if args.only_latency else args.rounds):
-            k = rnd % len(active)
-            order = active[k:] + active[:k]
-            log(f"round {rnd + 1}/{args.rounds}: {' '.join(c.name for c in order)} "
-                f"(load {os.getloadavg()[0]:.2f})")
-            for c in order:
-                def body(c: Case = c) -> dict:
-                    entry = measure(c, args)
-                    ka, cc = entry["ka"], entry["cc"]
-                    gb = entry.get("iperf", {}).get("gbps")
-                    log(f"  {c.name:24s} ka {ka['rps']:>10,.0f} req/s p99 "
-                        f"{fmt(ka.get('p99_ms'), '{:.3f}')} ms | close {cc['rps']:>8,.0f}/s"
-                        f" | iperf3 {fmt(gb, '{:.2f}')} Gbit/s"
-                        f" | errors {ka['error_total']}/{cc['error_total']}")
-                    if "iperf_error" in entry:
-                        log(f"    iperf3: {entry['iperf_error']}")
-                    return entry
-                results[c.name].append(run_case(c, rnd, body))
-            # a podlb variant that never started is reported as skipped, not as zeros
-            for c in active:
-                if isinstance(c, Podlb) and c.broken and c.name not in skipped:
-                    if all("error" in r for r in results[c.name]):
-                        skipped[c.name] = c.broken.splitlines()[0][:200]
-            active = [c for c in active if c.name not in skipped or not isinstance(c, Podlb)]
-            if not active:
-                break
-
-        lat = None
-        if args.latency:
-            lcases = latency_cases(cases, skipped, args)
-            capacity, cap_note = direct_capacity(results, args)
-            lat = {"capacity": capacity, "capacity_note": cap_note, "loads_pct": list(LOADS),
-                   "results": latency_phase(lcases, capacity, args,
-                                            resolve_bin(args.loadgen_bin))}
-
-        info["rounds"] = args.rounds
-        info["load_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-        el = int(time.monotonic() - t0)
-        info["elapsed"] = f"{el // 60} min {el % 60} s"
-        out = Path(args.out)
-        if not out.is_absolute():
-            out = REPO_ROOT / out
-        out.parent.mkdir(parents=True, exist_ok=True)
-        chart, note = (None, "disabled (--no-chart)")
-        if not args.no_chart and not args.only_latency:
-            chart, note = make_chart(out.with_suffix(".png"), cases, results, skipped)
-            if chart is None:
-                log(f"chart {note}")
-        if args.only_latency:
-            text = "\n".join(header_lines(info, args, "netns latency benchmark")) + "\n"
-        else:
-            text = render(info, cases, results, skipped, args, chart, note)
-        if lat is not None:
-            lchart, lnote = (None, "disabled (--no-chart)")
-            if not args.no_chart:
-                lpath = out.with_name(out.stem + ("" if args.only_latency else "-latency") + ".png")
-                lchart, lnote = make_latency_chart(lpath, lat)
-            text += "\n" + render_latency(lat, lat["capacity"], lat["capacity_note"], lchart,
-                                          lnote, args)
-        out.write_text(text)
-        out.with_suffix(".json").write_text(json.dumps(
-            {"info": info, "skipped": skipped, "results": results, "latency": lat}, indent=1))
-        print(text)
-        log(f"wrote {out} and {out.with_suffix('.json')}")
-        if any("error" in r for name, rs in results.items() if name not in skipped for r in rs):
-            rc = 1
-        if lat and any("error" in r for rs in lat["results"].values() for r in rs):
-            rc = 1
-    except Interrupted as e:
-        name = "time limit" if e.signum == signal.SIGALRM else signal.Signals(e.signum).name
-        log(f"interrupted ({name}); cleaning up")
-        rc = 124 if e.signum == signal.SIGALRM else 128 + e.signum
-    except BenchError as e:
-        log(f"error: {e}")
-        rc = 2
-    finally:
-        RES.cleanup()
+    info["rounds"] = args.rounds
+    info["load_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    el = int(time.monotonic() - t0)
+    info["elapsed"] = f"{el // 60} min {el % 60} s"
+    out = Path(args.out)
+    if not out.is_absolute():
+        out = REPO_ROOT / out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    chart, note = (None, "disabled (--no-chart)")
+    if not args.no_chart and not args.only_latency:
+        chart, note = make_chart(out.with_suffix(".png"), cases, results, skipped)
+        if chart is None:
+            log(f"chart {note}")
+    if args.only_latency:
+        text = "\n".join(header_lines(info, args, "netns latency benchmark")) + "\n"
+    else:
+        text = render(info, cases, results, skipped, args, chart, note)
+    if lat is not None:
+        lchart, lnote = (None, "disabled (--no-chart)")
+        if not args.no_chart:
+            lpath = out.with_name(out.stem + ("" if args.only_latency else "-latency") + ".png")
+            lchart, lnote = make_latency_chart(lpath, lat)
+        text += "\n" + render_latency(lat, lat["capacity"], lat["capacity_note"], lchart,
+                                      lnote, args)
+    out.write_text(text)
+    out.with_suffix(".json").write_text(json.dumps(
+        {"info": info, "skipped": skipped, "results": results, "latency": lat}, indent=1))
+    print(text)
+    log(f"wrote {out} and {out.with_suffix('.json')}")
+    if any("error" in r for name, rs in results.items() if name not in skipped for r in rs):
+        rc = 1
+    if lat and any("error" in r for rs in lat["results"].values() for r in rs):
+        rc = 1
     return rc
 
 

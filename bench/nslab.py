@@ -12,8 +12,10 @@ set_prefix() first.
 from __future__ import annotations
 
 import atexit
+import datetime
 import json
 import os
+import platform
 import re
 import resource
 import shutil
@@ -460,6 +462,22 @@ def start_nginx_backend(role: str, host: str, body: str = "ok") -> subprocess.Po
     p = start_proc(f"nginx-{role}", nsx(role, "nginx", "-p", str(d), "-e", elog, "-c", str(conf)))
     wait_tcp("client", host, 80, p, f"nginx-{role}")
     return p
+
+
+def run_info(binary: Path, command: list[str]) -> dict:
+    """What a result file says about its run: UTC date, CPUs, kernel, load, podlb's version and
+    the repository revision ("-dirty" with uncommitted changes)."""
+    dirty = "-dirty" if run(["git", "-C", str(REPO_ROOT), "status", "--porcelain",
+                             "--untracked-files=no"], check=False).stdout.strip() else ""
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": os.cpu_count(), "kernel": platform.release(),
+        "load_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "podlb": run([str(binary), "--version"], check=False).stdout.strip(),
+        "git": run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
+                   check=False).stdout.strip() + dirty,
+        "command": " ".join(command),
+    }
 
 
 def run_main(body, keep_tmp: bool = False) -> int:

@@ -13,7 +13,7 @@ Measured:
   * keep-alive req/s and new connections/s spread over all 100 VIPs (bench/loadgen.rs with
     100 connections, one per VIP, offered far above capacity so achieved = capacity), and the
     same directly to 100 of the backend addresses (the reference);
-  * the table filled with >= 1M flows: spoofed SYNs (bench/synflood.py, sources in
+  * the table filled with >= 1M flows: spoofed SYNs (netns-tests/flood.py syn, sources in
     198.19.0.0/16) to the 100 VIPs; podlb_flows_active, RSS and drops before and after;
   * keep-alive and new conn/s again with the table full (established vs SYN-heavy load at
     1M flows).
@@ -42,7 +42,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import nslab  # noqa: E402
 from nslab import (  # noqa: E402
     REPO_ROOT, RES, BenchError, log, run, ns_name, nsx, start_proc,
-    log_tail, http_get, http_ok, raise_nofile, resolve_bin, loadgen, LOADGEN_HELP,
+    log_tail, http_get, http_ok, raise_nofile, resolve_bin, LOADGEN_HELP,
 )
 
 nslab.set_prefix("plbs")
@@ -196,8 +196,9 @@ def measure(args: argparse.Namespace) -> int:
     res["rounds"] = rounds
     before = metrics()
     rss_before = rss_kib(proc.pid)
-    r = run(nsx("client", sys.executable, str(Path(__file__).parent / "synflood.py"), "eth0",
-                lb_mac(), str(args.flows), "150", ",".join(vips), str(args.syn_pps)), timeout=180)
+    r = run(nsx("client", sys.executable, str(REPO_ROOT / "netns-tests" / "flood.py"), "syn",
+                "eth0", lb_mac(), ",".join(vips), str(args.flows), "150", str(args.syn_pps)),
+            timeout=180)
     flood = json.loads(r.stdout)
     time.sleep(1.0)
     after = metrics()

@@ -33,11 +33,8 @@ error and on Ctrl-C.
 from __future__ import annotations
 
 import argparse
-import atexit
-import datetime
 import json
 import os
-import platform
 import signal
 import sys
 import tempfile
@@ -47,19 +44,9 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import nslab  # noqa: E402
 import vrrplab as lab  # noqa: E402
-from nslab import RES, BenchError, Interrupted, log, run  # noqa: E402
+from nslab import RES, BenchError, log  # noqa: E402
 
 nslab.set_prefix("plbs")
-
-
-def resolve_bin(arg: str) -> Path:
-    p = Path(arg)
-    if p.is_absolute():
-        return p
-    for base in (Path.cwd(), nslab.REPO_ROOT):
-        if (base / p).exists():
-            return (base / p).resolve()
-    return nslab.REPO_ROOT / p
 
 
 def schedule(args: argparse.Namespace) -> list[tuple[float, str, str]]:
@@ -290,108 +277,88 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--keep-tmp", action="store_true")
     args = ap.parse_args(argv)
 
-    def on_signal(signum, _frame):
-        raise Interrupted(signum)
+    return nslab.run_main(lambda: soak_run(args, argv), args.keep_tmp)
 
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGALRM):
-        signal.signal(s, on_signal)
-    atexit.register(RES.cleanup)
-    RES.keep_tmp = args.keep_tmp
-    rc = 0
-    try:
-        if os.geteuid() != 0:
-            raise BenchError("needs root (network namespaces)")
-        binary = resolve_bin(args.podlb_bin)
-        if not binary.is_file():
-            raise BenchError(f"{binary} not found: cargo build --release")
-        missing = [t for t in ("ip", "nginx") if not nslab.shutil.which(t)]
-        if missing:
-            raise BenchError(f"missing {missing}: sudo ./netns-tests/deps.sh --bench")
-        nslab.raise_nofile()
-        signal.alarm(int(args.seconds * 1.3 + 180))
-        RES.tmpdir = Path(tempfile.mkdtemp(prefix=nslab.PREFIX))
-        info = {
-            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "seconds": args.seconds, "nproc": os.cpu_count(), "kernel": platform.release(),
-            "load_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-            "podlb": run([str(binary), "--version"], check=False).stdout.strip(),
-            "git": run(["git", "-C", str(nslab.REPO_ROOT), "rev-parse", "--short", "HEAD"],
-                       check=False).stdout.strip(),
-            "command": " ".join(["bench/soak.py", *argv]),
-        }
-        soak = Soak(binary, args)
-        lab.build()
-        soak.nginx = {b: lab.start_backend(b) for b in lab.BACKENDS}
-        soak.lbs = lab.start_pair(binary, args.advert_ms, args.unicast)
-        stream = RES.tmpdir / "traffic.jsonl"
-        lab.start_prober("prober", args.seconds + 2, RES.tmpdir / "prober.json", ka=20,
-                         ka_every=0.05, reconnect=True, stream=stream)
-        events = schedule(args)
-        log(f"soak: {args.seconds} s, {len(events)} events, sample every {args.sample_every} s; "
-            f"namespaces {nslab.PREFIX}*")
-        t0 = time.monotonic()
-        samples: list[dict] = []
-        prev: dict = {}
-        next_sample = args.sample_every
-        window_events: list[str] = []
-        ei = 0
-        while True:
-            now = time.monotonic() - t0
-            if now >= args.seconds:
-                break
-            nxt = min(next_sample, events[ei][0] if ei < len(events) else 1e18)
-            if nxt > now:
-                time.sleep(min(nxt - now, args.seconds - now))
-                continue
-            if ei < len(events) and events[ei][0] <= now:
-                _, action, arg = events[ei]
-                ei += 1
-                soak.act(now, action, arg)
-                window_events.append(action)
-                continue
-            cnt = last_counters(stream)
-            if any(e.startswith(("failover", "restore")) for e in window_events):
-                phase = "failover " + ("SIGTERM" if any("sigterm" in e for e in window_events)
-                                       else "link cut")
-            elif window_events:
-                phase = "backend churn"
-            else:
-                phase = "steady"
-            s = soak.sample(now, cnt, prev, phase)
-            prev = cnt or prev
-            samples.append(s)
-            window_events = []
-            next_sample += args.sample_every
-            log(f"  t={now:6.0f}s {phase:18s} req {s['requests']:6d} err {s['errors']:4d} | "
-                f"lb1 {s['lb1']['state']} {fmt_kb(s['lb1']['rss_kb'])} flows {s['lb1']['flows']}"
-                f" | lb2 {s['lb2']['state']} {fmt_kb(s['lb2']['rss_kb'])} flows "
-                f"{s['lb2']['flows']} | panics {s['panics']}")
-        panics = lab.panics(soak.lb_logs)
-        time.sleep(1.5)  # the prober's last per-second line
-        event_errors(stream, soak.events)
-        summary = summarize(samples, soak.events, panics)
-        info["load_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-        out = Path(args.out)
-        if not out.is_absolute():
-            out = nslab.REPO_ROOT / out
-        note = chart(out.with_suffix(".png"), samples, soak.events)
-        info["chart"] = note or out.with_suffix(".png").name
-        out.write_text(json.dumps({"info": info, "summary": summary, "events": soak.events,
-                                   "samples": samples}, indent=1))
-        print(json.dumps({"info": info, "summary": summary}, indent=1))
-        log(f"wrote {out}" + (f"; chart {note}" if note else f" and {out.with_suffix('.png')}"))
-        if panics:
-            log("podlb PANICKED")
-            rc = 1
-    except Interrupted as e:
-        log(f"interrupted ({signal.Signals(e.signum).name}); cleaning up")
-        rc = 128 + e.signum
-    except BenchError as e:
-        log(f"error: {e}")
-        rc = 2
-    finally:
-        RES.cleanup()
-    return rc
+
+def soak_run(args: argparse.Namespace, argv: list[str]) -> int:
+    if os.geteuid() != 0:
+        raise BenchError("needs root (network namespaces)")
+    binary = nslab.resolve_bin(args.podlb_bin)
+    if not binary.is_file():
+        raise BenchError(f"{binary} not found: cargo build --release")
+    missing = [t for t in ("ip", "nginx") if not nslab.shutil.which(t)]
+    if missing:
+        raise BenchError(f"missing {missing}: sudo ./netns-tests/deps.sh --bench")
+    nslab.raise_nofile()
+    signal.alarm(int(args.seconds * 1.3 + 180))
+    RES.tmpdir = Path(tempfile.mkdtemp(prefix=nslab.PREFIX))
+    info = nslab.run_info(binary, ["bench/soak.py", *argv])
+    info["seconds"] = args.seconds
+    soak = Soak(binary, args)
+    lab.build()
+    soak.nginx = {b: lab.start_backend(b) for b in lab.BACKENDS}
+    soak.lbs = lab.start_pair(binary, args.advert_ms, args.unicast)
+    stream = RES.tmpdir / "traffic.jsonl"
+    lab.start_prober("prober", args.seconds + 2, RES.tmpdir / "prober.json", ka=20,
+                     ka_every=0.05, reconnect=True, stream=stream)
+    events = schedule(args)
+    log(f"soak: {args.seconds} s, {len(events)} events, sample every {args.sample_every} s; "
+        f"namespaces {nslab.PREFIX}*")
+    t0 = time.monotonic()
+    samples: list[dict] = []
+    prev: dict = {}
+    next_sample = args.sample_every
+    window_events: list[str] = []
+    ei = 0
+    while True:
+        now = time.monotonic() - t0
+        if now >= args.seconds:
+            break
+        nxt = min(next_sample, events[ei][0] if ei < len(events) else 1e18)
+        if nxt > now:
+            time.sleep(min(nxt - now, args.seconds - now))
+            continue
+        if ei < len(events) and events[ei][0] <= now:
+            _, action, arg = events[ei]
+            ei += 1
+            soak.act(now, action, arg)
+            window_events.append(action)
+            continue
+        cnt = last_counters(stream)
+        if any(e.startswith(("failover", "restore")) for e in window_events):
+            phase = "failover " + ("SIGTERM" if any("sigterm" in e for e in window_events)
+                                   else "link cut")
+        elif window_events:
+            phase = "backend churn"
+        else:
+            phase = "steady"
+        s = soak.sample(now, cnt, prev, phase)
+        prev = cnt or prev
+        samples.append(s)
+        window_events = []
+        next_sample += args.sample_every
+        log(f"  t={now:6.0f}s {phase:18s} req {s['requests']:6d} err {s['errors']:4d} | "
+            f"lb1 {s['lb1']['state']} {fmt_kb(s['lb1']['rss_kb'])} flows {s['lb1']['flows']}"
+            f" | lb2 {s['lb2']['state']} {fmt_kb(s['lb2']['rss_kb'])} flows "
+            f"{s['lb2']['flows']} | panics {s['panics']}")
+    panics = lab.panics(soak.lb_logs)
+    time.sleep(1.5)  # the prober's last per-second line
+    event_errors(stream, soak.events)
+    summary = summarize(samples, soak.events, panics)
+    info["load_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    out = Path(args.out)
+    if not out.is_absolute():
+        out = nslab.REPO_ROOT / out
+    note = chart(out.with_suffix(".png"), samples, soak.events)
+    info["chart"] = note or out.with_suffix(".png").name
+    out.write_text(json.dumps({"info": info, "summary": summary, "events": soak.events,
+                               "samples": samples}, indent=1))
+    print(json.dumps({"info": info, "summary": summary}, indent=1))
+    log(f"wrote {out}" + (f"; chart {note}" if note else f" and {out.with_suffix('.png')}"))
+    if panics:
+        log("podlb PANICKED")
+        return 1
+    return 0
 
 
 def fmt_kb(kb) -> str:

@@ -45,25 +45,7 @@ HEALTH_CHECK = ('{ kind = "http", path = "/", interval_ms = 200, timeout_ms = 10
 
 def build() -> None:
     """Namespaces, bridge and veths (the lab of src/control/demo.rs vrrp_lab_topology)."""
-    node = nslab.ns_name("node")
-    for role in ["node", *HOSTS]:
-        run(["ip", "netns", "add", nslab.ns_name(role)])
-        RES.namespaces.append(nslab.ns_name(role))
-        run(["ip", "-n", nslab.ns_name(role), "link", "set", "lo", "up"])
-    run(["ip", "-n", node, "link", "add", "br0", "type", "bridge"])
-    run(["ip", "-n", node, "link", "set", "br0", "up"])
-    for role, addr in HOSTS.items():
-        ns = nslab.ns_name(role)
-        port = f"v{role}"
-        run(["ip", "link", "add", "eth0", "netns", ns, "type", "veth",
-             "peer", "name", port, "netns", node])
-        run(["ip", "-n", node, "link", "set", port, "master", "br0"])
-        run(["ip", "-n", node, "link", "set", port, "up"])
-        run(["ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", "eth0"])
-        run(["ip", "-n", ns, "link", "set", "eth0", "up"])
-        sysctl(role, "net.ipv4.ip_local_port_range", "1024 65535")
-        sysctl(role, "net.ipv4.tcp_tw_reuse", "1")
-        sysctl(role, "net.core.somaxconn", "4096")
+    nslab.build_bridge_topology(HOSTS)
     for lb in LBS:
         sysctl(lb, "net.ipv4.ip_forward", "0")
 

@@ -275,6 +275,52 @@ pub fn start_podlb(topo: &Topology, attach: &Attach, config: &ConfigSpec) -> Pod
     }
 }
 
+/// Waits (≤ 10 s) until backend `addr` of the first service has left the
+/// published snapshot or shows as draining: a reload that removed it is
+/// applied.
+pub fn wait_removed(podlb: &Podlb, addr: &str, budget: &Budget) {
+    let deadline = Instant::now() + budget.left(Duration::from_secs(10));
+    loop {
+        let st = podlb.status().unwrap();
+        let gone = st["services"][0]["backends"]
+            .as_array()
+            .and_then(|bs| bs.iter().find(|b| b["addr"] == addr))
+            .is_none_or(|b| b["state"] == "draining");
+        if gone {
+            return;
+        }
+        assert!(Instant::now() < deadline, "reload not applied: {st}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Opens keep-alive connections to the VIP from `client` (one request
+/// each): at least `least`, and more until `want` of them answer with
+/// `body` or `most` are open. Returns each with the body it answered.
+pub fn open_until_on(
+    client: &str,
+    least: usize,
+    (body, want): (&str, usize),
+    most: usize,
+) -> Vec<(netns::HttpConn, String)> {
+    let mut conns: Vec<(netns::HttpConn, String)> = Vec::new();
+    while conns.len() < least
+        || (conns.iter().filter(|(_, b)| b == body).count() < want && conns.len() < most)
+    {
+        conns.push(
+            netns::in_netns(client, || {
+                let mut c = netns::HttpConn::connect(vip(80), netns::HTTP_TIMEOUT)
+                    .expect("connect through the VIP");
+                let r = c.get("/", false).expect("first request through the VIP");
+                assert_eq!(r.status, 200);
+                (c, r.body.trim().to_string())
+            })
+            .unwrap(),
+        );
+    }
+    conns
+}
+
 /// Stops podlb with SIGTERM and asserts it exits 0 within 5 s.
 pub fn stop_podlb(p: &Podlb) {
     let st = p.stop(Duration::from_secs(5));

@@ -137,6 +137,20 @@ pub fn open_kept(client: &str, n: usize) -> Vec<(HttpConn, String)> {
     .unwrap()
 }
 
+/// One more keep-alive request on each of `open_kept`'s connections: the ones
+/// that failed or answered from another backend, described.
+pub fn broken_kept(conns: &mut [(HttpConn, String)]) -> Vec<String> {
+    let mut failed = Vec::new();
+    for (i, (c, body)) in conns.iter_mut().enumerate() {
+        match c.get("/", false) {
+            Ok(r) if r.status == 200 && r.body.trim() == body => {}
+            Ok(r) => failed.push(format!("conn {i} ({body}): {} {}", r.status, r.body.trim())),
+            Err(e) => failed.push(format!("conn {i} ({body}): {e}")),
+        }
+    }
+    failed
+}
+
 pub fn wait_http(client: &str, timeout: Duration) -> Duration {
     let t0 = Instant::now();
     loop {
@@ -258,14 +272,7 @@ fn vrrp_established_flows_survive_failover() {
     wait_state(&lb2, "master", Duration::from_secs(5));
 
     // Every connection answers, from the same backend.
-    let mut failed = Vec::new();
-    for (i, (c, body)) in conns.iter_mut().enumerate() {
-        match c.get("/", false) {
-            Ok(r) if r.status == 200 && r.body.trim() == body => {}
-            Ok(r) => failed.push(format!("conn {i} ({body}): {} {}", r.status, r.body.trim())),
-            Err(e) => failed.push(format!("conn {i} ({body}): {e}")),
-        }
-    }
+    let failed = broken_kept(&mut conns);
     let st = iperf
         .wait_timeout(budget.left(Duration::from_secs(20)))
         .expect("iperf3 finished");
@@ -376,14 +383,7 @@ fn vrrp_returning_master_keeps_flows_opened_while_away() {
         "lb1 installed {installed} of {N} flows"
     );
 
-    let mut failed = Vec::new();
-    for (i, (c, body)) in conns.iter_mut().enumerate() {
-        match c.get("/", false) {
-            Ok(r) if r.status == 200 && r.body.trim() == body => {}
-            Ok(r) => failed.push(format!("conn {i} ({body}): {} {}", r.status, r.body.trim())),
-            Err(e) => failed.push(format!("conn {i} ({body}): {e}")),
-        }
-    }
+    let failed = broken_kept(&mut conns);
     assert!(
         failed.is_empty(),
         "{}/{N} connections broken when lb1 took over again: {failed:#?}",

@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """Floods for the netns tests (198.18.0.0/15 only). Python standard library.
 
-usage: flood.py syn IFNAME DST_MAC VIP COUNT SECONDS
+usage: flood.py syn IFNAME DST_MAC VIP[,VIP...] COUNT SECONDS [PPS]
        flood.py arp IFNAME VIP COUNT
        flood.py garp IFNAME VIP COUNT INTERVAL_MS
 
-syn:  spoofed TCP SYNs to VIP:80 from 198.19.0.0/16 with source ports
-      1024..65535: COUNT frames or SECONDS, whichever ends first. One frame
+syn:  spoofed TCP SYNs to port 80 of the VIPs in turn from 198.19.0.0/16
+      with source ports 1024..65535: COUNT frames or SECONDS, whichever
+      ends first, at most PPS a second if given (bench/scale.py fills the
+      table with it; a receiver that drops what it cannot take loses fewer
+      when paced). One frame
       is built once; per frame only the source address and port and the two
       checksums change (RFC 1071 sums, the constant part precomputed), so
       the loop is three struct.pack_into and one send. (address, port) pairs
@@ -71,14 +74,17 @@ def send(sock, frame):
     return False
 
 
-def syn(ifname, dst, vip, count, seconds):
+def syn(ifname, dst, vips, count, seconds, pps=0.0):
+    """Spoofed SYNs to port 80 of `vips` (comma list) in turn; at most `pps` a second if > 0."""
     src_mac, _ = own(ifname)
-    vip = socket.inet_aton(vip)
-    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 0, 0x4000, 64, 6, 0, b"\0" * 4, vip))
+    vips = [socket.inet_aton(v) for v in vips.split(",")]
+    zero = b"\0" * 4
+    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 0, 0x4000, 64, 6, 0, zero, zero))
     tcp = bytearray(struct.pack("!HHIIBBHHH", 0, 80, 0x12345678, 0, 5 << 4, 0x02, 64240, 0, 0))
     frame = bytearray(mac_bytes(dst) + src_mac + struct.pack("!H", ETH_P_IP) + ip + tcp)
-    ip_base = words(bytes(ip))  # source address zero
-    tcp_base = words(bytes(tcp)) + words(vip) + 6 + 20  # pseudo-header minus source
+    ip_base = words(bytes(ip))  # both addresses zero
+    tcp_base = words(bytes(tcp)) + 6 + 20  # pseudo-header minus the addresses
+    vip_words = [words(v) for v in vips]
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
     sock.bind((ifname, 0))
@@ -86,25 +92,29 @@ def syn(ifname, dst, vip, count, seconds):
     sent = failed = 0
     start = time.monotonic()
     deadline = start + seconds
+    hi = 19 | (198 << 8)  # 198.19.x.y
+    nv = len(vips)
     i = 0
     while i < count:
         h = (i * 2654435761) & 0xFFFFFFFF
-        hi, lo = 19 | (198 << 8), h & 0xFFFF
+        lo = h & 0xFFFF
         sport = 1024 + (h >> 16) % 64512
-        pack("!HHH", frame, 24, fold(ip_base + hi + lo), hi, lo)
+        v = i % nv
+        frame[30:34] = vips[v]
+        pack("!HHH", frame, 24, fold(ip_base + vip_words[v] + hi + lo), hi, lo)
         pack("!H", frame, 34, sport)
-        pack("!H", frame, 50, fold(tcp_base + hi + lo + sport))
-        try:
-            sock.send(frame)
+        pack("!H", frame, 50, fold(tcp_base + vip_words[v] + hi + lo + sport))
+        if send(sock, frame):
             sent += 1
-        except OSError:
-            if not send(sock, frame):
-                failed += 1
-            else:
-                sent += 1
+        else:
+            failed += 1
         i += 1
-        if i & 0x3FF == 0 and time.monotonic() >= deadline:
-            break
+        if i & 0x3FF == 0:
+            now = time.monotonic()
+            if now >= deadline:
+                break
+            if pps and i / pps > now - start:
+                time.sleep(i / pps - (now - start))
     took = time.monotonic() - start
     return {"sent": sent, "failed": failed, "seconds": round(took, 3), "pps": int(sent / took) if took > 0 else 0}
 
@@ -147,8 +157,9 @@ def garp(ifname, vip, count, interval_ms):
 
 
 def main(argv):
-    if len(argv) == 7 and argv[1] == "syn":
-        out = syn(argv[2], argv[3], argv[4], int(argv[5]), float(argv[6]))
+    if len(argv) in (7, 8) and argv[1] == "syn":
+        pps = float(argv[7]) if len(argv) == 8 else 0.0
+        out = syn(argv[2], argv[3], argv[4], int(argv[5]), float(argv[6]), pps)
     elif len(argv) == 5 and argv[1] == "arp":
         out = arp(argv[2], argv[3], int(argv[4]))
     elif len(argv) == 6 and argv[1] == "garp":

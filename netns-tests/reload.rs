@@ -2,10 +2,9 @@
 //! (those on the removed backend drain), new connections avoid it.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
 
 use podlb::control::demo::{lab_topology, Attach, BACKENDS};
-use podlb::control::netns::{self, HttpConn, HTTP_TIMEOUT};
+use podlb::control::netns;
 
 use crate::common::*;
 
@@ -32,19 +31,7 @@ fn reload_removes_backend_and_drains() {
     let client = topo.ns("client");
 
     // 20 kept-alive connections (more, up to 60, until at least 2 are on be3).
-    let mut conns: Vec<(HttpConn, String)> = Vec::new();
-    while conns.len() < 20
-        || (conns.iter().filter(|(_, b)| b == "be3").count() < 2 && conns.len() < 60)
-    {
-        let (c, body) = netns::in_netns(client, || {
-            let mut c = HttpConn::connect(vip(80), HTTP_TIMEOUT).expect("connect through the VIP");
-            let r = c.get("/", false).expect("first request through the VIP");
-            assert_eq!(r.status, 200);
-            (c, r.body.trim().to_string())
-        })
-        .unwrap();
-        conns.push((c, body));
-    }
+    let mut conns = open_until_on(client, 20, ("be3", 2), 60);
     let on_be3 = conns.iter().filter(|(_, b)| b == "be3").count();
     assert!(
         on_be3 >= 1,
@@ -57,21 +44,7 @@ fn reload_removes_backend_and_drains() {
         .backends
         .retain(|b| b.ip() != std::net::IpAddr::V4(BACKENDS[2]));
     podlb.reload(&config).unwrap();
-    let removed = format!("{}:80", BACKENDS[2]);
-    let deadline = Instant::now() + budget.left(Duration::from_secs(10));
-    loop {
-        let st = podlb.status().unwrap();
-        let be3 = st["services"][0]["backends"]
-            .as_array()
-            .and_then(|bs| bs.iter().find(|b| b["addr"] == removed.as_str()).cloned());
-        match be3 {
-            None => break,
-            Some(b) if b["state"] == "draining" => break,
-            Some(_) => {}
-        }
-        assert!(Instant::now() < deadline, "reload not applied: {st}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_removed(&podlb, &format!("{}:80", BACKENDS[2]), &budget);
     assert!(podlb.proc().is_running(), "podlb exited on SIGHUP");
 
     // Every established connection still answers, from the same backend.
