@@ -368,6 +368,7 @@ impl Rig {
             sync: None,
             local_ip: 0,
             out: Default::default(),
+            refused: None,
         };
         Rig { fwd, snap }
     }

@@ -1,6 +1,8 @@
 //! podlb's own backend health checks (AF_PACKET, full NAT, two backends):
 //! when backend 1's server dies it is marked down and new connections all
-//! reach backend 2; when the server returns, backend 1 is used again.
+//! reach backend 2; when the server returns, backend 1 is used again. And
+//! without a health check, a backend refusing connections (RST to the SYN)
+//! is held out while clients retry elsewhere.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -153,4 +155,69 @@ fn health_tcp_builtin_down_and_up() {
         r#"{ kind = "tcp", interval_ms = 200, timeout_ms = 100, rise = 2, fall = 2 }"#,
         false,
     );
+}
+
+/// Issue 7, a backend killed: with no health check at all, a backend whose
+/// server is gone answers SYNs with a RST. podlb withholds it, holds the
+/// backend out of new connections (`flows.refused_hold_s`), and the
+/// client's SYN retransmission reaches another backend: no connection is
+/// refused. After the hold the backend is tried again (held again while it
+/// still refuses), and used once it serves.
+#[test]
+fn refused_connections_go_to_another_backend() {
+    require_netns!("refused_connections_go_to_another_backend");
+    let budget = Budget::start();
+    let attach = Attach::from_name("af_packet").unwrap();
+    let topo = lab_topology(&attach).unwrap();
+    let mut be1 = Some(Server::start(&topo, 1, false));
+    let _be2 = Server::start(&topo, 2, false);
+    let _be3 = Server::start(&topo, 3, false);
+    let mut config = lab_config(&attach, "nat", false);
+    config.extra = "[flows]\nrefused_hold_s = 2\n".into();
+    let podlb = start_podlb(&topo, &attach, &config);
+    let _log = LogOnPanic(vec![podlb.proc().clone()]);
+    let client = topo.ns("client");
+    let be1_addr = format!("{}:80", BACKENDS[0]);
+    let get = |n: usize| -> HashMap<String, usize> {
+        netns::http_get_many_until(client, vip(80), n, 6, true, budget.deadline())
+            .unwrap_or_else(|e| panic!("HTTP through the VIP failed: {e}"))
+    };
+    let counts = get(90);
+    assert_eq!(counts.len(), 3, "all three serve: {counts:?}");
+
+    // be1's server stops: its kernel refuses every SYN. Not one request fails.
+    drop(be1.take());
+    let t = Instant::now();
+    let counts = get(120);
+    let took = t.elapsed();
+    assert!(!counts.contains_key("be1"), "{counts:?}");
+    let m = podlb.metrics().unwrap();
+    let refused = metric_value(&m, "podlb_drops_total", &[("reason", "backend_refused")]);
+    assert!(refused.is_some_and(|r| r >= 1.0), "{m}");
+    let refusals = metric_value(&m, "podlb_backend_refusals_total", &[]).unwrap_or(0.0);
+    eprintln!(
+        "refused: 120 new connections with be1 down in {:.2} s, none failed; {refusals} \
+         refusal(s) withheld, spread {counts:?}",
+        took.as_secs_f64()
+    );
+
+    // be1 serves again: once the hold is over it is used again.
+    be1 = Some(Server::start(&topo, 1, false));
+    let deadline = Instant::now() + budget.left(Duration::from_secs(10));
+    loop {
+        let st = podlb.status().unwrap();
+        let held = st["refused_held"]
+            .as_array()
+            .is_some_and(|h| h.iter().any(|e| e["backend"] == be1_addr.as_str()));
+        if !held {
+            break;
+        }
+        assert!(Instant::now() < deadline, "be1 still held: {st}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let counts = get(90);
+    assert!(counts.contains_key("be1"), "{counts:?}");
+    assert!(podlb.proc().is_running());
+    stop_podlb(&podlb);
+    drop(be1);
 }

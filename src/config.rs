@@ -145,6 +145,11 @@ pub struct FlowSettings {
     /// Accept mid-stream TCP segments of unknown flows (after a restart or a
     /// failover) and give them the Maglev choice.
     pub pickup: bool,
+    /// How long a backend that answered a SYN with a RST is left out of
+    /// new connections (its RST withheld so the client's retransmitted SYN
+    /// goes to another backend); zero: RSTs pass to the client and no
+    /// backend is held out.
+    pub refused_hold: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -470,6 +475,7 @@ struct RawFlows {
     fin_timeout_s: Option<u64>,
     close_timeout_s: Option<u64>,
     pickup: Option<bool>,
+    refused_hold_s: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -535,6 +541,10 @@ fn default_weight() -> i64 {
 
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9100";
 pub const DEFAULT_CAPACITY: usize = 1_000_000;
+/// `flows.refused_hold_s` by default: long enough for a restarting backend
+/// to come back, short enough that a backend refusing one odd SYN is not
+/// missed for long.
+pub const DEFAULT_REFUSED_HOLD_S: u64 = 10;
 pub const MAX_WORKERS: usize = 64;
 /// Backends of one service at most (Maglev entries are u16 indices).
 pub const MAX_BACKENDS: usize = 4096;
@@ -631,6 +641,15 @@ impl Config {
             fin_timeout: secs("fin_timeout_s", f.fin_timeout_s, 60)?,
             close_timeout: secs("close_timeout_s", f.close_timeout_s, 10)?,
             pickup: f.pickup.unwrap_or(true),
+            refused_hold: match f.refused_hold_s.unwrap_or(DEFAULT_REFUSED_HOLD_S) {
+                v @ 0..=3600 => Duration::from_secs(v),
+                v => {
+                    return Err(err(
+                        "flows.refused_hold_s",
+                        format!("{v} is out of range: use 0..=3600 seconds (0 turns it off)"),
+                    ))
+                }
+            },
         };
 
         let r = raw.io.unwrap_or_default();

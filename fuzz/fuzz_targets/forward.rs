@@ -18,7 +18,7 @@ use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
 use podlb::balance::flow::{FlowTable, Timeouts};
-use podlb::balance::forward::{Forwarder, NatPorts, PacketMeta, Verdict};
+use podlb::balance::forward::{Forwarder, NatPorts, PacketMeta, RefusalQueue, Verdict};
 use podlb::balance::neighbor::NeighborTable;
 use podlb::balance::service::Snapshot;
 use podlb::balance::stats::{BackendCounter, DropReason, Event, WorkerStats};
@@ -345,6 +345,8 @@ fuzz_target!(|data: &[u8]| {
         sync: None,
         local_ip: u32::from(OWN_IP),
         out: Default::default(),
+        // Small, so that it also fills up.
+        refused: Some(Arc::new(RefusalQueue::new(4))),
     };
     let mut lab = Lab {
         counts: counts(&f.stats),

@@ -74,6 +74,9 @@ pub mod tcp_state {
     pub const FIN_CLIENT: u8 = 0x04;
     pub const FIN_BACKEND: u8 = 0x08;
     pub const RST: u8 = 0x10;
+    /// The backend answered the SYN (its SYN-ACK passed podlb; `nat` and
+    /// `vxlan` modes). A RST from the backend before it is a refusal.
+    pub const SYN_ACK: u8 = 0x20;
 }
 
 /// The phase of a flow, derived from its TCP flags; decides its idle timeout.

@@ -47,6 +47,19 @@ pub struct PacketMeta {
     pub gso_size: u16,
 }
 
+/// A backend that answered a client's SYN with a RST: reported by a worker
+/// to the control loop, which holds the backend out of the snapshot for a
+/// while (`flows.refused_hold_s`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    pub backend: u32,
+    pub port: u16,
+}
+
+/// Where workers report refusals: bounded and lock-free; a full queue drops
+/// the report (the control loop has enough to act on already).
+pub type RefusalQueue = crossbeam_queue::ArrayQueue<Refusal>;
+
 /// What to do with the frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -258,6 +271,9 @@ pub struct Forwarder {
     pub local_ip: u32,
     /// Frames built for [`Verdict::TxOut`].
     pub out: OutFrames,
+    /// Where a backend's refusal of a SYN is reported; `None`: refusals are
+    /// passed to the client like any RST (`flows.refused_hold_s = 0`).
+    pub refused: Option<Arc<RefusalQueue>>,
 }
 
 const ETH: usize = ethernet::HEADER_LEN;
@@ -796,12 +812,20 @@ impl Forwarder {
         meta: PacketMeta,
         now_ms: u32,
     ) -> Verdict {
+        if flags & tcp::RST != 0 && f.tcp == tcp_state::SYN {
+            if let Some(v) = self.refused_syn(snap, r, f) {
+                return v;
+            }
+        }
         let mut state = 0;
         if flags & tcp::FIN != 0 {
             state |= tcp_state::FIN_BACKEND;
         }
         if flags & tcp::RST != 0 {
             state |= tcp_state::RST;
+        }
+        if flags & (tcp::SYN | tcp::ACK) == tcp::SYN | tcp::ACK {
+            state |= tcp_state::SYN_ACK;
         }
         self.flows.touch(r, now_ms, state, None);
         if flags & (tcp::SYN | tcp::ACK) == tcp::SYN | tcp::ACK {
@@ -835,6 +859,42 @@ impl Forwarder {
         self.stats
             .backend(f.stat, BackendCounter::BytesToClient, len);
         Verdict::Tx
+    }
+}
+
+impl Forwarder {
+    /// The backend of half-open flow `f` answered the client's SYN with a
+    /// RST (connection refused: nothing listens, or the backend is going
+    /// down). When the flow's service has another backend, the RST is
+    /// withheld, the flow forgotten and the backend reported: the client's
+    /// SYN retransmission (RFC 6298 §2: after about 1 s) then starts a new
+    /// flow, steered by a snapshot the control loop has rebuilt without that
+    /// backend. The client sees a slower handshake instead of a refused
+    /// connection, as behind a proxy that retries on another server. `None`:
+    /// pass the RST on (no other backend, or reporting is off).
+    fn refused_syn(&mut self, snap: &Snapshot, r: FlowRef, f: &Flow) -> Option<Verdict> {
+        let q = self.refused.as_ref()?;
+        let svc = snap
+            .services
+            .get(f.service as usize)
+            .filter(|s| s.vip == f.key.vip && s.port == f.key.vport)?;
+        if !svc
+            .backends
+            .iter()
+            .any(|b| (b.ip, b.port) != (f.backend, f.backend_port))
+        {
+            return None;
+        }
+        if self.flows.remove(r) {
+            if let Some(sq) = &self.sync {
+                sq.push(SyncEvent::remove(f));
+            }
+        }
+        let _ = q.push(Refusal {
+            backend: f.backend,
+            port: f.backend_port,
+        });
+        Some(Verdict::Drop(DropReason::BackendRefused))
     }
 }
 
@@ -1268,6 +1328,70 @@ mod tests {
             .unwrap();
         assert_eq!(Phase::from_flags(flow.tcp), Phase::Established);
         assert_eq!(f.flows.len(), 1);
+    }
+
+    /// A backend's RST to a client's SYN (connection refused) is withheld
+    /// and reported and the flow forgotten, so the client's retransmitted
+    /// SYN is steered afresh. A RST after the SYN-ACK, or from a service's
+    /// only backend, reaches the client as before.
+    #[test]
+    fn refused_syn_is_withheld_and_reported() {
+        let (mut f, snap) = setup(Mode::Nat, 8080);
+        let q = Arc::new(RefusalQueue::new(8));
+        f.refused = Some(q.clone());
+        let mut syn = tcp_frame(CLIENT_MAC, LB, CLIENT, VIP, 40000, 80, "S");
+        assert_eq!(
+            f.forward(&snap, &mut syn, PacketMeta::default(), 1),
+            Verdict::Tx
+        );
+        let (_, b, nat, _) = verify(&syn);
+        let mut rst = tcp_frame(bmac(b).0, LB, b, VIP, 8080, nat, "RA");
+        assert_eq!(
+            f.forward(&snap, &mut rst, PacketMeta::default(), 2),
+            Verdict::Drop(DropReason::BackendRefused)
+        );
+        let refusal = Refusal {
+            backend: u32::from_be_bytes(b),
+            port: 8080,
+        };
+        assert_eq!(q.pop(), Some(refusal));
+        assert_eq!(f.flows.len(), 0, "the flow is forgotten");
+
+        // The client's retransmission, with the backend left out (as the
+        // control loop rebuilds the snapshot): another backend.
+        let rest: Vec<[u8; 4]> = BACKENDS.iter().copied().filter(|x| *x != b).collect();
+        let without = snapshot_of(Mode::Nat, 8080, &rest);
+        let mut syn = tcp_frame(CLIENT_MAC, LB, CLIENT, VIP, 40000, 80, "S");
+        assert_eq!(
+            f.forward(&without, &mut syn, PacketMeta::default(), 1001),
+            Verdict::Tx
+        );
+        let (_, b2, nat2, _) = verify(&syn);
+        assert_ne!(b2, b);
+
+        // Once the backend has answered with a SYN-ACK, its RST is the
+        // connection's end: passed on.
+        let mut synack = tcp_frame(bmac(b2).0, LB, b2, VIP, 8080, nat2, "SA");
+        f.forward(&without, &mut synack, PacketMeta::default(), 1002);
+        let mut rst = tcp_frame(bmac(b2).0, LB, b2, VIP, 8080, nat2, "R");
+        assert_eq!(
+            f.forward(&without, &mut rst, PacketMeta::default(), 1003),
+            Verdict::Tx
+        );
+        assert_eq!(verify(&rst), (VIP, CLIENT, 80, 40000));
+
+        // A service's only backend: its refusal reaches the client.
+        let only = snapshot_of(Mode::Nat, 8080, &[b2]);
+        let mut syn = tcp_frame(CLIENT_MAC, LB, CLIENT, VIP, 40001, 80, "S");
+        f.forward(&only, &mut syn, PacketMeta::default(), 1004);
+        let (_, _, nat3, _) = verify(&syn);
+        let mut rst = tcp_frame(bmac(b2).0, LB, b2, VIP, 8080, nat3, "RA");
+        assert_eq!(
+            f.forward(&only, &mut rst, PacketMeta::default(), 1005),
+            Verdict::Tx
+        );
+        assert!(q.is_empty());
+        assert_eq!(f.stats.drops(DropReason::BackendRefused), 1);
     }
 
     #[test]
@@ -2023,6 +2147,61 @@ mod tests {
             f.forward(&snap, &mut frame, PacketMeta::default(), 1),
             Verdict::Drop(DropReason::VxlanMalformed)
         );
+    }
+
+    /// A vxlan backend removed by a reload keeps its tunnel while its flows
+    /// drain (the control loop carries its VTEP into the new snapshot), and
+    /// new flows never pick it.
+    #[test]
+    fn vxlan_draining_flow_keeps_its_tunnel() {
+        let (mut f, snap) = vxlan_setup();
+        let mut on = [None, None];
+        for port in 40000..40064u16 {
+            let mut syn = syn_with_mss(port, 1460);
+            assert_eq!(
+                f.forward(&snap, &mut syn, PacketMeta::default(), 1),
+                Verdict::TxOut
+            );
+            let (_, _, inner) = outer(f.out.frames().next().unwrap());
+            let i = PODS.iter().position(|p| *p == verify(inner).1).unwrap();
+            on[i].get_or_insert(port);
+        }
+        let (Some(p0), Some(p1)) = (on[0], on[1]) else {
+            panic!("64 flows all on one pod: {on:?}")
+        };
+        // Pod 1 is removed: without its VTEP its flow could not be sent.
+        let bare = vxlan_snapshot_of(2, &[0]);
+        let mut ack = tcp_frame(CLIENT_MAC, LB, CLIENT, VIP, p1, 80, "A");
+        assert_eq!(
+            f.forward(&bare, &mut ack, PacketMeta::default(), 2),
+            Verdict::Drop(DropReason::VxlanNoVtep)
+        );
+        let mut next = vxlan_snapshot_of(2, &[0]);
+        next.carry_vteps(&snap, |_| false);
+        for (port, pod) in [(p1, 1), (p0, 0)] {
+            let mut ack = tcp_frame(CLIENT_MAC, LB, CLIENT, VIP, port, 80, "A");
+            assert_eq!(
+                f.forward(&next, &mut ack, PacketMeta::default(), 3),
+                Verdict::TxOut
+            );
+            let (vtep, _, inner) = outer(f.out.frames().next().unwrap());
+            assert_eq!((vtep, verify(inner).1), (VTEPS[pod], PODS[pod]));
+        }
+        for port in 50000..50032u16 {
+            let mut syn = syn_with_mss(port, 1460);
+            f.forward(&next, &mut syn, PacketMeta::default(), 4);
+            let (_, _, inner) = outer(f.out.frames().next().unwrap());
+            assert_eq!(verify(inner).1, PODS[0], "new flows only to pod 0");
+        }
+        // A later change, pod 1 still carrying flows: kept; once the sweep
+        // no longer sees them: let go.
+        let mut later = vxlan_snapshot_of(3, &[0]);
+        later.carry_vteps(&next, |ip| ip == u32::from_be_bytes(PODS[1]));
+        assert!(later.vtep(u32::from_be_bytes(PODS[1])).is_some());
+        let mut gone = vxlan_snapshot_of(4, &[0]);
+        gone.carry_vteps(&later, |_| false);
+        assert!(gone.vtep(u32::from_be_bytes(PODS[1])).is_none());
+        assert_eq!(gone.vtep_next_hops().count(), 1);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! Maglev tables. Built by the control plane off the hot path and published
 //! atomically (see `dataplane::Shared`); never mutated once published.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -163,6 +163,35 @@ impl Snapshot {
         for v in self.vteps.values_mut() {
             v.next_hop = u32::from(next_hop(Ipv4Addr::from(v.ip)));
         }
+    }
+
+    /// Keeps the VTEPs `old` knew for vxlan backends that this snapshot no
+    /// longer has, while those backends may still carry flows: the ones
+    /// `old` served (removed by this change) and the ones `carries_flows`
+    /// names (the control loop's last flow sweep). A draining flow is then
+    /// tunnelled on to its pod like a NAT-mode flow goes on to its removed
+    /// backend, instead of being dropped as `vxlan_no_vtep`; an entry is let
+    /// go by a later build once no flow uses it. A backend address that is
+    /// in this snapshot keeps this snapshot's VTEP.
+    pub fn carry_vteps(&mut self, old: &Snapshot, carries_flows: impl Fn(u32) -> bool) {
+        let served: HashSet<u32> = old
+            .services
+            .iter()
+            .flat_map(|s| s.backends.iter())
+            .filter(|b| b.vtep.is_some())
+            .map(|b| b.ip)
+            .collect();
+        for (&ip, v) in &old.vteps {
+            if !self.vteps.contains_key(&ip) && (served.contains(&ip) || carries_flows(ip)) {
+                self.vteps.insert(ip, *v);
+            }
+        }
+    }
+
+    /// The outer next hops of every VTEP, carried ones included: the
+    /// neighbors the control loop keeps resolved for vxlan flows.
+    pub fn vtep_next_hops(&self) -> impl Iterator<Item = u32> + '_ {
+        self.vteps.values().map(|v| v.next_hop)
     }
 
     /// The VTEP of vxlan backend `ip`.

@@ -60,7 +60,8 @@ pub enum DropReason {
     /// VXLAN with a VNI no vxlan service uses.
     VxlanUnknownVni,
     /// A flow of a vxlan service whose backend has no VTEP in the current
-    /// snapshot (removed by a reload), or no local address to send from.
+    /// snapshot (not a backend, nor a removed one whose flows still drain),
+    /// or no local address to send from.
     VxlanNoVtep,
     /// ARP whose sender address is a VIP this instance serves but whose
     /// sender MAC is not the serving MAC: another host claims the VIP
@@ -72,10 +73,17 @@ pub enum DropReason {
     /// ring full / no free UMEM chunk on the FILL ring (`XDP_STATISTICS`).
     /// Read by each worker every 100 ms.
     RxRingFull,
+    /// A backend answered a client's SYN with a RST (nothing listening, or
+    /// the backend going down): the RST is withheld and the flow forgotten,
+    /// so the client's SYN retransmission is steered afresh while the
+    /// control plane holds that backend out (`flows.refused_hold_s`). Only
+    /// when the service has another backend; `nat` and `vxlan` modes, where
+    /// replies pass podlb.
+    BackendRefused,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 25] = [
+    pub const ALL: [DropReason; 26] = [
         DropReason::EthTruncated,
         DropReason::VlanTagged,
         DropReason::ArpMalformed,
@@ -101,6 +109,7 @@ impl DropReason {
         DropReason::VxlanNoVtep,
         DropReason::VipConflict,
         DropReason::RxRingFull,
+        DropReason::BackendRefused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -130,6 +139,7 @@ impl DropReason {
             DropReason::VxlanNoVtep => "vxlan_no_vtep",
             DropReason::VipConflict => "vip_conflict",
             DropReason::RxRingFull => "rx_ring_full",
+            DropReason::BackendRefused => "backend_refused",
         }
     }
 }

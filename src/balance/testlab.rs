@@ -42,11 +42,16 @@ pub fn vtep_mac(i: usize) -> MacAddr {
 /// The service VIP:80 in `mode = "vxlan"` over the two pods (port 8080),
 /// MSS clamp 1410, VTEPs routed via [`ROUTER`].
 pub fn vxlan_snapshot() -> Snapshot {
-    let backends = PODS
+    vxlan_snapshot_of(1, &[0, 1])
+}
+
+/// [`vxlan_snapshot`] with generation `generation` and only the pods
+/// `pods` (indexes into [`PODS`]).
+pub fn vxlan_snapshot_of(generation: u64, pods: &[usize]) -> Snapshot {
+    let backends = pods
         .iter()
-        .enumerate()
-        .map(|(i, p)| BackendConfig {
-            addr: SocketAddrV4::new(Ipv4Addr::from(*p), 8080),
+        .map(|&i| BackendConfig {
+            addr: SocketAddrV4::new(Ipv4Addr::from(PODS[i]), 8080),
             weight: 1,
             vtep: Some(Ipv4Addr::from(VTEPS[i])),
             vtep_mac: Some(vtep_mac(i)),
@@ -64,7 +69,7 @@ pub fn vxlan_snapshot() -> Snapshot {
         vni: VNI,
         mss_clamp: Some(crate::config::DEFAULT_VXLAN_MSS),
     };
-    let mut snap = Snapshot::build(1, &[svc], |_, a| a.ip().octets()[3] as u16).unwrap();
+    let mut snap = Snapshot::build(generation, &[svc], |_, a| a.ip().octets()[3] as u16).unwrap();
     let routes =
         crate::control::route::Routes::new(Ipv4Addr::from(LB_IP), 24, Some(Ipv4Addr::from(ROUTER)));
     snap.route_vteps(|ip| routes.next_hop(ip));
@@ -94,7 +99,12 @@ pub fn bmac(ip: [u8; 4]) -> MacAddr {
 /// The service VIP:80 in `mode` over the three backends on `backend_port`;
 /// stats slot = the backend's last octet.
 pub fn snapshot(mode: Mode, backend_port: u16) -> Snapshot {
-    let backends = BACKENDS
+    snapshot_of(mode, backend_port, &BACKENDS)
+}
+
+/// [`snapshot`] over the backends `backends` only.
+pub fn snapshot_of(mode: Mode, backend_port: u16, backends: &[[u8; 4]]) -> Snapshot {
+    let backends = backends
         .iter()
         .map(|b| BackendConfig {
             addr: SocketAddrV4::new(Ipv4Addr::from(*b), backend_port),
@@ -139,6 +149,7 @@ pub fn forwarder(pickup: bool, port_seed: u32, sync: Option<Arc<SyncQueue>>) -> 
         sync,
         local_ip: u32::from_be_bytes(LB_IP),
         out: Default::default(),
+        refused: None,
     }
 }
 

@@ -210,6 +210,22 @@ fn health_metrics(o: &mut String, view: &EngineView) {
         "",
         view.health.fail_open_total.load(Ordering::Relaxed),
     );
+    single(
+        o,
+        "podlb_backend_refusals_total",
+        "SYNs a backend answered with a RST, withheld so the client's retry went to another backend (flows.refused_hold_s).",
+        "counter",
+        "",
+        view.health.refusals_total.load(Ordering::Relaxed),
+    );
+    single(
+        o,
+        "podlb_backends_refused_held",
+        "Backends held out of new connections after refusing one.",
+        "gauge",
+        "",
+        view.health.held(std::time::Instant::now()).len(),
+    );
 }
 
 /// One metric with a single sample: HELP, TYPE and the value (`labels`
@@ -927,6 +943,10 @@ fn status(view: &EngineView) -> serde_json::Value {
             })
         }).collect::<Vec<_>>(),
         "health_fail_open": view.health.fail_open(),
+        "refused_held": view.health.held(std::time::Instant::now()).iter().map(|(a, left)| json!({
+            "backend": a.to_string(),
+            "left_ms": left.as_millis() as u64,
+        })).collect::<Vec<_>>(),
         "vrrp": view.vrrp.as_ref().map(|v| {
             let master = v.master.load(Ordering::Relaxed);
             let count = v.takeover.count.load(Ordering::Relaxed);

@@ -231,6 +231,9 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
             cfg.vrrp.is_none() && cfg.kubernetes.as_ref().is_none_or(|k| k.lease.is_none()),
         ),
         punt: crossbeam_queue::ArrayQueue::new(crate::dataplane::PUNT_QUEUE),
+        refused: Arc::new(crate::balance::forward::RefusalQueue::new(
+            crate::dataplane::REFUSED_QUEUE,
+        )),
         takeover_armed_us: AtomicU64::new(0),
         takeover_done_us: AtomicU64::new(0),
         update_armed_us: AtomicU64::new(0),
@@ -502,6 +505,7 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
         sync: sync_link.as_ref().map(|l| l.queues[i].clone()),
         local_ip,
         out: Default::default(),
+        refused: (!cfg.flows.refused_hold.is_zero()).then(|| shared.refused.clone()),
     };
     match devices {
         Devices::Packet(socks) => {
@@ -576,7 +580,7 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
         }
         ctl.poll_pending();
         ctl.observe_update_clock();
-        if view.health.take_changed() {
+        if view.health.take_changed() | ctl.refusals() {
             ctl.health_changed();
         }
         let now = Instant::now();
@@ -1038,7 +1042,13 @@ impl Control {
             Some(p) => p.snap.generation,
             None => self.view.shared.snapshot.load().generation,
         };
-        let snap = build_snapshot(base + 1, services, &self.view)?;
+        let mut snap = build_snapshot(base + 1, services, &self.view)?;
+        // Removed vxlan backends keep their tunnel while their flows drain.
+        let fb = &self.flow_backends;
+        snap.carry_vteps(&self.view.shared.snapshot.load(), |ip| fb.contains(&ip));
+        if let Some(p) = &self.pending {
+            snap.carry_vteps(&p.snap, |ip| fb.contains(&ip));
+        }
         *self.view.desired.lock() = services.to_vec();
         self.track_backends(&snap);
         self.vxlan_sinks(&snap);
@@ -1575,6 +1585,7 @@ impl Control {
                 .services
                 .iter()
                 .flat_map(|s| s.backends.iter().map(|b| b.l2_target()))
+                .chain(snap.vtep_next_hops())
                 .collect();
             // ... and the gateways of routed ones.
             let hops: Vec<u32> = match self.view.routes.lock().as_ref() {
@@ -1595,6 +1606,20 @@ impl Control {
                 .neighbors
                 .retain(|ip| current.contains(&ip) || fb.contains(&ip) || peers.contains(&ip));
         }
+    }
+
+    /// Turns the workers' refusal reports into holds (`flows.refused_hold_s`)
+    /// and ends the holds that are over; true when a backend left or came
+    /// back, so the snapshot must be rebuilt.
+    fn refusals(&mut self) -> bool {
+        let hold = self.view.config.load().flows.refused_hold;
+        let now = Instant::now();
+        let mut rebuild = false;
+        while let Some(r) = self.view.shared.refused.pop() {
+            let addr = SocketAddrV4::new(Ipv4Addr::from(r.backend), r.port);
+            rebuild |= self.view.health.hold_refused(addr, now + hold);
+        }
+        rebuild | self.view.health.release_held(now)
     }
 
     /// A backend went up or down: rebuild the snapshot from the running

@@ -17,7 +17,7 @@ use std::net::SocketAddrV4;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -546,36 +546,53 @@ pub fn healthy_services(
     services: &[ServiceConfig],
     health: Option<&HealthMonitor>,
 ) -> Vec<ServiceConfig> {
-    filter_services(services, |c, a| health.is_none_or(|m| m.is_up(c, a))).0
+    filter_services(
+        services,
+        |c, a| health.is_none_or(|m| m.is_up(c, a)),
+        |_| false,
+    )
+    .0
 }
 
-/// [`healthy_services`] with the health as a predicate; also returns the
-/// names of the services that failed open.
+/// [`healthy_services`] with the health as a predicate; also leaves out the
+/// backends `held` names (they refused a connection) unless that would
+/// leave a service none. Returns the names of the services that failed
+/// open (every backend down by its health check).
 fn filter_services(
     services: &[ServiceConfig],
     is_up: impl Fn(&HealthCheck, SocketAddrV4) -> bool,
+    held: impl Fn(SocketAddrV4) -> bool,
 ) -> (Vec<ServiceConfig>, Vec<String>) {
     let mut fail_open = Vec::new();
     let out = services
         .iter()
         .map(|s| {
-            let Some(c) = &s.health_check else {
-                return s.clone();
-            };
-            let up: Vec<_> = s
-                .backends
-                .iter()
-                .filter(|b| is_up(c, c.target(b.addr)))
-                .cloned()
-                .collect();
-            if up.is_empty() && !s.backends.is_empty() {
-                fail_open.push(s.name.clone());
-                return s.clone();
+            let mut out = s.clone();
+            if let Some(c) = &s.health_check {
+                let up: Vec<_> = s
+                    .backends
+                    .iter()
+                    .filter(|b| is_up(c, c.target(b.addr)))
+                    .cloned()
+                    .collect();
+                if up.is_empty() && !s.backends.is_empty() {
+                    fail_open.push(s.name.clone());
+                } else {
+                    out.backends = up;
+                }
             }
-            ServiceConfig {
-                backends: up,
-                ..s.clone()
+            if out.backends.iter().any(|b| held(b.addr)) {
+                let kept: Vec<_> = out
+                    .backends
+                    .iter()
+                    .filter(|b| !held(b.addr))
+                    .cloned()
+                    .collect();
+                if !kept.is_empty() {
+                    out.backends = kept;
+                }
             }
+            out
         })
         .collect();
     (out, fail_open)
@@ -591,6 +608,12 @@ pub struct HealthGate {
     fail_open: Mutex<HashSet<String>>,
     /// Times a service entered fail-open (all its backends down).
     pub fail_open_total: AtomicU64,
+    /// Backends held out of new connections after refusing a SYN, and
+    /// until when (`flows.refused_hold_s`).
+    held: Mutex<HashMap<SocketAddrV4, Instant>>,
+    /// Refusals reported by the workers (also those of a backend already
+    /// held, e.g. by flows steered before the rebuilt snapshot).
+    pub refusals_total: AtomicU64,
 }
 
 impl HealthGate {
@@ -615,6 +638,53 @@ impl HealthGate {
         v
     }
 
+    /// Backend `addr` refused a SYN: hold it out of new connections until
+    /// `until` (a later refusal extends the hold). True when it was not
+    /// held yet: the snapshot needs rebuilding.
+    pub fn hold_refused(&self, addr: SocketAddrV4, until: Instant) -> bool {
+        self.refusals_total.fetch_add(1, Ordering::Relaxed);
+        let mut held = self.held.lock();
+        match held.insert(addr, until) {
+            Some(prev) => {
+                if prev > until {
+                    held.insert(addr, prev);
+                }
+                false
+            }
+            None => {
+                tracing::warn!(backend = %addr, hold_ms = until.saturating_duration_since(Instant::now()).as_millis() as u64, "backend refused a connection; the client's retry goes elsewhere while it is held out");
+                true
+            }
+        }
+    }
+
+    /// Ends the holds due by `now`. True when one ended: the snapshot needs
+    /// rebuilding.
+    pub fn release_held(&self, now: Instant) -> bool {
+        let mut held = self.held.lock();
+        let before = held.len();
+        held.retain(|addr, until| {
+            let keep = *until > now;
+            if !keep {
+                tracing::info!(backend = %addr, "refusal hold over; backend back in");
+            }
+            keep
+        });
+        held.len() != before
+    }
+
+    /// The held backends and the time each has left, by address.
+    pub fn held(&self, now: Instant) -> Vec<(SocketAddrV4, Duration)> {
+        let mut v: Vec<_> = self
+            .held
+            .lock()
+            .iter()
+            .map(|(a, u)| (*a, u.saturating_duration_since(now)))
+            .collect();
+        v.sort();
+        v
+    }
+
     /// Registers the targets of `services` (starting or stopping the
     /// monitor as needed) and returns the services a snapshot should be
     /// built from: [`healthy_services`], with fail-open logged once per
@@ -622,8 +692,12 @@ impl HealthGate {
     pub fn services_for_snapshot(&self, services: &[ServiceConfig]) -> Vec<ServiceConfig> {
         self.register(services);
         let m = self.monitor();
-        let (out, failing) =
-            filter_services(services, |c, a| m.as_ref().is_none_or(|m| m.is_up(c, a)));
+        let held = self.held.lock().clone();
+        let (out, failing) = filter_services(
+            services,
+            |c, a| m.as_ref().is_none_or(|m| m.is_up(c, a)),
+            |a| held.contains_key(&a),
+        );
         let failing: HashSet<String> = failing.into_iter().collect();
         let mut was = self.fail_open.lock();
         for name in failing.difference(&was) {
@@ -1095,13 +1169,17 @@ mod tests {
             svc("empty", Some(c.clone()), &[]),
         ];
         // Port 2 is down for `c`; port 9000 of .21 is down for `with_port`.
-        let (out, fail_open) = filter_services(&services, |chk, a| {
-            if *chk == with_port {
-                a.port() != 9000
-            } else {
-                a.port() != 2
-            }
-        });
+        let (out, fail_open) = filter_services(
+            &services,
+            |chk, a| {
+                if *chk == with_port {
+                    a.port() != 9000
+                } else {
+                    a.port() != 2
+                }
+            },
+            |_| false,
+        );
         let ports =
             |s: &ServiceConfig| s.backends.iter().map(|b| b.addr.port()).collect::<Vec<_>>();
         assert_eq!(ports(&out[0]), vec![1, 3]);
@@ -1124,6 +1202,42 @@ mod tests {
             with_port.clone(),
             SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 21), 9000)
         )));
+    }
+
+    #[test]
+    fn refusing_backends_are_held_out_unless_none_would_be_left() {
+        let c = HealthCheck::default();
+        let services = vec![
+            svc("checked", Some(c.clone()), &[1, 2, 3]),
+            svc("unchecked", None, &[1, 2]),
+            svc("only", None, &[2]),
+        ];
+        // Port 1 is down by its check; port 2 refused a connection.
+        let (out, fail_open) = filter_services(&services, |_, a| a.port() != 1, |a| a.port() == 2);
+        let ports =
+            |s: &ServiceConfig| s.backends.iter().map(|b| b.addr.port()).collect::<Vec<_>>();
+        assert_eq!(ports(&out[0]), vec![3]);
+        assert_eq!(ports(&out[1]), vec![1]);
+        assert_eq!(ports(&out[2]), vec![2], "never the last one");
+        assert!(fail_open.is_empty());
+
+        // The gate: a first refusal holds (rebuild due), a second extends,
+        // the hold ends on time (rebuild due again).
+        let gate = HealthGate::new();
+        let b = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 21), 2);
+        let t0 = Instant::now();
+        assert!(gate.hold_refused(b, t0 + Duration::from_secs(10)));
+        assert!(!gate.hold_refused(b, t0 + Duration::from_secs(5)));
+        assert!(!gate.hold_refused(b, t0 + Duration::from_secs(12)));
+        assert_eq!(gate.refusals_total.load(Ordering::Relaxed), 3);
+        assert_eq!(gate.held(t0), vec![(b, Duration::from_secs(12))]);
+        let out = gate.services_for_snapshot(&services[1..]);
+        assert_eq!(ports(&out[0]), vec![1]);
+        assert!(!gate.release_held(t0 + Duration::from_secs(11)));
+        assert!(gate.release_held(t0 + Duration::from_secs(12)));
+        assert!(gate.held(t0).is_empty());
+        let out = gate.services_for_snapshot(&services[1..]);
+        assert_eq!(ports(&out[0]), vec![1, 2]);
     }
 
     #[test]

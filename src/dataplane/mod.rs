@@ -33,6 +33,9 @@ pub struct Shared {
     /// Control frames (VRRP adverts) the workers hand to the control thread.
     /// Bounded: a flood of them costs a counted drop, never memory.
     pub punt: ArrayQueue<Vec<u8>>,
+    /// Backends that refused a SYN, reported by workers to the control
+    /// thread (`Forwarder::refused`). Bounded like `punt`.
+    pub refused: Arc<crate::balance::forward::RefusalQueue>,
     /// Takeover clock (µs since `epoch`, +1; 0 = idle): armed by the control
     /// thread on becoming master, stopped by the first frame a worker sends.
     pub takeover_armed_us: AtomicU64,
@@ -50,6 +53,8 @@ pub struct Shared {
 
 /// Control frames queued for the control thread at most.
 pub const PUNT_QUEUE: usize = 256;
+/// Refusal reports queued for the control thread at most.
+pub const REFUSED_QUEUE: usize = 256;
 
 impl Shared {
     /// Milliseconds since the epoch (wrapping u32; ages are differences).
