@@ -2118,7 +2118,13 @@ mod tests {
     #[test]
     fn watch_with_label_selector_follows_membership() {
         let api = start();
+        // resourceVersion=0 means "from the current state" (the events
+        // before the server handles the watch would be folded into it), so
+        // start from a real version: one object first.
+        api.create("v1", "services", svc("a", "other", json!({})))
+            .unwrap();
         let rv0 = api.resource_version();
+        assert!(rv0 > 0);
         let mut w = Watch::open(
             &api,
             &format!("/api/v1/services?watch=true&resourceVersion={rv0}&labelSelector=app%3Dweb"),
