@@ -9,7 +9,7 @@
 //! time per element is the cost of one operation. `forward()` rewrites the
 //! frame in place, so each iteration first copies a pristine frame into a
 //! scratch buffer; `frame_copy` measures that copy alone, to be subtracted.
-//! Frames are built with etherparse, an encoder independent of `podlb::wire`.
+//! Frames are built with etherparse, an encoder independent of `podlb_wire`.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
@@ -17,14 +17,15 @@ use std::time::{Duration, Instant};
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use etherparse::{EtherType, Ethernet2Header, PacketBuilder};
-use podlb::balance::flow::{tcp_state, Flow, FlowKey, FlowRef, FlowTable, ReverseKey, Timeouts};
-use podlb::balance::forward::{Forwarder, NatPorts, PacketMeta, Verdict};
-use podlb::balance::hash::mix64;
-use podlb::balance::neighbor::NeighborTable;
-use podlb::balance::service::Snapshot;
-use podlb::balance::stats::WorkerStats;
-use podlb::config::{BackendConfig, Mode, ServiceConfig};
-use podlb::wire::MacAddr;
+use podlb_core::flow::{tcp_state, Flow, FlowKey, FlowRef, FlowTable, ReverseKey, Timeouts};
+use podlb_core::forward::{Forwarder, NatPorts, PacketMeta, Verdict};
+use podlb_core::hash::mix64;
+use podlb_core::model::{BackendConfig, Mode, ServiceConfig};
+use podlb_core::neighbor::NeighborTable;
+use podlb_core::service::Snapshot;
+use podlb_core::stats::WorkerStats;
+use podlb_io::mem::prefetch_ptr;
+use podlb_wire::MacAddr;
 
 const FLOWS: u32 = 1_000_000;
 /// Operations per iteration of the table benches.
@@ -120,7 +121,8 @@ fn batch<K>(keys: &[K], cur: &mut usize, mut op: impl FnMut(&K) -> bool) -> u32 
 }
 
 fn flow_table(c: &mut Criterion) {
-    let t = FlowTable::new(FLOWS as usize, TIMEOUTS);
+    let mut t = FlowTable::new(FLOWS as usize, TIMEOUTS);
+    t.set_huge_page_bytes(podlb_io::mem::advise_regions(&t.regions()));
     let fill = Instant::now();
     let mut live: Vec<(FlowRef, u32)> = Vec::with_capacity(FLOWS as usize);
     for i in 0..FLOWS {
@@ -193,10 +195,10 @@ fn flow_table(c: &mut Criterion) {
             let mut hits = 0u32;
             for chunk in hit[cur..cur + BATCH].chunks(RX_BATCH) {
                 for k in chunk {
-                    t.prefetch(black_box(k));
+                    t.prefetch(&prefetch_ptr, black_box(k));
                 }
                 for k in chunk {
-                    t.prefetch_slot(black_box(k));
+                    t.prefetch_slot(&prefetch_ptr, black_box(k));
                 }
                 for k in chunk {
                     hits += t.lookup(black_box(k)).is_some() as u32;
@@ -308,8 +310,8 @@ fn service(name: String, vip: [u8; 4], mode: Mode, backends: &[[u8; 4]]) -> Serv
             .collect(),
         table_size: 65537,
         health_check: None,
-        vxlan_port: podlb::config::DEFAULT_VXLAN_PORT,
-        vni: podlb::config::DEFAULT_VNI,
+        vxlan_port: podlb_core::model::DEFAULT_VXLAN_PORT,
+        vni: podlb_core::model::DEFAULT_VNI,
         mss_clamp: None,
     }
 }
@@ -360,7 +362,11 @@ impl Rig {
             own_ip: None,
             active: true,
             accept_mode: true,
-            flows: Arc::new(FlowTable::new(FLOWS as usize, TIMEOUTS)),
+            flows: Arc::new({
+                let mut t = FlowTable::new(FLOWS as usize, TIMEOUTS);
+                t.set_huge_page_bytes(podlb_io::mem::advise_regions(&t.regions()));
+                t
+            }),
             neighbors: Arc::new(neighbors),
             stats: Arc::new(WorkerStats::default()),
             ports: NatPorts::new(0, 1, 0),
@@ -744,9 +750,15 @@ fn established_1m(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::
             let from = j * len;
             scratch.copy_from_slice(&pristine[from..from + len * RX_BATCH]);
             j = (j + RX_BATCH) % SAMPLE;
-            for pass in 0..podlb::io::PREFETCH_PASSES {
+            for pass in 0..podlb_io::PREFETCH_PASSES {
                 for f in scratch.chunks(len) {
-                    Forwarder::prefetch(&rig.fwd.flows, &rig.snap, black_box(f), pass);
+                    Forwarder::prefetch(
+                        &rig.fwd.flows,
+                        &rig.snap,
+                        black_box(f),
+                        pass,
+                        &prefetch_ptr,
+                    );
                 }
             }
             let mut tx = 0;

@@ -3,8 +3,8 @@
 //! `cargo bench --bench maglev -- --warm-up-time 1 --measurement-time 3`
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use podlb::balance::hash::{flow_hash, mix64};
-use podlb::balance::maglev::{MaglevTable, DEFAULT_TABLE_SIZE};
+use podlb_core::hash::{flow_hash, mix64};
+use podlb_core::maglev::{MaglevTable, DEFAULT_TABLE_SIZE};
 
 fn backends(n: usize) -> Vec<(String, u32)> {
     (0..n)

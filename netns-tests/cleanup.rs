@@ -5,7 +5,7 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use podlb::control::netns::{self, Topology};
+use podlb_lab::netns::{self, Topology};
 
 use crate::common::*;
 

@@ -27,8 +27,8 @@
 
 use std::time::{Duration, Instant};
 
-use podlb::control::demo::{metric_value, Podlb, LB, LB2};
-use podlb::control::netns::{self, Proc, Topology};
+use podlb_lab::demo::{metric_value, Podlb, LB, LB2};
+use podlb_lab::netns::{self, Proc, Topology};
 use serde_json::Value;
 
 use crate::common::*;

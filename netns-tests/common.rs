@@ -5,8 +5,8 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use podlb::control::demo::{self, Attach, ConfigSpec, Podlb, ServiceSpec, BACKENDS, VIP};
-use podlb::control::netns::{self, Proc, Topology};
+use podlb_lab::demo::{self, Attach, ConfigSpec, Podlb, ServiceSpec, BACKENDS, VIP};
+use podlb_lab::netns::{self, Proc, Topology};
 
 /// Every test finishes within this (each wait inside is bounded by it).
 pub const TEST_BUDGET: Duration = Duration::from_secs(60);
@@ -15,7 +15,7 @@ pub const TEST_BUDGET: Duration = Duration::from_secs(60);
 /// tests cannot run here.
 macro_rules! require_netns {
     ($name:expr) => {
-        if let Some(reason) = podlb::control::netns::netns_unavailable() {
+        if let Some(reason) = podlb_lab::netns::netns_unavailable() {
             eprintln!("SKIP {}: {}", $name, reason);
             return;
         }
@@ -31,7 +31,7 @@ pub fn podlb_exe() -> &'static Path {
 /// A file of this directory (badframes.py).
 pub fn test_file(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("netns-tests")
+        .join("../../netns-tests")
         .join(name)
 }
 

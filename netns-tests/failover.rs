@@ -6,8 +6,8 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use podlb::control::demo::{vrrp_lab_topology, ConfigSpec, Podlb, VrrpSpec, LB, LB2, VIP};
-use podlb::control::netns::{self, HttpConn, Prober, Topology};
+use podlb_lab::demo::{vrrp_lab_topology, ConfigSpec, Podlb, VrrpSpec, LB, LB2, VIP};
+use podlb_lab::netns::{self, HttpConn, Prober, Topology};
 
 use crate::common::*;
 
@@ -42,7 +42,7 @@ pub fn vrrp_config(
     peer: Option<Ipv4Addr>,
     iperf: bool,
 ) -> ConfigSpec {
-    let attach = podlb::control::demo::Attach::from_name("af_packet").unwrap();
+    let attach = podlb_lab::demo::Attach::from_name("af_packet").unwrap();
     let mut v = VrrpSpec::new(priority, advert_ms);
     v.unicast_peers.extend(peer);
     lab_config(&attach, "nat", iperf).with_vrrp(v)

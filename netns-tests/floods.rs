@@ -7,10 +7,8 @@
 
 use std::time::{Duration, Instant};
 
-use podlb::control::demo::{
-    lab_topology, metric_value, Attach, Podlb, VrrpSpec, LB, LB2, VIP, VRID,
-};
-use podlb::control::netns::{self, HttpConn, Proc, Topology, HTTP_TIMEOUT};
+use podlb_lab::demo::{lab_topology, metric_value, Attach, Podlb, VrrpSpec, LB, LB2, VIP, VRID};
+use podlb_lab::netns::{self, HttpConn, Proc, Topology, HTTP_TIMEOUT};
 
 use crate::common::*;
 use crate::harness::send_badframes_with;

@@ -2,8 +2,8 @@
 //! (AF_PACKET, TAP) and each mode (nat, dsr), and nat through the AF_XDP
 //! backend.
 
-use podlb::control::demo::{lab_topology, metric_value, Attach, VIP};
-use podlb::control::netns;
+use podlb_lab::demo::{lab_topology, metric_value, Attach, VIP};
+use podlb_lab::netns;
 
 use crate::common::*;
 

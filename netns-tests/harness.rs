@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use podlb::control::demo::{lab_topology, Attach, BACKENDS, CLIENT, LB};
-use podlb::control::netns;
+use podlb_lab::demo::{lab_topology, Attach, BACKENDS, CLIENT, LB};
+use podlb_lab::netns;
 
 use crate::common::*;
 
@@ -168,7 +168,7 @@ pub fn send_badframes_with(
 ) -> serde_json::Value {
     let script = test_file("badframes.py").display().to_string();
     let (vip, count, seed) = (
-        podlb::control::demo::VIP.to_string(),
+        podlb_lab::demo::VIP.to_string(),
         count.to_string(),
         seed.to_string(),
     );

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use podlb::control::demo::{lab_topology, metric_value, Attach, Podlb, BACKENDS};
-use podlb::control::netns::{self, Proc, Topology};
+use podlb_lab::demo::{lab_topology, metric_value, Attach, Podlb, BACKENDS};
+use podlb_lab::netns::{self, Proc, Topology};
 
 use crate::common::*;
 

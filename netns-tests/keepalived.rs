@@ -7,8 +7,8 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use podlb::control::demo::{virtual_mac, Podlb, LB, LB2, VIP, VRID};
-use podlb::control::netns::{self, Proc, Topology};
+use podlb_lab::demo::{virtual_mac, Podlb, LB, LB2, VIP, VRID};
+use podlb_lab::netns::{self, Proc, Topology};
 
 use crate::common::*;
 use crate::failover::{lab, start_lb, vrrp_config, wait_state};

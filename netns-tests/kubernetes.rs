@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use podlb::control::demo::{lab_topology, Attach, ConfigSpec, Podlb, BACKENDS, CLIENT, VIP};
-use podlb::control::netns::{self, HttpConn, Topology};
+use podlb_lab::demo::{lab_topology, Attach, ConfigSpec, Podlb, BACKENDS, CLIENT, VIP};
+use podlb_lab::netns::{self, HttpConn, Topology};
 
 use crate::common::*;
-use crate::fakeapi::FakeApi;
+use podlb_lab::fakeapi::FakeApi;
 
 const CLASS: &str = "podlb.io/vip";
 const POOL: &str = "198.18.0.100/30";
@@ -458,7 +458,7 @@ fn k8s_watch_drop_and_410_relist_without_loss() {
 // Redundancy from the API: peer discovery for unicast VRRP, and the Lease.
 
 use crate::failover::{self, start_lb, wait_state};
-use podlb::control::demo::{VrrpSpec, LB, LB2};
+use podlb_lab::demo::{VrrpSpec, LB, LB2};
 
 /// The podlb Pods as the endpoints of the headless peers Service.
 fn peers_slice(ips: &[Ipv4Addr]) -> Value {

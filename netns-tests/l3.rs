@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use podlb::control::demo::{Attach, ConfigSpec, Podlb, ServiceSpec, VrrpSpec};
-use podlb::control::netns::{self, HttpConn, Topology};
+use podlb_lab::demo::{Attach, ConfigSpec, Podlb, ServiceSpec, VrrpSpec};
+use podlb_lab::netns::{self, HttpConn, Topology};
 
 use crate::common::*;
 use crate::failover::{start_lb, wait_state};

@@ -13,7 +13,6 @@ mod cleanup;
 mod cloud;
 mod deploy;
 mod failover;
-mod fakeapi;
 mod floods;
 mod forwarding;
 mod harness;

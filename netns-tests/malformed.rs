@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use podlb::control::demo::{lab_topology, Attach};
-use podlb::control::netns;
+use podlb_lab::demo::{lab_topology, Attach};
+use podlb_lab::netns;
 
 use crate::common::*;
 use crate::harness::send_badframes;

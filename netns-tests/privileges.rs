@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use podlb::control::demo::{Attach, VrrpSpec};
+use podlb_lab::demo::{Attach, VrrpSpec};
 
 use crate::common::*;
 
@@ -36,7 +36,7 @@ fn podlb_keeps_only_net_raw_and_net_admin() {
     require_netns!("podlb_keeps_only_net_raw_and_net_admin");
     let budget = Budget::start();
     let attach = Attach::from_name("af_packet").unwrap();
-    let topo = podlb::control::demo::lab_topology(&attach).unwrap();
+    let topo = podlb_lab::demo::lab_topology(&attach).unwrap();
     // A hook that records its own capabilities.
     let out = topo.dir().join("hook-status");
     let hook = topo.dir().join("hook.sh");
@@ -96,7 +96,7 @@ fn podlb_keeps_only_net_raw_and_net_admin() {
     assert_eq!(prm & !NET_ADMIN_RAW, 0, "hook permitted: {prm:#x}");
     assert_eq!(eff & !NET_ADMIN_RAW, 0, "hook effective: {eff:#x}");
     // And it still serves.
-    let c = podlb::control::netns::http_get_many_until(
+    let c = podlb_lab::netns::http_get_many_until(
         topo.ns("client"),
         vip(80),
         30,

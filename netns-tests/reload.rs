@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 
-use podlb::control::demo::{lab_topology, Attach, BACKENDS};
-use podlb::control::netns;
+use podlb_lab::demo::{lab_topology, Attach, BACKENDS};
+use podlb_lab::netns;
 
 use crate::common::*;
 

@@ -15,8 +15,8 @@
 use std::net::{Ipv4Addr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use podlb::control::demo::{metric_value, Attach, ConfigSpec, VIP};
-use podlb::control::netns::{self, Topology};
+use podlb_lab::demo::{metric_value, Attach, ConfigSpec, VIP};
+use podlb_lab::netns::{self, Topology};
 
 use crate::common::*;
 
@@ -165,7 +165,7 @@ fn vxlan_config(web: &[usize]) -> ConfigSpec {
     c
 }
 
-fn metric(podlb: &podlb::control::demo::Podlb, name: &str, labels: &[(&str, &str)]) -> f64 {
+fn metric(podlb: &podlb_lab::demo::Podlb, name: &str, labels: &[(&str, &str)]) -> f64 {
     metric_value(&podlb.metrics().unwrap(), name, labels).unwrap_or(0.0)
 }
 

@@ -1,7 +1,7 @@
 //! ARP view (the Ethernet payload) and its emitters.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use podlb::wire::{arp, ethernet, MacAddr};
+use podlb_wire::{arp, ethernet, MacAddr};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(p) = arp::Packet::new_checked(data) else {

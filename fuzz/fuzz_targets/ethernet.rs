@@ -1,7 +1,7 @@
 //! Ethernet II view: arbitrary bytes as a frame.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use podlb::wire::ethernet::{self, Frame, ETHERTYPE_VLAN};
+use podlb_wire::ethernet::{self, Frame, ETHERTYPE_VLAN};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(f) = Frame::new_checked(data) else {

@@ -17,13 +17,13 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
-use podlb::balance::flow::{FlowTable, Timeouts};
-use podlb::balance::forward::{Forwarder, NatPorts, PacketMeta, RefusalQueue, Verdict};
-use podlb::balance::neighbor::NeighborTable;
-use podlb::balance::service::Snapshot;
-use podlb::balance::stats::{BackendCounter, DropReason, Event, WorkerStats};
-use podlb::config::{BackendConfig, Mode, ServiceConfig};
-use podlb::wire::{arp, ethernet, icmp, ipv4, tcp, MacAddr};
+use podlb_core::flow::{FlowTable, Timeouts};
+use podlb_core::forward::{Forwarder, NatPorts, PacketMeta, RefusalQueue, Verdict};
+use podlb_core::neighbor::NeighborTable;
+use podlb_core::service::Snapshot;
+use podlb_core::stats::{BackendCounter, DropReason, Event, WorkerStats};
+use podlb_core::model::{BackendConfig, Mode, ServiceConfig};
+use podlb_wire::{arp, ethernet, icmp, ipv4, tcp, MacAddr};
 use podlb_fuzz::{l4_ok, ones_eq, ones_sum, pseudo, sums_to_ones, Reader};
 
 /// Small, so that a short input fills it (eviction, `flow_table_full`, NAT
@@ -79,8 +79,8 @@ fn snapshot() -> &'static Snapshot {
                 .collect(),
             table_size: 1009,
             health_check: None,
-            vxlan_port: podlb::config::DEFAULT_VXLAN_PORT,
-            vni: podlb::config::DEFAULT_VNI,
+            vxlan_port: podlb_core::model::DEFAULT_VXLAN_PORT,
+            vni: podlb_core::model::DEFAULT_VNI,
             mss_clamp: None,
         };
         let services = [
@@ -276,7 +276,7 @@ impl Lab {
         // The worker's look-ahead runs on unchecked frames: both passes must
         // take anything and change nothing (the counters are compared below).
         for pass in 0..2 {
-            Forwarder::prefetch(&self.f.flows, snap, frame, pass);
+            Forwarder::prefetch(&self.f.flows, snap, frame, pass, &|_| {});
         }
         let v = self.f.forward(snap, frame, meta, self.now);
         self.frames += 1;

@@ -1,7 +1,7 @@
 //! ICMP view: checksum fill and the echo request -> reply rewrite.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use podlb::wire::{checksum, icmp};
+use podlb_wire::{checksum, icmp};
 use podlb_fuzz::sums_to_ones;
 
 fuzz_target!(|data: &[u8]| {

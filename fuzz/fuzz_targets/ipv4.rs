@@ -2,7 +2,7 @@
 //! update and the header emitter.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use podlb::wire::{checksum, ipv4, Ipv4Addr};
+use podlb_wire::{checksum, ipv4, Ipv4Addr};
 use podlb_fuzz::sums_to_ones;
 
 fuzz_target!(|data: &[u8]| {

@@ -3,7 +3,7 @@
 //! no TCP emitter; the round trip here is checksum fill / verify.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use podlb::wire::{checksum, tcp, Ipv4Addr};
+use podlb_wire::{checksum, tcp, Ipv4Addr};
 use podlb_fuzz::{l4_ok, ones_eq, ones_sum, pseudo};
 
 const SRC: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);

@@ -1,7 +1,7 @@
 //! UDP view and header emitter.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use podlb::wire::{udp, Ipv4Addr};
+use podlb_wire::{udp, Ipv4Addr};
 use podlb_fuzz::l4_ok;
 
 const SRC: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);

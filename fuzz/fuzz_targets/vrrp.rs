@@ -2,8 +2,8 @@
 //! checks see its source, destination and TTL), and its payload alone.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use podlb::wire::vrrp::{self, parse_advert, ChecksumForm};
-use podlb::wire::{ethernet, ipv4, Ipv4Addr};
+use podlb_wire::vrrp::{self, parse_advert, ChecksumForm};
+use podlb_wire::{ethernet, ipv4, Ipv4Addr};
 
 fn check(src: Ipv4Addr, dst: Ipv4Addr, ttl: u8, payload: &[u8]) {
     // The view agrees with parse_advert on what it accepts.

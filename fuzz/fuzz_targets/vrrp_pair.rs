@@ -1,4 +1,4 @@
-//! Two VRRP routers on a simulated link (`podlb::fuzzing::VrrpPair`, the
+//! Two VRRP routers on a simulated link (`podlb_core::fuzzing::VrrpPair`, the
 //! simulation of the `random_schedule_never_keeps_split_brain` property
 //! test), driven by a schedule decoded from the input: link cuts and heals
 //! in either direction, priority changes, time passing (timeouts), and
@@ -16,9 +16,9 @@
 use std::net::Ipv4Addr;
 
 use libfuzzer_sys::fuzz_target;
-use podlb::fuzzing::{VrrpPair, PAIR_IPS, PAIR_VIP, PAIR_VRID};
-use podlb::vrrp::State;
-use podlb::wire::vrrp::{self, ChecksumForm};
+use podlb_core::fuzzing::{VrrpPair, PAIR_IPS, PAIR_VIP, PAIR_VRID};
+use podlb_core::vrrp::State;
+use podlb_wire::vrrp::{self, ChecksumForm};
 use podlb_fuzz::Reader;
 
 const THIRD: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);

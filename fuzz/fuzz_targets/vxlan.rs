@@ -1,7 +1,7 @@
 //! VXLAN header view and emitter (RFC 7348 §5).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use podlb::wire::vxlan;
+use podlb_wire::vxlan;
 
 fuzz_target!(|data: &[u8]| {
     // The outer UDP source port stays in the dynamic range for any hash.

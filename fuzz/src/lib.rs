@@ -48,7 +48,7 @@ impl<'a> Reader<'a> {
 }
 
 /// RFC 1071 one's-complement sum of `data` folded to 16 bits, a plain
-/// byte-pair loop (independent of `podlb::wire::checksum::sum`).
+/// byte-pair loop (independent of `podlb_wire::checksum::sum`).
 pub fn ones_sum(data: &[u8], mut acc: u64) -> u16 {
     let mut i = 0;
     while i + 1 < data.len() {

@@ -1,0 +1,1458 @@
+//! Services of type LoadBalancer + EndpointSlices → data-plane services.
+//!
+//! [`reconcile`] is called with the full contents of the Service and
+//! EndpointSlice stores and the [`Allocations`] it returned last time. It is
+//! deterministic: the same objects in any order give the same result.
+//!
+//! ## Which Services
+//! A Service is podlb's iff `spec.type` is `LoadBalancer` and
+//! `spec.loadBalancerClass` equals [`KubeSettings::load_balancer_class`];
+//! every other Service is counted in [`Reconciled::ignored`] and never
+//! touched (not even its status: another controller owns it).
+//!
+//! ## VIPs
+//! A Service may request a VIP with `spec.loadBalancerIP` or the
+//! [`ANNOTATION_VIP`] annotation (both set and different is a `BadSpec`).
+//! Addresses are given out in three passes, Services taken oldest first
+//! (`metadata.creationTimestamp`, then namespace/name):
+//! 1. *sticky*: a Service keeps the VIP it holds — its entry in the
+//!    previous [`Allocations`], or, after a restart, the first
+//!    `status.loadBalancer.ingress[].ip` — if that address is still inside a
+//!    pool and agrees with its request (if any);
+//! 2. *requested*: a requested VIP outside every pool is refused
+//!    (`VIPOutsidePool`), one held by another Service is refused
+//!    (`VIPInUse`, naming the holder);
+//! 3. *pool*: the rest get the lowest free address, pools in configured
+//!    order (`PoolExhausted` when none is left).
+//!
+//! A Service whose request is refused is not served at all (rather than
+//! served on some other address than the one asked for); its status is
+//! cleared and a [`Problem`] says why. Nothing else is affected.
+//!
+//! ## Ports and names
+//! Each TCP port of a Service becomes one [`ServiceConfig`] named by
+//! [`config_name`]: `<namespace>.<service>.<port name, or number if
+//! unnamed>`. Kubernetes namespace, Service and port names are DNS labels
+//! (`[a-z0-9-]`), so `.` separates them unambiguously and the result fits
+//! the config rule `[A-Za-z0-9-_.]{1,63}`; a name longer than 63 characters
+//! is cut to 54 and given `_` and an 8-digit hash of the full name. UDP and
+//! SCTP ports get an `UnsupportedProtocol` problem; the TCP ports of the
+//! same Service are still served.
+//!
+//! ## Backends
+//! From the EndpointSlices of the Service's namespace labelled
+//! [`SERVICE_NAME_LABEL`]` = <service>` with `addressType: IPv4`. The port
+//! is the slice's `ports[]` entry (TCP) whose `name` equals the Service
+//! port's name — the EndpointSlice controller has already resolved named
+//! and numbered `targetPort`s into it — or, for an unnamed Service port, the
+//! slice's only port. A slice without a matching port contributes nothing
+//! to that port (its Pods do not expose it). Endpoints that are ready
+//! (`conditions.ready` true or absent) and not terminating become backends
+//! of weight 1; terminating ones are listed in [`Reconciled::draining`] so
+//! the data plane keeps their flows until they end. An address listed by
+//! two slices counts once (ready wins over terminating).
+//!
+//! Duplicate Services (same namespace/name) cannot come from a reflector
+//! store and are not handled specially.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::objects::{self, EndpointSlice};
+use super::settings::KubeSettings;
+use crate::maglev::DEFAULT_TABLE_SIZE;
+use crate::model::HealthCheck;
+use crate::model::{BackendConfig, Mode, ServiceConfig};
+
+pub use super::objects::SERVICE_NAME_LABEL;
+
+/// Annotation requesting a VIP (alternative to `spec.loadBalancerIP`,
+/// which is deprecated upstream).
+pub const ANNOTATION_VIP: &str = "podlb.io/vip";
+/// Annotation choosing the forwarding mode: `nat` or `dsr`.
+pub const ANNOTATION_MODE: &str = "podlb.io/mode";
+/// Annotation choosing the health check: `tcp`, `http:/path` or `none`.
+pub const ANNOTATION_HEALTH_CHECK: &str = "podlb.io/health-check";
+
+/// Why a Service is not (fully) served; the Event reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ProblemReason {
+    /// The requested VIP is in no configured pool.
+    VipOutsidePool,
+    /// The requested VIP is held by another Service.
+    VipInUse,
+    /// No free address left in the pools.
+    PoolExhausted,
+    /// The Service cannot be read or has contradictory settings.
+    BadSpec,
+    /// A port of another protocol than TCP (it is skipped).
+    UnsupportedProtocol,
+    /// A vxlan Service's endpoint runs on a node with no known VTEP
+    /// (flannel's Node annotations missing or wrong); it is skipped.
+    NoVtep,
+}
+
+impl ProblemReason {
+    /// The Event `reason` (CamelCase, as Kubernetes reasons are).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProblemReason::VipOutsidePool => "VIPOutsidePool",
+            ProblemReason::VipInUse => "VIPInUse",
+            ProblemReason::PoolExhausted => "PoolExhausted",
+            ProblemReason::BadSpec => "BadSpec",
+            ProblemReason::UnsupportedProtocol => "UnsupportedProtocol",
+            ProblemReason::NoVtep => "VTEPUnknown",
+        }
+    }
+}
+
+impl fmt::Display for ProblemReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Something to report on a Service (as an Event of type Warning).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Problem {
+    pub namespace: String,
+    pub name: String,
+    pub reason: ProblemReason,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+/// A status write: `status.loadBalancer.ingress` becomes `[{ip}]`, or `[]`
+/// when `ip` is `None` (the Service is podlb's but has no VIP).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StatusUpdate {
+    pub namespace: String,
+    pub name: String,
+    pub ip: Option<Ipv4Addr>,
+}
+
+/// VIPs held by Services, keyed by namespace/name. Feed the last result
+/// back into [`reconcile`] so VIPs stay put.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Allocations {
+    by_service: BTreeMap<(String, String), Ipv4Addr>,
+}
+
+impl Allocations {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Ipv4Addr> {
+        self.by_service
+            .get(&(namespace.to_string(), name.to_string()))
+            .copied()
+    }
+
+    pub fn insert(&mut self, namespace: &str, name: &str, ip: Ipv4Addr) {
+        self.by_service
+            .insert((namespace.to_string(), name.to_string()), ip);
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_service.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_service.is_empty()
+    }
+
+    /// `(namespace, name, vip)`, sorted by namespace/name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str, Ipv4Addr)> {
+        self.by_service
+            .iter()
+            .map(|((ns, n), ip)| (ns.as_str(), n.as_str(), *ip))
+    }
+}
+
+/// The outcome of one [`reconcile`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Data-plane services, sorted by name.
+    pub services: Vec<ServiceConfig>,
+    /// Terminating endpoints per service name (only non-empty entries):
+    /// no new flows, existing flows kept until they end.
+    pub draining: BTreeMap<String, Vec<SocketAddrV4>>,
+    /// Status writes, only where the status differs; sorted.
+    pub status: Vec<StatusUpdate>,
+    /// Sorted.
+    pub problems: Vec<Problem>,
+    /// Every VIP held now; input to the next call.
+    pub allocations: Allocations,
+    /// Services that are not podlb's.
+    pub ignored: usize,
+}
+
+/// A podlb Service in the middle of reconciliation.
+struct Ours {
+    namespace: String,
+    name: String,
+    created: String,
+    svc: objects::Service,
+    mode: Mode,
+    health: Option<HealthCheck>,
+    /// Contradictory spec: not served.
+    bad: bool,
+    request: Option<Ipv4Addr>,
+    held: Option<Ipv4Addr>,
+    vip: Option<Ipv4Addr>,
+}
+
+fn problem(ns: &str, name: &str, reason: ProblemReason, message: String) -> Problem {
+    Problem {
+        namespace: ns.to_string(),
+        name: name.to_string(),
+        reason,
+        message,
+    }
+}
+
+fn namespace_of(ns: &str) -> &str {
+    if ns.is_empty() {
+        "default"
+    } else {
+        ns
+    }
+}
+
+/// The VIP a Service asks for, from `spec.loadBalancerIP` or the annotation.
+fn requested_vip(svc: &objects::Service) -> Result<Option<Ipv4Addr>, String> {
+    let parse = |what: &str, s: &str| -> Result<Ipv4Addr, String> {
+        s.trim().parse().map_err(|_| {
+            format!("{what} {s:?} is not an IPv4 address; write it like \"198.18.0.100\"")
+        })
+    };
+    let spec = match svc
+        .spec
+        .load_balancer_ip
+        .as_deref()
+        .filter(|s| !s.is_empty())
+    {
+        Some(s) => Some(parse("spec.loadBalancerIP", s)?),
+        None => None,
+    };
+    let annotation = match svc
+        .metadata
+        .annotations
+        .get(ANNOTATION_VIP)
+        .filter(|s| !s.is_empty())
+    {
+        Some(s) => Some(parse(&format!("annotation {ANNOTATION_VIP}"), s)?),
+        None => None,
+    };
+    match (spec, annotation) {
+        (Some(a), Some(b)) if a != b => Err(format!(
+            "spec.loadBalancerIP {a} and annotation {ANNOTATION_VIP} {b} disagree; set only one"
+        )),
+        (a, b) => Ok(a.or(b)),
+    }
+}
+
+/// Reconciles the stores' contents into data-plane services. See the
+/// module documentation for the rules.
+pub fn reconcile(
+    services: &[Value],
+    slices: &[Value],
+    settings: &KubeSettings,
+    previous: &Allocations,
+) -> Reconciled {
+    reconcile_with_nodes(services, slices, &[], settings, previous)
+}
+
+/// [`reconcile`] with the cluster's Nodes, whose flannel annotations give
+/// the VTEP of each endpoint's node for `podlb.io/mode: vxlan` Services.
+pub fn reconcile_with_nodes(
+    services: &[Value],
+    slices: &[Value],
+    nodes: &[Value],
+    settings: &KubeSettings,
+    previous: &Allocations,
+) -> Reconciled {
+    let (vteps, node_problems) = super::nodes::vteps(nodes);
+    let mut problems = Vec::new();
+    let mut ignored = 0;
+    let mut ours = Vec::new();
+
+    for v in services {
+        let ty = v.pointer("/spec/type").and_then(Value::as_str);
+        let class = v.pointer("/spec/loadBalancerClass").and_then(Value::as_str);
+        let name = v.pointer("/metadata/name").and_then(Value::as_str);
+        let (Some("LoadBalancer"), true, Some(name)) = (
+            ty,
+            class == Some(settings.load_balancer_class.as_str()),
+            name,
+        ) else {
+            ignored += 1;
+            continue;
+        };
+        let ns = namespace_of(
+            v.pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or(""),
+        );
+        let svc = match objects::Service::deserialize(v) {
+            Ok(s) => s,
+            Err(e) => {
+                problems.push(problem(
+                    ns,
+                    name,
+                    ProblemReason::BadSpec,
+                    format!("the Service cannot be read: {e}"),
+                ));
+                continue;
+            }
+        };
+        let request = match requested_vip(&svc) {
+            Ok(r) => r,
+            Err(msg) => {
+                problems.push(problem(ns, name, ProblemReason::BadSpec, msg));
+                // Not served, but its status is still cleared below.
+                ours.push(Ours {
+                    namespace: ns.to_string(),
+                    name: name.to_string(),
+                    created: svc.metadata.creation_timestamp.clone().unwrap_or_default(),
+                    svc,
+                    mode: settings.default_mode,
+                    health: None,
+                    bad: true,
+                    request: None,
+                    held: None,
+                    vip: None,
+                });
+                continue;
+            }
+        };
+        let mode = match svc
+            .metadata
+            .annotations
+            .get(ANNOTATION_MODE)
+            .map(String::as_str)
+        {
+            None => settings.default_mode,
+            Some("nat") => Mode::Nat,
+            Some("dsr") => Mode::Dsr,
+            Some("vxlan") => Mode::Vxlan,
+            Some(other) => {
+                problems.push(problem(
+                    ns,
+                    name,
+                    ProblemReason::BadSpec,
+                    format!(
+                        "annotation {ANNOTATION_MODE} {other:?} is not \"nat\", \"dsr\" or \"vxlan\"; using {}",
+                        settings.default_mode.as_str()
+                    ),
+                ));
+                settings.default_mode
+            }
+        };
+        let health = match svc.metadata.annotations.get(ANNOTATION_HEALTH_CHECK) {
+            None => settings.health_check.clone(),
+            Some(v) => {
+                let defaults = settings.health_check.clone().unwrap_or_default();
+                HealthCheck::from_annotation(v, &defaults).unwrap_or_else(|e| {
+                    problems.push(problem(
+                        ns,
+                        name,
+                        ProblemReason::BadSpec,
+                        format!("annotation {ANNOTATION_HEALTH_CHECK} {v:?}: {e}; using the default check"),
+                    ));
+                    settings.health_check.clone()
+                })
+            }
+        };
+        let from_status = svc
+            .ingress_ips()
+            .first()
+            .cloned()
+            .flatten()
+            .and_then(|s| s.parse().ok());
+        let held = previous
+            .get(ns, name)
+            .or(from_status)
+            .filter(|ip| settings.in_pool(*ip))
+            .filter(|ip| request.is_none_or(|r| r == *ip));
+        ours.push(Ours {
+            namespace: ns.to_string(),
+            name: name.to_string(),
+            created: svc.metadata.creation_timestamp.clone().unwrap_or_default(),
+            svc,
+            mode,
+            health,
+            bad: false,
+            request,
+            held,
+            vip: None,
+        });
+    }
+    ours.sort_by(|a, b| {
+        (&a.created, &a.namespace, &a.name).cmp(&(&b.created, &b.namespace, &b.name))
+    });
+
+    allocate(&mut ours, settings, &mut problems);
+
+    // Slices by (namespace, service name).
+    let parsed = objects::parse_slices(slices);
+    let mut by_service: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
+    for s in &parsed {
+        if let Some(svc) = s.service_name() {
+            by_service
+                .entry((namespace_of(&s.metadata.namespace), svc))
+                .or_default()
+                .push(s);
+        }
+    }
+
+    let mut out = Vec::new();
+    let mut draining = BTreeMap::new();
+    let mut status = Vec::new();
+    let mut allocations = Allocations::new();
+    for o in &ours {
+        let ns = o.namespace.as_str();
+        let name = o.name.as_str();
+        if !o.bad {
+            let slices = by_service
+                .get(&(ns, name))
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            for p in &o.svc.spec.ports {
+                let proto = p.protocol.as_deref().unwrap_or("TCP");
+                let port_name = p.name.as_deref().unwrap_or("");
+                let label = if port_name.is_empty() {
+                    p.port.to_string()
+                } else {
+                    port_name.to_string()
+                };
+                if proto != "TCP" {
+                    problems.push(problem(
+                        ns,
+                        name,
+                        ProblemReason::UnsupportedProtocol,
+                        format!(
+                            "port {label} ({proto} {}) is not served: podlb forwards TCP only; the TCP ports are served",
+                            p.port
+                        ),
+                    ));
+                    continue;
+                }
+                let Some(port) = u16::try_from(p.port).ok().filter(|p| *p != 0) else {
+                    problems.push(problem(
+                        ns,
+                        name,
+                        ProblemReason::BadSpec,
+                        format!("port {label}: {} is not a port number (1-65535)", p.port),
+                    ));
+                    continue;
+                };
+                let Some(vip) = o.vip else { continue };
+                let cname = config_name(ns, name, &label);
+                let (ready, drain) = endpoints(slices, port_name);
+                if !drain.is_empty() {
+                    draining.insert(cname.clone(), drain);
+                }
+                let mut vni = crate::model::DEFAULT_VNI;
+                let backends: Vec<BackendConfig> = if o.mode == Mode::Vxlan {
+                    let mut out = Vec::new();
+                    for (addr, node) in ready {
+                        let vtep = node.as_deref().and_then(|n| vteps.get(n));
+                        match vtep {
+                            Some(v) => {
+                                vni = v.vni.unwrap_or(vni);
+                                out.push(BackendConfig {
+                                    addr,
+                                    weight: 1,
+                                    vtep: Some(v.ip),
+                                    vtep_mac: Some(v.mac),
+                                });
+                            }
+                            None => {
+                                let why = match node.as_deref() {
+                                    None => "has no nodeName".to_string(),
+                                    Some(n) => node_problems
+                                        .iter()
+                                        .find(|p| p.node == n)
+                                        .map(|p| p.message.clone())
+                                        .unwrap_or_else(|| format!("runs on node {n}, which has no flannel VTEP annotations")),
+                                };
+                                problems.push(problem(
+                                    ns,
+                                    name,
+                                    ProblemReason::NoVtep,
+                                    format!("endpoint {addr} {why}; it is not served"),
+                                ));
+                            }
+                        }
+                    }
+                    out
+                } else {
+                    ready
+                        .into_iter()
+                        .map(|(addr, _)| BackendConfig {
+                            addr,
+                            weight: 1,
+                            vtep: None,
+                            vtep_mac: None,
+                        })
+                        .collect()
+                };
+                out.push(ServiceConfig {
+                    name: cname,
+                    vip,
+                    port,
+                    mode: o.mode,
+                    backends,
+                    table_size: DEFAULT_TABLE_SIZE,
+                    health_check: o.health.clone(),
+                    vxlan_port: crate::model::DEFAULT_VXLAN_PORT,
+                    vni,
+                    mss_clamp: (o.mode == Mode::Vxlan).then_some(crate::model::DEFAULT_VXLAN_MSS),
+                });
+            }
+        }
+        if let Some(vip) = o.vip {
+            allocations.insert(ns, name, vip);
+        }
+        let current = o.svc.ingress_ips();
+        let up_to_date = match o.vip {
+            Some(vip) => {
+                current.len() == 1
+                    && current[0].as_deref().and_then(|s| s.parse().ok()) == Some(vip)
+            }
+            None => current.is_empty(),
+        };
+        if !up_to_date {
+            status.push(StatusUpdate {
+                namespace: ns.to_string(),
+                name: name.to_string(),
+                ip: o.vip,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    status.sort();
+    problems.sort();
+    Reconciled {
+        services: out,
+        draining,
+        status,
+        problems,
+        allocations,
+        ignored,
+    }
+}
+
+/// The three allocation passes (module documentation, "VIPs").
+fn allocate(ours: &mut [Ours], settings: &KubeSettings, problems: &mut Vec<Problem>) {
+    let mut taken: BTreeMap<Ipv4Addr, usize> = BTreeMap::new();
+    // 1. sticky
+    for (i, o) in ours.iter_mut().enumerate() {
+        if let Some(h) = o.held {
+            if let std::collections::btree_map::Entry::Vacant(e) = taken.entry(h) {
+                e.insert(i);
+                o.vip = Some(h);
+            }
+        }
+    }
+    // 2. requested
+    for i in 0..ours.len() {
+        let (Some(r), None) = (ours[i].request, ours[i].vip) else {
+            continue;
+        };
+        let o = &ours[i];
+        if !settings.in_pool(r) {
+            let pools: Vec<String> = settings.vip_pools.iter().map(|p| p.to_string()).collect();
+            problems.push(problem(
+                &o.namespace,
+                &o.name,
+                ProblemReason::VipOutsidePool,
+                format!(
+                    "requested VIP {r} is outside the configured pools [{}]; request an address inside them or remove the request",
+                    pools.join(", ")
+                ),
+            ));
+        } else if let Some(&j) = taken.get(&r) {
+            problems.push(problem(
+                &o.namespace,
+                &o.name,
+                ProblemReason::VipInUse,
+                format!(
+                    "requested VIP {r} is used by Service {}/{}; request another address or remove the request",
+                    ours[j].namespace, ours[j].name
+                ),
+            ));
+        } else {
+            taken.insert(r, i);
+            ours[i].vip = Some(r);
+        }
+    }
+    // 3. pool: addresses in ascending order per pool, so a single cursor
+    // finds each next lowest free one.
+    let mut candidates = settings.vip_pools.iter().flat_map(|p| p.addresses());
+    for (i, o) in ours.iter_mut().enumerate() {
+        if o.request.is_some() || o.vip.is_some() || o.bad {
+            continue;
+        }
+        match candidates.find(|a| !taken.contains_key(a)) {
+            Some(a) => {
+                taken.insert(a, i);
+                o.vip = Some(a);
+            }
+            None => {
+                let pools: Vec<String> = settings.vip_pools.iter().map(|p| p.to_string()).collect();
+                problems.push(problem(
+                    &o.namespace,
+                    &o.name,
+                    ProblemReason::PoolExhausted,
+                    format!(
+                        "no free VIP left in [{}]; add a pool to kubernetes.vip_pools or delete an unused Service",
+                        pools.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// Ready backends and draining (terminating) addresses for the Service port
+/// named `port_name` (empty when unnamed).
+/// Ready endpoints (with their node) and draining ones of a Service port.
+fn endpoints(
+    slices: &[&EndpointSlice],
+    port_name: &str,
+) -> (Vec<(SocketAddrV4, Option<String>)>, Vec<SocketAddrV4>) {
+    let mut ready = std::collections::BTreeMap::new();
+    let mut terminating = BTreeSet::new();
+    for s in slices {
+        if s.address_type != "IPv4" {
+            continue;
+        }
+        let Some(port) = slice_port(s, port_name) else {
+            continue;
+        };
+        for e in &s.endpoints {
+            let Some(ip) = e.ipv4() else { continue };
+            let addr = SocketAddrV4::new(ip, port);
+            if e.is_terminating() {
+                terminating.insert(addr);
+            } else if e.is_ready() {
+                ready.entry(addr).or_insert_with(|| e.node_name.clone());
+            }
+        }
+    }
+    let draining = terminating
+        .iter()
+        .filter(|a| !ready.contains_key(a))
+        .copied()
+        .collect();
+    (ready.into_iter().collect(), draining)
+}
+
+/// The slice's TCP port for the Service port `name`: the entry with that
+/// name, or the only entry when the Service port is unnamed.
+fn slice_port(s: &EndpointSlice, name: &str) -> Option<u16> {
+    let tcp = |p: &&objects::EndpointPort| p.protocol.as_deref().unwrap_or("TCP") == "TCP";
+    let entry = s
+        .ports
+        .iter()
+        .filter(tcp)
+        .find(|p| p.name.as_deref().unwrap_or("") == name)
+        .or_else(|| match s.ports.as_slice() {
+            [only] if name.is_empty() && tcp(&only) => Some(only),
+            _ => None,
+        })?;
+    entry
+        .port
+        .and_then(|p| u16::try_from(p).ok())
+        .filter(|p| *p != 0)
+}
+
+/// FNV-1a, 32 bits: a stable hash (unlike `DefaultHasher`) for name suffixes.
+fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5, |h, b| {
+        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// The data-plane service name of a Service port:
+/// `<namespace>.<service>.<port>`, where `<port>` is the port's name or, if
+/// unnamed, its number. Characters outside `[A-Za-z0-9-_.]` become `_`; a
+/// result longer than 63 characters (or one that needed such a change) is
+/// cut to 54 characters plus `_` and 8 hex digits of a hash of the full
+/// name, so it stays valid and distinct.
+pub fn config_name(namespace: &str, service: &str, port: &str) -> String {
+    let full = format!("{namespace}.{service}.{port}");
+    let clean: String = full
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if clean == full && clean.len() <= 63 {
+        return clean;
+    }
+    let head: String = clean.chars().take(54).collect();
+    format!("{head}_{:08x}", fnv1a(full.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    fn sa(s: &str) -> SocketAddrV4 {
+        s.parse().unwrap()
+    }
+
+    fn settings() -> KubeSettings {
+        KubeSettings::new(None, &["198.18.0.100/30"], None).unwrap()
+    }
+
+    /// A Service as the API server returns it.
+    fn service(ns: &str, name: &str, created: &str, ports: Value) -> Value {
+        json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "name": name,
+                "namespace": ns,
+                "uid": format!("uid-{ns}-{name}"),
+                "resourceVersion": "1234",
+                "creationTimestamp": created,
+            },
+            "spec": {
+                "type": "LoadBalancer",
+                "loadBalancerClass": "podlb.io/vip",
+                "selector": {"app": name},
+                "ports": ports,
+                "clusterIP": "10.96.0.10",
+                "clusterIPs": ["10.96.0.10"],
+                "ipFamilies": ["IPv4"],
+                "ipFamilyPolicy": "SingleStack",
+                "externalTrafficPolicy": "Cluster",
+                "internalTrafficPolicy": "Cluster",
+                "allocateLoadBalancerNodePorts": false,
+                "sessionAffinity": "None"
+            },
+            "status": {"loadBalancer": {}}
+        })
+    }
+
+    /// A Service with one named port `http` 80 → targetPort `web`.
+    fn web(ns: &str, name: &str, created: &str) -> Value {
+        service(
+            ns,
+            name,
+            created,
+            json!([{"name": "http", "protocol": "TCP", "port": 80, "targetPort": "web"}]),
+        )
+    }
+
+    fn slice(ns: &str, svc: &str, name: &str, ports: Value, endpoints: Value) -> Value {
+        json!({
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": name,
+                "namespace": ns,
+                "generateName": format!("{svc}-"),
+                "labels": {
+                    "kubernetes.io/service-name": svc,
+                    "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"
+                },
+                "ownerReferences": [{"apiVersion": "v1", "kind": "Service", "name": svc, "uid": "x"}]
+            },
+            "addressType": "IPv4",
+            "endpoints": endpoints,
+            "ports": ports
+        })
+    }
+
+    fn ep(addr: &str, conditions: Value) -> Value {
+        json!({
+            "addresses": [addr],
+            "conditions": conditions,
+            "nodeName": "node-1",
+            "targetRef": {"kind": "Pod", "namespace": "default", "name": format!("pod-{addr}"), "uid": "p"}
+        })
+    }
+
+    fn ready() -> Value {
+        json!({"ready": true, "serving": true, "terminating": false})
+    }
+
+    fn http_slice(ns: &str, svc: &str, name: &str, port: u16, addrs: &[&str]) -> Value {
+        let eps: Vec<Value> = addrs.iter().map(|a| ep(a, ready())).collect();
+        slice(
+            ns,
+            svc,
+            name,
+            json!([{"name": "http", "protocol": "TCP", "port": port}]),
+            Value::Array(eps),
+        )
+    }
+
+    fn with_status(mut svc: Value, ips: &[&str]) -> Value {
+        let ingress: Vec<Value> = ips
+            .iter()
+            .map(|i| json!({"ip": i, "ipMode": "VIP"}))
+            .collect();
+        svc["status"] = json!({"loadBalancer": {"ingress": ingress}});
+        svc
+    }
+
+    fn annotate(mut svc: Value, key: &str, val: &str) -> Value {
+        svc["metadata"]["annotations"] = json!({ key: val });
+        svc
+    }
+
+    fn run(services: &[Value], slices: &[Value]) -> Reconciled {
+        reconcile(services, slices, &settings(), &Allocations::new())
+    }
+
+    fn reasons(r: &Reconciled) -> Vec<(&str, ProblemReason)> {
+        r.problems
+            .iter()
+            .map(|p| (p.name.as_str(), p.reason))
+            .collect()
+    }
+
+    const T0: &str = "2026-01-01T00:00:00Z";
+    const T1: &str = "2026-01-02T00:00:00Z";
+    const T2: &str = "2026-01-03T00:00:00Z";
+
+    #[test]
+    fn only_load_balancers_of_our_class_are_served() {
+        let mut other_class = web("default", "other", T0);
+        other_class["spec"]["loadBalancerClass"] = json!("service.k8s.aws/nlb");
+        let mut no_class = web("default", "noclass", T0);
+        no_class["spec"]
+            .as_object_mut()
+            .unwrap()
+            .remove("loadBalancerClass");
+        let mut cluster_ip = web("default", "cip", T0);
+        cluster_ip["spec"]["type"] = json!("ClusterIP");
+        let other_class = with_status(other_class, &["203.0.113.9"]);
+        let r = run(
+            &[
+                other_class,
+                web("default", "mine", T0),
+                no_class,
+                cluster_ip,
+            ],
+            &[],
+        );
+        assert_eq!(r.ignored, 3);
+        assert_eq!(r.services.len(), 1);
+        assert_eq!(r.services[0].name, "default.mine.http");
+        assert_eq!(r.services[0].vip, ip("198.18.0.100"));
+        assert_eq!(r.services[0].port, 80);
+        assert_eq!(r.services[0].mode, Mode::Nat);
+        assert_eq!(r.services[0].table_size, DEFAULT_TABLE_SIZE);
+        // The other class's status is never touched.
+        assert_eq!(r.status.len(), 1);
+        assert_eq!(r.status[0].name, "mine");
+        assert!(r.problems.is_empty());
+    }
+
+    #[test]
+    fn vip_from_spec_annotation_and_pool() {
+        let mut a = web("default", "a", T0);
+        a["spec"]["loadBalancerIP"] = json!("198.18.0.102");
+        let b = annotate(web("default", "b", T1), ANNOTATION_VIP, "198.18.0.101");
+        let c = web("default", "c", T2);
+        let d = web("default", "d", T2);
+        let r = run(&[a, b, c, d], &[]);
+        let vips: Vec<_> = r.allocations.iter().collect();
+        assert_eq!(
+            vips,
+            vec![
+                ("default", "a", ip("198.18.0.102")),
+                ("default", "b", ip("198.18.0.101")),
+                ("default", "c", ip("198.18.0.100")),
+                ("default", "d", ip("198.18.0.103")),
+            ]
+        );
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+    }
+
+    #[test]
+    fn outside_pool_and_in_use_are_problems_and_nothing_else_breaks() {
+        let outside = annotate(web("default", "outside", T0), ANNOTATION_VIP, "203.0.113.1");
+        let first = annotate(web("default", "first", T0), ANNOTATION_VIP, "198.18.0.101");
+        // Younger, asks for the same address.
+        let mut second = web("default", "second", T1);
+        second["spec"]["loadBalancerIP"] = json!("198.18.0.101");
+        let fine = web("default", "fine", T2);
+        let r = run(&[second, fine, outside, first], &[]);
+        assert_eq!(
+            reasons(&r),
+            vec![
+                ("outside", ProblemReason::VipOutsidePool),
+                ("second", ProblemReason::VipInUse)
+            ]
+        );
+        assert!(r.problems[0].message.contains("198.18.0.100/30"));
+        assert!(r.problems[1].message.contains("default/first"));
+        assert_eq!(r.problems[1].reason.as_str(), "VIPInUse");
+        let names: Vec<_> = r.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, vec!["default.fine.http", "default.first.http"]);
+        assert_eq!(
+            r.allocations.get("default", "fine"),
+            Some(ip("198.18.0.100"))
+        );
+        assert_eq!(r.allocations.get("default", "second"), None);
+        // The refused ones have no status to clear: no write for them.
+        assert!(r.status.iter().all(|s| s.ip.is_some()));
+    }
+
+    #[test]
+    fn a_request_for_another_services_held_vip_is_in_use() {
+        let old = web("default", "old", T0);
+        let r1 = run(std::slice::from_ref(&old), &[]);
+        assert_eq!(
+            r1.allocations.get("default", "old"),
+            Some(ip("198.18.0.100"))
+        );
+        // The newcomer is *older* by timestamp but the address is held.
+        let thief = annotate(
+            web("default", "thief", "2025-01-01T00:00:00Z"),
+            ANNOTATION_VIP,
+            "198.18.0.100",
+        );
+        let r2 = reconcile(&[thief, old], &[], &settings(), &r1.allocations);
+        assert_eq!(reasons(&r2), vec![("thief", ProblemReason::VipInUse)]);
+        assert_eq!(
+            r2.allocations.get("default", "old"),
+            Some(ip("198.18.0.100"))
+        );
+    }
+
+    #[test]
+    fn contradictory_or_unparsable_requests_are_bad_spec() {
+        let mut both = annotate(web("default", "both", T0), ANNOTATION_VIP, "198.18.0.101");
+        both["spec"]["loadBalancerIP"] = json!("198.18.0.102");
+        let both = with_status(both, &["198.18.0.101"]);
+        let junk = annotate(web("default", "junk", T0), ANNOTATION_VIP, "not-an-ip");
+        let r = run(&[both, junk], &[]);
+        assert_eq!(
+            reasons(&r),
+            vec![
+                ("both", ProblemReason::BadSpec),
+                ("junk", ProblemReason::BadSpec)
+            ]
+        );
+        assert!(r.services.is_empty());
+        // The stale status of the unserved Service is cleared.
+        assert_eq!(
+            r.status,
+            vec![StatusUpdate {
+                namespace: "default".into(),
+                name: "both".into(),
+                ip: None
+            }]
+        );
+        // A Service whose spec cannot be read at all.
+        let mut broken = web("default", "broken", T0);
+        broken["spec"]["ports"] = json!([{"name": "http", "port": "eighty"}]);
+        let r = run(&[broken, web("default", "ok", T0)], &[]);
+        assert_eq!(reasons(&r), vec![("broken", ProblemReason::BadSpec)]);
+        assert_eq!(r.services.len(), 1);
+    }
+
+    #[test]
+    fn allocations_are_sticky_across_calls_and_restarts() {
+        let r1 = run(&[web("default", "b", T1)], &[]);
+        assert_eq!(r1.allocations.get("default", "b"), Some(ip("198.18.0.100")));
+        // An older Service appears: b keeps .100, a gets the next one.
+        let r2 = reconcile(
+            &[web("default", "a", T0), web("default", "b", T1)],
+            &[],
+            &settings(),
+            &r1.allocations,
+        );
+        assert_eq!(r2.allocations.get("default", "b"), Some(ip("198.18.0.100")));
+        assert_eq!(r2.allocations.get("default", "a"), Some(ip("198.18.0.101")));
+        // After a restart (no previous allocations) the status is honoured.
+        let a = with_status(web("default", "a", T0), &["198.18.0.103"]);
+        let b = with_status(web("default", "b", T1), &["198.18.0.100"]);
+        let r3 = run(&[a, b], &[]);
+        assert_eq!(r3.allocations.get("default", "a"), Some(ip("198.18.0.103")));
+        assert_eq!(r3.allocations.get("default", "b"), Some(ip("198.18.0.100")));
+        assert!(r3.status.is_empty());
+        // A status address outside the pools is not honoured.
+        let c = with_status(web("default", "c", T0), &["203.0.113.7"]);
+        let r4 = run(&[c], &[]);
+        assert_eq!(r4.allocations.get("default", "c"), Some(ip("198.18.0.100")));
+        assert_eq!(r4.status[0].ip, Some(ip("198.18.0.100")));
+        // A deleted Service frees its VIP.
+        let r5 = reconcile(
+            &[web("default", "b", T1)],
+            &[],
+            &settings(),
+            &r2.allocations,
+        );
+        assert_eq!(r5.allocations.len(), 1);
+    }
+
+    #[test]
+    fn pool_exhaustion() {
+        let svcs: Vec<Value> = (0..5)
+            .map(|i| {
+                web(
+                    "default",
+                    &format!("s{i}"),
+                    &format!("2026-01-0{}T00:00:00Z", i + 1),
+                )
+            })
+            .collect();
+        let r = run(&svcs, &[]);
+        assert_eq!(r.allocations.len(), 4);
+        assert_eq!(reasons(&r), vec![("s4", ProblemReason::PoolExhausted)]);
+        assert!(r.problems[0].message.contains("kubernetes.vip_pools"));
+        // A second pool is used once the first is full.
+        let s = KubeSettings::new(None, &["198.18.0.100/30", "198.18.1.0/32"], None).unwrap();
+        let r = reconcile(&svcs, &[], &s, &Allocations::new());
+        assert!(r.problems.is_empty());
+        assert_eq!(r.allocations.get("default", "s4"), Some(ip("198.18.1.0")));
+    }
+
+    #[test]
+    fn named_and_numbered_target_ports() {
+        let svc = service(
+            "shop",
+            "api",
+            T0,
+            json!([
+                {"name": "http", "protocol": "TCP", "port": 80, "targetPort": "web"},
+                {"name": "metrics", "protocol": "TCP", "port": 9090, "targetPort": 9100}
+            ]),
+        );
+        // The controller resolved `web` per Pod: this slice's Pods use 8080.
+        let s1 = slice(
+            "shop",
+            "api",
+            "api-abc",
+            json!([
+                {"name": "metrics", "protocol": "TCP", "port": 9100},
+                {"name": "http", "protocol": "TCP", "port": 8080}
+            ]),
+            json!([ep("10.244.1.5", ready())]),
+        );
+        // Other Pods name the port differently: 8081; no metrics port.
+        let s2 = slice(
+            "shop",
+            "api",
+            "api-def",
+            json!([{"name": "http", "protocol": "TCP", "port": 8081}]),
+            json!([ep("10.244.2.5", ready())]),
+        );
+        let r = run(&[svc], &[s1, s2]);
+        let http = &r.services[0];
+        assert_eq!((http.name.as_str(), http.port), ("shop.api.http", 80));
+        let addrs: Vec<_> = http.backends.iter().map(|b| b.addr).collect();
+        assert_eq!(addrs, vec![sa("10.244.1.5:8080"), sa("10.244.2.5:8081")]);
+        assert!(http.backends.iter().all(|b| b.weight == 1));
+        let metrics = &r.services[1];
+        assert_eq!(
+            (metrics.name.as_str(), metrics.port),
+            ("shop.api.metrics", 9090)
+        );
+        let addrs: Vec<_> = metrics.backends.iter().map(|b| b.addr).collect();
+        assert_eq!(addrs, vec![sa("10.244.1.5:9100")]);
+        assert_eq!(http.vip, metrics.vip);
+    }
+
+    #[test]
+    fn unnamed_port_uses_the_slices_only_port() {
+        let svc = service(
+            "default",
+            "one",
+            T0,
+            json!([{"protocol": "TCP", "port": 80, "targetPort": 8080}]),
+        );
+        // The controller writes `name: ""` for an unnamed port; some writers omit it.
+        let s1 = slice(
+            "default",
+            "one",
+            "one-a",
+            json!([{"name": "", "protocol": "TCP", "port": 8080}]),
+            json!([ep("10.244.1.1", ready())]),
+        );
+        let s2 = slice(
+            "default",
+            "one",
+            "one-b",
+            json!([{"port": 8080}]),
+            json!([ep("10.244.1.2", ready())]),
+        );
+        let r = run(&[svc], &[s1, s2]);
+        assert_eq!(r.services[0].name, "default.one.80");
+        let addrs: Vec<_> = r.services[0].backends.iter().map(|b| b.addr).collect();
+        assert_eq!(addrs, vec![sa("10.244.1.1:8080"), sa("10.244.1.2:8080")]);
+    }
+
+    #[test]
+    fn unready_and_terminating_endpoints() {
+        let s = slice(
+            "default",
+            "web",
+            "web-abc",
+            json!([{"name": "http", "protocol": "TCP", "port": 8080}]),
+            json!([
+                ep("10.244.0.1", ready()),
+                ep("10.244.0.2", json!({})), // `ready` absent: ready
+                ep(
+                    "10.244.0.3",
+                    json!({"ready": false, "serving": false, "terminating": false})
+                ),
+                ep(
+                    "10.244.0.4",
+                    json!({"ready": false, "serving": true, "terminating": true})
+                ),
+                ep(
+                    "10.244.0.5",
+                    json!({"ready": false, "serving": false, "terminating": true})
+                ),
+                // A writer that leaves `ready` true while terminating.
+                ep("10.244.0.6", json!({"ready": true, "terminating": true})),
+            ]),
+        );
+        let r = run(&[web("default", "web", T0)], &[s]);
+        let addrs: Vec<_> = r.services[0].backends.iter().map(|b| b.addr).collect();
+        assert_eq!(addrs, vec![sa("10.244.0.1:8080"), sa("10.244.0.2:8080")]);
+        assert_eq!(
+            r.draining["default.web.http"],
+            vec![
+                sa("10.244.0.4:8080"),
+                sa("10.244.0.5:8080"),
+                sa("10.244.0.6:8080")
+            ]
+        );
+    }
+
+    #[test]
+    fn multiple_slices_per_service() {
+        let r = run(
+            &[web("default", "web", T0), web("other", "web", T1)],
+            &[
+                http_slice(
+                    "default",
+                    "web",
+                    "web-a",
+                    8080,
+                    &["10.244.0.2", "10.244.0.1"],
+                ),
+                http_slice(
+                    "default",
+                    "web",
+                    "web-b",
+                    8080,
+                    &["10.244.0.3", "10.244.0.1"],
+                ),
+                // Same Service name, other namespace.
+                http_slice("other", "web", "web-c", 8080, &["10.244.9.9"]),
+                // Another Service in the same namespace.
+                http_slice("default", "api", "api-a", 8080, &["10.244.8.8"]),
+                // IPv6 and FQDN slices are not served.
+                {
+                    let mut v6 = http_slice("default", "web", "web-v6", 8080, &[]);
+                    v6["addressType"] = json!("IPv6");
+                    v6["endpoints"] = json!([ep("fd00::1", ready())]);
+                    v6
+                },
+                // A terminating copy of a ready address (transition): ready wins.
+                slice(
+                    "default",
+                    "web",
+                    "web-d",
+                    json!([{"name": "http", "protocol": "TCP", "port": 8080}]),
+                    json!([ep(
+                        "10.244.0.3",
+                        json!({"ready": false, "terminating": true})
+                    )]),
+                ),
+            ],
+        );
+        let addrs: Vec<_> = r.services[0].backends.iter().map(|b| b.addr).collect();
+        assert_eq!(r.services[0].name, "default.web.http");
+        assert_eq!(
+            addrs,
+            vec![
+                sa("10.244.0.1:8080"),
+                sa("10.244.0.2:8080"),
+                sa("10.244.0.3:8080")
+            ]
+        );
+        assert!(r.draining.is_empty());
+        assert_eq!(r.services[1].name, "other.web.http");
+        assert_eq!(r.services[1].backends[0].addr, sa("10.244.9.9:8080"));
+    }
+
+    #[test]
+    fn udp_ports_are_a_problem_and_tcp_ports_still_served() {
+        let svc = service(
+            "kube-system",
+            "dns",
+            T0,
+            json!([
+                {"name": "dns", "protocol": "UDP", "port": 53, "targetPort": 53},
+                {"name": "dns-tcp", "protocol": "TCP", "port": 53, "targetPort": 53},
+                {"name": "sctp", "protocol": "SCTP", "port": 9999}
+            ]),
+        );
+        let r = run(&[svc], &[]);
+        assert_eq!(r.services.len(), 1);
+        assert_eq!(r.services[0].name, "kube-system.dns.dns-tcp");
+        assert_eq!(
+            reasons(&r),
+            vec![
+                ("dns", ProblemReason::UnsupportedProtocol),
+                ("dns", ProblemReason::UnsupportedProtocol)
+            ]
+        );
+        assert!(r.problems.iter().any(|p| p.message.contains("UDP 53")));
+        assert!(r.problems.iter().any(|p| p.message.contains("SCTP 9999")));
+    }
+
+    #[test]
+    fn mode_annotation() {
+        let dsr = annotate(web("default", "d", T0), ANNOTATION_MODE, "dsr");
+        let bogus = annotate(web("default", "x", T0), ANNOTATION_MODE, "fast");
+        let r = run(&[dsr, bogus], &[]);
+        assert_eq!(r.services[0].mode, Mode::Dsr);
+        assert_eq!(r.services[1].mode, Mode::Nat);
+        assert_eq!(reasons(&r), vec![("x", ProblemReason::BadSpec)]);
+        let s = KubeSettings::new(None, &["198.18.0.100/30"], Some(Mode::Dsr)).unwrap();
+        let r = reconcile(&[web("default", "w", T0)], &[], &s, &Allocations::new());
+        assert_eq!(r.services[0].mode, Mode::Dsr);
+    }
+
+    #[test]
+    fn health_check_annotation_and_default() {
+        use crate::model::{CheckKind, HealthCheck};
+        let http = annotate(
+            web("default", "h", T0),
+            ANNOTATION_HEALTH_CHECK,
+            "http:/healthz",
+        );
+        let none = annotate(web("default", "n", T0), ANNOTATION_HEALTH_CHECK, "none");
+        let bad = annotate(web("default", "x", T0), ANNOTATION_HEALTH_CHECK, "icmp");
+        let plain = web("default", "p", T0);
+        let mut s = KubeSettings::new(None, &["198.18.0.100/30"], None).unwrap();
+        // Without [kubernetes.health_check]: readiness only, unless annotated.
+        let r = reconcile(
+            &[http.clone(), none.clone(), plain.clone()],
+            &[],
+            &s,
+            &Allocations::new(),
+        );
+        let by = |r: &Reconciled, n: &str| {
+            r.services
+                .iter()
+                .find(|c| c.name.contains(&format!(".{n}.")))
+                .unwrap()
+                .health_check
+                .clone()
+        };
+        assert!(matches!(
+            by(&r, "h").map(|h| h.kind),
+            Some(CheckKind::Http { ref path, expect_status: 200 }) if path == "/healthz"
+        ));
+        assert_eq!(by(&r, "n"), None);
+        assert_eq!(by(&r, "p"), None);
+        // With a default: it applies where there is no annotation; a bad
+        // annotation is a problem and falls back to the default.
+        s.health_check = Some(HealthCheck::default());
+        let r = reconcile(&[none, plain, bad], &[], &s, &Allocations::new());
+        assert_eq!(by(&r, "n"), None);
+        assert_eq!(by(&r, "p"), Some(HealthCheck::default()));
+        assert_eq!(by(&r, "x"), Some(HealthCheck::default()));
+        assert_eq!(reasons(&r), vec![("x", ProblemReason::BadSpec)]);
+    }
+
+    #[test]
+    fn vxlan_backends_get_their_nodes_vtep() {
+        use crate::k8s::nodes::{ANNOTATION_BACKEND_DATA, ANNOTATION_PUBLIC_IP};
+        let node = |name: &str, ip: &str, mac: &str| {
+            json!({"metadata": {"name": name, "annotations": {
+                ANNOTATION_PUBLIC_IP: ip,
+                ANNOTATION_BACKEND_DATA: format!("{{\"VNI\":7,\"VtepMAC\":\"{mac}\"}}"),
+            }}})
+        };
+        let nodes = vec![
+            node("n1", "198.19.0.11", "02:00:00:00:01:11"),
+            node("n2", "198.19.0.12", "02:00:00:00:01:12"),
+        ];
+        let svc = annotate(web("default", "v", T0), ANNOTATION_MODE, "vxlan");
+        let on = |ip: &str, node: Option<&str>| {
+            let mut e = ep(ip, ready());
+            match node {
+                Some(n) => e["nodeName"] = json!(n),
+                None => {
+                    e.as_object_mut().unwrap().remove("nodeName");
+                }
+            }
+            e
+        };
+        let sl = slice(
+            "default",
+            "v",
+            "v-1",
+            json!([{"name": "http", "protocol": "TCP", "port": 80}]),
+            json!([
+                on("198.19.10.2", Some("n1")),
+                on("198.19.20.2", Some("n2")),
+                on("198.19.30.2", Some("gone")),
+                on("198.19.40.2", None),
+            ]),
+        );
+        let r = reconcile_with_nodes(&[svc], &[sl], &nodes, &settings(), &Allocations::new());
+        let c = &r.services[0];
+        assert_eq!(c.mode, Mode::Vxlan);
+        assert_eq!(
+            (c.vni, c.mss_clamp),
+            (7, Some(crate::model::DEFAULT_VXLAN_MSS))
+        );
+        let got: Vec<_> = c
+            .backends
+            .iter()
+            .map(|b| {
+                (
+                    b.addr.to_string(),
+                    b.vtep.unwrap().to_string(),
+                    b.vtep_mac.unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "198.19.10.2:80".to_string(),
+                    "198.19.0.11".to_string(),
+                    "02:00:00:00:01:11".to_string()
+                ),
+                (
+                    "198.19.20.2:80".to_string(),
+                    "198.19.0.12".to_string(),
+                    "02:00:00:00:01:12".to_string()
+                ),
+            ]
+        );
+        assert_eq!(
+            reasons(&r),
+            vec![("v", ProblemReason::NoVtep), ("v", ProblemReason::NoVtep)]
+        );
+        assert!(
+            r.problems.iter().any(|p| p.message.contains("node gone")),
+            "{:?}",
+            r.problems
+        );
+        assert!(r.problems.iter().any(|p| p.message.contains("no nodeName")));
+    }
+
+    #[test]
+    fn output_is_deterministic_regardless_of_input_order() {
+        let services = vec![
+            web("b", "web", T0),
+            web("a", "web", T0),
+            annotate(web("a", "req", T1), ANNOTATION_VIP, "198.18.0.103"),
+            service(
+                "c",
+                "multi",
+                T0,
+                json!([{"name": "z", "port": 2}, {"name": "y", "port": 1}, {"name": "u", "protocol": "UDP", "port": 3}]),
+            ),
+            web("d", "late", T2),
+            web("e", "later", T2),
+        ];
+        let slices = vec![
+            http_slice("a", "web", "w1", 8080, &["10.0.0.2", "10.0.0.1"]),
+            http_slice("a", "web", "w2", 8080, &["10.0.0.3"]),
+            http_slice("b", "web", "w3", 8080, &["10.0.1.1"]),
+        ];
+        let forward = run(&services, &slices);
+        let mut rs = services.clone();
+        rs.reverse();
+        let mut rsl = slices.clone();
+        rsl.reverse();
+        assert_eq!(run(&rs, &rsl), forward);
+        rs.rotate_left(2);
+        rsl.rotate_left(1);
+        assert_eq!(run(&rs, &rsl), forward);
+        let names: Vec<_> = forward.services.iter().map(|s| s.name.as_str()).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
+        // UDP, and d and e find the pool full.
+        assert_eq!(forward.problems.len(), 3);
+    }
+
+    #[test]
+    fn status_updates_only_when_needed() {
+        let r1 = run(&[web("default", "w", T0)], &[]);
+        assert_eq!(
+            r1.status,
+            vec![StatusUpdate {
+                namespace: "default".into(),
+                name: "w".into(),
+                ip: Some(ip("198.18.0.100"))
+            }]
+        );
+        // Once written, nothing more to write.
+        let written = with_status(web("default", "w", T0), &["198.18.0.100"]);
+        let r2 = reconcile(
+            std::slice::from_ref(&written),
+            &[],
+            &settings(),
+            &r1.allocations,
+        );
+        assert!(r2.status.is_empty());
+        // A wrong or extra entry is rewritten.
+        let wrong = with_status(web("default", "w", T0), &["198.18.0.100", "198.18.0.101"]);
+        let r3 = reconcile(&[wrong], &[], &settings(), &r1.allocations);
+        assert_eq!(r3.status[0].ip, Some(ip("198.18.0.100")));
+        // Moving the request to a refused address clears the status.
+        let moved = annotate(written, ANNOTATION_VIP, "203.0.113.5");
+        let r4 = reconcile(&[moved], &[], &settings(), &r1.allocations);
+        assert_eq!(reasons(&r4), vec![("w", ProblemReason::VipOutsidePool)]);
+        assert_eq!(r4.status[0].ip, None);
+        assert!(r4.allocations.is_empty());
+    }
+
+    #[test]
+    fn config_names_are_valid_and_distinct() {
+        assert_eq!(config_name("default", "web", "http"), "default.web.http");
+        let long_ns = "n".repeat(63);
+        let a = config_name(&long_ns, &"s".repeat(63), "http");
+        let b = config_name(&long_ns, &"s".repeat(63), "https");
+        for n in [&a, &b] {
+            assert_eq!(n.len(), 63);
+            assert!(n
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)));
+        }
+        assert_ne!(a, b);
+        let odd = config_name("default", "wéb", "http");
+        assert!(
+            odd.is_ascii() && odd.starts_with("default.w_b.http_"),
+            "{odd}"
+        );
+    }
+}

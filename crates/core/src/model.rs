@@ -1,0 +1,163 @@
+//! The model every layer above the wire shares: services, backends,
+//! forwarding modes, health-check specs and flow limits. The config file,
+//! the Kubernetes reconcile and the snapshot builder all produce or consume
+//! these types; this module imports nothing of them, so none of them
+//! depends on another (docs/architecture.md §1).
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Duration;
+
+use std::fmt;
+
+use podlb_wire::MacAddr;
+
+/// A configuration error: the key it is about and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted path of the offending key, e.g. `service[0].vip`; empty for
+    /// errors about the whole file (IO or TOML syntax).
+    pub key: String,
+    /// What is wrong and, where possible, what would be right.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Forwarding mode of one service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Full NAT: destination → backend, source → VIP with an allocated port.
+    Nat,
+    /// Direct server return: only the MAC is rewritten; backends hold the VIP.
+    Dsr,
+    /// Full NAT as `Nat`, then carried in VXLAN (RFC 7348) to the backend's
+    /// node (its VTEP), for backends on other nodes and subnets.
+    Vxlan,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Nat => "nat",
+            Mode::Dsr => "dsr",
+            Mode::Vxlan => "vxlan",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowSettings {
+    /// Most flows held at once; new flows beyond it evict per the policy in
+    /// docs/architecture.md or are dropped.
+    pub capacity: usize,
+    pub syn_timeout: Duration,
+    pub established_timeout: Duration,
+    /// One side sent FIN.
+    pub fin_timeout: Duration,
+    /// Both sides sent FIN, or a RST was seen.
+    pub close_timeout: Duration,
+    /// Accept mid-stream TCP segments of unknown flows (after a restart or a
+    /// failover) and give them the Maglev choice.
+    pub pickup: bool,
+    /// How long a backend that answered a SYN with a RST is left out of
+    /// new connections (its RST withheld so the client's retransmitted SYN
+    /// goes to another backend); zero: RSTs pass to the client and no
+    /// backend is held out.
+    pub refused_hold: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendConfig {
+    pub addr: SocketAddrV4,
+    pub weight: u32,
+    /// `mode = "vxlan"`: the VTEP (node address) behind which `addr` lives.
+    pub vtep: Option<Ipv4Addr>,
+    /// `mode = "vxlan"`: the MAC of that VTEP's VXLAN device (inner
+    /// Ethernet destination).
+    pub vtep_mac: Option<MacAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceConfig {
+    pub name: String,
+    pub vip: Ipv4Addr,
+    pub port: u16,
+    pub mode: Mode,
+    pub backends: Vec<BackendConfig>,
+    /// Maglev table size (prime).
+    pub table_size: u32,
+    /// podlb's own health check of the backends; `None`: every configured
+    /// backend is used.
+    pub health_check: Option<HealthCheck>,
+    /// `mode = "vxlan"`: outer UDP destination port (default 8472).
+    pub vxlan_port: u16,
+    /// `mode = "vxlan"`: the 24-bit VXLAN Network Identifier (default 1).
+    pub vni: u32,
+    /// Clamp the TCP MSS option of SYN and SYN-ACK to at most this. Default
+    /// for vxlan: 1410 (1500 - 50 VXLAN overhead - 40); none for nat/dsr.
+    pub mss_clamp: Option<u16>,
+}
+
+/// VXLAN UDP port when not configured: the Linux and flannel default.
+pub const DEFAULT_VXLAN_PORT: u16 = 8472;
+pub const DEFAULT_VNI: u32 = 1;
+/// 1500 - 50 (VXLAN overhead) - 40 (IPv4 + TCP headers).
+pub const DEFAULT_VXLAN_MSS: u16 = 1410;
+
+/// Probe interval when none is configured.
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_millis(1000);
+/// Probe timeout (connect, and for HTTP also request and status line).
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_millis(500);
+/// Consecutive successes that bring a down target up.
+pub const DEFAULT_RISE: u32 = 2;
+/// Consecutive failures that bring an up target down.
+pub const DEFAULT_FALL: u32 = 3;
+
+/// What a probe does.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum CheckKind {
+    /// The TCP handshake completes within the timeout.
+    Tcp,
+    /// `GET path` answers with status `expect_status` within the timeout.
+    Http { path: String, expect_status: u16 },
+}
+
+/// How one backend is checked.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct HealthCheck {
+    pub kind: CheckKind,
+    /// Port probed; `None`: the backend's own port.
+    pub port: Option<u16>,
+    pub interval: Duration,
+    /// At most `interval` (the config enforces it).
+    pub timeout: Duration,
+    /// 1..=100.
+    pub rise: u32,
+    /// 1..=100.
+    pub fall: u32,
+}
+
+impl Default for HealthCheck {
+    /// A TCP check with the default interval, timeout, rise and fall.
+    fn default() -> HealthCheck {
+        HealthCheck {
+            kind: CheckKind::Tcp,
+            port: None,
+            interval: DEFAULT_HEALTH_INTERVAL,
+            timeout: DEFAULT_HEALTH_TIMEOUT,
+            rise: DEFAULT_RISE,
+            fall: DEFAULT_FALL,
+        }
+    }
+}

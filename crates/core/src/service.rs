@@ -1,0 +1,273 @@
+//! The service snapshot the data plane reads: services, their backends and
+//! Maglev tables. Built by the control plane off the hot path and published
+//! atomically (see `dataplane::Shared`); never mutated once published.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use crate::hash::mix64;
+use crate::maglev::{MaglevError, MaglevTable};
+use crate::model::{Mode, ServiceConfig};
+use podlb_wire::MacAddr;
+
+/// Where a `mode = "vxlan"` backend lives: its node's VTEP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vtep {
+    /// The node's address: outer IPv4 destination.
+    pub ip: u32,
+    /// The node's VXLAN device MAC: inner Ethernet destination.
+    pub mac: MacAddr,
+    /// The address whose MAC is the outer Ethernet destination: `ip` itself
+    /// when on-link, else the gateway (`control::route::Routes::next_hop`).
+    pub next_hop: u32,
+    /// Outer UDP destination port and VNI of the backend's service.
+    pub port: u16,
+    pub vni: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Backend {
+    pub addr: SocketAddrV4,
+    pub ip: u32,
+    pub port: u16,
+    pub weight: u32,
+    /// Stats slot of (service, backend).
+    pub stat: u16,
+    /// `mode = "vxlan"` only.
+    pub vtep: Option<Vtep>,
+}
+
+impl Backend {
+    /// The address podlb needs the MAC of to reach this backend: the VTEP's
+    /// next hop for vxlan, the backend itself otherwise.
+    #[inline]
+    pub fn l2_target(&self) -> u32 {
+        self.vtep.map_or(self.ip, |v| v.next_hop)
+    }
+}
+
+#[derive(Debug)]
+pub struct Service {
+    pub name: String,
+    pub vip: u32,
+    pub port: u16,
+    pub mode: Mode,
+    pub backends: Vec<Backend>,
+    pub maglev: MaglevTable,
+    /// Clamp the MSS option of SYN and SYN-ACK to at most this.
+    pub mss_clamp: Option<u16>,
+}
+
+/// Everything a worker needs to classify and steer a packet.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub generation: u64,
+    pub services: Vec<Service>,
+    /// (vip, port) → service index.
+    by_listener: HashMap<(u32, u16), u16, BuildHasherDefault<WordHasher>>,
+    /// Distinct VIPs, sorted.
+    vips: Vec<u32>,
+    /// vxlan backends (pod address) → their VTEP. Flows carry only the
+    /// backend address; this finds the tunnel for them.
+    vteps: HashMap<u32, Vtep, BuildHasherDefault<WordHasher>>,
+    /// (UDP port, VNI) pairs of the vxlan services: replies podlb decapsulates.
+    vxlan_ids: Vec<(u16, u32)>,
+}
+
+impl Snapshot {
+    /// Builds a snapshot; `stat_slot` gives the stable stats slot of a
+    /// (service name, backend) pair.
+    pub fn build(
+        generation: u64,
+        services: &[ServiceConfig],
+        mut stat_slot: impl FnMut(&str, SocketAddrV4) -> u16,
+    ) -> Result<Snapshot, MaglevError> {
+        let mut out = Vec::with_capacity(services.len());
+        let mut by_listener = HashMap::default();
+        let mut vips = Vec::new();
+        let mut vteps = HashMap::default();
+        let mut vxlan_ids = Vec::new();
+        for (i, s) in services.iter().enumerate() {
+            let backends: Vec<Backend> = s
+                .backends
+                .iter()
+                .map(|b| Backend {
+                    addr: b.addr,
+                    ip: u32::from(*b.addr.ip()),
+                    port: b.addr.port(),
+                    weight: b.weight,
+                    stat: stat_slot(&s.name, b.addr),
+                    vtep: match (s.mode, b.vtep, b.vtep_mac) {
+                        (Mode::Vxlan, Some(ip), Some(mac)) => Some(Vtep {
+                            ip: u32::from(ip),
+                            mac,
+                            next_hop: u32::from(ip),
+                            port: s.vxlan_port,
+                            vni: s.vni,
+                        }),
+                        _ => None,
+                    },
+                })
+                .collect();
+            if s.mode == Mode::Vxlan {
+                vxlan_ids.push((s.vxlan_port, s.vni));
+                for b in &backends {
+                    if let Some(v) = b.vtep {
+                        vteps.insert(b.ip, v);
+                    }
+                }
+            }
+            let keys: Vec<(String, u32)> = backends
+                .iter()
+                .map(|b| (b.addr.to_string(), b.weight))
+                .collect();
+            let maglev = MaglevTable::build(&keys, s.table_size)?;
+            let vip = u32::from(s.vip);
+            by_listener.insert((vip, s.port), i as u16);
+            vips.push(vip);
+            out.push(Service {
+                name: s.name.clone(),
+                vip,
+                port: s.port,
+                mode: s.mode,
+                backends,
+                maglev,
+                mss_clamp: s.mss_clamp,
+            });
+        }
+        vips.sort_unstable();
+        vips.dedup();
+        vxlan_ids.sort_unstable();
+        vxlan_ids.dedup();
+        Ok(Snapshot {
+            generation,
+            services: out,
+            by_listener,
+            vips,
+            vteps,
+            vxlan_ids,
+        })
+    }
+
+    /// Sets every VTEP's next hop to `next_hop(vtep)` (the control plane
+    /// passes `Routes::next_hop`); before publishing.
+    pub fn route_vteps(&mut self, next_hop: impl Fn(Ipv4Addr) -> Ipv4Addr) {
+        for s in &mut self.services {
+            for b in &mut s.backends {
+                if let Some(v) = &mut b.vtep {
+                    v.next_hop = u32::from(next_hop(Ipv4Addr::from(v.ip)));
+                }
+            }
+        }
+        for v in self.vteps.values_mut() {
+            v.next_hop = u32::from(next_hop(Ipv4Addr::from(v.ip)));
+        }
+    }
+
+    /// Keeps the VTEPs `old` knew for vxlan backends that this snapshot no
+    /// longer has, while those backends may still carry flows: the ones
+    /// `old` served (removed by this change) and the ones `carries_flows`
+    /// names (the control loop's last flow sweep). A draining flow is then
+    /// tunnelled on to its pod like a NAT-mode flow goes on to its removed
+    /// backend, instead of being dropped as `vxlan_no_vtep`; an entry is let
+    /// go by a later build once no flow uses it. A backend address that is
+    /// in this snapshot keeps this snapshot's VTEP.
+    pub fn carry_vteps(&mut self, old: &Snapshot, carries_flows: impl Fn(u32) -> bool) {
+        let served: HashSet<u32> = old
+            .services
+            .iter()
+            .flat_map(|s| s.backends.iter())
+            .filter(|b| b.vtep.is_some())
+            .map(|b| b.ip)
+            .collect();
+        for (&ip, v) in &old.vteps {
+            if !self.vteps.contains_key(&ip) && (served.contains(&ip) || carries_flows(ip)) {
+                self.vteps.insert(ip, *v);
+            }
+        }
+    }
+
+    /// The outer next hops of every VTEP, carried ones included: the
+    /// neighbors the control loop keeps resolved for vxlan flows.
+    pub fn vtep_next_hops(&self) -> impl Iterator<Item = u32> + '_ {
+        self.vteps.values().map(|v| v.next_hop)
+    }
+
+    /// The VTEP of vxlan backend `ip`.
+    #[inline]
+    pub fn vtep(&self, ip: u32) -> Option<&Vtep> {
+        if self.vteps.is_empty() {
+            return None;
+        }
+        self.vteps.get(&ip)
+    }
+
+    /// Whether some vxlan service uses UDP `port`.
+    #[inline]
+    pub fn is_vxlan_port(&self, port: u16) -> bool {
+        self.vxlan_ids.iter().any(|&(p, _)| p == port)
+    }
+
+    /// Whether some vxlan service uses (`port`, `vni`).
+    #[inline]
+    pub fn is_vxlan_id(&self, port: u16, vni: u32) -> bool {
+        self.vxlan_ids.contains(&(port, vni))
+    }
+
+    /// The distinct UDP ports of the vxlan services.
+    pub fn vxlan_ports(&self) -> Vec<u16> {
+        let mut v: Vec<u16> = self.vxlan_ids.iter().map(|&(p, _)| p).collect();
+        v.dedup();
+        v
+    }
+
+    /// The service listening on `vip:port`.
+    #[inline]
+    pub fn service(&self, vip: u32, port: u16) -> Option<(u16, &Service)> {
+        let &i = self.by_listener.get(&(vip, port))?;
+        Some((i, &self.services[i as usize]))
+    }
+
+    /// Whether podlb serves `ip` (answers ARP and ICMP echo for it).
+    #[inline]
+    pub fn is_vip(&self, ip: u32) -> bool {
+        match self.vips.len() {
+            0 => false,
+            1..=8 => self.vips.contains(&ip),
+            _ => self.vips.binary_search(&ip).is_ok(),
+        }
+    }
+
+    /// Whether `port` is a service port on `vip` (never handed out as a NAT port).
+    #[inline]
+    pub fn is_listener(&self, vip: u32, port: u16) -> bool {
+        self.by_listener.contains_key(&(vip, port))
+    }
+
+    pub fn vips(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        self.vips.iter().map(|&v| Ipv4Addr::from(v))
+    }
+}
+
+/// A hasher for small integer keys: a few ns instead of SipHash's tens.
+/// Keys are VIP:port pairs from the config, not attacker-chosen.
+#[derive(Default)]
+pub struct WordHasher(u64);
+
+impl Hasher for WordHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ b as u64;
+        }
+    }
+    fn write_u16(&mut self, n: u16) {
+        self.0 = self.0.rotate_left(16) ^ n as u64;
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = self.0.rotate_left(32) ^ n as u64;
+    }
+    fn finish(&self) -> u64 {
+        mix64(self.0)
+    }
+}

@@ -1,0 +1,217 @@
+//! Test fixtures shared by the forward-pipeline and connection-sync tests:
+//! one NAT service on 198.18.0.100:80 over three backends, a `Forwarder`
+//! with the backends resolved, and TCP frames built and checked by
+//! etherparse (an independent implementation, so a bug cannot cancel
+//! itself).
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+
+use etherparse::{Ipv4Header, PacketBuilder, TcpHeader};
+
+use crate::flow::{FlowTable, Timeouts};
+use crate::forward::{Forwarder, NatPorts};
+use crate::model::{BackendConfig, Mode, ServiceConfig};
+use crate::neighbor::NeighborTable;
+use crate::service::Snapshot;
+use crate::stats::WorkerStats;
+use crate::sync::SyncQueue;
+use podlb_wire::MacAddr;
+
+pub const LB: [u8; 6] = [2, 0, 0, 0, 0, 0x02];
+pub const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x10];
+pub const CLIENT: [u8; 4] = [198, 18, 0, 10];
+pub const VIP: [u8; 4] = [198, 18, 0, 100];
+pub const BACKENDS: [[u8; 4]; 3] = [[198, 18, 0, 21], [198, 18, 0, 22], [198, 18, 0, 23]];
+/// podlb's own interface address (outer source of VXLAN frames).
+pub const LB_IP: [u8; 4] = [198, 18, 0, 2];
+/// The gateway towards the VTEPs' subnet, and its MAC.
+pub const ROUTER: [u8; 4] = [198, 18, 0, 1];
+pub const ROUTER_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x01];
+/// vxlan pods and the nodes (VTEPs) they live on.
+pub const PODS: [[u8; 4]; 2] = [[198, 19, 10, 2], [198, 19, 20, 2]];
+pub const VTEPS: [[u8; 4]; 2] = [[198, 19, 0, 11], [198, 19, 0, 12]];
+pub const VNI: u32 = 1;
+pub const VXLAN_PORT: u16 = 8472;
+
+/// The VXLAN device MAC of node `i`.
+pub fn vtep_mac(i: usize) -> MacAddr {
+    MacAddr([2, 0, 0, 0, 1, 0x11 + i as u8])
+}
+
+/// The service VIP:80 in `mode = "vxlan"` over the two pods (port 8080),
+/// MSS clamp 1410, VTEPs routed via [`ROUTER`].
+pub fn vxlan_snapshot() -> Snapshot {
+    vxlan_snapshot_of(1, &[0, 1])
+}
+
+/// [`vxlan_snapshot`] with generation `generation` and only the pods
+/// `pods` (indexes into [`PODS`]).
+pub fn vxlan_snapshot_of(generation: u64, pods: &[usize]) -> Snapshot {
+    let backends = pods
+        .iter()
+        .map(|&i| BackendConfig {
+            addr: SocketAddrV4::new(Ipv4Addr::from(PODS[i]), 8080),
+            weight: 1,
+            vtep: Some(Ipv4Addr::from(VTEPS[i])),
+            vtep_mac: Some(vtep_mac(i)),
+        })
+        .collect();
+    let svc = ServiceConfig {
+        name: "web".into(),
+        vip: Ipv4Addr::from(VIP),
+        port: 80,
+        mode: Mode::Vxlan,
+        backends,
+        table_size: 65537,
+        health_check: None,
+        vxlan_port: VXLAN_PORT,
+        vni: VNI,
+        mss_clamp: Some(crate::model::DEFAULT_VXLAN_MSS),
+    };
+    let mut snap = Snapshot::build(generation, &[svc], |_, a| a.ip().octets()[3] as u16).unwrap();
+    let routes = crate::route::Routes::new(Ipv4Addr::from(LB_IP), 24, Some(Ipv4Addr::from(ROUTER)));
+    snap.route_vteps(|ip| routes.next_hop(ip));
+    snap
+}
+
+/// A forwarder for [`vxlan_snapshot`]: the router resolved.
+pub fn vxlan_setup() -> (Forwarder, Snapshot) {
+    let f = forwarder(true, 0, None);
+    f.neighbors.track(u32::from_be_bytes(ROUTER));
+    f.neighbors
+        .learn(u32::from_be_bytes(ROUTER), MacAddr(ROUTER_MAC), 0);
+    (f, vxlan_snapshot())
+}
+pub const T: Timeouts = Timeouts {
+    syn_ms: 10_000,
+    established_ms: 3_600_000,
+    fin_ms: 60_000,
+    close_ms: 10_000,
+};
+
+/// The MAC backend `ip` answers ARP with.
+pub fn bmac(ip: [u8; 4]) -> MacAddr {
+    MacAddr([2, 0, 0, 0, 1, ip[3]])
+}
+
+/// The service VIP:80 in `mode` over the three backends on `backend_port`;
+/// stats slot = the backend's last octet.
+pub fn snapshot(mode: Mode, backend_port: u16) -> Snapshot {
+    snapshot_of(mode, backend_port, &BACKENDS)
+}
+
+/// [`snapshot`] over the backends `backends` only.
+pub fn snapshot_of(mode: Mode, backend_port: u16, backends: &[[u8; 4]]) -> Snapshot {
+    let backends = backends
+        .iter()
+        .map(|b| BackendConfig {
+            addr: SocketAddrV4::new(Ipv4Addr::from(*b), backend_port),
+            weight: 1,
+            vtep: None,
+            vtep_mac: None,
+        })
+        .collect();
+    let svc = ServiceConfig {
+        name: "web".into(),
+        vip: Ipv4Addr::from(VIP),
+        port: 80,
+        mode,
+        backends,
+        table_size: 65537,
+        health_check: None,
+        vxlan_port: crate::model::DEFAULT_VXLAN_PORT,
+        vni: crate::model::DEFAULT_VNI,
+        mss_clamp: None,
+    };
+    Snapshot::build(1, &[svc], |_, a| a.ip().octets()[3] as u16).unwrap()
+}
+
+/// A serving worker with its own 4096-flow table and the backends resolved.
+pub fn forwarder(pickup: bool, port_seed: u32, sync: Option<Arc<SyncQueue>>) -> Forwarder {
+    let neighbors = Arc::new(NeighborTable::new(16));
+    for b in BACKENDS {
+        neighbors.track(u32::from_be_bytes(b));
+        neighbors.learn(u32::from_be_bytes(b), bmac(b), 0);
+    }
+    Forwarder {
+        mac: MacAddr(LB),
+        own_mac: MacAddr(LB),
+        own_ip: None,
+        active: true,
+        accept_mode: true,
+        flows: Arc::new(FlowTable::new(4096, T)),
+        neighbors,
+        stats: Arc::new(WorkerStats::default()),
+        ports: NatPorts::new(0, 1, port_seed),
+        pickup,
+        sync,
+        local_ip: u32::from_be_bytes(LB_IP),
+        out: Default::default(),
+        refused: None,
+    }
+}
+
+/// The usual pair: a forwarder with pickup on and the service in `mode`.
+pub fn setup(mode: Mode, backend_port: u16) -> (Forwarder, Snapshot) {
+    (forwarder(true, 0, None), snapshot(mode, backend_port))
+}
+
+/// A TCP segment with a small payload; `flags` holds S, A, F, R.
+pub fn tcp_frame(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    dport: u16,
+    flags: &str,
+) -> Vec<u8> {
+    let mut b = PacketBuilder::ethernet2(src_mac, dst_mac)
+        .ipv4(src, dst, 64)
+        .tcp(sport, dport, 1000, 64240);
+    if flags.contains('S') {
+        b = b.syn();
+    }
+    if flags.contains('A') {
+        b = b.ack(77);
+    }
+    if flags.contains('F') {
+        b = b.fin();
+    }
+    if flags.contains('R') {
+        b = b.rst();
+    }
+    let mut v = Vec::new();
+    b.write(&mut v, b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    v
+}
+
+/// Parses with etherparse and checks both checksums; returns (dst MAC,
+/// src, dst, sport, dport).
+pub fn verify_full(frame: &[u8]) -> ([u8; 6], [u8; 4], [u8; 4], u16, u16) {
+    let (ip, rest) = Ipv4Header::from_slice(&frame[14..]).unwrap();
+    assert_eq!(
+        ip.header_checksum,
+        ip.calc_header_checksum(),
+        "IPv4 header checksum"
+    );
+    let (tcp, payload) = TcpHeader::from_slice(rest).unwrap();
+    let want = tcp
+        .calc_checksum_ipv4_raw(ip.source, ip.destination, payload)
+        .unwrap();
+    assert_eq!(tcp.checksum, want, "TCP checksum");
+    (
+        frame[0..6].try_into().unwrap(),
+        ip.source,
+        ip.destination,
+        tcp.source_port,
+        tcp.destination_port,
+    )
+}
+
+/// [`verify_full`] without the MAC: (src, dst, sport, dport).
+pub fn verify(frame: &[u8]) -> ([u8; 4], [u8; 4], u16, u16) {
+    let (_, s, d, sp, dp) = verify_full(frame);
+    (s, d, sp, dp)
+}

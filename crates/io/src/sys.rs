@@ -1,0 +1,428 @@
+//! Thin wrappers over the interface ioctls podlb needs.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use podlb_wire::MacAddr;
+
+/// `SIOCBRADDIF` from linux/sockios.h: add an interface to a bridge.
+const SIOCBRADDIF: libc::c_ulong = 0x89a2;
+
+/// The virtio-net header that precedes frames on PACKET_VNET_HDR sockets and
+/// IFF_VNET_HDR TAP devices (virtio spec §5.1.6, legacy layout, native endian).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VirtioNetHdr {
+    pub flags: u8,
+    pub gso_type: u8,
+    pub hdr_len: u16,
+    pub gso_size: u16,
+    pub csum_start: u16,
+    pub csum_offset: u16,
+}
+
+pub const VNET_HDR_LEN: usize = std::mem::size_of::<VirtioNetHdr>();
+/// `VIRTIO_NET_HDR_F_NEEDS_CSUM`: the checksum at csum_start+csum_offset is partial.
+pub const VNET_F_NEEDS_CSUM: u8 = 1;
+
+/// `VIRTIO_NET_HDR_GSO_NONE`; any other `gso_type` is a GSO frame.
+pub const VNET_GSO_NONE: u8 = 0;
+
+impl VirtioNetHdr {
+    /// The segment size of a GSO frame; 0 for an ordinary one.
+    #[inline]
+    pub fn gso(&self) -> u16 {
+        if self.gso_type & 0x7f == VNET_GSO_NONE {
+            0
+        } else {
+            self.gso_size
+        }
+    }
+
+    /// Reads a header from the first [`VNET_HDR_LEN`] bytes of `b`.
+    pub fn read(b: &[u8]) -> Option<VirtioNetHdr> {
+        let b: &[u8; VNET_HDR_LEN] = b.get(..VNET_HDR_LEN)?.try_into().ok()?;
+        let u = |i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
+        Some(VirtioNetHdr {
+            flags: b[0],
+            gso_type: b[1],
+            hdr_len: u(2),
+            gso_size: u(4),
+            csum_start: u(6),
+            csum_offset: u(8),
+        })
+    }
+}
+
+fn ifreq_with_name(name: &str) -> io::Result<libc::ifreq> {
+    let c = CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name has a NUL"))?;
+    let bytes = c.as_bytes_with_nul();
+    if bytes.len() > libc::IFNAMSIZ {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("interface name {name:?} is longer than 15 bytes"),
+        ));
+    }
+    // SAFETY: ifreq is a plain C struct/union for which all-zero bytes is a valid value.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, &src) in ifr.ifr_name.iter_mut().zip(bytes) {
+        *dst = src as libc::c_char;
+    }
+    Ok(ifr)
+}
+
+fn ctl_socket() -> io::Result<OwnedFd> {
+    // SAFETY: socket(2) with constant arguments; the result is checked below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a freshly created descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The index of interface `name`.
+pub fn ifindex(name: &str) -> io::Result<i32> {
+    let c = CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name has a NUL"))?;
+    // SAFETY: c is a valid NUL-terminated string that outlives the call.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no interface named {name:?}"),
+        ));
+    }
+    Ok(idx as i32)
+}
+
+/// The hardware address of interface `name`.
+pub fn mac_of(name: &str) -> io::Result<MacAddr> {
+    let s = ctl_socket()?;
+    let mut ifr = ifreq_with_name(name)?;
+    // SAFETY: SIOCGIFHWADDR reads the name from and writes the address into
+    // `ifr`, which is a valid, exclusively borrowed ifreq.
+    if unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCGIFHWADDR, &mut ifr) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: after SIOCGIFHWADDR succeeded the union holds ifru_hwaddr.
+    let sa = unsafe { ifr.ifr_ifru.ifru_hwaddr };
+    let mut m = [0u8; 6];
+    for (d, s) in m.iter_mut().zip(sa.sa_data.iter()) {
+        *d = *s as u8;
+    }
+    Ok(MacAddr(m))
+}
+
+/// Sets interface `name` up.
+pub fn set_up(name: &str) -> io::Result<()> {
+    let s = ctl_socket()?;
+    let mut ifr = ifreq_with_name(name)?;
+    // SAFETY: SIOCGIFFLAGS fills ifru_flags of a valid ifreq.
+    if unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: SIOCGIFFLAGS succeeded, so ifru_flags is the active member.
+    unsafe { ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    // SAFETY: SIOCSIFFLAGS reads a valid ifreq.
+    if unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Enslaves interface `port` to bridge `bridge`.
+pub fn bridge_add(bridge: &str, port: &str) -> io::Result<()> {
+    let idx = ifindex(port)?;
+    ifindex(bridge)?;
+    let s = ctl_socket()?;
+    let mut ifr = ifreq_with_name(bridge)?;
+    ifr.ifr_ifru.ifru_ifindex = idx;
+    // SAFETY: SIOCBRADDIF reads the bridge name and the port index from a valid ifreq.
+    if unsafe { libc::ioctl(s.as_raw_fd(), SIOCBRADDIF, &ifr) } < 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(
+            e.kind(),
+            format!("cannot add {port} to bridge {bridge}: {e}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Waits until `fd` is readable or `timeout` passes.
+pub fn wait_readable(fd: RawFd, timeout: Duration) -> io::Result<bool> {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: p is a valid pollfd array of length 1 for the duration of the call.
+    let r = unsafe { libc::poll(&mut p, 1, ms) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(false);
+        }
+        return Err(e);
+    }
+    Ok(r > 0)
+}
+
+/// `PACKET_STATISTICS` (linux/if_packet.h): frames received and frames
+/// dropped because the RX ring was full since the last call (reading resets
+/// them). The V3 struct adds a freeze count after these two words.
+pub(crate) fn packet_ring_drops(fd: RawFd) -> io::Result<u64> {
+    const PACKET_STATISTICS: i32 = 6;
+    let mut st = [0u32; 3];
+    let mut len = std::mem::size_of_val(&st) as libc::socklen_t;
+    // SAFETY: st is a live 12-byte buffer and len says so; the kernel writes
+    // at most len bytes and stores the length it wrote.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_PACKET,
+            PACKET_STATISTICS,
+            st.as_mut_ptr() as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(u64::from(st[1]))
+}
+
+/// setsockopt with an integer-sized value.
+pub(crate) fn setsockopt<T>(fd: RawFd, level: i32, name: i32, value: &T) -> io::Result<()> {
+    // SAFETY: value points to a live T of the size passed; the kernel only reads it.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            value as *const T as *const libc::c_void,
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The first IPv4 address of interface `name`.
+pub fn ipv4_of(name: &str) -> io::Result<std::net::Ipv4Addr> {
+    let s = ctl_socket()?;
+    let mut ifr = ifreq_with_name(name)?;
+    // SAFETY: SIOCGIFADDR reads the name from and writes the address into a
+    // valid, exclusively borrowed ifreq.
+    if unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCGIFADDR, &mut ifr) } < 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(
+            e.kind(),
+            format!("{name} has no IPv4 address: {e}"),
+        ));
+    }
+    // SAFETY: after SIOCGIFADDR succeeded the union holds an AF_INET sockaddr.
+    let sa = unsafe { ifr.ifr_ifru.ifru_addr };
+    // sockaddr_in: family (2 bytes), port (2), address (4).
+    let d = sa.sa_data;
+    Ok(std::net::Ipv4Addr::new(
+        d[2] as u8, d[3] as u8, d[4] as u8, d[5] as u8,
+    ))
+}
+
+/// The IPv4 address of interface `name` and its prefix length (from the
+/// netmask).
+pub fn ipv4_net_of(name: &str) -> io::Result<(std::net::Ipv4Addr, u8)> {
+    let addr = ipv4_of(name)?;
+    let s = ctl_socket()?;
+    let mut ifr = ifreq_with_name(name)?;
+    // SAFETY: SIOCGIFNETMASK reads the name from and writes the mask into a
+    // valid, exclusively borrowed ifreq.
+    if unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCGIFNETMASK, &mut ifr) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: after SIOCGIFNETMASK succeeded the union holds an AF_INET sockaddr.
+    let d = unsafe { ifr.ifr_ifru.ifru_netmask }.sa_data;
+    let mask = u32::from_be_bytes([d[2] as u8, d[3] as u8, d[4] as u8, d[5] as u8]);
+    Ok((addr, mask.count_ones() as u8))
+}
+
+/// A UDP socket bound to `0.0.0.0:port` that is never read: with it the
+/// kernel sends no ICMP "port unreachable" for datagrams podlb handles on
+/// its rings (VXLAN replies to podlb's own address). A tiny receive buffer
+/// bounds what the kernel queues for it.
+pub fn udp_sink(port: u16) -> io::Result<std::net::UdpSocket> {
+    let s = std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, port))?;
+    setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, &2048i32)?;
+    Ok(s)
+}
+
+/// A raw IPv4 socket for `protocol` that is never read: its existence keeps
+/// the kernel from answering that protocol with ICMP "protocol unreachable"
+/// (podlb receives those packets on its own rings). A tiny receive buffer
+/// bounds what the kernel queues for it.
+pub fn protocol_sink(protocol: i32) -> io::Result<OwnedFd> {
+    // SAFETY: socket(2) with constant arguments; checked below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, protocol) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is new and owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, &2048i32)?;
+    Ok(fd)
+}
+
+/// `CAP_NET_ADMIN` and `CAP_NET_RAW` (linux/capability.h): all podlb needs.
+pub const CAP_NET_ADMIN: u32 = 12;
+pub const CAP_NET_RAW: u32 = 13;
+/// Only for an admin port below 1024.
+pub const CAP_NET_BIND_SERVICE: u32 = 10;
+const CAP_SETPCAP: u32 = 8;
+/// `_LINUX_CAPABILITY_VERSION_3`: two 32-bit words per set.
+const CAP_VERSION_3: u32 = 0x2008_0522;
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// What [`drop_capabilities`] left in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CapsKept {
+    /// Effective = permitted = the kept set (bit n = capability n).
+    pub mask: u64,
+    /// The bounding set was reduced too (needs CAP_SETPCAP, which root
+    /// has); when false, programs this process runs could regain more.
+    pub bounding: bool,
+}
+
+/// Drops every capability but `keep` from this thread — call it before any
+/// other thread is started, since threads inherit the capabilities of the
+/// thread that creates them. Reduces the bounding set first (so processes
+/// podlb runs, such as notify hooks, cannot regain more even as root),
+/// clears the ambient set, then sets effective = permitted = `keep` (as far
+/// as the process had them) and inheritable = none.
+pub fn drop_capabilities(keep: &[u32]) -> io::Result<CapsKept> {
+    let keep_mask: u64 = keep.iter().fold(0, |m, c| m | 1u64 << c);
+    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40)
+        .min(63);
+    let mut hdr = CapHeader {
+        version: CAP_VERSION_3,
+        pid: 0,
+    };
+    let mut cur = [CapData::default(); 2];
+    // SAFETY: capget(2) with a valid header and room for two data words
+    // (version 3); the kernel writes at most that.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &mut hdr as *mut CapHeader,
+            cur.as_mut_ptr(),
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let permitted = u64::from(cur[0].permitted) | u64::from(cur[1].permitted) << 32;
+    let mut bounding = permitted & (1 << CAP_SETPCAP) != 0;
+    if bounding {
+        for cap in (0..=last).filter(|c| keep_mask & (1 << c) == 0) {
+            // SAFETY: prctl(2) with integer arguments only.
+            let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+            if r != 0 {
+                bounding = false;
+            }
+        }
+    }
+    // SAFETY: prctl(2) with integer arguments only; EINVAL on kernels
+    // without ambient capabilities is harmless.
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+    let mask = keep_mask & permitted;
+    let data = [
+        CapData {
+            effective: mask as u32,
+            permitted: mask as u32,
+            inheritable: 0,
+        },
+        CapData {
+            effective: (mask >> 32) as u32,
+            permitted: (mask >> 32) as u32,
+            inheritable: 0,
+        },
+    ];
+    hdr = CapHeader {
+        version: CAP_VERSION_3,
+        pid: 0,
+    };
+    // SAFETY: capset(2) with a valid header and two data words; both
+    // outlive the call.
+    let r = unsafe { libc::syscall(libc::SYS_capset, &hdr as *const CapHeader, data.as_ptr()) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(CapsKept { mask, bounding })
+}
+
+#[cfg(test)]
+mod caps_tests {
+    use super::*;
+
+    fn status_caps(field: &str) -> u64 {
+        let s = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+        let line = s
+            .lines()
+            .find(|l| l.starts_with(field))
+            .unwrap_or_else(|| panic!("no {field}"));
+        u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+    }
+
+    #[test]
+    fn drop_keeps_only_what_was_asked_on_this_thread() {
+        // Capabilities are per thread: do it on a thread of its own so the
+        // test process keeps its own.
+        std::thread::spawn(|| {
+            let before = status_caps("CapPrm:");
+            let k = drop_capabilities(&[CAP_NET_ADMIN, CAP_NET_RAW]).unwrap();
+            let want = before & (1 << CAP_NET_ADMIN | 1 << CAP_NET_RAW);
+            assert_eq!(k.mask, want);
+            assert_eq!(status_caps("CapEff:"), want);
+            assert_eq!(status_caps("CapPrm:"), want);
+            assert_eq!(status_caps("CapInh:"), 0);
+            if k.bounding {
+                assert_eq!(
+                    status_caps("CapBnd:"),
+                    1 << CAP_NET_ADMIN | 1 << CAP_NET_RAW
+                );
+            }
+        })
+        .join()
+        .unwrap();
+    }
+}

@@ -1,0 +1,436 @@
+//! The cloud address mover (`[cloud]`): on becoming master, make the cloud
+//! send the VIP's traffic to this instance; on losing mastership, stop
+//! claiming. See docs/cloud.md.
+//!
+//! The control loop only hands the mastership to [`CloudHandle::set_role`]
+//! (a channel send); everything that can block — HTTP to the EC2 API,
+//! starting the exec command — happens on the `podlb-cloud` thread, so
+//! neither the data plane nor VRRP ever waits for the cloud. The decisions
+//! are in the sans-IO [`mover::Mover`].
+
+pub mod aws;
+pub mod http;
+pub use podlb_core::cloud::mover;
+pub mod sigv4;
+pub mod xml;
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use parking_lot::Mutex;
+
+use crate::config::{CloudProvider, CloudSettings};
+use crate::redundancy::{spawn_notify, HookEvent};
+use mover::{Mover, Note, Role, Targets, ACTIONS};
+
+/// Rows of the calls counter: the four EC2 actions, then `exec`.
+pub const CALL_ACTIONS: [&str; 5] = [ACTIONS[0], ACTIONS[1], ACTIONS[2], ACTIONS[3], "exec"];
+const EXEC: usize = 4;
+
+/// What /status and /metrics show about the mover.
+pub struct CloudView {
+    pub provider: &'static str,
+    /// The role last handed to the mover: 0 none yet, 1 backup, 2 master,
+    /// 3 fault (as `redundancy::STATE_NAMES`).
+    pub role: AtomicU8,
+    /// The master's last claim or check found every address its own.
+    pub owned: AtomicBool,
+    /// Calls by action, `[ok, error]`.
+    pub calls: [[AtomicU64; 2]; CALL_ACTIONS.len()],
+    pub errors: AtomicU64,
+    /// "<action> at <unix seconds>" of the last success.
+    pub last_ok: Mutex<Option<String>>,
+    /// The last error, with the API's Code and Message.
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl CloudView {
+    fn new(provider: &'static str) -> CloudView {
+        CloudView {
+            provider,
+            role: AtomicU8::new(0),
+            owned: AtomicBool::new(false),
+            calls: Default::default(),
+            errors: AtomicU64::new(0),
+            last_ok: Mutex::new(None),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    fn record(&self, action: usize, result: Result<(), String>) {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        match result {
+            Ok(()) => {
+                self.calls[action][0].fetch_add(1, Relaxed);
+                *self.last_ok.lock() = Some(format!("{} at {now}", CALL_ACTIONS[action]));
+            }
+            Err(e) => {
+                self.calls[action][1].fetch_add(1, Relaxed);
+                self.errors.fetch_add(1, Relaxed);
+                *self.last_error.lock() = Some(format!("{}: {e}", CALL_ACTIONS[action]));
+            }
+        }
+    }
+
+    /// `claimed` (master, and the addresses are ours), `claiming` (master,
+    /// not yet or not any more) or `released` (not master).
+    pub fn state(&self) -> &'static str {
+        match (self.role.load(Relaxed), self.owned.load(Relaxed)) {
+            (2, true) => "claimed",
+            (2, false) => "claiming",
+            _ => "released",
+        }
+    }
+}
+
+enum Msg {
+    Role(Role),
+    Stop,
+}
+
+/// The engine's end: hands over the mastership, stops the thread.
+pub struct CloudHandle {
+    tx: mpsc::Sender<Msg>,
+    last: Mutex<Option<Role>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    pub view: Arc<CloudView>,
+}
+
+impl CloudHandle {
+    /// Starts the `podlb-cloud` thread. `vips`: the static services' VIPs
+    /// (the default private IPs, and `PODLB_VIP` for exec); `vrid`: for
+    /// `PODLB_VRID` (empty without VRRP).
+    pub fn start(
+        s: &CloudSettings,
+        vips: Vec<Ipv4Addr>,
+        vrid: String,
+    ) -> std::io::Result<CloudHandle> {
+        let view = Arc::new(CloudView::new(s.provider.name()));
+        let (tx, rx) = mpsc::channel();
+        let worker: Box<dyn FnOnce() + Send> = match &s.provider {
+            CloudProvider::Aws(a) => {
+                let ips = match a.private_ip {
+                    Some(ip) => vec![ip],
+                    None => vips,
+                };
+                let client = aws::AwsClient {
+                    endpoint: http::Endpoint::parse(&a.endpoint_url)
+                        .map_err(std::io::Error::other)?,
+                    region: a.region.clone(),
+                    credentials: aws::credentials_from_env(),
+                    target: aws::AwsTarget {
+                        network_interface_id: a.network_interface_id.clone(),
+                        allocation_id: a.allocation_id.clone(),
+                        associate_private_ip: a.private_ip,
+                    },
+                };
+                if client.credentials.is_none() {
+                    tracing::warn!("cloud: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY not set; every claim will fail");
+                }
+                let targets = Targets {
+                    eni: a.network_interface_id.clone(),
+                    eip: a.allocation_id.is_some(),
+                    ips,
+                };
+                tracing::info!(
+                    endpoint = %a.endpoint_url,
+                    eni = %targets.eni,
+                    allocation_id = ?a.allocation_id,
+                    private_ips = ?targets.ips,
+                    "cloud: aws mover"
+                );
+                let (v, interval) = (view.clone(), s.reconcile_interval);
+                Box::new(move || run_aws(rx, client, targets, interval, v))
+            }
+            CloudProvider::Exec { command } => {
+                let (v, command) = (view.clone(), command.clone());
+                let vips = vips
+                    .iter()
+                    .map(|v| v.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",");
+                Box::new(move || run_exec(rx, command, vips, vrid, v))
+            }
+        };
+        let thread = std::thread::Builder::new()
+            .name("podlb-cloud".into())
+            .spawn(worker)?;
+        Ok(CloudHandle {
+            tx,
+            last: Mutex::new(None),
+            thread: Mutex::new(Some(thread)),
+            view,
+        })
+    }
+
+    /// The mastership changed (repeats are ignored). Never blocks.
+    pub fn set_role(&self, role: Role) {
+        let mut last = self.last.lock();
+        if *last == Some(role) {
+            return;
+        }
+        *last = Some(role);
+        self.view.role.store(
+            match role {
+                Role::Backup => 1,
+                Role::Master => 2,
+                Role::Fault => 3,
+            },
+            Relaxed,
+        );
+        if role != Role::Master {
+            self.view.owned.store(false, Relaxed);
+        }
+        let _ = self.tx.send(Msg::Role(role));
+    }
+
+    /// Stops the thread; waits at most `wait` for it (a call on the wire
+    /// is bounded by its own timeout, but shutdown need not wait for it).
+    pub fn stop(&self, wait: Duration) {
+        let _ = self.tx.send(Msg::Stop);
+        let Some(h) = self.thread.lock().take() else {
+            return;
+        };
+        let until = Instant::now() + wait;
+        while !h.is_finished() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if h.is_finished() {
+            let _ = h.join();
+        } else {
+            tracing::warn!("cloud: a call is still in flight at shutdown; not waiting for it");
+        }
+    }
+}
+
+/// Reads every queued message into the mover; false once told to stop.
+fn drain(rx: &mpsc::Receiver<Msg>, m: &mut Mover, view: &CloudView) -> bool {
+    loop {
+        match rx.try_recv() {
+            Ok(Msg::Role(r)) => set_role(m, r, view),
+            Ok(Msg::Stop) | Err(mpsc::TryRecvError::Disconnected) => return false,
+            Err(mpsc::TryRecvError::Empty) => return true,
+        }
+    }
+}
+
+fn set_role(m: &mut Mover, r: Role, view: &CloudView) {
+    if r != m.role() {
+        tracing::info!(
+            role = r.as_str(),
+            "cloud: {}",
+            if r == Role::Master {
+                "claiming the addresses"
+            } else {
+                "not claiming"
+            }
+        );
+    }
+    m.set_role(r, Instant::now());
+    view.owned.store(m.owned(), Relaxed);
+}
+
+fn run_aws(
+    rx: mpsc::Receiver<Msg>,
+    client: aws::AwsClient,
+    targets: Targets,
+    interval: Duration,
+    view: Arc<CloudView>,
+) {
+    let mut m = Mover::new(targets, interval, Instant::now());
+    loop {
+        if !drain(&rx, &mut m, &view) {
+            return;
+        }
+        if let Some(t) = m.poll(Instant::now()) {
+            // The newest mastership decides whether this still goes out.
+            if !drain(&rx, &mut m, &view) {
+                return;
+            }
+            if !m.may_send(&t) {
+                tracing::info!(
+                    action = t.call.action(),
+                    "cloud: mastership lost; claim not sent"
+                );
+                m.cancel(t);
+                continue;
+            }
+            let result = client.call(&t.call);
+            let action = t.call.index();
+            view.record(
+                action,
+                result.as_ref().map(|_| ()).map_err(|e| e.to_string()),
+            );
+            let err = result.as_ref().err().cloned();
+            let call = t.call.clone();
+            match m.on_result(t, result, Instant::now()) {
+                Note::Progress | Note::Verified => {}
+                Note::Claimed => tracing::info!("cloud: addresses claimed"),
+                Note::Lost(why) => {
+                    tracing::warn!(%why, "cloud: address taken by someone else; claiming it back")
+                }
+                Note::Failed { retry_in } => {
+                    let e = err.unwrap_or(mover::ApiError {
+                        code: "?".into(),
+                        message: String::new(),
+                    });
+                    tracing::warn!(action = call.action(), code = %e.code, message = %e.message, ?retry_in, "cloud: API call failed");
+                }
+                Note::Stale => {
+                    tracing::info!(
+                        action = call.action(),
+                        "cloud: answer after the mastership changed; ignored, not retried"
+                    )
+                }
+            }
+            view.owned.store(m.owned(), Relaxed);
+            continue;
+        }
+        let wait = m.next_deadline().map_or(Duration::from_secs(3600), |d| {
+            d.saturating_duration_since(Instant::now())
+        });
+        match rx.recv_timeout(wait) {
+            Ok(Msg::Role(r)) => set_role(&mut m, r, &view),
+            Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+    }
+}
+
+/// `provider = "exec"`: the command runs on every transition.
+fn run_exec(
+    rx: mpsc::Receiver<Msg>,
+    command: Vec<String>,
+    vips: String,
+    vrid: String,
+    view: Arc<CloudView>,
+) {
+    let mut last: Option<Role> = None;
+    while let Ok(Msg::Role(r)) = rx.recv() {
+        if last == Some(r) {
+            continue;
+        }
+        last = Some(r);
+        let v = view.clone();
+        spawn_notify(
+            &command,
+            r.as_str(),
+            &vips,
+            &vrid,
+            "cloud command",
+            move |ev| match ev {
+                HookEvent::Started => {}
+                HookEvent::Succeeded => v.record(EXEC, Ok(())),
+                HookEvent::Failed => {
+                    v.record(EXEC, Err("failed to start or exited non-zero".into()))
+                }
+            },
+        );
+        // The command's outcome is not known; "owned" is what it was told.
+        view.owned.store(r == Role::Master, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exec(command: Vec<String>) -> CloudHandle {
+        let s = CloudSettings {
+            provider: CloudProvider::Exec { command },
+            reconcile_interval: Duration::from_secs(5),
+        };
+        let vips = vec![
+            Ipv4Addr::new(198, 18, 0, 100),
+            Ipv4Addr::new(198, 18, 0, 101),
+        ];
+        CloudHandle::start(&s, vips, "51".into()).unwrap()
+    }
+
+    /// Polls (bounded) until `f` holds.
+    fn wait_for(what: &str, f: impl Fn() -> bool) {
+        let t0 = Instant::now();
+        while !f() {
+            assert!(t0.elapsed() < Duration::from_secs(10), "{what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn exec_runs_the_command_on_each_transition_with_the_environment() {
+        let dir = std::env::temp_dir().join(format!("podlb-cloud-exec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("out");
+        let script = format!(
+            "echo \"$PODLB_STATE $PODLB_VIP $PODLB_VRID ${{HOME:-nohome}} $0\" >> {}",
+            out.display()
+        );
+        let h = exec(vec!["/bin/sh".into(), "-c".into(), script, "arg1".into()]);
+        h.set_role(Role::Master);
+        h.set_role(Role::Master); // a repeat runs nothing
+        let read = || std::fs::read_to_string(&out).unwrap_or_default();
+        wait_for("master run", || read().lines().count() == 1);
+        h.set_role(Role::Fault);
+        wait_for("fault run", || read().lines().count() == 2);
+        wait_for("counted", || h.view.calls[EXEC][0].load(Relaxed) == 2);
+        assert_eq!(
+            read(),
+            "master 198.18.0.100,198.18.0.101 51 nohome arg1\nfault 198.18.0.100,198.18.0.101 51 nohome arg1\n"
+        );
+        assert_eq!(h.view.state(), "released");
+        h.stop(Duration::from_secs(2));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn exec_failures_are_counted() {
+        let h = exec(vec!["/bin/false".into()]);
+        h.set_role(Role::Master);
+        wait_for("failure counted", || h.view.errors.load(Relaxed) == 1);
+        assert_eq!(h.view.calls[EXEC][1].load(Relaxed), 1);
+        assert!(h
+            .view
+            .last_error
+            .lock()
+            .as_deref()
+            .unwrap()
+            .starts_with("exec: "));
+        let h2 = exec(vec!["/nonexistent/move-vip".into()]);
+        h2.set_role(Role::Backup);
+        wait_for("start failure counted", || {
+            h2.view.errors.load(Relaxed) == 1
+        });
+        h.stop(Duration::from_secs(2));
+        h2.stop(Duration::from_secs(2));
+    }
+
+    /// A backup with an unreachable endpoint makes no call at all.
+    #[test]
+    fn aws_backup_calls_nothing() {
+        let s = CloudSettings {
+            provider: CloudProvider::Aws(crate::config::AwsSettings {
+                endpoint_url: "http://127.0.0.1:9".into(),
+                region: "us-east-1".into(),
+                network_interface_id: "eni-1".into(),
+                allocation_id: Some("eipalloc-1".into()),
+                private_ip: None,
+            }),
+            reconcile_interval: Duration::from_millis(500),
+        };
+        let h = CloudHandle::start(&s, vec![Ipv4Addr::new(10, 0, 0, 1)], String::new()).unwrap();
+        h.set_role(Role::Backup);
+        std::thread::sleep(Duration::from_millis(300));
+        let calls: u64 = h.view.calls.iter().flatten().map(|c| c.load(Relaxed)).sum();
+        assert_eq!(calls, 0);
+        // As master it tries (and fails: nothing listens on port 9).
+        h.set_role(Role::Master);
+        wait_for("a failed claim", || h.view.errors.load(Relaxed) >= 1);
+        assert_eq!(h.view.state(), "claiming");
+        h.stop(Duration::from_secs(6));
+    }
+}

@@ -1,0 +1,846 @@
+//! Backend health checks of podlb's own: a TCP connect or an HTTP `GET`,
+//! judged with rise/fall hysteresis (HAProxy's `rise`/`fall`).
+//!
+//! Two halves, as elsewhere in podlb:
+//! - sans-IO: [`HealthCheck`] (what to probe and how often), [`TargetState`]
+//!   (the rise/fall state machine of one target), [`parse_status_line`];
+//! - IO: [`HealthMonitor`], one thread `podlb-health` running a tokio
+//!   current-thread runtime with one task per target. The engine reads
+//!   [`HealthMonitor::is_up`] when it builds a snapshot and rebuilds the
+//!   snapshot when `on_change` fires (docs/architecture.md §3).
+//!
+//! New targets start *up* (docs/decisions.md, "Health checks: new targets
+//! start up; all down fails open").
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddrV4;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::config::ServiceConfig;
+
+pub use podlb_core::health::*;
+pub use podlb_core::model::{CheckKind, HealthCheck};
+
+/// One probe: `Ok` if healthy, else the reason.
+async fn probe(check: &HealthCheck, addr: SocketAddrV4) -> Result<(), String> {
+    match tokio::time::timeout(check.timeout, probe_once(check, addr)).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("timeout after {} ms", check.timeout.as_millis())),
+    }
+}
+
+async fn probe_once(check: &HealthCheck, addr: SocketAddrV4) -> Result<(), String> {
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::ConnectionRefused => "refused".to_string(),
+            _ => format!("connect: {e}"),
+        })?;
+    let (path, expect) = match &check.kind {
+        CheckKind::Tcp => return Ok(()),
+        CheckKind::Http {
+            path,
+            expect_status,
+        } => (path, *expect_status),
+    };
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}:{}\r\nUser-Agent: podlb-health/{}\r\nConnection: close\r\n\r\n",
+        addr.ip(),
+        addr.port(),
+        env!("CARGO_PKG_VERSION")
+    );
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let mut buf = [0u8; MAX_RESPONSE_READ];
+    let mut n = 0;
+    while n < buf.len() && !buf[..n].contains(&b'\n') {
+        match s.read(&mut buf[n..]).await {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    }
+    match parse_status_line(&buf[..n])? {
+        st if st == expect => Ok(()),
+        st => Err(format!("bad status {st}")),
+    }
+}
+
+/// What `/status` and `/metrics` show about one target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetStatus {
+    /// The address probed.
+    pub addr: SocketAddrV4,
+    /// [`HealthCheck::summary`].
+    pub check: String,
+    pub up: bool,
+    /// Probes done.
+    pub checks: u64,
+    /// Probes failed.
+    pub failures: u64,
+    /// Reason of the last failed probe (kept after recovery).
+    pub last_error: Option<String>,
+    /// Up/down transitions so far.
+    pub transitions: u64,
+}
+
+struct Target {
+    check: HealthCheck,
+    state: TargetState,
+    checks: u64,
+    failures: u64,
+    last_error: Option<String>,
+    transitions: u64,
+    task: tokio::task::AbortHandle,
+}
+
+type OnChange = Box<dyn Fn() + Send + Sync>;
+
+struct Inner {
+    /// By probed address; a few checks per address at most.
+    targets: Mutex<HashMap<SocketAddrV4, Vec<Target>>>,
+    on_change: OnChange,
+}
+
+impl Inner {
+    /// Records a probe result. Returns false if the target is gone (its
+    /// task then ends).
+    fn record(&self, check: &HealthCheck, addr: SocketAddrV4, result: Result<(), String>) -> bool {
+        let (changed, summary) = {
+            let mut map = self.targets.lock();
+            let Some(t) = map
+                .get_mut(&addr)
+                .and_then(|v| v.iter_mut().find(|t| t.check == *check))
+            else {
+                return false;
+            };
+            t.checks += 1;
+            if let Err(e) = &result {
+                t.failures += 1;
+                t.last_error = Some(e.clone());
+            }
+            let changed = t.state.observe(result.is_ok());
+            if changed.is_some() {
+                t.transitions += 1;
+            }
+            (changed, changed.map(|_| t.check.summary()))
+        };
+        match (changed, summary) {
+            (Some(false), Some(check)) => {
+                tracing::warn!(backend = %addr, %check, reason = result.err().unwrap_or_default(), "health check: backend down");
+                (self.on_change)();
+            }
+            (Some(true), Some(check)) => {
+                tracing::info!(backend = %addr, %check, "health check: backend up");
+                (self.on_change)();
+            }
+            _ => {}
+        }
+        true
+    }
+}
+
+/// Probes targets on its own thread and keeps their up/down state.
+pub struct HealthMonitor {
+    inner: Arc<Inner>,
+    rt: tokio::runtime::Handle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// In a mutex only so the monitor is `Sync`.
+    done: Mutex<std::sync::mpsc::Receiver<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl HealthMonitor {
+    /// Starts the thread `podlb-health`. `on_change` runs on that thread
+    /// after every up/down transition; it should only set a flag.
+    pub fn start(on_change: impl Fn() + Send + Sync + 'static) -> std::io::Result<HealthMonitor> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()?;
+        let handle = rt.handle().clone();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("podlb-health".into())
+            .spawn(move || {
+                // Runs the probe tasks until the monitor is dropped.
+                rt.block_on(async {
+                    let _ = stop_rx.await;
+                });
+                rt.shutdown_timeout(Duration::from_millis(100));
+                let _ = done_tx.send(());
+            })?;
+        Ok(HealthMonitor {
+            inner: Arc::new(Inner {
+                targets: Mutex::new(HashMap::new()),
+                on_change: Box::new(on_change),
+            }),
+            rt: handle,
+            stop: Some(stop_tx),
+            done: Mutex::new(done),
+            thread: Some(thread),
+        })
+    }
+
+    /// Replaces the set of targets (duplicates count once). Kept targets
+    /// keep their state and schedule; removed ones stop being probed; new
+    /// ones start up and are first probed after a random part of their
+    /// interval, so many backends do not probe in lockstep.
+    pub fn set_targets(&self, targets: Vec<(HealthCheck, SocketAddrV4)>) {
+        let wanted: HashSet<(HealthCheck, SocketAddrV4)> = targets.into_iter().collect();
+        let mut map = self.inner.targets.lock();
+        for (addr, list) in map.iter_mut() {
+            list.retain(|t| {
+                let keep = wanted.contains(&(t.check.clone(), *addr));
+                if !keep {
+                    t.task.abort();
+                }
+                keep
+            });
+        }
+        map.retain(|_, list| !list.is_empty());
+        for (check, addr) in wanted {
+            let list = map.entry(addr).or_default();
+            if list.iter().any(|t| t.check == check) {
+                continue;
+            }
+            let first = jitter(&check, addr);
+            let task = self
+                .rt
+                .spawn(probe_loop(self.inner.clone(), check.clone(), addr, first))
+                .abort_handle();
+            list.push(Target {
+                state: TargetState::new(check.rise, check.fall),
+                check,
+                checks: 0,
+                failures: 0,
+                last_error: None,
+                transitions: 0,
+                task,
+            });
+        }
+    }
+
+    /// Whether `addr` passes `check`; true for targets not (yet) known.
+    pub fn is_up(&self, check: &HealthCheck, addr: SocketAddrV4) -> bool {
+        let map = self.inner.targets.lock();
+        map.get(&addr)
+            .and_then(|v| v.iter().find(|t| t.check == *check))
+            .is_none_or(|t| t.state.is_up())
+    }
+
+    /// The status of one target, if it is known.
+    pub fn status_of(&self, check: &HealthCheck, addr: SocketAddrV4) -> Option<TargetStatus> {
+        let map = self.inner.targets.lock();
+        map.get(&addr)
+            .and_then(|v| v.iter().find(|t| t.check == *check))
+            .map(|t| status(addr, t))
+    }
+
+    /// Every target's status, sorted by address.
+    pub fn statuses(&self) -> Vec<TargetStatus> {
+        let map = self.inner.targets.lock();
+        let mut out: Vec<TargetStatus> = map
+            .iter()
+            .flat_map(|(addr, v)| v.iter().map(|t| status(*addr, t)))
+            .collect();
+        out.sort_by(|a, b| (a.addr, &a.check).cmp(&(b.addr, &b.check)));
+        out
+    }
+}
+
+fn status(addr: SocketAddrV4, t: &Target) -> TargetStatus {
+    TargetStatus {
+        addr,
+        check: t.check.summary(),
+        up: t.state.is_up(),
+        checks: t.checks,
+        failures: t.failures,
+        last_error: t.last_error.clone(),
+        transitions: t.transitions,
+    }
+}
+
+impl Drop for HealthMonitor {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        // Bounded: a runtime that does not stop within a second is left
+        // behind rather than hanging the caller.
+        if self
+            .done
+            .lock()
+            .recv_timeout(Duration::from_secs(1))
+            .is_ok()
+        {
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        } else {
+            tracing::warn!("health-check thread did not stop within 1 s");
+        }
+    }
+}
+
+/// A pseudo-random delay in `[0, interval)` for a target's first probe.
+fn jitter(check: &HealthCheck, addr: SocketAddrV4) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64;
+    let mut key = addr.ip().octets().to_vec();
+    key.extend_from_slice(&addr.port().to_be_bytes());
+    key.extend_from_slice(check.summary().as_bytes());
+    let h = podlb_core::hash::hash_bytes(&key, nanos);
+    let ms = (check.interval.as_millis() as u64).max(1);
+    Duration::from_millis(h % ms)
+}
+
+async fn probe_loop(inner: Arc<Inner>, check: HealthCheck, addr: SocketAddrV4, first: Duration) {
+    let start = tokio::time::Instant::now() + first;
+    let mut tick = tokio::time::interval_at(start, check.interval.max(Duration::from_millis(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let result = probe(&check, addr).await;
+        if !inner.record(&check, addr, result) {
+            return;
+        }
+    }
+}
+
+// ---- engine glue -----------------------------------------------------------
+
+/// The services with their down backends left out. A service whose
+/// backends are *all* down keeps them all (fails open): sending clients to
+/// backends that may be alive beats refusing every connection
+/// (docs/decisions.md).
+pub fn healthy_services(
+    services: &[ServiceConfig],
+    health: Option<&HealthMonitor>,
+) -> Vec<ServiceConfig> {
+    filter_services(
+        services,
+        |c, a| health.is_none_or(|m| m.is_up(c, a)),
+        |_| false,
+    )
+    .0
+}
+
+/// What the engine keeps about health checks: the monitor (started when a
+/// service first asks for checks, stopped when none does), the "changed"
+/// flag the control loop polls, and which services fail open.
+#[derive(Default)]
+pub struct HealthGate {
+    monitor: Mutex<Option<Arc<HealthMonitor>>>,
+    changed: Arc<AtomicBool>,
+    fail_open: Mutex<HashSet<String>>,
+    /// Times a service entered fail-open (all its backends down).
+    pub fail_open_total: AtomicU64,
+    /// Backends held out of new connections after refusing a SYN, and
+    /// until when (`flows.refused_hold_s`).
+    held: Mutex<HashMap<SocketAddrV4, Instant>>,
+    /// Refusals reported by the workers (also those of a backend already
+    /// held, e.g. by flows steered before the rebuilt snapshot).
+    pub refusals_total: AtomicU64,
+}
+
+impl HealthGate {
+    pub fn new() -> HealthGate {
+        HealthGate::default()
+    }
+
+    /// The running monitor, if any service has a health check.
+    pub fn monitor(&self) -> Option<Arc<HealthMonitor>> {
+        self.monitor.lock().clone()
+    }
+
+    /// Whether a backend's health changed since the last call.
+    pub fn take_changed(&self) -> bool {
+        self.changed.swap(false, Ordering::Relaxed)
+    }
+
+    /// Services currently failing open, sorted.
+    pub fn fail_open(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.fail_open.lock().iter().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Backend `addr` refused a SYN: hold it out of new connections until
+    /// `until` (a later refusal extends the hold). True when it was not
+    /// held yet: the snapshot needs rebuilding.
+    pub fn hold_refused(&self, addr: SocketAddrV4, until: Instant) -> bool {
+        self.refusals_total.fetch_add(1, Ordering::Relaxed);
+        let mut held = self.held.lock();
+        match held.insert(addr, until) {
+            Some(prev) => {
+                if prev > until {
+                    held.insert(addr, prev);
+                }
+                false
+            }
+            None => {
+                tracing::warn!(backend = %addr, hold_ms = until.saturating_duration_since(Instant::now()).as_millis() as u64, "backend refused a connection; the client's retry goes elsewhere while it is held out");
+                true
+            }
+        }
+    }
+
+    /// Ends the holds due by `now`. True when one ended: the snapshot needs
+    /// rebuilding.
+    pub fn release_held(&self, now: Instant) -> bool {
+        let mut held = self.held.lock();
+        let before = held.len();
+        held.retain(|addr, until| {
+            let keep = *until > now;
+            if !keep {
+                tracing::info!(backend = %addr, "refusal hold over; backend back in");
+            }
+            keep
+        });
+        held.len() != before
+    }
+
+    /// The held backends and the time each has left, by address.
+    pub fn held(&self, now: Instant) -> Vec<(SocketAddrV4, Duration)> {
+        let mut v: Vec<_> = self
+            .held
+            .lock()
+            .iter()
+            .map(|(a, u)| (*a, u.saturating_duration_since(now)))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Registers the targets of `services` (starting or stopping the
+    /// monitor as needed) and returns the services a snapshot should be
+    /// built from: [`healthy_services`], with fail-open logged once per
+    /// transition and counted.
+    pub fn services_for_snapshot(&self, services: &[ServiceConfig]) -> Vec<ServiceConfig> {
+        self.register(services);
+        let m = self.monitor();
+        let held = self.held.lock().clone();
+        let (out, failing) = filter_services(
+            services,
+            |c, a| m.as_ref().is_none_or(|m| m.is_up(c, a)),
+            |a| held.contains_key(&a),
+        );
+        let failing: HashSet<String> = failing.into_iter().collect();
+        let mut was = self.fail_open.lock();
+        for name in failing.difference(&was) {
+            self.fail_open_total.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(service = %name, "health check: every backend is down; using them all (fail open)");
+        }
+        for name in was.difference(&failing) {
+            tracing::info!(service = %name, "health check: a backend is up again; fail-open ends");
+        }
+        *was = failing;
+        out
+    }
+
+    fn register(&self, services: &[ServiceConfig]) {
+        let targets = health_targets(services);
+        let mut slot = self.monitor.lock();
+        if targets.is_empty() {
+            // No service asks for checks (any more): stop the thread.
+            *slot = None;
+            return;
+        }
+        if slot.is_none() {
+            let changed = self.changed.clone();
+            match HealthMonitor::start(move || changed.store(true, Ordering::Relaxed)) {
+                Ok(m) => *slot = Some(Arc::new(m)),
+                Err(e) => {
+                    tracing::error!(error = %e, "health checks not started; every backend counts as up");
+                    return;
+                }
+            }
+        }
+        if let Some(m) = slot.as_ref() {
+            m.set_targets(targets);
+        }
+    }
+
+    /// Stops the monitor (at shutdown).
+    pub fn stop(&self) {
+        let m = self.monitor.lock().take();
+        drop(m);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::{Ipv4Addr, TcpListener};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::Instant;
+
+    // ---- against real loopback listeners ----------------------------------
+
+    /// A loopback server on its own thread; stops when dropped.
+    struct Server {
+        port: u16,
+        stop: Arc<AtomicBool>,
+        thread: Option<std::thread::JoinHandle<()>>,
+        requests: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::SeqCst);
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    /// `reply`: bytes written after reading the request; `None`: accept and
+    /// never answer (connections are held until the server stops).
+    fn server(reply: Option<&'static [u8]>) -> Server {
+        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        l.set_nonblocking(true).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let (stop2, req2) = (stop.clone(), requests.clone());
+        let thread = std::thread::spawn(move || {
+            let mut held = Vec::new();
+            while !stop2.load(Ordering::SeqCst) {
+                match l.accept() {
+                    Ok((mut s, _)) => {
+                        let _ = s.set_nonblocking(false);
+                        let Some(reply) = reply else {
+                            held.push(s);
+                            continue;
+                        };
+                        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+                        let mut buf = [0u8; 2048];
+                        let n = s.read(&mut buf).unwrap_or(0);
+                        req2.lock()
+                            .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                        let _ = s.write_all(reply);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        Server {
+            port,
+            stop,
+            thread: Some(thread),
+            requests,
+        }
+    }
+
+    fn fast(kind: CheckKind) -> HealthCheck {
+        HealthCheck {
+            kind,
+            port: None,
+            interval: Duration::from_millis(20),
+            timeout: Duration::from_millis(50),
+            rise: 2,
+            fall: 2,
+        }
+    }
+
+    fn http(path: &str) -> CheckKind {
+        CheckKind::Http {
+            path: path.into(),
+            expect_status: 200,
+        }
+    }
+
+    fn local(port: u16) -> SocketAddrV4 {
+        SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)
+    }
+
+    /// Waits (at most 10 s) until `f` holds for the target's status.
+    fn wait_for(
+        m: &HealthMonitor,
+        c: &HealthCheck,
+        a: SocketAddrV4,
+        what: &str,
+        f: impl Fn(&TargetStatus) -> bool,
+    ) -> TargetStatus {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let st = m.status_of(c, a).expect("target known");
+            if f(&st) {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "{what}: {st:?}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn counting_monitor() -> (HealthMonitor, Arc<AtomicUsize>) {
+        let n = Arc::new(AtomicUsize::new(0));
+        let n2 = n.clone();
+        let m = HealthMonitor::start(move || {
+            n2.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+        (m, n)
+    }
+
+    #[test]
+    fn tcp_listener_stays_up() {
+        let srv = server(Some(b""));
+        let (m, changes) = counting_monitor();
+        let c = fast(CheckKind::Tcp);
+        let a = local(srv.port);
+        assert!(m.is_up(&c, a), "unknown targets are up");
+        m.set_targets(vec![(c.clone(), a), (c.clone(), a)]);
+        assert_eq!(m.statuses().len(), 1, "deduplicated");
+        let st = wait_for(&m, &c, a, "three checks", |s| s.checks >= 3);
+        assert!(st.up && st.failures == 0, "{st:?}");
+        assert_eq!(changes.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn refused_goes_down_after_fall_and_set_targets_keeps_state() {
+        let port = {
+            let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let (m, changes) = counting_monitor();
+        let c = fast(CheckKind::Tcp);
+        let a = local(port);
+        m.set_targets(vec![(c.clone(), a)]);
+        let st = wait_for(&m, &c, a, "down", |s| !s.up);
+        assert!(st.failures >= 2, "fall = 2: {st:?}");
+        assert_eq!(st.last_error.as_deref(), Some("refused"));
+        assert_eq!(st.transitions, 1);
+        assert!(!m.is_up(&c, a));
+        assert_eq!(changes.load(Ordering::SeqCst), 1);
+
+        // Re-registering (plus another target) keeps the state.
+        let srv = server(Some(b""));
+        let other = local(srv.port);
+        m.set_targets(vec![(c.clone(), other), (c.clone(), a)]);
+        assert!(!m.is_up(&c, a), "state survives set_targets");
+        assert_eq!(m.statuses().len(), 2);
+        // Removed targets are forgotten (and unknown means up).
+        m.set_targets(vec![(c.clone(), other)]);
+        assert!(m.status_of(&c, a).is_none());
+        assert!(m.is_up(&c, a));
+        assert_eq!(m.statuses().len(), 1);
+    }
+
+    #[test]
+    fn http_200_is_ok_and_the_request_is_well_formed() {
+        let srv = server(Some(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
+        let (m, _) = counting_monitor();
+        let c = fast(http("/healthz?x=1"));
+        let a = local(srv.port);
+        m.set_targets(vec![(c.clone(), a)]);
+        let st = wait_for(&m, &c, a, "three checks", |s| s.checks >= 3);
+        assert!(st.up && st.failures == 0, "{st:?}");
+        let req = srv.requests.lock()[0].clone();
+        let want = format!(
+            "GET /healthz?x=1 HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nUser-Agent: podlb-health/{}\r\nConnection: close\r\n\r\n",
+            srv.port,
+            env!("CARGO_PKG_VERSION")
+        );
+        assert_eq!(req, want);
+    }
+
+    #[test]
+    fn http_500_goes_down() {
+        let srv = server(Some(b"HTTP/1.1 500 Internal Server Error\r\n\r\n"));
+        let (m, changes) = counting_monitor();
+        let c = fast(http("/"));
+        let a = local(srv.port);
+        m.set_targets(vec![(c.clone(), a)]);
+        let st = wait_for(&m, &c, a, "down", |s| !s.up);
+        assert_eq!(st.last_error.as_deref(), Some("bad status 500"));
+        assert_eq!(changes.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        let srv = server(Some(b"SSH-2.0-OpenSSH_9.6\r\n"));
+        let (m, _) = counting_monitor();
+        let c = fast(http("/"));
+        let a = local(srv.port);
+        m.set_targets(vec![(c.clone(), a)]);
+        let st = wait_for(&m, &c, a, "down", |s| !s.up);
+        let e = st.last_error.unwrap();
+        assert!(e.contains("malformed"), "{e}");
+    }
+
+    #[test]
+    fn silent_server_times_out() {
+        let srv = server(None);
+        let (m, _) = counting_monitor();
+        let c = fast(http("/"));
+        let a = local(srv.port);
+        m.set_targets(vec![(c.clone(), a)]);
+        let st = wait_for(&m, &c, a, "down", |s| !s.up);
+        let e = st.last_error.unwrap();
+        assert!(e.contains("timeout"), "{e}");
+    }
+
+    #[test]
+    fn down_target_rises_again() {
+        // A server that answers 503 until told otherwise.
+        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        l.set_nonblocking(true).unwrap();
+        let a = local(l.local_addr().unwrap().port());
+        let healthy = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (h2, s2) = (healthy.clone(), stop.clone());
+        let t = std::thread::spawn(move || {
+            while !s2.load(Ordering::SeqCst) {
+                match l.accept() {
+                    Ok((mut s, _)) => {
+                        let _ = s.set_nonblocking(false);
+                        let mut buf = [0u8; 1024];
+                        let _ = s.read(&mut buf);
+                        let r: &[u8] = if h2.load(Ordering::SeqCst) {
+                            b"HTTP/1.1 200 OK\r\n\r\n"
+                        } else {
+                            b"HTTP/1.1 503 Service Unavailable\r\n\r\n"
+                        };
+                        let _ = s.write_all(r);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        let (m, changes) = counting_monitor();
+        let c = fast(http("/"));
+        m.set_targets(vec![(c.clone(), a)]);
+        wait_for(&m, &c, a, "down", |s| !s.up);
+        healthy.store(true, Ordering::SeqCst);
+        let st = wait_for(&m, &c, a, "up again", |s| s.up);
+        assert_eq!(st.transitions, 2);
+        assert_eq!(st.last_error.as_deref(), Some("bad status 503"));
+        assert_eq!(changes.load(Ordering::SeqCst), 2);
+        drop(m);
+        stop.store(true, Ordering::SeqCst);
+        t.join().unwrap();
+    }
+
+    fn svc(name: &str, check: Option<HealthCheck>, ports: &[u16]) -> ServiceConfig {
+        ServiceConfig {
+            name: name.into(),
+            vip: Ipv4Addr::new(198, 18, 0, 100),
+            port: 80,
+            mode: crate::config::Mode::Nat,
+            backends: ports
+                .iter()
+                .map(|&p| crate::config::BackendConfig {
+                    addr: SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 21), p),
+                    weight: 1,
+                    vtep: None,
+                    vtep_mac: None,
+                })
+                .collect(),
+            table_size: 65537,
+            health_check: check,
+            vxlan_port: crate::config::DEFAULT_VXLAN_PORT,
+            vni: crate::config::DEFAULT_VNI,
+            mss_clamp: None,
+        }
+    }
+
+    #[test]
+    fn refusing_backends_are_held_out_unless_none_would_be_left() {
+        let c = HealthCheck::default();
+        let services = vec![
+            svc("checked", Some(c.clone()), &[1, 2, 3]),
+            svc("unchecked", None, &[1, 2]),
+            svc("only", None, &[2]),
+        ];
+        // Port 1 is down by its check; port 2 refused a connection.
+        let (out, fail_open) = filter_services(&services, |_, a| a.port() != 1, |a| a.port() == 2);
+        let ports =
+            |s: &ServiceConfig| s.backends.iter().map(|b| b.addr.port()).collect::<Vec<_>>();
+        assert_eq!(ports(&out[0]), vec![3]);
+        assert_eq!(ports(&out[1]), vec![1]);
+        assert_eq!(ports(&out[2]), vec![2], "never the last one");
+        assert!(fail_open.is_empty());
+
+        // The gate: a first refusal holds (rebuild due), a second extends,
+        // the hold ends on time (rebuild due again).
+        let gate = HealthGate::new();
+        let b = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 21), 2);
+        let t0 = Instant::now();
+        assert!(gate.hold_refused(b, t0 + Duration::from_secs(10)));
+        assert!(!gate.hold_refused(b, t0 + Duration::from_secs(5)));
+        assert!(!gate.hold_refused(b, t0 + Duration::from_secs(12)));
+        assert_eq!(gate.refusals_total.load(Ordering::Relaxed), 3);
+        assert_eq!(gate.held(t0), vec![(b, Duration::from_secs(12))]);
+        let out = gate.services_for_snapshot(&services[1..]);
+        assert_eq!(ports(&out[0]), vec![1]);
+        assert!(!gate.release_held(t0 + Duration::from_secs(11)));
+        assert!(gate.release_held(t0 + Duration::from_secs(12)));
+        assert!(gate.held(t0).is_empty());
+        let out = gate.services_for_snapshot(&services[1..]);
+        assert_eq!(ports(&out[0]), vec![1, 2]);
+    }
+
+    #[test]
+    fn gate_starts_and_stops_the_monitor() {
+        let g = HealthGate::new();
+        let refused = {
+            let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+            local(l.local_addr().unwrap().port())
+        };
+        let services = vec![ServiceConfig {
+            backends: vec![crate::config::BackendConfig {
+                addr: refused,
+                weight: 1,
+                vtep: None,
+                vtep_mac: None,
+            }],
+            ..svc("s", Some(fast(CheckKind::Tcp)), &[])
+        }];
+        let out = g.services_for_snapshot(&services);
+        assert_eq!(out, services, "new targets start up");
+        assert!(g.monitor().is_some());
+        assert_eq!(g.monitor().unwrap().statuses().len(), 1);
+        // Nothing listens there; once it is down the service
+        // fails open (one backend), counted once however often we rebuild.
+        let m = g.monitor().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while m.statuses()[0].up {
+            assert!(Instant::now() < deadline, "{:?}", m.statuses());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(g.take_changed());
+        assert!(!g.take_changed());
+        drop(m);
+        for _ in 0..3 {
+            assert_eq!(g.services_for_snapshot(&services), services);
+        }
+        assert_eq!(g.fail_open(), vec!["s".to_string()]);
+        assert_eq!(g.fail_open_total.load(Ordering::Relaxed), 1);
+        // No checks any more: the monitor stops.
+        g.services_for_snapshot(&[svc("s", None, &[1])]);
+        assert!(g.monitor().is_none());
+        assert!(g.fail_open().is_empty());
+    }
+
+    #[test]
+    fn drop_stops_the_thread() {
+        let (m, _) = counting_monitor();
+        let c = fast(CheckKind::Tcp);
+        m.set_targets(vec![(c, local(1))]);
+        // Sends the stop and joins (bounded); must not panic or hang.
+        drop(m);
+    }
+}

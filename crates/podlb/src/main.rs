@@ -1,0 +1,206 @@
+//! The `podlb` binary: run, check, status, demo.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use podlb::config::{Config, DEFAULT_ADMIN};
+use podlb::engine;
+
+/// podlb: a portable userspace L4 load balancer for container clusters.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Attach to the network and balance (SIGHUP reloads, SIGTERM stops).
+    Run {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Validate a config file; exit 1 with the offending key on error.
+    Check {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Print the status of a running podlb (its admin endpoint).
+    Status {
+        #[arg(long, default_value = DEFAULT_ADMIN)]
+        admin: SocketAddr,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build a network-namespace lab (client, podlb, three backends), send
+    /// HTTP through the VIP, show how it spread, remove everything. Root.
+    Demo {
+        #[arg(long, default_value_t = 300)]
+        connections: usize,
+        /// nat or dsr
+        #[arg(long, default_value = "nat")]
+        mode: String,
+        /// af_packet or tap
+        #[arg(long, default_value = "af_packet")]
+        attach: String,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PODLB_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Run { config } => match engine::run(&config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("podlb: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Cmd::Check { config } => match Config::load(&config) {
+            Ok(c) => {
+                println!(
+                    "{}: ok ({} services, {} backends)",
+                    config.display(),
+                    c.services.len(),
+                    c.services.iter().map(|s| s.backends.len()).sum::<usize>()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", config.display());
+                ExitCode::from(1)
+            }
+        },
+        Cmd::Status { admin, json } => match fetch(admin, "/status") {
+            Ok(body) => {
+                if json {
+                    println!("{body}");
+                } else {
+                    print_status(&body);
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("podlb status: cannot read http://{admin}/status: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Cmd::Demo {
+            connections,
+            mode,
+            attach,
+        } => demo(connections, &mode, &attach),
+    }
+}
+
+/// `podlb demo` runs the lab's demo: the lab (namespaces, backends, load) is
+/// a dev crate, not part of the product, so its binary `podlb-lab` sits
+/// beside this one in a source build (`cargo build --release` builds both)
+/// and is absent from the image. Like git's subcommands, this execs it.
+fn demo(connections: usize, mode: &str, attach: &str) -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let lab = std::env::current_exe()
+        .ok()
+        .map(|p| p.with_file_name("podlb-lab"))
+        .filter(|p| p.is_file());
+    let Some(lab) = lab else {
+        eprintln!(
+            "podlb demo: the demo lives in the podlb-lab binary, which is not beside this one; \
+             build it from the source tree with `cargo build --release`"
+        );
+        return ExitCode::from(1);
+    };
+    let err = std::process::Command::new(&lab)
+        .args(["demo", "--connections", &connections.to_string()])
+        .args(["--mode", mode, "--attach", attach])
+        .exec();
+    eprintln!("podlb demo: cannot run {}: {err}", lab.display());
+    ExitCode::from(1)
+}
+
+fn fetch(addr: SocketAddr, path: &str) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(std::io::Error::other(
+            head.lines().next().unwrap_or("no response").to_string(),
+        ));
+    }
+    Ok(body.to_string())
+}
+
+fn print_status(body: &str) {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(body) else {
+        println!("{body}");
+        return;
+    };
+    let i = &v["interface"];
+    println!(
+        "podlb {}  {} {} mac {}  workers {}  up {} s",
+        v["version"].as_str().unwrap_or("?"),
+        i["mode"].as_str().unwrap_or("?"),
+        i["name"].as_str().unwrap_or("?"),
+        i["mac"].as_str().unwrap_or("?"),
+        i["workers"],
+        v["uptime_s"]
+    );
+    println!(
+        "flows {} / {}",
+        v["flows"]["active"], v["flows"]["capacity"]
+    );
+    for s in v["services"].as_array().into_iter().flatten() {
+        println!(
+            "service {} {}:{} ({})",
+            s["name"].as_str().unwrap_or("?"),
+            s["vip"].as_str().unwrap_or("?"),
+            s["port"],
+            s["mode"].as_str().unwrap_or("?")
+        );
+        for b in s["backends"].as_array().into_iter().flatten() {
+            println!(
+                "  {:<22} {:<9} mac {:<17} active {:>6}  new {:>8}",
+                b["addr"].as_str().unwrap_or("?"),
+                b["state"].as_str().unwrap_or("?"),
+                b["mac"].as_str().unwrap_or("-"),
+                b["active_flows"],
+                b["new_flows"]
+            );
+        }
+    }
+    let drops: Vec<String> = v["drops"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, n)| n.as_u64().unwrap_or(0) > 0)
+        .map(|(k, n)| format!("{k}={n}"))
+        .collect();
+    println!(
+        "drops: {}",
+        if drops.is_empty() {
+            "none".to_string()
+        } else {
+            drops.join(" ")
+        }
+    );
+}

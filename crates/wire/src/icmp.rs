@@ -1,0 +1,262 @@
+//! ICMP for IPv4 (RFC 792).
+
+use super::checksum;
+use super::{be16, put16, Error, Result};
+
+/// Type, code, checksum and the 4-byte "rest of header".
+pub const HEADER_LEN: usize = 8;
+
+pub const TYPE_ECHO_REPLY: u8 = 0;
+pub const TYPE_DEST_UNREACH: u8 = 3;
+pub const TYPE_ECHO_REQUEST: u8 = 8;
+pub const TYPE_TIME_EXCEEDED: u8 = 11;
+
+/// Destination Unreachable code 4, "fragmentation needed and DF set"
+/// (RFC 792; next-hop MTU in bytes 6..8 per RFC 1191 §4).
+pub const CODE_FRAG_NEEDED: u8 = 4;
+
+mod field {
+    // RFC 792: every message starts with type, code, checksum; echo messages
+    // then carry identifier and sequence number.
+    pub const TYPE: usize = 0;
+    pub const CODE: usize = 1;
+    pub const CHECKSUM: usize = 2;
+    pub const ECHO_IDENT: usize = 4;
+    pub const ECHO_SEQ: usize = 6;
+}
+
+/// A view of an ICMPv4 message.
+///
+/// `new_checked` guarantees at least [`HEADER_LEN`] bytes. The message is the
+/// whole buffer: build the view over exactly the IP payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Packet<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> Packet<T> {
+    /// Errors: [`Error::Truncated`] below 8 bytes.
+    #[inline]
+    pub fn new_checked(buffer: T) -> Result<Self> {
+        if buffer.as_ref().len() < HEADER_LEN {
+            return Err(Error::Truncated);
+        }
+        Ok(Packet { buffer })
+    }
+
+    #[inline]
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+
+    #[inline]
+    pub fn msg_type(&self) -> u8 {
+        self.buffer.as_ref()[field::TYPE]
+    }
+
+    #[inline]
+    pub fn code(&self) -> u8 {
+        self.buffer.as_ref()[field::CODE]
+    }
+
+    #[inline]
+    pub fn checksum(&self) -> u16 {
+        be16(self.buffer.as_ref(), field::CHECKSUM)
+    }
+
+    /// Identifier of an echo request/reply (bytes 4..6; meaningless for other
+    /// types).
+    #[inline]
+    pub fn echo_ident(&self) -> u16 {
+        be16(self.buffer.as_ref(), field::ECHO_IDENT)
+    }
+
+    /// Sequence number of an echo request/reply (bytes 6..8).
+    #[inline]
+    pub fn echo_seq(&self) -> u16 {
+        be16(self.buffer.as_ref(), field::ECHO_SEQ)
+    }
+
+    /// Bytes after the 8-byte header: echo data, or for error messages the
+    /// offending IP header + 64 bits of its data (RFC 792).
+    #[inline]
+    pub fn payload(&self) -> &[u8] {
+        &self.buffer.as_ref()[HEADER_LEN..]
+    }
+
+    /// RFC 792 "Checksum": the one's complement of the one's-complement sum of
+    /// the ICMP message starting with the type, over the whole buffer.
+    #[inline]
+    pub fn verify_checksum(&self) -> bool {
+        checksum::internet(self.buffer.as_ref()) == 0
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+    /// Does not update the checksum (type and code share the first word).
+    #[inline]
+    pub fn set_msg_type(&mut self, t: u8) {
+        self.buffer.as_mut()[field::TYPE] = t;
+    }
+
+    /// Does not update the checksum.
+    #[inline]
+    pub fn set_code(&mut self, code: u8) {
+        self.buffer.as_mut()[field::CODE] = code;
+    }
+
+    #[inline]
+    pub fn set_checksum(&mut self, check: u16) {
+        put16(self.buffer.as_mut(), field::CHECKSUM, check);
+    }
+
+    /// Does not update the checksum.
+    #[inline]
+    pub fn set_echo_ident(&mut self, ident: u16) {
+        put16(self.buffer.as_mut(), field::ECHO_IDENT, ident);
+    }
+
+    /// Does not update the checksum.
+    #[inline]
+    pub fn set_echo_seq(&mut self, seq: u16) {
+        put16(self.buffer.as_mut(), field::ECHO_SEQ, seq);
+    }
+
+    #[inline]
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        &mut self.buffer.as_mut()[HEADER_LEN..]
+    }
+
+    /// Recomputes the checksum over the whole buffer (RFC 792).
+    #[inline]
+    pub fn fill_checksum(&mut self) {
+        self.set_checksum(0);
+        let c = checksum::internet(self.buffer.as_ref());
+        self.set_checksum(c);
+    }
+}
+
+impl<T: AsRef<[u8]>> AsRef<[u8]> for Packet<T> {
+    fn as_ref(&self) -> &[u8] {
+        self.buffer.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipv4;
+    use etherparse::{Icmpv4Header, Icmpv4Type, PacketBuilder};
+    use proptest::prelude::*;
+
+    fn echo(req: bool, id: u16, seq: u16, data: &[u8]) -> Vec<u8> {
+        let b = PacketBuilder::ipv4([198, 18, 0, 1], [198, 18, 0, 2], 64);
+        let b = if req {
+            b.icmpv4_echo_request(id, seq)
+        } else {
+            b.icmpv4_echo_reply(id, seq)
+        };
+        let mut v = Vec::new();
+        b.write(&mut v, data).unwrap();
+        v
+    }
+
+    #[test]
+    fn parses_etherparse_echo() {
+        let v = echo(true, 0x1234, 7, b"ping data");
+        let ip = ipv4::Packet::new_checked(&v[..]).unwrap();
+        assert_eq!(ip.protocol(), ipv4::PROTO_ICMP);
+        let p = Packet::new_checked(ip.payload()).unwrap();
+        let (e, rest) = Icmpv4Header::from_slice(ip.payload()).unwrap();
+        assert_eq!(p.msg_type(), TYPE_ECHO_REQUEST);
+        assert_eq!(p.code(), 0);
+        assert_eq!(p.checksum(), e.checksum);
+        assert_eq!(p.echo_ident(), 0x1234);
+        assert_eq!(p.echo_seq(), 7);
+        assert_eq!(p.payload(), rest);
+        assert!(p.verify_checksum());
+    }
+
+    #[test]
+    fn request_to_reply_incremental() {
+        let mut v = echo(true, 9, 1, b"abc");
+        let mut p = Packet::new_checked(&mut v[20..]).unwrap();
+        // Type 8 -> 0 changes the first word from 0x0800 to 0x0000.
+        let c = checksum::update_u16(p.checksum(), 0x0800, 0x0000);
+        p.set_msg_type(TYPE_ECHO_REPLY);
+        p.set_checksum(c);
+        assert!(p.verify_checksum());
+        assert_eq!(v[20..], echo(false, 9, 1, b"abc")[20..]);
+        let mut p = Packet::new_checked(&mut v[20..]).unwrap();
+        p.set_echo_ident(0xabcd);
+        p.set_echo_seq(0x0102);
+        p.fill_checksum();
+        assert_eq!(v[20..], echo(false, 0xabcd, 0x0102, b"abc")[20..]);
+        let (e, rest) = Icmpv4Header::from_slice(&v[20..]).unwrap();
+        assert!(matches!(e.icmp_type, Icmpv4Type::EchoReply(_)));
+        assert_eq!(
+            e.checksum,
+            Icmpv4Header::with_checksum(e.icmp_type.clone(), rest).checksum
+        );
+    }
+
+    #[test]
+    fn fill_and_reject() {
+        assert_eq!(Packet::new_checked(&[0u8; 7][..]), Err(Error::Truncated));
+        let mut b = [
+            TYPE_DEST_UNREACH,
+            CODE_FRAG_NEEDED,
+            0,
+            0,
+            0,
+            0,
+            0x05,
+            0xdc,
+            0x45,
+            0,
+        ];
+        let mut p = Packet::new_checked(&mut b[..]).unwrap();
+        assert!(!p.verify_checksum());
+        p.fill_checksum();
+        assert!(p.verify_checksum());
+        // etherparse keeps bytes 4..8 only as the next-hop MTU of code 4.
+        p.set_code(CODE_FRAG_NEEDED);
+        p.payload_mut()[0] = 0x46;
+        p.fill_checksum();
+        let (e, rest) = Icmpv4Header::from_slice(&b).unwrap();
+        assert_eq!(
+            e.checksum,
+            Icmpv4Header::with_checksum(e.icmp_type.clone(), rest).checksum
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(b in proptest::collection::vec(any::<u8>(), 0..200)) {
+            check_all(&b);
+        }
+
+        #[test]
+        fn truncations_never_panic(n in 0usize..40) {
+            let v = echo(false, 1, 2, &[3; 24]);
+            check_all(&v[20..][..n.min(v.len() - 20)]);
+        }
+    }
+
+    fn check_all(b: &[u8]) {
+        if let Ok(p) = Packet::new_checked(b) {
+            let _ = (
+                p.msg_type(),
+                p.code(),
+                p.checksum(),
+                p.echo_ident(),
+                p.echo_seq(),
+            );
+            assert_eq!(p.payload().len() + 8, b.len());
+            let mut v = b.to_vec();
+            let mut p = Packet::new_checked(&mut v[..]).unwrap();
+            p.fill_checksum();
+            assert!(p.verify_checksum());
+        }
+    }
+}
