@@ -265,7 +265,7 @@ impl FlowTable {
         // fails an insert at ~75% load; a third more slots than flows keeps
         // that point at or above capacity (see the fill test below).
         let buckets = (capacity + capacity / 3).div_ceil(WAYS);
-        let t = FlowTable {
+        FlowTable {
             ctrl: (0..buckets).map(|_| Line::default()).collect(),
             slots: (0..buckets * WAYS).map(|_| Slot::default()).collect(),
             rev: (0..buckets).map(|_| Line::default()).collect(),
@@ -275,8 +275,7 @@ impl FlowTable {
             evictions: AtomicU64::new(0),
             huge_bytes: 0,
             timeouts,
-        };
-        t
+        }
     }
 
     /// The table's three arrays as (start address, length in bytes), for the
