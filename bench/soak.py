@@ -26,8 +26,8 @@ be imported).
     sudo python3 bench/soak.py                 # one hour
     sudo python3 bench/soak.py --seconds 600   # ten minutes
 
-Everything it creates (namespaces plbs-<pid>-*, processes, a temp dir) is removed on exit, on
-error and on Ctrl-C.
+Everything it creates (the lab of `podlb-lab up`, namespaces plb-<pid>-<n>-*, processes, a temp
+dir) is removed on exit, on error and on Ctrl-C; the namespaces even if the script is killed.
 """
 
 from __future__ import annotations
@@ -46,7 +46,6 @@ import nslab  # noqa: E402
 import vrrplab as lab  # noqa: E402
 from nslab import RES, BenchError, log  # noqa: E402
 
-nslab.set_prefix("plbs")
 
 
 def schedule(args: argparse.Namespace) -> list[tuple[float, str, str]]:
@@ -291,7 +290,8 @@ def soak_run(args: argparse.Namespace, argv: list[str]) -> int:
         raise BenchError(f"missing {missing}: sudo ./netns-tests/deps.sh --bench")
     nslab.raise_nofile()
     signal.alarm(int(args.seconds * 1.3 + 180))
-    RES.tmpdir = Path(tempfile.mkdtemp(prefix=nslab.PREFIX))
+    nslab.lab_bin()
+    RES.tmpdir = Path(tempfile.mkdtemp(prefix=nslab.TMP_PREFIX))
     info = nslab.run_info(binary, ["bench/soak.py", *argv])
     info["seconds"] = args.seconds
     soak = Soak(binary, args)
@@ -303,7 +303,7 @@ def soak_run(args: argparse.Namespace, argv: list[str]) -> int:
                      ka_every=0.05, reconnect=True, stream=stream)
     events = schedule(args)
     log(f"soak: {args.seconds} s, {len(events)} events, sample every {args.sample_every} s; "
-        f"namespaces {nslab.PREFIX}*")
+        f"namespaces {RES.lab.id}-*")
     t0 = time.monotonic()
     samples: list[dict] = []
     prev: dict = {}

@@ -1,8 +1,9 @@
 """The two-instance VRRP lab of netns-tests/failover.rs, for bench/faults.py and bench/soak.py.
 
-A bridge namespace (`node`, bridge br0) with a client (198.18.0.10), lb1 (198.18.0.2, VRRP
-priority 200), lb2 (198.18.0.3, priority 100) and three nginx backends b1..b3 (198.18.0.21-23),
-each on a veth whose bridge-side end is `v<role>` (cutting a link = setting that port down).
+Built by `podlb-lab up` (bench/nslab.py Lab): a bridge namespace (`node`, bridge br0) with a
+client (198.18.0.10), lb1 (198.18.0.2, VRRP priority 200), lb2 (198.18.0.3, priority 100) and
+three nginx backends b1..b3 (198.18.0.21-23), each on a veth whose bridge-side end is the role's
+`port` in the lab's description (cutting a link = setting that port down).
 VIP 198.18.0.100:80, VRID 51, full NAT, connection sync on (podlb's default sync_port), HTTP
 health checks on the backends. Each nginx answers its own name ("b1\\n"), so a connection can
 tell whether it stayed on its backend.
@@ -23,7 +24,7 @@ import time
 from pathlib import Path
 
 import nslab
-from nslab import RES, BenchError, http_get, log, log_tail, nsx, run, start_proc, sysctl, wait_tcp
+from nslab import RES, BenchError, http_get, log, log_tail, nsx, run, start_proc, wait_tcp
 
 SUBNET = nslab.SUBNET
 HOSTS = {
@@ -44,15 +45,15 @@ HEALTH_CHECK = ('{ kind = "http", path = "/", interval_ms = 200, timeout_ms = 10
 
 
 def build() -> None:
-    """Namespaces, bridge and veths (the lab of src/control/demo.rs vrrp_lab_topology)."""
-    nslab.build_bridge_topology(HOSTS)
-    for lb in LBS:
-        sysctl(lb, "net.ipv4.ip_forward", "0")
+    """Namespaces, bridge and veths (`podlb-lab up`; the hosts of crates/lab demo.rs
+    vrrp_lab_topology, the backends named b1..b3)."""
+    nslab.build_bridge_topology(HOSTS, sysctls={lb: {"net.ipv4.ip_forward": "0"} for lb in LBS})
 
 
 def set_port_up(role: str, up: bool) -> None:
     """Cut (or restore) `role`'s link: its bridge port goes down (up)."""
-    run(["ip", "-n", nslab.ns_name("node"), "link", "set", f"v{role}", "up" if up else "down"])
+    lab = nslab.lab()
+    run(["ip", "-n", lab.node, "link", "set", lab.port(role), "up" if up else "down"])
 
 
 def start_backend(b: str, label: str = "") -> subprocess.Popen:
