@@ -390,39 +390,25 @@ class Podlb(Case):
         self.broken: str | None = None
 
     def config(self) -> str:
-        attach = "" if self.io == "tap" else 'interface = "eth0"\n'
-        # In DSR the backends hold the VIP on lo, so a full-NAT flow whose source is the
-        # VIP could not be answered; the iperf service follows the variant's mode.
-        iperf_mode = self.mode
-        backends = ", ".join(f'"{HOSTS[b]}:{HTTP_PORT}"' for b in BACKENDS)
-        text = (
-            f"{attach}workers = {self.workers}\n"
-            f'admin = "{ADMIN}"\n'
-        )
-        if self.io == "tap":
-            text += '\n[tap]\nbridge = "br0"\n'
+        attach = ({"tap": {"bridge": "br0", "name": "podlb0"}} if self.io == "tap"
+                  else {"af_packet": {"interface": "eth0"}})
         io_keys = []
         if self.io == "xdp":
             io_keys.append('backend = "af_xdp"')
         if self.rx_ring:
             io_keys.append(f'rx_ring = "{self.rx_ring}"')
-        if io_keys:
-            text += "\n[io]\n" + "\n".join(io_keys) + "\n"
-        text += (
-            "\n[[service]]\n"
-            'name = "web"\n'
-            f'vip = "{self.vip}"\n'
-            f"port = {HTTP_PORT}\n"
-            f'mode = "{self.mode}"\n'
-            f"backends = [{backends}]\n"
-            "\n[[service]]\n"
-            'name = "iperf"\n'
-            f'vip = "{self.vip}"\n'
-            f"port = {IPERF_PORT}\n"
-            f'mode = "{iperf_mode}"\n'
-            f'backends = ["{HOSTS["b1"]}:{IPERF_PORT}"]\n'
-        )
-        return text
+        # In DSR the backends hold the VIP on lo, so a full-NAT flow whose source is the
+        # VIP could not be answered; the iperf service follows the variant's mode.
+        return nslab.podlb_config({
+            "attach": attach, "workers": self.workers, "admin": ADMIN,
+            "services": [
+                {"name": "web", "vip": self.vip, "port": HTTP_PORT, "mode": self.mode,
+                 "backends": [f"{HOSTS[b]}:{HTTP_PORT}" for b in BACKENDS]},
+                {"name": "iperf", "vip": self.vip, "port": IPERF_PORT, "mode": self.mode,
+                 "backends": [f"{HOSTS['b1']}:{IPERF_PORT}"]},
+            ],
+            "extra": "[io]\n" + "\n".join(io_keys) + "\n" if io_keys else "",
+        })
 
     def dsr_backends(self, on: bool) -> None:
         for b in BACKENDS:

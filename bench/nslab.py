@@ -532,6 +532,14 @@ def build_bridge_topology(hosts: dict[str, str], prefix_len: int = 24,
     return RES.lab
 
 
+def podlb_config(spec: dict) -> str:
+    """podlb's TOML config for a config spec (crates/lab/src/demo.rs ConfigSpec as JSON:
+    {"attach": {"af_packet": {"interface"}} | {"tap": {"bridge", "name"}}, "workers", "admin",
+    "services": [{"name", "vip", "port", "mode", "backends", "health_check"}], "vrrp", "extra"}),
+    rendered by `podlb-lab config`, which has podlb's parser check it."""
+    return run([str(lab_bin()), "config", "-"], input_text=json.dumps(spec)).stdout
+
+
 def start_nginx_backend(role: str, host: str, body: str = "ok") -> subprocess.Popen:
     """nginx (NGINX_BACKEND_CONF, port 80 on every address) in namespace `role`; waits until
     `host`:80 accepts from the client namespace."""

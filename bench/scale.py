@@ -71,15 +71,14 @@ def setup() -> None:
 
 
 def podlb_config() -> str:
-    t = (f'interface = "eth0"\nworkers = 1\nadmin = "{ADMIN}"\n\n'
-         f"[flows]\ncapacity = {CAPACITY}\n"
-         # the SYN-filled flows must outlive the fill and the measurements after it
-         "syn_timeout_s = 600\n")
-    for s in range(SERVICES):
-        bs = ", ".join(f'"{backend(s * PER + j)}:80"' for j in range(PER))
-        t += (f'\n[[service]]\nname = "svc{s}"\nvip = "{vip(s)}"\nport = 80\nmode = "nat"\n'
-              f"backends = [{bs}]\n")
-    return t
+    return nslab.podlb_config({
+        "attach": {"af_packet": {"interface": "eth0"}}, "workers": 1, "admin": ADMIN,
+        "services": [{"name": f"svc{s}", "vip": vip(s), "port": 80, "mode": "nat",
+                      "backends": [f"{backend(s * PER + j)}:80" for j in range(PER)]}
+                     for s in range(SERVICES)],
+        # the SYN-filled flows must outlive the fill and the measurements after it
+        "extra": f"[flows]\ncapacity = {CAPACITY}\nsyn_timeout_s = 600\n",
+    })
 
 
 def rss_kib(pid: int) -> int:

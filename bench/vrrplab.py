@@ -72,31 +72,18 @@ def start_backend(b: str, label: str = "") -> subprocess.Popen:
 
 
 def podlb_config(role: str, advert_ms: int, unicast: bool, preempt_delay_ms: int = 0) -> str:
-    backends = ", ".join(f'"{HOSTS[b]}:80"' for b in BACKENDS)
-    peers = ""
-    if unicast:
-        other = "lb2" if role == "lb1" else "lb1"
-        peers = f'"{HOSTS[other]}"'
-    return (
-        "# written by bench/vrrplab.py\n"
-        'interface = "eth0"\n'
-        "workers = 1\n"
-        f'admin = "{ADMIN}"\n'
-        "\n[[service]]\n"
-        'name = "web"\n'
-        f'vip = "{VIP}"\n'
-        "port = 80\n"
-        'mode = "nat"\n'
-        f"backends = [{backends}]\n"
-        f"health_check = {HEALTH_CHECK}\n"
-        "\n[vrrp]\n"
-        f"vrid = {VRID}\n"
-        f"priority = {LBS[role]}\n"
-        f"advert_interval_ms = {advert_ms}\n"
-        "preempt = true\n"
-        f"unicast_peers = [{peers}]\n"
-        + (f"preempt_delay_ms = {preempt_delay_ms}\n" if preempt_delay_ms else "")
-    )
+    other = "lb2" if role == "lb1" else "lb1"
+    vrrp = {"vrid": VRID, "priority": LBS[role], "advert_interval_ms": advert_ms,
+            "preempt": True, "unicast_peers": [HOSTS[other]] if unicast else []}
+    if preempt_delay_ms:
+        vrrp["preempt_delay_ms"] = preempt_delay_ms
+    return nslab.podlb_config({
+        "attach": {"af_packet": {"interface": "eth0"}}, "workers": 1, "admin": ADMIN,
+        "services": [{"name": "web", "vip": VIP, "port": 80, "mode": "nat",
+                      "backends": [f"{HOSTS[b]}:80" for b in BACKENDS],
+                      "health_check": HEALTH_CHECK}],
+        "vrrp": vrrp,
+    })
 
 
 def config_path(role: str) -> Path:

@@ -1,5 +1,5 @@
-//! `podlb-lab up`, `down` and `sweep`: the lab as a process, for the Python
-//! benches (bench/nslab.py) and for people at a shell.
+//! `podlb-lab up`, `down`, `sweep` and `config`: the lab as a process, for
+//! the Python benches (bench/nslab.py) and for people at a shell.
 //!
 //! `up` builds a lab ([`topo::build`]), prints its description, and owns it:
 //! it removes everything (processes left in the namespaces included) when
@@ -7,12 +7,13 @@
 //! keeps the write end of a pipe to `up`'s stdin thus cannot leave a lab
 //! behind, even if it is killed: the kernel closes the pipe.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use podlb_lab::demo::ConfigSpec;
 use podlb_lab::netns;
 use podlb_lab::topo::{self, LabSpec};
 
@@ -130,5 +131,30 @@ pub fn sweep() -> ExitCode {
         "podlb-lab: removed {} stale namespace(s) of dead processes",
         removed.len()
     );
+    ExitCode::SUCCESS
+}
+
+/// `podlb-lab config SPEC`: the podlb config of a JSON [`ConfigSpec`] (a
+/// path, or "-" for standard input) as TOML on standard output, checked by
+/// podlb's own parser first.
+pub fn config(path: &str) -> ExitCode {
+    let mut text = String::new();
+    let read = if path == "-" {
+        std::io::stdin().read_to_string(&mut text).map(drop)
+    } else {
+        std::fs::read_to_string(path).map(|t| text = t)
+    };
+    if let Err(e) = read {
+        return fail("config", &format!("reading {path}: {e}"));
+    }
+    let spec: ConfigSpec = match serde_json::from_str(&text) {
+        Ok(s) => s,
+        Err(e) => return fail("config", &format!("{path}: {e}")),
+    };
+    let toml = spec.to_toml();
+    if let Err(e) = podlb::config::Config::parse(&toml) {
+        return fail("config", &format!("podlb rejects the config: {e}\n{toml}"));
+    }
+    print!("{toml}");
     ExitCode::SUCCESS
 }

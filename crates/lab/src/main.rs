@@ -56,6 +56,14 @@ enum Cmd {
     },
     /// Remove plb-<pid>-* namespaces whose process is dead (a killed run). Root.
     Sweep,
+    /// Print the podlb config (TOML) of a JSON config spec ({"attach":
+    /// {"af_packet": {"interface"}} or {"tap": {"bridge", "name"}}, "workers",
+    /// "admin", "services": [{"name", "vip", "port", "mode", "backends",
+    /// "health_check"}], "vrrp", "extra"}), checked by podlb's parser.
+    Config {
+        /// Path of the spec, or "-" for standard input.
+        spec: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -83,5 +91,6 @@ fn main() -> ExitCode {
         } => cli::up(&spec, json, !no_stdin),
         Cmd::Down { ids } => cli::down(&ids),
         Cmd::Sweep => cli::sweep(),
+        Cmd::Config { spec } => cli::config(&spec),
     }
 }
