@@ -118,7 +118,8 @@ pub fn down(ids: &[String]) -> ExitCode {
     rc
 }
 
-/// `podlb-lab sweep`: removes `plb-<pid>-*` namespaces whose pid is dead.
+/// `podlb-lab sweep`: removes `plb-<pid>-*` namespaces, and the labs'
+/// temporary directories, whose pid is dead.
 pub fn sweep() -> ExitCode {
     if let Some(why) = netns::netns_unavailable() {
         return fail("sweep", &why);
@@ -127,9 +128,14 @@ pub fn sweep() -> ExitCode {
     for n in &removed {
         println!("{n}");
     }
+    let dirs = topo::sweep_dirs();
+    for d in &dirs {
+        println!("{}", d.display());
+    }
     eprintln!(
-        "podlb-lab: removed {} stale namespace(s) of dead processes",
-        removed.len()
+        "podlb-lab: removed {} stale namespace(s) and {} directory(ies) of dead processes",
+        removed.len(),
+        dirs.len()
     );
     ExitCode::SUCCESS
 }

@@ -376,6 +376,23 @@ pub fn remove(id: &str, timeout: Duration) -> Result<Vec<String>, LabError> {
     Ok(removed)
 }
 
+/// Removes the directories `plb-<pid>-<n>` in the temporary directory
+/// whose pid is dead (a lab owner that was killed). Returns their paths.
+pub fn sweep_dirs() -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let dead = parse_id(&name).is_ok_and(|pid| !netns::pid_alive(pid));
+        if dead && e.path().is_dir() && std::fs::remove_dir_all(e.path()).is_ok() {
+            removed.push(e.path());
+        }
+    }
+    removed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
