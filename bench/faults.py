@@ -305,7 +305,11 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--out", default="docs/reliability-faults.json",
                     help="raw results (relative to the repository root)")
     ap.add_argument("--keep-tmp", action="store_true", help="keep configs and logs")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: --before 2 --after 5 (every scenario, about 2 min)")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.before, args.after = 2.0, 5.0
     names = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     bad = [n for n in names if n not in SCENARIOS]
     if bad:

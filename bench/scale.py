@@ -140,7 +140,11 @@ def main(argv: list[str]) -> int:
     p.add_argument("--out", default="docs/benchmarks-scale.json")
     p.add_argument("--time-limit", type=int, default=900)
     p.add_argument("--keep-tmp", action="store_true")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 1 round, 2 s per load, 30,000 SYNs instead of 1.3M")
     args = p.parse_args(argv)
+    if args.quick:
+        args.rounds, args.duration, args.flows = 1, 2, 30_000
     return nslab.run_main(lambda: measure(args), args.keep_tmp)
 
 

@@ -274,7 +274,14 @@ def main(argv: list[str]) -> int:
                     help="summary + samples JSON (relative to the repository root); the chart "
                          "goes next to it as .png")
     ap.add_argument("--keep-tmp", action="store_true")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: 60 s, a sample every 5 s, churn every 12 s (4 s down), a "
+                         "failover every 20 s (restored after 6 s): both kinds once")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.seconds, args.sample_every = 60, 5.0
+        args.churn_every, args.churn_down = 12.0, 4.0
+        args.failover_every, args.restore_after = 20.0, 6.0
 
     return nslab.run_main(lambda: soak_run(args, argv), args.keep_tmp)
 
