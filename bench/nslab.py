@@ -540,9 +540,11 @@ def podlb_config(spec: dict) -> str:
     return run([str(lab_bin()), "config", "-"], input_text=json.dumps(spec)).stdout
 
 
-def start_nginx_backend(role: str, host: str, body: str = "ok") -> subprocess.Popen:
-    """nginx (NGINX_BACKEND_CONF, port 80 on every address) in namespace `role`; waits until
-    `host`:80 accepts from the client namespace."""
+def start_nginx_backend(role: str, host: str, body: str = "ok", label: str = ""
+                        ) -> subprocess.Popen:
+    """nginx (NGINX_BACKEND_CONF, port 80 on every address) answering `body` in namespace
+    `role`, logging to `<label>nginx-<role>.log`; waits until `host`:80 accepts from the client
+    namespace."""
     assert RES.tmpdir is not None
     d = RES.tmpdir
     (d / f"{role}-tmp").mkdir(exist_ok=True)
@@ -551,8 +553,9 @@ def start_nginx_backend(role: str, host: str, body: str = "ok") -> subprocess.Po
                                               wconn=max(1024, min(16384, NOFILE - 100))))
     elog = str(d / f"{role}.error.log")
     run(nsx(role, "nginx", "-t", "-q", "-p", str(d), "-e", elog, "-c", str(conf)))
-    p = start_proc(f"nginx-{role}", nsx(role, "nginx", "-p", str(d), "-e", elog, "-c", str(conf)))
-    wait_tcp("client", host, 80, p, f"nginx-{role}")
+    name = f"{label}nginx-{role}"
+    p = start_proc(name, nsx(role, "nginx", "-p", str(d), "-e", elog, "-c", str(conf)))
+    wait_tcp("client", host, 80, p, name)
     return p
 
 

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import nslab
-from nslab import RES, BenchError, http_get, log, log_tail, nsx, run, start_proc, wait_tcp
+from nslab import RES, BenchError, http_get, log, log_tail, nsx, run, start_proc
 
 SUBNET = nslab.SUBNET
 HOSTS = {
@@ -57,18 +57,8 @@ def set_port_up(role: str, up: bool) -> None:
 
 
 def start_backend(b: str, label: str = "") -> subprocess.Popen:
-    assert RES.tmpdir is not None
-    d = RES.tmpdir
-    (d / f"{b}-tmp").mkdir(exist_ok=True)
-    conf = d / f"{b}-nginx.conf"
-    conf.write_text(nslab.NGINX_BACKEND_CONF.format(
-        d=d, name=b, nofile=nslab.NOFILE, body=b,
-        wconn=max(1024, min(16384, nslab.NOFILE - 100))))
-    name = f"{label}nginx-{b}"
-    p = start_proc(name, nsx(b, "nginx", "-p", str(d), "-e", str(d / f"{b}.error.log"),
-                             "-c", str(conf)))
-    wait_tcp("client", HOSTS[b], 80, p, name)
-    return p
+    """nginx in backend `b`, answering its own name."""
+    return nslab.start_nginx_backend(b, HOSTS[b], body=b, label=label)
 
 
 def podlb_config(role: str, advert_ms: int, unicast: bool, preempt_delay_ms: int = 0) -> str:
