@@ -27,8 +27,8 @@ config on lb1 + SIGHUP), admin_hammer (64 threads GETting /metrics and
 
 Run as root after `cargo build --release` and `sudo ./netns-tests/deps.sh --bench`:
     sudo python3 bench/faults.py            # writes docs/reliability-faults.json
-Everything it creates (namespaces plbf-<pid>-*, processes, a temp dir) is removed on exit, on
-error and on Ctrl-C.
+Everything it creates (the labs of `podlb-lab up`, namespaces plb-<pid>-<n>-*, processes, a temp
+dir) is removed on exit, on error and on Ctrl-C; the namespaces even if the script is killed.
 """
 
 from __future__ import annotations
@@ -49,7 +49,6 @@ import vrrplab as lab  # noqa: E402
 from nslab import (RES, BenchError, log, nsx, parse_wrk, run,  # noqa: E402
                    start_proc)
 
-nslab.set_prefix("plbf")
 
 SCENARIOS = ["baseline", "link_cut", "master_kill", "master_return", "backend_kill",
              "backend_blackhole", "reload_bad", "admin_hammer"]
@@ -306,7 +305,11 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--out", default="docs/reliability-faults.json",
                     help="raw results (relative to the repository root)")
     ap.add_argument("--keep-tmp", action="store_true", help="keep configs and logs")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: --before 2 --after 5 (every scenario, about 2 min)")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.before, args.after = 2.0, 5.0
     names = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     bad = [n for n in names if n not in SCENARIOS]
     if bad:
@@ -327,7 +330,8 @@ def run_all(names: list[str], args: argparse.Namespace, argv: list[str]) -> int:
         raise BenchError(f"missing {missing}: sudo ./netns-tests/deps.sh --bench")
     nslab.raise_nofile()
     signal.alarm(int(len(names) * (args.before + args.after + 90) + 60))
-    RES.tmpdir = Path(tempfile.mkdtemp(prefix=nslab.PREFIX))
+    nslab.lab_bin()
+    RES.tmpdir = Path(tempfile.mkdtemp(prefix=nslab.TMP_PREFIX))
     info = nslab.run_info(binary, ["bench/faults.py", *argv])
     info.update({
         "vrrp": f"VRID {lab.VRID}, adverts {args.advert_ms} ms, "

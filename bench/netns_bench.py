@@ -16,9 +16,10 @@ alternate within a round (order rotated every round); medians over rounds and
 ratios (to iptables and to direct) are printed and written as markdown.
 
 Python 3 standard library only; run as root.  See bench/README.md.
-Everything it creates (namespaces named plbb-<pid>-*, processes, a temp dir)
-is removed on exit, on error, on Ctrl-C / SIGTERM / SIGHUP and on the global
-time limit.
+The namespaces are the Rust lab's (`podlb-lab up`, via bench/nslab.py), named
+plb-<pid>-<n>-*. Everything it creates (namespaces, processes, a temp dir) is
+removed on exit, on error, on Ctrl-C / SIGTERM / SIGHUP and on the global time
+limit; the namespaces even if the script is killed.
 """
 
 from __future__ import annotations
@@ -41,13 +42,11 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import nslab  # noqa: E402  (bench/ is on sys.path when this file runs)
 from nslab import (  # noqa: E402
-    SUBNET, REPO_ROOT, RES, BenchError, log, list_netns, run, ns_name, nsx, sysctl,
+    SUBNET, REPO_ROOT, RES, BenchError, log, run, nsx, sysctl,
     start_proc, stop_named, log_tail, wait_tcp, http_get, http_ok,
     parse_duration_ms, parse_count, parse_wrk, raise_nofile, resolve_bin, parse_loadgen,
     loadgen, LOADGEN_HELP,
 )
-
-PREFIX = nslab.PREFIX
 
 HOSTS = {
     "client": f"{SUBNET}.10",
@@ -92,15 +91,18 @@ def parse_iperf(text: str) -> dict:
 
 
 def build_topology() -> None:
-    nslab.build_bridge_topology(HOSTS)
-    # the lb holds one /32 VIP per kernel/proxy case so it answers ARP for them
-    for addr in (VIP_IPTABLES, VIP_HAPROXY, VIP_NGINX, SRC_HAPROXY, SRC_NGINX):
-        run(["ip", "-n", ns_name("lb"), "addr", "add", f"{addr}/32", "dev", "eth0"])
-    sysctl("lb", "net.ipv4.ip_forward", "0")
-    # when forwarding (iptables case) the lb sends packets back out of the interface they
-    # came in on; no ICMP redirects to the client for that
-    sysctl("lb", "net.ipv4.conf.all.send_redirects", "0")
-    sysctl("lb", "net.ipv4.conf.eth0.send_redirects", "0")
+    nslab.build_bridge_topology(
+        HOSTS,
+        # the lb holds one /32 VIP per kernel/proxy case so it answers ARP for them
+        extra_addrs={"lb": [f"{a}/32" for a in (VIP_IPTABLES, VIP_HAPROXY, VIP_NGINX,
+                                                 SRC_HAPROXY, SRC_NGINX)]},
+        sysctls={"lb": {
+            "net.ipv4.ip_forward": "0",
+            # when forwarding (iptables case) the lb sends packets back out of the interface
+            # they came in on; no ICMP redirects to the client for that
+            "net.ipv4.conf.all.send_redirects": "0",
+            "net.ipv4.conf.eth0.send_redirects": "0",
+        }})
 
 
 def start_backends() -> None:
@@ -388,39 +390,25 @@ class Podlb(Case):
         self.broken: str | None = None
 
     def config(self) -> str:
-        attach = "" if self.io == "tap" else 'interface = "eth0"\n'
-        # In DSR the backends hold the VIP on lo, so a full-NAT flow whose source is the
-        # VIP could not be answered; the iperf service follows the variant's mode.
-        iperf_mode = self.mode
-        backends = ", ".join(f'"{HOSTS[b]}:{HTTP_PORT}"' for b in BACKENDS)
-        text = (
-            f"{attach}workers = {self.workers}\n"
-            f'admin = "{ADMIN}"\n'
-        )
-        if self.io == "tap":
-            text += '\n[tap]\nbridge = "br0"\n'
+        attach = ({"tap": {"bridge": "br0", "name": "podlb0"}} if self.io == "tap"
+                  else {"af_packet": {"interface": "eth0"}})
         io_keys = []
         if self.io == "xdp":
             io_keys.append('backend = "af_xdp"')
         if self.rx_ring:
             io_keys.append(f'rx_ring = "{self.rx_ring}"')
-        if io_keys:
-            text += "\n[io]\n" + "\n".join(io_keys) + "\n"
-        text += (
-            "\n[[service]]\n"
-            'name = "web"\n'
-            f'vip = "{self.vip}"\n'
-            f"port = {HTTP_PORT}\n"
-            f'mode = "{self.mode}"\n'
-            f"backends = [{backends}]\n"
-            "\n[[service]]\n"
-            'name = "iperf"\n'
-            f'vip = "{self.vip}"\n'
-            f"port = {IPERF_PORT}\n"
-            f'mode = "{iperf_mode}"\n'
-            f'backends = ["{HOSTS["b1"]}:{IPERF_PORT}"]\n'
-        )
-        return text
+        # In DSR the backends hold the VIP on lo, so a full-NAT flow whose source is the
+        # VIP could not be answered; the iperf service follows the variant's mode.
+        return nslab.podlb_config({
+            "attach": attach, "workers": self.workers, "admin": ADMIN,
+            "services": [
+                {"name": "web", "vip": self.vip, "port": HTTP_PORT, "mode": self.mode,
+                 "backends": [f"{HOSTS[b]}:{HTTP_PORT}" for b in BACKENDS]},
+                {"name": "iperf", "vip": self.vip, "port": IPERF_PORT, "mode": self.mode,
+                 "backends": [f"{HOSTS['b1']}:{IPERF_PORT}"]},
+            ],
+            "extra": "[io]\n" + "\n".join(io_keys) + "\n" if io_keys else "",
+        })
 
     def dsr_backends(self, on: bool) -> None:
         for b in BACKENDS:
@@ -1099,9 +1087,7 @@ def preflight(cases: list[Case], args: argparse.Namespace) -> None:
         raise BenchError(f"missing tools: {', '.join(missing)}")
     if "nginx" in names:
         nginx_stream_load_line()
-    stale = [n for n in list_netns() if n.startswith("plbb-")]
-    if stale:
-        log(f"note: namespaces from other runs exist (left alone): {stale}")
+    nslab.lab_bin()
 
 
 def main(argv: list[str]) -> int:
@@ -1130,13 +1116,13 @@ def bench(args: argparse.Namespace) -> int:
     limit = args.time_limit or (2 * estimate + 120)
     signal.alarm(limit)
     log(f"{len(active)} case(s) x {args.rounds} round(s), about {estimate // 60} min "
-        f"{estimate % 60} s; time limit {limit} s; namespaces {PREFIX}*")
+        f"{estimate % 60} s; time limit {limit} s")
 
     info = machine_info(args, resolve_bin(args.podlb_bin))
-    RES.tmpdir = Path(tempfile.mkdtemp(prefix=PREFIX))
+    RES.tmpdir = Path(tempfile.mkdtemp(prefix=nslab.TMP_PREFIX))
     build_topology()
     start_backends()
-    log("topology up; backends answer")
+    log(f"topology up (namespaces {RES.lab.id}-*); backends answer")
 
     results: dict[str, list[dict]] = {c.name: [] for c in active}
     for rnd in range(0 if args.only_latency else args.rounds):

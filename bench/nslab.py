@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
-"""Helpers shared by the netns benchmarks (bench/netns_bench.py, bench/faults.py, bench/soak.py).
+"""Helpers shared by the netns benchmarks (bench/netns_bench.py, faults.py, scale.py, soak.py).
 
-Process and namespace bookkeeping (everything a run creates is removed exactly once, also on
-error or Ctrl-C), running commands inside a namespace, wrk's output parser, and the nginx
-backend config.  Python 3 standard library only.
+The lab itself (namespaces, bridge, veths, addresses, sysctls) is the Rust lab of
+crates/lab, built and owned by a `podlb-lab up SPEC --json` process (class Lab): this module
+writes the spec, reads the lab's description (namespace, address, MAC and bridge port per
+role) and closes the process's standard input to remove the lab. podlb-lab also removes the lab
+when this script dies in any way (its stdin closes with it), so nothing is left behind even on
+SIGKILL. Namespaces are `plb-<podlb-lab pid>-<n>-<role>`, the prefix of every lab of the
+repository (netns tests, `podlb demo`); `podlb-lab sweep` removes those of dead runs.
 
-Namespaces are named PREFIX + role; PREFIX is "plbb-<pid>-" unless a script calls
-set_prefix() first.
+Here remain the measurement side: process bookkeeping (everything a run starts is stopped
+exactly once, also on error or Ctrl-C), running commands inside a namespace, wrk's and
+loadgen's output parsers, and the nginx backend config.  Python 3 standard library only.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import os
 import platform
 import re
 import resource
+import select
 import shutil
 import signal
 import subprocess
@@ -25,17 +31,12 @@ import sys
 import time
 from pathlib import Path
 
-PID = os.getpid()
-PREFIX = f"plbb-{PID}-"
+PREFIX = "plb-"  # of every lab namespace: plb-<podlb-lab pid>-<n>-<role>
+TMP_PREFIX = "plb-bench-"  # temp dirs (configs, logs) of the benches
 SUBNET = "198.18.0"  # 198.18.0.0/15 is the benchmarking range (RFC 2544); we use a /24 of it
 
-
-def set_prefix(tag: str) -> None:
-    """Namespaces of this run are named `<tag>-<pid>-<role>` (e.g. plbf-1234-client)."""
-    global PREFIX
-    PREFIX = f"{tag}-{PID}-"
-
 REPO_ROOT = Path(__file__).resolve().parent.parent
+LAB_BIN = "target/release/podlb-lab"  # $PODLB_LAB_BIN overrides; relative: see resolve_bin
 
 # Small programs run inside a namespace with `ip netns exec NS python3 -c ...`
 # (Python 3.11 has no os.setns, and this keeps the main process in its own netns).
@@ -72,11 +73,94 @@ def log(msg: str) -> None:
 # --------------------------------------------------------------------------------------
 
 
+class Lab:
+    """A lab built and owned by `podlb-lab up SPEC --json` (crates/lab/src/cli.rs).
+
+    `spec` is a lab spec (crates/lab/src/topo.rs LabSpec): {"hosts": [{"role", "addr",
+    "prefix_len", "extra_addrs", "sysctls"}], "sysctls"}. The description podlb-lab prints
+    (LabInfo) gives each role's namespace, address, MAC and bridge port. close() closes
+    podlb-lab's standard input: it then kills whatever still runs in the namespaces and deletes
+    them; it does the same if this process dies without calling close()."""
+
+    def __init__(self, spec: dict, binary: Path, logdir: Path, timeout: float = 120.0):
+        self.binary = binary
+        spec_path = logdir / "lab-spec.json"
+        spec_path.write_text(json.dumps(spec, indent=1))
+        self.log = logdir / "podlb-lab.log"
+        with open(self.log, "ab") as logf:
+            # its own session: Ctrl-C reaches this script, which then closes the lab in order
+            self.proc = subprocess.Popen([str(binary), "up", str(spec_path), "--json"],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=logf, start_new_session=True)
+        self.info: dict = {}
+        line = b""
+        deadline = time.monotonic() + timeout
+        assert self.proc.stdout is not None
+        while not line.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.proc.stdout], [], [], left)[0]:
+                self.close()
+                raise BenchError(f"podlb-lab up: no lab within {timeout:.0f}s: {self.log_tail()}")
+            chunk = os.read(self.proc.stdout.fileno(), 65536)
+            if not chunk:
+                self.close()
+                raise BenchError(f"podlb-lab up failed: {self.log_tail()}")
+            line += chunk
+        self.info = json.loads(line)
+        self.id: str = self.info["id"]
+        self.node: str = self.info["node"]
+        self.hosts: dict[str, dict] = self.info["hosts"]
+
+    def host(self, role: str) -> dict:
+        try:
+            return self.hosts[role]
+        except KeyError:
+            raise BenchError(f"no host {role!r} in lab {self.id}") from None
+
+    def ns(self, role: str) -> str:
+        """Namespace of `role` ("node": the bridge's)."""
+        return self.node if role == "node" else self.host(role)["ns"]
+
+    def port(self, role: str) -> str:
+        """`role`'s bridge port (its veth end in the node namespace)."""
+        return self.host(role)["port"]
+
+    def log_tail(self, lines: int = 10) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Removes the lab: end of podlb-lab's input; SIGTERM, SIGKILL and `podlb-lab down`
+        if it does not finish in time."""
+        p = self.proc
+        if p.stdin is not None and not p.stdin.closed:
+            try:
+                p.stdin.close()
+            except OSError:
+                pass
+        for sig, wait in ((None, timeout), (signal.SIGTERM, 30.0), (signal.SIGKILL, 5.0)):
+            if sig is not None and p.poll() is None:
+                log(f"lab {getattr(self, 'id', '?')}: podlb-lab still running; {sig.name}")
+                p.send_signal(sig)
+            try:
+                p.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        if p.stdout is not None:
+            p.stdout.close()
+        if getattr(self, "id", None) and any(n.startswith(self.id + "-") for n in list_netns()):
+            run([str(self.binary), "down", self.id], timeout=90, check=False)
+
+
 class Resources:
     """Everything this run created, removed by cleanup() exactly once."""
 
     def __init__(self) -> None:
-        self.namespaces: list[str] = []
+        self.lab: Lab | None = None
+        self.labs_seen: list[str] = []  # "<lab id>-" of every lab this run built
         self.procs: list[tuple[str, subprocess.Popen]] = []
         self.tmpdir: Path | None = None
         self.keep_tmp = False
@@ -111,8 +195,8 @@ class Resources:
             time.sleep(0.05)
 
     def reset(self) -> None:
-        """Stops the processes and removes the namespaces so far (the temp dir stays): a
-        fresh lab can be built with the same names."""
+        """Stops the processes and removes the lab (the temp dir stays): a fresh lab can be
+        built."""
         self._release()
 
     def cleanup(self) -> None:
@@ -132,9 +216,10 @@ class Resources:
                 log(f"kept logs and configs in {self.tmpdir}")
             else:
                 shutil.rmtree(self.tmpdir, ignore_errors=True)
-        leftovers = [n for n in list_netns() if n.startswith(PREFIX)]
-        if leftovers:
-            log(f"cleanup: WARNING namespaces left: {leftovers}")
+        if self.labs_seen:
+            leftovers = [n for n in list_netns() if n.startswith(tuple(self.labs_seen))]
+            if leftovers:
+                log(f"cleanup: WARNING namespaces left: {leftovers}")
 
     def _release(self) -> None:
         for _name, proc in reversed(self.procs):
@@ -143,28 +228,13 @@ class Resources:
             except Exception as e:  # keep going: namespaces must still go
                 log(f"cleanup: stopping pid {proc.pid}: {e}")
         self.procs.clear()
-        # processes still inside our namespaces were started by us (via ip netns exec)
-        for ns in reversed(self.namespaces):
+        # podlb-lab kills what still runs in the namespaces, then deletes them
+        if self.lab is not None:
+            lab, self.lab = self.lab, None
             try:
-                out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True,
-                                     text=True, timeout=10).stdout
-                for pid in out.split():
-                    try:
-                        os.kill(int(pid), signal.SIGKILL)
-                    except (ProcessLookupError, ValueError):
-                        pass
+                lab.close()
             except Exception as e:
-                log(f"cleanup: listing pids of {ns}: {e}")
-        time.sleep(0.1)
-        for ns in reversed(self.namespaces):
-            try:
-                r = subprocess.run(["ip", "netns", "del", ns], capture_output=True, text=True,
-                                   timeout=20)
-                if r.returncode != 0 and "No such file" not in r.stderr:
-                    log(f"cleanup: ip netns del {ns}: {r.stderr.strip()}")
-            except Exception as e:
-                log(f"cleanup: ip netns del {ns}: {e}")
-        self.namespaces.clear()
+                log(f"cleanup: removing lab {getattr(lab, 'id', '?')}: {e}")
 
 
 RES = Resources()
@@ -195,8 +265,15 @@ def run(cmd: list[str], timeout: float = 20, check: bool = True,
     return r
 
 
+def lab() -> Lab:
+    if RES.lab is None:
+        raise BenchError("no lab: build_bridge_topology() first")
+    return RES.lab
+
+
 def ns_name(role: str) -> str:
-    return PREFIX + role
+    """Namespace of `role` in the current lab ("node": the bridge's)."""
+    return lab().ns(role)
 
 
 def nsx(role: str, *cmd: str) -> list[str]:
@@ -422,35 +499,52 @@ def loadgen(role: str, binary: Path, target: str, rate: float, seconds: int,
         raise BenchError(f"loadgen (exit {r.returncode}): {e}: {(r.stderr or r.stdout)[-300:]}")
 
 
-def build_bridge_topology(hosts: dict[str, str], prefix_len: int = 24) -> None:
-    """A namespace `node` with bridge br0, and one namespace per host in `hosts` (role ->
-    address) whose eth0 is a veth on br0 with `address/prefix_len`. Tuned for many short
-    connections: wide port range, TIME_WAIT reuse, deep accept queues."""
-    node = ns_name("node")
-    for role in ["node", *hosts]:
-        run(["ip", "netns", "add", ns_name(role)])
-        RES.namespaces.append(ns_name(role))
-        run(["ip", "-n", ns_name(role), "link", "set", "lo", "up"])
-    run(["ip", "-n", node, "link", "add", "br0", "type", "bridge"])
-    run(["ip", "-n", node, "link", "set", "br0", "up"])
-    for role, addr in hosts.items():
-        ns = ns_name(role)
-        peer = f"v{role}"
-        run(["ip", "link", "add", "eth0", "netns", ns, "type", "veth",
-             "peer", "name", peer, "netns", node])
-        run(["ip", "-n", node, "link", "set", peer, "master", "br0"])
-        run(["ip", "-n", node, "link", "set", peer, "up"])
-        run(["ip", "-n", ns, "addr", "add", f"{addr}/{prefix_len}", "dev", "eth0"])
-        run(["ip", "-n", ns, "link", "set", "eth0", "up"])
-        sysctl(role, "net.ipv4.ip_local_port_range", "1024 65535")
-        sysctl(role, "net.ipv4.tcp_tw_reuse", "1")
-        sysctl(role, "net.core.somaxconn", "4096")
-        sysctl(role, "net.ipv4.tcp_max_syn_backlog", "4096")
+# Tuned for many short connections: wide port range, TIME_WAIT reuse, deep accept queues.
+HOST_SYSCTLS = {
+    "net.ipv4.ip_local_port_range": "1024 65535",
+    "net.ipv4.tcp_tw_reuse": "1",
+    "net.core.somaxconn": "4096",
+    "net.ipv4.tcp_max_syn_backlog": "4096",
+}
 
 
-def start_nginx_backend(role: str, host: str, body: str = "ok") -> subprocess.Popen:
-    """nginx (NGINX_BACKEND_CONF, port 80 on every address) in namespace `role`; waits until
-    `host`:80 accepts from the client namespace."""
+def lab_bin() -> Path:
+    b = resolve_bin(os.environ.get("PODLB_LAB_BIN", LAB_BIN))
+    if not b.is_file():
+        raise BenchError(f"{b} not found: cargo build --release (or set PODLB_LAB_BIN)")
+    return b
+
+
+def build_bridge_topology(hosts: dict[str, str], prefix_len: int = 24,
+                          extra_addrs: dict[str, list[str]] | None = None,
+                          sysctls: dict[str, dict[str, str]] | None = None) -> Lab:
+    """The lab (`podlb-lab up`): a namespace `node` with bridge br0, and one namespace per host
+    in `hosts` (role -> address) whose eth0 is a veth on br0 with `address/prefix_len`, plus
+    `extra_addrs` ("a.b.c.d/len") and `sysctls` per role; HOST_SYSCTLS on every host."""
+    assert RES.tmpdir is not None and RES.lab is None
+    extra_addrs, sysctls = extra_addrs or {}, sysctls or {}
+    spec = {"sysctls": HOST_SYSCTLS,
+            "hosts": [{"role": r, "addr": a, "prefix_len": prefix_len,
+                       "extra_addrs": extra_addrs.get(r, []), "sysctls": sysctls.get(r, {})}
+                      for r, a in hosts.items()]}
+    RES.lab = Lab(spec, lab_bin(), RES.tmpdir)
+    RES.labs_seen.append(RES.lab.id + "-")
+    return RES.lab
+
+
+def podlb_config(spec: dict) -> str:
+    """podlb's TOML config for a config spec (crates/lab/src/demo.rs ConfigSpec as JSON:
+    {"attach": {"af_packet": {"interface"}} | {"tap": {"bridge", "name"}}, "workers", "admin",
+    "services": [{"name", "vip", "port", "mode", "backends", "health_check"}], "vrrp", "extra"}),
+    rendered by `podlb-lab config`, which has podlb's parser check it."""
+    return run([str(lab_bin()), "config", "-"], input_text=json.dumps(spec)).stdout
+
+
+def start_nginx_backend(role: str, host: str, body: str = "ok", label: str = ""
+                        ) -> subprocess.Popen:
+    """nginx (NGINX_BACKEND_CONF, port 80 on every address) answering `body` in namespace
+    `role`, logging to `<label>nginx-<role>.log`; waits until `host`:80 accepts from the client
+    namespace."""
     assert RES.tmpdir is not None
     d = RES.tmpdir
     (d / f"{role}-tmp").mkdir(exist_ok=True)
@@ -459,8 +553,9 @@ def start_nginx_backend(role: str, host: str, body: str = "ok") -> subprocess.Po
                                               wconn=max(1024, min(16384, NOFILE - 100))))
     elog = str(d / f"{role}.error.log")
     run(nsx(role, "nginx", "-t", "-q", "-p", str(d), "-e", elog, "-c", str(conf)))
-    p = start_proc(f"nginx-{role}", nsx(role, "nginx", "-p", str(d), "-e", elog, "-c", str(conf)))
-    wait_tcp("client", host, 80, p, f"nginx-{role}")
+    name = f"{label}nginx-{role}"
+    p = start_proc(name, nsx(role, "nginx", "-p", str(d), "-e", elog, "-c", str(conf)))
+    wait_tcp("client", host, 80, p, name)
     return p
 
 

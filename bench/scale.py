@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Scale benchmark for podlb (issue 6 item 6): 100 services x 10 backends, 1M flows.
 
-Topology (all in 198.18.0.0/16, inside namespaces plbs-<pid>-*): a bridge namespace, a
+Topology (all in 198.18.0.0/16; the lab of `podlb-lab up`, namespaces plb-<pid>-<n>-*): a bridge namespace, a
 client (.0.10), the lb (.0.2, podlb on AF_PACKET eth0, full NAT, 1 worker) and four nginx
 backend hosts (.0.21-.0.24) that hold the 1,000 backend addresses 198.18.4.1-198.18.7.250
 as extra addresses (nginx listens on all of them). podlb serves 100 VIPs 198.18.1.1-100,
@@ -41,11 +41,10 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import nslab  # noqa: E402
 from nslab import (  # noqa: E402
-    REPO_ROOT, RES, BenchError, log, run, ns_name, nsx, start_proc,
+    REPO_ROOT, RES, BenchError, log, run, nsx, start_proc,
     log_tail, http_get, http_ok, raise_nofile, resolve_bin, LOADGEN_HELP,
 )
 
-nslab.set_prefix("plbs")
 HOSTS = {"client": "198.18.0.10", "lb": "198.18.0.2", "b1": "198.18.0.21",
          "b2": "198.18.0.22", "b3": "198.18.0.23", "b4": "198.18.0.24"}
 BHOSTS = ["b1", "b2", "b3", "b4"]
@@ -63,27 +62,23 @@ def backend(i: int) -> str:
 
 
 def setup() -> None:
-    nslab.build_bridge_topology(HOSTS, prefix_len=16)
-    assert RES.tmpdir is not None
-    for k, h in enumerate(BHOSTS):
-        batch = RES.tmpdir / f"{h}.addrs"
-        batch.write_text("".join(f"addr add {backend(i)}/16 dev eth0\n"
-                                 for i in range(SERVICES * PER) if i % len(BHOSTS) == k))
-        run(["ip", "-n", ns_name(h), "-batch", str(batch)])
+    nslab.build_bridge_topology(HOSTS, prefix_len=16, extra_addrs={
+        h: [f"{backend(i)}/16" for i in range(SERVICES * PER) if i % len(BHOSTS) == k]
+        for k, h in enumerate(BHOSTS)})
+    for h in BHOSTS:
         nslab.start_nginx_backend(h, HOSTS[h])
     http_ok("client", f"http://{backend(SERVICES * PER - 1)}/")
 
 
 def podlb_config() -> str:
-    t = (f'interface = "eth0"\nworkers = 1\nadmin = "{ADMIN}"\n\n'
-         f"[flows]\ncapacity = {CAPACITY}\n"
-         # the SYN-filled flows must outlive the fill and the measurements after it
-         "syn_timeout_s = 600\n")
-    for s in range(SERVICES):
-        bs = ", ".join(f'"{backend(s * PER + j)}:80"' for j in range(PER))
-        t += (f'\n[[service]]\nname = "svc{s}"\nvip = "{vip(s)}"\nport = 80\nmode = "nat"\n'
-              f"backends = [{bs}]\n")
-    return t
+    return nslab.podlb_config({
+        "attach": {"af_packet": {"interface": "eth0"}}, "workers": 1, "admin": ADMIN,
+        "services": [{"name": f"svc{s}", "vip": vip(s), "port": 80, "mode": "nat",
+                      "backends": [f"{backend(s * PER + j)}:80" for j in range(PER)]}
+                     for s in range(SERVICES)],
+        # the SYN-filled flows must outlive the fill and the measurements after it
+        "extra": f"[flows]\ncapacity = {CAPACITY}\nsyn_timeout_s = 600\n",
+    })
 
 
 def rss_kib(pid: int) -> int:
@@ -145,7 +140,11 @@ def main(argv: list[str]) -> int:
     p.add_argument("--out", default="docs/benchmarks-scale.json")
     p.add_argument("--time-limit", type=int, default=900)
     p.add_argument("--keep-tmp", action="store_true")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 1 round, 2 s per load, 30,000 SYNs instead of 1.3M")
     args = p.parse_args(argv)
+    if args.quick:
+        args.rounds, args.duration, args.flows = 1, 2, 30_000
     return nslab.run_main(lambda: measure(args), args.keep_tmp)
 
 
@@ -158,7 +157,8 @@ def measure(args: argparse.Namespace) -> int:
         if not b.is_file():
             raise BenchError(f"{b} not found: {hint}")
     signal.alarm(args.time_limit)
-    RES.tmpdir = Path(tempfile.mkdtemp(prefix=nslab.PREFIX))
+    nslab.lab_bin()
+    RES.tmpdir = Path(tempfile.mkdtemp(prefix=nslab.TMP_PREFIX))
     res: dict = {"date": datetime.datetime.now(datetime.timezone.utc)
                  .strftime("%Y-%m-%d %H:%M UTC"),
                  "load_start": os.getloadavg(), "command": " ".join(["bench/scale.py", *sys.argv[1:]]),

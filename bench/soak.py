@@ -26,8 +26,8 @@ be imported).
     sudo python3 bench/soak.py                 # one hour
     sudo python3 bench/soak.py --seconds 600   # ten minutes
 
-Everything it creates (namespaces plbs-<pid>-*, processes, a temp dir) is removed on exit, on
-error and on Ctrl-C.
+Everything it creates (the lab of `podlb-lab up`, namespaces plb-<pid>-<n>-*, processes, a temp
+dir) is removed on exit, on error and on Ctrl-C; the namespaces even if the script is killed.
 """
 
 from __future__ import annotations
@@ -46,7 +46,6 @@ import nslab  # noqa: E402
 import vrrplab as lab  # noqa: E402
 from nslab import RES, BenchError, log  # noqa: E402
 
-nslab.set_prefix("plbs")
 
 
 def schedule(args: argparse.Namespace) -> list[tuple[float, str, str]]:
@@ -275,7 +274,14 @@ def main(argv: list[str]) -> int:
                     help="summary + samples JSON (relative to the repository root); the chart "
                          "goes next to it as .png")
     ap.add_argument("--keep-tmp", action="store_true")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: 60 s, a sample every 5 s, churn every 12 s (4 s down), a "
+                         "failover every 20 s (restored after 6 s): both kinds once")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.seconds, args.sample_every = 60, 5.0
+        args.churn_every, args.churn_down = 12.0, 4.0
+        args.failover_every, args.restore_after = 20.0, 6.0
 
     return nslab.run_main(lambda: soak_run(args, argv), args.keep_tmp)
 
@@ -291,7 +297,8 @@ def soak_run(args: argparse.Namespace, argv: list[str]) -> int:
         raise BenchError(f"missing {missing}: sudo ./netns-tests/deps.sh --bench")
     nslab.raise_nofile()
     signal.alarm(int(args.seconds * 1.3 + 180))
-    RES.tmpdir = Path(tempfile.mkdtemp(prefix=nslab.PREFIX))
+    nslab.lab_bin()
+    RES.tmpdir = Path(tempfile.mkdtemp(prefix=nslab.TMP_PREFIX))
     info = nslab.run_info(binary, ["bench/soak.py", *argv])
     info["seconds"] = args.seconds
     soak = Soak(binary, args)
@@ -303,7 +310,7 @@ def soak_run(args: argparse.Namespace, argv: list[str]) -> int:
                      ka_every=0.05, reconnect=True, stream=stream)
     events = schedule(args)
     log(f"soak: {args.seconds} s, {len(events)} events, sample every {args.sample_every} s; "
-        f"namespaces {nslab.PREFIX}*")
+        f"namespaces {RES.lab.id}-*")
     t0 = time.monotonic()
     samples: list[dict] = []
     prev: dict = {}

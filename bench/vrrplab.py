@@ -1,8 +1,9 @@
 """The two-instance VRRP lab of netns-tests/failover.rs, for bench/faults.py and bench/soak.py.
 
-A bridge namespace (`node`, bridge br0) with a client (198.18.0.10), lb1 (198.18.0.2, VRRP
-priority 200), lb2 (198.18.0.3, priority 100) and three nginx backends b1..b3 (198.18.0.21-23),
-each on a veth whose bridge-side end is `v<role>` (cutting a link = setting that port down).
+Built by `podlb-lab up` (bench/nslab.py Lab): a bridge namespace (`node`, bridge br0) with a
+client (198.18.0.10), lb1 (198.18.0.2, VRRP priority 200), lb2 (198.18.0.3, priority 100) and
+three nginx backends b1..b3 (198.18.0.21-23), each on a veth whose bridge-side end is the role's
+`port` in the lab's description (cutting a link = setting that port down).
 VIP 198.18.0.100:80, VRID 51, full NAT, connection sync on (podlb's default sync_port), HTTP
 health checks on the backends. Each nginx answers its own name ("b1\\n"), so a connection can
 tell whether it stayed on its backend.
@@ -23,7 +24,7 @@ import time
 from pathlib import Path
 
 import nslab
-from nslab import RES, BenchError, http_get, log, log_tail, nsx, run, start_proc, sysctl, wait_tcp
+from nslab import RES, BenchError, http_get, log, log_tail, nsx, run, start_proc
 
 SUBNET = nslab.SUBNET
 HOSTS = {
@@ -44,58 +45,35 @@ HEALTH_CHECK = ('{ kind = "http", path = "/", interval_ms = 200, timeout_ms = 10
 
 
 def build() -> None:
-    """Namespaces, bridge and veths (the lab of src/control/demo.rs vrrp_lab_topology)."""
-    nslab.build_bridge_topology(HOSTS)
-    for lb in LBS:
-        sysctl(lb, "net.ipv4.ip_forward", "0")
+    """Namespaces, bridge and veths (`podlb-lab up`; the hosts of crates/lab demo.rs
+    vrrp_lab_topology, the backends named b1..b3)."""
+    nslab.build_bridge_topology(HOSTS, sysctls={lb: {"net.ipv4.ip_forward": "0"} for lb in LBS})
 
 
 def set_port_up(role: str, up: bool) -> None:
     """Cut (or restore) `role`'s link: its bridge port goes down (up)."""
-    run(["ip", "-n", nslab.ns_name("node"), "link", "set", f"v{role}", "up" if up else "down"])
+    lab = nslab.lab()
+    run(["ip", "-n", lab.node, "link", "set", lab.port(role), "up" if up else "down"])
 
 
 def start_backend(b: str, label: str = "") -> subprocess.Popen:
-    assert RES.tmpdir is not None
-    d = RES.tmpdir
-    (d / f"{b}-tmp").mkdir(exist_ok=True)
-    conf = d / f"{b}-nginx.conf"
-    conf.write_text(nslab.NGINX_BACKEND_CONF.format(
-        d=d, name=b, nofile=nslab.NOFILE, body=b,
-        wconn=max(1024, min(16384, nslab.NOFILE - 100))))
-    name = f"{label}nginx-{b}"
-    p = start_proc(name, nsx(b, "nginx", "-p", str(d), "-e", str(d / f"{b}.error.log"),
-                             "-c", str(conf)))
-    wait_tcp("client", HOSTS[b], 80, p, name)
-    return p
+    """nginx in backend `b`, answering its own name."""
+    return nslab.start_nginx_backend(b, HOSTS[b], body=b, label=label)
 
 
 def podlb_config(role: str, advert_ms: int, unicast: bool, preempt_delay_ms: int = 0) -> str:
-    backends = ", ".join(f'"{HOSTS[b]}:80"' for b in BACKENDS)
-    peers = ""
-    if unicast:
-        other = "lb2" if role == "lb1" else "lb1"
-        peers = f'"{HOSTS[other]}"'
-    return (
-        "# written by bench/vrrplab.py\n"
-        'interface = "eth0"\n'
-        "workers = 1\n"
-        f'admin = "{ADMIN}"\n'
-        "\n[[service]]\n"
-        'name = "web"\n'
-        f'vip = "{VIP}"\n'
-        "port = 80\n"
-        'mode = "nat"\n'
-        f"backends = [{backends}]\n"
-        f"health_check = {HEALTH_CHECK}\n"
-        "\n[vrrp]\n"
-        f"vrid = {VRID}\n"
-        f"priority = {LBS[role]}\n"
-        f"advert_interval_ms = {advert_ms}\n"
-        "preempt = true\n"
-        f"unicast_peers = [{peers}]\n"
-        + (f"preempt_delay_ms = {preempt_delay_ms}\n" if preempt_delay_ms else "")
-    )
+    other = "lb2" if role == "lb1" else "lb1"
+    vrrp = {"vrid": VRID, "priority": LBS[role], "advert_interval_ms": advert_ms,
+            "preempt": True, "unicast_peers": [HOSTS[other]] if unicast else []}
+    if preempt_delay_ms:
+        vrrp["preempt_delay_ms"] = preempt_delay_ms
+    return nslab.podlb_config({
+        "attach": {"af_packet": {"interface": "eth0"}}, "workers": 1, "admin": ADMIN,
+        "services": [{"name": "web", "vip": VIP, "port": 80, "mode": "nat",
+                      "backends": [f"{HOSTS[b]}:80" for b in BACKENDS],
+                      "health_check": HEALTH_CHECK}],
+        "vrrp": vrrp,
+    })
 
 
 def config_path(role: str) -> Path:

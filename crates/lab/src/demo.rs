@@ -21,6 +21,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
+
 use crate::netns::{self, HttpConn, HttpServer, NetnsError, Prober, Proc, Topology};
 
 /// The VIP used by the demo and the tests.
@@ -96,8 +98,10 @@ pub enum DemoError {
     },
 }
 
-/// How podlb attaches to the network.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How podlb attaches to the network. In JSON (`podlb-lab config`):
+/// `{"af_packet": {"interface": "eth0"}}` or `{"tap": {"bridge": "br0", "name": "podlb0"}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Attach {
     /// AF_PACKET on an existing interface (podlb runs in the "lb" namespace).
     AfPacket {
@@ -138,7 +142,8 @@ impl Attach {
 }
 
 /// One `[[service]]` of the config.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServiceSpec {
     /// Service name.
     pub name: String,
@@ -151,45 +156,78 @@ pub struct ServiceSpec {
     /// Backend addresses.
     pub backends: Vec<SocketAddr>,
     /// The `health_check` value as TOML, e.g. `{ kind = "tcp" }`; `None`: no key.
+    #[serde(default)]
     pub health_check: Option<String>,
 }
 
-/// A podlb config, rendered to TOML by [`ConfigSpec::to_toml`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A podlb config, rendered to TOML by [`ConfigSpec::to_toml`]. Also read as
+/// JSON by `podlb-lab config` (the benches' configs): `workers` defaults to
+/// 1, `admin` to [`ADMIN`], `vrrp` to none, `extra` to empty.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ConfigSpec {
     /// Attachment.
     pub attach: Attach,
     /// Data-plane workers.
+    #[serde(default = "one")]
     pub workers: usize,
     /// Admin endpoint.
+    #[serde(default = "admin")]
     pub admin: SocketAddr,
     /// Services.
     pub services: Vec<ServiceSpec>,
     /// The `[vrrp]` section; `None`: always serve.
+    #[serde(default)]
     pub vrrp: Option<VrrpSpec>,
     /// More TOML appended verbatim (e.g. a `[kubernetes]` table).
+    #[serde(default)]
     pub extra: String,
 }
 
-/// The `[vrrp]` section of a [`ConfigSpec`] (the keys the lab uses).
-#[derive(Debug, Clone, PartialEq, Eq)]
+fn one() -> usize {
+    1
+}
+fn admin() -> SocketAddr {
+    ADMIN
+}
+fn vrid() -> u8 {
+    VRID
+}
+fn yes() -> bool {
+    true
+}
+
+/// The `[vrrp]` section of a [`ConfigSpec`] (the keys the lab uses). In
+/// JSON, `priority` and `advert_interval_ms` are required; the rest default
+/// as in [`VrrpSpec::new`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct VrrpSpec {
     /// Virtual router id.
+    #[serde(default = "vrid")]
     pub vrid: u8,
     /// 1..=254 (255: address owner).
     pub priority: u8,
     /// Advert interval, a multiple of 10 ms.
     pub advert_interval_ms: u64,
     /// Preempt a lower-priority master.
+    #[serde(default = "yes")]
     pub preempt: bool,
     /// Empty: multicast to 224.0.0.18.
+    #[serde(default)]
     pub unicast_peers: Vec<Ipv4Addr>,
     /// UDP port of connection sync; `None`: podlb's default.
+    #[serde(default)]
     pub sync_port: Option<u16>,
     /// One script for on_master, on_backup and on_fault.
+    #[serde(default)]
     pub hook: Option<String>,
     /// Check TTL = 255 on adverts (off for peers behind a router).
+    #[serde(default = "yes")]
     pub check_ttl: bool,
+    /// `preempt_delay_ms`; `None`: podlb's default.
+    #[serde(default)]
+    pub preempt_delay_ms: Option<u64>,
 }
 
 impl VrrpSpec {
@@ -204,6 +242,7 @@ impl VrrpSpec {
             sync_port: None,
             hook: None,
             check_ttl: true,
+            preempt_delay_ms: None,
         }
     }
 }
@@ -301,6 +340,9 @@ impl ConfigSpec {
             );
             if let Some(p) = v.sync_port {
                 let _ = writeln!(s, "sync_port = {p}");
+            }
+            if let Some(d) = v.preempt_delay_ms {
+                let _ = writeln!(s, "preempt_delay_ms = {d}");
             }
             if !v.check_ttl {
                 let _ = writeln!(s, "check_ttl = false");
@@ -984,6 +1026,32 @@ mod tests {
         assert_eq!(
             cfg.services[0].health_check.as_ref().map(|h| h.rise),
             Some(3)
+        );
+    }
+
+    #[test]
+    fn reads_config_specs_from_json() {
+        let c: ConfigSpec = serde_json::from_str(
+            r#"{"attach": {"af_packet": {"interface": "eth0"}},
+                "services": [{"name": "web", "vip": "198.18.0.100", "port": 80, "mode": "nat",
+                              "backends": ["198.18.0.21:80"]}],
+                "vrrp": {"priority": 200, "advert_interval_ms": 100, "preempt_delay_ms": 500}}"#,
+        )
+        .unwrap();
+        assert_eq!((c.workers, c.admin), (1, ADMIN));
+        let mut want = VrrpSpec::new(200, 100);
+        want.preempt_delay_ms = Some(500);
+        assert_eq!(c.vrrp.as_ref(), Some(&want));
+        let cfg = podlb::config::Config::parse(&c.to_toml()).unwrap();
+        assert_eq!(cfg.services[0].backends.len(), 1);
+        // The lab's own specs survive the trip through JSON.
+        let lab = ConfigSpec::lab(Attach::from_name("tap").unwrap(), "dsr")
+            .with_vrrp(VrrpSpec::new(100, 1000));
+        let back: ConfigSpec = serde_json::from_str(&serde_json::to_string(&lab).unwrap()).unwrap();
+        assert_eq!(back, lab);
+        assert!(
+            serde_json::from_str::<ConfigSpec>(r#"{"attach": {"xdp": {}}, "services": []}"#)
+                .is_err()
         );
     }
 

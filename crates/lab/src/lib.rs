@@ -9,6 +9,7 @@
 pub mod demo;
 pub mod fakeapi;
 pub mod netns;
+pub mod topo;
 
 use std::path::PathBuf;
 

@@ -260,7 +260,8 @@ pub fn send_signal(pid: u32, sig: &str) -> Result<()> {
     check(what, run_with_timeout(c, EXEC_TIMEOUT)?).map(drop)
 }
 
-fn pid_alive(pid: u32) -> bool {
+/// Whether process `pid` exists and is not a zombie.
+pub fn pid_alive(pid: u32) -> bool {
     // A zombie still has /proc/<pid>; treat "Z" state as dead.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(s) => !s
@@ -325,12 +326,17 @@ pub fn sweep_stale() -> Vec<String> {
         if pid == me || pid_alive(pid) {
             continue;
         }
-        kill_all_in(&name, Duration::from_secs(2));
-        if ip(&["netns", "del", &name]).is_ok() {
+        if delete_netns(&name).is_ok() {
             removed.push(name);
         }
     }
     removed
+}
+
+/// Kills every process in namespace `ns` (waiting up to 2 s), then deletes it.
+pub fn delete_netns(ns: &str) -> Result<()> {
+    kill_all_in(ns, Duration::from_secs(2));
+    ip(&["netns", "del", ns]).map(drop)
 }
 
 // ---------------------------------------------------------------------------
@@ -617,7 +623,7 @@ pub struct Host {
     pub role: String,
     /// Namespace name.
     pub ns: String,
-    /// Address of its `eth0` (in a /24).
+    /// Address of its `eth0` (a /24 unless added by [`Topology::add_host_prefix`]).
     pub addr: Ipv4Addr,
     /// Name of the bridge port (veth peer) in the node namespace.
     pub port: String,
@@ -685,6 +691,16 @@ impl Topology {
     /// Adds host namespace `role` joined to `br0`, with `addr/24` on its
     /// `eth0`. Returns the namespace name.
     pub fn add_host(&mut self, role: &str, addr: Ipv4Addr) -> Result<String> {
+        self.add_host_prefix(role, addr, 24)
+    }
+
+    /// [`Topology::add_host`] with `addr/prefix_len` on `eth0`.
+    pub fn add_host_prefix(
+        &mut self,
+        role: &str,
+        addr: Ipv4Addr,
+        prefix_len: u8,
+    ) -> Result<String> {
         let ns = format!("{}{}", self.prefix, role);
         self.add_netns(&ns)?;
         let port = format!("v{}", self.hosts.len());
@@ -698,7 +714,7 @@ impl Topology {
             &ns,
             "addr",
             "add",
-            &format!("{addr}/24"),
+            &format!("{addr}/{prefix_len}"),
             "dev",
             "eth0",
         ])?;
