@@ -128,7 +128,8 @@ pub(crate) const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> [u8;
     ]
 }
 
-// Opcodes used (BPF_CLASS | BPF_SIZE/OP | BPF_MODE/SRC).
+// Opcodes used (BPF_CLASS | BPF_SIZE/OP | BPF_MODE/SRC); eBPF's, which
+// libc does not have (it has the classic-BPF subset only).
 const MOV64_X: u8 = 0xbf;
 const MOV64_K: u8 = 0xb7;
 const ADD64_K: u8 = 0x07;
@@ -141,8 +142,9 @@ const JNE_K: u8 = 0x55;
 const JEQ_K: u8 = 0x15;
 const CALL: u8 = 0x85;
 const EXIT: u8 = 0x95;
-/// 0x0800 as a 16-bit load from the frame reads it (network byte order).
-const ETH_P_IP_LOADED: i32 = u16::from_ne_bytes([0x08, 0x00]) as i32;
+/// `ETH_P_IP` (0x0800) as a 16-bit load from the frame reads it (network
+/// byte order).
+const ETH_P_IP_LOADED: i32 = (libc::ETH_P_IP as u16).to_be() as i32;
 /// `src_reg` of `LD_DW` meaning "imm is a map file descriptor".
 const PSEUDO_MAP_FD: u8 = 1;
 
