@@ -22,7 +22,10 @@ pub const DEFAULT_PATH: &str = "/";
 
 /// Checks an HTTP check path: it goes into the request line verbatim, so it
 /// must start with '/' and hold no whitespace or control characters (a CR or
-/// LF would let the config inject headers).
+/// LF would let the config inject headers). It is a request target in
+/// origin form (RFC 9112 §3.2.1), so no fragment (`#`), and none of `"`,
+/// `<`, `>` and `` ` ``, which RFC 3986 §2 leaves out of URIs (the HTTP
+/// client refuses to send them unencoded).
 pub fn check_path(path: &str) -> Result<(), String> {
     if !path.starts_with('/') {
         return Err(format!("{path:?} must start with '/'"));
@@ -33,6 +36,11 @@ pub fn check_path(path: &str) -> Result<(), String> {
     if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(format!(
             "{path:?} must not contain whitespace, CR, LF or control characters"
+        ));
+    }
+    if path.contains(['#', '"', '<', '>', '`']) {
+        return Err(format!(
+            "{path:?} must not contain '#', '\"', '<', '>' or '`' (percent-encode them)"
         ));
     }
     Ok(())
@@ -212,6 +220,25 @@ mod tests {
     use super::*;
     use std::net::Ipv4Addr;
     use std::time::Duration;
+
+    #[test]
+    fn check_paths() {
+        for ok in ["/", "/healthz?x=1&y=%3C2%3E", "/a%23b", "/{}|^\\", "/é"] {
+            assert_eq!(check_path(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "healthz",
+            "/a b",
+            "/a\r\nX: y",
+            "/a#b",
+            "/a<b",
+            "/a?b>",
+            "/a`b",
+            "/?q=\"x\"",
+        ] {
+            assert!(check_path(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn rise_and_fall() {

@@ -756,6 +756,26 @@ mod tests {
         assert_eq!(req, want);
     }
 
+    /// Every path the config accepts is one the client sends.
+    #[test]
+    fn accepted_paths_make_requests() {
+        for p in [
+            "/",
+            "/healthz?x=1&y=%3C2%3E",
+            "/{}|^\\",
+            "/é",
+            "/a?b{`}",
+            "/a?b#",
+            "/a\"b",
+        ] {
+            let accepted = check_path(p).is_ok();
+            let sent = client::request(Method::GET, p, "h")
+                .body(client::empty())
+                .is_ok_and(|r| r.uri() == p);
+            assert!(!accepted || sent, "{p}: accepted but not sent as is");
+        }
+    }
+
     #[test]
     fn http_500_goes_down() {
         let srv = server(Some(b"HTTP/1.1 500 Internal Server Error\r\n\r\n"));

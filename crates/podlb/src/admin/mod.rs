@@ -26,7 +26,7 @@ use crate::status::{FlowsReport, StatusReport};
 /// What one admin client can hold.
 pub const LIMITS: Limits = Limits {
     max_connections: 128,
-    header_timeout: Duration::from_secs(2),
+    header_timeout: Some(Duration::from_secs(2)),
     connection_timeout: Some(Duration::from_secs(5)),
     max_head: 8192,
     keep_alive: false,
@@ -270,7 +270,7 @@ mod tests {
     fn slow_clients_do_not_delay_others() {
         let limits = Limits {
             max_connections: 6,
-            header_timeout: Duration::from_millis(1500),
+            header_timeout: Some(Duration::from_millis(1500)),
             ..LIMITS
         };
         let srv = start(limits);

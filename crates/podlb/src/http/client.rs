@@ -98,6 +98,11 @@ pub fn empty() -> ReqBody {
     Full::new(Bytes::new())
 }
 
+/// A request body of `data`.
+pub fn body(data: impl Into<Bytes>) -> ReqBody {
+    Full::new(data.into())
+}
+
 /// Connects a TCP stream within `timeout`.
 pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, Error> {
     let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
@@ -177,6 +182,9 @@ impl Conn {
 pub struct BlockingConn {
     rt: tokio::runtime::Runtime,
     conn: Conn,
+    /// The body of the response [`BlockingConn::open`] returned, while it
+    /// streams.
+    body: Option<Incoming>,
     addr: SocketAddr,
     local: SocketAddr,
     timeout: Duration,
@@ -196,6 +204,7 @@ impl BlockingConn {
         Ok(BlockingConn {
             rt,
             conn,
+            body: None,
             addr,
             local,
             timeout,
@@ -215,6 +224,7 @@ impl BlockingConn {
     /// Sends `req` and reads the response (body at most [`MAX_BODY`]),
     /// within the connection's timeout.
     pub fn fetch(&mut self, req: Request<ReqBody>) -> Result<Response, Error> {
+        self.body = None;
         let t = self.timeout;
         let conn = &mut self.conn;
         self.rt
@@ -234,6 +244,51 @@ impl BlockingConn {
         }
         let req = b.body(empty())?;
         self.fetch(req)
+    }
+
+    /// Sends `req` and returns the response head (within the timeout);
+    /// its body is then read piece by piece with [`BlockingConn::chunk`].
+    pub fn open(&mut self, req: Request<ReqBody>) -> Result<(StatusCode, HeaderMap), Error> {
+        self.body = None;
+        let t = self.timeout;
+        let conn = &mut self.conn;
+        let resp = self
+            .rt
+            .block_on(async { tokio::time::timeout(t, conn.send(req)).await })
+            .map_err(|_| Error::Timeout(t))??;
+        let (parts, body) = resp.into_parts();
+        self.body = Some(body);
+        Ok((parts.status, parts.headers))
+    }
+
+    /// The next piece of the body [`BlockingConn::open`] streams, within
+    /// the timeout; `None` once it has ended cleanly.
+    pub fn chunk(&mut self) -> Result<Option<Bytes>, Error> {
+        let t = self.timeout;
+        let Some(body) = self.body.as_mut() else {
+            return Ok(None);
+        };
+        loop {
+            let frame = self
+                .rt
+                .block_on(async { tokio::time::timeout(t, body.frame()).await })
+                .map_err(|_| Error::Timeout(t))?;
+            match frame {
+                None => {
+                    self.body = None;
+                    return Ok(None);
+                }
+                Some(Err(e)) => {
+                    self.body = None;
+                    return Err(Error::Http(e));
+                }
+                Some(Ok(f)) => {
+                    if let Ok(data) = f.into_data() {
+                        return Ok(Some(data));
+                    }
+                }
+            }
+        }
     }
 
     /// The server closed the connection.

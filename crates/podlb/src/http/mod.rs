@@ -9,7 +9,7 @@ pub mod server;
 
 pub use bytes::Bytes;
 pub use hyper::body::Incoming;
-pub use hyper::{header, Method, Request, StatusCode, Version};
+pub use hyper::{header, Method, Request, Response, StatusCode, Version};
 
 /// The error of a streaming body.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

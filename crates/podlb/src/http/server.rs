@@ -30,8 +30,9 @@ pub struct Limits {
     /// Connections served at once; one more is closed when accepted.
     pub max_connections: usize,
     /// The request head must have arrived this long after the connection
-    /// opened (or after the previous response, with keep-alive).
-    pub header_timeout: Duration,
+    /// opened (or after the previous response, with keep-alive); `None`:
+    /// no bound.
+    pub header_timeout: Option<Duration>,
     /// A connection is closed this long after it opened, answered or not
     /// (`None`: no bound, for long-lived streams).
     pub connection_timeout: Option<Duration>,
