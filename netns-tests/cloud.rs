@@ -182,9 +182,9 @@ fn cloud_aws_address_follows_the_vrrp_master() {
     // The master claims: the EIP and the VIP go to its ENI.
     let st = wait_owner(&lab.topo, &url, &ids, &eni1, Duration::from_secs(15));
     eprintln!("after start: {st}");
-    let status = lb1.status().unwrap();
-    assert_eq!(status["cloud"]["provider"], "aws");
-    assert_eq!(status["cloud"]["state"], "claimed", "{}", status["cloud"]);
+    let cloud = lb1.status().unwrap().cloud.expect("a cloud section");
+    assert_eq!(cloud.provider, "aws");
+    assert_eq!(cloud.state, "claimed", "{cloud:?}");
     assert_eq!(claims(&lb2), 0.0, "the backup called a claim action");
     let client = lab.topo.ns("client").to_string();
     wait_http(&client, Duration::from_secs(5));
@@ -215,7 +215,7 @@ fn cloud_aws_address_follows_the_vrrp_master() {
         lb1_claims,
         "the ex-master claimed after losing mastership"
     );
-    assert_eq!(lb1.status().unwrap()["cloud"]["state"], "released");
+    assert_eq!(lb1.status().unwrap().cloud.unwrap().state, "released");
     let m = lb2.metrics().unwrap();
     assert_eq!(metric_value(&m, "podlb_cloud_owned", &[]), Some(1.0));
 
@@ -253,11 +253,10 @@ fn cloud_aws_bad_credentials_keep_forwarding() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let status = lb1.status().unwrap();
-    let cloud = &status["cloud"];
-    assert!(cloud["errors"].as_u64().unwrap() >= 2, "{cloud}");
-    assert_eq!(cloud["state"], "claiming", "{cloud}");
-    let last = cloud["last_error"].as_str().unwrap_or_default();
+    let cloud = lb1.status().unwrap().cloud.expect("a cloud section");
+    assert!(cloud.errors >= 2, "{cloud:?}");
+    assert_eq!(cloud.state, "claiming", "{cloud:?}");
+    let last = cloud.last_error.unwrap_or_default();
     assert!(
         last.contains("AuthFailure") && last.contains("not able to validate"),
         "last_error without the API's code and message: {last:?}"

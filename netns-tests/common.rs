@@ -5,6 +5,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use podlb::status::BackendState;
 use podlb_lab::demo::{self, Attach, ConfigSpec, Podlb, ServiceSpec, BACKENDS, VIP};
 use podlb_lab::netns::{self, Proc, Topology};
 
@@ -282,14 +283,19 @@ pub fn wait_removed(podlb: &Podlb, addr: &str, budget: &Budget) {
     let deadline = Instant::now() + budget.left(Duration::from_secs(10));
     loop {
         let st = podlb.status().unwrap();
-        let gone = st["services"][0]["backends"]
-            .as_array()
-            .and_then(|bs| bs.iter().find(|b| b["addr"] == addr))
-            .is_none_or(|b| b["state"] == "draining");
+        let gone = st.services[0]
+            .backends
+            .iter()
+            .find(|b| b.addr.to_string() == addr)
+            .is_none_or(|b| b.state == BackendState::Draining);
         if gone {
             return;
         }
-        assert!(Instant::now() < deadline, "reload not applied: {st}");
+        assert!(
+            Instant::now() < deadline,
+            "reload not applied: {:?}",
+            st.services
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

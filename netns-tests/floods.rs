@@ -177,8 +177,7 @@ fn syn_flood_keeps_memory_table_and_established_connections() {
     let rx = metric(&podlb, "podlb_rx_packets_total", &[]) - rx_before;
     let rss_after = rss_kib(pid);
     let status = podlb.status().unwrap();
-    let active = status["flows"]["active"].as_u64().unwrap();
-    let capacity = status["flows"]["capacity"].as_u64().unwrap();
+    let (active, capacity) = (status.flows.active as u64, status.flows.capacity as u64);
     let evictions = metric(&podlb, "podlb_flow_evictions_total", &[]) - evictions_before;
     let full = drops(&podlb, "flow_table_full");
     // Read by the worker every 100 ms; the wait above took longer.
@@ -198,7 +197,11 @@ fn syn_flood_keeps_memory_table_and_established_connections() {
     );
     assert!(sent >= 100_000, "the sender managed too little: {report}");
     assert!(podlb.proc().is_running(), "podlb died in the flood");
-    assert!(capacity <= CAPACITY && active <= capacity, "{status}");
+    assert!(
+        capacity <= CAPACITY && active <= capacity,
+        "{:?}",
+        status.flows
+    );
     assert!(
         rss_after.saturating_sub(rss_before) < 64 * 1024,
         "VmRSS grew from {rss_before} KiB to {rss_after} KiB"
@@ -392,17 +395,12 @@ fn arp_storm_vrrp_strangers_odd_frames_and_vip_conflict_are_counted() {
         metric(&podlb, "podlb_vip_conflicts_total", &[("vip", &vip_s)]) >= 1.0
             && metric(&podlb, "podlb_vip_defences_total", &[]) > defences0
     });
-    let status = podlb.status().unwrap();
+    let conflicts = podlb.status().unwrap().conflicts;
+    assert!(seen, "no conflict seen or defended: {conflicts:?}");
     assert!(
-        seen,
-        "no conflict seen or defended: {}",
-        status["conflicts"]
-    );
-    let conflicts = status["conflicts"].as_array().unwrap();
-    assert!(
-        conflicts.iter().any(|c| c["vip"] == vip_s.as_str()
-            && c["mac"] == be1_mac.as_str()
-            && c["count"].as_u64() >= Some(1)),
+        conflicts
+            .iter()
+            .any(|c| c.vip.to_string() == vip_s && c.mac == be1_mac && c.count >= 1),
         "{conflicts:?}"
     );
     assert!(drops(&podlb, "vip_conflict") >= 1.0);

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
+use podlb::status::BackendState;
 use podlb_lab::demo::{lab_topology, metric_value, Attach, Podlb, BACKENDS};
 use podlb_lab::netns::{self, Proc, Topology};
 
@@ -48,20 +49,21 @@ fn wait_backend(podlb: &Podlb, addr: &str, up: bool, budget: &Budget) {
     let deadline = Instant::now() + budget.left(Duration::from_secs(10));
     loop {
         let st = podlb.status().expect("/status");
-        let health = st["health"]
-            .as_array()
-            .and_then(|h| h.iter().find(|e| e["addr"] == addr))
-            .map(|e| e["up"] == true);
-        let active = st["services"][0]["backends"].as_array().is_some_and(|bs| {
-            bs.iter()
-                .any(|b| b["addr"] == addr && b["state"] == "active")
-        });
+        let health = st
+            .health
+            .iter()
+            .find(|e| e.addr.to_string() == addr)
+            .map(|e| e.up);
+        let active = st.services[0]
+            .backends
+            .iter()
+            .any(|b| b.addr.to_string() == addr && b.state == BackendState::Active);
         if health == Some(up) && active == up {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "{addr} not {} within 10 s: {st}",
+            "{addr} not {} within 10 s: {st:?}",
             if up { "up" } else { "down" }
         );
         std::thread::sleep(Duration::from_millis(50));
@@ -99,17 +101,12 @@ fn health(check: &str, nginx: bool) {
     let counts = get(50);
     assert_eq!(counts, HashMap::from([("be2".to_string(), 50)]));
     let st = podlb.status().unwrap();
-    let e = st["health"]
-        .as_array()
-        .unwrap()
+    let e = st
+        .health
         .iter()
-        .find(|e| e["addr"] == be1_addr.as_str())
-        .unwrap()
-        .clone();
-    assert!(
-        e["failures"].as_u64().unwrap() >= 2 && e["last_error"].is_string(),
-        "{e}"
-    );
+        .find(|e| e.addr.to_string() == be1_addr)
+        .unwrap();
+    assert!(e.failures >= 2 && e.last_error.is_some(), "{e:?}");
 
     // It comes back: used again.
     be1 = Some(Server::start(&topo, 1, nginx));
@@ -206,13 +203,18 @@ fn refused_connections_go_to_another_backend() {
     let deadline = Instant::now() + budget.left(Duration::from_secs(10));
     loop {
         let st = podlb.status().unwrap();
-        let held = st["refused_held"]
-            .as_array()
-            .is_some_and(|h| h.iter().any(|e| e["backend"] == be1_addr.as_str()));
+        let held = st
+            .refused_held
+            .iter()
+            .any(|e| e.backend.to_string() == be1_addr);
         if !held {
             break;
         }
-        assert!(Instant::now() < deadline, "be1 still held: {st}");
+        assert!(
+            Instant::now() < deadline,
+            "be1 still held: {:?}",
+            st.refused_held
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let counts = get(90);

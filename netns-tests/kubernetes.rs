@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use podlb::status::{BackendState, KubeStatus};
 use podlb_lab::demo::{lab_topology, Attach, ConfigSpec, Podlb, BACKENDS, CLIENT, VIP};
 use podlb_lab::netns::{self, HttpConn, Topology};
 
@@ -198,6 +199,12 @@ fn lab(extra: &str) -> Lab {
     }
 }
 
+/// The `kubernetes` section of `p`'s /status.
+fn kube_status(p: &Podlb) -> KubeStatus {
+    let st = p.status().unwrap();
+    st.kubernetes.expect("a kubernetes section")
+}
+
 fn metric(p: &Podlb, name: &str) -> f64 {
     metric_sum(&p.metrics().unwrap(), name)
 }
@@ -284,18 +291,14 @@ fn k8s_service_and_endpoints_drive_the_data_plane() {
     assert_conns_alive(&mut conns, |be| be == "be3", "after be2 was removed");
 
     // The API event → first packet figure, for docs/benchmarks.md.
-    let st = l.podlb.status().unwrap();
-    let k = &st["kubernetes"];
+    let k = kube_status(&l.podlb);
     eprintln!(
         "watch event → first packet: {} updates, mean {:?} ms (publish mean {:?} ms)",
-        k["updates"], k["update_mean_ms"], k["publish_mean_ms"]
+        k.updates, k.update_mean_ms, k.publish_mean_ms
     );
-    assert!(
-        k["updates"].as_u64().unwrap_or(0) >= 1,
-        "no update was timed: {k}"
-    );
-    assert!(k["status_writes"].as_u64().unwrap() >= 1);
-    assert_eq!(k["allocations"][0]["vip"], VIP.to_string());
+    assert!(k.updates >= 1, "no update was timed: {k:?}");
+    assert!(k.status_writes >= 1);
+    assert_eq!(k.allocations[0].vip, VIP);
     assert!(metric(&l.podlb, "podlb_k8s_update_seconds_count") >= 1.0);
     stop_podlb(&l.podlb);
 }
@@ -358,9 +361,9 @@ fn k8s_foreign_class_ignored_and_bad_vip_refused() {
     assert_eq!(ingress_ip(api, "team-a", "wants"), None);
     let c = spread(client, 20, &budget);
     assert_eq!(c.get("be1"), Some(&20), "{c:?}");
-    let st = l.podlb.status().unwrap();
-    assert_eq!(st["kubernetes"]["ignored"], 1, "{}", st["kubernetes"]);
-    assert_eq!(st["kubernetes"]["problems"][0]["reason"], "VIPOutsidePool");
+    let k = kube_status(&l.podlb);
+    assert_eq!(k.ignored, 1, "{k:?}");
+    assert_eq!(k.problems[0].reason, "VIPOutsidePool");
     // One Event per problem, not one per reconcile.
     std::thread::sleep(Duration::from_millis(500));
     let n = api
@@ -488,16 +491,6 @@ fn kube_config(kubeconfig: &std::path::Path, vrrp: Option<VrrpSpec>, extra: &str
     c
 }
 
-fn str_list(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Serves through the VIP (bounded retries while a takeover settles).
 fn wait_served(client: &str, budget: &Budget, what: &str) {
     wait_for(budget, Duration::from_secs(15), what, || {
@@ -533,9 +526,9 @@ fn k8s_peer_discovery_feeds_unicast_vrrp() {
     wait_state(&lb1, "master", Duration::from_secs(10));
     let lb2 = start_lb(&lab.topo, "lb2", &cfg(100));
     wait_state(&lb2, "backup", Duration::from_secs(10));
-    let peers_of = |p: &Podlb| str_list(&p.status().unwrap()["vrrp"]["unicast_peers"]);
+    let peers_of = |p: &Podlb| p.status().unwrap().vrrp.unwrap().unicast_peers;
     wait_for(&budget, Duration::from_secs(5), "discovered peers", || {
-        (peers_of(&lb1) == [LB2.to_string()] && peers_of(&lb2) == [LB.to_string()]).then_some(())
+        (peers_of(&lb1) == [LB2] && peers_of(&lb2) == [LB]).then_some(())
     });
     wait_for(&budget, Duration::from_secs(15), "web's status", || {
         ingress_ip(&api, "default", "web")
@@ -566,7 +559,7 @@ fn k8s_peer_discovery_feeds_unicast_vrrp() {
         &budget,
         Duration::from_secs(10),
         "lb1's peers to follow",
-        || (peers_of(&lb1) == [lb2_new.to_string()]).then_some(()),
+        || (peers_of(&lb1) == [lb2_new]).then_some(()),
     );
     let lb2 = start_lb(&lab.topo, "lb2", &cfg(100));
     wait_state(&lb2, "backup", Duration::from_secs(10));
@@ -580,7 +573,7 @@ fn k8s_peer_discovery_feeds_unicast_vrrp() {
         lb2.log_tail(3000)
     );
     assert_eq!(lb1.vrrp_state().unwrap().as_deref(), Some("master"));
-    assert_eq!(peers_of(&lb2), [LB.to_string()]);
+    assert_eq!(peers_of(&lb2), [LB]);
 
     // And the failover works over the discovered peers.
     stop_podlb(&lb1);
@@ -592,11 +585,8 @@ fn k8s_peer_discovery_feeds_unicast_vrrp() {
 }
 
 fn lease_state(p: &Podlb) -> Option<String> {
-    p.status()
-        .ok()?
-        .pointer("/kubernetes/lease/state")?
-        .as_str()
-        .map(str::to_string)
+    let lease = p.status().ok()?.kubernetes?.lease?;
+    Some(lease.state.as_str().to_string())
 }
 
 fn wait_lease(p: &Podlb, want: &str, budget: &Budget) {
@@ -666,17 +656,10 @@ fn k8s_lease_election_moves_the_vip() {
 /// published snapshot agrees (the backend is, or is no longer, "active").
 fn health_up(p: &Podlb, addr: &str) -> Option<bool> {
     let st = p.status().ok()?;
-    let up = st["health"]
-        .as_array()?
-        .iter()
-        .find(|e| e["addr"] == addr)
-        .map(|e| e["up"] == true)?;
-    let active = st["services"].as_array()?.iter().any(|s| {
-        s["backends"].as_array().is_some_and(|bs| {
-            bs.iter()
-                .any(|b| b["addr"] == addr && b["state"] == "active")
-        })
-    });
+    let up = st.health.iter().find(|e| e.addr.to_string() == addr)?.up;
+    let active = st
+        .backends()
+        .any(|b| b.addr.to_string() == addr && b.state == BackendState::Active);
     (active == up).then_some(up)
 }
 
@@ -833,18 +816,11 @@ fn k8s_vxlan_backends_from_flannel_node_annotations() {
     );
     eprintln!("vxlan backends from Node annotations: {counts:?}");
     let st = podlb.status().unwrap();
-    let web = &st["services"][0];
-    assert_eq!(web["mode"], "vxlan", "{st}");
-    let mut vteps: Vec<String> = str_list(
-        &web["backends"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|b| b["vtep"].clone())
-            .collect::<Value>(),
-    );
+    let web = &st.services[0];
+    assert_eq!(web.mode, "vxlan", "{st:?}");
+    let mut vteps: Vec<Ipv4Addr> = web.backends.iter().filter_map(|b| b.vtep).collect();
     vteps.sort();
-    assert_eq!(vteps, [NODES[0].to_string(), NODES[1].to_string()]);
+    assert_eq!(vteps, [NODES[0], NODES[1]]);
     assert!(metric(&podlb, "podlb_vxlan_encapsulated_total") >= 60.0);
 
     // A node losing its annotations: its endpoint leaves with a reason.

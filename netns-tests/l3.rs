@@ -209,11 +209,7 @@ fn vrrp_unicast_across_l3_fails_over() {
         "{}",
         lb2.log_tail(3000)
     );
-    let rx = |p: &Podlb| {
-        p.status().unwrap()["vrrp"]["adverts_received"]
-            .as_u64()
-            .unwrap_or(0)
-    };
+    let rx = |p: &Podlb| p.status().unwrap().vrrp.map_or(0, |v| v.adverts_received);
     assert!(rx(&lb2) >= 5, "lb2 received {} adverts", rx(&lb2));
 
     let client = lab.b.ns("client").to_string();

@@ -196,19 +196,15 @@ fn vxlan_to_pods_on_other_nodes() {
 
     // /status: mode and VTEPs, next hop = the router.
     let st = podlb.status().unwrap();
-    let web = &st["services"][0];
-    assert_eq!(web["mode"], "vxlan", "{st}");
-    let vteps: Vec<&str> = web["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["vtep"].as_str().unwrap_or(""))
-        .collect();
+    let web = &st.services[0];
+    assert_eq!(web.mode, "vxlan", "{st:?}");
+    let vteps: Vec<Ipv4Addr> = web.backends.iter().filter_map(|b| b.vtep).collect();
     assert!(
-        vteps.contains(&"198.19.0.11") && vteps.contains(&"198.19.0.12"),
-        "{st}"
+        vteps.contains(&Ipv4Addr::new(198, 19, 0, 11))
+            && vteps.contains(&Ipv4Addr::new(198, 19, 0, 12)),
+        "{st:?}"
     );
-    assert_eq!(web["backends"][0]["next_hop"], ROUTER_A.to_string(), "{st}");
+    assert_eq!(web.backends[0].next_hop, Some(ROUTER_A), "{st:?}");
 
     // (a) HTTP through the VIP reaches the pods on both nodes.
     let t = Instant::now();

@@ -1,8 +1,8 @@
 //! Backend health checks, the sans-IO half: what to probe ([`HealthCheck`],
 //! in [`crate::model`]), the rise/fall state machine of one target
-//! ([`TargetState`], HAProxy's `rise`/`fall`), the status-line parser, and
-//! which backends a snapshot keeps ([`filter_services`]). The probing itself
-//! (a tokio task per target) is `podlb::health`.
+//! ([`TargetState`], HAProxy's `rise`/`fall`), and which backends a
+//! snapshot keeps ([`filter_services`]). The probing itself (a tokio task
+//! per target, HTTP on hyper) is `podlb::health`.
 //!
 //! New targets start *up* (docs/decisions.md, "Health checks: new targets
 //! start up; all down fails open").
@@ -19,12 +19,13 @@ pub use crate::model::{
 pub const DEFAULT_EXPECT_STATUS: u16 = 200;
 /// HTTP path probed.
 pub const DEFAULT_PATH: &str = "/";
-/// Most bytes of an HTTP response read to find the status line.
-pub const MAX_RESPONSE_READ: usize = 1024;
 
 /// Checks an HTTP check path: it goes into the request line verbatim, so it
 /// must start with '/' and hold no whitespace or control characters (a CR or
-/// LF would let the config inject headers).
+/// LF would let the config inject headers). It is a request target in
+/// origin form (RFC 9112 §3.2.1), so no fragment (`#`), and none of `"`,
+/// `<`, `>` and `` ` ``, which RFC 3986 §2 leaves out of URIs (the HTTP
+/// client refuses to send them unencoded).
 pub fn check_path(path: &str) -> Result<(), String> {
     if !path.starts_with('/') {
         return Err(format!("{path:?} must start with '/'"));
@@ -35,6 +36,11 @@ pub fn check_path(path: &str) -> Result<(), String> {
     if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(format!(
             "{path:?} must not contain whitespace, CR, LF or control characters"
+        ));
+    }
+    if path.contains(['#', '"', '<', '>', '`']) {
+        return Err(format!(
+            "{path:?} must not contain '#', '\"', '<', '>' or '`' (percent-encode them)"
         ));
     }
     Ok(())
@@ -155,32 +161,6 @@ impl TargetState {
     }
 }
 
-/// Parses the status code out of an HTTP/1.x status line (RFC 9112 §4:
-/// `HTTP-version SP status-code SP [reason-phrase]`). `head` is the start of
-/// the response; only its first line is looked at.
-pub fn parse_status_line(head: &[u8]) -> Result<u16, String> {
-    let line = head.split(|&b| b == b'\n').next().unwrap_or(&[]);
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let malformed = || {
-        let shown: String = String::from_utf8_lossy(&line[..line.len().min(40)]).into_owned();
-        format!("malformed response: {shown:?}")
-    };
-    if line.is_empty() {
-        return Err("malformed response: empty".into());
-    }
-    let rest = line.strip_prefix(b"HTTP/1.").ok_or_else(malformed)?;
-    match rest {
-        [minor, b' ', a, b, c, tail @ ..]
-            if minor.is_ascii_digit()
-                && [a, b, c].iter().all(|d| d.is_ascii_digit())
-                && (tail.is_empty() || tail[0] == b' ') =>
-        {
-            Ok(u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0'))
-        }
-        _ => Err(malformed()),
-    }
-}
-
 /// Every (check, probed address) the services ask for.
 pub fn health_targets(services: &[ServiceConfig]) -> Vec<(HealthCheck, SocketAddrV4)> {
     services
@@ -242,6 +222,25 @@ mod tests {
     use std::time::Duration;
 
     #[test]
+    fn check_paths() {
+        for ok in ["/", "/healthz?x=1&y=%3C2%3E", "/a%23b", "/{}|^\\", "/é"] {
+            assert_eq!(check_path(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "healthz",
+            "/a b",
+            "/a\r\nX: y",
+            "/a#b",
+            "/a<b",
+            "/a?b>",
+            "/a`b",
+            "/?q=\"x\"",
+        ] {
+            assert!(check_path(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn rise_and_fall() {
         let mut s = TargetState::new(2, 3);
         assert!(s.is_up(), "new targets start up");
@@ -282,29 +281,6 @@ mod tests {
         assert_eq!(s.observe(false), None);
         assert_eq!(s.observe(false), Some(false));
         assert_eq!(s.observe(true), Some(true), "rise 1");
-    }
-
-    #[test]
-    fn status_lines() {
-        assert_eq!(parse_status_line(b"HTTP/1.1 200 OK\r\n"), Ok(200));
-        assert_eq!(
-            parse_status_line(b"HTTP/1.0 503 Service Unavailable\r\nX: y"),
-            Ok(503)
-        );
-        assert_eq!(parse_status_line(b"HTTP/1.1 204\r\n"), Ok(204));
-        assert_eq!(parse_status_line(b"HTTP/1.1 200"), Ok(200));
-        for bad in [
-            &b""[..],
-            b"SSH-2.0-OpenSSH_9.6\r\n",
-            b"HTTP/1.1 20 OK\r\n",
-            b"HTTP/1.1 2000 OK\r\n",
-            b"HTTP/2 200\r\n",
-            b"HTTP/1.1  200 OK\r\n",
-            b"\xff\xfe\r\n",
-        ] {
-            let e = parse_status_line(bad).unwrap_err();
-            assert!(e.contains("malformed"), "{bad:?}: {e}");
-        }
     }
 
     #[test]

@@ -11,209 +11,150 @@ use crossbeam_utils::CachePadded;
 
 use crate::bits::Low;
 
-/// Why a frame was dropped. Every drop has one, and a counter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum DropReason {
-    /// Shorter than an Ethernet header.
-    EthTruncated,
-    /// Carries an 802.1Q/802.1ad tag: podlb serves untagged segments (attach
-    /// to the VLAN sub-interface instead).
-    VlanTagged,
-    /// ARP that is truncated or not Ethernet/IPv4.
-    ArpMalformed,
-    /// IPv4 header truncated or its lengths inconsistent.
-    Ipv4Malformed,
-    /// IPv4 header checksum wrong.
-    Ipv4BadChecksum,
-    /// A fragment addressed to a VIP (podlb does not reassemble).
-    Ipv4Fragment,
-    /// TCP header truncated or data offset invalid.
-    TcpMalformed,
-    /// UDP header truncated or length field invalid.
-    UdpMalformed,
-    /// ICMP message truncated or with a bad checksum.
-    IcmpMalformed,
-    /// ICMP other than echo to a VIP.
-    IcmpUnhandled,
-    /// Addressed to a VIP but to no configured port/protocol.
-    NoService,
-    /// The service has no backend.
-    NoBackend,
-    /// The backend's MAC is not resolved yet (ARP asked).
-    NeighborUnresolved,
-    /// A non-SYN segment of an unknown flow, with pickup off, or a RST.
-    NoFlow,
-    /// The connection table had no room (after eviction).
-    FlowTableFull,
-    /// No free NAT source port towards that backend.
-    NatPortsExhausted,
-    /// A frame larger than the device accepts, or a GSO frame podlb cannot pass on.
-    Oversize,
-    /// The transmit queue refused the frame.
-    TxError,
-    /// Traffic for a VIP reached this instance while it is a VRRP backup.
-    NotMaster,
-    /// A control frame (VRRP advert) found the control queue full.
-    PuntQueueFull,
-    /// VXLAN to podlb's VXLAN port that is short, lacks the I flag (RFC 7348
-    /// §5), or carries an inner frame that is not a well-formed IPv4 packet.
-    VxlanMalformed,
-    /// VXLAN with a VNI no vxlan service uses.
-    VxlanUnknownVni,
-    /// A flow of a vxlan service whose backend has no VTEP in the current
-    /// snapshot (not a backend, nor a removed one whose flows still drain),
-    /// or no local address to send from.
-    VxlanNoVtep,
-    /// ARP whose sender address is a VIP this instance serves but whose
-    /// sender MAC is not the serving MAC: another host claims the VIP
-    /// (RFC 5227 §2.4 ongoing address conflict detection). The control
-    /// thread logs it, shows it in /status and defends the VIP.
-    VipConflict,
-    /// The kernel dropped a frame before podlb saw it for want of ring room:
-    /// an AF_PACKET receive ring full (`PACKET_STATISTICS`), or an AF_XDP RX
-    /// ring full / no free UMEM chunk on the FILL ring (`XDP_STATISTICS`).
-    /// Read by each worker every 100 ms.
-    RxRingFull,
-    /// A backend answered a client's SYN with a RST (nothing listening, or
-    /// the backend going down): the RST is withheld and the flow forgotten,
-    /// so the client's SYN retransmission is steered afresh while the
-    /// control plane holds that backend out (`flows.refused_hold_s`). Only
-    /// when the service has another backend; `nat` and `vxlan` modes, where
-    /// replies pass podlb.
-    BackendRefused,
+/// Declares a counter enum from one table: each variant with its doc, its
+/// label value (`as_str`, as it appears in `/metrics` and `/status`) and its
+/// help text. `ALL` lists every variant in declaration order and `COUNT` is
+/// its length, so arrays of counters are sized by the table itself: a
+/// variant cannot exist without its name, nor be missed by `ALL`.
+macro_rules! counter_enum {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $Enum:ident {
+            $( $(#[$vmeta:meta])* $Variant:ident => $label:literal, $help:literal; )*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        $vis enum $Enum {
+            $( $(#[$vmeta])* $Variant, )*
+        }
+
+        impl $Enum {
+            /// Every variant, in declaration order (`ALL[v as usize] == v`).
+            pub const ALL: [$Enum; [$($label),*].len()] = [$($Enum::$Variant),*];
+            /// Number of variants: the length of a counter array.
+            pub const COUNT: usize = Self::ALL.len();
+
+            /// The label value.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $( $Enum::$Variant => $label, )*
+                }
+            }
+
+            /// One line saying what is counted.
+            pub const fn help(self) -> &'static str {
+                match self {
+                    $( $Enum::$Variant => $help, )*
+                }
+            }
+        }
+    };
 }
 
-impl DropReason {
-    pub const ALL: [DropReason; 26] = [
-        DropReason::EthTruncated,
-        DropReason::VlanTagged,
-        DropReason::ArpMalformed,
-        DropReason::Ipv4Malformed,
-        DropReason::Ipv4BadChecksum,
-        DropReason::Ipv4Fragment,
-        DropReason::TcpMalformed,
-        DropReason::UdpMalformed,
-        DropReason::IcmpMalformed,
-        DropReason::IcmpUnhandled,
-        DropReason::NoService,
-        DropReason::NoBackend,
-        DropReason::NeighborUnresolved,
-        DropReason::NoFlow,
-        DropReason::FlowTableFull,
-        DropReason::NatPortsExhausted,
-        DropReason::Oversize,
-        DropReason::TxError,
-        DropReason::NotMaster,
-        DropReason::PuntQueueFull,
-        DropReason::VxlanMalformed,
-        DropReason::VxlanUnknownVni,
-        DropReason::VxlanNoVtep,
-        DropReason::VipConflict,
-        DropReason::RxRingFull,
-        DropReason::BackendRefused,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DropReason::EthTruncated => "eth_truncated",
-            DropReason::VlanTagged => "vlan_tagged",
-            DropReason::ArpMalformed => "arp_malformed",
-            DropReason::Ipv4Malformed => "ipv4_malformed",
-            DropReason::Ipv4BadChecksum => "ipv4_bad_checksum",
-            DropReason::Ipv4Fragment => "ipv4_fragment",
-            DropReason::TcpMalformed => "tcp_malformed",
-            DropReason::UdpMalformed => "udp_malformed",
-            DropReason::IcmpMalformed => "icmp_malformed",
-            DropReason::IcmpUnhandled => "icmp_unhandled",
-            DropReason::NoService => "no_service",
-            DropReason::NoBackend => "no_backend",
-            DropReason::NeighborUnresolved => "neighbor_unresolved",
-            DropReason::NoFlow => "no_flow",
-            DropReason::FlowTableFull => "flow_table_full",
-            DropReason::NatPortsExhausted => "nat_ports_exhausted",
-            DropReason::Oversize => "oversize",
-            DropReason::TxError => "tx_error",
-            DropReason::NotMaster => "not_master",
-            DropReason::PuntQueueFull => "punt_queue_full",
-            DropReason::VxlanMalformed => "vxlan_malformed",
-            DropReason::VxlanUnknownVni => "vxlan_unknown_vni",
-            DropReason::VxlanNoVtep => "vxlan_no_vtep",
-            DropReason::VipConflict => "vip_conflict",
-            DropReason::RxRingFull => "rx_ring_full",
-            DropReason::BackendRefused => "backend_refused",
-        }
+counter_enum! {
+    /// Why a frame was dropped. Every drop has one, and a counter.
+    pub enum DropReason {
+        /// Shorter than an Ethernet header.
+        EthTruncated => "eth_truncated", "Shorter than an Ethernet header.";
+        /// Carries an 802.1Q/802.1ad tag: podlb serves untagged segments (attach
+        /// to the VLAN sub-interface instead).
+        VlanTagged => "vlan_tagged", "VLAN-tagged frames (attach to the VLAN sub-interface).";
+        /// ARP that is truncated or not Ethernet/IPv4.
+        ArpMalformed => "arp_malformed", "ARP that is truncated or not Ethernet/IPv4.";
+        /// IPv4 header truncated or its lengths inconsistent.
+        Ipv4Malformed => "ipv4_malformed", "IPv4 header truncated or its lengths inconsistent.";
+        /// IPv4 header checksum wrong.
+        Ipv4BadChecksum => "ipv4_bad_checksum", "IPv4 header checksum wrong.";
+        /// A fragment addressed to a VIP (podlb does not reassemble).
+        Ipv4Fragment => "ipv4_fragment", "Fragments addressed to a VIP (not reassembled).";
+        /// TCP header truncated or data offset invalid.
+        TcpMalformed => "tcp_malformed", "TCP header truncated or data offset invalid.";
+        /// UDP header truncated or length field invalid.
+        UdpMalformed => "udp_malformed", "UDP header truncated or length field invalid.";
+        /// ICMP message truncated or with a bad checksum.
+        IcmpMalformed => "icmp_malformed", "ICMP message truncated or with a bad checksum.";
+        /// ICMP other than echo to a VIP.
+        IcmpUnhandled => "icmp_unhandled", "ICMP other than echo to a VIP.";
+        /// Addressed to a VIP but to no configured port/protocol.
+        NoService => "no_service", "Addressed to a VIP but to no configured port/protocol.";
+        /// The service has no backend.
+        NoBackend => "no_backend", "The service has no backend.";
+        /// The backend's MAC is not resolved yet (ARP asked).
+        NeighborUnresolved => "neighbor_unresolved", "The backend's MAC is not resolved yet.";
+        /// A non-SYN segment of an unknown flow, with pickup off, or a RST.
+        NoFlow => "no_flow", "Non-SYN segments of unknown flows (pickup off), or RSTs.";
+        /// The connection table had no room (after eviction).
+        FlowTableFull => "flow_table_full", "The connection table had no room (after eviction).";
+        /// No free NAT source port towards that backend.
+        NatPortsExhausted => "nat_ports_exhausted", "No free NAT source port towards the backend.";
+        /// A frame larger than the device accepts, or a GSO frame podlb cannot pass on.
+        Oversize => "oversize", "Frames larger than the device accepts, or GSO frames podlb cannot pass on.";
+        /// The transmit queue refused the frame.
+        TxError => "tx_error", "The transmit queue refused the frame.";
+        /// Traffic for a VIP reached this instance while it is a VRRP backup.
+        NotMaster => "not_master", "Traffic for a VIP while this instance is a backup.";
+        /// A control frame (VRRP advert) found the control queue full.
+        PuntQueueFull => "punt_queue_full", "Control frames (VRRP adverts) that found the control queue full.";
+        /// VXLAN to podlb's VXLAN port that is short, lacks the I flag (RFC 7348
+        /// §5), or carries an inner frame that is not a well-formed IPv4 packet.
+        VxlanMalformed => "vxlan_malformed", "VXLAN that is short, lacks the I flag, or carries no well-formed IPv4 packet.";
+        /// VXLAN with a VNI no vxlan service uses.
+        VxlanUnknownVni => "vxlan_unknown_vni", "VXLAN with a VNI no vxlan service uses.";
+        /// A flow of a vxlan service whose backend has no VTEP in the current
+        /// snapshot (not a backend, nor a removed one whose flows still drain),
+        /// or no local address to send from.
+        VxlanNoVtep => "vxlan_no_vtep", "Flows of a vxlan service whose backend has no VTEP (or no local address).";
+        /// ARP whose sender address is a VIP this instance serves but whose
+        /// sender MAC is not the serving MAC: another host claims the VIP
+        /// (RFC 5227 §2.4 ongoing address conflict detection). The control
+        /// thread logs it, shows it in /status and defends the VIP.
+        VipConflict => "vip_conflict", "ARP from another MAC claiming a VIP (RFC 5227 section 2.4).";
+        /// The kernel dropped a frame before podlb saw it for want of ring room:
+        /// an AF_PACKET receive ring full (`PACKET_STATISTICS`), or an AF_XDP RX
+        /// ring full / no free UMEM chunk on the FILL ring (`XDP_STATISTICS`).
+        /// Read by each worker every 100 ms.
+        RxRingFull => "rx_ring_full", "Frames the kernel dropped for want of receive ring room.";
+        /// A backend answered a client's SYN with a RST (nothing listening, or
+        /// the backend going down): the RST is withheld and the flow forgotten,
+        /// so the client's SYN retransmission is steered afresh while the
+        /// control plane holds that backend out (`flows.refused_hold_s`). Only
+        /// when the service has another backend; `nat` and `vxlan` modes, where
+        /// replies pass podlb.
+        BackendRefused => "backend_refused", "RSTs a backend answered a SYN with, withheld so the client's retry goes elsewhere.";
     }
 }
 
-/// Engine-wide events other than drops.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Event {
-    RxPackets,
-    RxBytes,
-    TxPackets,
-    /// Frames that are not podlb's business (left to the kernel).
-    Ignored,
-    ArpRepliesSent,
-    ArpLearned,
-    IcmpEchoReplies,
-    /// Mid-stream flows adopted (pickup).
-    FlowPickups,
-    /// SYNs that replaced a closing flow with the same 4-tuple.
-    FlowsRecycled,
-    /// Frames sent VXLAN-encapsulated to a backend's VTEP.
-    VxlanEncapsulated,
-    /// VXLAN-encapsulated replies podlb unwrapped.
-    VxlanDecapsulated,
-    /// GSO frames of vxlan services cut into segments in software ...
-    GsoSegmented,
-    /// ... and the segments that made.
-    GsoSegments,
-    /// SYN or SYN-ACK MSS options lowered to the service's `mss_clamp`.
-    MssClamped,
-    /// ARP requests for addresses podlb does not answer (not a VIP, or a
-    /// VIP while backup): left to the kernel, counted apart from the other
-    /// ignored frames so an ARP storm shows up by name.
-    ArpOtherTarget,
-}
-
-impl Event {
-    pub const ALL: [Event; 15] = [
-        Event::RxPackets,
-        Event::RxBytes,
-        Event::TxPackets,
-        Event::Ignored,
-        Event::ArpRepliesSent,
-        Event::ArpLearned,
-        Event::IcmpEchoReplies,
-        Event::FlowPickups,
-        Event::FlowsRecycled,
-        Event::VxlanEncapsulated,
-        Event::VxlanDecapsulated,
-        Event::GsoSegmented,
-        Event::GsoSegments,
-        Event::MssClamped,
-        Event::ArpOtherTarget,
-    ];
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Event::RxPackets => "rx_packets",
-            Event::RxBytes => "rx_bytes",
-            Event::TxPackets => "tx_packets",
-            Event::Ignored => "ignored",
-            Event::ArpRepliesSent => "arp_replies",
-            Event::ArpLearned => "arp_learned",
-            Event::IcmpEchoReplies => "icmp_echo_replies",
-            Event::FlowPickups => "flow_pickups",
-            Event::FlowsRecycled => "flows_recycled",
-            Event::VxlanEncapsulated => "vxlan_encapsulated",
-            Event::VxlanDecapsulated => "vxlan_decapsulated",
-            Event::GsoSegmented => "gso_segmented",
-            Event::GsoSegments => "gso_segments",
-            Event::MssClamped => "mss_clamped",
-            Event::ArpOtherTarget => "arp_other_target",
-        }
+counter_enum! {
+    /// Engine-wide events other than drops.
+    pub enum Event {
+        RxPackets => "rx_packets", "Frames received.";
+        RxBytes => "rx_bytes", "Bytes received.";
+        TxPackets => "tx_packets", "Frames transmitted.";
+        /// Frames that are not podlb's business (left to the kernel).
+        Ignored => "ignored", "Frames not addressed to podlb, left to the kernel.";
+        ArpRepliesSent => "arp_replies", "ARP replies sent for VIPs.";
+        ArpLearned => "arp_learned", "ARP packets a tracked neighbor's MAC was learned from.";
+        IcmpEchoReplies => "icmp_echo_replies", "ICMP echo replies sent for VIPs.";
+        /// Mid-stream flows adopted (pickup).
+        FlowPickups => "flow_pickups", "Mid-stream flows adopted.";
+        /// SYNs that replaced a closing flow with the same 4-tuple.
+        FlowsRecycled => "flows_recycled", "Closing flows replaced by a new SYN on the same 4-tuple.";
+        /// Frames sent VXLAN-encapsulated to a backend's VTEP.
+        VxlanEncapsulated => "vxlan_encapsulated", "Frames sent VXLAN-encapsulated to a backend's VTEP (RFC 7348).";
+        /// VXLAN-encapsulated replies podlb unwrapped.
+        VxlanDecapsulated => "vxlan_decapsulated", "VXLAN-encapsulated backend replies unwrapped.";
+        /// GSO frames of vxlan services cut into segments in software ...
+        GsoSegmented => "gso_segmented", "GSO frames of vxlan services segmented in software.";
+        /// ... and the segments that made.
+        GsoSegments => "gso_segments", "Segments made from those GSO frames.";
+        /// SYN or SYN-ACK MSS options lowered to the service's `mss_clamp`.
+        MssClamped => "mss_clamped", "SYN and SYN-ACK MSS options clamped.";
+        /// ARP requests for addresses podlb does not answer (not a VIP, or a
+        /// VIP while backup): left to the kernel, counted apart from the other
+        /// ignored frames so an ARP storm shows up by name.
+        ArpOtherTarget => "arp_other_target", "ARP requests for addresses podlb does not answer, left to the kernel.";
     }
 }
 
@@ -295,8 +236,8 @@ impl ConflictSlot {
 
 /// The counters of one worker.
 pub struct WorkerStats {
-    drops: CachePadded<[Counter; DropReason::ALL.len()]>,
-    events: CachePadded<[Counter; Event::ALL.len()]>,
+    drops: CachePadded<[Counter; DropReason::COUNT]>,
+    events: CachePadded<[Counter; Event::COUNT]>,
     backends: Box<[Counter]>,
     /// The latest VIP conflict this worker saw.
     pub conflict: ConflictSlot,
@@ -361,6 +302,35 @@ pub fn total<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counter_tables_index_by_discriminant_with_unique_names() {
+        fn check<T: Copy + PartialEq + std::fmt::Debug>(
+            all: &[T],
+            index: impl Fn(T) -> usize,
+            name: impl Fn(T) -> &'static str,
+            help: impl Fn(T) -> &'static str,
+        ) {
+            let mut names = std::collections::HashSet::new();
+            for (i, &v) in all.iter().enumerate() {
+                assert_eq!(index(v), i, "{v:?}");
+                assert!(names.insert(name(v)), "duplicate name {}", name(v));
+                assert!(!help(v).is_empty() && help(v).ends_with('.'), "{v:?}");
+                assert!(name(v)
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
+            }
+        }
+        check(
+            &DropReason::ALL,
+            |r| r as usize,
+            DropReason::as_str,
+            DropReason::help,
+        );
+        check(&Event::ALL, |e| e as usize, Event::as_str, Event::help);
+        assert_eq!(DropReason::COUNT, 26);
+        assert_eq!(Event::COUNT, 15);
+    }
 
     #[test]
     fn conflict_slot_reads_whole_pairs() {

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::netns::{self, HttpConn, HttpServer, NetnsError, Prober, Proc, Topology};
+use podlb::status::{FlowsReport, StatusReport};
 
 /// The VIP used by the demo and the tests.
 pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
@@ -474,30 +475,22 @@ impl Podlb {
     pub fn metrics(&self) -> Result<String, DemoError> {
         self.admin_get("/metrics")
     }
-    /// `GET /status` parsed as JSON.
-    pub fn status(&self) -> Result<serde_json::Value, DemoError> {
+    /// `GET /status`.
+    pub fn status(&self) -> Result<StatusReport, DemoError> {
         parse_json("/status", &self.admin_get("/status")?)
     }
-    /// `GET /flows?limit=N` parsed as JSON.
-    pub fn flows(&self, limit: usize) -> Result<serde_json::Value, DemoError> {
+    /// `GET /flows?limit=N`.
+    pub fn flows(&self, limit: usize) -> Result<FlowsReport, DemoError> {
         parse_json("/flows", &self.admin_get(&format!("/flows?limit={limit}"))?)
     }
     /// podlb's own MAC address, from /status `interface.mac`.
     pub fn mac(&self) -> Result<String, DemoError> {
-        self.status()?
-            .pointer("/interface/mac")
-            .and_then(|m| m.as_str())
-            .map(str::to_string)
-            .ok_or_else(|| DemoError::Podlb("/status has no interface.mac".into()))
+        Ok(self.status()?.interface.mac)
     }
     /// VRRP state from /status (`vrrp.state`: "initialize", "backup",
     /// "master", "fault"); `None` without a `[vrrp]` section.
     pub fn vrrp_state(&self) -> Result<Option<String>, DemoError> {
-        Ok(self
-            .status()?
-            .pointer("/vrrp/state")
-            .and_then(|s| s.as_str())
-            .map(str::to_string))
+        Ok(self.status()?.vrrp.map(|v| v.state.as_str().to_string()))
     }
     /// SIGTERM and wait up to `grace`; SIGKILL after. Returns the exit status
     /// of a clean exit.
@@ -521,7 +514,7 @@ fn write_file(path: &Path, text: &str) -> Result<(), DemoError> {
         })
 }
 
-fn parse_json(what: &str, body: &str) -> Result<serde_json::Value, DemoError> {
+fn parse_json<T: serde::de::DeserializeOwned>(what: &str, body: &str) -> Result<T, DemoError> {
     serde_json::from_str(body)
         .map_err(|e| DemoError::Podlb(format!("{what} is not JSON ({e}): {body}")))
 }
@@ -928,30 +921,25 @@ fn with_log(e: DemoError, topo: &Topology) -> DemoError {
 }
 
 fn print_flows(podlb: &Podlb) -> Result<(), DemoError> {
-    let flows = podlb.flows(10)?;
-    let list = flows
-        .get("flows")
-        .and_then(|f| f.as_array())
-        .cloned()
-        .unwrap_or_default();
+    let flows = podlb.flows(10)?.flows;
     println!();
     println!("flow table (up to 10 flows; closed connections may already be gone):");
     println!(
         "  {:<22} {:<18} {:>8} {:<12} {:>8}",
         "client", "backend", "nat_port", "state", "idle_ms"
     );
-    if list.is_empty() {
+    if flows.is_empty() {
         println!("  (no flows)");
     }
-    for f in &list {
-        let s = |k: &str| f.get(k).map(json_cell).unwrap_or_default();
+    for f in &flows {
         println!(
             "  {:<22} {:<18} {:>8} {:<12} {:>8}",
-            s("client"),
-            s("backend"),
-            s("nat_port"),
-            s("state"),
-            s("idle_ms")
+            f.client,
+            f.backend,
+            f.nat_port
+                .map_or_else(|| "-".to_string(), |p| p.to_string()),
+            f.state,
+            f.idle_ms
         );
     }
     Ok(())
@@ -959,31 +947,20 @@ fn print_flows(podlb: &Podlb) -> Result<(), DemoError> {
 
 fn print_status(podlb: &Podlb) -> Result<(), DemoError> {
     let st = podlb.status()?;
+    let i = &st.interface;
     println!();
-    if let Some(i) = st.get("interface") {
-        println!(
-            "interface: {} {} mac {} workers {}",
-            i.get("mode").map(json_cell).unwrap_or_default(),
-            i.get("name").map(json_cell).unwrap_or_default(),
-            i.get("mac").map(json_cell).unwrap_or_default(),
-            i.get("workers").map(json_cell).unwrap_or_default()
-        );
-    }
-    if let Some(f) = st.get("flows") {
-        println!(
-            "flows: {} active of {} capacity",
-            f.get("active").map(json_cell).unwrap_or_default(),
-            f.get("capacity").map(json_cell).unwrap_or_default()
-        );
-    }
-    let drops = st
-        .get("drops")
-        .and_then(|d| d.as_object())
-        .cloned()
-        .unwrap_or_default();
-    let nonzero: Vec<String> = drops
+    println!(
+        "interface: {} {} mac {} workers {}",
+        i.mode, i.name, i.mac, i.workers
+    );
+    println!(
+        "flows: {} active of {} capacity",
+        st.flows.active, st.flows.capacity
+    );
+    let nonzero: Vec<String> = st
+        .drops
         .iter()
-        .filter(|(_, v)| v.as_u64().unwrap_or(0) > 0)
+        .filter(|(_, &v)| v > 0)
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
     if nonzero.is_empty() {
@@ -992,14 +969,6 @@ fn print_status(podlb: &Podlb) -> Result<(), DemoError> {
         println!("drops: {}", nonzero.join(", "));
     }
     Ok(())
-}
-
-fn json_cell(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Null => "-".into(),
-        o => o.to_string(),
-    }
 }
 
 #[cfg(test)]

@@ -19,24 +19,29 @@
 //! selectors, `limit`/`continue` paging (lists are always complete) and
 //! YAML bodies.
 //!
-//! One thread accepts connections and one thread serves each connection;
-//! dropping the [`FakeApi`] stops and joins them (bounded).
+//! It serves with podlb's HTTP stack ([`podlb::http::server`], hyper) on one
+//! thread running a tokio runtime, a task per connection and per watch;
+//! dropping the [`FakeApi`] stops it and closes every connection (bounded).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::io;
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use podlb::http::header::{self, HeaderMap, HeaderValue};
+use podlb::http::server::{self, Body, BodySender, Limits};
+use podlb::http::{self, Bytes, Incoming, StatusCode};
 use serde_json::{json, Map, Value};
+use tokio::sync::Notify;
 
 /// Events retained for watches that resume from a resourceVersion.
 const HISTORY_LIMIT: usize = 1024;
 /// Request line plus headers.
-const MAX_HEADER_BYTES: u64 = 16 * 1024;
+const MAX_HEADER_BYTES: usize = 16 * 1024;
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 const BOOKMARK_INTERVAL: Duration = Duration::from_secs(1);
 /// How long Drop waits for the server's threads.
@@ -603,29 +608,36 @@ impl Filter {
     }
 }
 
-struct Conn {
-    stream: TcpStream,
-    thread: JoinHandle<()>,
-}
-
 struct Shared {
     state: Mutex<State>,
-    changed: Condvar,
+    /// Woken (every waiter) when the state changes, the watches are
+    /// dropped or the server stops.
+    changed: Notify,
     stop: AtomicBool,
     unavailable: AtomicBool,
     requests: Mutex<Vec<RequestRecord>>,
-    conns: Mutex<Vec<Conn>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// What one client can hold: nothing bounds its time (watches are long
+/// lived), its request head is at most [`MAX_HEADER_BYTES`].
+const LIMITS: Limits = Limits {
+    max_connections: 4096,
+    header_timeout: None,
+    connection_timeout: None,
+    max_head: MAX_HEADER_BYTES,
+    keep_alive: true,
+};
+
 /// A running fake API server. Dropping it stops the server.
 pub struct FakeApi {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    accept: Option<JoinHandle<()>>,
+    shutdown: Arc<Notify>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl FakeApi {
@@ -642,20 +654,33 @@ impl FakeApi {
         listener.set_nonblocking(true)?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
-            changed: Condvar::new(),
+            changed: Notify::new(),
             stop: AtomicBool::new(false),
             unavailable: AtomicBool::new(false),
             requests: Mutex::new(Vec::new()),
-            conns: Mutex::new(Vec::new()),
         });
-        let sh = shared.clone();
-        let accept = thread::Builder::new()
-            .name("fakeapi-accept".into())
-            .spawn(move || accept_loop(&sh, listener))?;
+        let shutdown = Arc::new(Notify::new());
+        let rt = http::runtime()?;
+        let (sh, down) = (shared.clone(), shutdown.clone());
+        let thread = thread::Builder::new()
+            .name("fakeapi".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                        return;
+                    };
+                    let handler = move |req| serve_request(sh.clone(), req);
+                    let stats = Arc::new(server::Stats::default());
+                    server::serve(listener, LIMITS, stats, handler, down.notified()).await;
+                });
+                // Closes every connection still open.
+                rt.shutdown_timeout(Duration::from_millis(100));
+            })?;
         Ok(FakeApi {
             addr,
             shared,
-            accept: Some(accept),
+            shutdown,
+            thread: Some(thread),
         })
     }
 
@@ -676,7 +701,8 @@ impl FakeApi {
     fn write<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
         let mut st = lock(&self.shared.state);
         let out = f(&mut st);
-        self.shared.changed.notify_all();
+        drop(st);
+        self.shared.changed.notify_waiters();
         out
     }
 
@@ -813,275 +839,89 @@ impl FakeApi {
     }
 }
 
-fn join_bounded(h: JoinHandle<()>, deadline: Instant) {
-    while !h.is_finished() && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(5));
-    }
-    if h.is_finished() {
-        let _ = h.join();
-    }
-}
-
 impl Drop for FakeApi {
     fn drop(&mut self) {
         let deadline = Instant::now() + JOIN_DEADLINE;
         self.shared.stop.store(true, Ordering::SeqCst);
-        {
-            let _st = lock(&self.shared.state);
-            self.shared.changed.notify_all();
-        }
-        if let Some(h) = self.accept.take() {
-            join_bounded(h, deadline);
-        }
-        let conns = std::mem::take(&mut *lock(&self.shared.conns));
-        for c in &conns {
-            let _ = c.stream.shutdown(Shutdown::Both);
-        }
-        for c in conns {
-            join_bounded(c.thread, deadline);
-        }
-    }
-}
-
-fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
-    while !shared.stop.load(Ordering::SeqCst) {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                let _ = stream.set_nonblocking(false);
-                let _ = stream.set_nodelay(true);
-                let Ok(clone) = stream.try_clone() else {
-                    continue;
-                };
-                let sh = shared.clone();
-                let spawned = thread::Builder::new()
-                    .name("fakeapi-conn".into())
-                    .spawn(move || serve_conn(&sh, stream));
-                if let Ok(thread) = spawned {
-                    let mut conns = lock(&shared.conns);
-                    conns.retain(|c| !c.thread.is_finished());
-                    conns.push(Conn {
-                        stream: clone,
-                        thread,
-                    });
-                }
+        self.shared.changed.notify_waiters();
+        self.shutdown.notify_one();
+        if let Some(h) = self.thread.take() {
+            while !h.is_finished() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(5));
             }
-            Err(_) => thread::sleep(Duration::from_millis(10)),
+            if h.is_finished() {
+                let _ = h.join();
+            }
         }
     }
 }
 
+/// A request as the handlers see it.
 struct Request {
     method: String,
     path: String,
     query: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+    headers: HeaderMap,
+    body: Bytes,
 }
 
 impl Request {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
     fn param(&self, name: &str) -> Option<String> {
-        self.query.split('&').find_map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (percent_decode(k) == name).then(|| percent_decode(v))
-        })
+        http::query_param(&self.query, name)
     }
 }
 
-fn hex_val(c: u8) -> Option<u8> {
-    (c as char).to_digit(16).map(|d| d as u8)
+fn json_response(code: u16, body: &Value) -> http::Response<Body> {
+    let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    server::full(code, "application/json", body.to_string())
 }
 
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = || Some(hex_val(*b.get(i + 1)?)? * 16 + hex_val(*b.get(i + 2)?)?);
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if hex().is_some() => {
-                out.extend(hex());
-                i += 2;
-            }
-            c => out.push(c),
+/// Answers one request: a JSON reply, or a watch stream.
+async fn serve_request(shared: Arc<Shared>, req: http::Request<Incoming>) -> http::Response<Body> {
+    let (parts, body) = req.into_parts();
+    let body = match server::read_body(body, MAX_BODY_BYTES).await {
+        Ok(b) => b,
+        Err(e) => {
+            let (code, reason) = match e {
+                server::BodyError::TooLarge(_) => (413, "RequestEntityTooLarge"),
+                server::BodyError::Read(_) => (400, "BadRequest"),
+            };
+            return json_response(code, &ApiError::new(code, reason, e.to_string()).status());
         }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-enum ReadError {
-    Closed,
-    Bad(u16, &'static str),
-}
-
-/// Reads one line of the head, counting it against the header budget.
-fn read_line(r: &mut BufReader<TcpStream>, budget: &mut u64) -> Result<String, ReadError> {
-    let mut line = Vec::new();
-    let n = r
-        .by_ref()
-        .take(*budget)
-        .read_until(b'\n', &mut line)
-        .map_err(|_| ReadError::Closed)?;
-    if n == 0 {
-        return Err(if *budget == 0 {
-            ReadError::Bad(431, "request header too large")
-        } else {
-            ReadError::Closed
-        });
-    }
-    *budget -= n as u64;
-    if line.last() != Some(&b'\n') {
-        return Err(if *budget == 0 {
-            ReadError::Bad(431, "request header too large")
-        } else {
-            ReadError::Closed
-        });
-    }
-    while matches!(line.last(), Some(b'\n' | b'\r')) {
-        line.pop();
-    }
-    String::from_utf8(line).map_err(|_| ReadError::Bad(400, "header is not UTF-8"))
-}
-
-fn read_request(r: &mut BufReader<TcpStream>) -> Result<Request, ReadError> {
-    let mut budget = MAX_HEADER_BYTES;
-    let mut first = read_line(r, &mut budget)?;
-    while first.is_empty() {
-        // Tolerate stray CRLF between requests.
-        first = read_line(r, &mut budget)?;
-    }
-    let mut parts = first.split(' ');
-    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
-    else {
-        return Err(ReadError::Bad(400, "malformed request line"));
     };
-    if !version.starts_with("HTTP/1.") {
-        return Err(ReadError::Bad(505, "HTTP version not supported"));
-    }
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let mut headers = Vec::new();
-    loop {
-        let line = read_line(r, &mut budget)?;
-        if line.is_empty() {
-            break;
-        }
-        let Some((k, v)) = line.split_once(':') else {
-            return Err(ReadError::Bad(400, "malformed header"));
-        };
-        headers.push((k.trim().to_string(), v.trim().to_string()));
-    }
-    let mut req = Request {
-        method: method.to_string(),
-        path: path.to_string(),
-        query: query.to_string(),
-        headers,
-        body: Vec::new(),
+    let req = Request {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().unwrap_or("").to_string(),
+        headers: parts.headers,
+        body,
     };
-    if req.header("transfer-encoding").is_some() {
-        return Err(ReadError::Bad(
-            501,
-            "chunked request bodies are not supported",
-        ));
-    }
-    let len = match req.header("content-length") {
-        None => 0,
-        Some(v) => v
-            .parse::<usize>()
-            .map_err(|_| ReadError::Bad(400, "bad Content-Length"))?,
-    };
-    if len > MAX_BODY_BYTES {
-        return Err(ReadError::Bad(413, "request body too large"));
-    }
-    req.body = vec![0; len];
-    r.read_exact(&mut req.body).map_err(|_| ReadError::Closed)?;
-    Ok(req)
-}
-
-fn reason_phrase(code: u16) -> &'static str {
-    match code {
-        200 => "OK",
-        201 => "Created",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        409 => "Conflict",
-        413 => "Payload Too Large",
-        415 => "Unsupported Media Type",
-        422 => "Unprocessable Entity",
-        431 => "Request Header Fields Too Large",
-        501 => "Not Implemented",
-        503 => "Service Unavailable",
-        505 => "HTTP Version Not Supported",
-        _ => "Unknown",
-    }
-}
-
-fn write_json(w: &mut TcpStream, code: u16, body: &Value, close: bool) -> io::Result<()> {
-    let body = body.to_string();
-    let head = format!(
-        "HTTP/1.1 {code} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}\r\n",
-        reason_phrase(code),
-        body.len(),
-        if close { "Connection: close\r\n" } else { "" }
-    );
-    let mut buf = head.into_bytes();
-    buf.extend_from_slice(body.as_bytes());
-    w.write_all(&buf)?;
-    w.flush()
-}
-
-fn serve_conn(shared: &Shared, stream: TcpStream) {
-    let Ok(mut w) = stream.try_clone() else {
-        return;
-    };
-    let mut r = BufReader::new(stream);
-    loop {
-        let req = match read_request(&mut r) {
-            Ok(req) => req,
-            Err(ReadError::Closed) => return,
-            Err(ReadError::Bad(code, msg)) => {
-                let reason = if code == 400 {
-                    "BadRequest"
-                } else {
-                    "InternalError"
-                };
-                let _ = write_json(
-                    &mut w,
-                    code,
-                    &ApiError::new(code, reason, msg).status(),
-                    true,
-                );
-                let _ = w.shutdown(Shutdown::Both);
-                return;
-            }
-        };
-        if shared.stop.load(Ordering::SeqCst) {
-            return;
-        }
-        lock(&shared.requests).push(RequestRecord {
-            method: req.method.clone(),
-            path: req.path.clone(),
-            query: req.query.clone(),
-            authorization: req.header("authorization").map(str::to_string),
-        });
-        let close = req
-            .header("connection")
-            .is_some_and(|c| c.eq_ignore_ascii_case("close"));
-        let keep = match handle(shared, &req) {
-            Reply::Json(code, body) => write_json(&mut w, code, &body, close).is_ok(),
-            Reply::Watch(p) => serve_watch(shared, &mut w, p, close),
-        };
-        if !keep || close {
-            let _ = w.shutdown(Shutdown::Both);
-            return;
+    lock(&shared.requests).push(RequestRecord {
+        method: req.method.clone(),
+        path: req.path.clone(),
+        query: req.query.clone(),
+        authorization: req.header("authorization").map(str::to_string),
+    });
+    match handle(&shared, &req) {
+        Reply::Json(code, body) => json_response(code, &body),
+        Reply::Watch(p) => {
+            let (tx, body) = server::channel();
+            tokio::spawn(serve_watch(shared, tx, p));
+            let mut r = http::Response::new(body);
+            let h = r.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            h.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("no-cache, private"),
+            );
+            r
         }
     }
 }
@@ -1355,115 +1195,98 @@ fn resource_request(
             ))
         }
     };
-    shared.changed.notify_all();
     drop(st);
+    shared.changed.notify_waiters();
     reply
 }
 
-fn write_chunk(w: &mut TcpStream, data: &[u8]) -> io::Result<()> {
-    let mut buf = format!("{:x}\r\n", data.len()).into_bytes();
-    buf.extend_from_slice(data);
-    buf.extend_from_slice(b"\r\n");
-    w.write_all(&buf)?;
-    w.flush()
-}
-
-fn event_line(typ: &str, obj: &Value) -> Vec<u8> {
+fn event_line(typ: &str, obj: &Value) -> Bytes {
     let mut s = json!({"type": typ, "object": obj}).to_string();
     s.push('\n');
-    s.into_bytes()
+    Bytes::from(s)
 }
 
-/// Streams one watch. Returns whether the connection can serve another
-/// request (the stream ended cleanly and the client did not ask to close).
-fn serve_watch(shared: &Shared, w: &mut TcpStream, p: WatchParams, close: bool) -> bool {
-    let head = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nCache-Control: no-cache, private\r\n\
-         Transfer-Encoding: chunked\r\n{}\r\n",
-        if close { "Connection: close\r\n" } else { "" }
-    );
-    if w.write_all(head.as_bytes()).is_err() {
-        return false;
-    }
+/// Streams one watch into `tx`, one event per chunk: ends cleanly at its
+/// timeout or after an ERROR event, abruptly when the watches are dropped
+/// or the server stops.
+async fn serve_watch(shared: Arc<Shared>, mut tx: BodySender, p: WatchParams) {
     let res = &RESOURCES[p.filter.res];
     let deadline = p.timeout.map(|t| Instant::now() + t);
     let mut next_bookmark = Instant::now() + BOOKMARK_INTERVAL;
     let mut lines = Vec::new();
-    let mut st = lock(&shared.state);
-    let gen = st.watch_gen;
-    let mut cursor = match p.start {
-        None | Some(0) => {
-            for (k, obj) in &st.objects {
-                if k.0 == p.filter.res && p.filter.matches(obj) {
-                    lines.push(event_line("ADDED", obj));
+    let (gen, mut cursor) = {
+        let st = lock(&shared.state);
+        let cursor = match p.start {
+            None | Some(0) => {
+                for (k, obj) in &st.objects {
+                    if k.0 == p.filter.res && p.filter.matches(obj) {
+                        lines.push(event_line("ADDED", obj));
+                    }
                 }
+                st.rv
             }
-            st.rv
-        }
-        Some(n) => n,
+            Some(n) => n,
+        };
+        (st.watch_gen, cursor)
     };
     loop {
-        let expired = cursor < st.floor;
-        if expired {
-            let status = ApiError::new(
-                410,
-                "Expired",
-                format!("too old resource version: {cursor} ({})", st.floor),
-            )
-            .status();
-            lines.push(event_line("ERROR", &status));
-        } else {
-            for e in st.history.iter().filter(|e| e.rv > cursor) {
-                if let Some((typ, obj)) = p.filter.event(e) {
-                    lines.push(event_line(typ, &obj));
-                }
+        // Registered before the state is read: a change after this wakes us.
+        let changed = shared.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let expired = {
+            let st = lock(&shared.state);
+            if shared.stop.load(Ordering::SeqCst) || st.watch_gen != gen {
+                drop(st);
+                tx.abort();
+                return;
             }
-            cursor = cursor.max(st.rv);
-        }
-        drop(st);
+            let expired = cursor < st.floor;
+            if expired {
+                let status = ApiError::new(
+                    410,
+                    "Expired",
+                    format!("too old resource version: {cursor} ({})", st.floor),
+                )
+                .status();
+                lines.push(event_line("ERROR", &status));
+            } else {
+                for e in st.history.iter().filter(|e| e.rv > cursor) {
+                    if let Some((typ, obj)) = p.filter.event(e) {
+                        lines.push(event_line(typ, &obj));
+                    }
+                }
+                cursor = cursor.max(st.rv);
+            }
+            expired
+        };
         for l in lines.drain(..) {
-            if write_chunk(w, &l).is_err() {
-                return false;
+            if !tx.send(l).await {
+                return;
             }
         }
         let now = Instant::now();
         if expired || deadline.is_some_and(|d| now >= d) {
-            return w.write_all(b"0\r\n\r\n").and_then(|_| w.flush()).is_ok();
+            return; // the sender dropped: the terminating chunk
         }
         if p.bookmarks && now >= next_bookmark {
             let obj = json!({"kind": res.kind, "apiVersion": res.api_version(),
                              "metadata": {"resourceVersion": cursor.to_string()}});
-            if write_chunk(w, &event_line("BOOKMARK", &obj)).is_err() {
-                return false;
+            if !tx.send(event_line("BOOKMARK", &obj)).await {
+                return;
             }
             next_bookmark = now + BOOKMARK_INTERVAL;
         }
-        st = lock(&shared.state);
-        loop {
-            if shared.stop.load(Ordering::SeqCst) || st.watch_gen != gen {
-                drop(st);
-                let _ = w.shutdown(Shutdown::Both);
-                return false;
-            }
-            if st.rv > cursor || cursor < st.floor {
-                break;
-            }
-            let now = Instant::now();
-            let mut wake = now + BOOKMARK_INTERVAL;
-            if let Some(d) = deadline {
-                wake = wake.min(d);
-            }
-            if p.bookmarks {
-                wake = wake.min(next_bookmark);
-            }
-            if now >= wake {
-                break;
-            }
-            st = shared
-                .changed
-                .wait_timeout(st, wake - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+        let mut wake = now + BOOKMARK_INTERVAL;
+        if let Some(d) = deadline {
+            wake = wake.min(d);
+        }
+        if p.bookmarks {
+            wake = wake.min(next_bookmark);
+        }
+        tokio::select! {
+            () = &mut changed => {}
+            () = tokio::time::sleep_until(wake.into()) => {}
         }
     }
 }
@@ -1472,146 +1295,78 @@ fn serve_watch(shared: &Shared, w: &mut TcpStream, p: WatchParams, close: bool) 
 mod tests {
     use super::*;
 
+    use podlb::http::client::{self, BlockingConn, ReqBody};
+    use podlb::http::Method;
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
     const IO_TIMEOUT: Duration = Duration::from_secs(15);
 
     struct Resp {
         status: u16,
-        headers: Vec<(String, String)>,
-        body: Vec<u8>,
+        body: Bytes,
     }
 
     impl Resp {
         fn json(&self) -> Value {
             serde_json::from_slice(&self.body).expect("JSON body")
         }
-
-        fn header(&self, name: &str) -> Option<&str> {
-            self.headers
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.as_str())
-        }
     }
 
-    fn connect(api: &FakeApi) -> BufReader<TcpStream> {
-        let s = TcpStream::connect(api.addr()).expect("connect");
-        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        BufReader::new(s)
+    fn connect(api: &FakeApi) -> BlockingConn {
+        BlockingConn::connect(api.addr(), IO_TIMEOUT).expect("connect")
     }
 
-    fn send(c: &mut BufReader<TcpStream>, method: &str, path: &str, ctype: &str, body: &[u8]) {
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: fake\r\nAuthorization: Bearer {TOKEN}\r\n\
-             Content-Type: {ctype}\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        );
-        let s = c.get_mut();
-        s.write_all(head.as_bytes()).unwrap();
-        s.write_all(body).unwrap();
+    /// A request as kube-rs sends them (with the bearer token).
+    fn request(method: &str, path: &str, ctype: &str, body: &[u8]) -> http::Request<ReqBody> {
+        client::request(Method::from_bytes(method.as_bytes()).unwrap(), path, "fake")
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .header(header::CONTENT_TYPE, ctype)
+            .body(client::body(body.to_vec()))
+            .unwrap()
     }
 
-    fn read_crlf_line(c: &mut BufReader<TcpStream>) -> io::Result<String> {
-        let mut line = String::new();
-        if c.read_line(&mut line)? == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
+    fn send(c: &mut BlockingConn, method: &str, path: &str, ctype: &str, body: &[u8]) -> Resp {
+        let r = c
+            .fetch(request(method, path, ctype, body))
+            .expect("response");
+        Resp {
+            status: r.status.as_u16(),
+            body: r.body,
         }
-        let Some(line) = line.strip_suffix("\r\n") else {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "line without CRLF",
-            ));
-        };
-        Ok(line.to_string())
-    }
-
-    fn read_head(c: &mut BufReader<TcpStream>) -> (u16, Vec<(String, String)>) {
-        let status_line = read_crlf_line(c).expect("status line");
-        let mut parts = status_line.splitn(3, ' ');
-        assert_eq!(parts.next(), Some("HTTP/1.1"));
-        let status = parts.next().unwrap().parse().unwrap();
-        let mut headers = Vec::new();
-        loop {
-            let line = read_crlf_line(c).expect("header line");
-            if line.is_empty() {
-                return (status, headers);
-            }
-            let (k, v) = line.split_once(':').expect("header");
-            headers.push((k.trim().to_string(), v.trim().to_string()));
-        }
-    }
-
-    /// One chunk of a chunked body; None for the terminating chunk. Any
-    /// framing error is an error.
-    fn read_chunk(c: &mut BufReader<TcpStream>) -> io::Result<Option<Vec<u8>>> {
-        let size_line = read_crlf_line(c)?;
-        let size = usize::from_str_radix(&size_line, 16)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad chunk size"))?;
-        if size == 0 {
-            let end = read_crlf_line(c)?;
-            assert_eq!(end, "", "no trailers expected");
-            return Ok(None);
-        }
-        let mut data = vec![0; size + 2];
-        c.read_exact(&mut data)?;
-        if !data.ends_with(b"\r\n") {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "chunk without CRLF",
-            ));
-        }
-        data.truncate(size);
-        Ok(Some(data))
-    }
-
-    fn read_resp(c: &mut BufReader<TcpStream>) -> Resp {
-        let (status, headers) = read_head(c);
-        let mut resp = Resp {
-            status,
-            headers,
-            body: Vec::new(),
-        };
-        if let Some(len) = resp.header("content-length") {
-            resp.body = vec![0; len.parse().unwrap()];
-            c.read_exact(&mut resp.body).unwrap();
-        } else {
-            assert_eq!(resp.header("transfer-encoding"), Some("chunked"));
-            while let Some(chunk) = read_chunk(c).expect("chunk") {
-                resp.body.extend(chunk);
-            }
-        }
-        resp
     }
 
     fn call(api: &FakeApi, method: &str, path: &str, ctype: &str, body: Option<&Value>) -> Resp {
-        let mut c = connect(api);
         let body = body.map(|b| b.to_string()).unwrap_or_default();
-        send(&mut c, method, path, ctype, body.as_bytes());
-        read_resp(&mut c)
+        send(&mut connect(api), method, path, ctype, body.as_bytes())
     }
 
     fn get(api: &FakeApi, path: &str) -> Resp {
         call(api, "GET", path, "application/json", None)
     }
 
-    /// A watch stream whose every chunk must be exactly one JSON event line.
-    struct Watch(BufReader<TcpStream>);
+    /// A watch stream whose every piece must be exactly one JSON event line.
+    struct Watch(BlockingConn);
 
     impl Watch {
         fn open(api: &FakeApi, path: &str) -> Watch {
             let mut c = connect(api);
-            send(&mut c, "GET", path, "application/json", b"");
-            let (status, headers) = read_head(&mut c);
+            let (status, headers) = c
+                .open(request("GET", path, "application/json", b""))
+                .expect("watch");
             assert_eq!(status, 200);
-            let te = headers
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case("transfer-encoding"));
-            assert_eq!(te.map(|(_, v)| v.as_str()), Some("chunked"));
+            assert_eq!(
+                headers
+                    .get(header::TRANSFER_ENCODING)
+                    .and_then(|v| v.to_str().ok()),
+                Some("chunked")
+            );
             Watch(c)
         }
 
         /// Ok(None) at the clean end of the stream.
-        fn next(&mut self) -> io::Result<Option<Value>> {
-            let Some(chunk) = read_chunk(&mut self.0)? else {
+        fn next(&mut self) -> Result<Option<Value>, client::Error> {
+            let Some(chunk) = self.0.chunk()? else {
                 return Ok(None);
             };
             assert_eq!(chunk.last(), Some(&b'\n'), "event ends with a newline");
@@ -2294,7 +2049,7 @@ mod tests {
                     Ok(Some(e)) => assert_eq!(e["type"], "BOOKMARK"),
                     Ok(None) => panic!("a dropped watch must not end cleanly"),
                     Err(e) => {
-                        assert_ne!(e.kind(), io::ErrorKind::WouldBlock, "timed out");
+                        assert!(!matches!(e, client::Error::Timeout(_)), "timed out");
                         break;
                     }
                 }
@@ -2365,10 +2120,7 @@ mod tests {
     fn discovery_keepalive_and_request_log() {
         let api = start();
         let mut c = connect(&api);
-        let mut ask = |path: &str| {
-            send(&mut c, "GET", path, "application/json", b"");
-            read_resp(&mut c)
-        };
+        let mut ask = |path: &str| send(&mut c, "GET", path, "application/json", b"");
         let v = ask("/version");
         assert_eq!((v.status, v.json()["major"].as_str()), (200, Some("1")));
         assert_eq!(ask("/api").json()["versions"], json!(["v1"]));
@@ -2404,18 +2156,20 @@ mod tests {
         );
 
         // A watch that ends by timeout leaves the connection usable.
-        send(
-            &mut c,
-            "GET",
-            "/api/v1/services?watch=true&timeoutSeconds=0",
-            "application/json",
-            b"",
-        );
-        let (status, _) = read_head(&mut c);
+        let (status, _) = c
+            .open(request(
+                "GET",
+                "/api/v1/services?watch=true&timeoutSeconds=0",
+                "application/json",
+                b"",
+            ))
+            .unwrap();
         assert_eq!(status, 200);
-        assert!(read_chunk(&mut c).unwrap().is_none());
-        send(&mut c, "GET", "/version", "application/json", b"");
-        assert_eq!(read_resp(&mut c).status, 200);
+        assert!(c.chunk().unwrap().is_none());
+        assert_eq!(
+            send(&mut c, "GET", "/version", "application/json", b"").status,
+            200
+        );
 
         let log = api.requests();
         assert_eq!(log.len(), 11);
@@ -2458,7 +2212,7 @@ mod tests {
 
         let addr = api.addr();
         let mut w = Watch::open(&api, "/api/v1/services?watch=true");
-        let mut idle = connect(&api);
+        let mut idle = TcpStream::connect(api.addr()).unwrap();
         thread::sleep(Duration::from_millis(50));
         let begun = Instant::now();
         drop(api);

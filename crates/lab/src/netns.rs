@@ -22,8 +22,8 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::io::Read;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
@@ -31,14 +31,14 @@ use std::sync::{Arc, Mutex, Once};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use podlb::http::{self, client::BlockingConn, server, server::Limits};
+
 /// Default timeout for one short command (`ip`, `sysctl`, ...).
 pub const EXEC_TIMEOUT: Duration = Duration::from_secs(20);
 /// Timeout of one HTTP request made by the helpers here.
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default overall deadline of [`http_get_many`].
 pub const BATCH_TIMEOUT: Duration = Duration::from_secs(40);
-/// Upper bound on the size of an HTTP response read by the helpers here.
-const MAX_RESPONSE: usize = 4 << 20;
 
 /// Errors of the namespace helpers.
 #[derive(Debug, thiserror::Error)]
@@ -846,13 +846,24 @@ impl Drop for Topology {
 }
 
 // ---------------------------------------------------------------------------
-// Tiny HTTP/1.1 server and client
+// HTTP server and client (podlb's own stack, `podlb::http`)
 
-/// A minimal HTTP/1.1 server running on threads inside a namespace; every
-/// request gets `200` with a fixed body. Keep-alive aware (closes when the
-/// client asks `Connection: close`). Stops when dropped.
+/// What a lab HTTP server lets a client hold: no deadlines (tests keep
+/// connections open across failovers), room for every connection a test
+/// opens.
+const SERVER_LIMITS: Limits = Limits {
+    max_connections: 65_536,
+    header_timeout: None,
+    connection_timeout: None,
+    max_head: 64 * 1024,
+    keep_alive: true,
+};
+
+/// An HTTP/1.1 server running on a thread inside a namespace; every request
+/// gets `200` with a fixed body. Keep-alive (closes when the client asks
+/// `Connection: close`). Stops when dropped.
 pub struct HttpServer {
-    stop: Arc<AtomicBool>,
+    stop: Arc<tokio::sync::Notify>,
     thread: Option<JoinHandle<Result<()>>>,
     addr: SocketAddr,
     served: Arc<AtomicUsize>,
@@ -871,7 +882,7 @@ impl HttpServer {
 
 impl Drop for HttpServer {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+        self.stop.notify_one();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -881,42 +892,37 @@ impl Drop for HttpServer {
 /// Starts an HTTP server inside `ns` on `addr` answering `body` to every
 /// request. Returns once it listens.
 pub fn serve_http(ns: &str, addr: SocketAddr, body: &str) -> Result<HttpServer> {
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(tokio::sync::Notify::new());
     let served = Arc::new(AtomicUsize::new(0));
     let (tx, rx) = std::sync::mpsc::channel();
-    let body: Arc<[u8]> = Arc::from(body.as_bytes());
+    let body = http::Bytes::copy_from_slice(body.as_bytes());
     let (stop2, served2) = (stop.clone(), served.clone());
     let thread = spawn_in_netns(ns, move || {
-        let listener = match TcpListener::bind(addr).and_then(|l| {
-            l.set_nonblocking(true)?;
-            Ok(l)
-        }) {
-            Ok(l) => l,
+        let started = std::net::TcpListener::bind(addr)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .and_then(|l| Ok((l, http::runtime()?)));
+        let (listener, rt) = match started {
+            Ok(x) => x,
             Err(e) => {
                 let _ = tx.send(Err(e.to_string()));
                 return;
             }
         };
         let _ = tx.send(Ok(()));
-        let mut conns: Vec<JoinHandle<()>> = Vec::new();
-        while !stop2.load(Ordering::SeqCst) {
-            match listener.accept() {
-                Ok((s, _)) => {
-                    let (stop3, served3, body3) = (stop2.clone(), served2.clone(), body.clone());
-                    conns.push(thread::spawn(move || {
-                        serve_conn(s, &body3, &stop3, &served3);
-                    }));
-                    conns.retain(|h| !h.is_finished());
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    thread::sleep(Duration::from_millis(2));
-                }
-                Err(_) => thread::sleep(Duration::from_millis(10)),
-            }
-        }
-        for c in conns {
-            let _ = c.join();
-        }
+        rt.block_on(async move {
+            let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                return;
+            };
+            let handler = move |_req| {
+                // Count before answering: a client that has its answer
+                // must see the count include it.
+                served2.fetch_add(1, Ordering::Relaxed);
+                let r = server::full(http::StatusCode::OK, "text/plain", body.clone());
+                async move { r }
+            };
+            let stats = Arc::new(server::Stats::default());
+            server::serve(listener, SERVER_LIMITS, stats, handler, stop2.notified()).await;
+        });
     })?;
     match rx.recv_timeout(Duration::from_secs(5)) {
         Ok(Ok(())) => Ok(HttpServer {
@@ -933,7 +939,7 @@ pub fn serve_http(ns: &str, addr: SocketAddr, body: &str) -> Result<HttpServer> 
             })
         }
         Err(_) => {
-            stop.store(true, Ordering::SeqCst);
+            stop.notify_one();
             let reason = match thread.join() {
                 Ok(Err(e)) => e.to_string(),
                 _ => "server thread did not start".into(),
@@ -941,70 +947,6 @@ pub fn serve_http(ns: &str, addr: SocketAddr, body: &str) -> Result<HttpServer> 
             Err(NetnsError::Http { addr, reason })
         }
     }
-}
-
-fn serve_conn(mut s: TcpStream, body: &[u8], stop: &AtomicBool, served: &AtomicUsize) {
-    let _ = s.set_nonblocking(false);
-    let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
-    let _ = s.set_nodelay(true);
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 2048];
-    while !stop.load(Ordering::SeqCst) {
-        // Answer every complete request already buffered.
-        while let Some(end) = find_head_end(&buf) {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let close = head.contains("\r\nconnection: close")
-                || head.lines().next().is_some_and(|l| l.ends_with("http/1.0"));
-            let skip = end + content_length(&head).unwrap_or(0);
-            if buf.len() < skip {
-                break;
-            }
-            buf.drain(..skip);
-            let mut resp = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{}\r\n",
-                body.len(),
-                if close { "Connection: close\r\n" } else { "" }
-            )
-            .into_bytes();
-            resp.extend_from_slice(body);
-            // Count before answering: a client that has its answer must see
-            // the count include it.
-            served.fetch_add(1, Ordering::Relaxed);
-            if s.write_all(&resp).is_err() {
-                return;
-            }
-            if close {
-                let _ = s.shutdown(Shutdown::Write);
-                return;
-            }
-        }
-        if buf.len() > 64 * 1024 {
-            return; // not a sane request
-        }
-        match s.read(&mut chunk) {
-            Ok(0) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => return,
-        }
-    }
-}
-
-/// Index just past the blank line ending an HTTP head, if complete.
-fn find_head_end(buf: &[u8]) -> Option<usize> {
-    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
-}
-
-/// Content-Length from a lowercased head.
-fn content_length(head_lower: &str) -> Option<usize> {
-    head_lower
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse().ok())
 }
 
 /// One HTTP response as read by [`http_request`] / [`HttpConn`].
@@ -1018,108 +960,45 @@ pub struct HttpResponse {
     pub close: bool,
 }
 
-/// Reads one response from `s`; `buf` holds bytes already read past the
-/// previous response and keeps those past this one.
-fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<HttpResponse> {
-    use std::io::{Error, ErrorKind};
-    let mut chunk = [0u8; 4096];
-    let end = loop {
-        if let Some(e) = find_head_end(buf) {
-            break e;
-        }
-        if buf.len() > MAX_RESPONSE {
-            return Err(Error::new(ErrorKind::InvalidData, "response head too long"));
-        }
-        let n = s.read(&mut chunk)?;
-        if n == 0 {
-            return Err(Error::new(
-                ErrorKind::UnexpectedEof,
-                "connection closed before response",
-            ));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| Error::new(ErrorKind::InvalidData, "bad status line"))?;
-    let close = head.contains("\r\nconnection: close");
-    let body = match content_length(&head) {
-        Some(len) => {
-            if len > MAX_RESPONSE {
-                return Err(Error::new(ErrorKind::InvalidData, "body too long"));
-            }
-            while buf.len() < end + len {
-                let n = s.read(&mut chunk)?;
-                if n == 0 {
-                    return Err(Error::new(ErrorKind::UnexpectedEof, "truncated body"));
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            let b = buf[end..end + len].to_vec();
-            buf.drain(..end + len);
-            b
-        }
-        None => {
-            // No length: the body runs to EOF.
-            loop {
-                let n = s.read(&mut chunk)?;
-                if n == 0 {
-                    break;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-                if buf.len() > MAX_RESPONSE {
-                    return Err(Error::new(ErrorKind::InvalidData, "body too long"));
-                }
-            }
-            let b = buf[end..].to_vec();
-            buf.clear();
-            b
-        }
-    };
-    Ok(HttpResponse {
-        status,
-        body: String::from_utf8_lossy(&body).into_owned(),
-        close,
-    })
-}
-
 /// A keep-alive HTTP client connection. Create it inside a namespace with
 /// [`in_netns`]; once connected it can be used from any thread.
-pub struct HttpConn {
-    stream: TcpStream,
-    addr: SocketAddr,
-    buf: Vec<u8>,
-}
+pub struct HttpConn(BlockingConn);
 
 impl HttpConn {
-    /// Connects to `addr` (from the calling thread's namespace).
+    /// Connects to `addr` (from the calling thread's namespace); `timeout`
+    /// bounds the connect and each request.
     pub fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<HttpConn> {
-        let stream = TcpStream::connect_timeout(&addr, timeout)?;
-        stream.set_read_timeout(Some(timeout))?;
-        stream.set_write_timeout(Some(timeout))?;
-        stream.set_nodelay(true)?;
-        Ok(HttpConn {
-            stream,
-            addr,
-            buf: Vec::new(),
-        })
+        BlockingConn::connect(addr, timeout)
+            .map(HttpConn)
+            .map_err(io_error)
     }
     /// Local address of the connection.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.stream.local_addr()
+        Ok(self.0.local_addr())
     }
-    /// Sends `GET path` and reads the response.
+    /// Sends `GET path` (asking to close the connection after it when
+    /// `close`) and reads the response.
     pub fn get(&mut self, path: &str, close: bool) -> std::io::Result<HttpResponse> {
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: podlb-netns\r\n{}\r\n",
-            self.addr,
-            if close { "Connection: close\r\n" } else { "" }
-        );
-        self.stream.write_all(req.as_bytes())?;
-        read_response(&mut self.stream, &mut self.buf)
+        let mut headers = vec![("user-agent", "podlb-netns")];
+        if close {
+            headers.push(("connection", "close"));
+        }
+        let r = self.0.get(path, &headers).map_err(io_error)?;
+        Ok(HttpResponse {
+            status: r.status.as_u16(),
+            body: r.text(),
+            close: r.closes(),
+        })
+    }
+}
+
+fn io_error(e: http::client::Error) -> std::io::Error {
+    match e {
+        http::client::Error::Connect { source, .. } => source,
+        http::client::Error::Timeout(_) => {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, e.to_string())
+        }
+        e => std::io::Error::other(e.to_string()),
     }
 }
 
@@ -1247,15 +1126,6 @@ pub fn http_get_many_until(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_head_helpers() {
-        let h = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcX";
-        assert_eq!(find_head_end(h), Some(38));
-        let head = String::from_utf8_lossy(&h[..38]).to_ascii_lowercase();
-        assert_eq!(content_length(&head), Some(3));
-        assert_eq!(find_head_end(b"HTTP/1.1 200 OK\r\n"), None);
-    }
 
     #[test]
     fn is_root_reads_proc() {

@@ -3,7 +3,7 @@
 //!
 //! Two halves, as elsewhere in podlb:
 //! - sans-IO: [`HealthCheck`] (what to probe and how often), [`TargetState`]
-//!   (the rise/fall state machine of one target), [`parse_status_line`];
+//!   (the rise/fall state machine of one target);
 //! - IO: [`HealthMonitor`], one thread `podlb-health` running a tokio
 //!   current-thread runtime with one task per target. The engine reads
 //!   [`HealthMonitor::is_up`] when it builds a snapshot and rebuilds the
@@ -19,10 +19,11 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
 use crate::config::ServiceConfig;
+use crate::http::{client, header, Method};
+use crate::metrics::{Exposition, Kind};
+use crate::status::{HealthStatus, RefusedHold};
+use parking_lot::Mutex;
 
 pub use podlb_core::health::*;
 pub use podlb_core::model::{CheckKind, HealthCheck};
@@ -36,7 +37,7 @@ async fn probe(check: &HealthCheck, addr: SocketAddrV4) -> Result<(), String> {
 }
 
 async fn probe_once(check: &HealthCheck, addr: SocketAddrV4) -> Result<(), String> {
-    let mut s = tokio::net::TcpStream::connect(addr)
+    let tcp = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| match e.kind() {
             std::io::ErrorKind::ConnectionRefused => "refused".to_string(),
@@ -49,27 +50,36 @@ async fn probe_once(check: &HealthCheck, addr: SocketAddrV4) -> Result<(), Strin
             expect_status,
         } => (path, *expect_status),
     };
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {}:{}\r\nUser-Agent: podlb-health/{}\r\nConnection: close\r\n\r\n",
-        addr.ip(),
-        addr.port(),
-        env!("CARGO_PKG_VERSION")
-    );
-    s.write_all(req.as_bytes())
+    let req = client::request(Method::GET, path, &addr.to_string())
+        .header(header::USER_AGENT, USER_AGENT)
+        .header(header::CONNECTION, "close")
+        .body(client::empty())
+        .map_err(|e| format!("bad path: {e}"))?;
+    let mut conn = client::Conn::handshake(tcp)
         .await
-        .map_err(|e| format!("write: {e}"))?;
-    let mut buf = [0u8; MAX_RESPONSE_READ];
-    let mut n = 0;
-    while n < buf.len() && !buf[..n].contains(&b'\n') {
-        match s.read(&mut buf[n..]).await {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) => return Err(format!("read: {e}")),
-        }
-    }
-    match parse_status_line(&buf[..n])? {
+        .map_err(|e| format!("handshake: {e}"))?;
+    // Only the status line matters: the head is read, the body is not.
+    let resp = conn.send(req).await.map_err(|e| failure(&e))?;
+    match resp.status().as_u16() {
         st if st == expect => Ok(()),
         st => Err(format!("bad status {st}")),
+    }
+}
+
+const USER_AGENT: &str = concat!("podlb-health/", env!("CARGO_PKG_VERSION"));
+
+/// The reason a probe gives for a failed exchange.
+fn failure(e: &client::Error) -> String {
+    match e {
+        client::Error::Http(h) if h.is_incomplete_message() => "malformed response: empty".into(),
+        client::Error::Http(h) if h.is_parse() || h.is_parse_too_large() => {
+            format!("malformed response: {h}")
+        }
+        client::Error::Http(h) => match std::error::Error::source(h) {
+            Some(io) => format!("read: {io}"),
+            None => format!("malformed response: {h}"),
+        },
+        e => format!("read: {e}"),
     }
 }
 
@@ -477,6 +487,95 @@ impl HealthGate {
         let m = self.monitor.lock().take();
         drop(m);
     }
+
+    /// The health-checked (service, backend) pairs of `services` and their
+    /// targets' status (up until the monitor knows it), for `/status`.
+    pub fn status(&self, services: &[ServiceConfig]) -> Vec<HealthStatus> {
+        let monitor = self.monitor();
+        let mut rows = Vec::new();
+        for s in services {
+            let Some(c) = &s.health_check else { continue };
+            for b in &s.backends {
+                let st = monitor
+                    .as_ref()
+                    .and_then(|m| m.status_of(c, c.target(b.addr)));
+                let st = st.as_ref();
+                rows.push(HealthStatus {
+                    service: s.name.clone(),
+                    addr: b.addr,
+                    target: st.map(|s| s.addr),
+                    check: st.map(|s| s.check.clone()),
+                    up: st.is_none_or(|s| s.up),
+                    checks: st.map_or(0, |s| s.checks),
+                    failures: st.map_or(0, |s| s.failures),
+                    transitions: st.map_or(0, |s| s.transitions),
+                    last_error: st.and_then(|s| s.last_error.clone()),
+                });
+            }
+        }
+        rows
+    }
+
+    /// The held backends for `/status`.
+    pub fn held_status(&self, now: Instant) -> Vec<RefusedHold> {
+        self.held(now)
+            .into_iter()
+            .map(|(backend, left)| RefusedHold {
+                backend,
+                left_ms: left.as_millis() as u64,
+            })
+            .collect()
+    }
+
+    /// The health and refusal families, for the backends of `services`.
+    pub fn render(&self, w: &mut Exposition, services: &[ServiceConfig], now: Instant) {
+        let rows = self.status(services);
+        let mut f = w.family(
+            "podlb_backend_health_up",
+            "1 if the backend passes its health check (or is not checked yet), 0 if it is down.",
+            Kind::Gauge,
+        );
+        for r in &rows {
+            let backend = r.addr.to_string();
+            f.sample(
+                &[("service", &r.service), ("backend", &backend)],
+                u8::from(r.up),
+            );
+        }
+        let mut f = w.family(
+            "podlb_health_checks_total",
+            "Health-check probes, by result.",
+            Kind::Counter,
+        );
+        for r in &rows {
+            let backend = r.addr.to_string();
+            for (result, v) in [("ok", r.checks - r.failures), ("fail", r.failures)] {
+                f.sample(
+                    &[
+                        ("service", &r.service),
+                        ("backend", &backend),
+                        ("result", result),
+                    ],
+                    v,
+                );
+            }
+        }
+        w.counter(
+            "podlb_health_fail_open_total",
+            "Times every backend of a service was down and all were kept (fail open).",
+            self.fail_open_total.load(Ordering::Relaxed),
+        );
+        w.counter(
+            "podlb_backend_refusals_total",
+            "SYNs a backend answered with a RST, withheld so the client's retry went to another backend (flows.refused_hold_s).",
+            self.refusals_total.load(Ordering::Relaxed),
+        );
+        w.gauge(
+            "podlb_backends_refused_held",
+            "Backends held out of new connections after refusing one.",
+            self.held(now).len(),
+        );
+    }
 }
 
 #[cfg(test)]
@@ -655,6 +754,26 @@ mod tests {
             env!("CARGO_PKG_VERSION")
         );
         assert_eq!(req, want);
+    }
+
+    /// Every path the config accepts is one the client sends.
+    #[test]
+    fn accepted_paths_make_requests() {
+        for p in [
+            "/",
+            "/healthz?x=1&y=%3C2%3E",
+            "/{}|^\\",
+            "/é",
+            "/a?b{`}",
+            "/a?b#",
+            "/a\"b",
+        ] {
+            let accepted = check_path(p).is_ok();
+            let sent = client::request(Method::GET, p, "h")
+                .body(client::empty())
+                .is_ok_and(|r| r.uri() == p);
+            assert!(!accepted || sent, "{p}: accepted but not sent as is");
+        }
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //!   core's state machines.
 //! - [`dataplane`]: the poll-mode worker loop (an `io` device through the
 //!   core's forward pipeline).
-//! - [`admin`]: the HTTP admin endpoint (metrics, status, flows).
+//! - [`admin`]: the HTTP admin endpoint (metrics, status, flows), whose
+//!   reports are typed in [`status`] and written with [`metrics`]; [`http`]:
+//!   the one HTTP stack (hyper) every server and client here uses.
 //! - [`health`]: the health-check probes; [`redundancy`]: the VRRP driver;
 //!   [`sync`]: connection sync over UDP; [`route`]: reading the routes.
 //! - [`k8s`]: kube-rs watchers, status and Events, the Lease election.
@@ -22,7 +24,10 @@ pub mod config;
 pub mod dataplane;
 pub mod engine;
 pub mod health;
+pub mod http;
 pub mod k8s;
+pub mod metrics;
 pub mod redundancy;
 pub mod route;
+pub mod status;
 pub mod sync;

@@ -1,7 +1,6 @@
 //! The `podlb` binary: run, check, status, demo.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -10,6 +9,9 @@ use clap::{Parser, Subcommand};
 
 use podlb::config::{Config, DEFAULT_ADMIN};
 use podlb::engine;
+use podlb::http::client::get_once;
+use podlb::http::StatusCode;
+use podlb::status::StatusReport;
 
 /// podlb: a portable userspace L4 load balancer for container clusters.
 #[derive(Parser)]
@@ -132,75 +134,18 @@ fn demo(connections: usize, mode: &str, attach: &str) -> ExitCode {
     ExitCode::from(1)
 }
 
-fn fetch(addr: SocketAddr, path: &str) -> std::io::Result<String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-    if !head.starts_with("HTTP/1.1 200") {
-        return Err(std::io::Error::other(
-            head.lines().next().unwrap_or("no response").to_string(),
-        ));
+/// `GET path` on the admin endpoint: the body of a 200, else the status.
+fn fetch(addr: SocketAddr, path: &str) -> Result<String, String> {
+    let r = get_once(addr, path, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    if r.status != StatusCode::OK {
+        return Err(format!("{:?} {}", r.version, r.status));
     }
-    Ok(body.to_string())
+    Ok(r.text())
 }
 
 fn print_status(body: &str) {
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(body) else {
-        println!("{body}");
-        return;
-    };
-    let i = &v["interface"];
-    println!(
-        "podlb {}  {} {} mac {}  workers {}  up {} s",
-        v["version"].as_str().unwrap_or("?"),
-        i["mode"].as_str().unwrap_or("?"),
-        i["name"].as_str().unwrap_or("?"),
-        i["mac"].as_str().unwrap_or("?"),
-        i["workers"],
-        v["uptime_s"]
-    );
-    println!(
-        "flows {} / {}",
-        v["flows"]["active"], v["flows"]["capacity"]
-    );
-    for s in v["services"].as_array().into_iter().flatten() {
-        println!(
-            "service {} {}:{} ({})",
-            s["name"].as_str().unwrap_or("?"),
-            s["vip"].as_str().unwrap_or("?"),
-            s["port"],
-            s["mode"].as_str().unwrap_or("?")
-        );
-        for b in s["backends"].as_array().into_iter().flatten() {
-            println!(
-                "  {:<22} {:<9} mac {:<17} active {:>6}  new {:>8}",
-                b["addr"].as_str().unwrap_or("?"),
-                b["state"].as_str().unwrap_or("?"),
-                b["mac"].as_str().unwrap_or("-"),
-                b["active_flows"],
-                b["new_flows"]
-            );
-        }
+    match serde_json::from_str::<StatusReport>(body) {
+        Ok(st) => print!("{}", st.summary()),
+        Err(_) => println!("{body}"),
     }
-    let drops: Vec<String> = v["drops"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter(|(_, n)| n.as_u64().unwrap_or(0) > 0)
-        .map(|(k, n)| format!("{k}={n}"))
-        .collect();
-    println!(
-        "drops: {}",
-        if drops.is_empty() {
-            "none".to_string()
-        } else {
-            drops.join(" ")
-        }
-    );
 }

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use crate::config::{VrrpChecksum, VrrpSettings};
+use crate::metrics::{Exposition, Kind, Labels};
+use crate::status::{RouterState, VrrpStatus};
 use podlb_core::vrrp::{Action, Config as RouterConfig, Router, State};
 use podlb_io::Injector;
 use podlb_wire::vrrp::{self as wvrrp, AdvertDrop, ChecksumForm};
@@ -38,6 +40,28 @@ impl Histogram {
         self.count.fetch_add(1, Relaxed);
         self.sum_us.fetch_add(d.as_micros() as u64, Relaxed);
     }
+
+    /// The mean in milliseconds; `None` before the first observation.
+    pub fn mean_ms(&self) -> Option<f64> {
+        let c = self.count.load(Relaxed);
+        (c > 0).then(|| self.sum_us.load(Relaxed) as f64 / 1e3 / c as f64)
+    }
+
+    /// Writes the histogram (seconds) as the family `name`.
+    pub fn render(&self, w: &mut Exposition, name: &str, help: &str, labels: Labels<'_>) {
+        let buckets = TAKEOVER_BUCKETS
+            .iter()
+            .zip(&self.buckets)
+            .map(|(&le, n)| (le, n.load(Relaxed)));
+        w.histogram(
+            name,
+            help,
+            labels,
+            buckets,
+            self.count.load(Relaxed),
+            self.sum_us.load(Relaxed) as f64 / 1e6,
+        );
+    }
 }
 
 /// What /status and /metrics show about VRRP.
@@ -63,7 +87,112 @@ pub struct VrrpView {
     pub unicast_peers: parking_lot::Mutex<Vec<Ipv4Addr>>,
 }
 
-pub const STATE_NAMES: [&str; 4] = ["initialize", "backup", "master", "fault"];
+pub const STATE_NAMES: [&str; 4] = [
+    RouterState::Initialize.as_str(),
+    RouterState::Backup.as_str(),
+    RouterState::Master.as_str(),
+    RouterState::Fault.as_str(),
+];
+
+impl VrrpView {
+    pub fn state(&self) -> RouterState {
+        RouterState::from_index(self.state.load(Relaxed))
+    }
+
+    /// The `/status` section.
+    pub fn status(&self) -> VrrpStatus {
+        let master = self.master.load(Relaxed);
+        VrrpStatus {
+            vrid: self.vrid,
+            state: self.state(),
+            priority: self.priority.load(Relaxed),
+            master: (master != 0).then(|| Ipv4Addr::from(master)),
+            unicast_peers: self.unicast_peers.lock().clone(),
+            adverts_sent: self.adverts_sent.load(Relaxed),
+            adverts_received: self.adverts_received.load(Relaxed),
+            takeovers: self.takeover.count.load(Relaxed),
+            takeover_mean_ms: self.takeover.mean_ms(),
+        }
+    }
+
+    /// The `podlb_vrrp_*` and `podlb_takeover_seconds` families.
+    pub fn render(&self, w: &mut Exposition) {
+        let vrid = self.vrid.to_string();
+        let vrid = vrid.as_str();
+        let state = self.state();
+        let mut f = w.family(
+            "podlb_vrrp_state",
+            "1 for the state this instance is in, per VRID.",
+            Kind::Gauge,
+        );
+        for s in RouterState::ALL {
+            f.sample(
+                &[("vrid", vrid), ("state", s.as_str())],
+                u8::from(s == state),
+            );
+        }
+        let mut f = w.family(
+            "podlb_vrrp_transitions_total",
+            "State changes, by the state entered.",
+            Kind::Counter,
+        );
+        for (s, n) in RouterState::ALL.iter().zip(&self.transitions) {
+            f.sample(&[("vrid", vrid), ("to", s.as_str())], n.load(Relaxed));
+        }
+        for (name, help, v) in [
+            (
+                "podlb_vrrp_priority",
+                "Current priority (after tracking).",
+                u64::from(self.priority.load(Relaxed)),
+            ),
+            (
+                "podlb_vrrp_adverts_sent_total",
+                "Adverts sent.",
+                self.adverts_sent.load(Relaxed),
+            ),
+            (
+                "podlb_vrrp_adverts_received_total",
+                "Adverts accepted.",
+                self.adverts_received.load(Relaxed),
+            ),
+            (
+                "podlb_vrrp_unknown_peer_total",
+                "Adverts from addresses that are not unicast peers.",
+                self.unknown_peer.load(Relaxed),
+            ),
+            (
+                "podlb_vrrp_hooks_run_total",
+                "Notify hooks started.",
+                self.hooks_run.load(Relaxed),
+            ),
+            (
+                "podlb_vrrp_hook_errors_total",
+                "Notify hooks that failed to start or exited non-zero.",
+                self.hook_errors.load(Relaxed),
+            ),
+        ] {
+            w.family(name, help, Kind::of_name(name))
+                .sample(&[("vrid", vrid)], v);
+        }
+        let mut f = w.family(
+            "podlb_vrrp_drops_total",
+            "Adverts discarded, by RFC 9568 §7.1 check.",
+            Kind::Counter,
+        );
+        for d in AdvertDrop::ALL {
+            f.sample(
+                &[("vrid", vrid), ("reason", d.as_str())],
+                self.drops[d as usize].load(Relaxed),
+            );
+        }
+        self.takeover.render(
+            w,
+            "podlb_takeover_seconds",
+            "Master-down detected to first frame forwarded as master.",
+            &[("vrid", vrid)],
+        );
+    }
+}
 
 /// What the driver asks of the engine after a step.
 #[derive(Debug, Default, PartialEq, Eq)]

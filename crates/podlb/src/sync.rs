@@ -105,6 +105,106 @@ pub struct SyncView {
     pub tables_received: AtomicU64,
 }
 
+impl SyncView {
+    /// The `podlb_sync_*` families.
+    pub fn render(&self, w: &mut crate::metrics::Exposition) {
+        for (name, help, c) in [
+            (
+                "podlb_sync_datagrams_sent_total",
+                "Connection-sync datagrams sent.",
+                &self.datagrams_sent,
+            ),
+            (
+                "podlb_sync_events_sent_total",
+                "Flow events sent to backups.",
+                &self.events_sent,
+            ),
+            (
+                "podlb_sync_send_errors_total",
+                "Sync datagrams the kernel refused.",
+                &self.send_errors,
+            ),
+            (
+                "podlb_sync_datagrams_received_total",
+                "Sync datagrams received.",
+                &self.datagrams_received,
+            ),
+            (
+                "podlb_sync_events_received_total",
+                "Flow events received from a master.",
+                &self.events_received,
+            ),
+            (
+                "podlb_sync_auth_failures_total",
+                "Sync datagrams without a valid tag, or replayed (with a shared key).",
+                &self.auth_failures,
+            ),
+            (
+                "podlb_sync_rejected_total",
+                "Sync datagrams from a sender that is neither the master nor a peer.",
+                &self.rejected,
+            ),
+            (
+                "podlb_sync_decode_errors_total",
+                "Sync datagrams that did not decode.",
+                &self.decode_errors,
+            ),
+            (
+                "podlb_sync_gaps_total",
+                "Sync datagrams lost (sequence gaps).",
+                &self.gaps,
+            ),
+            (
+                "podlb_sync_installed_total",
+                "Synced flows installed.",
+                &self.installed,
+            ),
+            (
+                "podlb_sync_refreshed_total",
+                "Synced flows refreshed.",
+                &self.refreshed,
+            ),
+            (
+                "podlb_sync_replaced_total",
+                "Synced flows that replaced a different local entry.",
+                &self.replaced,
+            ),
+            (
+                "podlb_sync_removed_total",
+                "Synced flow removals applied.",
+                &self.removed,
+            ),
+            (
+                "podlb_sync_table_full_total",
+                "Synced flows that found no room.",
+                &self.table_full,
+            ),
+            (
+                "podlb_sync_unknown_service_total",
+                "Synced flows for a VIP:port this instance does not serve.",
+                &self.unknown_service,
+            ),
+            (
+                "podlb_sync_tables_sent_total",
+                "Whole connection tables sent to a new backup.",
+                &self.tables_sent,
+            ),
+            (
+                "podlb_sync_tables_received_total",
+                "Whole connection tables received from the master.",
+                &self.tables_received,
+            ),
+        ] {
+            w.counter(name, help, c.load(Relaxed));
+        }
+        w.gauge(
+            "podlb_sync_peers",
+            "Instances this one streams to (configured and learned).",
+            self.peers.load(Relaxed),
+        );
+    }
+}
+
 /// Whether a backup holds back preemption: from the moment it is backup
 /// until the master's whole table has reached it ([`SyncLink::synced`]),
 /// but no longer than the bound. A master that has not sent a single sync

@@ -1,12 +1,16 @@
-//! A minimal blocking HTTP/1.1 client for the cloud API: one POST per
-//! connection (`Connection: close`), over TCP for `http://` (a local
-//! emulator such as moto) or rustls for `https://`, with connect, read and
-//! write timeouts. It runs on the `podlb-cloud` thread only.
+//! The cloud API's HTTP: one blocking POST per connection (`Connection:
+//! close`) on [`crate::http::client`], over TCP for `http://` (a local
+//! emulator such as moto) or rustls for `https://` (the platform's
+//! verifier), with a connect and an exchange timeout. It runs on the
+//! `podlb-cloud` thread only.
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::ToSocketAddrs;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use http_body_util::Full;
+
+use crate::http::{client, header, Bytes, Method};
 
 /// Largest response body read (EC2 answers for one ENI or one address are
 /// a few KiB).
@@ -72,9 +76,6 @@ pub struct Response {
     pub body: String,
 }
 
-trait Stream: Read + Write {}
-impl<T: Read + Write> Stream for T {}
-
 fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
     static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
     CONFIG
@@ -91,9 +92,9 @@ fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
         .clone()
 }
 
-/// POSTs `body` to `ep` with `headers` (Host, Content-Length and
-/// Connection are added). `timeout` bounds the connect and each read and
-/// write.
+/// POSTs `body` to `ep` with `headers` (Host, Content-Length, Connection
+/// and User-Agent are added). `timeout` bounds the connect, and then the
+/// exchange. Blocking: it runs the request on a runtime of its own.
 pub fn post(
     ep: &Endpoint,
     headers: &[(&str, String)],
@@ -104,159 +105,64 @@ pub fn post(
         .to_socket_addrs()
         .map_err(|e| format!("resolve {}: {e}", ep.host))?
         .collect();
-    let mut last = format!("resolve {}: no address", ep.host);
-    let mut tcp = None;
-    for a in addrs {
-        match TcpStream::connect_timeout(&a, timeout) {
-            Ok(s) => {
-                tcp = Some(s);
-                break;
-            }
-            Err(e) => last = format!("connect {a}: {e}"),
-        }
-    }
-    let tcp = tcp.ok_or(last)?;
-    tcp.set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    tcp.set_write_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    let _ = tcp.set_nodelay(true);
-    let mut stream: Box<dyn Stream> = if ep.tls {
-        let name = rustls::pki_types::ServerName::try_from(ep.host.clone())
-            .map_err(|e| format!("TLS server name {}: {e}", ep.host))?;
-        let conn =
-            rustls::ClientConnection::new(tls_config()?, name).map_err(|e| format!("TLS: {e}"))?;
-        Box::new(rustls::StreamOwned::new(conn, tcp))
-    } else {
-        Box::new(tcp)
-    };
-    let mut req = format!(
-        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\nUser-Agent: podlb/{}\r\n",
-        ep.path,
-        ep.host_header(),
-        body.len(),
-        env!("CARGO_PKG_VERSION")
-    );
-    for (k, v) in headers {
-        req.push_str(k);
-        req.push_str(": ");
-        req.push_str(v);
-        req.push_str("\r\n");
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    stream
-        .write_all(req.as_bytes())
-        .and_then(|()| stream.flush())
-        .map_err(|e| format!("send: {e}"))?;
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                raw.extend_from_slice(&buf[..n]);
-                if raw.len() > MAX_RESPONSE {
-                    return Err("response too large".into());
+    let rt = crate::http::runtime().map_err(|e| format!("runtime: {e}"))?;
+    rt.block_on(async {
+        let mut last = format!("resolve {}: no address", ep.host);
+        let mut tcp = None;
+        for a in addrs {
+            match client::connect(a, timeout).await {
+                Ok(s) => {
+                    tcp = Some(s);
+                    break;
                 }
-                if let Some(r) = parse_response(&raw, false)? {
-                    return Ok(r);
-                }
+                Err(e) => last = e.to_string(),
             }
-            // A TLS peer that closes without close_notify: use what came.
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-            Err(e) => return Err(format!("receive: {e}")),
         }
-    }
-    parse_response(&raw, true)?.ok_or_else(|| "connection closed before a full response".into())
-}
-
-/// Parses a complete response out of `raw`; `Ok(None)` while more bytes
-/// are needed. `eof`: the connection is closed (a body without length ends
-/// there).
-pub fn parse_response(raw: &[u8], eof: bool) -> Result<Option<Response>, String> {
-    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return if eof {
-            Err("truncated response head".into())
+        let tcp = tcp.ok_or(last)?;
+        let mut conn = if ep.tls {
+            let name = rustls::pki_types::ServerName::try_from(ep.host.clone())
+                .map_err(|e| format!("TLS server name {}: {e}", ep.host))?;
+            let tls = tokio::time::timeout(
+                timeout,
+                tokio_rustls::TlsConnector::from(tls_config()?).connect(name, tcp),
+            )
+            .await
+            .map_err(|_| "TLS handshake timed out".to_string())?
+            .map_err(|e| format!("TLS: {e}"))?;
+            client::Conn::handshake(tls).await
         } else {
-            Ok(None)
-        };
-    };
-    let head = std::str::from_utf8(&raw[..end]).map_err(|_| "response head is not UTF-8")?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or("");
-    let mut parts = status_line.split_whitespace();
-    let status = match (parts.next(), parts.next()) {
-        (Some(v), Some(code)) if v.starts_with("HTTP/1.") => code
-            .parse::<u16>()
-            .map_err(|_| format!("bad status line {status_line:?}"))?,
-        _ => return Err(format!("bad status line {status_line:?}")),
-    };
-    let mut length = None;
-    let mut chunked = false;
-    for l in lines {
-        let Some((k, v)) = l.split_once(':') else {
-            continue;
-        };
-        let (k, v) = (k.trim(), v.trim());
-        if k.eq_ignore_ascii_case("content-length") {
-            length = Some(v.parse::<usize>().map_err(|_| "bad Content-Length")?);
-        } else if k.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = v.to_ascii_lowercase().contains("chunked");
+            client::Conn::handshake(tcp).await
         }
-    }
-    let rest = &raw[end + 4..];
-    let body = if chunked {
-        match dechunk(rest)? {
-            Some(b) => b,
-            None if eof => return Err("truncated chunked body".into()),
-            None => return Ok(None),
+        .map_err(|e| e.to_string())?;
+        let mut req = client::request(Method::POST, &ep.path, &ep.host_header())
+            .header(header::CONNECTION, "close")
+            .header(header::USER_AGENT, USER_AGENT);
+        for (k, v) in headers {
+            req = req.header(*k, v.as_str());
         }
-    } else if let Some(n) = length {
-        if rest.len() < n {
-            return if eof {
-                Err("truncated body".into())
-            } else {
-                Ok(None)
-            };
-        }
-        rest[..n].to_vec()
-    } else if eof {
-        rest.to_vec()
-    } else {
-        return Ok(None);
-    };
-    Ok(Some(Response {
-        status,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    }))
+        let req = req
+            .body(Full::new(Bytes::copy_from_slice(body.as_bytes())))
+            .map_err(|e| format!("request: {e}"))?;
+        let r = tokio::time::timeout(timeout, conn.fetch(req, MAX_RESPONSE))
+            .await
+            .map_err(|_| format!("no response within {} ms", timeout.as_millis()))?
+            .map_err(|e| match e {
+                client::Error::TooLarge(_) => "response too large".to_string(),
+                e => format!("receive: {e}"),
+            })?;
+        Ok(Response {
+            status: r.status.as_u16(),
+            body: r.text(),
+        })
+    })
 }
 
-/// Decodes a chunked body; `Ok(None)` while incomplete.
-fn dechunk(mut b: &[u8]) -> Result<Option<Vec<u8>>, String> {
-    let mut out = Vec::new();
-    loop {
-        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
-            return Ok(None);
-        };
-        let size_s = std::str::from_utf8(&b[..eol]).map_err(|_| "bad chunk size")?;
-        let size_s = size_s.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_s, 16).map_err(|_| "bad chunk size")?;
-        b = &b[eol + 2..];
-        if size == 0 {
-            return Ok(Some(out));
-        }
-        if b.len() < size + 2 {
-            return Ok(None);
-        }
-        out.extend_from_slice(&b[..size]);
-        b = &b[size + 2..];
-    }
-}
+const USER_AGENT: &str = concat!("podlb/", env!("CARGO_PKG_VERSION"));
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
 
     #[test]
     fn endpoints() {
@@ -273,32 +179,6 @@ mod tests {
         assert!(Endpoint::parse("http://h:0").is_err());
         assert!(Endpoint::parse("http://h:99999").is_err());
         assert!(Endpoint::parse("http://").is_err());
-    }
-
-    #[test]
-    fn responses() {
-        let r = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc", false)
-            .unwrap()
-            .unwrap();
-        assert_eq!((r.status, r.body.as_str()), (200, "abc"));
-        assert_eq!(
-            parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nabc", false).unwrap(),
-            None
-        );
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nabc", true).is_err());
-        let r = parse_response(
-            b"HTTP/1.1 400 Bad\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
-            false,
-        )
-        .unwrap()
-        .unwrap();
-        assert_eq!((r.status, r.body.as_str()), (400, "abcde"));
-        let r = parse_response(b"HTTP/1.0 503 x\r\n\r\nbody", true)
-            .unwrap()
-            .unwrap();
-        assert_eq!((r.status, r.body.as_str()), (503, "body"));
-        assert!(parse_response(b"garbage\r\n\r\n", true).is_err());
-        assert!(parse_response(b"HTTP/1.1 2x0 OK\r\n\r\n", true).is_err());
     }
 
     /// A round trip against a one-shot server on loopback.

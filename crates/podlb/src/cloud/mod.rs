@@ -23,7 +23,9 @@ use std::time::{Duration, Instant, SystemTime};
 use parking_lot::Mutex;
 
 use crate::config::{CloudProvider, CloudSettings};
+use crate::metrics::{Exposition, Kind};
 use crate::redundancy::{spawn_notify, HookEvent};
+use crate::status::{CloudStatus, RouterState};
 use mover::{Mover, Note, Role, Targets, ACTIONS};
 
 /// Rows of the calls counter: the four EC2 actions, then `exec`.
@@ -85,6 +87,41 @@ impl CloudView {
             (2, false) => "claiming",
             _ => "released",
         }
+    }
+}
+
+impl CloudView {
+    /// The `/status` section.
+    pub fn status(&self) -> CloudStatus {
+        let sum = |j: usize| self.calls.iter().map(|r| r[j].load(Relaxed)).sum::<u64>();
+        CloudStatus {
+            provider: self.provider.to_string(),
+            role: RouterState::from_index(self.role.load(Relaxed) % 4),
+            state: self.state().to_string(),
+            calls: sum(0) + sum(1),
+            errors: self.errors.load(Relaxed),
+            last_ok: self.last_ok.lock().clone(),
+            last_error: self.last_error.lock().clone(),
+        }
+    }
+
+    /// The `podlb_cloud_*` families.
+    pub fn render(&self, w: &mut Exposition) {
+        let mut f = w.family(
+            "podlb_cloud_calls_total",
+            "Cloud API calls (exec: commands run), by action and result.",
+            Kind::Counter,
+        );
+        for (action, calls) in CALL_ACTIONS.iter().zip(&self.calls) {
+            for (result, n) in ["ok", "error"].iter().zip(calls) {
+                f.sample(&[("action", action), ("result", result)], n.load(Relaxed));
+            }
+        }
+        w.gauge(
+            "podlb_cloud_owned",
+            "1 while this instance is master and its last claim or check found the addresses its own.",
+            u8::from(self.state() == "claimed"),
+        );
     }
 }
 

@@ -34,6 +34,9 @@ use super::lease::{self, LeaseView};
 use super::peers::peers_from_slice;
 use super::reconcile::{reconcile_with_nodes, Allocations, Problem, StatusUpdate};
 use crate::config::{KubernetesSettings, ServiceConfig};
+use crate::metrics::{Exposition, Kind};
+use crate::redundancy::Histogram;
+use crate::status::{Allocation, DrainingStatus, KubeStatus, ProblemStatus};
 
 /// What the control thread gets after the API changed something it serves.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,6 +79,151 @@ pub struct KubeView {
     pub namespace: Mutex<String>,
     pub identity: Mutex<String>,
     pub lease: Option<Arc<LeaseView>>,
+}
+
+impl KubeView {
+    /// The `/status` section; `update` and `publish` are the engine's
+    /// latency histograms (API event to first frame, to snapshot published).
+    pub fn status(&self, update: &Histogram, publish: &Histogram) -> KubeStatus {
+        let g = |c: &AtomicU64| c.load(Relaxed);
+        KubeStatus {
+            namespace: self.namespace.lock().clone(),
+            identity: self.identity.lock().clone(),
+            synced: self.synced.load(Relaxed),
+            services: g(&self.services),
+            ignored: g(&self.ignored),
+            allocations: self
+                .allocations
+                .lock()
+                .iter()
+                .map(|(ns, n, ip)| Allocation {
+                    service: format!("{ns}/{n}"),
+                    vip: *ip,
+                })
+                .collect(),
+            problems: self
+                .problems
+                .lock()
+                .iter()
+                .map(|p| ProblemStatus {
+                    service: format!("{}/{}", p.namespace, p.name),
+                    reason: p.reason.as_str().to_string(),
+                    message: p.message.clone(),
+                })
+                .collect(),
+            draining: self
+                .draining
+                .lock()
+                .iter()
+                .map(|(s, eps)| DrainingStatus {
+                    service: s.clone(),
+                    endpoints: eps.clone(),
+                })
+                .collect(),
+            peers: self.peers.lock().clone(),
+            watch_events: g(&self.watch_events),
+            watch_errors: g(&self.watch_errors),
+            relists: g(&self.relists),
+            status_writes: g(&self.status_writes),
+            status_errors: g(&self.status_errors),
+            events_sent: g(&self.events_sent),
+            last_error: self.last_error.lock().clone(),
+            updates: update.count.load(Relaxed),
+            update_mean_ms: update.mean_ms(),
+            publish_mean_ms: publish.mean_ms(),
+            lease: self.lease.as_ref().map(|l| l.status()),
+        }
+    }
+
+    /// The `podlb_k8s_*` families, the Lease's, and the two latency
+    /// histograms (see [`KubeView::status`]).
+    pub fn render(&self, w: &mut Exposition, update: &Histogram, publish: &Histogram) {
+        let g = |c: &AtomicU64| c.load(Relaxed);
+        for (name, help, v) in [
+            (
+                "podlb_k8s_synced",
+                "1 once Services and EndpointSlices have been listed.",
+                u64::from(self.synced.load(Relaxed)),
+            ),
+            (
+                "podlb_k8s_services",
+                "Kubernetes Services served.",
+                g(&self.services),
+            ),
+            (
+                "podlb_k8s_services_ignored",
+                "Services that are not podlb's.",
+                g(&self.ignored),
+            ),
+            (
+                "podlb_k8s_problems",
+                "Services with a problem (see /status and their Events).",
+                self.problems.lock().len() as u64,
+            ),
+            (
+                "podlb_k8s_watch_events_total",
+                "Watch events received.",
+                g(&self.watch_events),
+            ),
+            (
+                "podlb_k8s_watch_errors_total",
+                "Watch errors (retried with back-off).",
+                g(&self.watch_errors),
+            ),
+            (
+                "podlb_k8s_relists_total",
+                "Lists after the first (410 Gone, reconnects).",
+                g(&self.relists),
+            ),
+            (
+                "podlb_k8s_reconciles_total",
+                "Reconciliations run.",
+                g(&self.reconciles),
+            ),
+            (
+                "podlb_k8s_updates_total",
+                "Changes handed to the data plane.",
+                g(&self.updates_published),
+            ),
+            (
+                "podlb_k8s_status_writes_total",
+                "Service status writes.",
+                g(&self.status_writes),
+            ),
+            (
+                "podlb_k8s_status_errors_total",
+                "Failed Service status writes.",
+                g(&self.status_errors),
+            ),
+            (
+                "podlb_k8s_events_total",
+                "Warning Events sent.",
+                g(&self.events_sent),
+            ),
+            (
+                "podlb_k8s_event_errors_total",
+                "Events that could not be sent.",
+                g(&self.event_errors),
+            ),
+        ] {
+            w.single(name, help, Kind::of_name(name), v);
+        }
+        if let Some(l) = &self.lease {
+            l.render(w);
+        }
+        update.render(
+            w,
+            "podlb_k8s_update_seconds",
+            "API watch event to the first frame sent with the snapshot it made.",
+            &[],
+        );
+        publish.render(
+            w,
+            "podlb_k8s_publish_seconds",
+            "API watch event to the snapshot published.",
+            &[],
+        );
+    }
 }
 
 /// Whether this instance is the active one (VRRP master, Lease holder, or

@@ -29,6 +29,8 @@ use serde_json::{json, Value};
 
 use super::client::{Identity, REQUEST_TIMEOUT};
 use crate::config::LeaseSettings;
+use crate::metrics::Exposition;
+use crate::status::{LeaseStatus, RouterState};
 pub use podlb_core::k8s::lease::{decide, Record, Step};
 
 /// State numbers as in VRRP's view: 0 initialize, 1 backup, 2 master, 3 fault.
@@ -47,6 +49,43 @@ pub struct LeaseView {
     pub errors: AtomicU64,
     pub conflicts: AtomicU64,
     pub last_error: Mutex<Option<String>>,
+}
+
+impl LeaseView {
+    /// The `/status` section.
+    pub fn status(&self) -> LeaseStatus {
+        LeaseStatus {
+            state: RouterState::from_index(self.state.load(Relaxed).min(3)),
+            holder: self.holder.lock().clone(),
+            acquired: self.acquired.load(Relaxed),
+            errors: self.errors.load(Relaxed),
+            last_error: self.last_error.lock().clone(),
+        }
+    }
+
+    /// The `podlb_lease_*` families.
+    pub fn render(&self, w: &mut Exposition) {
+        w.gauge(
+            "podlb_lease_state",
+            "0 initialize, 1 backup, 2 holder, 3 fault.",
+            self.state.load(Relaxed),
+        );
+        w.counter(
+            "podlb_lease_acquired_total",
+            "Times the Lease was acquired.",
+            self.acquired.load(Relaxed),
+        );
+        w.counter(
+            "podlb_lease_errors_total",
+            "Failed Lease calls.",
+            self.errors.load(Relaxed),
+        );
+        w.counter(
+            "podlb_lease_conflicts_total",
+            "Lease writes lost to another instance (409).",
+            self.conflicts.load(Relaxed),
+        );
+    }
 }
 
 /// The API's `MicroTime`: RFC 3339 UTC with six fractional digits.

@@ -1,0 +1,396 @@
+//! The engine's reports: [`Source`] for [`EngineView`]. The engine-wide
+//! rows (drops, events, ARP, flows, backends) are written here; each
+//! subsystem writes its own (`render` and `status` beside its view type:
+//! VRRP, sync, Kubernetes, Lease, cloud, health).
+
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use super::Source;
+use crate::engine::EngineView;
+use crate::metrics::{Exposition, Kind};
+use crate::status::{
+    ArpStatus, BackendState, BackendStatus, ConflictStatus, FlowStatus, FlowTableStatus,
+    FlowsReport, InterfaceStatus, NeighborStatus, PacketStatus, ServiceStatus, StatusReport,
+};
+use podlb_core::flow::Phase;
+use podlb_core::service::Vtep;
+use podlb_core::stats::{total, BackendCounter, DropReason, Event, WorkerStats};
+
+impl Source for EngineView {
+    fn metrics(&self, w: &mut Exposition) {
+        let now = Instant::now();
+        self.render_engine(w);
+        self.render_backends(w);
+        self.health.render(w, &self.desired.lock().clone(), now);
+        if let Some(v) = &self.vrrp {
+            v.render(w);
+        }
+        if let Some(k) = &self.kube {
+            k.render(w, &self.update_latency, &self.publish_latency);
+        }
+        if let Some(c) = &self.cloud {
+            c.view.render(w);
+        }
+        if let Some(s) = &self.sync {
+            s.render(w);
+        }
+    }
+
+    fn status(&self) -> StatusReport {
+        let cfg = self.config.load();
+        let snap = self.shared.snapshot.load();
+        let neighbors = self.shared.neighbors.entries();
+        let mac_of = |ip: u32| {
+            neighbors
+                .iter()
+                .find(|n| n.ip == ip)
+                .and_then(|n| n.mac)
+                .map(|m| m.to_string())
+        };
+        let rows = self.backend_rows();
+        let services = snap
+            .services
+            .iter()
+            .map(|s| ServiceStatus {
+                name: s.name.clone(),
+                vip: Ipv4Addr::from(s.vip),
+                port: s.port,
+                mode: s.mode.as_str().to_string(),
+                backends: rows
+                    .iter()
+                    .filter(|r| r.service == s.name)
+                    .map(|r| BackendStatus {
+                        addr: r.addr,
+                        mac: mac_of(r.l2_target),
+                        vtep: r.vtep.map(|v| Ipv4Addr::from(v.ip)),
+                        vtep_mac: r.vtep.map(|v| v.mac.to_string()),
+                        next_hop: r.vtep.map(|v| Ipv4Addr::from(v.next_hop)),
+                        state: if r.configured {
+                            BackendState::Active
+                        } else {
+                            BackendState::Draining
+                        },
+                        active_flows: self.active[usize::from(r.slot)].load(Relaxed),
+                        new_flows: self.backend_sum(r.slot, BackendCounter::NewFlows),
+                        packets_to_backend: self
+                            .backend_sum(r.slot, BackendCounter::PacketsToBackend),
+                        packets_to_client: self
+                            .backend_sum(r.slot, BackendCounter::PacketsToClient),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let flows = &self.shared.flows;
+        let now = Instant::now();
+        StatusReport {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            uptime_s: self.started.elapsed().as_secs(),
+            interface: InterfaceStatus {
+                mode: cfg.attach.mode_str().to_string(),
+                name: self.interface.clone(),
+                mac: self.mac.to_string(),
+                workers: self.workers.len(),
+            },
+            config_generation: snap.generation,
+            last_reload_error: self.last_reload_error.lock().clone(),
+            flows: FlowTableStatus {
+                active: flows.len(),
+                capacity: flows.capacity(),
+                evictions: flows.evictions(),
+                memory_bytes: flows.memory_bytes(),
+            },
+            services,
+            neighbors: neighbors
+                .iter()
+                .map(|n| NeighborStatus {
+                    ip: Ipv4Addr::from(n.ip),
+                    mac: n.mac.map(|m| m.to_string()),
+                })
+                .collect(),
+            drops: DropReason::ALL
+                .iter()
+                .map(|&r| (r.as_str().to_string(), self.drops(r)))
+                .collect(),
+            health: self.health.status(&self.desired.lock().clone()),
+            health_fail_open: self.health.fail_open(),
+            refused_held: self.health.held_status(now),
+            vrrp: self.vrrp.as_ref().map(|v| v.status()),
+            kubernetes: self
+                .kube
+                .as_ref()
+                .map(|k| k.status(&self.update_latency, &self.publish_latency)),
+            cloud: self.cloud.as_ref().map(|c| c.view.status()),
+            arp: ArpStatus {
+                replies_sent: self.events(Event::ArpRepliesSent),
+                requests_sent: self.arp_requests.load(Relaxed),
+                garp_sent: self.garp_sent.load(Relaxed),
+                garp_unicast_sent: self.garp_unicast_sent.load(Relaxed),
+                vip_defences: self.vip_defences.load(Relaxed),
+                other_target_requests: self.events(Event::ArpOtherTarget),
+            },
+            conflicts: self
+                .conflicts
+                .lock()
+                .iter()
+                .map(|c| ConflictStatus {
+                    vip: c.vip,
+                    mac: c.mac.to_string(),
+                    last_seen_s: c.last_seen.elapsed().as_secs(),
+                    count: c.count,
+                })
+                .collect(),
+            packets: PacketStatus {
+                rx: self.events(Event::RxPackets),
+                tx: self.events(Event::TxPackets),
+                ignored: self.events(Event::Ignored),
+            },
+        }
+    }
+
+    fn flows(&self, limit: usize) -> FlowsReport {
+        let now = self.shared.now_ms();
+        let reg = self.registry.lock();
+        let mut flows = Vec::new();
+        self.shared.flows.for_each(|f| {
+            // The stats slot names the service stably across reloads.
+            let service = reg.name(f.stat).map_or("?", |(s, _)| s.as_str());
+            flows.push(FlowStatus {
+                service: service.to_string(),
+                client: SocketAddrV4::new(Ipv4Addr::from(f.key.client), f.key.client_port),
+                vip: SocketAddrV4::new(Ipv4Addr::from(f.key.vip), f.key.vport),
+                backend: SocketAddrV4::new(Ipv4Addr::from(f.backend), f.backend_port),
+                nat_port: (f.nat_port != 0).then_some(f.nat_port),
+                state: Phase::from_flags(f.tcp).as_str().to_string(),
+                idle_ms: u64::from(podlb_core::elapsed_ms(now, f.last_seen_ms)),
+            });
+            flows.len() < limit
+        });
+        FlowsReport {
+            flows,
+            total: self.shared.flows.len(),
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.shared.stop.load(Relaxed)
+    }
+}
+
+/// One row per (service, backend) the engine knows: configured or draining.
+struct BackendRow {
+    service: String,
+    addr: SocketAddrV4,
+    slot: u16,
+    configured: bool,
+    /// The address whose MAC podlb sends to (the VTEP's next hop for vxlan).
+    l2_target: u32,
+    vtep: Option<Vtep>,
+}
+
+impl EngineView {
+    /// Every worker's counters and the control thread's.
+    fn all_stats(&self) -> impl Iterator<Item = &WorkerStats> + Clone {
+        self.workers
+            .iter()
+            .map(|w| &**w)
+            .chain(std::iter::once(&*self.control))
+    }
+
+    fn drops(&self, r: DropReason) -> u64 {
+        total(self.all_stats(), |w| w.drops(r))
+    }
+
+    fn events(&self, e: Event) -> u64 {
+        total(self.all_stats(), |w| w.events(e))
+    }
+
+    fn backend_sum(&self, slot: u16, c: BackendCounter) -> u64 {
+        total(self.all_stats(), |w| w.backend_value(slot, c))
+    }
+
+    fn backend_rows(&self) -> Vec<BackendRow> {
+        let snap = self.shared.snapshot.load();
+        let mut rows = Vec::new();
+        let mut seen = HashSet::new();
+        for s in &snap.services {
+            for b in &s.backends {
+                seen.insert(b.stat);
+                rows.push(BackendRow {
+                    service: s.name.clone(),
+                    addr: b.addr,
+                    slot: b.stat,
+                    configured: true,
+                    l2_target: b.l2_target(),
+                    vtep: b.vtep,
+                });
+            }
+        }
+        let reg = self.registry.lock();
+        for slot in 0..reg.len() as u16 {
+            if !seen.contains(&slot) && self.active[usize::from(slot)].load(Relaxed) > 0 {
+                if let Some((svc, addr)) = reg.name(slot) {
+                    rows.push(BackendRow {
+                        service: svc.clone(),
+                        addr: *addr,
+                        slot,
+                        configured: false,
+                        l2_target: u32::from(*addr.ip()),
+                        vtep: snap.vtep(u32::from(*addr.ip())).copied(),
+                    });
+                }
+            }
+        }
+        rows
+    }
+
+    /// Drops, events, the control thread's counters, VIP conflicts, the
+    /// flow table.
+    fn render_engine(&self, w: &mut Exposition) {
+        let mut f = w.family(
+            "podlb_drops_total",
+            "Frames dropped, by reason.",
+            Kind::Counter,
+        );
+        for r in DropReason::ALL {
+            f.sample(&[("reason", r.as_str())], self.drops(r));
+        }
+        for e in Event::ALL {
+            w.counter(
+                &format!("podlb_{}_total", e.as_str()),
+                e.help(),
+                self.events(e),
+            );
+        }
+        for (name, help, v) in [
+            (
+                "podlb_arp_requests_sent_total",
+                "ARP requests sent to resolve backends.",
+                self.arp_requests.load(Relaxed),
+            ),
+            (
+                "podlb_garp_sent_total",
+                "Gratuitous ARP announcements sent for VIPs.",
+                self.garp_sent.load(Relaxed),
+            ),
+            (
+                "podlb_garp_unicast_sent_total",
+                "Unicast ARP replies sent to clients after becoming master (garp_unicast_clients).",
+                self.garp_unicast_sent.load(Relaxed),
+            ),
+            (
+                "podlb_vip_defences_total",
+                "Gratuitous ARPs sent to defend a VIP another host claimed (RFC 5227 section 2.4).",
+                self.vip_defences.load(Relaxed),
+            ),
+            (
+                "podlb_config_reloads_total",
+                "Successful config reloads.",
+                self.reloads.load(Relaxed),
+            ),
+            (
+                "podlb_config_reload_errors_total",
+                "Config reloads rejected (old config kept).",
+                self.reload_errors.load(Relaxed),
+            ),
+            (
+                "podlb_flow_evictions_total",
+                "Flows evicted to make room (policy: expired, then half-open, then closing).",
+                self.shared.flows.evictions(),
+            ),
+        ] {
+            w.counter(name, help, v);
+        }
+        let mut f = w.family(
+            "podlb_vip_conflicts_total",
+            "ARP frames from another MAC claiming a VIP (RFC 5227 section 2.4), by VIP.",
+            Kind::Counter,
+        );
+        for (vip, n) in self.conflicts_per_vip.lock().iter() {
+            f.sample(&[("vip", &vip.to_string())], n);
+        }
+        let flows = &self.shared.flows;
+        w.gauge(
+            "podlb_flows_active",
+            "Flows in the connection table.",
+            flows.len(),
+        );
+        w.gauge(
+            "podlb_flows_capacity",
+            "Connection table capacity.",
+            flows.capacity(),
+        );
+    }
+
+    /// The per-backend families.
+    fn render_backends(&self, w: &mut Exposition) {
+        let rows = self.backend_rows();
+        let addrs: Vec<String> = rows.iter().map(|r| r.addr.to_string()).collect();
+        let per = |w: &mut Exposition,
+                   name: &str,
+                   help: &str,
+                   kind: Kind,
+                   v: &dyn Fn(&BackendRow) -> u64| {
+            let mut f = w.family(name, help, kind);
+            for (r, addr) in rows.iter().zip(&addrs) {
+                f.sample(&[("service", &r.service), ("backend", addr)], v(r));
+            }
+        };
+        per(
+            w,
+            "podlb_backend_new_flows_total",
+            "Flows steered to the backend.",
+            Kind::Counter,
+            &|r| self.backend_sum(r.slot, BackendCounter::NewFlows),
+        );
+        per(
+            w,
+            "podlb_backend_active_flows",
+            "Flows of the backend in the table (as of the last sweep, ≤1 s old).",
+            Kind::Gauge,
+            &|r| u64::from(self.active[usize::from(r.slot)].load(Relaxed)),
+        );
+        per(
+            w,
+            "podlb_backend_up",
+            "1 if the backend is configured, 0 if it is draining.",
+            Kind::Gauge,
+            &|r| u64::from(r.configured),
+        );
+        // Each metric's samples stay together, as the text format requires.
+        for (metric, help, dirs) in [
+            (
+                "podlb_backend_packets_total",
+                "Packets forwarded, by direction.",
+                [
+                    ("to_backend", BackendCounter::PacketsToBackend),
+                    ("to_client", BackendCounter::PacketsToClient),
+                ],
+            ),
+            (
+                "podlb_backend_bytes_total",
+                "Bytes forwarded, by direction.",
+                [
+                    ("to_backend", BackendCounter::BytesToBackend),
+                    ("to_client", BackendCounter::BytesToClient),
+                ],
+            ),
+        ] {
+            let mut f = w.family(metric, help, Kind::Counter);
+            for (r, addr) in rows.iter().zip(&addrs) {
+                for (dir, c) in dirs {
+                    f.sample(
+                        &[
+                            ("service", &r.service),
+                            ("backend", addr),
+                            ("direction", dir),
+                        ],
+                        self.backend_sum(r.slot, c),
+                    );
+                }
+            }
+        }
+    }
+}
