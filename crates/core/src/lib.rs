@@ -11,11 +11,14 @@
 //! - Control-plane state machines: [`vrrp`] (RFC 9568), [`conflict`]
 //!   (RFC 5227 VIP conflicts), [`health`] (rise/fall), [`route`] (next
 //!   hops), [`k8s`] (reconcile, peers, Lease decisions), [`cloud`] (the
-//!   address mover).
+//!   address mover), [`control`] (the engine's control-loop policies: ARP
+//!   resolution, announcements, snapshot staging, the flow sweep, refusal
+//!   holds).
 #![forbid(unsafe_code)]
 
 pub mod cloud;
 pub mod conflict;
+pub mod control;
 pub mod flow;
 pub mod forward;
 #[cfg(feature = "fuzzing")]
