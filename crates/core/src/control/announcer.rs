@@ -245,7 +245,7 @@ impl Announcer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::{tcp_state, Flow, Timeouts};
+    use crate::flow::{tcp_state, Flow};
 
     const V1: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
     const V2: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 101);
@@ -379,13 +379,7 @@ mod tests {
 
     #[test]
     fn unicast_replies_are_spread_over_the_first_second() {
-        let t = Timeouts {
-            syn_ms: 10_000,
-            established_ms: 10_000,
-            fin_ms: 10_000,
-            close_ms: 10_000,
-        };
-        let flows = FlowTable::new(4096, t);
+        let flows = FlowTable::new(4096, super::super::TEST_TIMEOUTS);
         // 120 clients with their own MACs, and one more flow from the first
         // (one reply per (VIP, MAC)).
         for i in 0..120u32 {

@@ -28,6 +28,15 @@ pub mod resolver;
 pub mod staging;
 pub mod sweeper;
 
+/// Flow timeouts for the tests: half-open flows go after 3 s.
+#[cfg(test)]
+const TEST_TIMEOUTS: crate::flow::Timeouts = crate::flow::Timeouts {
+    syn_ms: 3_000,
+    established_ms: 3_600_000,
+    fin_ms: 60_000,
+    close_ms: 10_000,
+};
+
 /// A flow from `client` to VIP 198.18.0.100:80 on `backend`, for the tests.
 #[cfg(test)]
 fn test_flow(client: u32, backend: u32, stat: u16, tcp: u8) -> crate::flow::Flow {

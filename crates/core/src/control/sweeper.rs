@@ -148,14 +148,9 @@ impl Sweeper {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::{tcp_state, Timeouts};
+    use crate::flow::tcp_state;
 
-    const T: Timeouts = Timeouts {
-        syn_ms: 3_000,
-        established_ms: 3_600_000,
-        fin_ms: 60_000,
-        close_ms: 10_000,
-    };
+    use super::super::TEST_TIMEOUTS as T;
     const PACE: SweepPace = SweepPace {
         ticks_per_pass: 50,
         tick_ms: 20,
@@ -184,6 +179,19 @@ mod tests {
         std::iter::from_fn(|| s.poll_action()).collect()
     }
 
+    /// One full pass of 20 ms ticks from `start_ms`; what it asked for.
+    fn pass(
+        s: &mut Sweeper,
+        flows: &FlowTable,
+        start_ms: u32,
+        streaming: bool,
+    ) -> Vec<SweepAction> {
+        for tick in 0..50 {
+            s.handle_tick(start_ms + tick * 20, flows, streaming);
+        }
+        drain(s)
+    }
+
     #[test]
     fn a_full_pass_takes_50_ticks_and_then_publishes_the_counts() {
         let flows = table();
@@ -202,10 +210,8 @@ mod tests {
             HashSet::from([21, 22, 23])
         );
         // The next pass counts afresh: the half-open flows expire (3 s).
-        for tick in 50..100 {
-            s.handle_tick(3_001 + tick * 20, &flows, false);
-        }
-        assert_eq!(drain(&mut s), vec![SweepAction::PassComplete]);
+        let next = pass(&mut s, &flows, 4_001, false);
+        assert_eq!(next, vec![SweepAction::PassComplete]);
         assert_eq!(&s.active()[..4], &[0, 30, 20, 0]);
         assert_eq!(flows.len(), 50);
         assert!(!s.flow_backends().contains(&23));
@@ -216,10 +222,10 @@ mod tests {
         let flows = table();
         let mut s = Sweeper::new(PACE);
         // Not streaming: nothing to refresh.
-        for tick in 0..50 {
-            s.handle_tick(tick * 20, &flows, false);
-        }
-        assert_eq!(drain(&mut s), vec![SweepAction::PassComplete]);
+        assert_eq!(
+            pass(&mut s, &flows, 0, false),
+            vec![SweepAction::PassComplete]
+        );
         // Streaming for one period (10 passes of 1 s): every flow once. (100 s
         // in: `refresh_due`'s phases are offsets on the wrapping clock,
         // which the first period after the epoch does not tile.)
@@ -242,10 +248,7 @@ mod tests {
             refresh_period_ms: 1_000,
             ..PACE
         });
-        for tick in 0..50 {
-            every.handle_tick(20_000 + tick * 20, &flows, true);
-        }
-        let refreshed = drain(&mut every)
+        let refreshed = pass(&mut every, &flows, 20_000, true)
             .iter()
             .filter(|a| matches!(a, SweepAction::Refresh(_)))
             .count();
@@ -256,9 +259,7 @@ mod tests {
     fn kept_neighbors_are_current_draining_their_hops_and_peers() {
         let flows = table();
         let mut s = Sweeper::new(PACE);
-        for tick in 0..50 {
-            s.handle_tick(tick * 20, &flows, false);
-        }
+        pass(&mut s, &flows, 0, false);
         // Backend 22 was removed from the snapshot but carries flows; 24 is
         // new; 0x0a.. are routed through gateway 1; peer 0x0b.. too.
         let hop = |ip: u32| if ip >= 0x0a00_0000 { 1 } else { ip };
@@ -286,12 +287,10 @@ mod tests {
             }
             let live = u32::try_from(flows.len()).unwrap();
             let mut s = Sweeper::new(PACE);
-            for pass in 0..2 {
-                for tick in 0..50 {
-                    s.handle_tick(pass * 1000 + tick * 20, &flows, false);
-                }
-                assert_eq!(drain(&mut s), vec![SweepAction::PassComplete]);
-                assert_eq!(s.active()[1], live, "capacity {capacity}, pass {pass}");
+            for n in 0..2 {
+                let got = pass(&mut s, &flows, n * 1000, false);
+                assert_eq!(got, vec![SweepAction::PassComplete]);
+                assert_eq!(s.active()[1], live, "capacity {capacity}, pass {n}");
             }
         }
     }

@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -118,6 +118,26 @@ fn unresolved(snap: &Snapshot, n: &NeighborTable) -> Vec<Ipv4Addr> {
         .filter(|&ip| n.lookup(ip).is_none())
         .map(Ipv4Addr::from)
         .collect()
+}
+
+/// `at` as a time on the takeover and update clocks of [`Shared`]: µs
+/// since the epoch, +1 (0 means idle).
+///
+/// [`Shared`]: crate::dataplane::Shared
+fn clock_us(epoch: Instant, at: Instant) -> u64 {
+    at.saturating_duration_since(epoch).as_micros() as u64 + 1
+}
+
+/// A takeover or update clock the control thread armed and a worker's first
+/// frame stopped: the span between, once (the clock is idle again after).
+fn stopped_clock(armed: &AtomicU64, done: &AtomicU64) -> Option<Duration> {
+    let d = done.load(Ordering::Relaxed);
+    if d == 0 {
+        return None;
+    }
+    let a = armed.swap(0, Ordering::Relaxed);
+    done.store(0, Ordering::Relaxed);
+    (a != 0 && d >= a).then(|| Duration::from_micros(d - a))
 }
 
 /// Whether an interface's link is up (operstate "up", or "unknown" for
@@ -326,8 +346,8 @@ impl Control {
                 .observe(now.at.saturating_duration_since(t));
             sh.update_done_us.store(0, Ordering::Relaxed);
             sh.update_gen.store(generation, Ordering::Relaxed);
-            let at = t.saturating_duration_since(sh.epoch).as_micros() as u64 + 1;
-            sh.update_armed_us.store(at, Ordering::Relaxed);
+            sh.update_armed_us
+                .store(clock_us(sh.epoch, t), Ordering::Relaxed);
         }
         // A new VIP is announced, by the active instance only (a backup
         // never speaks for the VIPs).
@@ -407,18 +427,12 @@ impl Control {
     /// snapshot.
     pub fn observe_update_clock(&mut self) {
         let sh = &self.view.shared;
-        let done = sh.update_done_us.load(Ordering::Relaxed);
-        if done != 0 {
-            let armed = sh.update_armed_us.swap(0, Ordering::Relaxed);
-            sh.update_done_us.store(0, Ordering::Relaxed);
-            if armed != 0 && done >= armed {
-                let d = Duration::from_micros(done - armed);
-                self.view.update_latency.observe(d);
-                tracing::info!(
-                    latency_ms = d.as_secs_f64() * 1e3,
-                    "API event to first packet"
-                );
-            }
+        if let Some(d) = stopped_clock(&sh.update_armed_us, &sh.update_done_us) {
+            self.view.update_latency.observe(d);
+            tracing::info!(
+                latency_ms = d.as_secs_f64() * 1e3,
+                "API event to first packet"
+            );
         }
     }
 
@@ -608,9 +622,9 @@ impl Control {
             if serve && e.takeover && !sh.active.load(Ordering::Relaxed) {
                 // Arm the takeover clock: the first frame a worker sends as
                 // master stops it.
-                let at = now.at.saturating_duration_since(sh.epoch).as_micros() as u64 + 1;
                 sh.takeover_done_us.store(0, Ordering::Relaxed);
-                sh.takeover_armed_us.store(at, Ordering::Relaxed);
+                sh.takeover_armed_us
+                    .store(clock_us(sh.epoch, now.at), Ordering::Relaxed);
             }
             sh.active.store(serve, Ordering::Relaxed);
             if let Some(c) = &self.view.cloud {
@@ -699,13 +713,8 @@ impl Control {
         // Takeover time: armed on becoming master, stopped by a worker's
         // first transmission.
         let sh = &self.view.shared;
-        let done = sh.takeover_done_us.load(Ordering::Relaxed);
-        if done != 0 {
-            let armed = sh.takeover_armed_us.swap(0, Ordering::Relaxed);
-            sh.takeover_done_us.store(0, Ordering::Relaxed);
-            if armed != 0 && done >= armed {
-                r.view.takeover.observe(Duration::from_micros(done - armed));
-            }
+        if let Some(d) = stopped_clock(&sh.takeover_armed_us, &sh.takeover_done_us) {
+            r.view.takeover.observe(d);
         }
         busy
     }
