@@ -11,7 +11,9 @@
 //! - Control-plane state machines: [`vrrp`] (RFC 9568), [`conflict`]
 //!   (RFC 5227 VIP conflicts), [`health`] (rise/fall), [`route`] (next
 //!   hops), [`k8s`] (reconcile, peers, Lease decisions), [`cloud`] (the
-//!   address mover).
+//!   address mover), [`control`] (the engine's control-loop policies: ARP
+//!   resolution, announcements, snapshot staging, the flow sweep, refusal
+//!   holds).
 #![forbid(unsafe_code)]
 // A narrowing or sign-dropping `as` must say why it is right: `try_from`
 // (saturated or refused) where a value may not fit, `bits::Low` where the
@@ -21,6 +23,7 @@
 pub mod bits;
 pub mod cloud;
 pub mod conflict;
+pub mod control;
 pub mod flow;
 // forward: made cast-clean in its rewrite
 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]

@@ -24,6 +24,7 @@ use crate::http::{client, header, Method};
 use crate::metrics::{Exposition, Kind};
 use crate::status::{HealthStatus, RefusedHold};
 use parking_lot::Mutex;
+use podlb_core::control::holds::Holds;
 
 pub use podlb_core::health::*;
 pub use podlb_core::model::{CheckKind, HealthCheck};
@@ -356,9 +357,9 @@ pub struct HealthGate {
     fail_open: Mutex<HashSet<String>>,
     /// Times a service entered fail-open (all its backends down).
     pub fail_open_total: AtomicU64,
-    /// Backends held out of new connections after refusing a SYN, and
-    /// until when (`flows.refused_hold_s`).
-    held: Mutex<HashMap<SocketAddrV4, Instant>>,
+    /// Backends held out of new connections after refusing a SYN
+    /// (`flows.refused_hold_s`); the engine feeds it the refusals.
+    pub holds: Mutex<Holds>,
     /// Refusals reported by the workers (also those of a backend already
     /// held, e.g. by flows steered before the rebuilt snapshot).
     pub refusals_total: AtomicU64,
@@ -386,51 +387,9 @@ impl HealthGate {
         v
     }
 
-    /// Backend `addr` refused a SYN: hold it out of new connections until
-    /// `until` (a later refusal extends the hold). True when it was not
-    /// held yet: the snapshot needs rebuilding.
-    pub fn hold_refused(&self, addr: SocketAddrV4, until: Instant) -> bool {
-        self.refusals_total.fetch_add(1, Ordering::Relaxed);
-        let mut held = self.held.lock();
-        match held.insert(addr, until) {
-            Some(prev) => {
-                if prev > until {
-                    held.insert(addr, prev);
-                }
-                false
-            }
-            None => {
-                tracing::warn!(backend = %addr, hold_ms = until.saturating_duration_since(Instant::now()).as_millis() as u64, "backend refused a connection; the client's retry goes elsewhere while it is held out");
-                true
-            }
-        }
-    }
-
-    /// Ends the holds due by `now`. True when one ended: the snapshot needs
-    /// rebuilding.
-    pub fn release_held(&self, now: Instant) -> bool {
-        let mut held = self.held.lock();
-        let before = held.len();
-        held.retain(|addr, until| {
-            let keep = *until > now;
-            if !keep {
-                tracing::info!(backend = %addr, "refusal hold over; backend back in");
-            }
-            keep
-        });
-        held.len() != before
-    }
-
     /// The held backends and the time each has left, by address.
     pub fn held(&self, now: Instant) -> Vec<(SocketAddrV4, Duration)> {
-        let mut v: Vec<_> = self
-            .held
-            .lock()
-            .iter()
-            .map(|(a, u)| (*a, u.saturating_duration_since(now)))
-            .collect();
-        v.sort();
-        v
+        self.holds.lock().held(now)
     }
 
     /// Registers the targets of `services` (starting or stopping the
@@ -440,12 +399,13 @@ impl HealthGate {
     pub fn services_for_snapshot(&self, services: &[ServiceConfig]) -> Vec<ServiceConfig> {
         self.register(services);
         let m = self.monitor();
-        let held = self.held.lock().clone();
+        let holds = self.holds.lock();
         let (out, failing) = filter_services(
             services,
             |c, a| m.as_ref().is_none_or(|m| m.is_up(c, a)),
-            |a| held.contains_key(&a),
+            |a| holds.is_held(a),
         );
+        drop(holds);
         let failing: HashSet<String> = failing.into_iter().collect();
         let mut was = self.fail_open.lock();
         for name in failing.difference(&was) {
@@ -893,20 +853,20 @@ mod tests {
         assert_eq!(ports(&out[2]), vec![2], "never the last one");
         assert!(fail_open.is_empty());
 
-        // The gate: a first refusal holds (rebuild due), a second extends,
-        // the hold ends on time (rebuild due again).
+        // The gate leaves a held backend out of the snapshot until its hold
+        // ends (the hold rules: podlb_core::control::holds).
         let gate = HealthGate::new();
         let b = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 21), 2);
         let t0 = Instant::now();
-        assert!(gate.hold_refused(b, t0 + Duration::from_secs(10)));
-        assert!(!gate.hold_refused(b, t0 + Duration::from_secs(5)));
-        assert!(!gate.hold_refused(b, t0 + Duration::from_secs(12)));
-        assert_eq!(gate.refusals_total.load(Ordering::Relaxed), 3);
-        assert_eq!(gate.held(t0), vec![(b, Duration::from_secs(12))]);
+        gate.holds
+            .lock()
+            .handle_refusal(t0, b, Duration::from_secs(10));
+        assert_eq!(gate.held(t0), vec![(b, Duration::from_secs(10))]);
         let out = gate.services_for_snapshot(&services[1..]);
         assert_eq!(ports(&out[0]), vec![1]);
-        assert!(!gate.release_held(t0 + Duration::from_secs(11)));
-        assert!(gate.release_held(t0 + Duration::from_secs(12)));
+        gate.holds
+            .lock()
+            .handle_timeout(t0 + Duration::from_secs(10));
         assert!(gate.held(t0).is_empty());
         let out = gate.services_for_snapshot(&services[1..]);
         assert_eq!(ports(&out[0]), vec![1, 2]);
