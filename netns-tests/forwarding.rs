@@ -1,6 +1,7 @@
 //! Forwarding through the VIP to three nginx backends, for each attachment
-//! (AF_PACKET, TAP) and each mode (nat, dsr), and nat through the AF_XDP
-//! backend.
+//! (AF_PACKET, TAP) and each mode (nat, dsr), nat through the AF_XDP
+//! backend, and nat over the other AF_PACKET rings (TPACKET_V3 RX, a
+//! TPACKET_V2 TX ring).
 
 use podlb_lab::demo::{lab_topology, metric_value, Attach, VIP};
 use podlb_lab::netns;
@@ -8,7 +9,7 @@ use podlb_lab::netns;
 use crate::common::*;
 
 fn forwarding(attach_name: &str, mode: &str) {
-    forwarding_with(attach_name, mode, None)
+    forwarding_with(attach_name, mode, &[])
 }
 
 /// The veth's count of frames its XDP program redirected (ethtool -S).
@@ -26,7 +27,9 @@ fn xdp_attached(ns: &str) -> bool {
         .is_ok_and(|o| o.contains("prog/xdp"))
 }
 
-fn forwarding_with(attach_name: &str, mode: &str, backend: Option<&str>) {
+/// `io`: keys of the `[io]` table and their (string) values.
+fn forwarding_with(attach_name: &str, mode: &str, io: &[(&str, &str)]) {
+    let backend = io.iter().find(|(k, _)| *k == "backend").map(|&(_, v)| v);
     let budget = Budget::start();
     let attach = Attach::from_name(attach_name).unwrap();
     let with_iperf = mode == "nat";
@@ -44,10 +47,11 @@ fn forwarding_with(attach_name: &str, mode: &str, backend: Option<&str>) {
         procs.push(start_iperf_server(&topo, topo.ns("be1")));
     }
     let mut config = lab_config(&attach, mode, with_iperf);
-    if let Some(b) = backend {
-        config
-            .extra
-            .push_str(&format!("\n[io]\nbackend = \"{b}\"\n"));
+    if !io.is_empty() {
+        config.extra.push_str("\n[io]\n");
+        for (k, v) in io {
+            config.extra.push_str(&format!("{k} = \"{v}\"\n"));
+        }
     }
     let podlb = start_podlb(&topo, &attach, &config);
     let lb = lb_ns(&topo, &attach);
@@ -78,8 +82,7 @@ fn forwarding_with(attach_name: &str, mode: &str, backend: Option<&str>) {
         0.0
     };
     eprintln!(
-        "{attach_name}/{mode}/{}: spread {counts:?}; wrk {} requests in 3 s; iperf3 {:.2} Gbit/s",
-        backend.unwrap_or("default"),
+        "{attach_name}/{mode}/{io:?}: spread {counts:?}; wrk {} requests in 3 s; iperf3 {:.2} Gbit/s",
         r.requests,
         bps / 1e9
     );
@@ -121,7 +124,13 @@ fn forwarding_with(attach_name: &str, mode: &str, backend: Option<&str>) {
 #[test]
 fn forward_af_xdp_nat() {
     require_netns!("forward_af_xdp_nat");
-    forwarding_with("af_packet", "nat", Some("af_xdp"));
+    forwarding_with("af_packet", "nat", &[("backend", "af_xdp")]);
+}
+
+#[test]
+fn forward_af_packet_nat_v3_tx_ring() {
+    require_netns!("forward_af_packet_nat_v3_tx_ring");
+    forwarding_with("af_packet", "nat", &[("rx_ring", "v3"), ("tx", "ring")]);
 }
 
 #[test]

@@ -230,8 +230,8 @@ mod tests {
         let t0 = Instant::now();
         for i in 0..(MAX_ROWS as u64 * 3) {
             let mut mac = M1;
-            mac[4] = (i >> 8) as u8;
-            mac[5] = i as u8;
+            let b = i.to_be_bytes();
+            (mac[4], mac[5]) = (b[6], b[7]);
             let mut out = Outcome::default();
             let at = t0 + Duration::from_millis(i);
             t.observe(0, i + 1, Some((1, VIP, mac)), at, true, &mut out);
@@ -239,7 +239,7 @@ mod tests {
         let rows = t.rows();
         assert_eq!(rows.len(), MAX_ROWS);
         // The most recent claimants are kept.
-        assert_eq!(rows[0].mac.0[5], (MAX_ROWS * 3 - 1) as u8);
+        assert_eq!(rows[0].mac.0[5], (MAX_ROWS * 3 - 1).to_le_bytes()[0]);
         assert_eq!(
             t.per_vip(),
             vec![(Ipv4Addr::from(VIP), MAX_ROWS as u64 * 3)]

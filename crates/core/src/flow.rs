@@ -35,6 +35,7 @@
 
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 
+use crate::bits::Low;
 use crate::hash::mix64;
 use podlb_wire::MacAddr;
 
@@ -44,11 +45,14 @@ pub const WAYS: usize = 8;
 const ST_EMPTY: u64 = 0;
 const ST_BUSY: u64 = 1;
 const ST_LIVE: u64 = 2;
-const GEN_MASK: u64 = 0x00ff_ffff;
+const GEN_MASK: u32 = 0x00ff_ffff;
+/// Most flows a table holds: slot indices, and slot + 1 in the reverse
+/// index, must fit in 32 bits (a third more slots than flows, see `new`).
+const MAX_CAPACITY: usize = 1 << 31;
 
 #[inline]
 fn ctrl(tag: u32, gen: u32, state: u64) -> u64 {
-    ((tag as u64) << 32) | (((gen as u64) & GEN_MASK) << 8) | state
+    (u64::from(tag) << 32) | (u64::from(gen & GEN_MASK) << 8) | state
 }
 #[inline]
 fn ctrl_state(w: u64) -> u64 {
@@ -56,11 +60,22 @@ fn ctrl_state(w: u64) -> u64 {
 }
 #[inline]
 fn ctrl_gen(w: u64) -> u32 {
-    ((w >> 8) & GEN_MASK) as u32
+    Low::<u32>::low(w >> 8) & GEN_MASK
 }
 #[inline]
 fn ctrl_tag(w: u64) -> u32 {
     (w >> 32) as u32
+}
+/// The tag a key's hash leaves in control and reverse words (bits 16..48).
+#[inline]
+fn tag_of(h: u64) -> u32 {
+    (h >> 16).low()
+}
+/// The slot a reverse-index word points at (`slot + 1` in its low half;
+/// `usize::MAX` truncated for a word whose low half is 0).
+#[inline]
+fn rev_slot(rw: u64) -> usize {
+    Low::<u32>::low(rw).wrapping_sub(1) as usize
 }
 
 /// TCP state flags of a flow (low 8 bits of the state word).
@@ -197,6 +212,16 @@ pub struct FlowRef {
     gen: u32,
 }
 
+impl FlowRef {
+    #[inline]
+    fn new(slot: usize, gen: u32) -> FlowRef {
+        FlowRef {
+            slot: u32::try_from(slot).expect("slot indices fit in 32 bits (MAX_CAPACITY)"),
+            gen,
+        }
+    }
+}
+
 #[repr(C, align(64))]
 #[derive(Default)]
 struct Slot {
@@ -260,7 +285,7 @@ fn addr<T>(r: &T) -> *const u8 {
 impl FlowTable {
     /// A table for at most `capacity` flows.
     pub fn new(capacity: usize, timeouts: Timeouts) -> FlowTable {
-        let capacity = capacity.max(WAYS * 2);
+        let capacity = capacity.clamp(WAYS * 2, MAX_CAPACITY);
         // Two-choice hashing into the less loaded of two 8-way buckets first
         // fails an insert at ~75% load; a third more slots than flows keeps
         // that point at or above capacity (see the fill test below).
@@ -362,17 +387,17 @@ impl FlowTable {
         Some(Flow {
             key: FlowKey {
                 client: (addrs >> 32) as u32,
-                vip: addrs as u32,
+                vip: addrs.low(),
                 client_port: (ports >> 16) as u16,
-                vport: ports as u16,
+                vport: ports.low(),
             },
             backend: (backend >> 32) as u32,
-            backend_port: (backend >> 16) as u16,
-            nat_port: backend as u16,
+            backend_port: (backend >> 16).low(),
+            nat_port: backend.low(),
             client_mac: MacAddr::from_u64(mac_svc & 0xffff_ffff_ffff),
             service: (mac_svc >> 48) as u16,
-            stat: stat as u16,
-            tcp: tcp as u8,
+            stat: stat.low(),
+            tcp: tcp.low(),
             last_seen_ms: last,
         })
     }
@@ -394,7 +419,7 @@ impl FlowTable {
     #[inline]
     pub fn prefetch_slot<H: Fn(*const u8)>(&self, hint: &H, key: &FlowKey) {
         let h = key.hash();
-        let tag = (h >> 16) as u32;
+        let tag = tag_of(h);
         let (b1, b2) = self.buckets_of(h);
         for b in [b1, b2] {
             for (way, cw) in self.ctrl[b].0.iter().enumerate() {
@@ -411,13 +436,13 @@ impl FlowTable {
     #[inline]
     pub fn prefetch_reverse_slot<H: Fn(*const u8)>(&self, hint: &H, key: &ReverseKey) {
         let h = key.hash();
-        let tag = (h >> 16) as u32;
+        let tag = tag_of(h);
         let (b1, b2) = self.buckets_of(h);
         for b in [b1, b2] {
             for rw in &self.rev[b].0 {
                 let rw = rw.load(Relaxed);
                 if rw != 0 && (rw >> 32) as u32 == tag {
-                    let slot = (rw as u32).wrapping_sub(1) as usize;
+                    let slot = rev_slot(rw);
                     if let Some(s) = self.slots.get(slot) {
                         hint(addr(self.ctrl_word(slot)));
                         hint(addr(s));
@@ -440,7 +465,7 @@ impl FlowTable {
     #[inline]
     pub fn lookup(&self, key: &FlowKey) -> Option<(FlowRef, Flow)> {
         let h = key.hash();
-        let tag = (h >> 16) as u32;
+        let tag = tag_of(h);
         let (b1, b2) = self.buckets_of(h);
         for b in [b1, b2] {
             'ways: for way in 0..WAYS {
@@ -453,13 +478,7 @@ impl FlowTable {
                     let slot = b * WAYS + way;
                     if let Some(f) = self.read_slot(slot, w) {
                         if f.key == *key {
-                            return Some((
-                                FlowRef {
-                                    slot: slot as u32,
-                                    gen: ctrl_gen(w),
-                                },
-                                f,
-                            ));
+                            return Some((FlowRef::new(slot, ctrl_gen(w)), f));
                         }
                         continue 'ways;
                     }
@@ -473,7 +492,7 @@ impl FlowTable {
     #[inline]
     pub fn lookup_reverse(&self, key: &ReverseKey) -> Option<(FlowRef, Flow)> {
         let h = key.hash();
-        let tag = (h >> 16) as u32;
+        let tag = tag_of(h);
         let (b1, b2) = self.buckets_of(h);
         for b in [b1, b2] {
             for way in 0..WAYS {
@@ -481,7 +500,7 @@ impl FlowTable {
                 if rw == 0 || (rw >> 32) as u32 != tag {
                     continue;
                 }
-                let slot = (rw as u32 - 1) as usize;
+                let slot = rev_slot(rw);
                 if slot >= self.slots.len() {
                     continue;
                 }
@@ -495,13 +514,7 @@ impl FlowTable {
                         && f.backend_port == key.backend_port
                         && f.key.vip == key.vip
                     {
-                        return Some((
-                            FlowRef {
-                                slot: slot as u32,
-                                gen: ctrl_gen(w),
-                            },
-                            f,
-                        ));
+                        return Some((FlowRef::new(slot, ctrl_gen(w)), f));
                     }
                 }
             }
@@ -525,7 +538,7 @@ impl FlowTable {
         if tcp_flags != 0 {
             let mut cur = s.tcp.load(Relaxed);
             loop {
-                if cur >> 8 != r.gen || (cur as u8) & tcp_flags == tcp_flags {
+                if cur >> 8 != r.gen || Low::<u8>::low(cur) & tcp_flags == tcp_flags {
                     break;
                 }
                 match s
@@ -550,7 +563,7 @@ impl FlowTable {
     /// With `reverse`, the flow is also indexed by its backend-side tuple.
     pub fn insert(&self, flow: &Flow, reverse: bool, now_ms: u32) -> Result<FlowRef, InsertError> {
         let h = flow.key.hash();
-        let tag = (h >> 16) as u32;
+        let tag = tag_of(h);
         let (b1, b2) = self.buckets_of(h);
         let at_capacity = self.live.load(Relaxed) >= self.capacity;
         let slot = if at_capacity {
@@ -619,10 +632,7 @@ impl FlowTable {
         self.live.fetch_add(1, Relaxed);
         self.ctrl_word(slot_idx)
             .store(ctrl(tag, gen, ST_LIVE), Release);
-        Ok(FlowRef {
-            slot: slot_idx as u32,
-            gen,
-        })
+        Ok(FlowRef::new(slot_idx, gen))
     }
 
     fn claim_empty(&self, b: usize) -> Option<(usize, u32)> {
@@ -708,7 +718,7 @@ impl FlowTable {
     /// the caller then owns the slot (BUSY).
     fn remove_claim(&self, slot: usize, w: u64) -> Option<u32> {
         let f = self.read_slot(slot, w)?;
-        let gen = ctrl_gen(w).wrapping_add(1) & GEN_MASK as u32;
+        let gen = ctrl_gen(w).wrapping_add(1) & GEN_MASK;
         if self
             .ctrl_word(slot)
             .compare_exchange(w, ctrl(0, gen, ST_BUSY), AcqRel, Relaxed)
@@ -775,7 +785,7 @@ impl FlowTable {
                 let rw = &self.rev[b].0[way];
                 let v = rw.load(Relaxed);
                 if v != 0
-                    && (v as u32 as u64) == slot as u64 + 1
+                    && v & 0xffff_ffff == slot as u64 + 1
                     && rw.compare_exchange(v, 0, Release, Relaxed).is_ok()
                 {
                     return;
@@ -1029,7 +1039,7 @@ mod tests {
         for cap in [4096usize, 100_000] {
             let t = FlowTable::new(cap, T);
             let mut failed = 0;
-            for i in 0..cap as u32 {
+            for i in 0..u32::try_from(cap).unwrap() {
                 let f = flow(
                     0x0a00_0000 + i / 50_000,
                     (i % 50_000) as u16,
@@ -1077,7 +1087,7 @@ mod tests {
                             client,
                             (round % 7) as u16,
                             client ^ 0x55,
-                            (client as u16) | 1,
+                            Low::<u16>::low(client) | 1,
                             tcp_state::SYN,
                             round,
                         );

@@ -17,6 +17,8 @@
 //! chooses its 5-tuples to load one backend; Maglev itself has the same
 //! property whenever the hash is known.
 
+use crate::bits::Low;
+
 /// 2^64 / φ, the usual odd "golden ratio" constant.
 const K0: u64 = 0x9e37_79b9_7f4a_7c15;
 /// SplitMix64 / Mix13 multiplier 1.
@@ -32,7 +34,7 @@ const K3: u64 = 0x6a09_e667_f3bc_c909;
 #[inline(always)]
 fn fold_mul(a: u64, b: u64) -> u64 {
     let p = u128::from(a) * u128::from(b);
-    (p as u64) ^ ((p >> 64) as u64)
+    Low::<u64>::low(p) ^ Low::<u64>::low(p >> 64)
 }
 
 /// Bijective 64-bit finalizer (Stafford Mix13): each input bit flips each
@@ -159,11 +161,11 @@ mod tests {
     fn flow_hash_avalanche() {
         avalanche(104, |x| {
             flow_hash(
-                x as u32,
-                (x >> 32) as u16,
-                (x >> 48) as u32,
-                (x >> 80) as u16,
-                (x >> 96) as u8,
+                x.low(),
+                (x >> 32).low(),
+                (x >> 48).low(),
+                (x >> 80).low(),
+                (x >> 96).low(),
             )
         });
     }
@@ -171,7 +173,7 @@ mod tests {
     #[test]
     fn hash_bytes_avalanche() {
         avalanche(104, |x| hash_bytes(&x.to_le_bytes()[..13], 5));
-        avalanche(64, |x| hash_bytes(b"198.18.0.21:80", x as u64));
+        avalanche(64, |x| hash_bytes(b"198.18.0.21:80", x.low()));
     }
 
     /// Sequential client ports from one client must spread evenly over

@@ -13,10 +13,17 @@
 //!   hops), [`k8s`] (reconcile, peers, Lease decisions), [`cloud`] (the
 //!   address mover).
 #![forbid(unsafe_code)]
+// A narrowing or sign-dropping `as` must say why it is right: `try_from`
+// (saturated or refused) where a value may not fit, `bits::Low` where the
+// truncation is the point (packed words, hash bits).
+#![warn(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 
+pub mod bits;
 pub mod cloud;
 pub mod conflict;
 pub mod flow;
+// forward: made cast-clean in its rewrite
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 pub mod forward;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;

@@ -21,6 +21,7 @@
 //!   `ceil(M/N)` entries.
 
 use super::hash::hash_bytes;
+use crate::bits::Low;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
@@ -176,14 +177,16 @@ impl MaglevTable {
             return Err(MaglevError::TooLarge { size });
         }
         let n = backends.len();
-        if n > MAX_BACKENDS {
-            return Err(MaglevError::TooManyBackends { count: n });
-        }
+        // At most MAX_BACKENDS (below u16::MAX, the "none" entry).
+        let count = u16::try_from(n)
+            .ok()
+            .filter(|&c| usize::from(c) <= MAX_BACKENDS)
+            .ok_or(MaglevError::TooManyBackends { count: n })?;
         if n > size as usize {
             return Err(MaglevError::TooSmall {
                 size,
                 backends: n,
-                suggested: next_prime((n as u32).saturating_mul(100)),
+                suggested: next_prime(u32::from(count).saturating_mul(100)),
             });
         }
         if let Some(index) = backends.iter().position(|(_, w)| *w == 0) {
@@ -203,7 +206,7 @@ impl MaglevTable {
         }
 
         // Fill order = key order, so the caller's order does not matter.
-        let mut order: Vec<u16> = (0..n as u16).collect();
+        let mut order: Vec<u16> = (0..count).collect();
         order.sort_unstable_by(|&a, &b| {
             backends[usize::from(a)]
                 .0
@@ -232,10 +235,11 @@ impl MaglevTable {
             .iter()
             .map(|&i| {
                 let key = backends[usize::from(i)].0.as_ref();
+                // A remainder of a division by a u32 is a u32.
                 Cursor {
-                    next: (hash_bytes(key, SEED_OFFSET) % m64) as u32,
+                    next: (hash_bytes(key, SEED_OFFSET) % m64).low(),
                     // M = 2 gives skip 1: `% 1` is 0, no division by zero.
-                    skip: (hash_bytes(key, SEED_SKIP) % (m64 - 1)) as u32 + 1,
+                    skip: Low::<u32>::low(hash_bytes(key, SEED_SKIP) % (m64 - 1)) + 1,
                 }
             })
             .collect();
@@ -244,26 +248,27 @@ impl MaglevTable {
         // its permutation that is still empty. There are exactly M turns, and
         // every permutation visits every entry (M prime, 0 < skip < M), so
         // each turn finds an empty entry and the table ends up full.
+        // next, skip < M ≤ MAX_TABLE_SIZE, so next + skip cannot overflow.
         for &s in &turns {
             let c = &mut cursors[usize::from(s)];
-            let (mut next, skip) = (c.next as usize, c.skip as usize);
-            while entries[next] != NONE {
+            let (mut next, skip) = (c.next, c.skip);
+            while entries[next as usize] != NONE {
                 next += skip;
-                if next >= m {
-                    next -= m;
+                if next >= size {
+                    next -= size;
                 }
             }
-            entries[next] = order[usize::from(s)];
+            entries[next as usize] = order[usize::from(s)];
             next += skip;
-            if next >= m {
-                next -= m;
+            if next >= size {
+                next -= size;
             }
-            c.next = next as u32;
+            c.next = next;
         }
 
         Ok(Self {
             entries,
-            backends: n as u16,
+            backends: count,
         })
     }
 
@@ -281,7 +286,8 @@ impl MaglevTable {
 
     /// Number of entries (M).
     pub fn size(&self) -> u32 {
-        self.entries.len() as u32
+        // build() makes exactly M ≤ MAX_TABLE_SIZE entries.
+        u32::try_from(self.entries.len()).unwrap_or(u32::MAX)
     }
 
     /// Number of backends the table was built from.
@@ -317,16 +323,17 @@ fn apportion(weights: &[u32], m: u32) -> Vec<u32> {
     let mut quotas = Vec::with_capacity(weights.len());
     let mut remainders = Vec::with_capacity(weights.len());
     for (i, &w) in weights.iter().enumerate() {
-        // m, w < 2^32, so m × w < 2^64.
+        // m, w < 2^32, so m × w < 2^64; w ≤ total, so exact / total ≤ m.
         let exact = m64 * u64::from(w);
-        quotas.push((exact / total) as u32);
+        quotas.push((exact / total).low());
         remainders.push((exact % total, i));
     }
     let given: u64 = quotas.iter().map(|&q| u64::from(q)).sum();
-    let left = (m64 - given) as usize; // < weights.len()
+    let left = m64 - given; // < weights.len()
     if left > 0 {
         remainders.sort_unstable_by_key(|&(r, i)| (Reverse(r), i));
-        for &(_, i) in &remainders[..left] {
+        let left = usize::try_from(left).unwrap_or(usize::MAX);
+        for &(_, i) in remainders.iter().take(left) {
             quotas[i] += 1;
         }
     }
@@ -381,9 +388,10 @@ fn schedule(quotas: &[u32], m: usize) -> Vec<u16> {
         starts[r] += starts[r - 1];
     }
     let mut turns = vec![0u16; m];
-    for (i, &q) in quotas.iter().enumerate() {
+    // One quota per backend: at most MAX_BACKENDS, so the index fits a u16.
+    for (i, &q) in (0u16..).zip(quotas) {
         for_each_round(q, &mut |r| {
-            turns[starts[r] as usize] = i as u16;
+            turns[starts[r] as usize] = i;
             starts[r] += 1;
         });
     }
@@ -511,7 +519,7 @@ mod tests {
             assert_full(&t);
             let s = t.shares();
             let (min, max) = (*s.iter().min().unwrap(), *s.iter().max().unwrap());
-            let floor = 65537 / n as u32;
+            let floor = 65537 / u32::try_from(n).unwrap();
             assert!(min >= floor && max <= floor + 1, "n={n}: {min}..{max}");
             if 65537 > 100 * n {
                 assert!(f64::from(max) / f64::from(min) <= 1.01);
@@ -599,7 +607,7 @@ mod tests {
             let min = 1.0 / (n + 1) as f64;
             println!("N={n}+1 M={m}: moved {f:.4} (minimum {min:.4})");
             // The new backend's own share is taken from others: ≥ its floor.
-            assert!(f >= f64::from(m / (n as u32 + 1)) / f64::from(m));
+            assert!(f >= f64::from(m / (u32::try_from(n).unwrap() + 1)) / f64::from(m));
             assert!(f <= min + slack(n + 1, m), "N={n} M={m}: moved {f}");
         }
     }
@@ -611,7 +619,7 @@ mod tests {
         let mut count = [0u32; 10];
         for port in 0..100_000u32 {
             let src = 0xc612_0a01 + (port >> 16);
-            let h = flow_hash(src, port as u16, 0xc612_0001, 80, 6);
+            let h = flow_hash(src, port.low(), 0xc612_0001, 80, 6);
             count[usize::from(t.lookup(h).unwrap())] += 1;
         }
         // Expected 10,000 each, σ ≈ 95: allow 3% (> 3σ).
@@ -687,7 +695,7 @@ mod tests {
             prop_assume!(n <= m as usize);
             let t = MaglevTable::build(&keys(n), m).unwrap();
             let s = t.shares();
-            let floor = m / n as u32;
+            let floor = m / u32::try_from(n).unwrap();
             prop_assert!(s.iter().all(|&x| x == floor || x == floor + 1));
         }
 

@@ -77,7 +77,8 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Builds a snapshot; `stat_slot` gives the stable stats slot of a
-    /// (service name, backend) pair.
+    /// (service name, backend) pair. Flows name their service by a `u16`
+    /// index, so a snapshot holds the first 65,536 services at most.
     pub fn build(
         generation: u64,
         services: &[ServiceConfig],
@@ -88,7 +89,7 @@ impl Snapshot {
         let mut vips = Vec::new();
         let mut vteps = HashMap::default();
         let mut vxlan_ids = Vec::new();
-        for (i, s) in services.iter().enumerate() {
+        for (i, s) in (0..=u16::MAX).zip(services) {
             let backends: Vec<Backend> = s
                 .backends
                 .iter()
@@ -124,7 +125,7 @@ impl Snapshot {
                 .collect();
             let maglev = MaglevTable::build(&keys, s.table_size)?;
             let vip = u32::from(s.vip);
-            by_listener.insert((vip, s.port), i as u16);
+            by_listener.insert((vip, s.port), i);
             vips.push(vip);
             out.push(Service {
                 name: s.name.clone(),

@@ -9,6 +9,8 @@ use std::sync::atomic::{
 
 use crossbeam_utils::CachePadded;
 
+use crate::bits::Low;
+
 /// Why a frame was dropped. Every drop has one, and a counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -268,7 +270,7 @@ impl ConflictSlot {
     /// Records a conflict (its worker only).
     #[inline]
     pub fn record(&self, vip: u32, mac: [u8; 6]) {
-        let gen = ((self.vip.load(Relaxed) >> 32) as u16).wrapping_add(1);
+        let gen = Low::<u16>::low(self.vip.load(Relaxed) >> 32).wrapping_add(1);
         let g = u64::from(gen.max(1));
         let mut m = [0u8; 8];
         m[2..].copy_from_slice(&mac);
@@ -281,13 +283,13 @@ impl ConflictSlot {
     pub fn read(&self) -> Option<(u16, u32, [u8; 6])> {
         let m = self.mac.load(Acquire);
         let v = self.vip.load(Acquire);
-        let gen = (v >> 32) as u16;
+        let gen: u16 = (v >> 32).low();
         if gen == 0 || gen != (m >> 48) as u16 {
             return None;
         }
         let mut mac = [0u8; 6];
         mac.copy_from_slice(&m.to_be_bytes()[2..]);
-        Some((gen, v as u32, mac))
+        Some((gen, v.low(), mac))
     }
 }
 

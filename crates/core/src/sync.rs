@@ -487,12 +487,10 @@ pub fn decode(d: &[u8]) -> Result<Decoded<'_>, SyncError> {
         });
     }
     let entries = &d[HEADER_LEN..];
-    for (index, c) in entries.chunks_exact(ENTRY_LEN).enumerate() {
+    // `count` (a u16) entries, so the index fits.
+    for (index, c) in (0u16..).zip(entries.chunks_exact(ENTRY_LEN)) {
         if !matches!(c[0], 1 | 2) {
-            return Err(SyncError::BadOp {
-                index: index as u16,
-                op: c[0],
-            });
+            return Err(SyncError::BadOp { index, op: c[0] });
         }
     }
     Ok(Decoded {
@@ -805,7 +803,7 @@ mod tests {
         assert_eq!(enc.flush(), None, "nothing to send");
         // Exactly one full datagram: returned by the push that fills it.
         for i in 0..MAX_ENTRIES - 1 {
-            assert_eq!(enc.push(&ev(i as u32, 1, 2, 3)), None);
+            assert_eq!(enc.push(&ev(u32::try_from(i).unwrap(), 1, 2, 3)), None);
         }
         let d = enc.push(&ev(999, 1, 2, 3)).expect("full datagram");
         assert_eq!(d.len(), HEADER_LEN + MAX_ENTRIES * ENTRY_LEN);
@@ -818,7 +816,7 @@ mod tests {
         // One more than full: a full datagram, then a flush of one.
         let mut n = 0;
         for i in 0..=MAX_ENTRIES {
-            if let Some(d) = enc.push(&ev(i as u32, 1, 2, 3)) {
+            if let Some(d) = enc.push(&ev(u32::try_from(i).unwrap(), 1, 2, 3)) {
                 assert_eq!(decode(&d).unwrap().seq, 1);
                 n += 1;
             }
@@ -828,7 +826,10 @@ mod tests {
         assert_eq!(d.len(), HEADER_LEN + ENTRY_LEN);
         let dec = decode(&d).unwrap();
         assert_eq!((dec.seq, dec.len()), (2, 1));
-        assert_eq!(dec.events().next().unwrap().key.client, MAX_ENTRIES as u32);
+        assert_eq!(
+            dec.events().next().unwrap().key.client,
+            u32::try_from(MAX_ENTRIES).unwrap()
+        );
         assert_eq!(enc.next_seq(), 3);
     }
 
@@ -856,9 +857,9 @@ mod tests {
         for i in 0..500u32 {
             let e = ev(
                 0xc612_0000 + i,
-                1000 + i as u16,
+                1000 + u16::try_from(i).unwrap(),
                 0xc612_0015,
-                2000 + i as u16,
+                2000 + u16::try_from(i).unwrap(),
             );
             assert_eq!(apply(&table, &e, res, 0), ApplyOutcome::Installed);
         }
@@ -883,7 +884,7 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for (i, d) in out.iter().enumerate() {
             let d = decode(d).unwrap();
-            assert_eq!(d.seq, i as u32, "one sequence, no gaps");
+            assert_eq!(d.seq, u32::try_from(i).unwrap(), "one sequence, no gaps");
             assert_eq!(d.flags == FLAG_TABLE_SENT, i == out.len() - 1);
             for e in d.events() {
                 assert_eq!(e.op, SyncOp::Upsert);
@@ -946,7 +947,7 @@ mod tests {
             for (i, g) in grams.iter().enumerate() {
                 prop_assert!(g.len() <= MAX_DATAGRAM);
                 let d = decode(g).unwrap();
-                prop_assert_eq!((d.sender, d.seq), (sender, i as u32));
+                prop_assert_eq!((d.sender, d.seq), (sender, u32::try_from(i).unwrap()));
                 got.extend(d.events());
             }
             prop_assert_eq!(got, evs);
@@ -1097,11 +1098,11 @@ mod tests {
         assert_eq!(c.unknown_service, 1);
         assert!(t.is_empty());
         // Established flows are never evicted: past capacity, newcomers fail.
-        for i in 0..40 {
-            c.record(apply(&t, &ev(100 + i, 1, 2, 1024 + i as u16), res, 0));
+        for i in 0..40u16 {
+            c.record(apply(&t, &ev(100 + u32::from(i), 1, 2, 1024 + i), res, 0));
         }
         assert_eq!(c.installed + c.table_full, 40);
-        assert_eq!(c.installed as usize, t.len());
+        assert_eq!(usize::try_from(c.installed).unwrap(), t.len());
         assert!(c.table_full >= 24);
     }
 
@@ -1116,7 +1117,7 @@ mod tests {
                 key: FlowKey {
                     client: 0xc612_0000 + i / 100,
                     vip: VIP,
-                    client_port: 30000 + i as u16,
+                    client_port: 30000 + u16::try_from(i).unwrap(),
                     vport: 80,
                 },
                 backend: 1,
@@ -1133,7 +1134,7 @@ mod tests {
         let mut per_second = vec![0u32; (periods * period / visit) as usize];
         for (i, f) in flows.iter().enumerate() {
             // The engine visits slot i at a fixed offset within each second.
-            let offset = (i as u32 * 7) % visit;
+            let offset = (u32::try_from(i).unwrap() * 7) % visit;
             let mut sent = 0;
             for v in 0..periods * period / visit {
                 if refresh_due(f, 5_000 + v * visit + offset, period, visit) {
@@ -1156,7 +1157,7 @@ mod tests {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                let step = visit * 7 / 10 + (x % (visit as u64 * 6 / 10)) as u32;
+                let step = visit * 7 / 10 + u32::try_from(x % (u64::from(visit) * 6 / 10)).unwrap();
                 now += step;
                 total += refresh_due(f, now, period, step) as u32;
             }

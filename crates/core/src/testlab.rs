@@ -36,7 +36,8 @@ pub const VXLAN_PORT: u16 = 8472;
 
 /// The VXLAN device MAC of node `i`.
 pub fn vtep_mac(i: usize) -> MacAddr {
-    MacAddr([2, 0, 0, 0, 1, 0x11 + i as u8])
+    let i = u8::try_from(i).expect("a node of the test lab");
+    MacAddr([2, 0, 0, 0, 1, 0x11 + i])
 }
 
 /// The service VIP:80 in `mode = "vxlan"` over the two pods (port 8080),

@@ -32,8 +32,6 @@ pub fn prefetch_ptr(p: *const u8) {
 /// slots instead of 512 TLB entries).
 const HUGE_MIN: usize = 4 << 20;
 const HUGE: usize = 2 << 20;
-/// `MADV_COLLAPSE` (Linux 6.1): collapse a range into huge pages now.
-const MADV_COLLAPSE: libc::c_int = 25;
 
 /// Asks the kernel to back the 2 MiB-aligned interior of `table` with
 /// transparent huge pages: `MADV_HUGEPAGE` (THP in `madvise` mode serves the
@@ -59,7 +57,8 @@ pub fn advise_huge_pages_range(start: usize, bytes: usize) -> usize {
         return 0;
     }
     let mut ok = true;
-    for advice in [libc::MADV_HUGEPAGE, MADV_COLLAPSE] {
+    // MADV_COLLAPSE: Linux 6.1; older kernels refuse it (EINVAL).
+    for advice in [libc::MADV_HUGEPAGE, libc::MADV_COLLAPSE] {
         // SAFETY: [first, end) is page-aligned. Both advices change only how
         // pages are backed, never their contents (a collapse copies them),
         // so no Rust reference can observe a difference; a range that is not

@@ -19,74 +19,50 @@ use crate::TxMode;
 use crate::{BatchStats, Device, Injector};
 use podlb_wire::PacketMeta;
 
-const SOL_PACKET: i32 = 263;
-const PACKET_RX_RING: i32 = 5;
-const PACKET_VERSION: i32 = 10;
-const PACKET_TX_RING: i32 = 13;
-const PACKET_VNET_HDR: i32 = 15;
-const PACKET_FANOUT: i32 = 18;
-const PACKET_QDISC_BYPASS: i32 = 20;
-const PACKET_IGNORE_OUTGOING: i32 = 23;
-const TPACKET_V2: i32 = 1;
-const TPACKET_V3: i32 = 2;
-const PACKET_FANOUT_HASH: u32 = 0;
+use libc::{
+    tpacket2_hdr, tpacket3_hdr, tpacket_block_desc, tpacket_hdr_v1, tpacket_hdr_variant1,
+    tpacket_req, tpacket_req3, PACKET_FANOUT, PACKET_FANOUT_HASH, PACKET_IGNORE_OUTGOING,
+    PACKET_QDISC_BYPASS, PACKET_RX_RING, PACKET_TX_RING, PACKET_VERSION, PACKET_VNET_HDR,
+    SOL_PACKET, TP_STATUS_AVAILABLE, TP_STATUS_CSUMNOTREADY, TP_STATUS_KERNEL,
+    TP_STATUS_SEND_REQUEST, TP_STATUS_USER, TP_STATUS_VLAN_VALID, TP_STATUS_WRONG_FORMAT,
+};
+use std::mem::{offset_of, size_of};
 
-const TP_STATUS_KERNEL: u32 = 0;
-const TP_STATUS_USER: u32 = 1;
-const TP_STATUS_CSUMNOTREADY: u32 = 1 << 3;
-const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
-const TP_STATUS_SEND_REQUEST: u32 = 1;
-const TP_STATUS_WRONG_FORMAT: u32 = 4;
+const TPACKET_V2: libc::c_int = libc::tpacket_versions::TPACKET_V2 as libc::c_int;
+const TPACKET_V3: libc::c_int = libc::tpacket_versions::TPACKET_V3 as libc::c_int;
+/// `ETH_P_ALL`, the protocol field of a socket that sees every frame.
+const ETH_P_ALL: u16 = libc::ETH_P_ALL as u16;
 
-const ETH_P_ALL: u16 = 0x0003;
-
-/// `struct tpacket_req3` (linux/if_packet.h).
-#[repr(C)]
-struct TpacketReq3 {
-    block_size: u32,
-    block_nr: u32,
-    frame_size: u32,
-    frame_nr: u32,
-    retire_blk_tov: u32,
-    sizeof_priv: u32,
-    feature_req_word: u32,
-}
-
-/// `struct tpacket_req` (linux/if_packet.h).
-#[repr(C)]
-struct TpacketReq {
-    block_size: u32,
-    block_nr: u32,
-    frame_size: u32,
-    frame_nr: u32,
-}
-
-// Offsets inside `struct tpacket_block_desc` (version, offset_to_priv, then
-// tpacket_hdr_v1: block_status, num_pkts, offset_to_first_pkt, blk_len, ...).
-const BD_STATUS: usize = 8;
-const BD_NUM_PKTS: usize = 12;
-const BD_FIRST: usize = 16;
-// Offsets inside `struct tpacket3_hdr`.
-const H3_NEXT: usize = 0;
-const H3_SNAPLEN: usize = 12;
-const H3_LEN: usize = 16;
-const H3_STATUS: usize = 20;
-const H3_MAC: usize = 24;
-const H3_VLAN_TCI: usize = 32;
-const H3_SIZE: usize = 48;
-// `struct tpacket2_hdr`: status, len, snaplen, mac, net, sec, nsec,
-// vlan_tci, ...; data of a TX frame starts at TPACKET2_HDRLEN -
-// sizeof(sockaddr_ll) = 32.
-const H2_LEN: usize = 4;
-const H2_SNAPLEN: usize = 8;
-const H2_MAC: usize = 12;
-const H2_VLAN_TCI: usize = 24;
+// Offsets of the fields read from the mapped rings, from libc's copies of
+// linux/if_packet.h: the block descriptor's status, packet count and first
+// packet (V3), ...
+const BD_STATUS: usize =
+    offset_of!(tpacket_block_desc, hdr) + offset_of!(tpacket_hdr_v1, block_status);
+const BD_NUM_PKTS: usize =
+    offset_of!(tpacket_block_desc, hdr) + offset_of!(tpacket_hdr_v1, num_pkts);
+const BD_FIRST: usize =
+    offset_of!(tpacket_block_desc, hdr) + offset_of!(tpacket_hdr_v1, offset_to_first_pkt);
+// ... `struct tpacket3_hdr` ...
+const H3_NEXT: usize = offset_of!(tpacket3_hdr, tp_next_offset);
+const H3_SNAPLEN: usize = offset_of!(tpacket3_hdr, tp_snaplen);
+const H3_LEN: usize = offset_of!(tpacket3_hdr, tp_len);
+const H3_STATUS: usize = offset_of!(tpacket3_hdr, tp_status);
+const H3_MAC: usize = offset_of!(tpacket3_hdr, tp_mac);
+const H3_VLAN_TCI: usize =
+    offset_of!(tpacket3_hdr, hv1) + offset_of!(tpacket_hdr_variant1, tp_vlan_tci);
+const H3_SIZE: usize = size_of::<tpacket3_hdr>();
+// ... and `struct tpacket2_hdr`; data of a TX frame starts at
+// TPACKET2_HDRLEN - sizeof(sockaddr_ll) (packet_mmap.rst).
+const H2_LEN: usize = offset_of!(tpacket2_hdr, tp_len);
+const H2_SNAPLEN: usize = offset_of!(tpacket2_hdr, tp_snaplen);
+const H2_MAC: usize = offset_of!(tpacket2_hdr, tp_mac);
+const H2_VLAN_TCI: usize = offset_of!(tpacket2_hdr, tp_vlan_tci);
+const H2_DATA: usize = libc::TPACKET2_HDRLEN - size_of::<libc::sockaddr_ll>();
 /// V2 RX slot size: a 64 KiB GSO frame, its virtio-net header and the
 /// tpacket2 header, rounded up to pages.
 const V2_FRAME: usize = 17 * 4096;
 /// V2 frames handled per poll before the TX flush and release.
 const V2_BATCH: usize = 64;
-const H2_DATA: usize = 32;
 
 /// Settings of one AF_PACKET socket.
 #[derive(Debug, Clone)]
@@ -271,25 +247,25 @@ impl PacketSocket {
                 (cfg.block_size as usize * cfg.block_count as usize / V2_FRAME).max(16),
             ),
         };
-        let req = TpacketReq3 {
-            block_size: cfg.block_size,
-            block_nr: cfg.block_count,
+        let req = tpacket_req3 {
+            tp_block_size: cfg.block_size,
+            tp_block_nr: cfg.block_count,
             // V3 packs frames of any size into a block; frame_size only has
             // to be consistent: frame_nr * frame_size == block_nr * block_size.
-            frame_size: 2048.min(cfg.block_size),
-            frame_nr: (block_size * blocks / 2048.min(block_size)) as u32,
-            retire_blk_tov: cfg.block_timeout_ms,
-            sizeof_priv: 0,
-            feature_req_word: 0,
+            tp_frame_size: 2048.min(cfg.block_size),
+            tp_frame_nr: (block_size * blocks / 2048.min(block_size)) as u32,
+            tp_retire_blk_tov: cfg.block_timeout_ms,
+            tp_sizeof_priv: 0,
+            tp_feature_req_word: 0,
         };
         let set = match cfg.rx_ring {
             RxRing::V3 => setsockopt(raw, SOL_PACKET, PACKET_RX_RING, &req),
             RxRing::V2 => {
-                let req = TpacketReq {
-                    block_size: V2_FRAME as u32,
-                    block_nr: blocks as u32,
-                    frame_size: V2_FRAME as u32,
-                    frame_nr: blocks as u32,
+                let req = tpacket_req {
+                    tp_block_size: V2_FRAME as u32,
+                    tp_block_nr: blocks as u32,
+                    tp_frame_size: V2_FRAME as u32,
+                    tp_frame_nr: blocks as u32,
                 };
                 setsockopt(raw, SOL_PACKET, PACKET_RX_RING, &req)
             }
@@ -340,29 +316,25 @@ impl PacketSocket {
         mac: podlb_wire::MacAddr,
         multicast: bool,
     ) -> io::Result<()> {
-        const PACKET_ADD_MEMBERSHIP: i32 = 1;
-        const PACKET_MR_MULTICAST: u16 = 0;
-        const PACKET_MR_UNICAST: u16 = 3;
-        #[repr(C)]
-        struct PacketMreq {
-            ifindex: i32,
-            kind: u16,
-            alen: u16,
-            address: [u8; 8],
-        }
-        let mut address = [0u8; 8];
-        address[..6].copy_from_slice(&mac.0);
-        let mr = PacketMreq {
-            ifindex,
-            kind: if multicast {
-                PACKET_MR_MULTICAST
-            } else {
-                PACKET_MR_UNICAST
-            },
-            alen: 6,
-            address,
+        let mut mr_address = [0u8; 8];
+        mr_address[..6].copy_from_slice(&mac.0);
+        let kind = if multicast {
+            libc::PACKET_MR_MULTICAST
+        } else {
+            libc::PACKET_MR_UNICAST
         };
-        setsockopt(self.fd.as_raw_fd(), SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mr)
+        let mr = libc::packet_mreq {
+            mr_ifindex: ifindex,
+            mr_type: kind as libc::c_ushort,
+            mr_alen: 6,
+            mr_address,
+        };
+        setsockopt(
+            self.fd.as_raw_fd(),
+            SOL_PACKET,
+            libc::PACKET_ADD_MEMBERSHIP,
+            &mr,
+        )
     }
 
     fn block_status(&self, b: usize) -> &AtomicU32 {
@@ -675,11 +647,11 @@ impl TxRing {
         setsockopt(raw, SOL_PACKET, PACKET_QDISC_BYPASS, &1i32)?;
         let frame_size = (MAX_FRAME + H2_DATA + VNET_HDR_LEN).next_power_of_two();
         let frames = 128;
-        let req = TpacketReq {
-            block_size: frame_size as u32,
-            block_nr: frames as u32,
-            frame_size: frame_size as u32,
-            frame_nr: frames as u32,
+        let req = tpacket_req {
+            tp_block_size: frame_size as u32,
+            tp_block_nr: frames as u32,
+            tp_frame_size: frame_size as u32,
+            tp_frame_nr: frames as u32,
         };
         setsockopt(raw, SOL_PACKET, PACKET_TX_RING, &req)?;
         let map = Mapping::new(raw, frame_size * frames)?;
@@ -707,7 +679,7 @@ impl TxRing {
             return false;
         }
         let s = self.status(self.next).load(Ordering::Acquire);
-        if s != TP_STATUS_KERNEL && s != TP_STATUS_WRONG_FORMAT {
+        if s != TP_STATUS_AVAILABLE && s != TP_STATUS_WRONG_FORMAT {
             return false;
         }
         // SAFETY: the slot is free (status AVAILABLE), lies inside the mapping,
@@ -819,5 +791,34 @@ impl Injector for PacketInjector {
                 sent += r as usize;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The offsets taken from libc are the kernel's (linux/if_packet.h on
+    /// 64-bit Linux), as this file used to spell them out.
+    #[test]
+    fn ring_header_offsets_match_the_kernel_abi() {
+        assert_eq!((BD_STATUS, BD_NUM_PKTS, BD_FIRST), (8, 12, 16));
+        assert_eq!(
+            (
+                H3_NEXT,
+                H3_SNAPLEN,
+                H3_LEN,
+                H3_STATUS,
+                H3_MAC,
+                H3_VLAN_TCI,
+                H3_SIZE
+            ),
+            (0, 12, 16, 20, 24, 32, 48)
+        );
+        assert_eq!(
+            (H2_LEN, H2_SNAPLEN, H2_MAC, H2_VLAN_TCI, H2_DATA),
+            (4, 8, 12, 24, 32)
+        );
+        assert_eq!((TPACKET_V2, TPACKET_V3, ETH_P_ALL), (1, 2, 3));
     }
 }

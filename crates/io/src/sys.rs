@@ -7,11 +7,14 @@ use std::time::Duration;
 
 use podlb_wire::MacAddr;
 
-/// `SIOCBRADDIF` from linux/sockios.h: add an interface to a bridge.
+/// `SIOCBRADDIF` from linux/sockios.h: add an interface to a bridge (libc
+/// exports it for Android only).
 const SIOCBRADDIF: libc::c_ulong = 0x89a2;
 
 /// The virtio-net header that precedes frames on PACKET_VNET_HDR sockets and
-/// IFF_VNET_HDR TAP devices (virtio spec §5.1.6, legacy layout, native endian).
+/// IFF_VNET_HDR TAP devices (virtio spec §5.1.6, legacy layout, native
+/// endian; `struct virtio_net_hdr` of linux/virtio_net.h, which libc does
+/// not export, nor the `VIRTIO_NET_HDR_*` constants below).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct VirtioNetHdr {
@@ -56,7 +59,8 @@ impl VirtioNetHdr {
     }
 }
 
-fn ifreq_with_name(name: &str) -> io::Result<libc::ifreq> {
+/// An `ifreq` naming interface `name` (at most `IFNAMSIZ` - 1 bytes).
+pub(crate) fn ifreq_with_name(name: &str) -> io::Result<libc::ifreq> {
     let c = CString::new(name)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name has a NUL"))?;
     let bytes = c.as_bytes_with_nul();
@@ -176,24 +180,24 @@ pub fn wait_readable(fd: RawFd, timeout: Duration) -> io::Result<bool> {
 /// dropped because the RX ring was full since the last call (reading resets
 /// them). The V3 struct adds a freeze count after these two words.
 pub(crate) fn packet_ring_drops(fd: RawFd) -> io::Result<u64> {
-    const PACKET_STATISTICS: i32 = 6;
-    let mut st = [0u32; 3];
+    // SAFETY: tpacket_stats_v3 is plain data; zero is a valid value.
+    let mut st: libc::tpacket_stats_v3 = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of_val(&st) as libc::socklen_t;
-    // SAFETY: st is a live 12-byte buffer and len says so; the kernel writes
-    // at most len bytes and stores the length it wrote.
+    // SAFETY: st is a live tpacket_stats_v3 and len says its size; the
+    // kernel writes at most len bytes and stores the length it wrote.
     let r = unsafe {
         libc::getsockopt(
             fd,
             libc::SOL_PACKET,
-            PACKET_STATISTICS,
-            st.as_mut_ptr() as *mut libc::c_void,
+            libc::PACKET_STATISTICS,
+            (&raw mut st).cast::<libc::c_void>(),
             &mut len,
         )
     };
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(u64::from(st[1]))
+    Ok(u64::from(st.tp_drops))
 }
 
 /// setsockopt with an integer-sized value.
@@ -279,28 +283,16 @@ pub fn protocol_sink(protocol: i32) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
-/// `CAP_NET_ADMIN` and `CAP_NET_RAW` (linux/capability.h): all podlb needs.
-pub const CAP_NET_ADMIN: u32 = 12;
-pub const CAP_NET_RAW: u32 = 13;
+pub use caps::Capability;
+
+/// `CAP_NET_ADMIN` and `CAP_NET_RAW`: all podlb needs once its devices are
+/// open (the AF_XDP program is loaded and attached before the drop, so
+/// CAP_BPF / CAP_SYS_ADMIN are not kept; map updates go through the map's
+/// descriptor and need no capability).
+pub const CAP_NET_ADMIN: Capability = Capability::CAP_NET_ADMIN;
+pub const CAP_NET_RAW: Capability = Capability::CAP_NET_RAW;
 /// Only for an admin port below 1024.
-pub const CAP_NET_BIND_SERVICE: u32 = 10;
-const CAP_SETPCAP: u32 = 8;
-/// `_LINUX_CAPABILITY_VERSION_3`: two 32-bit words per set.
-const CAP_VERSION_3: u32 = 0x2008_0522;
-
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: i32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
+pub const CAP_NET_BIND_SERVICE: Capability = Capability::CAP_NET_BIND_SERVICE;
 
 /// What [`drop_capabilities`] left in place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -312,82 +304,62 @@ pub struct CapsKept {
     pub bounding: bool,
 }
 
+fn caps_error(what: &str, e: &caps::errors::CapsError) -> io::Error {
+    io::Error::other(format!("{what}: {e}"))
+}
+
 /// Drops every capability but `keep` from this thread — call it before any
 /// other thread is started, since threads inherit the capabilities of the
 /// thread that creates them. Reduces the bounding set first (so processes
 /// podlb runs, such as notify hooks, cannot regain more even as root),
-/// clears the ambient set, then sets effective = permitted = `keep` (as far
-/// as the process had them) and inheritable = none.
-pub fn drop_capabilities(keep: &[u32]) -> io::Result<CapsKept> {
-    let keep_mask: u64 = keep.iter().fold(0, |m, c| m | 1u64 << c);
-    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+/// clears the ambient set, then sets inheritable = none and effective =
+/// permitted = `keep` (as far as the process had them).
+pub fn drop_capabilities(keep: &[Capability]) -> io::Result<CapsKept> {
+    use caps::CapSet;
+    let permitted = caps::read(None, CapSet::Permitted).map_err(|e| caps_error("capget", &e))?;
+    let kept: caps::CapsHashSet = keep
+        .iter()
+        .copied()
+        .filter(|c| permitted.contains(c))
+        .collect();
+    // Every capability the kernel has (cap_last_cap), as far as the crate
+    // names them; PR_CAPBSET_DROP by number for any newer ones.
+    let supported = caps::runtime::procfs_all_supported(None)
+        .unwrap_or_else(|_| caps::runtime::thread_all_supported());
+    let mut bounding = permitted.contains(&Capability::CAP_SETPCAP);
+    if bounding {
+        for &c in supported.iter().filter(|c| !keep.contains(c)) {
+            bounding &= caps::drop(None, CapSet::Bounding, c).is_ok();
+        }
+        bounding &= drop_unnamed_bounding(&supported);
+    }
+    // EINVAL on kernels without ambient capabilities is harmless.
+    let _ = caps::clear(None, CapSet::Ambient);
+    // Inheritable first, then effective within the old permitted set, then
+    // permitted itself: each step is a valid capset(2) on its own.
+    caps::clear(None, CapSet::Inheritable).map_err(|e| caps_error("capset", &e))?;
+    caps::set(None, CapSet::Effective, &kept).map_err(|e| caps_error("capset", &e))?;
+    caps::set(None, CapSet::Permitted, &kept).map_err(|e| caps_error("capset", &e))?;
+    let mask = kept.iter().fold(0, |m, c| m | c.bitmask());
+    Ok(CapsKept { mask, bounding })
+}
+
+/// Drops from the bounding set the capabilities of this kernel that the
+/// `caps` crate has no name for (numbers above its highest, up to
+/// `/proc/sys/kernel/cap_last_cap`). True if all went (or there were none).
+fn drop_unnamed_bounding(named: &caps::CapsHashSet) -> bool {
+    let highest = named.iter().map(Capability::index).max().unwrap_or(0);
+    let last: u8 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(40)
-        .min(63);
-    let mut hdr = CapHeader {
-        version: CAP_VERSION_3,
-        pid: 0,
-    };
-    let mut cur = [CapData::default(); 2];
-    // SAFETY: capget(2) with a valid header and room for two data words
-    // (version 3); the kernel writes at most that.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_capget,
-            &mut hdr as *mut CapHeader,
-            cur.as_mut_ptr(),
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
+        .map_or(highest, |l: u8| l.min(63));
+    let mut ok = true;
+    for cap in highest.saturating_add(1)..=last {
+        // SAFETY: prctl(2) with integer arguments only.
+        let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0, 0, 0) };
+        ok &= r == 0;
     }
-    let permitted = u64::from(cur[0].permitted) | u64::from(cur[1].permitted) << 32;
-    let mut bounding = permitted & (1 << CAP_SETPCAP) != 0;
-    if bounding {
-        for cap in (0..=last).filter(|c| keep_mask & (1 << c) == 0) {
-            // SAFETY: prctl(2) with integer arguments only.
-            let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
-            if r != 0 {
-                bounding = false;
-            }
-        }
-    }
-    // SAFETY: prctl(2) with integer arguments only; EINVAL on kernels
-    // without ambient capabilities is harmless.
-    unsafe {
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
-            0,
-            0,
-            0,
-        )
-    };
-    let mask = keep_mask & permitted;
-    let data = [
-        CapData {
-            effective: mask as u32,
-            permitted: mask as u32,
-            inheritable: 0,
-        },
-        CapData {
-            effective: (mask >> 32) as u32,
-            permitted: (mask >> 32) as u32,
-            inheritable: 0,
-        },
-    ];
-    hdr = CapHeader {
-        version: CAP_VERSION_3,
-        pid: 0,
-    };
-    // SAFETY: capset(2) with a valid header and two data words; both
-    // outlive the call.
-    let r = unsafe { libc::syscall(libc::SYS_capset, &hdr as *const CapHeader, data.as_ptr()) };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(CapsKept { mask, bounding })
+    ok
 }
 
 #[cfg(test)]
@@ -410,7 +382,7 @@ mod caps_tests {
         std::thread::spawn(|| {
             let before = status_caps("CapPrm:");
             let k = drop_capabilities(&[CAP_NET_ADMIN, CAP_NET_RAW]).unwrap();
-            let want = before & (1 << CAP_NET_ADMIN | 1 << CAP_NET_RAW);
+            let want = before & (CAP_NET_ADMIN.bitmask() | CAP_NET_RAW.bitmask());
             assert_eq!(k.mask, want);
             assert_eq!(status_caps("CapEff:"), want);
             assert_eq!(status_caps("CapPrm:"), want);
@@ -418,7 +390,7 @@ mod caps_tests {
             if k.bounding {
                 assert_eq!(
                     status_caps("CapBnd:"),
-                    1 << CAP_NET_ADMIN | 1 << CAP_NET_RAW
+                    CAP_NET_ADMIN.bitmask() | CAP_NET_RAW.bitmask()
                 );
             }
         })

@@ -6,7 +6,6 @@
 //! back the same way. With several workers it is a multi-queue device: each
 //! worker owns one queue and the kernel spreads flows over them.
 
-use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
@@ -15,9 +14,6 @@ use crate::sys::{self, VirtioNetHdr, VNET_F_NEEDS_CSUM, VNET_HDR_LEN};
 use crate::{BatchStats, Device, Injector};
 use podlb_wire::PacketMeta;
 
-const TUN_F_CSUM: libc::c_uint = 0x01;
-const TUN_F_TSO4: libc::c_uint = 0x02;
-const TUN_F_TSO6: libc::c_uint = 0x04;
 /// Frames read per `poll` at most (each is one read(2)).
 const BATCH: usize = 64;
 const BUF: usize = 65536 + 128;
@@ -29,11 +25,10 @@ pub struct TapQueue {
 }
 
 fn open_queue(name: &str, multi_queue: bool) -> io::Result<OwnedFd> {
-    let path = CString::new("/dev/net/tun").expect("static path has no NUL");
     // SAFETY: open(2) of a constant NUL-terminated path; checked below.
     let fd = unsafe {
         libc::open(
-            path.as_ptr(),
+            c"/dev/net/tun".as_ptr(),
             libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
         )
     };
@@ -46,19 +41,7 @@ fn open_queue(name: &str, multi_queue: bool) -> io::Result<OwnedFd> {
     }
     // SAFETY: fd is new and owned by nobody else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let c = CString::new(name)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name has a NUL"))?;
-    if c.as_bytes_with_nul().len() > libc::IFNAMSIZ {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("TAP name {name:?} is longer than 15 bytes"),
-        ));
-    }
-    // SAFETY: ifreq is plain data; zero is a valid value.
-    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, &s) in ifr.ifr_name.iter_mut().zip(c.as_bytes_with_nul()) {
-        *d = s as libc::c_char;
-    }
+    let mut ifr = sys::ifreq_with_name(name)?;
     let mut flags = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR;
     if multi_queue {
         flags |= libc::IFF_MULTI_QUEUE;
@@ -69,7 +52,7 @@ fn open_queue(name: &str, multi_queue: bool) -> io::Result<OwnedFd> {
         let e = io::Error::last_os_error();
         return Err(io::Error::new(e.kind(), format!("TUNSETIFF {name}: {e}")));
     }
-    let off = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
+    let off = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
     // SAFETY: TUNSETOFFLOAD takes its argument by value.
     if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETOFFLOAD, off as libc::c_ulong) } < 0 {
         return Err(io::Error::last_os_error());

@@ -31,25 +31,21 @@ use crate::packet::{Mapping, PacketSocket};
 use crate::{sys, BatchStats, Device, Injector};
 use podlb_wire::PacketMeta;
 
-// ---- Linux UAPI constants (include/uapi/linux/if_xdp.h, bpf.h, if_link.h) ----
+// ---- Linux UAPI ----
+//
+// The AF_XDP socket API (linux/if_xdp.h: AF_XDP, SOL_XDP, XDP_* options,
+// flags and page offsets, sockaddr_xdp, xdp_umem_reg, xdp_mmap_offsets,
+// xdp_desc, xdp_statistics) comes from libc. libc has no bpf(2) API, so the
+// command, map, program and attach constants below mirror
+// include/uapi/linux/bpf.h (and XDP_FLAGS_* include/uapi/linux/if_link.h).
 
-const AF_XDP: i32 = 44;
-const SOL_XDP: i32 = 283;
-const XDP_MMAP_OFFSETS: i32 = 1;
-const XDP_RX_RING: i32 = 2;
-const XDP_TX_RING: i32 = 3;
-const XDP_UMEM_REG: i32 = 4;
-const XDP_UMEM_FILL_RING: i32 = 5;
-const XDP_UMEM_COMPLETION_RING: i32 = 6;
-const XDP_STATISTICS: i32 = 7;
-const XDP_COPY: u16 = 1 << 1;
-const XDP_ZEROCOPY: u16 = 1 << 2;
-const XDP_USE_NEED_WAKEUP: u16 = 1 << 3;
-const XDP_RING_NEED_WAKEUP: u32 = 1;
-const XDP_PGOFF_RX_RING: i64 = 0;
-const XDP_PGOFF_TX_RING: i64 = 0x8000_0000;
-const XDP_UMEM_PGOFF_FILL_RING: i64 = 0x1_0000_0000;
-const XDP_UMEM_PGOFF_COMPLETION_RING: i64 = 0x1_8000_0000;
+use libc::{
+    xdp_desc, xdp_mmap_offsets, xdp_ring_offset, xdp_umem_reg, AF_XDP, SOL_XDP, XDP_COPY,
+    XDP_MMAP_OFFSETS, XDP_PGOFF_RX_RING, XDP_PGOFF_TX_RING, XDP_RING_NEED_WAKEUP, XDP_RX_RING,
+    XDP_STATISTICS, XDP_TX_RING, XDP_UMEM_COMPLETION_RING, XDP_UMEM_FILL_RING, XDP_UMEM_REG,
+    XDP_USE_NEED_WAKEUP, XDP_ZEROCOPY,
+};
+use std::mem::size_of;
 
 const BPF_MAP_CREATE: i32 = 0;
 const BPF_MAP_UPDATE_ELEM: i32 = 2;
@@ -80,6 +76,13 @@ const FILL_SIZE: u32 = FRAMES;
 const COMP_SIZE: u32 = FRAMES;
 const RX_SIZE: u32 = 2048;
 const TX_SIZE: u32 = 2048;
+/// Entry sizes: a UMEM address (FILL, COMPLETION), an `xdp_desc` (RX, TX).
+const ADDR: usize = size_of::<u64>();
+const DESC: usize = size_of::<xdp_desc>();
+/// The mmap offsets of the FILL and COMPLETION rings (`off_t` in mmap(2);
+/// libc declares them `c_ulonglong`).
+const FILL_PGOFF: libc::off_t = libc::XDP_UMEM_PGOFF_FILL_RING as libc::off_t;
+const COMPLETION_PGOFF: libc::off_t = libc::XDP_UMEM_PGOFF_COMPLETION_RING as libc::off_t;
 /// RX descriptors taken per poll.
 const BATCH: u32 = 64;
 /// Most VIPs the steering map holds.
@@ -125,7 +128,8 @@ pub(crate) const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> [u8;
     ]
 }
 
-// Opcodes used (BPF_CLASS | BPF_SIZE/OP | BPF_MODE/SRC).
+// Opcodes used (BPF_CLASS | BPF_SIZE/OP | BPF_MODE/SRC); eBPF's, which
+// libc does not have (it has the classic-BPF subset only).
 const MOV64_X: u8 = 0xbf;
 const MOV64_K: u8 = 0xb7;
 const ADD64_K: u8 = 0x07;
@@ -138,8 +142,9 @@ const JNE_K: u8 = 0x55;
 const JEQ_K: u8 = 0x15;
 const CALL: u8 = 0x85;
 const EXIT: u8 = 0x95;
-/// 0x0800 as a 16-bit load from the frame reads it (network byte order).
-const ETH_P_IP_LOADED: i32 = u16::from_ne_bytes([0x08, 0x00]) as i32;
+/// `ETH_P_IP` (0x0800) as a 16-bit load from the frame reads it (network
+/// byte order).
+const ETH_P_IP_LOADED: i32 = (libc::ETH_P_IP as u16).to_be() as i32;
 /// `src_reg` of `LD_DW` meaning "imm is a map file descriptor".
 const PSEUDO_MAP_FD: u8 = 1;
 
@@ -391,37 +396,18 @@ pub fn rx_queues(ifname: &str) -> u32 {
 
 // ---- the AF_XDP socket ----
 
-/// `struct xdp_ring_offset`.
-#[repr(C)]
-#[derive(Default, Clone, Copy)]
-struct RingOffset {
-    producer: u64,
-    consumer: u64,
-    desc: u64,
-    flags: u64,
-}
+/// The kernel's counters of one socket (`XDP_STATISTICS`).
+pub use libc::xdp_statistics as XdpStatistics;
 
-/// `struct xdp_mmap_offsets`.
-#[repr(C)]
-#[derive(Default, Clone, Copy)]
-struct MmapOffsets {
-    rx: RingOffset,
-    tx: RingOffset,
-    fr: RingOffset,
-    cr: RingOffset,
-}
-
-/// `struct xdp_statistics`.
-#[repr(C)]
-#[derive(Default, Clone, Copy, Debug, PartialEq, Eq)]
-pub struct XdpStatistics {
-    pub rx_dropped: u64,
-    pub rx_invalid_descs: u64,
-    pub tx_invalid_descs: u64,
-    pub rx_ring_full: u64,
-    pub rx_fill_ring_empty_descs: u64,
-    pub tx_ring_empty_descs: u64,
-}
+/// Every [`XdpStatistics`] counter at zero (libc's struct has no `Default`).
+const NO_STATS: XdpStatistics = XdpStatistics {
+    rx_dropped: 0,
+    rx_invalid_descs: 0,
+    tx_invalid_descs: 0,
+    rx_ring_full: 0,
+    rx_fill_ring_empty_descs: 0,
+    tx_ring_empty_descs: 0,
+};
 
 /// One mapped ring: producer and consumer indices, flags, descriptors.
 struct Ring {
@@ -434,7 +420,13 @@ struct Ring {
 }
 
 impl Ring {
-    fn open(fd: RawFd, off: &RingOffset, pgoff: i64, size: u32, desc: usize) -> io::Result<Ring> {
+    fn open(
+        fd: RawFd,
+        off: &xdp_ring_offset,
+        pgoff: libc::off_t,
+        size: u32,
+        desc: usize,
+    ) -> io::Result<Ring> {
         let len = off.desc as usize + size as usize * desc;
         Ok(Ring {
             map: Mapping::at(fd, len, pgoff)?,
@@ -469,54 +461,28 @@ impl Ring {
     fn read_u64(&self, i: u32) -> u64 {
         // SAFETY: slot() is inside the mapping; the entry is ours (between
         // our consumer and the producer we loaded with Acquire).
-        unsafe { std::ptr::read_unaligned(self.slot(i, 8) as *const u64) }
+        unsafe { std::ptr::read_unaligned(self.slot(i, ADDR).cast::<u64>()) }
     }
     fn write_u64(&self, i: u32, v: u64) {
         // SAFETY: as read_u64; the entry is between our producer and the
         // kernel's consumer, so the kernel does not read it yet.
-        unsafe { std::ptr::write_unaligned(self.slot(i, 8) as *mut u64, v) }
+        unsafe { std::ptr::write_unaligned(self.slot(i, ADDR).cast::<u64>(), v) }
     }
-    /// `struct xdp_desc { u64 addr; u32 len; u32 options; }`.
+    /// The `xdp_desc` at `i`: (address, length).
     fn read_desc(&self, i: u32) -> (u64, u32) {
-        let p = self.slot(i, 16);
-        // SAFETY: as read_u64, 16-byte descriptors.
-        unsafe {
-            (
-                std::ptr::read_unaligned(p as *const u64),
-                std::ptr::read_unaligned(p.add(8) as *const u32),
-            )
-        }
+        // SAFETY: as read_u64, descriptors of size_of::<xdp_desc>() bytes.
+        let d = unsafe { std::ptr::read_unaligned(self.slot(i, DESC).cast::<xdp_desc>()) };
+        (d.addr, d.len)
     }
     fn write_desc(&self, i: u32, addr: u64, len: u32) {
-        let p = self.slot(i, 16);
-        // SAFETY: as write_u64, 16-byte descriptors.
-        unsafe {
-            std::ptr::write_unaligned(p as *mut u64, addr);
-            std::ptr::write_unaligned(p.add(8) as *mut u32, len);
-            std::ptr::write_unaligned(p.add(12) as *mut u32, 0);
-        }
+        let d = xdp_desc {
+            addr,
+            len,
+            options: 0,
+        };
+        // SAFETY: as write_u64, descriptors of size_of::<xdp_desc>() bytes.
+        unsafe { std::ptr::write_unaligned(self.slot(i, DESC).cast::<xdp_desc>(), d) }
     }
-}
-
-/// `struct xdp_umem_reg`.
-#[repr(C)]
-struct UmemReg {
-    addr: u64,
-    len: u64,
-    chunk_size: u32,
-    headroom: u32,
-    flags: u32,
-    tx_metadata_len: u32,
-}
-
-/// `struct sockaddr_xdp`.
-#[repr(C)]
-struct SockaddrXdp {
-    family: u16,
-    flags: u16,
-    ifindex: u32,
-    queue_id: u32,
-    shared_umem_fd: u32,
 }
 
 /// One AF_XDP socket bound to one RX queue, with its own UMEM.
@@ -570,7 +536,7 @@ impl XdpSocket {
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         let s = fd.as_raw_fd();
         let umem = Mapping::at(-1, (FRAMES * FRAME_SIZE) as usize, 0)?;
-        let reg = UmemReg {
+        let reg = xdp_umem_reg {
             addr: umem.ptr.as_ptr() as u64,
             len: umem.len as u64,
             chunk_size: FRAME_SIZE,
@@ -583,26 +549,27 @@ impl XdpSocket {
         sys::setsockopt(s, SOL_XDP, XDP_UMEM_COMPLETION_RING, &COMP_SIZE)?;
         sys::setsockopt(s, SOL_XDP, XDP_RX_RING, &RX_SIZE)?;
         sys::setsockopt(s, SOL_XDP, XDP_TX_RING, &TX_SIZE)?;
-        let mut off = MmapOffsets::default();
+        // SAFETY: xdp_mmap_offsets is plain data; zero is a valid value.
+        let mut off: xdp_mmap_offsets = unsafe { std::mem::zeroed() };
         getsockopt(s, XDP_MMAP_OFFSETS, &mut off)?;
-        let fill = Ring::open(s, &off.fr, XDP_UMEM_PGOFF_FILL_RING, FILL_SIZE, 8)?;
-        let comp = Ring::open(s, &off.cr, XDP_UMEM_PGOFF_COMPLETION_RING, COMP_SIZE, 8)?;
-        let rx = Ring::open(s, &off.rx, XDP_PGOFF_RX_RING, RX_SIZE, 16)?;
-        let tx = Ring::open(s, &off.tx, XDP_PGOFF_TX_RING, TX_SIZE, 16)?;
+        let fill = Ring::open(s, &off.fr, FILL_PGOFF, FILL_SIZE, ADDR)?;
+        let comp = Ring::open(s, &off.cr, COMPLETION_PGOFF, COMP_SIZE, ADDR)?;
+        let rx = Ring::open(s, &off.rx, XDP_PGOFF_RX_RING, RX_SIZE, DESC)?;
+        let tx = Ring::open(s, &off.tx, XDP_PGOFF_TX_RING, TX_SIZE, DESC)?;
         let bind = |flags: u16| {
-            let sa = SockaddrXdp {
-                family: AF_XDP as u16,
-                flags: flags | XDP_USE_NEED_WAKEUP,
-                ifindex: ifindex as u32,
-                queue_id: queue,
-                shared_umem_fd: 0,
+            let sa = libc::sockaddr_xdp {
+                sxdp_family: AF_XDP as u16,
+                sxdp_flags: flags | XDP_USE_NEED_WAKEUP,
+                sxdp_ifindex: ifindex as u32,
+                sxdp_queue_id: queue,
+                sxdp_shared_umem_fd: 0,
             };
             // SAFETY: sa is a live sockaddr_xdp of the size passed.
             let r = unsafe {
                 libc::bind(
                     s,
-                    &sa as *const SockaddrXdp as *const libc::sockaddr,
-                    std::mem::size_of::<SockaddrXdp>() as libc::socklen_t,
+                    (&raw const sa).cast::<libc::sockaddr>(),
+                    size_of::<libc::sockaddr_xdp>() as libc::socklen_t,
                 )
             };
             if r < 0 {
@@ -630,7 +597,7 @@ impl XdpSocket {
             free: (0..FRAMES as u64).map(|i| i * FRAME_SIZE as u64).collect(),
             zerocopy,
             recompute_csum,
-            last_stats: XdpStatistics::default(),
+            last_stats: NO_STATS,
         };
         sock.refill();
         Ok(sock)
@@ -792,7 +759,7 @@ impl XdpSocket {
 
     /// The kernel's counters for this socket (XDP_STATISTICS).
     pub fn statistics(&self) -> io::Result<XdpStatistics> {
-        let mut s = XdpStatistics::default();
+        let mut s = NO_STATS;
         getsockopt(self.fd.as_raw_fd(), XDP_STATISTICS, &mut s)?;
         Ok(s)
     }
@@ -975,6 +942,19 @@ mod tests {
         assert_eq!(ring_free(2, u32::MAX - 1, 8), 4);
         assert_eq!(ring_free(7, 7, 2048), 2048);
         assert_eq!(ring_free(2048, 0, 2048), 0);
+    }
+
+    #[test]
+    fn uapi_sizes_and_offsets() {
+        // As this file spelled them out before it took them from libc.
+        assert_eq!((ADDR, DESC), (8, 16));
+        assert_eq!(
+            (FILL_PGOFF, COMPLETION_PGOFF),
+            (0x1_0000_0000, 0x1_8000_0000)
+        );
+        assert_eq!((XDP_PGOFF_RX_RING, XDP_PGOFF_TX_RING), (0, 0x8000_0000));
+        assert_eq!(size_of::<xdp_umem_reg>(), 32);
+        assert_eq!(size_of::<xdp_mmap_offsets>(), 128);
     }
 
     #[test]

@@ -42,6 +42,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use subtle::ConstantTimeEq;
+
 use podlb_core::flow::{Flow, FlowTable};
 use podlb_core::service::Snapshot;
 use podlb_core::sync::{
@@ -156,11 +158,6 @@ pub struct SyncLink {
     pub view: Arc<SyncView>,
     buf: Vec<u8>,
     key: Option<ring::hmac::Key>,
-}
-
-/// Constant-time equality (the tag must not leak through timing).
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl SyncLink {
@@ -293,7 +290,8 @@ impl SyncLink {
                 Some(k) => {
                     let ok = n >= HEADER_LEN + TAG_LEN && self.buf[5] & FLAG_AUTH != 0 && {
                         let (body, tag) = self.buf[..n].split_at(n - TAG_LEN);
-                        same(&ring::hmac::sign(k, body).as_ref()[..TAG_LEN], tag)
+                        // Constant time: the tag must not leak through timing.
+                        bool::from(ring::hmac::sign(k, body).as_ref()[..TAG_LEN].ct_eq(tag))
                     };
                     if !ok {
                         self.view.auth_failures.fetch_add(1, Relaxed);

@@ -99,7 +99,7 @@ fn parse_vtep(ip: &str, data: &str) -> Result<Vtep, String> {
     }
     let vni = match data.get("VNI").and_then(Value::as_u64) {
         None => None,
-        Some(v) if v < 1 << 24 => Some(v as u32),
+        Some(v) if v < 1 << 24 => u32::try_from(v).ok(),
         Some(v) => return Err(format!("VNI {v} does not fit in 24 bits (RFC 7348 §5)")),
     };
     Ok(Vtep { ip, mac, vni })

@@ -46,7 +46,10 @@ impl VipPool {
     /// The pool's addresses, lowest first.
     pub fn addresses(&self) -> impl Iterator<Item = Ipv4Addr> {
         let base = u64::from(u32::from(self.base));
-        (base..base + self.size()).map(|a| Ipv4Addr::from(a as u32))
+        // Every address of the range fits in 32 bits (size() ≤ 2^32 − base).
+        (base..base + self.size())
+            .filter_map(|a| u32::try_from(a).ok())
+            .map(Ipv4Addr::from)
     }
 
     fn overlaps(&self, other: &VipPool) -> bool {

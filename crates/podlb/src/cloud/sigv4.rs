@@ -149,18 +149,18 @@ pub fn sign(
     }
 }
 
-/// RFC 3986 percent-encoding as SigV4 wants it: unreserved characters
-/// (`A-Z a-z 0-9 - _ . ~`) as they are, every other byte `%XX` (upper case).
+/// What SigV4 percent-encodes: every byte but RFC 3986's unreserved
+/// characters (`A-Z a-z 0-9 - _ . ~`).
+const SIGV4_ENCODE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// RFC 3986 percent-encoding as SigV4 wants it: unreserved characters as
+/// they are, every other byte `%XX` (upper case).
 pub fn uri_encode(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for &b in s.as_bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            o.push(b as char);
-        } else {
-            o.push_str(&format!("%{b:02X}"));
-        }
-    }
-    o
+    percent_encoding::utf8_percent_encode(s, SIGV4_ENCODE).to_string()
 }
 
 /// The form body of an EC2 Query request: `Action`, `Version`, then the
@@ -219,33 +219,11 @@ pub fn ec2_headers(
     out
 }
 
-/// `YYYYMMDDTHHMMSSZ` for a time (UTC).
+/// `YYYYMMDDTHHMMSSZ` for a time (UTC); a time before the epoch counts as
+/// the epoch.
 pub fn amz_date(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01 (the
-/// well-known era/day-of-era computation).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+    let t = jiff::Timestamp::try_from(t.max(UNIX_EPOCH)).unwrap_or(jiff::Timestamp::MAX);
+    t.strftime("%Y%m%dT%H%M%SZ").to_string()
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
 #[cfg(test)]
 use std::time::Duration;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, PostParams};
@@ -49,13 +49,10 @@ pub struct LeaseView {
     pub last_error: Mutex<Option<String>>,
 }
 
+/// The API's `MicroTime`: RFC 3339 UTC with six fractional digits.
 fn now_micro() -> String {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = super::client::rfc3339(d.as_secs() as i64);
-    // MicroTime: RFC 3339 with six fractional digits.
-    format!("{}.{:06}Z", secs.trim_end_matches('Z'), d.subsec_micros())
+    let now = jiff::Timestamp::try_from(SystemTime::now()).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    format!("{now:.6}")
 }
 
 fn lease_body(
