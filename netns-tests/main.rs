@@ -22,5 +22,6 @@ mod kubernetes;
 mod l3;
 mod malformed;
 mod privileges;
+mod realkube;
 mod reload;
 mod vxlan;

@@ -74,19 +74,34 @@ pub(super) struct LoadBalancerStatus {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub(super) struct Ingress {
     #[serde(default)]
     pub ip: Option<String>,
+    /// `VIP` or `Proxy` (Kubernetes 1.30+; absent on older API servers,
+    /// which drop the field).
+    #[serde(default)]
+    pub ip_mode: Option<String>,
 }
 
 impl Service {
     /// `status.loadBalancer.ingress[].ip`, in order (unparsable entries as
     /// `None`).
     pub fn ingress_ips(&self) -> Vec<Option<String>> {
+        self.ingress().into_iter().map(|(ip, _)| ip).collect()
+    }
+
+    /// `status.loadBalancer.ingress[]` as (ip, ipMode) pairs, in order.
+    pub fn ingress(&self) -> Vec<(Option<String>, Option<String>)> {
         self.status
             .load_balancer
             .as_ref()
-            .map(|lb| lb.ingress.iter().map(|i| i.ip.clone()).collect())
+            .map(|lb| {
+                lb.ingress
+                    .iter()
+                    .map(|i| (i.ip.clone(), i.ip_mode.clone()))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }

@@ -126,7 +126,10 @@ pub struct Problem {
     pub message: String,
 }
 
-/// A status write: `status.loadBalancer.ingress` becomes `[{ip}]`, or `[]`
+/// The `ipMode` podlb writes beside each VIP (Kubernetes 1.30+).
+pub const IP_MODE: &str = "Proxy";
+
+/// A status write: `status.loadBalancer.ingress` becomes `[{ip, ipMode}]`, or `[]`
 /// when `ip` is `None` (the Service is podlb's but has no VIP).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct StatusUpdate {
@@ -520,11 +523,18 @@ pub fn reconcile_with_nodes(
         if let Some(vip) = o.vip {
             allocations.insert(ns, name, vip);
         }
-        let current = o.svc.ingress_ips();
+        let current = o.svc.ingress();
         let up_to_date = match o.vip {
+            // ipMode Proxy: podlb carries the VIP's traffic itself, so
+            // kube-proxy must not program the VIP on the nodes (KEP-1860;
+            // with VIP, or no ipMode, every node DNATs the VIP to the
+            // endpoints and podlb is bypassed). API servers before 1.30 drop
+            // the field; the writer does not repeat a write the watch then
+            // shows without it (docs/kubernetes.md, "ipMode").
             Some(vip) => {
                 current.len() == 1
-                    && current[0].as_deref().and_then(|s| s.parse().ok()) == Some(vip)
+                    && current[0].0.as_deref().and_then(|s| s.parse().ok()) == Some(vip)
+                    && current[0].1.as_deref() == Some(IP_MODE)
             }
             None => current.is_empty(),
         };
@@ -810,7 +820,7 @@ mod tests {
     fn with_status(mut svc: Value, ips: &[&str]) -> Value {
         let ingress: Vec<Value> = ips
             .iter()
-            .map(|i| json!({"ip": i, "ipMode": "VIP"}))
+            .map(|i| json!({"ip": i, "ipMode": IP_MODE}))
             .collect();
         svc["status"] = json!({"loadBalancer": {"ingress": ingress}});
         svc
@@ -1428,6 +1438,14 @@ mod tests {
         let wrong = with_status(web("default", "w", T0), &["198.18.0.100", "198.18.0.101"]);
         let r3 = reconcile(&[wrong], &[], &settings(), &r1.allocations);
         assert_eq!(r3.status[0].ip, Some(ip("198.18.0.100")));
+        // The right address with ipMode VIP (or none) is rewritten to Proxy:
+        // with VIP, kube-proxy would take the VIP's traffic on every node.
+        for mode in [json!("VIP"), Value::Null] {
+            let mut vip_mode = with_status(web("default", "w", T0), &["198.18.0.100"]);
+            vip_mode["status"]["loadBalancer"]["ingress"][0]["ipMode"] = mode.clone();
+            let r = reconcile(&[vip_mode], &[], &settings(), &r1.allocations);
+            assert_eq!(r.status.len(), 1, "ipMode {mode}");
+        }
         // Moving the request to a refused address clears the status.
         let moved = annotate(written, ANNOTATION_VIP, "203.0.113.5");
         let r4 = reconcile(&[moved], &[], &settings(), &r1.allocations);

@@ -490,6 +490,28 @@ type Published = (
     Option<Vec<Ipv4Addr>>,
 );
 
+/// Logs the API server's version, and what podlb's `ipMode: Proxy` status
+/// means there: before Kubernetes 1.30 the field does not exist, the server
+/// drops it, and kube-proxy on every node DNATs the VIP to the endpoints
+/// itself, so in-cluster clients on those nodes bypass podlb (no Maglev,
+/// health checks or flow sync for them). Traffic from outside still comes
+/// to podlb. Best effort: an unreachable server is retried by the watchers.
+async fn check_server_version(client: &Client) {
+    let Ok(Ok(v)) = tokio::time::timeout(REQUEST_TIMEOUT, client.apiserver_version()).await else {
+        return;
+    };
+    let minor: u32 = v
+        .minor
+        .trim_end_matches(|c: char| !c.is_ascii_digit())
+        .parse()
+        .unwrap_or(0);
+    if v.major == "1" && minor < 30 {
+        tracing::warn!(version = %v.git_version, "kubernetes: API server older than 1.30: ipMode is ignored, so kube-proxy on every node also DNATs the VIP (in-cluster clients on those nodes bypass podlb); see docs/kubernetes.md, \"ipMode\"");
+    } else {
+        tracing::info!(version = %v.git_version, "kubernetes: API server (status ingress written with ipMode Proxy)");
+    }
+}
+
 /// The reconcile loop: watch, reconcile on change, publish, write status.
 async fn run(
     client: Client,
@@ -499,6 +521,7 @@ async fn run(
     on_update: Box<dyn Fn(KubeUpdate) + Send>,
     view: Arc<KubeView>,
 ) {
+    check_server_version(&client).await;
     let svc_ar = ApiResource::erase::<k8s_openapi::api::core::v1::Service>(&());
     let slice_ar = ApiResource::erase::<k8s_openapi::api::discovery::v1::EndpointSlice>(&());
     let wc = watcher::Config::default();
@@ -650,7 +673,7 @@ impl Writer {
                 continue;
             }
             let ingress = match u.ip {
-                Some(ip) => json!([{ "ip": ip.to_string(), "ipMode": "VIP" }]),
+                Some(ip) => json!([{ "ip": ip.to_string(), "ipMode": super::reconcile::IP_MODE }]),
                 None => json!([]),
             };
             let patch = json!({ "status": { "loadBalancer": { "ingress": ingress } } });
