@@ -34,7 +34,6 @@ macro_rules! require_kube {
         }
     };
 }
-pub(crate) use require_kube;
 
 #[test]
 fn kube_control_plane_derives_slices_and_enforces_rbac() {
