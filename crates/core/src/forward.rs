@@ -130,30 +130,40 @@ struct Outer {
 
 impl Outer {
     /// Writes outer Ethernet, IPv4 (TTL 64, DF, header checksum), UDP
-    /// (checksum 0, allowed over IPv4 by RFC 7348 §5) and VXLAN headers for
-    /// an inner frame of `inner_len` bytes into `b[..50]`.
+    /// (checksum 0, allowed over IPv4 by RFC 7348 §5) and VXLAN headers
+    /// into `b`, whose last `b.len() - vxlan::OVERHEAD` bytes `inner` then
+    /// fills with the inner frame. `None` if `b` is too short for the
+    /// headers or too long for the UDP length.
     #[inline]
-    fn emit(&self, b: &mut [u8], ident: u16, inner_len: usize) -> usize {
-        const IP: usize = ETH + ipv4::MIN_HEADER_LEN;
-        const UDP: usize = IP + udp::HEADER_LEN;
-        let udp_len = (udp::HEADER_LEN + vxlan::HEADER_LEN + inner_len) as u16;
-        let mut n = ethernet::emit_header(b, self.dst_mac, self.src_mac, ethernet::ETHERTYPE_IPV4);
-        n += ipv4::emit_header(
-            &mut b[ETH..],
-            self.src.into(),
-            self.vtep.ip.into(),
-            ipv4::PROTO_UDP,
-            64,
-            udp_len,
+    fn emit(&self, b: &mut [u8], ident: u16, inner: impl FnOnce(&mut [u8])) -> Option<()> {
+        let inner_len = b.len().checked_sub(vxlan::OVERHEAD)?;
+        let payload_len = u16::try_from(inner_len + vxlan::HEADER_LEN).ok()?;
+        let udp = udp::Repr {
+            src_port: self.sport,
+            dst_port: self.vtep.port,
+            payload_len,
+        };
+        let ip = ipv4::Repr {
+            src: self.src.into(),
+            dst: self.vtep.ip.into(),
+            protocol: ipv4::PROTO_UDP,
+            ttl: 64,
             ident,
-        );
-        n += udp::emit_header(
-            &mut b[IP..],
-            self.sport,
-            self.vtep.port,
-            udp_len - udp::HEADER_LEN as u16,
-        );
-        n + vxlan::emit_header(&mut b[UDP..], self.vtep.vni)
+            payload_len: u16::try_from(udp.buffer_len()).ok()?,
+        };
+        let eth = ethernet::Repr {
+            dst: self.dst_mac,
+            src: self.src_mac,
+            ethertype: ethernet::ETHERTYPE_IPV4,
+        };
+        let mut f = eth.emit(b).ok()?;
+        let mut p = ip.emit(f.payload_mut()).ok()?;
+        let mut u = udp.emit(p.payload_mut()).ok()?;
+        let mut vx = vxlan::Repr { vni: self.vtep.vni }
+            .emit(u.payload_mut())
+            .ok()?;
+        inner(vx.payload_mut());
+        Some(())
     }
 }
 
@@ -964,8 +974,9 @@ impl Forwarder {
             let Some(b) = self.out.next(vxlan::OVERHEAD + inner.len()) else {
                 return Verdict::Drop(DropReason::Oversize);
             };
-            outer.emit(b, ident, inner.len());
-            b[vxlan::OVERHEAD..].copy_from_slice(inner);
+            if outer.emit(b, ident, |f| f.copy_from_slice(inner)).is_none() {
+                return Verdict::Drop(DropReason::Oversize);
+            }
             1
         };
         self.stats.event(Event::VxlanEncapsulated, sent as u64);
@@ -1159,10 +1170,11 @@ fn segment_into(
         let ident = out.ident;
         out.ident = ident.wrapping_add(1);
         let b = out.next(vxlan::OVERHEAD + inner_len)?;
-        outer.emit(b, ident, inner_len);
+        outer.emit(b, ident, |f| {
+            f[..hdr_end].copy_from_slice(&inner[..hdr_end]);
+            f[hdr_end..].copy_from_slice(chunk);
+        })?;
         let f = &mut b[vxlan::OVERHEAD..];
-        f[..hdr_end].copy_from_slice(&inner[..hdr_end]);
-        f[hdr_end..].copy_from_slice(chunk);
         // IPv4 Total Length and Identification (RFC 791 §3.1; consecutive
         // IDs per segment as Linux does, RFC 6864 §4.1 allows any).
         f[ETH + 2..ETH + 4].copy_from_slice(&((inner_len - ETH) as u16).to_be_bytes());
@@ -1553,7 +1565,8 @@ mod tests {
     fn arp_request_for_vip_answered_in_place() {
         let (mut f, snap) = setup(Mode::Nat, 80);
         let mut buf = [0u8; 64];
-        let n = arp::emit_request(&mut buf, MacAddr(CLIENT_MAC), CLIENT.into(), VIP.into());
+        let ask = arp::Repr::request(MacAddr(CLIENT_MAC), CLIENT.into(), VIP.into());
+        let n = ask.emit_frame(&mut buf).unwrap();
         let mut frame = buf[..n].to_vec();
         assert_eq!(
             f.forward(&snap, &mut frame, PacketMeta::default(), 1),
@@ -1572,28 +1585,27 @@ mod tests {
             (MacAddr(CLIENT_MAC), Ipv4Addr::from(CLIENT))
         );
         // Requests for other addresses are not ours.
-        let n = arp::emit_request(
-            &mut buf,
+        let n = arp::Repr::request(
             MacAddr(CLIENT_MAC),
             CLIENT.into(),
             Ipv4Addr::new(198, 18, 0, 99),
-        );
+        )
+        .emit_frame(&mut buf)
+        .unwrap();
         assert_eq!(
             f.forward(&snap, &mut buf[..n], PacketMeta::default(), 1),
             Verdict::Ignore
         );
         // A backend's ARP reply teaches its (new) MAC.
         let newmac = MacAddr([2, 9, 9, 9, 9, 9]);
-        let n = arp::emit_frame(
-            &mut buf,
-            MacAddr(LB),
-            newmac,
-            arp::OP_REPLY,
-            newmac,
-            BACKENDS[0].into(),
-            MacAddr(LB),
-            Ipv4Addr::UNSPECIFIED,
-        );
+        let reply = arp::Repr {
+            operation: arp::OP_REPLY,
+            sender_hw: newmac,
+            sender_ip: BACKENDS[0].into(),
+            target_hw: MacAddr(LB),
+            target_ip: Ipv4Addr::UNSPECIFIED,
+        };
+        let n = reply.emit_frame(&mut buf).unwrap();
         f.forward(&snap, &mut buf[..n], PacketMeta::default(), 5);
         assert_eq!(
             f.neighbors.lookup(u32::from_be_bytes(BACKENDS[0])),
@@ -1607,7 +1619,9 @@ mod tests {
         let stranger = MacAddr([2, 0xee, 0, 0, 0, 7]);
         let mut buf = [0u8; 64];
         // A gratuitous ARP (RFC 5227 §2.3 announcement) for the VIP ...
-        let n = arp::emit_gratuitous(&mut buf, stranger, VIP.into());
+        let n = arp::Repr::gratuitous(stranger, VIP.into())
+            .emit_frame(&mut buf)
+            .unwrap();
         assert_eq!(
             f.forward(&snap, &mut buf[..n], PacketMeta::default(), 1),
             Verdict::Drop(DropReason::VipConflict)
@@ -1615,16 +1629,14 @@ mod tests {
         let (g1, vip, mac) = f.stats.conflict.read().unwrap();
         assert_eq!((vip, mac), (u32::from_be_bytes(VIP), stranger.0));
         // ... and an ARP reply from the VIP (RFC 826), unicast to us.
-        let n = arp::emit_frame(
-            &mut buf,
-            MacAddr(LB),
-            stranger,
-            arp::OP_REPLY,
-            stranger,
-            VIP.into(),
-            MacAddr(LB),
-            CLIENT.into(),
-        );
+        let reply = arp::Repr {
+            operation: arp::OP_REPLY,
+            sender_hw: stranger,
+            sender_ip: VIP.into(),
+            target_hw: MacAddr(LB),
+            target_ip: CLIENT.into(),
+        };
+        let n = reply.emit_frame(&mut buf).unwrap();
         assert_eq!(
             f.forward(&snap, &mut buf[..n], PacketMeta::default(), 2),
             Verdict::Drop(DropReason::VipConflict)
@@ -1632,20 +1644,26 @@ mod tests {
         assert_ne!(f.stats.conflict.read().unwrap().0, g1);
         assert_eq!(f.stats.drops(DropReason::VipConflict), 2);
         // Our own announcements (the serving MAC) are no conflict.
-        let n = arp::emit_gratuitous(&mut buf, MacAddr(LB), VIP.into());
+        let n = arp::Repr::gratuitous(MacAddr(LB), VIP.into())
+            .emit_frame(&mut buf)
+            .unwrap();
         assert_eq!(
             f.forward(&snap, &mut buf[..n], PacketMeta::default(), 3),
             Verdict::Ignore
         );
         // Neither is an address that is not a VIP.
-        let n = arp::emit_gratuitous(&mut buf, stranger, CLIENT.into());
+        let n = arp::Repr::gratuitous(stranger, CLIENT.into())
+            .emit_frame(&mut buf)
+            .unwrap();
         assert_eq!(
             f.forward(&snap, &mut buf[..n], PacketMeta::default(), 3),
             Verdict::Ignore
         );
         // A backup does not serve the VIP: the claim is not its conflict.
         f.active = false;
-        let n = arp::emit_gratuitous(&mut buf, stranger, VIP.into());
+        let n = arp::Repr::gratuitous(stranger, VIP.into())
+            .emit_frame(&mut buf)
+            .unwrap();
         assert_eq!(
             f.forward(&snap, &mut buf[..n], PacketMeta::default(), 4),
             Verdict::Ignore
@@ -1658,12 +1676,13 @@ mod tests {
         let (mut f, snap) = setup(Mode::Nat, 80);
         let mut buf = [0u8; 64];
         for i in 0..100u8 {
-            let n = arp::emit_request(
-                &mut buf,
+            let n = arp::Repr::request(
                 MacAddr(CLIENT_MAC),
                 CLIENT.into(),
                 Ipv4Addr::new(198, 18, 1, i),
-            );
+            )
+            .emit_frame(&mut buf)
+            .unwrap();
             assert_eq!(
                 f.forward(&snap, &mut buf[..n], PacketMeta::default(), 1),
                 Verdict::Ignore

@@ -1252,17 +1252,15 @@ impl Control {
                 return;
             };
             let mut buf = [0u8; 64];
-            let n = arp::emit_frame(
-                &mut buf,
-                mac,
-                self.view.mac,
-                arp::OP_REPLY,
-                self.view.mac,
-                vip,
-                mac,
-                client,
-            );
-            if self.injector.inject(&buf[..n]).is_ok() {
+            let reply = arp::Repr {
+                operation: arp::OP_REPLY,
+                sender_hw: self.view.mac,
+                sender_ip: vip,
+                target_hw: mac,
+                target_ip: client,
+            };
+            let n = reply.emit_frame(&mut buf);
+            if n.is_ok_and(|n| self.injector.inject(&buf[..n]).is_ok()) {
                 self.view.garp_unicast_sent.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -1290,8 +1288,8 @@ impl Control {
         }
         for vip in &out.defend {
             let mut buf = [0u8; 64];
-            let n = arp::emit_gratuitous(&mut buf, self.view.mac, *vip);
-            if self.injector.inject(&buf[..n]).is_ok() {
+            let n = arp::Repr::gratuitous(self.view.mac, *vip).emit_frame(&mut buf);
+            if n.is_ok_and(|n| self.injector.inject(&buf[..n]).is_ok()) {
                 self.view.garp_sent.fetch_add(1, Ordering::Relaxed);
                 self.view.vip_defences.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(%vip, "defended the VIP with a gratuitous ARP");
@@ -1474,12 +1472,12 @@ impl Control {
     /// martian; and a probe leaves no entry in the target's ARP cache.
     fn send_request(&self, target: u32) {
         let mut buf = [0u8; 64];
-        let n = arp::emit_request(
-            &mut buf,
+        let ask = arp::Repr::request(
             self.view.own_mac,
             Ipv4Addr::UNSPECIFIED,
             Ipv4Addr::from(target),
         );
+        let n = ask.emit_frame(&mut buf).unwrap_or(0);
         match self.injector.inject(&buf[..n]) {
             Ok(()) => {
                 self.view.arp_requests.fetch_add(1, Ordering::Relaxed);
@@ -1498,8 +1496,8 @@ impl Control {
         for (vip, left, at) in due.iter_mut() {
             if *left > 0 && now.wrapping_sub(*at) <= u32::MAX / 2 {
                 let mut buf = [0u8; 64];
-                let n = arp::emit_gratuitous(&mut buf, self.view.mac, *vip);
-                if self.injector.inject(&buf[..n]).is_ok() {
+                let n = arp::Repr::gratuitous(self.view.mac, *vip).emit_frame(&mut buf);
+                if n.is_ok_and(|n| self.injector.inject(&buf[..n]).is_ok()) {
                     self.view.garp_sent.fetch_add(1, Ordering::Relaxed);
                 }
                 *left -= 1;

@@ -226,8 +226,9 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// getters keep their no-panic guarantee).
     #[inline]
     pub fn set_total_len(&mut self, len: u16) {
-        let max = self.buffer.as_ref().len().min(usize::from(u16::MAX)) as u16;
-        let min = self.header_len() as u16;
+        let max = u16::try_from(self.buffer.as_ref().len()).unwrap_or(u16::MAX);
+        // IHL * 4, as header_len() but in the field's type.
+        let min = u16::from(self.buffer.as_ref()[field::VER_IHL] & 0x0f) * 4;
         put16(self.buffer.as_mut(), field::LENGTH, len.clamp(min, max));
     }
 
@@ -254,41 +255,82 @@ impl<T: AsRef<[u8]>> AsRef<[u8]> for Packet<T> {
     }
 }
 
-/// Writes a 20-byte IPv4 header (no options, DF set, TOS 0) with a correct
-/// checksum into `buf[..20]`; Total Length = 20 + `payload_len`.
-///
-/// Returns [`MIN_HEADER_LEN`], or `0` (writing nothing) if `buf` is shorter
-/// than 20 bytes or `payload_len > 65515`.
-pub fn emit_header(
-    buf: &mut [u8],
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    protocol: u8,
-    ttl: u8,
-    payload_len: u16,
-    ident: u16,
-) -> usize {
-    let Some(total) = payload_len.checked_add(MIN_HEADER_LEN as u16) else {
-        return 0;
-    };
-    let Some(b) = buf.get_mut(..MIN_HEADER_LEN) else {
-        return 0;
-    };
-    b[field::VER_IHL] = 0x45;
-    b[field::TOS] = 0;
-    put16(b, field::LENGTH, total);
-    put16(b, field::IDENT, ident);
-    // RFC 6864 §4.1: the ID of atomic datagrams (DF=1, MF=0, offset 0) has no
-    // meaning; callers may pass 0.
-    put16(b, field::FLAGS_FRAG, FLAG_DF);
-    b[field::TTL] = ttl;
-    b[field::PROTOCOL] = protocol;
-    put16(b, field::CHECKSUM, 0);
-    b[field::SRC].copy_from_slice(&src.octets());
-    b[field::DST].copy_from_slice(&dst.octets());
-    let c = checksum::internet(b);
-    put16(b, field::CHECKSUM, c);
-    MIN_HEADER_LEN
+/// The fields of an IPv4 header that podlb emits: no options, TOS 0, DF
+/// set and not a fragment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Repr {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub protocol: u8,
+    pub ttl: u8,
+    /// RFC 6864 §4.1: the ID of an atomic datagram (DF=1, MF=0, offset 0)
+    /// has no meaning; it may be 0.
+    pub ident: u16,
+    /// Bytes after the header, `<= 65515`.
+    pub payload_len: u16,
+}
+
+impl Repr {
+    /// Reads a checked packet's header. Options are skipped (the payload
+    /// starts after them); TOS and DF are not represented. The checksum is
+    /// not verified (see [`Packet::verify_checksum`]). Errors:
+    /// [`Error::Unsupported`] for a fragment (podlb does not reassemble).
+    #[inline]
+    pub fn parse<T: AsRef<[u8]>>(p: &Packet<T>) -> Result<Repr> {
+        if p.is_fragment() {
+            return Err(Error::Unsupported);
+        }
+        let payload_len = p.payload().len();
+        Ok(Repr {
+            src: p.src(),
+            dst: p.dst(),
+            protocol: p.protocol(),
+            ttl: p.ttl(),
+            ident: p.ident(),
+            // payload() ends at the 16-bit Total Length.
+            payload_len: u16::try_from(payload_len).map_err(|_| Error::Malformed)?,
+        })
+    }
+
+    /// [`MIN_HEADER_LEN`]: no options.
+    #[inline]
+    pub const fn header_len(&self) -> usize {
+        MIN_HEADER_LEN
+    }
+
+    /// Header + payload: the Total Length.
+    #[inline]
+    pub const fn buffer_len(&self) -> usize {
+        MIN_HEADER_LEN + self.payload_len as usize
+    }
+
+    /// Writes the header with a correct checksum into `buf[..20]` and
+    /// returns the view over `buf` (the payload is the next `payload_len`
+    /// bytes, which the caller fills).
+    ///
+    /// Errors, with nothing written: [`Error::Truncated`] if `buf` is
+    /// shorter than [`buffer_len`](Repr::buffer_len); [`Error::Malformed`]
+    /// for a `payload_len` above 65515 (the Total Length is 16 bits).
+    #[inline]
+    pub fn emit<'b>(&self, buf: &'b mut [u8]) -> Result<Packet<&'b mut [u8]>> {
+        let total = u16::try_from(self.buffer_len()).map_err(|_| Error::Malformed)?;
+        if buf.len() < usize::from(total) {
+            return Err(Error::Truncated);
+        }
+        let b = &mut buf[..MIN_HEADER_LEN];
+        b[field::VER_IHL] = 0x45;
+        b[field::TOS] = 0;
+        put16(b, field::LENGTH, total);
+        put16(b, field::IDENT, self.ident);
+        put16(b, field::FLAGS_FRAG, FLAG_DF);
+        b[field::TTL] = self.ttl;
+        b[field::PROTOCOL] = self.protocol;
+        b[field::SRC].copy_from_slice(&self.src.octets());
+        b[field::DST].copy_from_slice(&self.dst.octets());
+        let mut p = Packet { buffer: buf };
+        p.fill_checksum();
+        Ok(p)
+    }
 }
 
 #[cfg(test)]
@@ -299,7 +341,7 @@ mod tests {
 
     fn header(opts: &[u8], df: bool, mf: bool, off: u16, payload: usize) -> Vec<u8> {
         let mut h = Ipv4Header::new(
-            payload as u16,
+            u16::try_from(payload).unwrap(),
             61,
             IpNumber::TCP,
             [198, 18, 1, 2],
@@ -314,7 +356,7 @@ mod tests {
         h.set_payload_len(payload).unwrap();
         h.header_checksum = h.calc_header_checksum();
         let mut v = h.to_bytes().to_vec();
-        v.extend((0..payload).map(|i| i as u8));
+        v.extend((0..=255u8).cycle().take(payload));
         v
     }
 
@@ -378,17 +420,19 @@ mod tests {
 
     #[test]
     fn emit_matches_etherparse() {
-        let mut buf = [0u8; 20];
-        let n = emit_header(
-            &mut buf,
-            Ipv4Addr::new(198, 18, 0, 1),
-            Ipv4Addr::new(198, 18, 0, 2),
-            PROTO_UDP,
-            64,
-            100,
-            7,
-        );
-        assert_eq!(n, 20);
+        let r = Repr {
+            src: Ipv4Addr::new(198, 18, 0, 1),
+            dst: Ipv4Addr::new(198, 18, 0, 2),
+            protocol: PROTO_UDP,
+            ttl: 64,
+            ident: 7,
+            payload_len: 100,
+        };
+        assert_eq!((r.header_len(), r.buffer_len()), (20, 120));
+        let mut buf = [0u8; 124];
+        let p = r.emit(&mut buf).unwrap();
+        assert_eq!(p.payload().len(), 100);
+        assert_eq!(Repr::parse(&p), Ok(r));
         let (e, _) = Ipv4Header::from_slice(&buf).unwrap();
         assert_eq!(e.source, [198, 18, 0, 1]);
         assert_eq!(e.destination, [198, 18, 0, 2]);
@@ -398,10 +442,27 @@ mod tests {
         assert_eq!(e.identification, 7);
         assert!(e.dont_fragment && !e.more_fragments);
         assert_eq!(e.header_checksum, e.calc_header_checksum());
-        let ip = Ipv4Addr::UNSPECIFIED;
-        assert_eq!(emit_header(&mut [0; 19], ip, ip, 6, 1, 0, 0), 0);
-        assert_eq!(emit_header(&mut [0; 20], ip, ip, 6, 1, 65516, 0), 0);
-        assert_eq!(emit_header(&mut [0; 20], ip, ip, 6, 1, 65515, 0), 20);
+        let mut short = [0u8; 119];
+        assert_eq!(r.emit(&mut short), Err(Error::Truncated));
+        assert_eq!(short, [0u8; 119], "nothing written");
+        let big = |payload_len| Repr { payload_len, ..r };
+        let mut max = vec![0u8; 65535];
+        assert_eq!(big(65516).emit(&mut max), Err(Error::Malformed));
+        assert!(big(65515).emit(&mut max).is_ok());
+    }
+
+    #[test]
+    fn repr_rejects_fragments_and_skips_options() {
+        let b = header(&[], false, true, 0, 4);
+        let p = Packet::new_checked(&b[..]).unwrap();
+        assert_eq!(Repr::parse(&p), Err(Error::Unsupported));
+        let b = header(&[], true, false, 8, 4);
+        let p = Packet::new_checked(&b[..]).unwrap();
+        assert_eq!(Repr::parse(&p), Err(Error::Unsupported));
+        let b = header(&[1, 1, 1, 0], true, false, 0, 4);
+        let p = Packet::new_checked(&b[..]).unwrap();
+        let r = Repr::parse(&p).unwrap();
+        assert_eq!((r.payload_len, r.ident, r.ttl), (4, 0xbeef, 61));
     }
 
     #[test]
@@ -464,6 +525,22 @@ mod tests {
             prop_assert_eq!(p.checksum(), c);
         }
 
+        /// parse(emit(r)) == r, and etherparse writes the same header.
+        #[test]
+        fn repr_round_trip(src in any::<[u8; 4]>(), dst in any::<[u8; 4]>(), protocol in any::<u8>(),
+                           ttl in any::<u8>(), ident in any::<u16>(), payload_len in 0u16..200, extra in 0usize..8) {
+            let r = Repr { src: src.into(), dst: dst.into(), protocol, ttl, ident, payload_len };
+            let mut buf = vec![0x5au8; r.buffer_len() + extra];
+            let p = r.emit(&mut buf).unwrap();
+            prop_assert_eq!(Repr::parse(&p), Ok(r));
+            prop_assert!(p.verify_checksum());
+            let mut e = Ipv4Header::new(payload_len, ttl, IpNumber(protocol), src, dst).unwrap();
+            e.identification = ident;
+            e.dont_fragment = true;
+            e.header_checksum = e.calc_header_checksum();
+            prop_assert_eq!(&buf[..20], &e.to_bytes()[..]);
+        }
+
         #[test]
         fn never_panics(b in proptest::collection::vec(any::<u8>(), 0..200)) {
             check_all(&b);
@@ -471,7 +548,7 @@ mod tests {
             let mut b = b;
             if b.len() >= 4 {
                 b[0] = 0x40 | (b[0] & 0x0f);
-                let l = (b.len() as u16).saturating_sub(u16::from(b[3] & 3));
+                let l = u16::try_from(b.len()).unwrap().saturating_sub(u16::from(b[3] & 3));
                 b[2..4].copy_from_slice(&l.to_be_bytes());
             }
             check_all(&b);
