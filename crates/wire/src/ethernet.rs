@@ -17,7 +17,7 @@ pub const ETHERTYPE_VLAN: u16 = 0x8100;
 /// IEEE 802.1ad service VLAN tag (QinQ outer tag).
 pub const ETHERTYPE_QINQ: u16 = 0x88a8;
 
-mod field {
+pub(crate) mod field {
     use core::ops::Range;
     pub const DST: Range<usize> = 0..6;
     pub const SRC: Range<usize> = 6..12;
@@ -152,6 +152,24 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let h = self.header_len();
         &mut self.buffer.as_mut()[h..]
+    }
+}
+
+impl<'a> Frame<&'a [u8]> {
+    /// The payload, borrowed for as long as the buffer (not the view).
+    #[inline]
+    pub fn into_payload(self) -> &'a [u8] {
+        let h = self.header_len();
+        &self.buffer[h..]
+    }
+}
+
+impl<'a> Frame<&'a mut [u8]> {
+    /// The payload, to write, borrowed for as long as the buffer.
+    #[inline]
+    pub fn into_payload_mut(self) -> &'a mut [u8] {
+        let h = self.header_len();
+        &mut self.buffer[h..]
     }
 }
 

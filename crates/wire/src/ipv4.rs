@@ -15,7 +15,7 @@ const FLAG_DF: u16 = 0x4000;
 const FLAG_MF: u16 = 0x2000;
 const FRAG_OFFSET_MASK: u16 = 0x1fff;
 
-mod field {
+pub(crate) mod field {
     use core::ops::Range;
     // RFC 791 §3.1 "Internet Header Format".
     pub const VER_IHL: usize = 0;
@@ -196,6 +196,25 @@ impl<T: AsRef<[u8]>> Packet<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+    /// The view over a packet cut out of a longer one (software
+    /// segmentation copies the header in front of each piece): sets the
+    /// Total Length to the length of `buffer`, then checks as
+    /// [`new_checked`](Packet::new_checked). The length is written even if
+    /// the header is then rejected. Does not update the checksum.
+    ///
+    /// Errors: [`Error::Truncated`] below 20 bytes; [`Error::Malformed`]
+    /// above 65535 bytes; else those of `new_checked`.
+    #[inline]
+    pub fn new_resized(mut buffer: T) -> Result<Self> {
+        let b = buffer.as_mut();
+        if b.len() < MIN_HEADER_LEN {
+            return Err(Error::Truncated);
+        }
+        let len = u16::try_from(b.len()).map_err(|_| Error::Malformed)?;
+        put16(b, field::LENGTH, len);
+        Packet::new_checked(buffer)
+    }
+
     /// Does not update the checksum: use [`checksum::update_u32`] or
     /// [`fill_checksum`](Packet::fill_checksum).
     #[inline]
@@ -214,6 +233,12 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     #[inline]
     pub fn set_ttl(&mut self, ttl: u8) {
         self.buffer.as_mut()[field::TTL] = ttl;
+    }
+
+    /// Does not update the checksum.
+    #[inline]
+    pub fn set_ident(&mut self, ident: u16) {
+        put16(self.buffer.as_mut(), field::IDENT, ident);
     }
 
     #[inline]
@@ -245,6 +270,25 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let (h, t) = (self.header_len(), usize::from(self.total_len()));
         &mut self.buffer.as_mut()[h..t]
+    }
+}
+
+impl<'a> Packet<&'a [u8]> {
+    /// [`payload`](Packet::payload), borrowed for as long as the buffer.
+    #[inline]
+    pub fn into_payload(self) -> &'a [u8] {
+        let (h, t) = (self.header_len(), usize::from(self.total_len()));
+        &self.buffer[h..t]
+    }
+}
+
+impl<'a> Packet<&'a mut [u8]> {
+    /// [`payload_mut`](Packet::payload_mut), borrowed for as long as the
+    /// buffer.
+    #[inline]
+    pub fn into_payload_mut(self) -> &'a mut [u8] {
+        let (h, t) = (self.header_len(), usize::from(self.total_len()));
+        &mut self.buffer[h..t]
     }
 }
 
@@ -478,6 +522,36 @@ mod tests {
         p.set_total_len(3);
         assert_eq!(p.total_len(), 20);
         assert!(p.payload().is_empty());
+        p.set_ident(0x0102);
+        p.fill_checksum();
+        let (e, _) = Ipv4Header::from_slice(&b).unwrap();
+        assert_eq!((e.identification, e.total_len), (0x0102, 20));
+        assert_eq!(e.header_checksum, e.calc_header_checksum());
+    }
+
+    #[test]
+    fn resized_and_into_payload() {
+        // A 28-byte packet's header in front of 4 of its 8 payload bytes.
+        let b = header(&[], true, false, 0, 8);
+        let mut cut = b[..24].to_vec();
+        assert!(
+            Packet::new_checked(&mut cut[..]).is_err(),
+            "Total Length 28"
+        );
+        let p = Packet::new_resized(&mut cut[..]).unwrap();
+        assert_eq!((p.total_len(), p.into_payload_mut().len()), (24, 4));
+        let p = Packet::new_checked(&cut[..]).unwrap();
+        assert_eq!(p.into_payload(), &b[20..24]);
+        assert_eq!(
+            Packet::new_resized(&mut [0x45u8; 19][..]),
+            Err(Error::Truncated)
+        );
+        let mut big = vec![0u8; 65536];
+        big[0] = 0x45;
+        assert_eq!(Packet::new_resized(&mut big[..]), Err(Error::Malformed));
+        let mut v6 = b.clone();
+        v6[0] = 0x65;
+        assert_eq!(Packet::new_resized(&mut v6[..]), Err(Error::Malformed));
     }
 
     proptest! {

@@ -32,6 +32,7 @@ pub mod ethernet;
 pub mod icmp;
 pub mod ipv4;
 pub mod meta;
+pub mod peek;
 pub mod tcp;
 pub mod udp;
 pub mod vrrp;
@@ -208,7 +209,10 @@ pub(crate) fn put32(b: &mut [u8], at: usize, v: u32) {
 
 #[inline(always)]
 pub(crate) fn mac_at(b: &[u8], at: usize) -> MacAddr {
-    MacAddr([b[at], b[at + 1], b[at + 2], b[at + 3], b[at + 4], b[at + 5]])
+    // One 6-byte copy (a single bounds check) rather than six byte loads.
+    let mut m = [0u8; 6];
+    m.copy_from_slice(&b[at..at + 6]);
+    MacAddr(m)
 }
 
 #[inline(always)]

@@ -23,7 +23,7 @@ const OPT_NOP: u8 = 1;
 const OPT_MSS: u8 = 2;
 const OPT_MSS_LEN: usize = 4;
 
-mod field {
+pub(crate) mod field {
     // RFC 9293 §3.1 "Header Format".
     pub const SRC_PORT: usize = 0;
     pub const DST_PORT: usize = 2;
