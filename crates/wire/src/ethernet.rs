@@ -284,6 +284,17 @@ mod tests {
     }
 
     #[test]
+    fn into_payload_outlives_the_view() {
+        let mut buf = udp_frame(Some(5));
+        let n = buf.len();
+        let p = Frame::new_checked(&buf[..]).unwrap().into_payload();
+        assert_eq!((p.len(), p[0] >> 4), (n - 18, 4), "after the tag");
+        let p = Frame::new_checked(&mut buf[..]).unwrap().into_payload_mut();
+        p[1] = 0x10;
+        assert_eq!(buf[19], 0x10);
+    }
+
+    #[test]
     fn parses_single_vlan() {
         let buf = udp_frame(Some(42));
         let f = Frame::new_checked(&buf[..]).unwrap();

@@ -163,6 +163,9 @@ mod tests {
             "short buffer"
         );
         assert_eq!(&b[..8], &[0x08, 0, 0, 0, 0x12, 0x34, 0x56, 0], "unchanged");
+        let mut p = Packet::new_checked(&mut b[..]).unwrap();
+        p.payload_mut().fill(7);
+        assert_eq!(&b[8..], &[7; 12]);
     }
 
     #[test]
