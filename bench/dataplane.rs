@@ -394,17 +394,36 @@ impl Rig {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn tcp_frame(
-    src_mac: [u8; 6],
-    dst_mac: [u8; 6],
-    src: [u8; 4],
-    dst: [u8; 4],
-    sport: u16,
-    dport: u16,
-    syn: bool,
-    payload: usize,
-) -> Vec<u8> {
+/// One end of a TCP segment.
+#[derive(Clone, Copy)]
+struct End {
+    mac: [u8; 6],
+    ip: [u8; 4],
+    port: u16,
+}
+
+/// A client (CLIENT_MAC) at `ip`:`port`.
+fn from_client(ip: [u8; 4], port: u16) -> End {
+    End {
+        mac: CLIENT_MAC,
+        ip,
+        port,
+    }
+}
+
+/// Service `vip`:80 at podlb's MAC.
+fn to_vip(vip: [u8; 4]) -> End {
+    End {
+        mac: PODLB_MAC,
+        ip: vip,
+        port: 80,
+    }
+}
+
+/// A TCP segment from `from` to `to`: a SYN, or an ACK with `payload` bytes.
+fn tcp_frame(from: End, to: End, syn: bool, payload: usize) -> Vec<u8> {
+    let (src_mac, dst_mac, src, dst) = (from.mac, to.mac, from.ip, to.ip);
+    let (sport, dport) = (from.port, to.port);
     let b = PacketBuilder::ethernet2(src_mac, dst_mac)
         .ipv4(src, dst, 64)
         .tcp(sport, dport, 1000, 64240);
@@ -458,8 +477,8 @@ fn forward(c: &mut Criterion) {
     let mut g = c.benchmark_group("forward");
     g.throughput(Throughput::Elements(1));
 
-    let ack = tcp_frame(CLIENT_MAC, PODLB_MAC, CLIENT, VIP, 40000, 80, false, 64);
-    let syn = tcp_frame(CLIENT_MAC, PODLB_MAC, CLIENT, VIP, 40000, 80, true, 0);
+    let ack = tcp_frame(from_client(CLIENT, 40000), to_vip(VIP), false, 64);
+    let syn = tcp_frame(from_client(CLIENT, 40000), to_vip(VIP), true, 0);
     let mut scratch = ack.clone();
     g.bench_function("frame_copy", |b| {
         b.iter(|| {
@@ -493,16 +512,16 @@ fn forward(c: &mut Criterion) {
 
         if mode == Mode::Nat {
             let b = f.backend.to_be_bytes();
-            let reply = tcp_frame(
-                backend_mac(f.backend),
-                PODLB_MAC,
-                b,
-                VIP,
-                f.backend_port,
-                f.nat_port,
-                false,
-                64,
-            );
+            let from = End {
+                mac: backend_mac(f.backend),
+                ip: b,
+                port: f.backend_port,
+            };
+            let to = End {
+                port: f.nat_port,
+                ..to_vip(VIP)
+            };
+            let reply = tcp_frame(from, to, false, 64);
             let mut out = reply.clone();
             rig.forward(&mut out);
             assert_eq!(&out[30..34], &CLIENT, "reply goes back to the client");
@@ -534,16 +553,8 @@ fn scale_100x10(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::Wa
     let frame_of = |i: u32, syn: bool| {
         let c = (0xc612_8000u32 + (i >> 15)).to_be_bytes();
         let p = 1024 + (i & 0x7fff) as u16;
-        tcp_frame(
-            CLIENT_MAC,
-            PODLB_MAC,
-            c,
-            scale_vip((i % 100) as usize),
-            p,
-            80,
-            syn,
-            if syn { 0 } else { 64 },
-        )
+        let vip = to_vip(scale_vip((i % 100) as usize));
+        tcp_frame(from_client(c, p), vip, syn, if syn { 0 } else { 64 })
     };
     let syns: Vec<u8> = (0..N).flat_map(|i| frame_of(i, true)).collect();
     let syn_len = frame_of(0, true).len();
@@ -610,18 +621,7 @@ fn syn_new_flow(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::Wa
     const CHUNK: usize = 32768;
     let mut rig = Rig::new(Mode::Nat, 3);
     let frames: Vec<Vec<u8>> = (0..CHUNK)
-        .map(|i| {
-            tcp_frame(
-                CLIENT_MAC,
-                PODLB_MAC,
-                CLIENT,
-                VIP,
-                1024 + i as u16,
-                80,
-                true,
-                0,
-            )
-        })
+        .map(|i| tcp_frame(from_client(CLIENT, 1024 + i as u16), to_vip(VIP), true, 0))
         .collect();
     let len = frames[0].len();
     let pristine: Vec<u8> = frames.concat();
@@ -682,13 +682,8 @@ fn established_1m(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::
         let (c, p) = client(i);
         // SYN, then the handshake's ACK: an established flow is never
         // evicted by a later SYN (half-open ones are).
-        if rig.forward(&mut tcp_frame(
-            CLIENT_MAC, PODLB_MAC, c, VIP, p, 80, true, 0,
-        )) == Verdict::Tx
-        {
-            rig.forward(&mut tcp_frame(
-                CLIENT_MAC, PODLB_MAC, c, VIP, p, 80, false, 0,
-            ));
+        if rig.forward(&mut tcp_frame(from_client(c, p), to_vip(VIP), true, 0)) == Verdict::Tx {
+            rig.forward(&mut tcp_frame(from_client(c, p), to_vip(VIP), false, 0));
         }
     }
     // Only flows still in the table at the end (a SYN may have evicted an
@@ -720,7 +715,7 @@ fn established_1m(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::
         .iter()
         .map(|&i| {
             let (c, p) = client(i);
-            tcp_frame(CLIENT_MAC, PODLB_MAC, c, VIP, p, 80, false, 64)
+            tcp_frame(from_client(c, p), to_vip(VIP), false, 64)
         })
         .collect();
     let len = frames[0].len();

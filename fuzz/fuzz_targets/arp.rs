@@ -19,18 +19,30 @@ fuzz_target!(|data: &[u8]| {
 
     // emit(parse(x)) is the first 28 bytes of x: the view accepts nothing
     // the emitter would write differently.
+    let repr = arp::Repr::parse(&p).unwrap();
+    assert_eq!(
+        repr,
+        arp::Repr {
+            operation: op,
+            sender_hw: sha,
+            sender_ip: spa,
+            target_hw: tha,
+            target_ip: tpa
+        }
+    );
     let mut out = [0u8; arp::LEN];
-    assert_eq!(arp::emit(&mut out, op, sha, spa, tha, tpa), arp::LEN);
+    let q = repr.emit(&mut out).unwrap();
+    assert_eq!(arp::Repr::parse(&q), Ok(repr));
     assert_eq!(&out[..], &data[..arp::LEN]);
-    assert_eq!(arp::emit(&mut out[..27], op, sha, spa, tha, tpa), 0);
+    assert!(repr.emit(&mut out[..27]).is_err());
 
     // The whole-frame emitter round-trips through both views.
     let mut frame = [0xa5u8; 64];
-    let n = arp::emit_frame(&mut frame, tha, sha, op, sha, spa, tha, tpa);
+    let n = repr.emit_frame(&mut frame).unwrap();
     assert_eq!(n, arp::FRAME_LEN);
     let e = ethernet::Frame::new_checked(&frame[..n]).unwrap();
     assert_eq!(e.ethertype(), ethernet::ETHERTYPE_ARP);
-    assert_eq!((e.dst(), e.src()), (tha, sha));
+    assert_eq!((e.dst(), e.src()), (repr.eth_dst(), sha));
     let q = arp::Packet::new_checked(e.payload()).unwrap();
     assert_eq!(
         (
@@ -70,11 +82,13 @@ fuzz_target!(|data: &[u8]| {
     );
     // Announcements and requests parse back to what was asked.
     let mut g = [0u8; 60];
-    assert_eq!(arp::emit_gratuitous(&mut g, sha, spa), 60);
+    assert_eq!(arp::Repr::gratuitous(sha, spa).emit_frame(&mut g), Ok(60));
     let q = arp::Packet::new_checked(&g[14..]).unwrap();
     assert_eq!(
         (q.sender_ip(), q.target_ip(), q.target_hw()),
         (spa, spa, MacAddr::ZERO)
     );
-    assert_eq!(arp::emit_request(&mut g[..59], sha, spa, tpa), 0);
+    assert!(arp::Repr::request(sha, spa, tpa)
+        .emit_frame(&mut g[..59])
+        .is_err());
 });

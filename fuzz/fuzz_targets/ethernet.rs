@@ -36,12 +36,21 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 
-    // Re-emit the header: with the rest of the frame it is the same frame.
-    let mut out = data.to_vec();
-    out[..14].fill(0);
-    assert_eq!(ethernet::emit_header(&mut out, dst, src, outer), 14);
-    assert_eq!(out, data);
-    assert_eq!(ethernet::emit_header(&mut out[..13], dst, src, outer), 0);
+    // Re-emit the header of an untagged frame: with the rest of the frame
+    // it is the same frame. A tagged one has no Repr.
+    match ethernet::Repr::parse(&f) {
+        Ok(repr) => {
+            assert!(vlan.is_none());
+            assert_eq!((repr.dst, repr.src, repr.ethertype), (dst, src, outer));
+            let mut out = data.to_vec();
+            out[..14].fill(0);
+            let g = repr.emit(&mut out).unwrap();
+            assert_eq!(ethernet::Repr::parse(&g), Ok(repr));
+            assert_eq!(out, data);
+            assert!(repr.emit(&mut out[..13]).is_err());
+        }
+        Err(_) => assert!(vlan.is_some()),
+    }
 
     // Setters keep the view valid: every getter still works afterwards.
     let new_type = u16::from_be_bytes([data[data.len() - 2], data[data.len() - 1]]);

@@ -208,53 +208,54 @@ fn check_tx(frame: &[u8], meta: PacketMeta, before: Option<TcpIn>) {
     }
 }
 
-/// A TCP segment built from fields, with a correct checksum (or, with
-/// `partial`, the pseudo-header sum a device that offloads would leave).
-#[allow(clippy::too_many_arguments)]
-fn tcp_frame(
-    src_mac: MacAddr,
-    dst_mac: MacAddr,
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    sport: u16,
-    dport: u16,
-    flags: u8,
-    mss: bool,
-    payload: &[u8],
-    partial: bool,
-) -> Vec<u8> {
-    let hl = if mss { 24 } else { 20 };
-    let seg_len = hl + payload.len();
-    let mut f = vec![0u8; 14 + 20 + seg_len];
-    ethernet::emit_header(&mut f, dst_mac, src_mac, ethernet::ETHERTYPE_IPV4);
-    ipv4::emit_header(
-        &mut f[14..],
-        src,
-        dst,
-        ipv4::PROTO_TCP,
-        64,
-        seg_len as u16,
-        0,
-    );
-    let t = &mut f[34..];
-    t[0..2].copy_from_slice(&sport.to_be_bytes());
-    t[2..4].copy_from_slice(&dport.to_be_bytes());
-    t[4..8].copy_from_slice(&0x0102_0304u32.to_be_bytes());
-    t[8..12].copy_from_slice(&0x0a0b_0c0du32.to_be_bytes());
-    t[12] = ((hl / 4) as u8) << 4;
-    t[13] = flags;
-    t[14..16].copy_from_slice(&64240u16.to_be_bytes());
-    if mss {
-        t[20..24].copy_from_slice(&[2, 4, 0x05, 0xb4]);
-    }
-    t[hl..].copy_from_slice(payload);
-    let p = pseudo(src, dst, 6, seg_len);
+/// One end of a TCP segment.
+#[derive(Clone, Copy)]
+struct End {
+    mac: MacAddr,
+    ip: Ipv4Addr,
+    port: u16,
+}
+
+/// A TCP segment from `from` to `to` built from fields (with an MSS option
+/// if `mss`), with a correct checksum (or, with `partial`, the
+/// pseudo-header sum a device that offloads would leave), summed here
+/// rather than by `podlb_wire`.
+fn tcp_frame(from: End, to: End, flags: u8, mss: bool, payload: &[u8], partial: bool) -> Vec<u8> {
+    let t = tcp::Repr {
+        src_port: from.port,
+        dst_port: to.port,
+        seq: 0x0102_0304,
+        ack: 0x0a0b_0c0d,
+        flags,
+        window: 64240,
+        mss: mss.then_some(1460),
+    };
+    let seg_len = t.header_len() + payload.len();
+    let ip = ipv4::Repr {
+        src: from.ip,
+        dst: to.ip,
+        protocol: ipv4::PROTO_TCP,
+        ttl: 64,
+        ident: 0,
+        payload_len: u16::try_from(seg_len).unwrap(),
+    };
+    let eth = ethernet::Repr {
+        dst: to.mac,
+        src: from.mac,
+        ethertype: ethernet::ETHERTYPE_IPV4,
+    };
+    let mut f = vec![0u8; eth.header_len() + ip.buffer_len()];
+    let mut e = eth.emit(&mut f).unwrap();
+    let mut i = ip.emit(e.payload_mut()).unwrap();
+    let mut seg = t.emit(i.payload_mut()).unwrap();
+    seg.payload_mut().copy_from_slice(payload);
+    let p = pseudo(from.ip, to.ip, 6, seg_len);
     let c = if partial {
         ones_sum(&[], p)
     } else {
-        !ones_sum(t, p)
+        !ones_sum(seg.as_ref(), p)
     };
-    t[16..18].copy_from_slice(&c.to_be_bytes());
+    seg.set_checksum(c);
     f
 }
 
@@ -377,18 +378,17 @@ fuzz_target!(|data: &[u8]| {
                 let payload = r.take(plen);
                 let m = meta(r.u8());
                 let dst_mac = if op & 16 == 0 { LB } else { OWN_MAC };
-                let mut frame = tcp_frame(
-                    cmac,
-                    dst_mac,
-                    cip,
-                    vip,
-                    sport,
+                let from = End {
+                    mac: cmac,
+                    ip: cip,
+                    port: sport,
+                };
+                let to = End {
+                    mac: dst_mac,
+                    ip: vip,
                     port,
-                    flags,
-                    op & 32 != 0,
-                    payload,
-                    m.csum_partial,
-                );
+                };
+                let mut frame = tcp_frame(from, to, flags, op & 32 != 0, payload, m.csum_partial);
                 lab.feed(&mut frame, m);
             }
             // A backend answers one of the live NAT flows (its reverse tuple).
@@ -405,18 +405,18 @@ fuzz_target!(|data: &[u8]| {
                 });
                 if let Some(fl) = flows.get(pick % flows.len().max(1)) {
                     let b = Ipv4Addr::from(fl.backend);
-                    let mut frame = tcp_frame(
-                        bmac(b),
-                        LB,
-                        b,
-                        Ipv4Addr::from(fl.key.vip),
-                        fl.backend_port,
-                        fl.nat_port,
-                        flags,
-                        false,
-                        b"HTTP/1.1 200 OK\r\n",
-                        m.csum_partial,
-                    );
+                    let from = End {
+                        mac: bmac(b),
+                        ip: b,
+                        port: fl.backend_port,
+                    };
+                    let to = End {
+                        mac: LB,
+                        ip: Ipv4Addr::from(fl.key.vip),
+                        port: fl.nat_port,
+                    };
+                    let body = b"HTTP/1.1 200 OK\r\n";
+                    let mut frame = tcp_frame(from, to, flags, false, body, m.csum_partial);
                     lab.feed(&mut frame, m);
                 }
             }
@@ -443,19 +443,17 @@ fuzz_target!(|data: &[u8]| {
                     (VIP_DSR, 443)
                 };
                 for k in 0..n {
-                    let sport = base.wrapping_add(k as u16);
-                    let mut frame = tcp_frame(
-                        cmac,
-                        LB,
-                        cip,
-                        vip.0,
-                        sport,
-                        vip.1,
-                        tcp::SYN,
-                        true,
-                        &[],
-                        false,
-                    );
+                    let from = End {
+                        mac: cmac,
+                        ip: cip,
+                        port: base.wrapping_add(k as u16),
+                    };
+                    let to = End {
+                        mac: LB,
+                        ip: vip.0,
+                        port: vip.1,
+                    };
+                    let mut frame = tcp_frame(from, to, tcp::SYN, true, &[], false);
                     lab.feed(&mut frame, PacketMeta::default());
                 }
             }

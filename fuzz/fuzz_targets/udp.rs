@@ -23,10 +23,12 @@ fuzz_target!(|data: &[u8]| {
 
     // emit(parse(x)) + the payload + fill_checksum parses to the same
     // fields with a valid, non-zero checksum.
+    let repr = udp::Repr::parse(&p).unwrap();
+    assert_eq!((repr.src_port, repr.dst_port, repr.buffer_len()), (sp, dp, len));
     let mut out = vec![0u8; len];
-    assert_eq!(udp::emit_header(&mut out, sp, dp, (len - 8) as u16), 8);
-    out[8..].copy_from_slice(p.payload());
-    let mut q = udp::Packet::new_checked(&mut out[..]).unwrap();
+    let mut q = repr.emit(&mut out).unwrap();
+    q.payload_mut().copy_from_slice(p.payload());
+    assert_eq!(udp::Repr::parse(&q), Ok(repr));
     assert_eq!(q.checksum(), 0);
     assert!(q.verify_checksum(SRC, DST), "zero = no checksum");
     q.fill_checksum(SRC, DST);
@@ -49,5 +51,5 @@ fuzz_target!(|data: &[u8]| {
     let l = usize::from(w.len());
     assert!((8..=data.len()).contains(&l));
     assert_eq!(w.payload_mut().len(), l - 8);
-    assert!(udp::emit_header(&mut [0u8; 7], 1, 2, 0) == 0);
+    assert!(repr.emit(&mut vec![0u8; len - 1]).is_err());
 });

@@ -37,19 +37,12 @@ fn check(src: Ipv4Addr, dst: Ipv4Addr, ttl: u8, payload: &[u8]) {
         assert!(a.addrs.iter().copied().eq(p.addresses()));
 
         // emit(parse(x)) parses to the same advert, in both forms.
+        let repr = a.repr();
+        assert_eq!(vrrp::Repr::parse(&p), Ok(repr));
         for form in [ChecksumForm::Plain, ChecksumForm::PseudoHeader] {
-            let mut out = vec![0u8; vrrp::advert_len(a.addrs.len())];
-            let n = vrrp::emit(
-                &mut out,
-                a.vrid,
-                a.priority,
-                a.interval_cs,
-                &a.addrs,
-                form,
-                src,
-                dst,
-            );
-            assert_eq!(n, out.len());
+            let mut out = vec![0u8; repr.buffer_len()];
+            let q = repr.emit(&mut out, form, src, dst).unwrap();
+            assert_eq!(vrrp::Repr::parse(&q), Ok(repr));
             let b = parse_advert(src, dst, vrrp::TTL, &out, true).expect("own emit parses");
             assert_eq!(
                 (b.vrid, b.priority, b.interval_cs),
@@ -61,19 +54,14 @@ fn check(src: Ipv4Addr, dst: Ipv4Addr, ttl: u8, payload: &[u8]) {
         }
         // And as a whole frame through the Ethernet and IPv4 views.
         let mut frame = vec![0u8; 14 + 20 + vrrp::advert_len(a.addrs.len()) + 60];
-        let n = vrrp::emit_frame(
-            &mut frame,
-            vrrp::virtual_mac(a.vrid),
-            vrrp::MULTICAST_MAC,
-            src,
-            dst,
-            a.vrid,
-            a.priority,
-            a.interval_cs,
-            &a.addrs,
-            a.checksum_form,
-            7,
-        );
+        let to = vrrp::Envelope {
+            src_mac: vrrp::virtual_mac(a.vrid),
+            dst_mac: vrrp::MULTICAST_MAC,
+            src_ip: src,
+            dst_ip: dst,
+            ident: 7,
+        };
+        let n = repr.emit_frame(&mut frame, &to, a.checksum_form).unwrap();
         assert!(n >= ethernet::MIN_FRAME_LEN);
         let e = ethernet::Frame::new_checked(&frame[..n]).unwrap();
         assert_eq!(

@@ -61,17 +61,9 @@ fuzz_target!(|data: &[u8]| {
                 } else {
                     ChecksumForm::PseudoHeader
                 };
-                let n = vrrp::emit(
-                    &mut buf,
-                    vrid,
-                    priority,
-                    interval_cs,
-                    &addrs,
-                    form,
-                    src,
-                    vrrp::MULTICAST_V4,
-                );
-                if n == 0 {
+                let repr = vrrp::Repr::new(vrid, priority, interval_cs, &addrs);
+                let n = repr.buffer_len();
+                if repr.emit(&mut buf, form, src, vrrp::MULTICAST_V4).is_err() {
                     assert!(addrs.is_empty());
                     continue;
                 }

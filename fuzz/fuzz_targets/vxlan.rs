@@ -18,11 +18,13 @@ fuzz_target!(|data: &[u8]| {
     assert!(vni <= vxlan::MAX_VNI);
     assert_eq!(payload, &data[vxlan::HEADER_LEN..]);
     // emit(parse(x)) parses to the same VNI, with reserved bits zero.
+    let repr = vxlan::Repr::parse(&p).unwrap();
+    assert_eq!(repr.vni, vni);
     let mut out = data.to_vec();
-    assert_eq!(vxlan::emit_header(&mut out, vni), vxlan::HEADER_LEN);
-    let q = vxlan::Packet::new_checked(&out[..]).unwrap();
+    let q = repr.emit(&mut out).unwrap();
+    assert_eq!(vxlan::Repr::parse(&q), Ok(repr));
     assert_eq!((q.vni(), q.flags(), q.payload()), (vni, vxlan::FLAG_I, payload));
     assert_eq!(&out[1..4], &[0, 0, 0]);
     assert_eq!(out[7], 0);
-    assert_eq!(vxlan::emit_header(&mut [0u8; 7], vni), 0);
+    assert!(repr.emit(&mut [0u8; 7]).is_err());
 });

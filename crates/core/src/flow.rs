@@ -462,7 +462,7 @@ impl FlowTable {
     }
 
     /// Looks up the flow of a client-side 4-tuple.
-    #[inline]
+    #[inline(always)]
     pub fn lookup(&self, key: &FlowKey) -> Option<(FlowRef, Flow)> {
         let h = key.hash();
         let tag = tag_of(h);
@@ -489,7 +489,7 @@ impl FlowTable {
     }
 
     /// Looks up a full-NAT flow by the 4-tuple of a backend's reply.
-    #[inline]
+    #[inline(always)]
     pub fn lookup_reverse(&self, key: &ReverseKey) -> Option<(FlowRef, Flow)> {
         let h = key.hash();
         let tag = tag_of(h);

@@ -61,7 +61,7 @@
 //! (`Flow::client_mac`). A backup that installed the flow without it would,
 //! after takeover, address the backend's reply to 00:00:00:00:00:00 until
 //! the client's next frame taught it the MAC (`steer_to_client` in
-//! `forward.rs` uses the stored MAC as is), and a flow whose next segment
+//! `forward/nat.rs` uses the stored MAC as is), and a flow whose next segment
 //! comes from the server side (a download) would stall. Six bytes per entry
 //! avoid that; the backup's data plane still updates the MAC from the
 //! client's frames as usual. A zero MAC in an entry means "unknown" and

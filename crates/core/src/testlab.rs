@@ -16,7 +16,7 @@ use crate::neighbor::NeighborTable;
 use crate::service::Snapshot;
 use crate::stats::WorkerStats;
 use crate::sync::SyncQueue;
-use podlb_wire::MacAddr;
+use podlb_wire::{checksum, vxlan, MacAddr};
 
 pub const LB: [u8; 6] = [2, 0, 0, 0, 0, 0x02];
 pub const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x10];
@@ -70,7 +70,7 @@ pub fn vxlan_snapshot_of(generation: u64, pods: &[usize]) -> Snapshot {
         vni: VNI,
         mss_clamp: Some(crate::model::DEFAULT_VXLAN_MSS),
     };
-    let mut snap = Snapshot::build(generation, &[svc], |_, a| a.ip().octets()[3] as u16).unwrap();
+    let mut snap = build(generation, &[svc]);
     let routes = crate::route::Routes::new(Ipv4Addr::from(LB_IP), 24, Some(Ipv4Addr::from(ROUTER)));
     snap.route_vteps(|ip| routes.next_hop(ip));
     snap
@@ -104,6 +104,17 @@ pub fn snapshot(mode: Mode, backend_port: u16) -> Snapshot {
 
 /// [`snapshot`] over the backends `backends` only.
 pub fn snapshot_of(mode: Mode, backend_port: u16, backends: &[[u8; 4]]) -> Snapshot {
+    build(1, &[service(mode, backend_port, backends)])
+}
+
+/// A snapshot of `services`, generation `generation`; a backend's stats
+/// slot is its address's last octet.
+pub fn build(generation: u64, services: &[ServiceConfig]) -> Snapshot {
+    Snapshot::build(generation, services, |_, a| u16::from(a.ip().octets()[3])).unwrap()
+}
+
+/// The service VIP:80 in `mode` over `backends` on `backend_port`.
+pub fn service(mode: Mode, backend_port: u16, backends: &[[u8; 4]]) -> ServiceConfig {
     let backends = backends
         .iter()
         .map(|b| BackendConfig {
@@ -113,7 +124,7 @@ pub fn snapshot_of(mode: Mode, backend_port: u16, backends: &[[u8; 4]]) -> Snaps
             vtep_mac: None,
         })
         .collect();
-    let svc = ServiceConfig {
+    ServiceConfig {
         name: "web".into(),
         vip: Ipv4Addr::from(VIP),
         port: 80,
@@ -124,8 +135,7 @@ pub fn snapshot_of(mode: Mode, backend_port: u16, backends: &[[u8; 4]]) -> Snaps
         vxlan_port: crate::model::DEFAULT_VXLAN_PORT,
         vni: crate::model::DEFAULT_VNI,
         mss_clamp: None,
-    };
-    Snapshot::build(1, &[svc], |_, a| a.ip().octets()[3] as u16).unwrap()
+    }
 }
 
 /// A serving worker with its own 4096-flow table and the backends resolved.
@@ -215,4 +225,64 @@ pub fn verify_full(frame: &[u8]) -> ([u8; 6], [u8; 4], [u8; 4], u16, u16) {
 pub fn verify(frame: &[u8]) -> ([u8; 4], [u8; 4], u16, u16) {
     let (_, s, d, sp, dp) = verify_full(frame);
     (s, d, sp, dp)
+}
+
+/// A client SYN to VIP:80 carrying an MSS option.
+pub fn syn_with_mss(sport: u16, mss: u16) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, LB)
+        .ipv4(CLIENT, VIP, 64)
+        .tcp(sport, 80, 1000, 64240)
+        .syn()
+        .options(&[etherparse::TcpOptionElement::MaximumSegmentSize(mss)])
+        .unwrap()
+        .write(&mut v, &[])
+        .unwrap();
+    v
+}
+
+/// Parses an encapsulated frame: checks the outer headers (RFC 7348 §5)
+/// and returns (vtep, outer UDP source port, inner frame).
+pub fn vxlan_outer(frame: &[u8]) -> ([u8; 4], u16, &[u8]) {
+    assert_eq!(&frame[0..6], &ROUTER_MAC, "outer dst = the next hop's MAC");
+    assert_eq!(&frame[6..12], &LB);
+    let (ip, rest) = Ipv4Header::from_slice(&frame[14..]).unwrap();
+    assert_eq!(ip.header_checksum, ip.calc_header_checksum());
+    assert_eq!(ip.source, LB_IP);
+    assert_eq!(ip.time_to_live, 64);
+    assert!(ip.dont_fragment);
+    assert_eq!(ip.protocol, etherparse::IpNumber::UDP);
+    assert_eq!(ip.total_len as usize, frame.len() - 14);
+    let (udp, rest) = etherparse::UdpHeader::from_slice(rest).unwrap();
+    assert_eq!(udp.destination_port, VXLAN_PORT);
+    assert!(udp.source_port >= 49152);
+    assert_eq!(udp.length as usize, rest.len() + 8);
+    assert_eq!(udp.checksum, 0, "RFC 7348 §5: zero over IPv4");
+    let vx = vxlan::Packet::new_checked(rest).unwrap();
+    assert_eq!(vx.flags(), vxlan::FLAG_I);
+    assert_eq!(vx.vni(), VNI);
+    assert_eq!(&rest[1..4], &[0, 0, 0], "reserved bits zero");
+    (ip.destination, udp.source_port, &rest[8..])
+}
+
+/// The folded pseudo-header sum (RFC 9293 §3.1) of the TCP segment in an
+/// untagged IPv4 frame: what a device with checksum offload leaves in the
+/// checksum field.
+pub fn pseudo_sum(frame: &[u8]) -> u16 {
+    let (ip, seg) = Ipv4Header::from_slice(&frame[14..]).unwrap();
+    let len = u16::try_from(seg.len()).unwrap();
+    checksum::fold(checksum::pseudo_header_v4(
+        ip.source.into(),
+        ip.destination.into(),
+        6,
+        len,
+    ))
+}
+
+/// Makes the TCP checksum of an untagged IPv4 frame without options
+/// partial, as a veth with offload hands it over: the field holds the
+/// folded pseudo-header sum, not complemented.
+pub fn make_partial(frame: &mut [u8]) {
+    let p = pseudo_sum(frame);
+    frame[50..52].copy_from_slice(&p.to_be_bytes());
 }

@@ -220,6 +220,19 @@ unsafe impl Send for PacketSocket {}
 /// Largest frame podlb passes (a 64 KiB GSO frame plus headers).
 pub const MAX_FRAME: usize = 65536 + 64;
 
+/// What a tpacket header (V2 or V3) says about one received frame.
+#[derive(Debug, Clone, Copy)]
+struct FrameHdr {
+    /// Offset of the MAC header inside the slot or block.
+    start: usize,
+    /// Bytes in the ring (`tp_snaplen`) and on the wire (`tp_len`).
+    snap: usize,
+    len: usize,
+    /// `tp_status` and the VLAN TCI the device stripped.
+    status: u32,
+    vlan: u32,
+}
+
 impl PacketSocket {
     pub fn open(ifname: &str, cfg: &PacketConfig) -> io::Result<PacketSocket> {
         let ifindex = sys::ifindex(ifname)?;
@@ -352,22 +365,24 @@ impl PacketSocket {
         }
     }
 
-    /// Hands one frame to `f` and queues it for TX if `f` says so. `start` is
-    /// the offset of the MAC header inside the slot/block at `base`.
-    #[allow(clippy::too_many_arguments)]
+    /// Hands one frame to `f` and queues it for TX if `f` says so. `hdr`
+    /// locates it inside the slot/block at `base`, `limit` bytes long.
     #[inline]
     fn take<F: FnMut(&mut [u8], PacketMeta) -> bool>(
         &mut self,
         f: &mut F,
         base: *mut u8,
         limit: usize,
-        start: usize,
-        snap: usize,
-        len: usize,
-        status: u32,
-        vlan: u32,
+        hdr: FrameHdr,
         st: &mut BatchStats,
     ) {
+        let FrameHdr {
+            start,
+            snap,
+            len,
+            status,
+            vlan,
+        } = hdr;
         let vlen = if self.vnet { VNET_HDR_LEN } else { 0 };
         st.rx += 1;
         st.rx_bytes += snap as u64;
@@ -446,17 +461,14 @@ impl PacketSocket {
             let snap = rd32(base, H2_SNAPLEN) as usize;
             let mac = rd16(base, H2_MAC) as usize;
             let vlan = rd16(base, H2_VLAN_TCI) as u32;
-            self.take(
-                f,
-                base,
-                self.block_size,
-                mac,
+            let hdr = FrameHdr {
+                start: mac,
                 snap,
                 len,
                 status,
                 vlan,
-                &mut st,
-            );
+            };
+            self.take(f, base, self.block_size, hdr, &mut st);
             self.held.push(i);
             self.next_block = (i + 1) % self.blocks;
         }
@@ -522,17 +534,14 @@ impl Device for PacketSocket {
             let mac = rd16(base, off + H3_MAC) as usize;
             let vlan = rd32(base, off + H3_VLAN_TCI);
             let next = rd32(base, off + H3_NEXT) as usize;
-            self.take(
-                f,
-                base,
-                self.block_size,
-                off + mac,
+            let hdr = FrameHdr {
+                start: off + mac,
                 snap,
                 len,
                 status,
                 vlan,
-                &mut st,
-            );
+            };
+            self.take(f, base, self.block_size, hdr, &mut st);
             if next == 0 {
                 break;
             }

@@ -482,21 +482,17 @@ impl Redundancy {
         };
         let interval_cs = (self.s.advert_interval.as_millis() / 10) as u16;
         let mut buf = [0u8; 1200];
+        let advert = wvrrp::Repr::new(self.s.vrid, priority, interval_cs, &self.vips);
         let mut send = |dst_mac: MacAddr, dst_ip: Ipv4Addr, ident: u16| {
-            let n = wvrrp::emit_frame(
-                &mut buf,
-                self.vmac,
+            let to = wvrrp::Envelope {
+                src_mac: self.vmac,
                 dst_mac,
-                self.primary,
+                src_ip: self.primary,
                 dst_ip,
-                self.s.vrid,
-                priority,
-                interval_cs,
-                &self.vips,
-                form,
                 ident,
-            );
-            if n > 0 && out.inject(&buf[..n]).is_ok() {
+            };
+            let n = advert.emit_frame(&mut buf, &to, form);
+            if n.is_ok_and(|n| out.inject(&buf[..n]).is_ok()) {
                 self.view.adverts_sent.fetch_add(1, Relaxed);
             }
         };

@@ -9,7 +9,7 @@ pub const OP_REQUEST: u16 = 1;
 pub const OP_REPLY: u16 = 2;
 /// `ar$hrd` for Ethernet (RFC 826; IANA ARP hardware types).
 pub const HTYPE_ETHERNET: u16 = 1;
-/// Length written by [`emit_frame`]: the 60-byte Ethernet minimum.
+/// Length written by [`Repr::emit_frame`]: the 60-byte Ethernet minimum.
 pub const FRAME_LEN: usize = ethernet::MIN_FRAME_LEN;
 
 mod field {
@@ -128,82 +128,116 @@ impl<T: AsRef<[u8]>> AsRef<[u8]> for Packet<T> {
     }
 }
 
-/// Writes the 28-byte ARP body into `buf[..28]`.
-///
-/// Returns [`LEN`], or `0` (writing nothing) if `buf` is shorter.
-pub fn emit(
-    buf: &mut [u8],
-    op: u16,
-    sender_hw: MacAddr,
-    sender_ip: Ipv4Addr,
-    target_hw: MacAddr,
-    target_ip: Ipv4Addr,
-) -> usize {
-    let Some(b) = buf.get_mut(..LEN) else {
-        return 0;
-    };
-    put16(b, field::HTYPE, HTYPE_ETHERNET);
-    put16(b, field::PTYPE, ETHERTYPE_IPV4);
-    b[field::HLEN] = 6;
-    b[field::PLEN] = 4;
-    put16(b, field::OPER, op);
-    b[field::SHA].copy_from_slice(&sender_hw.0);
-    b[field::SPA].copy_from_slice(&sender_ip.octets());
-    b[field::THA].copy_from_slice(&target_hw.0);
-    b[field::TPA].copy_from_slice(&target_ip.octets());
-    LEN
+/// The fields of an Ethernet/IPv4 ARP packet (RFC 826 "Packet format").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Repr {
+    /// [`OP_REQUEST`] or [`OP_REPLY`].
+    pub operation: u16,
+    pub sender_hw: MacAddr,
+    pub sender_ip: Ipv4Addr,
+    pub target_hw: MacAddr,
+    pub target_ip: Ipv4Addr,
 }
 
-/// Writes an untagged Ethernet + ARP frame, zero-padded to the 60-byte
-/// Ethernet minimum, into `buf[..60]`.
-///
-/// Returns [`FRAME_LEN`] (60), or `0` (writing nothing) if `buf` is shorter
-/// than 60 bytes.
-#[allow(clippy::too_many_arguments)]
-pub fn emit_frame(
-    buf: &mut [u8],
-    eth_dst: MacAddr,
-    eth_src: MacAddr,
-    op: u16,
-    sender_hw: MacAddr,
-    sender_ip: Ipv4Addr,
-    target_hw: MacAddr,
-    target_ip: Ipv4Addr,
-) -> usize {
-    let Some(b) = buf.get_mut(..FRAME_LEN) else {
-        return 0;
-    };
-    let h = ethernet::emit_header(b, eth_dst, eth_src, ETHERTYPE_ARP);
-    let n = emit(&mut b[h..], op, sender_hw, sender_ip, target_hw, target_ip);
-    b[h + n..].fill(0);
-    FRAME_LEN
-}
+impl Repr {
+    /// A "who has `target_ip`? tell `sender_ip`" request (RFC 826), with the
+    /// target hardware address zero.
+    #[inline]
+    pub fn request(sender_hw: MacAddr, sender_ip: Ipv4Addr, target_ip: Ipv4Addr) -> Repr {
+        Repr {
+            operation: OP_REQUEST,
+            sender_hw,
+            sender_ip,
+            target_hw: MacAddr::ZERO,
+            target_ip,
+        }
+    }
 
-/// A broadcast "who has `target_ip`? tell `src_ip`" request (RFC 826), with
-/// the target hardware address zero. Returns 60, or 0 if `buf` < 60 bytes.
-pub fn emit_request(
-    buf: &mut [u8],
-    src_mac: MacAddr,
-    src_ip: Ipv4Addr,
-    target_ip: Ipv4Addr,
-) -> usize {
-    emit_frame(
-        buf,
-        MacAddr::BROADCAST,
-        src_mac,
-        OP_REQUEST,
-        src_mac,
-        src_ip,
-        MacAddr::ZERO,
-        target_ip,
-    )
-}
+    /// A gratuitous ARP / ARP Announcement (RFC 5227 §2.3, §3): a request
+    /// whose sender and target IP are both `ip`.
+    #[inline]
+    pub fn gratuitous(mac: MacAddr, ip: Ipv4Addr) -> Repr {
+        Repr::request(mac, ip, ip)
+    }
 
-/// A gratuitous ARP / ARP Announcement (RFC 5227 §2.3, §3): a broadcast
-/// request whose sender and target IP are both `ip` and whose target hardware
-/// address is zero. Returns 60, or 0 if `buf` < 60 bytes.
-pub fn emit_gratuitous(buf: &mut [u8], mac: MacAddr, ip: Ipv4Addr) -> usize {
-    emit_request(buf, mac, ip, ip)
+    /// Reads the fields of a checked packet (which guarantees the
+    /// operation is a request or a reply).
+    #[inline]
+    pub fn parse<T: AsRef<[u8]>>(p: &Packet<T>) -> Result<Repr> {
+        Ok(Repr {
+            operation: p.operation(),
+            sender_hw: p.sender_hw(),
+            sender_ip: p.sender_ip(),
+            target_hw: p.target_hw(),
+            target_ip: p.target_ip(),
+        })
+    }
+
+    /// [`LEN`].
+    #[inline]
+    pub const fn header_len(&self) -> usize {
+        LEN
+    }
+
+    /// [`LEN`]: ARP has no payload.
+    #[inline]
+    pub const fn buffer_len(&self) -> usize {
+        LEN
+    }
+
+    /// Where the frame carrying this packet goes: a request is broadcast, a
+    /// reply goes to the requester, the target (RFC 826 "Packet
+    /// Reception": "send the packet to the (new) target hardware address").
+    #[inline]
+    pub fn eth_dst(&self) -> MacAddr {
+        if self.operation == OP_REQUEST {
+            MacAddr::BROADCAST
+        } else {
+            self.target_hw
+        }
+    }
+
+    /// Writes the 28-byte body into `buf[..28]` and returns the view over
+    /// `buf`. Errors: [`Error::Truncated`] below 28 bytes (nothing written);
+    /// [`Error::Malformed`] for an operation other than request or reply.
+    #[inline]
+    pub fn emit<'b>(&self, buf: &'b mut [u8]) -> Result<Packet<&'b mut [u8]>> {
+        if !matches!(self.operation, OP_REQUEST | OP_REPLY) {
+            return Err(Error::Malformed);
+        }
+        let Some(b) = buf.get_mut(..LEN) else {
+            return Err(Error::Truncated);
+        };
+        put16(b, field::HTYPE, HTYPE_ETHERNET);
+        put16(b, field::PTYPE, ETHERTYPE_IPV4);
+        b[field::HLEN] = 6;
+        b[field::PLEN] = 4;
+        let mut p = Packet { buffer: buf };
+        p.set_operation(self.operation);
+        p.set_sender_hw(self.sender_hw);
+        p.set_sender_ip(self.sender_ip);
+        p.set_target_hw(self.target_hw);
+        p.set_target_ip(self.target_ip);
+        Ok(p)
+    }
+
+    /// Writes a whole untagged Ethernet + ARP frame into `buf[..60]`: from
+    /// the sender hardware address to [`eth_dst`](Repr::eth_dst), zero-padded
+    /// to the 60-byte Ethernet minimum. Returns [`FRAME_LEN`]; errors as
+    /// [`emit`](Repr::emit), [`Error::Truncated`] below 60 bytes.
+    pub fn emit_frame(&self, buf: &mut [u8]) -> Result<usize> {
+        let b = buf.get_mut(..FRAME_LEN).ok_or(Error::Truncated)?;
+        let (head, body) = b.split_at_mut(ethernet::HEADER_LEN);
+        self.emit(body)?;
+        body[LEN..].fill(0);
+        let eth = ethernet::Repr {
+            dst: self.eth_dst(),
+            src: self.sender_hw,
+            ethertype: ETHERTYPE_ARP,
+        };
+        eth.emit(head)?;
+        Ok(FRAME_LEN)
+    }
 }
 
 #[cfg(test)]
@@ -238,24 +272,22 @@ mod tests {
     #[test]
     fn emit_request_matches_capture() {
         let mut buf = [0xaa; 64];
-        let n = emit_request(
-            &mut buf,
+        let r = Repr::request(
             MacAddr([0x00, 0x07, 0x0d, 0xaf, 0xf4, 0x54]),
             Ipv4Addr::new(24, 166, 172, 1),
             Ipv4Addr::new(24, 166, 173, 159),
         );
-        assert_eq!(n, 60);
+        assert_eq!(r.emit_frame(&mut buf), Ok(60));
         assert_eq!(buf[..60], REQUEST);
         assert_eq!(buf[60..], [0xaa; 4]);
-        assert_eq!(
-            emit_request(
-                &mut [0u8; 59],
-                MacAddr::ZERO,
-                Ipv4Addr::UNSPECIFIED,
-                Ipv4Addr::UNSPECIFIED
-            ),
-            0
-        );
+        let mut short = [0u8; 59];
+        assert_eq!(r.emit_frame(&mut short), Err(Error::Truncated));
+        assert_eq!(short, [0u8; 59], "nothing written");
+        // The body alone, and back.
+        let p = r.emit(&mut buf[14..]).unwrap();
+        assert_eq!(Repr::parse(&p), Ok(r));
+        assert_eq!(r.buffer_len(), LEN);
+        assert_eq!(r.emit(&mut [0u8; 27]).err(), Some(Error::Truncated));
     }
 
     #[test]
@@ -263,7 +295,7 @@ mod tests {
         let mac = MacAddr([2, 0, 0, 0, 0, 1]);
         let ip = Ipv4Addr::new(198, 18, 0, 10);
         let mut buf = [0u8; 60];
-        assert_eq!(emit_gratuitous(&mut buf, mac, ip), 60);
+        assert_eq!(Repr::gratuitous(mac, ip).emit_frame(&mut buf), Ok(60));
         let f = ethernet::Frame::new_checked(&buf[..]).unwrap();
         assert!(f.dst().is_broadcast());
         assert_eq!(f.src(), mac);
@@ -285,7 +317,24 @@ mod tests {
         assert_eq!(p.operation(), OP_REPLY);
         assert_eq!((p.sender_hw(), p.sender_ip()), (mac, tpa));
         assert_eq!((p.target_hw(), p.target_ip()), (sha, spa));
-        assert_eq!(emit(&mut [0u8; 27], 1, mac, ip, mac, ip), 0);
+
+        // A reply goes to the requester.
+        let reply = Repr::parse(&p).unwrap();
+        assert_eq!(reply.eth_dst(), sha);
+        let mut out = [0u8; 60];
+        reply.emit_frame(&mut out).unwrap();
+        let f = ethernet::Frame::new_checked(&out[..]).unwrap();
+        assert_eq!((f.dst(), f.src()), (sha, mac));
+        assert_eq!(&out[14..], &req[14..], "the same body");
+
+        let bad = Repr {
+            operation: 3,
+            ..reply
+        };
+        assert_eq!(bad.emit(&mut [0u8; 28]).err(), Some(Error::Malformed));
+        let mut out = [0u8; 60];
+        assert_eq!(bad.emit_frame(&mut out), Err(Error::Malformed));
+        assert_eq!(out, [0u8; 60], "nothing written");
     }
 
     #[test]
@@ -327,6 +376,34 @@ mod tests {
             let pre = [0u8, 1, 8, 0, 6, 4, 0, 1];
             for (d, s) in b.iter_mut().zip(pre) { *d = s; }
             check_all(&b);
+        }
+
+        /// parse(emit(r)) == r, and the frame is what etherparse reads.
+        #[test]
+        fn repr_round_trip(reply in any::<bool>(), sha in any::<[u8; 6]>(), spa in any::<u32>(), tha in any::<[u8; 6]>(), tpa in any::<u32>()) {
+            let r = Repr {
+                operation: if reply { OP_REPLY } else { OP_REQUEST },
+                sender_hw: MacAddr(sha),
+                sender_ip: spa.into(),
+                target_hw: MacAddr(tha),
+                target_ip: tpa.into(),
+            };
+            let mut buf = [0u8; 64];
+            prop_assert_eq!(r.emit_frame(&mut buf), Ok(FRAME_LEN));
+            let f = ethernet::Frame::new_checked(&buf[..FRAME_LEN]).unwrap();
+            let p = Packet::new_checked(f.payload()).unwrap();
+            prop_assert_eq!(Repr::parse(&p), Ok(r));
+            // etherparse 0.16 has no ARP: the layout of RFC 826, by hand.
+            let mut want = Vec::new();
+            want.extend(if reply { tha } else { [0xff; 6] });
+            want.extend(sha);
+            want.extend([0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, if reply { 2 } else { 1 }]);
+            want.extend(sha);
+            want.extend(spa.to_be_bytes());
+            want.extend(tha);
+            want.extend(tpa.to_be_bytes());
+            want.resize(FRAME_LEN, 0);
+            prop_assert_eq!(&buf[..FRAME_LEN], &want[..]);
         }
 
         #[test]

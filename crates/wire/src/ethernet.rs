@@ -17,7 +17,7 @@ pub const ETHERTYPE_VLAN: u16 = 0x8100;
 /// IEEE 802.1ad service VLAN tag (QinQ outer tag).
 pub const ETHERTYPE_QINQ: u16 = 0x88a8;
 
-mod field {
+pub(crate) mod field {
     use core::ops::Range;
     pub const DST: Range<usize> = 0..6;
     pub const SRC: Range<usize> = 6..12;
@@ -155,6 +155,24 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
     }
 }
 
+impl<'a> Frame<&'a [u8]> {
+    /// The payload, borrowed for as long as the buffer (not the view).
+    #[inline]
+    pub fn into_payload(self) -> &'a [u8] {
+        let h = self.header_len();
+        &self.buffer[h..]
+    }
+}
+
+impl<'a> Frame<&'a mut [u8]> {
+    /// The payload, to write, borrowed for as long as the buffer.
+    #[inline]
+    pub fn into_payload_mut(self) -> &'a mut [u8] {
+        let h = self.header_len();
+        &mut self.buffer[h..]
+    }
+}
+
 impl<T: AsRef<[u8]>> AsRef<[u8]> for Frame<T> {
     /// The whole frame.
     #[inline]
@@ -171,18 +189,55 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> AsMut<[u8]> for Frame<T> {
     }
 }
 
-/// Writes an untagged Ethernet II header into `buf[..14]`.
-///
-/// Returns [`HEADER_LEN`], or `0` (writing nothing) if `buf` is shorter.
-#[inline]
-pub fn emit_header(buf: &mut [u8], dst: MacAddr, src: MacAddr, ethertype: u16) -> usize {
-    let Some(h) = buf.get_mut(..HEADER_LEN) else {
-        return 0;
-    };
-    h[field::DST].copy_from_slice(&dst.0);
-    h[field::SRC].copy_from_slice(&src.0);
-    put16(h, field::TYPE, ethertype);
-    HEADER_LEN
+/// The fields of an untagged Ethernet II header (what podlb emits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Repr {
+    pub dst: MacAddr,
+    pub src: MacAddr,
+    /// The type field; never [`ETHERTYPE_VLAN`] (no tag is represented).
+    pub ethertype: u16,
+}
+
+impl Repr {
+    /// Reads an untagged frame's header. Errors: [`Error::Unsupported`] for
+    /// an 802.1Q-tagged frame (the tag is not represented).
+    #[inline]
+    pub fn parse<T: AsRef<[u8]>>(frame: &Frame<T>) -> Result<Repr> {
+        if frame.is_tagged() {
+            return Err(Error::Unsupported);
+        }
+        Ok(Repr {
+            dst: frame.dst(),
+            src: frame.src(),
+            ethertype: frame.outer_ethertype(),
+        })
+    }
+
+    /// [`HEADER_LEN`]: the header, without payload.
+    #[inline]
+    pub const fn header_len(&self) -> usize {
+        HEADER_LEN
+    }
+
+    /// Writes the header into `buf[..14]` and returns the view over the
+    /// whole of `buf` (the payload is whatever follows).
+    ///
+    /// Errors: [`Error::Truncated`] below 14 bytes; [`Error::Unsupported`]
+    /// for type [`ETHERTYPE_VLAN`] (it would announce a tag that is not
+    /// there). Nothing is written on error.
+    #[inline]
+    pub fn emit<'b>(&self, buf: &'b mut [u8]) -> Result<Frame<&'b mut [u8]>> {
+        if self.ethertype == ETHERTYPE_VLAN {
+            return Err(Error::Unsupported);
+        }
+        let Some(h) = buf.get_mut(..HEADER_LEN) else {
+            return Err(Error::Truncated);
+        };
+        h[field::DST].copy_from_slice(&self.dst.0);
+        h[field::SRC].copy_from_slice(&self.src.0);
+        put16(h, field::TYPE, self.ethertype);
+        Ok(Frame { buffer: buf })
+    }
 }
 
 #[cfg(test)]
@@ -226,6 +281,17 @@ mod tests {
         assert_eq!(f.payload(), e.payload_slice());
         assert_eq!(f.ethertype(), e.ether_type().0);
         assert_eq!(f.as_ref(), &buf[..]);
+    }
+
+    #[test]
+    fn into_payload_outlives_the_view() {
+        let mut buf = udp_frame(Some(5));
+        let n = buf.len();
+        let p = Frame::new_checked(&buf[..]).unwrap().into_payload();
+        assert_eq!((p.len(), p[0] >> 4), (n - 18, 4), "after the tag");
+        let p = Frame::new_checked(&mut buf[..]).unwrap().into_payload_mut();
+        p[1] = 0x10;
+        assert_eq!(buf[19], 0x10);
     }
 
     #[test]
@@ -301,18 +367,47 @@ mod tests {
         }
 
         let mut out = [0u8; 20];
-        assert_eq!(
-            emit_header(&mut out, MacAddr(B), MacAddr(A), ETHERTYPE_ARP),
-            14
-        );
+        let repr = Repr {
+            dst: MacAddr(B),
+            src: MacAddr(A),
+            ethertype: ETHERTYPE_ARP,
+        };
+        assert_eq!(repr.header_len(), 14);
+        let mut f = repr.emit(&mut out).unwrap();
+        assert_eq!(f.payload().len(), 6);
+        assert!(f.set_ethertype(ETHERTYPE_IPV4));
+        assert_eq!(f.ethertype(), ETHERTYPE_IPV4);
+        repr.emit(&mut out).unwrap();
         let (h, _) = etherparse::Ethernet2Header::from_slice(&out).unwrap();
         assert_eq!(h.destination, B);
         assert_eq!(h.source, A);
         assert_eq!(h.ether_type, etherparse::EtherType::ARP);
-        let mut f = Frame::new_checked(&mut out[..]).unwrap();
-        assert!(f.set_ethertype(ETHERTYPE_IPV4));
-        assert_eq!(f.ethertype(), ETHERTYPE_IPV4);
-        assert_eq!(emit_header(&mut [0u8; 13], MacAddr(B), MacAddr(A), 0), 0);
+        assert_eq!(repr.emit(&mut [0u8; 13]), Err(Error::Truncated));
+        let tagged = Repr {
+            ethertype: ETHERTYPE_VLAN,
+            ..repr
+        };
+        let mut out = [0u8; 20];
+        assert_eq!(tagged.emit(&mut out), Err(Error::Unsupported));
+        assert_eq!(out, [0u8; 20], "nothing written");
+    }
+
+    #[test]
+    fn repr_parses_etherparse_and_rejects_tags() {
+        let buf = udp_frame(None);
+        let f = Frame::new_checked(&buf[..]).unwrap();
+        let r = Repr::parse(&f).unwrap();
+        assert_eq!(
+            r,
+            Repr {
+                dst: MacAddr(B),
+                src: MacAddr(A),
+                ethertype: ETHERTYPE_IPV4
+            }
+        );
+        let buf = udp_frame(Some(7));
+        let f = Frame::new_checked(&buf[..]).unwrap();
+        assert_eq!(Repr::parse(&f), Err(Error::Unsupported));
     }
 
     /// Found by the `ethernet` fuzz target (fuzz/artifacts minimised to 15
@@ -362,6 +457,26 @@ mod tests {
                 tagged[13] = 0x00;
             }
             check_all(&tagged);
+        }
+
+        /// parse(emit(r)) == r, and the bytes are what etherparse writes.
+        #[test]
+        fn repr_round_trip(dst in any::<[u8; 6]>(), src in any::<[u8; 6]>(), et in any::<u16>(), extra in 0usize..8) {
+            let r = Repr { dst: MacAddr(dst), src: MacAddr(src), ethertype: et };
+            let mut buf = vec![0xa5u8; HEADER_LEN + extra];
+            if et == ETHERTYPE_VLAN {
+                prop_assert_eq!(r.emit(&mut buf), Err(Error::Unsupported));
+                return Ok(());
+            }
+            let f = r.emit(&mut buf).unwrap();
+            prop_assert_eq!(Repr::parse(&f), Ok(r));
+            prop_assert_eq!(f.payload().len(), extra);
+            let e = etherparse::Ethernet2Header {
+                source: src,
+                destination: dst,
+                ether_type: etherparse::EtherType(et),
+            };
+            prop_assert_eq!(&buf[..HEADER_LEN], &e.to_bytes()[..]);
         }
 
         #[test]

@@ -136,6 +136,76 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 }
 
+/// An ICMP echo message (RFC 792 "Echo or Echo Reply Message"), the only
+/// kind podlb emits: the identifier, the sequence number and the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Repr<'a> {
+    EchoRequest {
+        ident: u16,
+        seq: u16,
+        data: &'a [u8],
+    },
+    EchoReply {
+        ident: u16,
+        seq: u16,
+        data: &'a [u8],
+    },
+}
+
+impl<'a> Repr<'a> {
+    /// Reads an echo request or reply; `data` borrows the packet's payload.
+    /// The checksum is not verified (see [`Packet::verify_checksum`]).
+    /// Errors: [`Error::Unsupported`] for other types; [`Error::Malformed`]
+    /// for an echo with a code other than 0.
+    #[inline]
+    pub fn parse<T: AsRef<[u8]>>(p: &'a Packet<T>) -> Result<Repr<'a>> {
+        let (ident, seq, data) = (p.echo_ident(), p.echo_seq(), p.payload());
+        let r = match p.msg_type() {
+            TYPE_ECHO_REQUEST => Repr::EchoRequest { ident, seq, data },
+            TYPE_ECHO_REPLY => Repr::EchoReply { ident, seq, data },
+            _ => return Err(Error::Unsupported),
+        };
+        // RFC 792: the code of both echo messages is 0.
+        if p.code() != 0 {
+            return Err(Error::Malformed);
+        }
+        Ok(r)
+    }
+
+    /// [`HEADER_LEN`].
+    #[inline]
+    pub const fn header_len(&self) -> usize {
+        HEADER_LEN
+    }
+
+    /// Header + data.
+    #[inline]
+    pub const fn buffer_len(&self) -> usize {
+        let (Repr::EchoRequest { data, .. } | Repr::EchoReply { data, .. }) = self;
+        HEADER_LEN + data.len()
+    }
+
+    /// Writes the message with its checksum into `buf[..buffer_len()]` and
+    /// returns the view over exactly those bytes. Errors:
+    /// [`Error::Truncated`] if `buf` is shorter (nothing written).
+    #[inline]
+    pub fn emit<'b>(&self, buf: &'b mut [u8]) -> Result<Packet<&'b mut [u8]>> {
+        let (msg_type, ident, seq, data) = match *self {
+            Repr::EchoRequest { ident, seq, data } => (TYPE_ECHO_REQUEST, ident, seq, data),
+            Repr::EchoReply { ident, seq, data } => (TYPE_ECHO_REPLY, ident, seq, data),
+        };
+        let b = buf.get_mut(..self.buffer_len()).ok_or(Error::Truncated)?;
+        let mut p = Packet { buffer: b };
+        p.set_msg_type(msg_type);
+        p.set_code(0);
+        p.set_echo_ident(ident);
+        p.set_echo_seq(seq);
+        p.payload_mut().copy_from_slice(data);
+        p.fill_checksum();
+        Ok(p)
+    }
+}
+
 impl<T: AsRef<[u8]>> AsRef<[u8]> for Packet<T> {
     fn as_ref(&self) -> &[u8] {
         self.buffer.as_ref()
@@ -230,7 +300,43 @@ mod tests {
         );
     }
 
+    #[test]
+    fn repr_parse_rejects_and_short_buffer() {
+        let mut b = echo(true, 1, 2, b"x")[20..].to_vec();
+        let mut p = Packet::new_checked(&mut b[..]).unwrap();
+        p.set_code(1);
+        assert_eq!(Repr::parse(&p), Err(Error::Malformed));
+        p.set_msg_type(TYPE_DEST_UNREACH);
+        assert_eq!(Repr::parse(&p), Err(Error::Unsupported));
+        let r = Repr::EchoReply {
+            ident: 1,
+            seq: 2,
+            data: b"abc",
+        };
+        let mut short = [0u8; 10];
+        assert_eq!(r.emit(&mut short).err(), Some(Error::Truncated));
+        assert_eq!(short, [0u8; 10], "nothing written");
+    }
+
     proptest! {
+        /// parse(emit(r)) == r, and the bytes are what etherparse writes.
+        #[test]
+        fn repr_round_trip(req in any::<bool>(), ident in any::<u16>(), seq in any::<u16>(),
+                           data in proptest::collection::vec(any::<u8>(), 0..40)) {
+            let r = if req {
+                Repr::EchoRequest { ident, seq, data: &data }
+            } else {
+                Repr::EchoReply { ident, seq, data: &data }
+            };
+            let mut buf = vec![0x77u8; r.buffer_len() + 3];
+            let p = r.emit(&mut buf).unwrap();
+            prop_assert!(p.verify_checksum());
+            prop_assert_eq!(Repr::parse(&p), Ok(r));
+            let want = echo(req, ident, seq, &data);
+            prop_assert_eq!(&buf[..r.buffer_len()], &want[20..]);
+            prop_assert_eq!(&buf[r.buffer_len()..], &[0x77u8; 3]);
+        }
+
         #[test]
         fn never_panics(b in proptest::collection::vec(any::<u8>(), 0..200)) {
             check_all(&b);

@@ -15,7 +15,7 @@ const FLAG_DF: u16 = 0x4000;
 const FLAG_MF: u16 = 0x2000;
 const FRAG_OFFSET_MASK: u16 = 0x1fff;
 
-mod field {
+pub(crate) mod field {
     use core::ops::Range;
     // RFC 791 §3.1 "Internet Header Format".
     pub const VER_IHL: usize = 0;
@@ -196,6 +196,25 @@ impl<T: AsRef<[u8]>> Packet<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+    /// The view over a packet cut out of a longer one (software
+    /// segmentation copies the header in front of each piece): sets the
+    /// Total Length to the length of `buffer`, then checks as
+    /// [`new_checked`](Packet::new_checked). The length is written even if
+    /// the header is then rejected. Does not update the checksum.
+    ///
+    /// Errors: [`Error::Truncated`] below 20 bytes; [`Error::Malformed`]
+    /// above 65535 bytes; else those of `new_checked`.
+    #[inline]
+    pub fn new_resized(mut buffer: T) -> Result<Self> {
+        let b = buffer.as_mut();
+        if b.len() < MIN_HEADER_LEN {
+            return Err(Error::Truncated);
+        }
+        let len = u16::try_from(b.len()).map_err(|_| Error::Malformed)?;
+        put16(b, field::LENGTH, len);
+        Packet::new_checked(buffer)
+    }
+
     /// Does not update the checksum: use [`checksum::update_u32`] or
     /// [`fill_checksum`](Packet::fill_checksum).
     #[inline]
@@ -216,6 +235,12 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         self.buffer.as_mut()[field::TTL] = ttl;
     }
 
+    /// Does not update the checksum.
+    #[inline]
+    pub fn set_ident(&mut self, ident: u16) {
+        put16(self.buffer.as_mut(), field::IDENT, ident);
+    }
+
     #[inline]
     pub fn set_checksum(&mut self, check: u16) {
         put16(self.buffer.as_mut(), field::CHECKSUM, check);
@@ -226,8 +251,9 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// getters keep their no-panic guarantee).
     #[inline]
     pub fn set_total_len(&mut self, len: u16) {
-        let max = self.buffer.as_ref().len().min(usize::from(u16::MAX)) as u16;
-        let min = self.header_len() as u16;
+        let max = u16::try_from(self.buffer.as_ref().len()).unwrap_or(u16::MAX);
+        // IHL * 4, as header_len() but in the field's type.
+        let min = u16::from(self.buffer.as_ref()[field::VER_IHL] & 0x0f) * 4;
         put16(self.buffer.as_mut(), field::LENGTH, len.clamp(min, max));
     }
 
@@ -247,6 +273,25 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 }
 
+impl<'a> Packet<&'a [u8]> {
+    /// [`payload`](Packet::payload), borrowed for as long as the buffer.
+    #[inline]
+    pub fn into_payload(self) -> &'a [u8] {
+        let (h, t) = (self.header_len(), usize::from(self.total_len()));
+        &self.buffer[h..t]
+    }
+}
+
+impl<'a> Packet<&'a mut [u8]> {
+    /// [`payload_mut`](Packet::payload_mut), borrowed for as long as the
+    /// buffer.
+    #[inline]
+    pub fn into_payload_mut(self) -> &'a mut [u8] {
+        let (h, t) = (self.header_len(), usize::from(self.total_len()));
+        &mut self.buffer[h..t]
+    }
+}
+
 impl<T: AsRef<[u8]>> AsRef<[u8]> for Packet<T> {
     /// The whole buffer (including any bytes after `total_len()`).
     fn as_ref(&self) -> &[u8] {
@@ -254,41 +299,82 @@ impl<T: AsRef<[u8]>> AsRef<[u8]> for Packet<T> {
     }
 }
 
-/// Writes a 20-byte IPv4 header (no options, DF set, TOS 0) with a correct
-/// checksum into `buf[..20]`; Total Length = 20 + `payload_len`.
-///
-/// Returns [`MIN_HEADER_LEN`], or `0` (writing nothing) if `buf` is shorter
-/// than 20 bytes or `payload_len > 65515`.
-pub fn emit_header(
-    buf: &mut [u8],
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    protocol: u8,
-    ttl: u8,
-    payload_len: u16,
-    ident: u16,
-) -> usize {
-    let Some(total) = payload_len.checked_add(MIN_HEADER_LEN as u16) else {
-        return 0;
-    };
-    let Some(b) = buf.get_mut(..MIN_HEADER_LEN) else {
-        return 0;
-    };
-    b[field::VER_IHL] = 0x45;
-    b[field::TOS] = 0;
-    put16(b, field::LENGTH, total);
-    put16(b, field::IDENT, ident);
-    // RFC 6864 §4.1: the ID of atomic datagrams (DF=1, MF=0, offset 0) has no
-    // meaning; callers may pass 0.
-    put16(b, field::FLAGS_FRAG, FLAG_DF);
-    b[field::TTL] = ttl;
-    b[field::PROTOCOL] = protocol;
-    put16(b, field::CHECKSUM, 0);
-    b[field::SRC].copy_from_slice(&src.octets());
-    b[field::DST].copy_from_slice(&dst.octets());
-    let c = checksum::internet(b);
-    put16(b, field::CHECKSUM, c);
-    MIN_HEADER_LEN
+/// The fields of an IPv4 header that podlb emits: no options, TOS 0, DF
+/// set and not a fragment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Repr {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub protocol: u8,
+    pub ttl: u8,
+    /// RFC 6864 §4.1: the ID of an atomic datagram (DF=1, MF=0, offset 0)
+    /// has no meaning; it may be 0.
+    pub ident: u16,
+    /// Bytes after the header, `<= 65515`.
+    pub payload_len: u16,
+}
+
+impl Repr {
+    /// Reads a checked packet's header. Options are skipped (the payload
+    /// starts after them); TOS and DF are not represented. The checksum is
+    /// not verified (see [`Packet::verify_checksum`]). Errors:
+    /// [`Error::Unsupported`] for a fragment (podlb does not reassemble).
+    #[inline]
+    pub fn parse<T: AsRef<[u8]>>(p: &Packet<T>) -> Result<Repr> {
+        if p.is_fragment() {
+            return Err(Error::Unsupported);
+        }
+        let payload_len = p.payload().len();
+        Ok(Repr {
+            src: p.src(),
+            dst: p.dst(),
+            protocol: p.protocol(),
+            ttl: p.ttl(),
+            ident: p.ident(),
+            // payload() ends at the 16-bit Total Length.
+            payload_len: u16::try_from(payload_len).map_err(|_| Error::Malformed)?,
+        })
+    }
+
+    /// [`MIN_HEADER_LEN`]: no options.
+    #[inline]
+    pub const fn header_len(&self) -> usize {
+        MIN_HEADER_LEN
+    }
+
+    /// Header + payload: the Total Length.
+    #[inline]
+    pub const fn buffer_len(&self) -> usize {
+        MIN_HEADER_LEN + self.payload_len as usize
+    }
+
+    /// Writes the header with a correct checksum into `buf[..20]` and
+    /// returns the view over `buf` (the payload is the next `payload_len`
+    /// bytes, which the caller fills).
+    ///
+    /// Errors, with nothing written: [`Error::Truncated`] if `buf` is
+    /// shorter than [`buffer_len`](Repr::buffer_len); [`Error::Malformed`]
+    /// for a `payload_len` above 65515 (the Total Length is 16 bits).
+    #[inline]
+    pub fn emit<'b>(&self, buf: &'b mut [u8]) -> Result<Packet<&'b mut [u8]>> {
+        let total = u16::try_from(self.buffer_len()).map_err(|_| Error::Malformed)?;
+        if buf.len() < usize::from(total) {
+            return Err(Error::Truncated);
+        }
+        let b = &mut buf[..MIN_HEADER_LEN];
+        b[field::VER_IHL] = 0x45;
+        b[field::TOS] = 0;
+        put16(b, field::LENGTH, total);
+        put16(b, field::IDENT, self.ident);
+        put16(b, field::FLAGS_FRAG, FLAG_DF);
+        b[field::TTL] = self.ttl;
+        b[field::PROTOCOL] = self.protocol;
+        b[field::SRC].copy_from_slice(&self.src.octets());
+        b[field::DST].copy_from_slice(&self.dst.octets());
+        let mut p = Packet { buffer: buf };
+        p.fill_checksum();
+        Ok(p)
+    }
 }
 
 #[cfg(test)]
@@ -299,7 +385,7 @@ mod tests {
 
     fn header(opts: &[u8], df: bool, mf: bool, off: u16, payload: usize) -> Vec<u8> {
         let mut h = Ipv4Header::new(
-            payload as u16,
+            u16::try_from(payload).unwrap(),
             61,
             IpNumber::TCP,
             [198, 18, 1, 2],
@@ -314,7 +400,7 @@ mod tests {
         h.set_payload_len(payload).unwrap();
         h.header_checksum = h.calc_header_checksum();
         let mut v = h.to_bytes().to_vec();
-        v.extend((0..payload).map(|i| i as u8));
+        v.extend((0..=255u8).cycle().take(payload));
         v
     }
 
@@ -378,17 +464,19 @@ mod tests {
 
     #[test]
     fn emit_matches_etherparse() {
-        let mut buf = [0u8; 20];
-        let n = emit_header(
-            &mut buf,
-            Ipv4Addr::new(198, 18, 0, 1),
-            Ipv4Addr::new(198, 18, 0, 2),
-            PROTO_UDP,
-            64,
-            100,
-            7,
-        );
-        assert_eq!(n, 20);
+        let r = Repr {
+            src: Ipv4Addr::new(198, 18, 0, 1),
+            dst: Ipv4Addr::new(198, 18, 0, 2),
+            protocol: PROTO_UDP,
+            ttl: 64,
+            ident: 7,
+            payload_len: 100,
+        };
+        assert_eq!((r.header_len(), r.buffer_len()), (20, 120));
+        let mut buf = [0u8; 124];
+        let p = r.emit(&mut buf).unwrap();
+        assert_eq!(p.payload().len(), 100);
+        assert_eq!(Repr::parse(&p), Ok(r));
         let (e, _) = Ipv4Header::from_slice(&buf).unwrap();
         assert_eq!(e.source, [198, 18, 0, 1]);
         assert_eq!(e.destination, [198, 18, 0, 2]);
@@ -398,10 +486,27 @@ mod tests {
         assert_eq!(e.identification, 7);
         assert!(e.dont_fragment && !e.more_fragments);
         assert_eq!(e.header_checksum, e.calc_header_checksum());
-        let ip = Ipv4Addr::UNSPECIFIED;
-        assert_eq!(emit_header(&mut [0; 19], ip, ip, 6, 1, 0, 0), 0);
-        assert_eq!(emit_header(&mut [0; 20], ip, ip, 6, 1, 65516, 0), 0);
-        assert_eq!(emit_header(&mut [0; 20], ip, ip, 6, 1, 65515, 0), 20);
+        let mut short = [0u8; 119];
+        assert_eq!(r.emit(&mut short), Err(Error::Truncated));
+        assert_eq!(short, [0u8; 119], "nothing written");
+        let big = |payload_len| Repr { payload_len, ..r };
+        let mut max = vec![0u8; 65535];
+        assert_eq!(big(65516).emit(&mut max), Err(Error::Malformed));
+        assert!(big(65515).emit(&mut max).is_ok());
+    }
+
+    #[test]
+    fn repr_rejects_fragments_and_skips_options() {
+        let b = header(&[], false, true, 0, 4);
+        let p = Packet::new_checked(&b[..]).unwrap();
+        assert_eq!(Repr::parse(&p), Err(Error::Unsupported));
+        let b = header(&[], true, false, 8, 4);
+        let p = Packet::new_checked(&b[..]).unwrap();
+        assert_eq!(Repr::parse(&p), Err(Error::Unsupported));
+        let b = header(&[1, 1, 1, 0], true, false, 0, 4);
+        let p = Packet::new_checked(&b[..]).unwrap();
+        let r = Repr::parse(&p).unwrap();
+        assert_eq!((r.payload_len, r.ident, r.ttl), (4, 0xbeef, 61));
     }
 
     #[test]
@@ -417,6 +522,36 @@ mod tests {
         p.set_total_len(3);
         assert_eq!(p.total_len(), 20);
         assert!(p.payload().is_empty());
+        p.set_ident(0x0102);
+        p.fill_checksum();
+        let (e, _) = Ipv4Header::from_slice(&b).unwrap();
+        assert_eq!((e.identification, e.total_len), (0x0102, 20));
+        assert_eq!(e.header_checksum, e.calc_header_checksum());
+    }
+
+    #[test]
+    fn resized_and_into_payload() {
+        // A 28-byte packet's header in front of 4 of its 8 payload bytes.
+        let b = header(&[], true, false, 0, 8);
+        let mut cut = b[..24].to_vec();
+        assert!(
+            Packet::new_checked(&mut cut[..]).is_err(),
+            "Total Length 28"
+        );
+        let p = Packet::new_resized(&mut cut[..]).unwrap();
+        assert_eq!((p.total_len(), p.into_payload_mut().len()), (24, 4));
+        let p = Packet::new_checked(&cut[..]).unwrap();
+        assert_eq!(p.into_payload(), &b[20..24]);
+        assert_eq!(
+            Packet::new_resized(&mut [0x45u8; 19][..]),
+            Err(Error::Truncated)
+        );
+        let mut big = vec![0u8; 65536];
+        big[0] = 0x45;
+        assert_eq!(Packet::new_resized(&mut big[..]), Err(Error::Malformed));
+        let mut v6 = b.clone();
+        v6[0] = 0x65;
+        assert_eq!(Packet::new_resized(&mut v6[..]), Err(Error::Malformed));
     }
 
     proptest! {
@@ -464,6 +599,22 @@ mod tests {
             prop_assert_eq!(p.checksum(), c);
         }
 
+        /// parse(emit(r)) == r, and etherparse writes the same header.
+        #[test]
+        fn repr_round_trip(src in any::<[u8; 4]>(), dst in any::<[u8; 4]>(), protocol in any::<u8>(),
+                           ttl in any::<u8>(), ident in any::<u16>(), payload_len in 0u16..200, extra in 0usize..8) {
+            let r = Repr { src: src.into(), dst: dst.into(), protocol, ttl, ident, payload_len };
+            let mut buf = vec![0x5au8; r.buffer_len() + extra];
+            let p = r.emit(&mut buf).unwrap();
+            prop_assert_eq!(Repr::parse(&p), Ok(r));
+            prop_assert!(p.verify_checksum());
+            let mut e = Ipv4Header::new(payload_len, ttl, IpNumber(protocol), src, dst).unwrap();
+            e.identification = ident;
+            e.dont_fragment = true;
+            e.header_checksum = e.calc_header_checksum();
+            prop_assert_eq!(&buf[..20], &e.to_bytes()[..]);
+        }
+
         #[test]
         fn never_panics(b in proptest::collection::vec(any::<u8>(), 0..200)) {
             check_all(&b);
@@ -471,7 +622,7 @@ mod tests {
             let mut b = b;
             if b.len() >= 4 {
                 b[0] = 0x40 | (b[0] & 0x0f);
-                let l = (b.len() as u16).saturating_sub(u16::from(b[3] & 3));
+                let l = u16::try_from(b.len()).unwrap().saturating_sub(u16::from(b[3] & 3));
                 b[2..4].copy_from_slice(&l.to_be_bytes());
             }
             check_all(&b);

@@ -8,11 +8,18 @@
 //! name says so; use [`checksum`] (RFC 1624 incremental updates) or the
 //! `fill_checksum` methods.
 //!
-//! Emitters (`emit_*`) write into a caller-provided buffer and return the
-//! number of bytes written, or `0` if the buffer is too short. Nothing in this
-//! module allocates, does IO or panics on untrusted input.
+//! Each module also has a `Repr` (after smoltcp's): the header fields podlb
+//! reads and writes, as plain values. `Repr::parse(&packet)` reads them from
+//! a checked view; `repr.emit(buf)` writes them into the front of `buf` and
+//! hands back the checked view over it (so a view only ever exists over
+//! valid bytes, and the payload is filled through it); `header_len()` and,
+//! where the Repr knows its payload, `buffer_len()` say how many bytes it
+//! takes. Emitting writes nothing when it returns an error. `parse` does not
+//! verify checksums: the views' `verify_checksum` do. Nothing in this crate
+//! allocates, does IO or panics on untrusted input.
 
 #![forbid(unsafe_code)]
+#![warn(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 
 use core::fmt;
 use core::str::FromStr;
@@ -25,6 +32,7 @@ pub mod ethernet;
 pub mod icmp;
 pub mod ipv4;
 pub mod meta;
+pub mod peek;
 pub mod tcp;
 pub mod udp;
 pub mod vrrp;
@@ -201,7 +209,10 @@ pub(crate) fn put32(b: &mut [u8], at: usize, v: u32) {
 
 #[inline(always)]
 pub(crate) fn mac_at(b: &[u8], at: usize) -> MacAddr {
-    MacAddr([b[at], b[at + 1], b[at + 2], b[at + 3], b[at + 4], b[at + 5]])
+    // One 6-byte copy (a single bounds check) rather than six byte loads.
+    let mut m = [0u8; 6];
+    m.copy_from_slice(&b[at..at + 6]);
+    MacAddr(m)
 }
 
 #[inline(always)]

@@ -23,7 +23,7 @@ const OPT_NOP: u8 = 1;
 const OPT_MSS: u8 = 2;
 const OPT_MSS_LEN: usize = 4;
 
-mod field {
+pub(crate) mod field {
     // RFC 9293 §3.1 "Header Format".
     pub const SRC_PORT: usize = 0;
     pub const DST_PORT: usize = 2;
@@ -278,6 +278,81 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 }
 
+/// The fields of a TCP header that podlb reads and writes: the fixed
+/// header, and of the options only the MSS (RFC 9293 §3.7.1). The urgent
+/// pointer is emitted as 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Repr {
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub seq: u32,
+    /// Acknowledgment number (meaningful with [`ACK`]).
+    pub ack: u32,
+    /// Control bits [`FIN`] .. [`CWR`].
+    pub flags: u8,
+    pub window: u16,
+    /// The MSS option, emitted as the only option.
+    pub mss: Option<u16>,
+}
+
+impl Repr {
+    /// Reads a checked segment's header; options other than a well-formed
+    /// MSS are not represented. The checksum is not verified (see
+    /// [`Packet::verify_checksum`]).
+    #[inline]
+    pub fn parse<T: AsRef<[u8]>>(p: &Packet<T>) -> Result<Repr> {
+        Ok(Repr {
+            src_port: p.src_port(),
+            dst_port: p.dst_port(),
+            seq: p.seq(),
+            ack: p.ack(),
+            flags: p.flags(),
+            window: p.window(),
+            mss: p.mss(),
+        })
+    }
+
+    /// 20, or 24 with the MSS option.
+    #[inline]
+    pub const fn header_len(&self) -> usize {
+        if self.mss.is_some() {
+            MIN_HEADER_LEN + OPT_MSS_LEN
+        } else {
+            MIN_HEADER_LEN
+        }
+    }
+
+    /// Writes the header into `buf[..header_len()]` with checksum 0 and
+    /// returns the view over `buf`, whose rest is the payload (so `buf` must
+    /// be exactly the segment). Put the payload in, then call
+    /// [`Packet::fill_checksum`]. Errors: [`Error::Truncated`] if `buf` is
+    /// shorter than the header (nothing written).
+    #[inline]
+    pub fn emit<'b>(&self, buf: &'b mut [u8]) -> Result<Packet<&'b mut [u8]>> {
+        let hlen = self.header_len();
+        let Some(b) = buf.get_mut(..hlen) else {
+            return Err(Error::Truncated);
+        };
+        put16(b, field::SRC_PORT, self.src_port);
+        put16(b, field::DST_PORT, self.dst_port);
+        put32(b, field::SEQ, self.seq);
+        put32(b, field::ACK, self.ack);
+        // Data offset in 32-bit words (RFC 9293 §3.1), reserved bits zero.
+        b[field::DATA_OFF] = if self.mss.is_some() { 6 << 4 } else { 5 << 4 };
+        b[field::FLAGS] = self.flags;
+        put16(b, field::WINDOW, self.window);
+        put16(b, field::CHECKSUM, 0);
+        put16(b, field::URGENT, 0);
+        if let Some(mss) = self.mss {
+            // RFC 9293 §3.2: kind 2, length 4, the value.
+            b[field::OPTIONS] = OPT_MSS;
+            b[field::OPTIONS + 1] = 4;
+            put16(b, field::OPTIONS + 2, mss);
+        }
+        Ok(Packet { buffer: buf })
+    }
+}
+
 impl<T: AsRef<[u8]>> AsRef<[u8]> for Packet<T> {
     fn as_ref(&self) -> &[u8] {
         self.buffer.as_ref()
@@ -401,6 +476,24 @@ mod tests {
     }
 
     #[test]
+    fn repr_emit_short_buffer() {
+        let r = Repr {
+            src_port: 1,
+            dst_port: 2,
+            seq: 3,
+            ack: 4,
+            flags: SYN,
+            window: 5,
+            mss: Some(1460),
+        };
+        let mut b = [0u8; 23];
+        assert_eq!(r.emit(&mut b).err(), Some(Error::Truncated));
+        assert_eq!(b, [0u8; 23], "nothing written");
+        let t = r.emit(&mut [0u8; 24]).map(|t| Repr::parse(&t));
+        assert_eq!(t, Ok(Ok(r)));
+    }
+
+    #[test]
     fn rejects() {
         let s = segment(&[1, 1, 1, 1], (true, false, false), &[]);
         assert_eq!(Packet::new_checked(&s[..19]), Err(Error::Truncated));
@@ -448,6 +541,31 @@ mod tests {
             let (e, rest) = TcpHeader::from_slice(seg).unwrap();
             let expect = e.calc_checksum_ipv4_raw(new_src.to_be_bytes(), new_dst.to_be_bytes(), rest).unwrap();
             prop_assert_eq!(e.checksum, expect);
+        }
+
+        /// parse(emit(r)) == r, and etherparse reads the fields back and
+        /// agrees with the checksum.
+        #[test]
+        fn repr_round_trip(sp in any::<u16>(), dp in any::<u16>(), seq in any::<u32>(), ack in any::<u32>(),
+                           flags in any::<u8>(), window in any::<u16>(), mss in proptest::option::of(any::<u16>()),
+                           payload in proptest::collection::vec(any::<u8>(), 0..40)) {
+            let r = Repr { src_port: sp, dst_port: dp, seq, ack, flags, window, mss };
+            let mut buf = vec![0xeeu8; r.header_len() + payload.len()];
+            let mut t = r.emit(&mut buf).unwrap();
+            t.payload_mut().copy_from_slice(&payload);
+            t.fill_checksum(SRC.into(), DST.into());
+            prop_assert_eq!(Repr::parse(&t), Ok(r));
+            prop_assert_eq!(t.payload(), &payload[..]);
+            let (e, rest) = TcpHeader::from_slice(&buf).unwrap();
+            prop_assert_eq!(
+                (e.source_port, e.destination_port, e.sequence_number, e.acknowledgment_number, e.window_size),
+                (sp, dp, seq, ack, window)
+            );
+            prop_assert_eq!((e.fin, e.syn, e.rst, e.psh), (flags & FIN != 0, flags & SYN != 0, flags & RST != 0, flags & PSH != 0));
+            prop_assert_eq!((e.ack, e.urg, e.ece, e.cwr), (flags & ACK != 0, flags & URG != 0, flags & ECE != 0, flags & CWR != 0));
+            let opts: Vec<_> = e.options_iterator().map(|o| o.unwrap()).collect();
+            prop_assert_eq!(opts, mss.map(TcpOptionElement::MaximumSegmentSize).into_iter().collect::<Vec<_>>());
+            prop_assert_eq!(e.checksum, e.calc_checksum_ipv4_raw(SRC, DST, rest).unwrap());
         }
 
         #[test]

@@ -5,7 +5,8 @@ use super::ipv4::PROTO_UDP;
 use super::{be16, put16, Error, Ipv4Addr, Result};
 
 /// The fixed 8-byte header.
-pub const HEADER_LEN: usize = 8;
+pub const HEADER_LEN: usize = HEADER_LEN_U16 as usize;
+const HEADER_LEN_U16: u16 = 8;
 
 mod field {
     // RFC 768 "Format".
@@ -109,11 +110,11 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// the view stays valid.
     #[inline]
     pub fn set_len(&mut self, len: u16) {
-        let max = self.buffer.as_ref().len().min(usize::from(u16::MAX)) as u16;
+        let max = u16::try_from(self.buffer.as_ref().len()).unwrap_or(u16::MAX);
         put16(
             self.buffer.as_mut(),
             field::LENGTH,
-            len.clamp(HEADER_LEN as u16, max),
+            len.clamp(HEADER_LEN_U16, max),
         );
     }
 
@@ -150,24 +151,58 @@ impl<T: AsRef<[u8]>> AsRef<[u8]> for Packet<T> {
     }
 }
 
-/// Writes an 8-byte UDP header with Length = 8 + `payload_len` and checksum 0
-/// ("none") into `buf[..8]`. Call [`Packet::fill_checksum`] once the payload
-/// is in place if a checksum is wanted.
-///
-/// Returns [`HEADER_LEN`], or `0` (writing nothing) if `buf` is shorter than
-/// 8 bytes or `payload_len > 65527`.
-pub fn emit_header(buf: &mut [u8], src_port: u16, dst_port: u16, payload_len: u16) -> usize {
-    let Some(len) = payload_len.checked_add(HEADER_LEN as u16) else {
-        return 0;
-    };
-    let Some(b) = buf.get_mut(..HEADER_LEN) else {
-        return 0;
-    };
-    put16(b, field::SRC_PORT, src_port);
-    put16(b, field::DST_PORT, dst_port);
-    put16(b, field::LENGTH, len);
-    put16(b, field::CHECKSUM, 0);
-    HEADER_LEN
+/// The fields of a UDP header. The checksum is emitted as 0 ("none",
+/// RFC 768); fill it with [`Packet::fill_checksum`] once the payload is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Repr {
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// Bytes after the header, `<= 65527`.
+    pub payload_len: u16,
+}
+
+impl Repr {
+    /// Reads a checked datagram's header. The checksum is not verified (see
+    /// [`Packet::verify_checksum`]).
+    #[inline]
+    pub fn parse<T: AsRef<[u8]>>(p: &Packet<T>) -> Result<Repr> {
+        Ok(Repr {
+            src_port: p.src_port(),
+            dst_port: p.dst_port(),
+            // new_checked guarantees a Length of at least 8.
+            payload_len: p.len() - HEADER_LEN_U16,
+        })
+    }
+
+    /// [`HEADER_LEN`].
+    #[inline]
+    pub const fn header_len(&self) -> usize {
+        HEADER_LEN
+    }
+
+    /// Header + payload: the Length field.
+    #[inline]
+    pub const fn buffer_len(&self) -> usize {
+        HEADER_LEN + self.payload_len as usize
+    }
+
+    /// Writes the header into `buf[..8]` and returns the view over `buf`
+    /// (the payload is the next `payload_len` bytes, which the caller
+    /// fills). Errors, with nothing written: [`Error::Truncated`] if `buf`
+    /// is shorter than [`buffer_len`](Repr::buffer_len); [`Error::Malformed`]
+    /// for a `payload_len` above 65527 (the Length is 16 bits).
+    #[inline]
+    pub fn emit<'b>(&self, buf: &'b mut [u8]) -> Result<Packet<&'b mut [u8]>> {
+        let len = u16::try_from(self.buffer_len()).map_err(|_| Error::Malformed)?;
+        if buf.len() < usize::from(len) {
+            return Err(Error::Truncated);
+        }
+        put16(buf, field::SRC_PORT, self.src_port);
+        put16(buf, field::DST_PORT, self.dst_port);
+        put16(buf, field::LENGTH, len);
+        put16(buf, field::CHECKSUM, 0);
+        Ok(Packet { buffer: buf })
+    }
 }
 
 #[cfg(test)]
@@ -228,28 +263,44 @@ mod tests {
 
     #[test]
     fn emit_then_fill() {
+        let r = Repr {
+            src_port: 5000,
+            dst_port: 53,
+            payload_len: 5,
+        };
+        assert_eq!((r.header_len(), r.buffer_len()), (8, 13));
         let mut buf = [0u8; 8 + 5];
-        assert_eq!(emit_header(&mut buf, 5000, 53, 5), 8);
-        buf[8..].copy_from_slice(b"hello");
-        let mut p = Packet::new_checked(&mut buf[..]).unwrap();
+        let mut p = r.emit(&mut buf).unwrap();
+        p.payload_mut().copy_from_slice(b"hello");
         assert_eq!(p.checksum(), 0);
         p.fill_checksum(SRC.into(), DST.into());
+        assert_eq!(Repr::parse(&p), Ok(r));
         let (e, rest) = UdpHeader::from_slice(&buf).unwrap();
         assert_eq!(e.length, 13);
         assert_eq!(
             e.checksum,
             e.calc_checksum_ipv4_raw(SRC, DST, rest).unwrap()
         );
-        assert_eq!(emit_header(&mut [0u8; 7], 1, 2, 0), 0);
-        assert_eq!(emit_header(&mut [0u8; 8], 1, 2, 65528), 0);
+        let mut short = [0u8; 12];
+        assert_eq!(r.emit(&mut short).err(), Some(Error::Truncated));
+        assert_eq!(short, [0u8; 12], "nothing written");
+        let big = Repr {
+            payload_len: 65528,
+            ..r
+        };
+        assert_eq!(big.emit(&mut [0u8; 8]).err(), Some(Error::Malformed));
     }
 
     #[test]
     fn computed_zero_is_sent_as_ffff() {
         // Find a payload word that makes the checksum compute to 0.
         let mut buf = [0u8; 10];
-        emit_header(&mut buf, 1, 2, 2);
-        let mut p = Packet::new_checked(&mut buf[..]).unwrap();
+        let r = Repr {
+            src_port: 1,
+            dst_port: 2,
+            payload_len: 2,
+        };
+        let mut p = r.emit(&mut buf).unwrap();
         p.fill_checksum(SRC.into(), DST.into());
         // Adding the current checksum to the payload word drives the sum to 0xffff.
         let c = p.checksum();
@@ -262,6 +313,18 @@ mod tests {
     }
 
     proptest! {
+        /// parse(emit(r)) == r, and the header is what etherparse writes.
+        #[test]
+        fn repr_round_trip(sp in any::<u16>(), dp in any::<u16>(), payload_len in 0u16..100, extra in 0usize..8) {
+            let r = Repr { src_port: sp, dst_port: dp, payload_len };
+            let mut buf = vec![0x11u8; r.buffer_len() + extra];
+            let p = r.emit(&mut buf).unwrap();
+            prop_assert_eq!(Repr::parse(&p), Ok(r));
+            prop_assert_eq!(p.payload().len(), usize::from(payload_len));
+            let e = UdpHeader { source_port: sp, destination_port: dp, length: payload_len + 8, checksum: 0 };
+            prop_assert_eq!(&buf[..8], &e.to_bytes()[..]);
+        }
+
         #[test]
         fn rewrite_incremental(sp in any::<u16>(), new_sp in any::<u16>(), new_dst in any::<u32>(),
                                payload in proptest::collection::vec(any::<u8>(), 0..64)) {
@@ -283,7 +346,7 @@ mod tests {
             check_all(&b);
             let mut b = b;
             if b.len() >= 8 {
-                let l = (b.len() as u16).saturating_sub(u16::from(b[0] & 7));
+                let l = u16::try_from(b.len()).unwrap().saturating_sub(u16::from(b[0] & 7));
                 b[4..6].copy_from_slice(&l.to_be_bytes());
             }
             check_all(&b);

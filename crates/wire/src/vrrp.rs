@@ -11,8 +11,8 @@
 //! |                      IPv4 Address(es) ...                     |
 //! ```
 //!
-//! [`Packet`] is the zero-copy view; [`emit`] / [`emit_frame`] write an
-//! advertisement; [`parse_advert`] runs the receive checks of RFC 9568 §7.1
+//! [`Packet`] is the zero-copy view; [`Repr::emit`] / [`Repr::emit_frame`]
+//! write an advertisement; [`parse_advert`] runs the receive checks of RFC 9568 §7.1
 //! that need nothing but the packet (the checks that need the local
 //! configuration, such as the VRID, live in `podlb_core::vrrp::Router`) and
 //! returns an owned [`Advert`] or the [`AdvertDrop`] reason to count.
@@ -242,104 +242,150 @@ pub const fn advert_len(n: usize) -> usize {
     HEADER_LEN + 4 * n
 }
 
-/// Writes an advertisement (version 3, type 1, reserved bits zero) into
-/// `buf[..8 + 4 * addrs.len()]` with its checksum in `form`; for
-/// [`ChecksumForm::PseudoHeader`] the checksum covers `src` and `dst`, which
-/// must be the addresses of the IPv4 header it travels in (for unicast, the
-/// peer's address).
-///
-/// `interval_cs` above 4095 is clamped. Returns the length written, or `0`
-/// (writing nothing) if `buf` is too short or `addrs` is empty or longer
-/// than 255.
-#[allow(clippy::too_many_arguments)]
-pub fn emit(
-    buf: &mut [u8],
-    vrid: u8,
-    priority: u8,
-    interval_cs: u16,
-    addrs: &[Ipv4Addr],
-    form: ChecksumForm,
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-) -> usize {
-    if addrs.is_empty() || addrs.len() > MAX_ADDRS {
-        return 0;
-    }
-    let len = advert_len(addrs.len());
-    let Some(b) = buf.get_mut(..len) else {
-        return 0;
-    };
-    // RFC 9568 §5.2.1, §5.2.2: version 3, type 1 (ADVERTISEMENT).
-    b[field::VER_TYPE] = (VERSION << 4) | TYPE_ADVERT;
-    b[field::VRID] = vrid;
-    b[field::PRIORITY] = priority;
-    b[field::COUNT] = addrs.len() as u8;
-    for (i, a) in addrs.iter().enumerate() {
-        let at = field::ADDRS + 4 * i;
-        b[at..at + 4].copy_from_slice(&a.octets());
-    }
-    let mut p = Packet { buffer: b };
-    p.set_max_advert_interval_cs(interval_cs);
-    p.fill_checksum(form, src, dst);
-    len
+/// The fields of an advertisement (RFC 9568 §5.1; version 3, type 1,
+/// reserved bits zero). How its checksum is computed is chosen when it is
+/// emitted ([`ChecksumForm`], with the addresses of the IPv4 header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Repr {
+    pub vrid: u8,
+    pub priority: u8,
+    /// Max Advertise Interval, centiseconds; above 4095 it is emitted as
+    /// 4095 (the field has 12 bits, RFC 9568 §5.2.7).
+    pub interval_cs: u16,
+    /// 1 to 255 addresses (RFC 9568 §5.2.5).
+    pub addrs: AddrList,
 }
 
-/// Writes a whole untagged Ethernet + IPv4 + VRRP advertisement frame:
-/// IPv4 protocol 112, TTL 255 (RFC 9568 §5.1.1.3), DF, no options, a correct
-/// header checksum. Frames shorter than the 60-byte Ethernet minimum are
-/// zero-padded to 60 (the IPv4 total length stays exact).
-///
-/// For multicast pass `dst_mac` = [`MULTICAST_MAC`] and `dst_ip` =
-/// [`MULTICAST_V4`]; `src_mac` should be [`virtual_mac`] (RFC 9568 §7.3).
-///
-/// Returns the frame length, or `0` (writing nothing useful) under the same
-/// conditions as [`emit`] or if `buf` is shorter than the frame.
-#[allow(clippy::too_many_arguments)]
-pub fn emit_frame(
-    buf: &mut [u8],
-    src_mac: MacAddr,
-    dst_mac: MacAddr,
-    src_ip: Ipv4Addr,
-    dst_ip: Ipv4Addr,
-    vrid: u8,
-    priority: u8,
-    interval_cs: u16,
-    addrs: &[Ipv4Addr],
-    form: ChecksumForm,
-    ident: u16,
-) -> usize {
-    if addrs.is_empty() || addrs.len() > MAX_ADDRS {
-        return 0;
+/// The Ethernet and IPv4 addressing of an advertisement frame; the rest of
+/// both headers is fixed: IPv4 protocol 112, TTL 255 (RFC 9568 §5.1.1.3),
+/// DF, no options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Envelope {
+    /// [`virtual_mac`] (RFC 9568 §7.3).
+    pub src_mac: MacAddr,
+    /// [`MULTICAST_MAC`], or a unicast peer's.
+    pub dst_mac: MacAddr,
+    /// The sender's primary address (RFC 9568 §5.1.1.1).
+    pub src_ip: Ipv4Addr,
+    /// [`MULTICAST_V4`], or a unicast peer's.
+    pub dst_ip: Ipv4Addr,
+    pub ident: u16,
+}
+
+impl Repr {
+    /// An advertisement of the first 255 of `addrs`.
+    pub fn new(vrid: u8, priority: u8, interval_cs: u16, addrs: &[Ipv4Addr]) -> Repr {
+        Repr {
+            vrid,
+            priority,
+            interval_cs,
+            addrs: AddrList::from_slice(addrs),
+        }
     }
-    let vrrp_len = advert_len(addrs.len());
-    let hdrs = ethernet::HEADER_LEN + ipv4::MIN_HEADER_LEN;
-    let len = (hdrs + vrrp_len).max(ethernet::MIN_FRAME_LEN);
-    let Some(b) = buf.get_mut(..len) else {
-        return 0;
-    };
-    let e = ethernet::emit_header(b, dst_mac, src_mac, ETHERTYPE_IPV4);
-    // vrrp_len <= 8 + 4 * 255, so it fits in u16.
-    let i = ipv4::emit_header(
-        &mut b[e..],
-        src_ip,
-        dst_ip,
-        PROTO_VRRP,
-        TTL,
-        vrrp_len as u16,
-        ident,
-    );
-    let v = emit(
-        &mut b[e + i..],
-        vrid,
-        priority,
-        interval_cs,
-        addrs,
-        form,
-        src_ip,
-        dst_ip,
-    );
-    b[e + i + v..].fill(0);
-    len
+
+    /// Reads a checked message. Only the version and type are checked here
+    /// ([`Error::Unsupported`] for anything but version 3, type 1): the
+    /// receive checks of RFC 9568 §7.1, the checksum among them, are
+    /// [`parse_advert`]'s.
+    pub fn parse<T: AsRef<[u8]>>(p: &Packet<T>) -> Result<Repr> {
+        if p.version() != VERSION || p.msg_type() != TYPE_ADVERT {
+            return Err(Error::Unsupported);
+        }
+        let mut addrs = AddrList::default();
+        for a in p.addresses() {
+            addrs.push(a);
+        }
+        Ok(Repr {
+            vrid: p.vrid(),
+            priority: p.priority(),
+            interval_cs: p.max_advert_interval_cs(),
+            addrs,
+        })
+    }
+
+    /// [`HEADER_LEN`], before the addresses.
+    #[inline]
+    pub const fn header_len(&self) -> usize {
+        HEADER_LEN
+    }
+
+    /// The whole message: [`advert_len`] of the address count.
+    #[inline]
+    pub fn buffer_len(&self) -> usize {
+        advert_len(self.addrs.len())
+    }
+
+    /// Writes the message into `buf[..buffer_len()]` with its checksum in
+    /// `form` and returns the view over exactly those bytes. For
+    /// [`ChecksumForm::PseudoHeader`] the checksum covers `src` and `dst`,
+    /// which must be the addresses of the IPv4 header it travels in (for
+    /// unicast, the peer's).
+    ///
+    /// Errors, with nothing written: [`Error::Malformed`] without addresses;
+    /// [`Error::Truncated`] if `buf` is shorter than the message.
+    pub fn emit<'b>(
+        &self,
+        buf: &'b mut [u8],
+        form: ChecksumForm,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+    ) -> Result<Packet<&'b mut [u8]>> {
+        // AddrList holds at most 255: the count fits its octet.
+        let count = u8::try_from(self.addrs.len()).map_err(|_| Error::Malformed)?;
+        if count == 0 {
+            return Err(Error::Malformed);
+        }
+        let b = buf.get_mut(..self.buffer_len()).ok_or(Error::Truncated)?;
+        // RFC 9568 §5.2.1, §5.2.2: version 3, type 1 (ADVERTISEMENT).
+        b[field::COUNT] = count;
+        for (i, a) in self.addrs.iter().enumerate() {
+            let at = field::ADDRS + 4 * i;
+            b[at..at + 4].copy_from_slice(&a.octets());
+        }
+        let mut p = Packet { buffer: b };
+        p.set_version_type(VERSION, TYPE_ADVERT);
+        p.set_vrid(self.vrid);
+        p.set_priority(self.priority);
+        p.set_max_advert_interval_cs(self.interval_cs);
+        p.fill_checksum(form, src, dst);
+        Ok(p)
+    }
+
+    /// Writes a whole untagged Ethernet + IPv4 + VRRP advertisement frame
+    /// addressed as `to` says. Frames shorter than the 60-byte Ethernet
+    /// minimum are zero-padded to 60 (the IPv4 total length stays exact).
+    ///
+    /// Returns the frame length. Errors as [`emit`](Repr::emit), and
+    /// [`Error::Truncated`] if `buf` is shorter than the frame; nothing is
+    /// written on error.
+    pub fn emit_frame(&self, buf: &mut [u8], to: &Envelope, form: ChecksumForm) -> Result<usize> {
+        if self.addrs.is_empty() {
+            return Err(Error::Malformed);
+        }
+        let vrrp_len = self.buffer_len();
+        let ip = ipv4::Repr {
+            src: to.src_ip,
+            dst: to.dst_ip,
+            protocol: PROTO_VRRP,
+            ttl: TTL,
+            ident: to.ident,
+            // At most 8 + 4 * 255 bytes.
+            payload_len: u16::try_from(vrrp_len).map_err(|_| Error::Malformed)?,
+        };
+        let eth = ethernet::Repr {
+            dst: to.dst_mac,
+            src: to.src_mac,
+            ethertype: ETHERTYPE_IPV4,
+        };
+        let len = (eth.header_len() + ip.buffer_len()).max(ethernet::MIN_FRAME_LEN);
+        let b = buf.get_mut(..len).ok_or(Error::Truncated)?;
+        let mut f = eth.emit(b)?;
+        let mut p = ip.emit(f.payload_mut())?;
+        self.emit(p.payload_mut(), form, to.src_ip, to.dst_ip)?;
+        let end = eth.header_len() + ip.buffer_len();
+        b[end..].fill(0);
+        Ok(len)
+    }
 }
 
 /// Up to 255 IPv4 addresses held inline (no allocation); derefs to a slice.
@@ -353,11 +399,22 @@ impl AddrList {
     /// The first 255 addresses of `addrs`.
     pub fn from_slice(addrs: &[Ipv4Addr]) -> AddrList {
         let mut l = AddrList::default();
-        for a in addrs.iter().take(MAX_ADDRS) {
-            l.buf[usize::from(l.len)] = *a;
-            l.len += 1;
+        for a in addrs {
+            if !l.push(*a) {
+                break;
+            }
         }
         l
+    }
+
+    /// Appends `a`; false (and nothing added) when the list holds 255.
+    pub fn push(&mut self, a: Ipv4Addr) -> bool {
+        let Some(slot) = self.buf.get_mut(usize::from(self.len)) else {
+            return false;
+        };
+        *slot = a;
+        self.len += 1;
+        true
     }
 
     /// The same addresses as `other`, in any order and counting repeats.
@@ -419,6 +476,16 @@ impl Advert {
             interval_cs: interval_cs.min(MAX_INTERVAL_CS),
             addrs: AddrList::from_slice(addrs),
             checksum_form: ChecksumForm::default(),
+        }
+    }
+
+    /// The advertisement's fields, to emit it again.
+    pub fn repr(&self) -> Repr {
+        Repr {
+            vrid: self.vrid,
+            priority: self.priority,
+            interval_cs: self.interval_cs,
+            addrs: self.addrs,
         }
     }
 }
@@ -536,16 +603,13 @@ pub fn parse_advert(
         }
         None => return Err(AdvertDrop::BadChecksum),
     };
-    let mut addrs = AddrList::default();
-    for a in p.addresses() {
-        addrs.buf[usize::from(addrs.len)] = a;
-        addrs.len += 1;
-    }
+    // Version and type were checked above, each with its own reason.
+    let r = Repr::parse(&p).map_err(|_| AdvertDrop::BadType)?;
     Ok(Advert {
-        vrid: p.vrid(),
-        priority: p.priority(),
-        interval_cs: p.max_advert_interval_cs(),
-        addrs,
+        vrid: r.vrid,
+        priority: r.priority,
+        interval_cs: r.interval_cs,
+        addrs: r.addrs,
         checksum_form: form,
     })
 }
@@ -604,53 +668,66 @@ mod tests {
 
     #[test]
     fn emit_matches_fixture_in_both_forms() {
+        let r = Repr::new(51, 200, 100, &VIPS);
+        assert_eq!((r.header_len(), r.buffer_len()), (8, 16));
         for (form, dst, check) in [
             (ChecksumForm::Plain, MULTICAST_V4, PLAIN),
             (ChecksumForm::PseudoHeader, MULTICAST_V4, PSEUDO_MCAST),
             (ChecksumForm::PseudoHeader, PEER, PSEUDO_UCAST),
         ] {
             let mut buf = [0xee; 20];
-            let n = emit(&mut buf, 51, 200, 100, &VIPS, form, SRC, dst);
-            assert_eq!(n, 16);
-            assert_eq!(buf[..16], fixture(check), "{form:?} {dst}");
-            assert_eq!(buf[16..], [0xee; 4]);
-            let p = Packet::new_checked(&buf[..n]).unwrap();
+            let p = r.emit(&mut buf, form, SRC, dst).unwrap();
+            assert_eq!(p.message().len(), 16);
+            assert_eq!(Repr::parse(&p), Ok(r));
             assert_eq!(p.verify(SRC, dst), Some(form));
             // The plain form verifies whatever the addresses; the pseudo
             // form does not verify against another destination.
             if form == ChecksumForm::PseudoHeader {
                 assert_eq!(p.verify(SRC, Ipv4Addr::new(198, 18, 0, 99)), None);
             }
+            assert_eq!(buf[..16], fixture(check), "{form:?} {dst}");
+            assert_eq!(buf[16..], [0xee; 4]);
         }
     }
 
     #[test]
     fn emit_rejects() {
         let mut buf = [0u8; 64];
-        assert_eq!(
-            emit(
-                &mut buf[..15],
-                1,
-                1,
-                1,
-                &VIPS,
-                ChecksumForm::Plain,
-                SRC,
-                PEER
-            ),
-            0
-        );
-        assert_eq!(
-            emit(&mut buf, 1, 1, 1, &[], ChecksumForm::Plain, SRC, PEER),
-            0
-        );
-        let many = [SRC; 256];
-        let mut big = [0u8; 2048];
         let f = ChecksumForm::Plain;
-        assert_eq!(emit(&mut big, 1, 1, 1, &many, f, SRC, PEER), 0);
-        assert_eq!(emit(&mut big, 1, 1, 1, &many[..255], f, SRC, PEER), 1028);
+        let r = Repr::new(1, 1, 1, &VIPS);
+        assert_eq!(
+            r.emit(&mut buf[..15], f, SRC, PEER).err(),
+            Some(Error::Truncated)
+        );
+        assert_eq!(buf, [0u8; 64], "nothing written");
+        let none = Repr::new(1, 1, 1, &[]);
+        assert_eq!(
+            none.emit(&mut buf, f, SRC, PEER).err(),
+            Some(Error::Malformed)
+        );
+        let env = Envelope {
+            src_mac: virtual_mac(1),
+            dst_mac: MULTICAST_MAC,
+            src_ip: SRC,
+            dst_ip: MULTICAST_V4,
+            ident: 0,
+        };
+        assert_eq!(none.emit_frame(&mut buf, &env, f), Err(Error::Malformed));
+        assert_eq!(buf, [0u8; 64], "nothing written");
+        // At most 255 addresses are represented.
+        let many = Repr::new(1, 1, 1, &[SRC; 256]);
+        assert_eq!(many.addrs.len(), 255);
+        let mut big = [0u8; 2048];
+        assert_eq!(
+            many.emit(&mut big, f, SRC, PEER).map(|p| p.message().len()),
+            Ok(1028)
+        );
         // Interval clamps to 12 bits, reserved bits stay zero.
-        assert_eq!(emit(&mut buf, 1, 1, 0xffff, &VIPS, f, SRC, PEER), 16);
+        let r = Repr::new(1, 1, 0xffff, &VIPS);
+        assert_eq!(
+            r.emit(&mut buf, f, SRC, PEER).map(|p| p.message().len()),
+            Ok(16)
+        );
         assert_eq!(&buf[4..6], &[0x0f, 0xff]);
     }
 
@@ -658,19 +735,17 @@ mod tests {
     fn frame_matches_etherparse() {
         let mut buf = [0u8; 128];
         let vmac = virtual_mac(51);
-        let n = emit_frame(
-            &mut buf,
-            vmac,
-            MULTICAST_MAC,
-            SRC,
-            MULTICAST_V4,
-            51,
-            200,
-            100,
-            &VIPS,
-            ChecksumForm::PseudoHeader,
-            0x1234,
-        );
+        let env = Envelope {
+            src_mac: vmac,
+            dst_mac: MULTICAST_MAC,
+            src_ip: SRC,
+            dst_ip: MULTICAST_V4,
+            ident: 0x1234,
+        };
+        let r = Repr::new(51, 200, 100, &VIPS);
+        let n = r
+            .emit_frame(&mut buf, &env, ChecksumForm::PseudoHeader)
+            .unwrap();
         assert_eq!(n, 14 + 20 + 16 + 10); // padded to 60
         assert_eq!(&buf[..6], &MULTICAST_MAC.0);
         assert_eq!(&buf[6..12], &vmac.0);
@@ -697,23 +772,14 @@ mod tests {
         assert_eq!(a.checksum_form, ChecksumForm::PseudoHeader);
         assert_eq!((a.vrid, a.priority, a.interval_cs), (51, 200, 100));
         assert_eq!(&a.addrs[..], &VIPS);
+        assert_eq!(a.repr(), r);
 
+        let mut short = [0u8; 59];
         assert_eq!(
-            emit_frame(
-                &mut buf[..59],
-                vmac,
-                MULTICAST_MAC,
-                SRC,
-                MULTICAST_V4,
-                1,
-                1,
-                1,
-                &VIPS,
-                ChecksumForm::Plain,
-                0
-            ),
-            0
+            r.emit_frame(&mut short, &env, ChecksumForm::Plain),
+            Err(Error::Truncated)
         );
+        assert_eq!(short, [0u8; 59], "nothing written");
     }
 
     #[test]
@@ -824,7 +890,10 @@ mod tests {
         ) {
             let form = if pseudo { ChecksumForm::PseudoHeader } else { ChecksumForm::Plain };
             let mut buf = [0u8; 8 + 4 * 40];
-            let n = emit(&mut buf, vrid, prio, interval, &addrs, form, src, dst);
+            let r = Repr::new(vrid, prio, interval, &addrs);
+            let p = r.emit(&mut buf, form, src, dst).unwrap();
+            prop_assert_eq!(Repr::parse(&p), Ok(r));
+            let n = r.buffer_len();
             prop_assert_eq!(n, 8 + 4 * addrs.len());
             let a = parse_advert(src, dst, 255, &buf[..n], true).unwrap();
             prop_assert_eq!(a.vrid, vrid);

@@ -78,25 +78,63 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 }
 
-/// Writes a VXLAN header (flags = I, reserved zero, `vni` masked to 24 bits)
-/// into `buf[..8]`. Returns [`HEADER_LEN`], or `0` if `buf` is shorter.
-#[inline]
-pub fn emit_header(buf: &mut [u8], vni: u32) -> usize {
-    let Some(h) = buf.get_mut(..HEADER_LEN) else {
-        return 0;
-    };
-    let v = (vni & MAX_VNI).to_be_bytes();
-    h.fill(0);
-    h[field::FLAGS] = FLAG_I;
-    h[field::VNI].copy_from_slice(&v[1..4]);
-    HEADER_LEN
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+    /// The inner Ethernet frame, to write.
+    #[inline]
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        &mut self.buffer.as_mut()[HEADER_LEN..]
+    }
+}
+
+/// The one field of a VXLAN header: the VNI (flags I, reserved bits zero).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Repr {
+    /// The 24-bit VXLAN Network Identifier, `<= MAX_VNI`.
+    pub vni: u32,
+}
+
+impl Repr {
+    /// Reads a checked header (which guarantees the I flag).
+    #[inline]
+    pub fn parse<T: AsRef<[u8]>>(p: &Packet<T>) -> Result<Repr> {
+        Ok(Repr { vni: p.vni() })
+    }
+
+    /// [`HEADER_LEN`].
+    #[inline]
+    pub const fn header_len(&self) -> usize {
+        HEADER_LEN
+    }
+
+    /// Writes the header (flags = I, reserved bits zero, RFC 7348 §5) into
+    /// `buf[..8]` and returns the view over `buf` (the payload, the inner
+    /// frame, is what follows). Errors, with nothing written:
+    /// [`Error::Truncated`] below 8 bytes; [`Error::Malformed`] for a VNI
+    /// wider than 24 bits.
+    #[inline]
+    pub fn emit<'b>(&self, buf: &'b mut [u8]) -> Result<Packet<&'b mut [u8]>> {
+        if self.vni > MAX_VNI {
+            return Err(Error::Malformed);
+        }
+        let Some(h) = buf.get_mut(..HEADER_LEN) else {
+            return Err(Error::Truncated);
+        };
+        let v = self.vni.to_be_bytes();
+        h.fill(0);
+        h[field::FLAGS] = FLAG_I;
+        h[field::VNI].copy_from_slice(&v[1..4]);
+        Ok(Packet { buffer: buf })
+    }
 }
 
 /// The outer UDP source port for an inner flow hash (RFC 7348 §5: entropy
 /// for ECMP, within 49152..=65535).
 #[inline]
 pub fn source_port(flow_hash: u64) -> u16 {
-    SRC_PORT_MIN + ((flow_hash ^ (flow_hash >> 32)) as u16 & 0x3fff)
+    // The low 14 bits of the folded hash: below 0x4000, so the sum stays
+    // within 49152..=65535.
+    let low = (flow_hash ^ (flow_hash >> 32)) & 0x3fff;
+    SRC_PORT_MIN + u16::try_from(low).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -107,20 +145,27 @@ mod tests {
     #[test]
     fn emit_then_parse() {
         let mut b = [0xffu8; 20];
-        assert_eq!(emit_header(&mut b, 0x12_3456), HEADER_LEN);
-        assert_eq!(&b[..8], &[0x08, 0, 0, 0, 0x12, 0x34, 0x56, 0]);
-        let p = Packet::new_checked(&b[..]).unwrap();
-        assert_eq!(p.vni(), 0x12_3456);
+        let r = Repr { vni: 0x12_3456 };
+        assert_eq!(r.header_len(), HEADER_LEN);
+        let p = r.emit(&mut b).unwrap();
+        assert_eq!(Repr::parse(&p), Ok(r));
         assert_eq!(p.flags(), FLAG_I);
         assert_eq!(p.payload().len(), 12);
-        // VNIs wider than 24 bits are masked.
-        emit_header(&mut b, 0xff00_0001);
-        assert_eq!(Packet::new_checked(&b[..]).unwrap().vni(), 1);
+        assert_eq!(&b[..8], &[0x08, 0, 0, 0, 0x12, 0x34, 0x56, 0]);
+        // VNIs wider than 24 bits are refused, and so is a short buffer.
         assert_eq!(
-            emit_header(&mut b[..7], 1),
-            0,
-            "short buffer: nothing written"
+            Repr { vni: 0x0100_0000 }.emit(&mut b).err(),
+            Some(Error::Malformed)
         );
+        assert_eq!(
+            r.emit(&mut b[..7]).err(),
+            Some(Error::Truncated),
+            "short buffer"
+        );
+        assert_eq!(&b[..8], &[0x08, 0, 0, 0, 0x12, 0x34, 0x56, 0], "unchanged");
+        let mut p = Packet::new_checked(&mut b[..]).unwrap();
+        p.payload_mut().fill(7);
+        assert_eq!(&b[8..], &[7; 12]);
     }
 
     #[test]
@@ -147,6 +192,19 @@ mod tests {
     }
 
     proptest! {
+        /// parse(emit(r)) == r; the bytes are RFC 7348 §5's layout (etherparse
+        /// 0.16 has no VXLAN).
+        #[test]
+        fn repr_round_trip(vni in 0u32..=MAX_VNI, rest in proptest::collection::vec(any::<u8>(), 0..8)) {
+            let r = Repr { vni };
+            let mut buf = [vec![0xffu8; 8], rest.clone()].concat();
+            let p = r.emit(&mut buf).unwrap();
+            prop_assert_eq!(Repr::parse(&p), Ok(r));
+            prop_assert_eq!(p.payload(), &rest[..]);
+            let v = vni.to_be_bytes();
+            prop_assert_eq!(&buf[..8], &[0x08, 0, 0, 0, v[1], v[2], v[3], 0]);
+        }
+
         #[test]
         fn never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..32)) {
             if let Ok(p) = Packet::new_checked(&bytes[..]) {

@@ -575,8 +575,12 @@ impl Control {
     /// martian; and a probe leaves no entry in the target's ARP cache.
     fn send_request(&self, target: Ipv4Addr, now_ms: u32) {
         let mut buf = [0u8; 64];
-        let n = arp::emit_request(&mut buf, self.view.own_mac, Ipv4Addr::UNSPECIFIED, target);
-        match self.injector.inject(&buf[..n]) {
+        let ask = arp::Repr::request(self.view.own_mac, Ipv4Addr::UNSPECIFIED, target);
+        let sent = ask
+            .emit_frame(&mut buf)
+            .map_err(|e| std::io::Error::other(format!("{e:?}")))
+            .and_then(|n| self.injector.inject(&buf[..n]));
+        match sent {
             Ok(()) => {
                 self.view.arp_requests.fetch_add(1, Ordering::Relaxed);
                 self.view.shared.neighbors.asked(u32::from(target), now_ms);
@@ -591,25 +595,23 @@ impl Control {
     /// announcement, §2.4 (c) defence). True if sent.
     fn send_garp(&self, vip: Ipv4Addr) -> bool {
         let mut buf = [0u8; 64];
-        let n = arp::emit_gratuitous(&mut buf, self.view.mac, vip);
-        self.injector.inject(&buf[..n]).is_ok()
+        let n = arp::Repr::gratuitous(self.view.mac, vip).emit_frame(&mut buf);
+        n.is_ok_and(|n| self.injector.inject(&buf[..n]).is_ok())
     }
 
     /// An ARP reply (RFC 826) to `client` at `mac`: `vip` is at the serving
     /// MAC. True if sent.
     fn send_unicast_reply(&self, vip: Ipv4Addr, client: Ipv4Addr, mac: MacAddr) -> bool {
         let mut buf = [0u8; 64];
-        let n = arp::emit_frame(
-            &mut buf,
-            mac,
-            self.view.mac,
-            arp::OP_REPLY,
-            self.view.mac,
-            vip,
-            mac,
-            client,
-        );
-        self.injector.inject(&buf[..n]).is_ok()
+        let reply = arp::Repr {
+            operation: arp::OP_REPLY,
+            sender_hw: self.view.mac,
+            sender_ip: vip,
+            target_hw: mac,
+            target_ip: client,
+        };
+        let n = reply.emit_frame(&mut buf);
+        n.is_ok_and(|n| self.injector.inject(&buf[..n]).is_ok())
     }
 
     // ---- serving -----------------------------------------------------------
