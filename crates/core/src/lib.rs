@@ -25,8 +25,6 @@ pub mod cloud;
 pub mod conflict;
 pub mod control;
 pub mod flow;
-// forward: made cast-clean in its rewrite
-#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 pub mod forward;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
