@@ -19,12 +19,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::config::ServiceConfig;
 use crate::http::{client, header, Method};
 use crate::metrics::{Exposition, Kind};
 use crate::status::{HealthStatus, RefusedHold};
 use parking_lot::Mutex;
 use podlb_core::control::holds::Holds;
+use podlb_core::model::ServiceConfig;
 
 pub use podlb_core::health::*;
 pub use podlb_core::model::{CheckKind, HealthCheck};
@@ -818,10 +818,10 @@ mod tests {
             name: name.into(),
             vip: Ipv4Addr::new(198, 18, 0, 100),
             port: 80,
-            mode: crate::config::Mode::Nat,
+            mode: podlb_core::model::Mode::Nat,
             backends: ports
                 .iter()
-                .map(|&p| crate::config::BackendConfig {
+                .map(|&p| podlb_core::model::BackendConfig {
                     addr: SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 21), p),
                     weight: 1,
                     vtep: None,
@@ -830,8 +830,8 @@ mod tests {
                 .collect(),
             table_size: 65537,
             health_check: check,
-            vxlan_port: crate::config::DEFAULT_VXLAN_PORT,
-            vni: crate::config::DEFAULT_VNI,
+            vxlan_port: podlb_core::model::DEFAULT_VXLAN_PORT,
+            vni: podlb_core::model::DEFAULT_VNI,
             mss_clamp: None,
         }
     }
@@ -880,7 +880,7 @@ mod tests {
             local(l.local_addr().unwrap().port())
         };
         let services = vec![ServiceConfig {
-            backends: vec![crate::config::BackendConfig {
+            backends: vec![podlb_core::model::BackendConfig {
                 addr: refused,
                 weight: 1,
                 vtep: None,

@@ -33,10 +33,11 @@ use serde_json::{json, Value};
 use super::lease::{self, LeaseView};
 use super::peers::peers_from_slice;
 use super::reconcile::{reconcile_with_nodes, Allocations, Problem, StatusUpdate};
-use crate::config::{KubernetesSettings, ServiceConfig};
+use crate::config::KubernetesSettings;
 use crate::metrics::{Exposition, Kind};
 use crate::redundancy::Histogram;
 use crate::status::{Allocation, DrainingStatus, KubeStatus, ProblemStatus};
+use podlb_core::model::ServiceConfig;
 
 /// What the control thread gets after the API changed something it serves.
 #[derive(Debug, Clone, PartialEq)]
