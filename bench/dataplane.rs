@@ -313,6 +313,8 @@ fn service(name: String, vip: [u8; 4], mode: Mode, backends: &[[u8; 4]]) -> Serv
         vxlan_port: podlb_core::model::DEFAULT_VXLAN_PORT,
         vni: podlb_core::model::DEFAULT_VNI,
         mss_clamp: None,
+        source_ranges: Vec::new(),
+        affinity: Default::default(),
     }
 }
 

@@ -420,6 +420,8 @@ mod tests {
             vxlan_port: crate::model::DEFAULT_VXLAN_PORT,
             vni: crate::model::DEFAULT_VNI,
             mss_clamp: None,
+            source_ranges: Vec::new(),
+            affinity: Default::default(),
         }
     }
 }

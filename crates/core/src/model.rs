@@ -8,6 +8,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use std::fmt;
+use std::str::FromStr;
 
 use podlb_wire::MacAddr;
 
@@ -107,6 +108,55 @@ pub struct ServiceConfig {
     /// Clamp the TCP MSS option of SYN and SYN-ACK to at most this. Default
     /// for vxlan: 1410 (1500 - 50 VXLAN overhead - 40); none for nat/dsr.
     pub mss_clamp: Option<u16>,
+    /// Clients that may open flows; empty: every client. A new flow from
+    /// elsewhere is dropped (`source_not_allowed`); flows already open when
+    /// the list changes run on. (`source_ranges`;
+    /// `spec.loadBalancerSourceRanges` in Kubernetes mode.)
+    pub source_ranges: Vec<Prefix4>,
+    /// What the backend choice hashes (`affinity`; `spec.sessionAffinity`).
+    pub affinity: Affinity,
+}
+
+/// What a new flow's backend is chosen by.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Affinity {
+    /// The flow's 5-tuple: connections spread over the backends.
+    #[default]
+    None,
+    /// The client's address alone: every connection of a client goes to the
+    /// same backend while the backend set is unchanged (Maglev's minimal
+    /// disruption moves few clients when it changes). Kubernetes'
+    /// `sessionAffinity: ClientIP`; its `timeoutSeconds` has no counterpart:
+    /// the stickiness needs no per-client state, so it does not expire.
+    ClientIp,
+}
+
+impl Affinity {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Affinity::None => "none",
+            Affinity::ClientIp => "client_ip",
+        }
+    }
+}
+
+impl FromStr for Affinity {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(Affinity::None),
+            "client_ip" => Ok(Affinity::ClientIp),
+            other => Err(format!("{other:?} is not \"none\" or \"client_ip\"")),
+        }
+    }
+}
+
+impl ServiceConfig {
+    /// Whether a new flow from `client` is admitted (`source_ranges`).
+    pub fn admits(&self, client: Ipv4Addr) -> bool {
+        self.source_ranges.is_empty() || self.source_ranges.iter().any(|r| r.contains(client))
+    }
 }
 
 /// VXLAN UDP port when not configured: the Linux and flannel default.
@@ -159,5 +209,87 @@ impl Default for HealthCheck {
             rise: DEFAULT_RISE,
             fall: DEFAULT_FALL,
         }
+    }
+}
+
+/// An IPv4 prefix `base/prefix`, e.g. `198.18.0.100/30`: a VIP pool
+/// (`kubernetes.vip_pools`), or a source range a service admits
+/// (`source_ranges`, `spec.loadBalancerSourceRanges`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Prefix4 {
+    /// First address; its host bits (beyond `prefix`) are zero.
+    pub base: Ipv4Addr,
+    /// Prefix length, 0..=32.
+    pub prefix: u8,
+}
+
+impl Prefix4 {
+    /// Number of addresses in the prefix.
+    pub fn size(&self) -> u64 {
+        1u64 << (32 - u32::from(self.prefix))
+    }
+
+    /// The prefix as a netmask.
+    pub fn mask(&self) -> u32 {
+        if self.prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(self.prefix))
+        }
+    }
+
+    /// Whether `ip` is inside the prefix.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & self.mask() == u32::from(self.base)
+    }
+
+    /// The prefix's addresses, lowest first.
+    pub fn addresses(&self) -> impl Iterator<Item = Ipv4Addr> {
+        let base = u64::from(u32::from(self.base));
+        // Every address of the range fits in 32 bits (size() ≤ 2^32 − base).
+        (base..base + self.size())
+            .filter_map(|a| u32::try_from(a).ok())
+            .map(Ipv4Addr::from)
+    }
+
+    pub fn overlaps(&self, other: &Prefix4) -> bool {
+        self.contains(other.base) || other.contains(self.base)
+    }
+}
+
+impl fmt::Display for Prefix4 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.base, self.prefix)
+    }
+}
+
+impl FromStr for Prefix4 {
+    type Err = String;
+
+    /// Parses `a.b.c.d/len`; a bare address means `/32`. The message says
+    /// what would be right.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => {
+                let prefix: u8 = p
+                    .parse()
+                    .ok()
+                    .filter(|p| *p <= 32)
+                    .ok_or_else(|| format!("{s:?}: prefix length must be 0..=32"))?;
+                (a, prefix)
+            }
+            None => (s, 32),
+        };
+        let base: Ipv4Addr = addr.parse().map_err(|_| {
+            format!("{s:?} is not an IPv4 prefix; write it like \"198.18.0.100/30\"")
+        })?;
+        let pool = Prefix4 { base, prefix };
+        let aligned = Ipv4Addr::from(u32::from(base) & pool.mask());
+        if aligned != base {
+            return Err(format!(
+                "{s:?} has host bits set; the prefix starting at a /{prefix} boundary is \"{aligned}/{prefix}\""
+            ));
+        }
+        Ok(pool)
     }
 }

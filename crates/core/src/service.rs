@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use crate::hash::mix64;
 use crate::maglev::{MaglevError, MaglevTable};
-use crate::model::{Mode, ServiceConfig};
+use crate::model::{Affinity, Mode, ServiceConfig};
 use podlb_wire::MacAddr;
 
 /// Where a `mode = "vxlan"` backend lives: its node's VTEP.
@@ -57,6 +57,22 @@ pub struct Service {
     pub maglev: MaglevTable,
     /// Clamp the MSS option of SYN and SYN-ACK to at most this.
     pub mss_clamp: Option<u16>,
+    /// Clients admitted to new flows as (network, mask); empty: all.
+    pub source_ranges: Vec<(u32, u32)>,
+    /// Backend choice by the client's address alone.
+    pub client_affinity: bool,
+}
+
+impl Service {
+    /// Whether a new flow from `client` is admitted (`source_ranges`).
+    #[inline]
+    pub fn admits(&self, client: u32) -> bool {
+        self.source_ranges.is_empty()
+            || self
+                .source_ranges
+                .iter()
+                .any(|&(net, mask)| client & mask == net)
+    }
 }
 
 /// Everything a worker needs to classify and steer a packet.
@@ -135,6 +151,12 @@ impl Snapshot {
                 backends,
                 maglev,
                 mss_clamp: s.mss_clamp,
+                source_ranges: s
+                    .source_ranges
+                    .iter()
+                    .map(|r| (u32::from(r.base), r.mask()))
+                    .collect(),
+                client_affinity: s.affinity == Affinity::ClientIp,
             });
         }
         vips.sort_unstable();

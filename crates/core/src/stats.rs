@@ -123,6 +123,9 @@ counter_enum! {
         /// when the service has another backend; `nat` and `vxlan` modes, where
         /// replies pass podlb.
         BackendRefused => "backend_refused", "RSTs a backend answered a SYN with, withheld so the client's retry goes elsewhere.";
+        /// A new flow from a client outside the service's `source_ranges`
+        /// (`spec.loadBalancerSourceRanges`); flows already open run on.
+        SourceNotAllowed => "source_not_allowed", "New flows from clients outside the service's source ranges.";
     }
 }
 
@@ -328,7 +331,7 @@ mod tests {
             DropReason::help,
         );
         check(&Event::ALL, |e| e as usize, Event::as_str, Event::help);
-        assert_eq!(DropReason::COUNT, 26);
+        assert_eq!(DropReason::COUNT, 27);
         assert_eq!(Event::COUNT, 15);
     }
 

@@ -69,6 +69,8 @@ pub fn vxlan_snapshot_of(generation: u64, pods: &[usize]) -> Snapshot {
         vxlan_port: VXLAN_PORT,
         vni: VNI,
         mss_clamp: Some(crate::model::DEFAULT_VXLAN_MSS),
+        source_ranges: Vec::new(),
+        affinity: Default::default(),
     };
     let mut snap = build(generation, &[svc]);
     let routes = crate::route::Routes::new(Ipv4Addr::from(LB_IP), 24, Some(Ipv4Addr::from(ROUTER)));
@@ -135,6 +137,8 @@ pub fn service(mode: Mode, backend_port: u16, backends: &[[u8; 4]]) -> ServiceCo
         vxlan_port: crate::model::DEFAULT_VXLAN_PORT,
         vni: crate::model::DEFAULT_VNI,
         mss_clamp: None,
+        source_ranges: Vec::new(),
+        affinity: Default::default(),
     }
 }
 

@@ -17,8 +17,8 @@ use serde::Deserialize;
 use podlb_core::health;
 use podlb_core::maglev;
 pub use podlb_core::model::{
-    BackendConfig, CheckKind, ConfigError, FlowSettings, HealthCheck, Mode, ServiceConfig,
-    DEFAULT_VNI, DEFAULT_VXLAN_MSS, DEFAULT_VXLAN_PORT,
+    Affinity, BackendConfig, CheckKind, ConfigError, FlowSettings, HealthCheck, Mode, Prefix4,
+    ServiceConfig, DEFAULT_VNI, DEFAULT_VXLAN_MSS, DEFAULT_VXLAN_PORT,
 };
 pub use podlb_io::{IoBackend, RxRing, TxMode};
 use podlb_wire::MacAddr;
@@ -384,6 +384,9 @@ struct RawService {
     vxlan_port: Option<i64>,
     vni: Option<i64>,
     mss_clamp: Option<i64>,
+    #[serde(default)]
+    source_ranges: Vec<String>,
+    affinity: Option<String>,
 }
 
 /// The keys of a health-check table (`[service.health_check]`, and the
@@ -1171,6 +1174,18 @@ fn validate_services(raw: Vec<RawService>) -> Result<Vec<ServiceConfig>, ConfigE
             (None, Mode::Vxlan) => Some(DEFAULT_VXLAN_MSS),
             (None, _) => None,
         };
+        let mut source_ranges = Vec::with_capacity(s.source_ranges.len());
+        for (j, r) in s.source_ranges.iter().enumerate() {
+            let p: Prefix4 = r
+                .trim()
+                .parse()
+                .map_err(|m| err(key(&format!("source_ranges[{j}]")), m))?;
+            source_ranges.push(p);
+        }
+        let affinity = match s.affinity.as_deref() {
+            None => Affinity::None,
+            Some(a) => a.parse().map_err(|m| err(key("affinity"), m))?,
+        };
         out.push(ServiceConfig {
             name: s.name,
             vip,
@@ -1181,6 +1196,8 @@ fn validate_services(raw: Vec<RawService>) -> Result<Vec<ServiceConfig>, ConfigE
             vxlan_port,
             vni,
             mss_clamp,
+            source_ranges,
+            affinity,
             health_check: s
                 .health_check
                 .map(|h| parse_health_check(h, &key("health_check")))

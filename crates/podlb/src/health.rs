@@ -833,6 +833,8 @@ mod tests {
             vxlan_port: podlb_core::model::DEFAULT_VXLAN_PORT,
             vni: podlb_core::model::DEFAULT_VNI,
             mss_clamp: None,
+            source_ranges: Vec::new(),
+            affinity: Default::default(),
         }
     }
 

@@ -282,13 +282,17 @@ impl Forwarder {
             return Err(DropReason::NoFlow);
         }
         let key = flow_key(&seg.tuple);
-        let h = flow_hash(
-            key.client,
-            key.client_port,
-            key.vip,
-            key.vport,
-            ipv4::PROTO_TCP,
-        );
+        if !svc.admits(key.client) {
+            return Err(DropReason::SourceNotAllowed);
+        }
+        // sessionAffinity ClientIP: the client's port out of the hash, so
+        // every connection of a client meets the same Maglev entry.
+        let client_port = if svc.client_affinity {
+            0
+        } else {
+            key.client_port
+        };
+        let h = flow_hash(key.client, client_port, key.vip, key.vport, ipv4::PROTO_TCP);
         let Some(bi) = svc.maglev.lookup(h) else {
             return Err(DropReason::NoBackend);
         };
@@ -613,6 +617,77 @@ mod tests {
         };
         assert_eq!(f.forward(&snap, &mut syn, meta, 1), Verdict::Tx);
         assert_eq!(&syn[12..], &orig[12..]);
+    }
+
+    #[test]
+    fn source_ranges_admit_new_flows_from_listed_clients_only() {
+        let (mut f, _) = setup(Mode::Nat, 80);
+        let svc = crate::model::ServiceConfig {
+            source_ranges: vec![
+                "198.18.1.0/24".parse().unwrap(),
+                "198.18.0.10/32".parse().unwrap(),
+            ],
+            ..service(Mode::Nat, 80, &BACKENDS)
+        };
+        let snap = build(1, &[svc]);
+        let mut syn = tcp_frame(CLIENT_MAC, LB, CLIENT, VIP, 40000, 80, "S");
+        assert_eq!(
+            f.forward(&snap, &mut syn, PacketMeta::default(), 1),
+            Verdict::Tx
+        );
+        let other = [198, 18, 0, 11];
+        let mut syn = tcp_frame(CLIENT_MAC, LB, other, VIP, 40000, 80, "S");
+        assert_eq!(
+            f.forward(&snap, &mut syn, PacketMeta::default(), 1),
+            Verdict::Drop(DropReason::SourceNotAllowed)
+        );
+        // A pickup (mid-stream ACK) is a new flow too.
+        let mut ack = tcp_frame(CLIENT_MAC, LB, other, VIP, 40001, 80, "A");
+        assert_eq!(
+            f.forward(&snap, &mut ack, PacketMeta::default(), 1),
+            Verdict::Drop(DropReason::SourceNotAllowed)
+        );
+        // The admitted client's flow runs on after the list changes.
+        let snap2 = build(
+            2,
+            &[crate::model::ServiceConfig {
+                source_ranges: vec!["198.18.1.0/24".parse().unwrap()],
+                ..service(Mode::Nat, 80, &BACKENDS)
+            }],
+        );
+        let mut ack = tcp_frame(CLIENT_MAC, LB, CLIENT, VIP, 40000, 80, "A");
+        assert_eq!(
+            f.forward(&snap2, &mut ack, PacketMeta::default(), 2),
+            Verdict::Tx
+        );
+    }
+
+    #[test]
+    fn client_affinity_sends_every_connection_of_a_client_to_one_backend() {
+        let (mut f, _) = setup(Mode::Nat, 80);
+        let svc = crate::model::ServiceConfig {
+            affinity: crate::model::Affinity::ClientIp,
+            ..service(Mode::Nat, 80, &BACKENDS)
+        };
+        let snap = build(1, &[svc]);
+        let mut per_client = std::collections::HashMap::new();
+        for c in 0..60u8 {
+            let client = [198, 18, 2, c];
+            for port in 0..20u16 {
+                let mut syn = tcp_frame(CLIENT_MAC, LB, client, VIP, 30000 + port, 80, "S");
+                assert_eq!(
+                    f.forward(&snap, &mut syn, PacketMeta::default(), 1),
+                    Verdict::Tx
+                );
+                per_client
+                    .entry(c)
+                    .or_insert_with(std::collections::HashSet::new)
+                    .insert(verify(&syn).1);
+            }
+        }
+        assert!(per_client.values().all(|b| b.len() == 1), "{per_client:?}");
+        let used: std::collections::HashSet<_> = per_client.values().flatten().collect();
+        assert_eq!(used.len(), 3, "clients still spread over the backends");
     }
 
     #[test]

@@ -48,6 +48,12 @@ pub(super) struct ServiceSpec {
     pub load_balancer_ip: Option<String>,
     #[serde(default, deserialize_with = "null_default")]
     pub ports: Vec<ServicePort>,
+    /// CIDRs of the clients allowed in; empty: all.
+    #[serde(default, deserialize_with = "null_default")]
+    pub load_balancer_source_ranges: Vec<String>,
+    /// `None` (default) or `ClientIP`.
+    #[serde(default)]
+    pub session_affinity: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -66,7 +66,7 @@ use super::objects::{self, EndpointSlice};
 use super::settings::KubeSettings;
 use crate::maglev::DEFAULT_TABLE_SIZE;
 use crate::model::HealthCheck;
-use crate::model::{BackendConfig, Mode, ServiceConfig};
+use crate::model::{Affinity, BackendConfig, Mode, Prefix4, ServiceConfig};
 
 pub use super::objects::SERVICE_NAME_LABEL;
 
@@ -77,6 +77,13 @@ pub const ANNOTATION_VIP: &str = "podlb.io/vip";
 pub const ANNOTATION_MODE: &str = "podlb.io/mode";
 /// Annotation choosing the health check: `tcp`, `http:/path` or `none`.
 pub const ANNOTATION_HEALTH_CHECK: &str = "podlb.io/health-check";
+/// Annotation letting Services share a VIP: Services whose values are equal
+/// may hold the same VIP if their ports differ (MetalLB's
+/// `allow-shared-ip`).
+pub const ANNOTATION_SHARED_IP: &str = "podlb.io/allow-shared-ip";
+/// The older spelling of `spec.loadBalancerSourceRanges` (comma-separated),
+/// read when the field is empty, as kube-proxy does.
+pub const ANNOTATION_SOURCE_RANGES: &str = "service.beta.kubernetes.io/load-balancer-source-ranges";
 
 /// Why a Service is not (fully) served; the Event reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -208,6 +215,89 @@ struct Ours {
     request: Option<Ipv4Addr>,
     held: Option<Ipv4Addr>,
     vip: Option<Ipv4Addr>,
+    /// [`ANNOTATION_SHARED_IP`], if set and not empty.
+    share: Option<String>,
+    /// Admitted clients (`spec.loadBalancerSourceRanges`).
+    ranges: Vec<Prefix4>,
+    affinity: Affinity,
+}
+
+impl Ours {
+    /// (protocol, port) of each Service port.
+    fn listeners(&self) -> BTreeSet<(&str, i64)> {
+        self.svc
+            .spec
+            .ports
+            .iter()
+            .map(|p| (p.protocol.as_deref().unwrap_or("TCP"), p.port))
+            .collect()
+    }
+
+    /// Whether this Service may hold a VIP together with `others`: all carry
+    /// the same sharing key and no two use the same protocol and port.
+    fn shares_with(&self, others: &[&Ours]) -> bool {
+        let Some(key) = self.share.as_deref() else {
+            return false;
+        };
+        let mine = self.listeners();
+        others
+            .iter()
+            .all(|o| o.share.as_deref() == Some(key) && o.listeners().is_disjoint(&mine))
+    }
+}
+
+/// `spec.loadBalancerSourceRanges` (or its annotation) as IPv4 prefixes.
+/// IPv6 ranges admit no IPv4 client and are left out; a list of only IPv6
+/// ranges is refused, since an empty list would admit everyone.
+fn source_ranges(svc: &objects::Service) -> Result<Vec<Prefix4>, String> {
+    let (what, list): (&str, Vec<&str>) = if svc.spec.load_balancer_source_ranges.is_empty() {
+        match svc.metadata.annotations.get(ANNOTATION_SOURCE_RANGES) {
+            Some(a) => (
+                ANNOTATION_SOURCE_RANGES,
+                a.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .collect(),
+            ),
+            None => return Ok(Vec::new()),
+        }
+    } else {
+        (
+            "spec.loadBalancerSourceRanges",
+            svc.spec
+                .load_balancer_source_ranges
+                .iter()
+                .map(|s| s.trim())
+                .collect(),
+        )
+    };
+    let mut out = Vec::new();
+    for r in &list {
+        if r.contains(':') {
+            continue;
+        }
+        // The API server accepts host bits in these (kube-proxy masks them).
+        let (addr, len) = r.split_once('/').unwrap_or((r, "32"));
+        let prefix = addr
+            .parse::<Ipv4Addr>()
+            .ok()
+            .zip(len.parse::<u8>().ok().filter(|l| *l <= 32))
+            .map(|(a, l)| {
+                let p = Prefix4 { base: a, prefix: l };
+                Prefix4 {
+                    base: Ipv4Addr::from(u32::from(a) & p.mask()),
+                    prefix: l,
+                }
+            })
+            .ok_or_else(|| format!("{what}: {r:?} is not a CIDR like \"198.18.0.0/16\""))?;
+        out.push(prefix);
+    }
+    if out.is_empty() && !list.is_empty() {
+        return Err(format!(
+            "{what} lists only IPv6 ranges, which admit no IPv4 client; the Service is not served rather than opened to everyone"
+        ));
+    }
+    Ok(out)
 }
 
 fn problem(ns: &str, name: &str, reason: ProblemReason, message: String) -> Problem {
@@ -330,10 +420,39 @@ pub fn reconcile_with_nodes(
                     request: None,
                     held: None,
                     vip: None,
+                    share: None,
+                    ranges: Vec::new(),
+                    affinity: Affinity::None,
                 });
                 continue;
             }
         };
+        let (ranges, bad_ranges) = match source_ranges(&svc) {
+            Ok(r) => (r, false),
+            Err(msg) => {
+                problems.push(problem(ns, name, ProblemReason::BadSpec, msg));
+                (Vec::new(), true)
+            }
+        };
+        let affinity = match svc.spec.session_affinity.as_deref() {
+            None | Some("None") => Affinity::None,
+            Some("ClientIP") => Affinity::ClientIp,
+            Some(other) => {
+                problems.push(problem(
+                    ns,
+                    name,
+                    ProblemReason::BadSpec,
+                    format!("spec.sessionAffinity {other:?} is not \"None\" or \"ClientIP\"; using None"),
+                ));
+                Affinity::None
+            }
+        };
+        let share = svc
+            .metadata
+            .annotations
+            .get(ANNOTATION_SHARED_IP)
+            .filter(|k| !k.is_empty())
+            .cloned();
         let mode = match svc
             .metadata
             .annotations
@@ -390,10 +509,13 @@ pub fn reconcile_with_nodes(
             svc,
             mode,
             health,
-            bad: false,
-            request,
-            held,
+            bad: bad_ranges,
+            request: request.filter(|_| !bad_ranges),
+            held: held.filter(|_| !bad_ranges),
             vip: None,
+            share,
+            ranges,
+            affinity,
         });
     }
     ours.sort_by(|a, b| {
@@ -517,6 +639,8 @@ pub fn reconcile_with_nodes(
                     vxlan_port: crate::model::DEFAULT_VXLAN_PORT,
                     vni,
                     mss_clamp: (o.mode == Mode::Vxlan).then_some(crate::model::DEFAULT_VXLAN_MSS),
+                    source_ranges: o.ranges.clone(),
+                    affinity: o.affinity,
                 });
             }
         }
@@ -559,15 +683,23 @@ pub fn reconcile_with_nodes(
     }
 }
 
-/// The three allocation passes (module documentation, "VIPs").
+/// The three allocation passes (module documentation, "VIPs"). A VIP may
+/// have several holders when they share it ([`ANNOTATION_SHARED_IP`]).
 fn allocate(ours: &mut [Ours], settings: &KubeSettings, problems: &mut Vec<Problem>) {
-    let mut taken: BTreeMap<Ipv4Addr, usize> = BTreeMap::new();
+    let mut taken: BTreeMap<Ipv4Addr, Vec<usize>> = BTreeMap::new();
+    // Whether ours[i] may join the holders of `ip` (none, or all sharing).
+    let fits = |ours: &[Ours], taken: &BTreeMap<Ipv4Addr, Vec<usize>>, i: usize, ip: Ipv4Addr| {
+        taken.get(&ip).is_none_or(|h| {
+            let holders: Vec<&Ours> = h.iter().map(|&j| &ours[j]).collect();
+            ours[i].shares_with(&holders)
+        })
+    };
     // 1. sticky
-    for (i, o) in ours.iter_mut().enumerate() {
-        if let Some(h) = o.held {
-            if let std::collections::btree_map::Entry::Vacant(e) = taken.entry(h) {
-                e.insert(i);
-                o.vip = Some(h);
+    for i in 0..ours.len() {
+        if let Some(h) = ours[i].held {
+            if fits(ours, &taken, i, h) {
+                taken.entry(h).or_default().push(i);
+                ours[i].vip = Some(h);
             }
         }
     }
@@ -588,32 +720,44 @@ fn allocate(ours: &mut [Ours], settings: &KubeSettings, problems: &mut Vec<Probl
                     pools.join(", ")
                 ),
             ));
-        } else if let Some(&j) = taken.get(&r) {
+        } else if !fits(ours, &taken, i, r) {
+            let holders: Vec<String> = taken[&r]
+                .iter()
+                .map(|&j| format!("{}/{}", ours[j].namespace, ours[j].name))
+                .collect();
             problems.push(problem(
                 &o.namespace,
                 &o.name,
                 ProblemReason::VipInUse,
                 format!(
-                    "requested VIP {r} is used by Service {}/{}; request another address or remove the request",
-                    ours[j].namespace, ours[j].name
+                    "requested VIP {r} is used by Service {}; request another address, or give every Service on it the annotation {ANNOTATION_SHARED_IP} with one value and ports that differ",
+                    holders.join(", ")
                 ),
             ));
         } else {
-            taken.insert(r, i);
+            taken.entry(r).or_default().push(i);
             ours[i].vip = Some(r);
         }
     }
-    // 3. pool: addresses in ascending order per pool, so a single cursor
-    // finds each next lowest free one.
+    // 3. pool: a sharing Service first joins an address its partners hold
+    // (as MetalLB does); otherwise the lowest free address, pools in
+    // ascending order, so a single cursor finds each next one.
     let mut candidates = settings.vip_pools.iter().flat_map(|p| p.addresses());
-    for (i, o) in ours.iter_mut().enumerate() {
+    for i in 0..ours.len() {
+        let o = &ours[i];
         if o.request.is_some() || o.vip.is_some() || o.bad {
             continue;
         }
-        match candidates.find(|a| !taken.contains_key(a)) {
+        let partner = o.share.as_ref().and_then(|_| {
+            taken
+                .keys()
+                .copied()
+                .find(|ip| settings.in_pool(*ip) && fits(ours, &taken, i, *ip))
+        });
+        match partner.or_else(|| candidates.find(|a| !taken.contains_key(a))) {
             Some(a) => {
-                taken.insert(a, i);
-                o.vip = Some(a);
+                taken.entry(a).or_default().push(i);
+                ours[i].vip = Some(a);
             }
             None => {
                 let pools: Vec<String> = settings.vip_pools.iter().map(|p| p.to_string()).collect();
@@ -1472,5 +1616,137 @@ mod tests {
             odd.is_ascii() && odd.starts_with("default.w_b.http_"),
             "{odd}"
         );
+    }
+
+    fn tcp_port(n: i64) -> Value {
+        json!([{"name": format!("p{n}"), "protocol": "TCP", "port": n}])
+    }
+
+    #[test]
+    fn services_with_one_sharing_key_and_distinct_ports_share_a_vip() {
+        let a = annotate(
+            service("default", "a", T0, tcp_port(80)),
+            ANNOTATION_SHARED_IP,
+            "k",
+        );
+        let b = annotate(
+            service("default", "b", T1, tcp_port(443)),
+            ANNOTATION_SHARED_IP,
+            "k",
+        );
+        // Same key, same port: may not share; gets its own address.
+        let c = annotate(
+            service("default", "c", T2, tcp_port(80)),
+            ANNOTATION_SHARED_IP,
+            "k",
+        );
+        let r = run(&[a, b, c], &[]);
+        let vip = |n: &str| r.allocations.get("default", n);
+        assert_eq!(vip("a"), Some(ip("198.18.0.100")));
+        assert_eq!(vip("b"), Some(ip("198.18.0.100")), "joins its partner");
+        assert_eq!(vip("c"), Some(ip("198.18.0.101")));
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        let listeners: BTreeSet<(Ipv4Addr, u16)> =
+            r.services.iter().map(|s| (s.vip, s.port)).collect();
+        assert_eq!(listeners.len(), 3);
+
+        // A request for a held VIP without the key (or with another) is in use.
+        let a = annotate(
+            service("default", "a", T0, tcp_port(80)),
+            ANNOTATION_SHARED_IP,
+            "k",
+        );
+        let mut d = annotate(
+            service("default", "d", T1, tcp_port(443)),
+            ANNOTATION_SHARED_IP,
+            "other",
+        );
+        d["spec"]["loadBalancerIP"] = json!("198.18.0.100");
+        let mut e = service("default", "e", T2, tcp_port(8080));
+        e["spec"]["loadBalancerIP"] = json!("198.18.0.100");
+        let r = run(&[with_status(a, &["198.18.0.100"]), d, e], &[]);
+        assert_eq!(
+            reasons(&r),
+            vec![
+                ("d", ProblemReason::VipInUse),
+                ("e", ProblemReason::VipInUse)
+            ]
+        );
+        assert!(
+            r.problems[0].message.contains(ANNOTATION_SHARED_IP),
+            "{}",
+            r.problems[0].message
+        );
+
+        // A request with the key and a free port joins; sticky after a restart.
+        let a = annotate(
+            service("default", "a", T0, tcp_port(80)),
+            ANNOTATION_SHARED_IP,
+            "k",
+        );
+        let mut f = annotate(
+            service("default", "f", T1, tcp_port(53)),
+            ANNOTATION_SHARED_IP,
+            "k",
+        );
+        f["spec"]["loadBalancerIP"] = json!("198.18.0.100");
+        let r = run(
+            &[
+                with_status(a, &["198.18.0.100"]),
+                with_status(f, &["198.18.0.100"]),
+            ],
+            &[],
+        );
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        assert_eq!(r.allocations.get("default", "f"), Some(ip("198.18.0.100")));
+    }
+
+    #[test]
+    fn source_ranges_and_session_affinity_reach_the_service() {
+        let mut s = web("default", "web", T0);
+        s["spec"]["loadBalancerSourceRanges"] =
+            json!(["198.18.1.0/24", "198.18.2.7/16", "2001:2::/48"]);
+        s["spec"]["sessionAffinity"] = json!("ClientIP");
+        let r = run(
+            &[s],
+            &[http_slice(
+                "default",
+                "web",
+                "web-1",
+                8080,
+                &["198.18.0.21"],
+            )],
+        );
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        let c = &r.services[0];
+        let ranges: Vec<String> = c.source_ranges.iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            ranges,
+            ["198.18.1.0/24", "198.18.0.0/16"],
+            "host bits masked, IPv6 left out"
+        );
+        assert_eq!(c.affinity, Affinity::ClientIp);
+        assert!(c.admits(ip("198.18.200.1")) && !c.admits(ip("198.19.0.1")));
+
+        // The annotation spelling, read when the field is empty.
+        let s = annotate(
+            web("default", "web", T0),
+            ANNOTATION_SOURCE_RANGES,
+            "198.18.5.0/24, 198.18.6.0/24",
+        );
+        let r = run(&[s], &[]);
+        assert_eq!(r.services[0].source_ranges.len(), 2);
+        assert_eq!(r.services[0].affinity, Affinity::None);
+
+        // Only IPv6 ranges, or garbage: not served (never opened to all), status cleared.
+        for bad in [json!(["2001:2::/48"]), json!(["nonsense"])] {
+            let mut s = with_status(web("default", "web", T0), &["198.18.0.100"]);
+            s["spec"]["loadBalancerSourceRanges"] = bad;
+            let r = run(&[s], &[]);
+            assert!(r.services.is_empty());
+            assert_eq!(reasons(&r), vec![("web", ProblemReason::BadSpec)]);
+            assert_eq!(r.status.len(), 1);
+            assert_eq!(r.status[0].ip, None);
+        }
     }
 }

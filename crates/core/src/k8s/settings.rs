@@ -1,10 +1,8 @@
 //! The `[kubernetes]` settings that the reconciler needs.
 
-use std::fmt;
 use std::net::Ipv4Addr;
-use std::str::FromStr;
 
-use crate::model::{ConfigError, Mode};
+use crate::model::{ConfigError, Mode, Prefix4};
 
 /// `spec.loadBalancerClass` that podlb serves unless configured otherwise.
 pub const DEFAULT_LOAD_BALANCER_CLASS: &str = "podlb.io/vip";
@@ -16,83 +14,7 @@ pub const DEFAULT_LOAD_BALANCER_CLASS: &str = "podlb.io/vip";
 /// there is no network or broadcast address to keep free. Every address of
 /// the pool is assignable, including the first and the last: a `/30` gives
 /// four VIPs, a `/32` one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct VipPool {
-    /// First address; its host bits (beyond `prefix`) are zero.
-    pub base: Ipv4Addr,
-    /// Prefix length, 0..=32.
-    pub prefix: u8,
-}
-
-impl VipPool {
-    /// Number of addresses in the pool (all assignable).
-    pub fn size(&self) -> u64 {
-        1u64 << (32 - u32::from(self.prefix))
-    }
-
-    fn mask(&self) -> u32 {
-        if self.prefix == 0 {
-            0
-        } else {
-            u32::MAX << (32 - u32::from(self.prefix))
-        }
-    }
-
-    /// Whether `ip` is one of the pool's addresses.
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        u32::from(ip) & self.mask() == u32::from(self.base)
-    }
-
-    /// The pool's addresses, lowest first.
-    pub fn addresses(&self) -> impl Iterator<Item = Ipv4Addr> {
-        let base = u64::from(u32::from(self.base));
-        // Every address of the range fits in 32 bits (size() ≤ 2^32 − base).
-        (base..base + self.size())
-            .filter_map(|a| u32::try_from(a).ok())
-            .map(Ipv4Addr::from)
-    }
-
-    fn overlaps(&self, other: &VipPool) -> bool {
-        self.contains(other.base) || other.contains(self.base)
-    }
-}
-
-impl fmt::Display for VipPool {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.base, self.prefix)
-    }
-}
-
-impl FromStr for VipPool {
-    type Err = String;
-
-    /// Parses `a.b.c.d/len`; a bare address means `/32`. The message says
-    /// what would be right.
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => {
-                let prefix: u8 = p
-                    .parse()
-                    .ok()
-                    .filter(|p| *p <= 32)
-                    .ok_or_else(|| format!("{s:?}: prefix length must be 0..=32"))?;
-                (a, prefix)
-            }
-            None => (s, 32),
-        };
-        let base: Ipv4Addr = addr
-            .parse()
-            .map_err(|_| format!("{s:?} is not an IPv4 pool; write it like \"198.18.0.100/30\""))?;
-        let pool = VipPool { base, prefix };
-        let aligned = Ipv4Addr::from(u32::from(base) & pool.mask());
-        if aligned != base {
-            return Err(format!(
-                "{s:?} has host bits set; the pool starting at a /{prefix} boundary is \"{aligned}/{prefix}\""
-            ));
-        }
-        Ok(pool)
-    }
-}
+pub type VipPool = Prefix4;
 
 /// Parses the `kubernetes.vip_pools` list. Errors name the element
 /// (`kubernetes.vip_pools[1]`); pools must not overlap.
