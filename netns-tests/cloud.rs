@@ -40,8 +40,9 @@
 use std::time::{Duration, Instant};
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
+use std::path::PathBuf;
 
-use podlb_lab::demo::{metric_value, Podlb, CLIENT, LB, LB2};
+use podlb_lab::demo::{lab_topology, metric_value, Attach, ConfigSpec, Podlb, CLIENT, LB, LB2};
 use podlb_lab::imds::{FakeImds, ImdsCredentials, ImdsSpec};
 use podlb_lab::netns::{self, Proc, Topology};
 use serde_json::Value;
@@ -124,8 +125,7 @@ fn start_cloud_lb(
     start_cloud_lb_env(topo, role, priority, peer, cloud, &env)
 }
 
-/// podlb with `env` added to its environment (a wrapper script: the
-/// harness starts processes with the test's own environment).
+/// podlb with `env` added to its environment.
 fn start_cloud_lb_env(
     topo: &Topology,
     role: &str,
@@ -134,7 +134,16 @@ fn start_cloud_lb_env(
     cloud: &str,
     env: &[(&str, &str)],
 ) -> Podlb {
-    let wrapper = topo.dir().join(format!("{role}-podlb.sh"));
+    let wrapper = podlb_with_env(topo, role, env);
+    let mut config = vrrp_config(priority, 100, Some(peer), false);
+    config.extra = cloud.to_string();
+    start_lb_with(topo, role, &config, &wrapper)
+}
+
+/// A script that runs podlb with `env` added (the harness starts processes
+/// with the test's own environment).
+fn podlb_with_env(topo: &Topology, label: &str, env: &[(&str, &str)]) -> PathBuf {
+    let wrapper = topo.dir().join(format!("{label}-podlb.sh"));
     let vars: Vec<String> = env.iter().map(|(k, v)| format!("{k}='{v}'")).collect();
     std::fs::write(
         &wrapper,
@@ -147,9 +156,7 @@ fn start_cloud_lb_env(
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut config = vrrp_config(priority, 100, Some(peer), false);
-    config.extra = cloud.to_string();
-    start_lb_with(topo, role, &config, &wrapper)
+    wrapper
 }
 
 fn aws_table(url: &str, eni: &str, alloc: &str) -> String {
@@ -538,4 +545,105 @@ fn cloud_aws_imds_credentials_refreshed_before_expiry() {
     );
     assert!(imds.token_puts() >= 2);
     stop_podlb(&lb1);
+}
+
+/// Kubernetes mode: the VIPs podlb allocates from its pool for Services of
+/// type LoadBalancer are claimed on the ENI as they appear (the mover
+/// follows each published snapshot's VIPs), not only the static ones.
+#[test]
+fn cloud_aws_claims_kubernetes_pool_vips() {
+    require_netns!("cloud_aws_claims_kubernetes_pool_vips");
+    use crate::kubernetes::{kube_table, lb_service, slice, start_api};
+    use podlb_lab::demo::BACKENDS;
+    let attach = Attach::from_name("af_packet").unwrap();
+    let topo = lab_topology(&attach).unwrap();
+    let be = topo.ns("be1").to_string();
+    let nginx = start_nginx(&topo, &be, "be1", "be1");
+    let (moto, url) = start_moto(&topo, None);
+    let ids = ec2(&topo, &url, &["setup", VIP_S]);
+    let (eni1, eni2, alloc) = (
+        ids["eni1"].as_str().unwrap(),
+        ids["eni2"].as_str().unwrap(),
+        ids["alloc"].as_str().unwrap(),
+    );
+    let api = start_api(&topo, CLIENT);
+    let kubeconfig = topo.dir().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig, "podlb-system").unwrap();
+    let mut config = ConfigSpec::lab(attach.clone(), "nat");
+    config.services.clear();
+    config.extra = format!(
+        "{}{}",
+        kube_table(&kubeconfig, ""),
+        aws_table(&url, eni1, alloc)
+    );
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "AKIDK8S"),
+        ("AWS_SECRET_ACCESS_KEY", "s"),
+    ];
+    let exe = podlb_with_env(&topo, "podlb", &env);
+    let podlb = Podlb::start(&topo, &lb_ns(&topo, &attach), &exe, &config).expect("podlb");
+    let _log = LogOnPanic(vec![moto, nginx, podlb.proc().clone()]);
+
+    let ips_on = |eni: &str| -> Vec<String> {
+        let st = ec2(&topo, &url, &["state", alloc, eni1, eni2]);
+        st["ips"][eni]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let wait_ip_on = |ip: &str| {
+        let t0 = Instant::now();
+        loop {
+            let have = ips_on(eni1);
+            if have.iter().any(|h| h == ip) {
+                return;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(15),
+                "{ip} not on {eni1}: {have:?}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    let ingress = |name: &str| -> String {
+        let t0 = Instant::now();
+        loop {
+            if let Some(ip) = api
+                .get("v1", "services", "default", name)
+                .and_then(|s| s.pointer("/status/loadBalancer/ingress/0/ip").cloned())
+                .and_then(|v| v.as_str().map(String::from))
+            {
+                return ip;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(15), "no VIP for {name}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let eps = [(BACKENDS[0], true, false)];
+    for (i, name) in ["web", "api"].iter().enumerate() {
+        api.create(
+            "v1",
+            "services",
+            lb_service("default", name, "podlb.io/vip", serde_json::json!({}), 80),
+        )
+        .unwrap();
+        api.create(
+            "discovery.k8s.io/v1",
+            "endpointslices",
+            slice("default", name, &format!("{name}-1"), &eps, 80),
+        )
+        .unwrap();
+        let vip = ingress(name);
+        eprintln!("{name}: VIP {vip}");
+        wait_ip_on(&vip);
+        assert_eq!(ips_on(eni1).len(), 2 + i, "{:?}", ips_on(eni1));
+    }
+    let cloud = podlb.status().unwrap().cloud.unwrap();
+    assert_eq!(cloud.state, "claimed", "{cloud:?}");
+    assert_eq!(failed_calls(&podlb), 0.0, "{cloud:?}");
+    stop_podlb(&podlb);
 }
