@@ -239,9 +239,13 @@ impl CloudHandle {
         let thread = std::thread::Builder::new()
             .name("podlb-cloud".into())
             .spawn(worker)?;
+        let mut vips = vips;
+        vips.sort_unstable();
+        vips.dedup();
         Ok(CloudHandle {
             tx,
             last: Mutex::new(None),
+            // (As set_vips keeps them: the first snapshot's same VIPs are no change.)
             last_vips: Mutex::new(vips),
             thread: Mutex::new(Some(thread)),
             view,
@@ -578,6 +582,37 @@ mod tests {
             "master 198.18.0.100,198.18.0.101 51 nohome arg1\nfault 198.18.0.100,198.18.0.101 51 nohome arg1\n"
         );
         assert_eq!(h.view.state(), "released");
+        h.stop(Duration::from_secs(2));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The VIPs of a later snapshot (Kubernetes pool VIPs) reach the next
+    /// run's `PODLB_VIP`.
+    #[test]
+    fn exec_gets_the_vips_served_now() {
+        let dir = std::env::temp_dir().join(format!("podlb-cloud-vips-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("out");
+        let script = format!("echo \"$PODLB_STATE $PODLB_VIP\" >> {}", out.display());
+        let h = exec(vec!["/bin/sh".into(), "-c".into(), script]);
+        let read = || std::fs::read_to_string(&out).unwrap_or_default();
+        h.set_role(Role::Backup);
+        wait_for("backup run", || read().lines().count() == 1);
+        // The same set in another order is no change.
+        h.set_vips(vec![
+            Ipv4Addr::new(198, 18, 0, 101),
+            Ipv4Addr::new(198, 18, 0, 100),
+        ]);
+        h.set_vips(vec![
+            Ipv4Addr::new(198, 18, 0, 102),
+            Ipv4Addr::new(198, 18, 0, 100),
+        ]);
+        h.set_role(Role::Master);
+        wait_for("master run", || read().lines().count() == 2);
+        assert_eq!(
+            read(),
+            "backup 198.18.0.100,198.18.0.101\nmaster 198.18.0.100,198.18.0.102\n"
+        );
         h.stop(Duration::from_secs(2));
         let _ = std::fs::remove_dir_all(&dir);
     }
