@@ -24,6 +24,11 @@ have sysctl  || need+=(procps)
 have keepalived || need+=(keepalived)
 have curl    || need+=(curl)
 have openssl || need+=(openssl)
+# The `image` test builds the container image (deploy/image/build.sh) and
+# runs it once: buildah, podman, and runc as podman's runtime.
+have buildah || need+=(buildah)
+have podman  || need+=(podman)
+have runc    || need+=(runc)
 
 # validate_deploy.py (the `deploy` test) checks deploy/kubernetes against the
 # Kubernetes schemas that this PyPI package ships; pinned so CI is repeatable.

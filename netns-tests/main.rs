@@ -17,6 +17,7 @@ mod floods;
 mod forwarding;
 mod harness;
 mod health;
+mod image;
 mod keepalived;
 mod kubernetes;
 mod l3;

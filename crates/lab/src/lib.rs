@@ -8,6 +8,7 @@
 
 pub mod demo;
 pub mod fakeapi;
+pub mod imds;
 pub mod kube;
 pub mod netns;
 pub mod topo;

@@ -118,7 +118,9 @@ pub struct AwsSettings {
     /// `https://ec2.<region>.amazonaws.com` unless overridden.
     pub endpoint_url: String,
     pub region: String,
-    pub network_interface_id: String,
+    /// This instance's ENI; `None`: found from the instance metadata (so
+    /// one ConfigMap serves replicas on different nodes).
+    pub network_interface_id: Option<String>,
     pub allocation_id: Option<String>,
     /// The secondary private IP to hold; `None`: every `[[service]]` VIP.
     pub private_ip: Option<Ipv4Addr>,
@@ -771,13 +773,8 @@ fn validate_cloud(c: RawCloud) -> Result<CloudSettings, ConfigError> {
             if c.command.is_some() {
                 return Err(err("cloud.command", "only for provider = \"exec\""));
             }
-            let Some(eni) = nonempty("network_interface_id", c.network_interface_id)? else {
-                return Err(err(
-                    "cloud.network_interface_id",
-                    "missing: the ENI of this instance (eni-...) is required with provider = \"aws\"",
-                ));
-            };
-            if !eni.starts_with("eni-") {
+            let eni = nonempty("network_interface_id", c.network_interface_id)?;
+            if let Some(eni) = eni.as_ref().filter(|e| !e.starts_with("eni-")) {
                 return Err(err(
                     "cloud.network_interface_id",
                     format!("{eni:?} is not an ENI id like eni-0123456789abcdef0"),
@@ -1752,6 +1749,7 @@ backends = [
                 assert_eq!(a.endpoint_url, "https://ec2.eu-west-1.amazonaws.com");
                 assert_eq!(a.allocation_id.as_deref(), Some("eipalloc-2"));
                 assert_eq!(a.private_ip, None);
+                assert_eq!(a.network_interface_id.as_deref(), Some("eni-1"));
             }
             p => panic!("{p:?}"),
         }
@@ -1773,8 +1771,13 @@ backends = [
         let aws = "provider = \"aws\"\nregion = \"us-east-1\"\nnetwork_interface_id = \"eni-1\"";
         assert_eq!(k("region = \"us-east-1\""), "cloud.provider");
         assert_eq!(k("provider = \"gcp\""), "cloud.provider");
+        // Without an ENI it is found from the instance metadata.
+        assert!(Config::parse(&format!(
+            "{GOOD}[cloud]\nprovider = \"aws\"\nregion = \"us-east-1\"\n"
+        ))
+        .is_ok());
         assert_eq!(
-            k("provider = \"aws\"\nregion = \"us-east-1\""),
+            k("provider = \"aws\"\nregion = \"us-east-1\"\nnetwork_interface_id = \"x\""),
             "cloud.network_interface_id"
         );
         assert_eq!(

@@ -264,6 +264,12 @@ pub struct CloudStatus {
     pub errors: u64,
     pub last_ok: Option<String>,
     pub last_error: Option<String>,
+    /// AWS: where the credentials come from, and when they expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<String>,
+    /// AWS: the ENI claimed for (configured, or from the instance metadata).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eni: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

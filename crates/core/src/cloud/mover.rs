@@ -20,6 +20,15 @@
 //! - An error (credentials, API error, network) is retried after a back-off
 //!   that doubles from [`BACKOFF_MIN`] to [`BACKOFF_MAX`]; any success
 //!   resets it.
+//! - Without a configured ENI, the first call (in any role, so a backup is
+//!   ready to claim at once) asks the instance metadata for this
+//!   instance's ENI ([`Call::FindInterface`]); no claim or check goes out
+//!   before it is known.
+//! - The private IPs to hold may change while running (Kubernetes
+//!   allocates pool VIPs; a reload changes the services:
+//!   [`Mover::set_ips`]). A master claims again as soon as one is added,
+//!   unless it is backing off after an error (the retry claims everything);
+//!   a removed IP is only no longer checked (nothing is released).
 
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
@@ -29,6 +38,11 @@ use std::time::{Duration, Instant};
 pub const BACKOFF_MIN: Duration = Duration::from_millis(500);
 /// Longest retry delay.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// The back-off after `d`: twice as long, at most [`BACKOFF_MAX`].
+pub fn doubled(d: Duration) -> Duration {
+    (d * 2).min(BACKOFF_MAX)
+}
 
 /// Mastership as the engine reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,14 +75,18 @@ pub enum Call {
     DescribeAddresses,
     /// Check: which private IPs our ENI has.
     DescribeNetworkInterfaces,
+    /// This instance's ENI from the instance metadata (`mac`, then
+    /// `network/interfaces/macs/<mac>/interface-id`).
+    FindInterface,
 }
 
 /// The API action names, in the order of the metrics' `action` label.
-pub const ACTIONS: [&str; 4] = [
+pub const ACTIONS: [&str; 5] = [
     "AssignPrivateIpAddresses",
     "AssociateAddress",
     "DescribeAddresses",
     "DescribeNetworkInterfaces",
+    "InstanceMetadata",
 ];
 
 impl Call {
@@ -81,6 +99,7 @@ impl Call {
             Call::AssociateAddress => 1,
             Call::DescribeAddresses => 2,
             Call::DescribeNetworkInterfaces => 3,
+            Call::FindInterface => 4,
         }
     }
     /// Whether the call changes where the address goes (only a master may
@@ -99,6 +118,8 @@ pub enum Outcome {
     EipOwner(Option<String>),
     /// `DescribeNetworkInterfaces`: the private IPs on our ENI.
     Ips(Vec<Ipv4Addr>),
+    /// `FindInterface`: this instance's ENI.
+    Interface(String),
 }
 
 /// A failed call: the API's error code and message, or a transport error
@@ -118,8 +139,8 @@ impl std::fmt::Display for ApiError {
 /// What the mover should claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Targets {
-    /// This instance's ENI.
-    pub eni: String,
+    /// This instance's ENI; `None`: find it from the instance metadata.
+    pub eni: Option<String>,
     /// Move an Elastic IP (its allocation id is the client's business).
     pub eip: bool,
     /// Secondary private IPs to hold on the ENI.
@@ -147,6 +168,8 @@ pub enum Note {
     Lost(String),
     /// The call failed; retrying after `retry_in`.
     Failed { retry_in: Duration },
+    /// This instance's ENI was found.
+    Interface(String),
     /// The answer belongs to an earlier mastership: ignored, not retried.
     Stale,
 }
@@ -160,6 +183,10 @@ pub struct Mover {
     plan: VecDeque<Call>,
     in_flight: bool,
     need_claim: bool,
+    /// Bumped when the IPs to hold change; a round planned under an older
+    /// one does not count as a claim of the new set.
+    targets_gen: u64,
+    round_gen: u64,
     next_at: Instant,
     backoff: Duration,
     owned: bool,
@@ -177,6 +204,8 @@ impl Mover {
             plan: VecDeque::new(),
             in_flight: false,
             need_claim: false,
+            targets_gen: 0,
+            round_gen: 0,
             next_at: now,
             backoff: BACKOFF_MIN,
             owned: false,
@@ -185,6 +214,37 @@ impl Mover {
 
     pub fn role(&self) -> Role {
         self.role
+    }
+
+    /// This instance's ENI, once known.
+    pub fn eni(&self) -> Option<&str> {
+        self.targets.eni.as_deref()
+    }
+
+    /// The secondary private IPs held now.
+    pub fn ips(&self) -> &[Ipv4Addr] {
+        &self.targets.ips
+    }
+
+    /// The private IPs to hold from now on. An added one makes a master
+    /// claim at once (after the call in flight), unless it is backing off.
+    pub fn set_ips(&mut self, ips: Vec<Ipv4Addr>, now: Instant) {
+        if ips == self.targets.ips {
+            return;
+        }
+        let added = ips.iter().any(|ip| !self.targets.ips.contains(ip));
+        self.targets.ips = ips;
+        self.targets_gen += 1;
+        if !added || self.role != Role::Master {
+            return;
+        }
+        self.plan.clear();
+        self.owned = false;
+        self.need_claim = true;
+        if self.backoff == BACKOFF_MIN {
+            // Not backing off (the last answer was a success).
+            self.next_at = self.next_at.min(now);
+        }
     }
 
     /// Whether the last claim or check found everything ours (and we are
@@ -208,13 +268,27 @@ impl Mover {
 
     /// The next call to make now, if any.
     pub fn poll(&mut self, now: Instant) -> Option<Ticket> {
-        if self.in_flight || self.role != Role::Master {
+        if self.in_flight {
+            return None;
+        }
+        if self.targets.eni.is_none() {
+            if now < self.next_at {
+                return None;
+            }
+            self.in_flight = true;
+            return Some(Ticket {
+                call: Call::FindInterface,
+                epoch: self.epoch,
+            });
+        }
+        if self.role != Role::Master {
             return None;
         }
         if self.plan.is_empty() {
             if now < self.next_at {
                 return None;
             }
+            self.round_gen = self.targets_gen;
             self.plan = if self.need_claim {
                 self.claim_calls()
             } else {
@@ -252,7 +326,8 @@ impl Mover {
     /// role change or an answer).
     pub fn next_deadline(&self) -> Option<Instant> {
         // (Mid-round, `next_at` is already past: the rest goes out at once.)
-        (self.role == Role::Master && !self.in_flight).then_some(self.next_at)
+        let busy = self.role == Role::Master || self.targets.eni.is_none();
+        (busy && !self.in_flight).then_some(self.next_at)
     }
 
     /// The answer to `t`.
@@ -263,6 +338,10 @@ impl Mover {
         now: Instant,
     ) -> Note {
         self.in_flight = false;
+        if t.call == Call::FindInterface {
+            // Not a claim: its answer holds whatever the role now.
+            return self.on_interface(result, now);
+        }
         if t.epoch != self.epoch || self.role != Role::Master {
             return Note::Stale;
         }
@@ -274,15 +353,12 @@ impl Mover {
                 if t.call.is_claim() {
                     self.need_claim = true;
                 }
-                let retry_in = self.backoff;
-                self.next_at = now + retry_in;
-                self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
-                return Note::Failed { retry_in };
+                return self.back_off(now);
             }
         };
         let lost = match (&t.call, outcome) {
             (Call::DescribeAddresses, Outcome::EipOwner(owner)) => {
-                (owner.as_deref() != Some(self.targets.eni.as_str())).then(|| {
+                (owner.as_deref() != self.targets.eni.as_deref()).then(|| {
                     format!(
                         "Elastic IP associated with {}",
                         owner.as_deref().unwrap_or("nothing")
@@ -297,8 +373,13 @@ impl Mover {
                     .filter(|ip| !have.contains(ip))
                     .map(|ip| ip.to_string())
                     .collect();
-                (!missing.is_empty())
-                    .then(|| format!("{} not on {}", missing.join(","), self.targets.eni))
+                (!missing.is_empty()).then(|| {
+                    format!(
+                        "{} not on {}",
+                        missing.join(","),
+                        self.targets.eni.as_deref().unwrap_or("?")
+                    )
+                })
             }
             _ => None,
         };
@@ -313,6 +394,11 @@ impl Mover {
         if !self.plan.is_empty() {
             return Note::Progress;
         }
+        if self.round_gen != self.targets_gen && self.need_claim {
+            // The IPs changed during this round: claim the new set now.
+            self.next_at = now;
+            return Note::Progress;
+        }
         self.owned = true;
         self.next_at = now + self.interval;
         if std::mem::take(&mut self.need_claim) {
@@ -320,6 +406,27 @@ impl Mover {
         } else {
             Note::Verified
         }
+    }
+
+    fn on_interface(&mut self, result: Result<Outcome, ApiError>, now: Instant) -> Note {
+        match result {
+            Ok(Outcome::Interface(eni)) => {
+                self.targets.eni = Some(eni.clone());
+                self.backoff = BACKOFF_MIN;
+                self.next_at = now;
+                Note::Interface(eni)
+            }
+            // (Any other outcome cannot answer it: a failure too.)
+            _ => self.back_off(now),
+        }
+    }
+
+    /// A failure: the next call waits the back-off, which doubles.
+    fn back_off(&mut self, now: Instant) -> Note {
+        let retry_in = self.backoff;
+        self.next_at = now + retry_in;
+        self.backoff = doubled(retry_in);
+        Note::Failed { retry_in }
     }
 
     fn claim_calls(&self) -> VecDeque<Call> {
@@ -359,7 +466,7 @@ mod tests {
     fn mover(t0: Instant) -> Mover {
         Mover::new(
             Targets {
-                eni: "eni-a".into(),
+                eni: Some("eni-a".into()),
                 eip: true,
                 ips: vec![VIP],
             },
@@ -523,11 +630,151 @@ mod tests {
     }
 
     #[test]
+    fn the_eni_is_found_first_in_any_role() {
+        let t0 = Instant::now();
+        let mut m = Mover::new(
+            Targets {
+                eni: None,
+                eip: true,
+                ips: vec![VIP],
+            },
+            IV,
+            t0,
+        );
+        // A backup looks its ENI up too (and claims nothing).
+        let t = m.poll(t0).unwrap();
+        assert_eq!(t.call, Call::FindInterface);
+        assert!(!t.call.is_claim());
+        assert_eq!(m.poll(t0), None, "one call at a time");
+        let fail = ApiError {
+            code: "Transport".into(),
+            message: "IMDS unreachable".into(),
+        };
+        assert_eq!(
+            m.on_result(t, Err(fail.clone()), t0),
+            Note::Failed {
+                retry_in: BACKOFF_MIN
+            }
+        );
+        assert_eq!(m.next_deadline(), Some(t0 + BACKOFF_MIN));
+        // Master meanwhile: still no claim before the ENI is known.
+        m.set_role(Role::Master, t0);
+        let t = m.poll(t0).unwrap();
+        assert_eq!(t.call, Call::FindInterface);
+        // The answer holds across a role change.
+        m.set_role(Role::Backup, t0);
+        m.set_role(Role::Master, t0);
+        assert_eq!(
+            m.on_result(t, Ok(Outcome::Interface("eni-a".into())), t0),
+            Note::Interface("eni-a".into())
+        );
+        assert_eq!(m.eni(), Some("eni-a"));
+        assert_eq!(
+            drain_ok(&mut m, t0),
+            [Call::AssignPrivateIp(VIP), Call::AssociateAddress]
+        );
+        assert!(m.owned());
+        // A wrong outcome is a failure, not an ENI.
+        let mut m = Mover::new(
+            Targets {
+                eni: None,
+                eip: false,
+                ips: vec![],
+            },
+            IV,
+            t0,
+        );
+        let t = m.poll(t0).unwrap();
+        assert!(matches!(
+            m.on_result(t, Ok(Outcome::Done), t0),
+            Note::Failed { .. }
+        ));
+        assert_eq!(m.eni(), None);
+    }
+
+    #[test]
+    fn an_added_ip_is_claimed_at_once_a_removed_one_only_unchecked() {
+        let t0 = Instant::now();
+        let vip2 = Ipv4Addr::new(10, 0, 0, 101);
+        let mut m = mover(t0);
+        m.set_role(Role::Master, t0);
+        drain_ok(&mut m, t0);
+        // Mid-interval, a pool VIP is allocated: claimed now, not in 5 s.
+        let t1 = t0 + Duration::from_secs(1);
+        m.set_ips(vec![VIP, vip2], t1);
+        assert!(!m.owned());
+        assert_eq!(m.next_deadline(), Some(t1));
+        let calls = {
+            let mut calls = Vec::new();
+            while let Some(t) = m.poll(t1) {
+                let o = match t.call {
+                    Call::AssignPrivateIp(_) | Call::AssociateAddress => Outcome::Done,
+                    ref c => panic!("{c:?}"),
+                };
+                calls.push(t.call.clone());
+                m.on_result(t, Ok(o), t1);
+            }
+            calls
+        };
+        assert_eq!(
+            calls,
+            [
+                Call::AssignPrivateIp(VIP),
+                Call::AssignPrivateIp(vip2),
+                Call::AssociateAddress
+            ]
+        );
+        assert!(m.owned());
+        // Removing one changes only what is checked.
+        m.set_ips(vec![vip2], t1);
+        assert!(m.owned());
+        assert_eq!(m.next_deadline(), Some(t1 + IV));
+        let t = m.poll(t1 + IV).unwrap();
+        assert_eq!(t.call, Call::DescribeNetworkInterfaces);
+        assert_eq!(
+            m.on_result(t, Ok(Outcome::Ips(vec![vip2])), t1 + IV),
+            Note::Progress
+        );
+
+        // Added while a claim is in flight: that round does not count, the
+        // new set is claimed right after.
+        let mut m = mover(t0);
+        m.set_role(Role::Master, t0);
+        let t = m.poll(t0).unwrap();
+        assert_eq!(t.call, Call::AssignPrivateIp(VIP));
+        m.set_ips(vec![VIP, vip2], t0);
+        assert_eq!(m.on_result(t, Ok(Outcome::Done), t0), Note::Progress);
+        assert!(!m.owned());
+        let calls = drain_ok(&mut m, t0);
+        assert!(calls.contains(&Call::AssignPrivateIp(vip2)), "{calls:?}");
+        assert!(m.owned());
+
+        // Added while backing off: the retry (a full claim) takes it.
+        let mut m = mover(t0);
+        m.set_role(Role::Master, t0);
+        let t = m.poll(t0).unwrap();
+        m.on_result(t, err(), t0);
+        m.set_ips(vec![VIP, vip2], t0);
+        assert_eq!(m.poll(t0), None, "the back-off holds");
+        let calls = drain_ok(&mut m, t0 + BACKOFF_MIN);
+        assert_eq!(
+            calls[..2],
+            [Call::AssignPrivateIp(VIP), Call::AssignPrivateIp(vip2)]
+        );
+
+        // A backup only remembers them.
+        let mut m = mover(t0);
+        m.set_ips(vec![vip2], t0);
+        assert_eq!(m.poll(t0), None);
+        assert_eq!(m.ips(), [vip2]);
+    }
+
+    #[test]
     fn nothing_to_move_is_owned() {
         let t0 = Instant::now();
         let mut m = Mover::new(
             Targets {
-                eni: "eni-a".into(),
+                eni: Some("eni-a".into()),
                 eip: false,
                 ips: vec![],
             },

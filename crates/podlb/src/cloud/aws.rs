@@ -1,6 +1,7 @@
-//! The EC2 side of the mover: credentials from the environment, the four
-//! Query API actions as signed POSTs, and their answers read back into
-//! [`Outcome`]s.
+//! The EC2 side of the mover: the four Query API actions as signed POSTs
+//! (with credentials from [`super::credentials`], fetched again before they
+//! expire), the ENI lookup in the instance metadata, and their answers read
+//! back into [`Outcome`]s.
 //!
 //! Losing mastership does not call `UnassignPrivateIpAddresses` or
 //! `DisassociateAddress`: the new master's `AllowReassignment=true` /
@@ -10,8 +11,9 @@
 //! leaves a window with the address nowhere. See docs/decisions.md.
 
 use std::net::Ipv4Addr;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
+use super::credentials::{CredentialCache, Imds, Provider};
 use super::http::{self, Endpoint};
 use super::mover::{ApiError, Call, Outcome};
 use super::sigv4::{self, Credentials};
@@ -19,17 +21,6 @@ use super::xml;
 
 /// One HTTP exchange is bounded by this (connect, and each read/write).
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Credentials from `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and
-/// (optional) `AWS_SESSION_TOKEN`.
-pub fn credentials_from_env() -> Option<Credentials> {
-    let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    Some(Credentials {
-        access_key_id: get("AWS_ACCESS_KEY_ID")?,
-        secret_access_key: get("AWS_SECRET_ACCESS_KEY")?,
-        session_token: get("AWS_SESSION_TOKEN"),
-    })
-}
 
 /// `AWS_REGION`, else `AWS_DEFAULT_REGION`.
 pub fn region_from_env() -> Option<String> {
@@ -41,7 +32,8 @@ pub fn region_from_env() -> Option<String> {
 /// What to move where.
 #[derive(Debug, Clone)]
 pub struct AwsTarget {
-    pub network_interface_id: String,
+    /// `None` until found in the instance metadata.
+    pub network_interface_id: Option<String>,
     pub allocation_id: Option<String>,
     /// Associate the Elastic IP with this private IP of the ENI (`None`:
     /// the ENI's primary address).
@@ -50,7 +42,7 @@ pub struct AwsTarget {
 
 /// The Query parameters of `call` (after `Action` and `Version`).
 pub fn params(call: &Call, t: &AwsTarget) -> Vec<(&'static str, String)> {
-    let eni = t.network_interface_id.clone();
+    let eni = t.network_interface_id.clone().unwrap_or_default();
     let alloc = t.allocation_id.clone().unwrap_or_default();
     match call {
         Call::AssignPrivateIp(ip) => vec![
@@ -71,6 +63,7 @@ pub fn params(call: &Call, t: &AwsTarget) -> Vec<(&'static str, String)> {
         }
         Call::DescribeAddresses => vec![("AllocationId.1", alloc)],
         Call::DescribeNetworkInterfaces => vec![("NetworkInterfaceId.1", eni)],
+        Call::FindInterface => vec![],
     }
 }
 
@@ -129,23 +122,48 @@ pub fn parse(call: &Call, status: u16, body: &str) -> Result<Outcome, ApiError> 
                 .collect();
             Ok(Outcome::Ips(ips))
         }
+        Call::FindInterface => Err(ApiError {
+            code: "BadCall".into(),
+            message: "FindInterface is not an EC2 call".into(),
+        }),
     }
 }
 
-/// Signs and sends EC2 Query calls.
+/// Signs and sends EC2 Query calls; asks the instance metadata.
 pub struct AwsClient {
     pub endpoint: Endpoint,
     pub region: String,
-    pub credentials: Option<Credentials>,
+    pub provider: Provider,
+    pub imds: Imds,
+    pub credentials: CredentialCache<Credentials>,
     pub target: AwsTarget,
 }
 
 impl AwsClient {
-    pub fn call(&self, call: &Call) -> Result<Outcome, ApiError> {
-        let Some(creds) = &self.credentials else {
+    /// Fetches credentials now; on success the cache holds them, on
+    /// failure it backs off (and keeps what it holds while usable).
+    pub fn fetch_credentials(&mut self) -> Result<Option<Duration>, ApiError> {
+        match self.provider.fetch(&mut self.imds) {
+            Ok(f) => {
+                self.credentials
+                    .on_fetched(Instant::now(), f.creds, f.valid_for);
+                Ok(f.valid_for)
+            }
+            Err(e) => {
+                self.credentials.on_failed(Instant::now());
+                Err(e)
+            }
+        }
+    }
+
+    pub fn call(&mut self, call: &Call) -> Result<Outcome, ApiError> {
+        if *call == Call::FindInterface {
+            return self.imds.interface_id().map(Outcome::Interface);
+        }
+        let Some(creds) = self.credentials.usable(Instant::now()) else {
             return Err(ApiError {
                 code: "NoCredentials".into(),
-                message: "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY".into(),
+                message: format!("no usable credentials from {}", self.provider.source.name()),
             });
         };
         let p = params(call, &self.target);
@@ -174,7 +192,7 @@ mod tests {
 
     fn target() -> AwsTarget {
         AwsTarget {
-            network_interface_id: "eni-0a".into(),
+            network_interface_id: Some("eni-0a".into()),
             allocation_id: Some("eipalloc-1".into()),
             associate_private_ip: None,
         }

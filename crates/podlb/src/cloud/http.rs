@@ -1,4 +1,4 @@
-//! The cloud API's HTTP: one blocking POST per connection (`Connection:
+//! The cloud API's HTTP: one blocking request per connection (`Connection:
 //! close`) on [`crate::http::client`], over TCP for `http://` (a local
 //! emulator such as moto) or rustls for `https://` (the platform's
 //! verifier), with a connect and an exchange timeout. It runs on the
@@ -101,6 +101,19 @@ pub fn post(
     body: &str,
     timeout: Duration,
 ) -> Result<Response, String> {
+    request(Method::POST, ep, &ep.path, headers, body, timeout)
+}
+
+/// Any method to `path` on `ep`'s host (the instance metadata's PUT and
+/// GETs); otherwise as [`post`].
+pub fn request(
+    method: Method,
+    ep: &Endpoint,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &str,
+    timeout: Duration,
+) -> Result<Response, String> {
     let addrs: Vec<_> = (ep.host.as_str(), ep.port)
         .to_socket_addrs()
         .map_err(|e| format!("resolve {}: {e}", ep.host))?
@@ -134,7 +147,7 @@ pub fn post(
             client::Conn::handshake(tcp).await
         }
         .map_err(|e| e.to_string())?;
-        let mut req = client::request(Method::POST, &ep.path, &ep.host_header())
+        let mut req = client::request(method, path, &ep.host_header())
             .header(header::CONNECTION, "close")
             .header(header::USER_AGENT, USER_AGENT);
         for (k, v) in headers {

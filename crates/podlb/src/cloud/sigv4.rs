@@ -166,7 +166,12 @@ pub fn uri_encode(s: &str) -> String {
 /// The form body of an EC2 Query request: `Action`, `Version`, then the
 /// parameters in the order given.
 pub fn ec2_body(action: &str, params: &[(&str, &str)]) -> String {
-    let mut body = format!("Action={}&Version={EC2_API_VERSION}", uri_encode(action));
+    query_body(action, EC2_API_VERSION, params)
+}
+
+/// The form body of a Query API request (EC2, STS) of API `version`.
+pub fn query_body(action: &str, version: &str, params: &[(&str, &str)]) -> String {
+    let mut body = format!("Action={}&Version={version}", uri_encode(action));
     for (k, v) in params {
         body.push('&');
         body.push_str(&uri_encode(k));

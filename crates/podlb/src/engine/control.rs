@@ -339,6 +339,10 @@ impl Control {
         let old_vips: HashSet<Ipv4Addr> = sh.snapshot.load().vips().collect();
         let fresh: Vec<Ipv4Addr> = p.item.vips().filter(|v| !old_vips.contains(v)).collect();
         let generation = p.item.generation;
+        if let Some(c) = &self.view.cloud {
+            // Kubernetes pool VIPs and reloaded services are claimed too.
+            c.set_vips(p.item.vips().collect());
+        }
         sh.snapshot.store(Arc::new(p.item));
         if let Some(t) = p.event_at {
             self.view
