@@ -24,6 +24,8 @@ have sysctl  || need+=(procps)
 have keepalived || need+=(keepalived)
 have curl    || need+=(curl)
 have openssl || need+=(openssl)
+# promtool checks and unit-tests deploy/prometheus/podlb-rules.yaml (netns-tests/ops.rs).
+have promtool || need+=(prometheus)
 
 # validate_deploy.py (the `deploy` test) checks deploy/kubernetes against the
 # Kubernetes schemas that this PyPI package ships; pinned so CI is repeatable.
