@@ -21,6 +21,7 @@ mod keepalived;
 mod kubernetes;
 mod l3;
 mod malformed;
+mod ops;
 mod privileges;
 mod realkube;
 mod reload;
