@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use podlb_lab::demo::{
-    lab_topology, metric_sum, Attach, ConfigSpec, Podlb, ADMIN, BACKENDS, CLIENT, LB,
+    lab_topology, metric_sum, Attach, ConfigSpec, Podlb, VrrpSpec, ADMIN, BACKENDS, CLIENT, LB,
 };
 use podlb_lab::netns::{self, HttpConn, Topology};
 
@@ -128,8 +128,7 @@ fn hold_slow_clients(n: usize, sources: &[Ipv4Addr], to: SocketAddr, stop: &Atom
                             sent += 1;
                         }
                         // The server closing the connection ends the read.
-                        match tokio::time::timeout(Duration::from_secs(1), c.read(&mut buf)).await
-                        {
+                        match tokio::time::timeout(Duration::from_secs(1), c.read(&mut buf)).await {
                             Err(_) => {}
                             Ok(Ok(0) | Err(_)) => break,
                             Ok(Ok(_)) => {}
@@ -189,8 +188,10 @@ fn probes_under_slow_clients(
             sources.to_vec(),
         );
         std::thread::spawn(move || {
-            netns::in_netns(&ns, move || hold_slow_clients(n, &sources, PUBLIC, &stop, &slow))
-                .unwrap()
+            netns::in_netns(&ns, move || {
+                hold_slow_clients(n, &sources, PUBLIC, &stop, &slow)
+            })
+            .unwrap()
         })
     };
     // Let them all connect first.
@@ -231,7 +232,11 @@ fn admin_probes_answer_while_slow_clients_hold_connections() {
     // hundred from four Pods (each within the per-address bound).
     let pods: Vec<Ipv4Addr> = (51..=54).map(|i| Ipv4Addr::new(198, 18, 0, i)).collect();
     for p in &pods {
-        netns::exec_ok(client, &["ip", "addr", "add", &format!("{p}/24"), "dev", "eth0"]).unwrap();
+        netns::exec_ok(
+            client,
+            &["ip", "addr", "add", &format!("{p}/24"), "dev", "eth0"],
+        )
+        .unwrap();
     }
 
     // The reports are not on the public listener; they are on the loopback.
@@ -271,14 +276,18 @@ fn admin_probes_answer_while_slow_clients_hold_connections() {
             || ["podlb_vrrp_", "podlb_lease_", "podlb_k8s_"]
                 .iter()
                 .any(|p| n.starts_with(p));
-        assert!(known, "{n} (alert rules or dashboard) is not a podlb metric");
+        assert!(
+            known,
+            "{n} (alert rules or dashboard) is not a podlb metric"
+        );
     }
 }
 
 /// Every `podlb_*` name in deploy/prometheus/podlb-rules.yaml and in the
 /// Grafana dashboard's queries (which must be JSON).
 fn metric_names_used() -> std::collections::BTreeSet<String> {
-    let rules = std::fs::read_to_string(test_file("../deploy/prometheus/podlb-rules.yaml")).unwrap();
+    let rules =
+        std::fs::read_to_string(test_file("../deploy/prometheus/podlb-rules.yaml")).unwrap();
     let dash: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(test_file("../deploy/grafana/podlb-dashboard.json")).unwrap(),
     )
@@ -350,7 +359,10 @@ fn liveness_fails_while_the_control_loop_is_wedged() {
     });
     eprintln!("/livez failed {:?} after the wedge: {body}", t0.elapsed());
     assert!(t0.elapsed() >= Duration::from_secs(1), "{body}");
-    assert!(body.starts_with("not live\ncontrol loop: no progress for "), "{body}");
+    assert!(
+        body.starts_with("not live\ncontrol loop: no progress for "),
+        "{body}"
+    );
     // Only the control loop: the workers still make progress.
     assert!(!body.contains("worker"), "{body}");
     // The endpoint itself still answers: metrics say it too.
@@ -362,7 +374,9 @@ fn liveness_fails_while_the_control_loop_is_wedged() {
 
     // Unwedged: live again.
     std::fs::remove_file(&wedge).unwrap();
-    wait_get(client, PUBLIC, "/livez", Duration::from_secs(5), |c, _| c == 200);
+    wait_get(client, PUBLIC, "/livez", Duration::from_secs(5), |c, _| {
+        c == 200
+    });
     assert_eq!(metric_sum(&podlb.metrics().unwrap(), "podlb_live"), 1.0);
 
     // Its log is JSON, one object a line.
@@ -377,8 +391,12 @@ fn liveness_fails_while_the_control_loop_is_wedged() {
         .unwrap_or_else(|| panic!("no ready line: {log}"));
     assert_eq!(ready["level"], "INFO");
     assert_eq!(ready["admin_public"], format!("Some({PUBLIC})"));
-    assert!(lines.iter().any(|l| l["level"] == "WARN"
-        && l["file"].as_str() == Some(&*wedge.display().to_string())));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["level"] == "WARN"
+                && l["file"].as_str() == Some(&*wedge.display().to_string()))
+    );
 }
 
 #[test]
@@ -415,12 +433,56 @@ fn readiness_waits_for_the_first_kubernetes_list() {
     // The API is back: ready once the first list is in.
     api.set_unavailable(false);
     let t0 = Instant::now();
-    wait_get(client, PUBLIC, "/readyz", Duration::from_secs(30), |c, _| c == 200);
+    wait_get(
+        client,
+        PUBLIC,
+        "/readyz",
+        Duration::from_secs(30),
+        |c, _| c == 200,
+    );
     eprintln!("ready {:?} after the API came back", t0.elapsed());
     assert_eq!(metric_sum(&podlb.metrics().unwrap(), "podlb_ready"), 1.0);
     let summary = podlb.status().unwrap().summary();
     assert!(summary.contains("health: live, ready"), "{summary}");
     assert!(summary.contains("kubernetes: synced"), "{summary}");
+}
+
+#[test]
+fn readiness_fails_while_draining() {
+    require_netns!("readiness_fails_while_draining");
+    let attach = Attach::from_name("af_packet").unwrap();
+    let topo = lab_topology(&attach).unwrap();
+    let mut config = lab_config(&attach, "nat", false).with_vrrp(VrrpSpec::new(100, 100));
+    config.top = format!("admin_public = \"{PUBLIC}\"");
+    // In the [vrrp] table: a master stopped keeps forwarding this long.
+    config.extra = "drain_ms = 3000\n".into();
+    let podlb = start_podlb(&topo, &attach, &config);
+    let _log = LogOnPanic(vec![podlb.proc().clone()]);
+    let client = topo.ns("client");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while podlb.vrrp_state().unwrap().as_deref() != Some("master") {
+        assert!(Instant::now() < deadline, "not master");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(get_in(client, PUBLIC, "/readyz").0, 200);
+
+    // SIGTERM: the master drains for 3 s; not ready from the start, live
+    // throughout.
+    podlb.proc().signal("TERM").unwrap();
+    let t0 = Instant::now();
+    let (_, body) = wait_get(client, PUBLIC, "/readyz", Duration::from_secs(1), |c, _| {
+        c == 503
+    });
+    assert_eq!(body, "not ready\ndraining: stopping after SIGTERM\n");
+    eprintln!("not ready {:?} after SIGTERM", t0.elapsed());
+    while t0.elapsed() < Duration::from_millis(2500) {
+        assert_eq!(get_in(client, PUBLIC, "/livez").0, 200);
+        assert_eq!(get_in(client, PUBLIC, "/readyz").0, 503);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(podlb
+        .stop(Duration::from_secs(10))
+        .is_some_and(|s| s.success()));
 }
 
 /// A config directory laid out as the kubelet mounts a ConfigMap:
@@ -491,7 +553,12 @@ fn config_file_swap_reloads_like_a_configmap() {
             .map(|b| b.addr.to_string())
             .collect()
     };
-    let reload_errors = || metric_sum(&get_in(&ns, ADMIN, "/metrics").1, "podlb_config_reload_errors_total");
+    let reload_errors = || {
+        metric_sum(
+            &get_in(&ns, ADMIN, "/metrics").1,
+            "podlb_config_reload_errors_total",
+        )
+    };
     assert_eq!(backends().len(), 3);
 
     // be3 removed in the ConfigMap: reloaded without a signal.
@@ -508,8 +575,13 @@ fn config_file_swap_reloads_like_a_configmap() {
         }
     };
     wait_backends(2);
-    eprintln!("the swapped config was applied {:?} after the swap", t0.elapsed());
-    assert!(proc.log_tail(20_000).contains("config file changed; reloading"));
+    eprintln!(
+        "the swapped config was applied {:?} after the swap",
+        t0.elapsed()
+    );
+    assert!(proc
+        .log_tail(20_000)
+        .contains("config file changed; reloading"));
 
     // A bad file: logged and counted, the running config stays.
     cm.swap("interface = \n");
@@ -554,7 +626,9 @@ fn prometheus_alert_rules_pass_promtool() {
             std::env::var_os("CI").is_none(),
             "promtool is missing in CI (netns-tests/deps.sh installs Debian's prometheus)"
         );
-        eprintln!("SKIP prometheus_alert_rules_pass_promtool: no promtool (Debian package prometheus)");
+        eprintln!(
+            "SKIP prometheus_alert_rules_pass_promtool: no promtool (Debian package prometheus)"
+        );
         return;
     }
     let dir = test_file("../deploy/prometheus");

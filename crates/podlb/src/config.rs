@@ -1592,15 +1592,20 @@ backends = [
             ("admin_public = \"127.0.0.1:9100\"", "admin_public"),
             ("admin_public_reports = true", "admin_public_reports"),
             ("[probes]\nliveness_stall_s = 0", "probes.liveness_stall_s"),
-            ("[probes]\nliveness_stall_s = 3601", "probes.liveness_stall_s"),
+            (
+                "[probes]\nliveness_stall_s = 3601",
+                "probes.liveness_stall_s",
+            ),
         ] {
-            assert_eq!(key_of(&format!("interface = \"eth0\"\n{text}\n")), key, "{text}");
+            assert_eq!(
+                key_of(&format!("interface = \"eth0\"\n{text}\n")),
+                key,
+                "{text}"
+            );
         }
         // Another address on the same port is fine.
-        let c = Config::parse(
-            "interface = \"eth0\"\nadmin_public = \"198.18.0.2:9100\"\n",
-        )
-        .unwrap();
+        let c =
+            Config::parse("interface = \"eth0\"\nadmin_public = \"198.18.0.2:9100\"\n").unwrap();
         assert_eq!(c.admin_public.unwrap().port(), 9100);
     }
 

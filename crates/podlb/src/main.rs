@@ -8,10 +8,10 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use podlb::config::{Config, DEFAULT_ADMIN};
-use podlb::{engine, logfmt};
 use podlb::http::client::get_once;
 use podlb::http::StatusCode;
 use podlb::status::StatusReport;
+use podlb::{engine, logfmt};
 
 /// podlb: a portable userspace L4 load balancer for container clusters.
 #[derive(Parser)]

@@ -450,7 +450,10 @@ impl StatusReport {
             if ips.is_empty() {
                 "none".to_string()
             } else {
-                ips.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(" ")
+                ips.iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ")
             }
         };
         let lease = self.kubernetes.as_ref().and_then(|k| k.lease.as_ref());
@@ -563,7 +566,9 @@ mod tests {
         );
         r.vrrp = None;
         r.kubernetes = None;
-        assert!(r.summary().contains("\nrole: always serving (no [vrrp], no Lease)\n"));
+        assert!(r
+            .summary()
+            .contains("\nrole: always serving (no [vrrp], no Lease)\n"));
     }
 
     #[test]

@@ -379,7 +379,10 @@ mod tests {
         assert_eq!(code, 200);
         assert!(text.contains("# TYPE podlb_fake_total counter\npodlb_fake_total 3\n"));
         assert!(text.contains("podlb_admin_connections_total "), "{text}");
-        assert!(text.contains("podlb_admin_public_connections_total "), "{text}");
+        assert!(
+            text.contains("podlb_admin_public_connections_total "),
+            "{text}"
+        );
         let build = format!(
             "podlb_build_info{{version=\"{}\",",
             env!("CARGO_PKG_VERSION")
