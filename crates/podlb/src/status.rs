@@ -555,14 +555,14 @@ mod tests {
         r.probes = Some(ProbesStatus {
             live: false,
             ready: false,
-            stalled: vec!["control loop: no progress for 12.0 s (limit 10.0 s)".into()],
+            stalled: vec!["control loop: no progress for 12000 ms (limit 10000 ms)".into()],
             not_ready: vec!["draining: stopping after SIGTERM".into()],
             ..ProbesStatus::ok()
         });
         let s = r.summary();
         assert_eq!(
             s.lines().nth(1),
-            Some("health: NOT LIVE, NOT READY; control loop: no progress for 12.0 s (limit 10.0 s); draining: stopping after SIGTERM")
+            Some("health: NOT LIVE, NOT READY; control loop: no progress for 12000 ms (limit 10000 ms); draining: stopping after SIGTERM")
         );
         r.vrrp = None;
         r.kubernetes = None;

@@ -57,12 +57,11 @@ pub struct Stall {
 
 impl fmt::Display for Stall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Milliseconds: "1.0 s (limit 1.0 s)" would hide that it is over.
         write!(
             f,
-            "{}: no progress for {:.1} s (limit {:.1} s)",
-            self.who,
-            self.silent_ms as f64 / 1000.0,
-            self.limit_ms as f64 / 1000.0
+            "{}: no progress for {} ms (limit {} ms)",
+            self.who, self.silent_ms, self.limit_ms
         )
     }
 }
@@ -253,7 +252,7 @@ mod tests {
         );
         assert_eq!(
             s[1].to_string(),
-            "worker 0: no progress for 11.0 s (limit 10.0 s)"
+            "worker 0: no progress for 11000 ms (limit 10000 ms)"
         );
     }
 

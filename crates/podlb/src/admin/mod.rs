@@ -301,7 +301,7 @@ mod tests {
             if self.sick.load(Ordering::SeqCst) {
                 p.live = false;
                 p.ready = false;
-                p.stalled = vec!["control loop: no progress for 12.0 s (limit 10.0 s)".into()];
+                p.stalled = vec!["control loop: no progress for 12000 ms (limit 10000 ms)".into()];
                 p.not_ready = vec!["draining: stopping after SIGTERM".into(), "b".into()];
             }
             p
@@ -434,7 +434,7 @@ mod tests {
         srv.fake.sick.store(true, Ordering::SeqCst);
         let live = (
             503,
-            "not live\ncontrol loop: no progress for 12.0 s (limit 10.0 s)\n".to_string(),
+            "not live\ncontrol loop: no progress for 12000 ms (limit 10000 ms)\n".to_string(),
         );
         assert_eq!(get(srv.addr, "/livez"), live);
         assert_eq!(get(srv.public, "/healthz"), live);
