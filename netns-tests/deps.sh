@@ -29,6 +29,8 @@ have openssl || need+=(openssl)
 have buildah || need+=(buildah)
 have podman  || need+=(podman)
 have runc    || need+=(runc)
+# promtool checks and unit-tests deploy/prometheus/podlb-rules.yaml (netns-tests/ops.rs).
+have promtool || need+=(prometheus)
 
 # validate_deploy.py (the `deploy` test) checks deploy/kubernetes against the
 # Kubernetes schemas that this PyPI package ships; pinned so CI is repeatable.

@@ -22,6 +22,7 @@ mod keepalived;
 mod kubernetes;
 mod l3;
 mod malformed;
+mod ops;
 mod privileges;
 mod realkube;
 mod reload;

@@ -386,13 +386,26 @@ def check_config(text, where, docs, variant):
         fail(where, "the base attaches with AF_PACKET to the Pod's eth0")
     if variant == "tap" and not isinstance(cfg.get("tap"), dict):
         fail(where, "the TAP overlay needs a [tap] table")
-    admin = cfg.get("admin", "127.0.0.1:9100")
-    try:
-        host, port = admin.rsplit(":", 1)
-        cfg["_admin"] = (ipaddress.ip_address(host.strip("[]")), int(port))
-    except ValueError:
-        fail(where, f"admin = {admin!r} is not an address:port")
-        cfg["_admin"] = None
+    def listen(key, default):
+        a = cfg.get(key, default)
+        if a is None:
+            return None
+        try:
+            host, port = a.rsplit(":", 1)
+            return (ipaddress.ip_address(host.strip("[]")), int(port))
+        except ValueError:
+            fail(where, f"{key} = {a!r} is not an address:port")
+            return None
+
+    cfg["_admin"] = listen("admin", "127.0.0.1:9100")
+    public = listen("admin_public", None)
+    # The probes ask admin_public when there is one (it serves probes and
+    # /metrics only), else admin.
+    cfg["_probes"] = public if "admin_public" in cfg else cfg["_admin"]
+    if public is not None and cfg["_admin"] is not None and not cfg["_admin"][0].is_loopback:
+        fail(where, "with admin_public, keep admin on the loopback: it serves /status and /flows")
+    if cfg.get("admin_public_reports"):
+        fail(where, "admin_public_reports serves /status and /flows (client addresses) on the Pod IP")
 
     k = cfg.get("kubernetes")
     if not isinstance(k, dict):
@@ -584,6 +597,13 @@ def check_deployment(docs, where, cfg, variant):
     if host_net != (variant == "tap"):
         fail(dw, f"hostNetwork must be {'true' if variant == 'tap' else 'false'} in the {variant} variant")
 
+    pdbs = [d for d in docs if d["kind"] == "PodDisruptionBudget"
+            and selects(d["spec"].get("selector"), labels)]
+    if len(pdbs) != 1:
+        fail(dw, "needs one PodDisruptionBudget selecting its Pods")
+    elif pdbs[0]["spec"].get("maxUnavailable") != 1:
+        fail(dw, f"{show(pdbs[0])}: maxUnavailable must be 1 (one replica keeps the VIPs)")
+
     volumes = {v["name"]: v for v in spec.get("volumes", [])}
     for name, v in volumes.items():
         if "configMap" in v and find(docs, "ConfigMap", v["configMap"]["name"], NAMESPACE) is None:
@@ -642,20 +662,20 @@ def check_deployment(docs, where, cfg, variant):
         if not mounted:
             fail(cw, f"--config {path} is not inside a mounted ConfigMap")
 
-    admin = (cfg or {}).get("_admin")
-    for probe in ("readinessProbe", "livenessProbe"):
+    admin = (cfg or {}).get("_probes")
+    for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/livez")):
         p = c.get(probe)
         if not p or "httpGet" not in p:
             fail(cw, f"needs an httpGet {probe}")
             continue
         g = p["httpGet"]
-        if g.get("path") != "/healthz":
-            fail(cw, f"{probe} must ask /healthz")
+        if g.get("path") != path:
+            fail(cw, f"{probe} must ask {path}")
         if admin is None:
             continue
         ip, port = admin
         if resolve_port(c, g.get("port")) != port:
-            fail(cw, f"{probe} port {g.get('port')} is not the admin port {port}")
+            fail(cw, f"{probe} port {g.get('port')} is not the probes' listener's port {port}")
         host = g.get("host")
         if ip.is_loopback:
             if not (host_net and host == "127.0.0.1"):
@@ -667,7 +687,7 @@ def check_deployment(docs, where, cfg, variant):
     ports = {(p["containerPort"], p.get("protocol", "TCP")) for p in c.get("ports", [])}
     sync_port = (cfg or {}).get("vrrp", {}).get("sync_port", 8899)
     if admin and (admin[1], "TCP") not in ports:
-        fail(cw, f"declare the admin port {admin[1]}/TCP")
+        fail(cw, f"declare the probes' listener's port {admin[1]}/TCP")
     if (sync_port, "UDP") not in ports:
         fail(cw, f"declare the sync port {sync_port}/UDP")
 

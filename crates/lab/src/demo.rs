@@ -183,6 +183,10 @@ pub struct ConfigSpec {
     /// More TOML appended verbatim (e.g. a `[kubernetes]` table).
     #[serde(default)]
     pub extra: String,
+    /// More top-level keys, put before the first table (e.g.
+    /// `admin_public = "..."`).
+    #[serde(default)]
+    pub top: String,
 }
 
 fn one() -> usize {
@@ -277,6 +281,7 @@ impl ConfigSpec {
             }],
             vrrp: None,
             extra: String::new(),
+            top: String::new(),
         }
     }
 
@@ -297,6 +302,9 @@ impl ConfigSpec {
         }
         let _ = writeln!(s, "workers = {}", self.workers);
         let _ = writeln!(s, "admin = {}", toml_str(&self.admin.to_string()));
+        if !self.top.is_empty() {
+            let _ = writeln!(s, "{}", self.top.trim_end());
+        }
         if let Attach::Tap { bridge, name } = &self.attach {
             let _ = writeln!(
                 s,

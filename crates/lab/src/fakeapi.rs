@@ -626,6 +626,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// lived), its request head is at most [`MAX_HEADER_BYTES`].
 const LIMITS: Limits = Limits {
     max_connections: 4096,
+    max_per_peer: None,
     header_timeout: None,
     connection_timeout: None,
     max_head: MAX_HEADER_BYTES,

@@ -35,6 +35,7 @@ const LIMITS: Limits = Limits {
     connection_timeout: Some(Duration::from_secs(30)),
     max_head: 16 * 1024,
     keep_alive: true,
+    max_per_peer: None,
 };
 const MAX_TOKEN_TTL: u64 = 21_600;
 

@@ -853,6 +853,7 @@ impl Drop for Topology {
 /// opens.
 const SERVER_LIMITS: Limits = Limits {
     max_connections: 65_536,
+    max_per_peer: None,
     header_timeout: None,
     connection_timeout: None,
     max_head: 64 * 1024,

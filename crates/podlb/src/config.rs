@@ -74,7 +74,19 @@ pub struct IoSettings {
 pub struct Config {
     pub attach: Attach,
     pub workers: usize,
+    /// The admin endpoint: every route (`/status` and `/flows` too). Keep it
+    /// on the loopback.
     pub admin: SocketAddr,
+    /// A second, public listener (the kubelet's probes, Prometheus):
+    /// `/healthz`, `/livez`, `/readyz`, `/metrics` only, unless
+    /// `admin_public_reports`.
+    pub admin_public: Option<SocketAddr>,
+    /// Serve `/status` and `/flows` on `admin_public` too (they show client
+    /// addresses, backends and NAT ports).
+    pub admin_public_reports: bool,
+    /// Reload when the config file changes (as on SIGHUP).
+    pub watch_config: bool,
+    pub probes: ProbeSettings,
     pub flows: FlowSettings,
     pub io: IoSettings,
     pub services: Vec<ServiceConfig>,
@@ -85,6 +97,21 @@ pub struct Config {
     /// Move the VIP's cloud address to the master (`None`: plain L2).
     pub cloud: Option<CloudSettings>,
 }
+
+/// The `[probes]` table: what the admin endpoint's `/livez` and `/readyz`
+/// judge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeSettings {
+    /// `/livez` fails once the control loop or a worker has not made
+    /// progress for this long.
+    pub liveness_stall: Duration,
+}
+
+/// `probes.liveness_stall_s` by default: far above the longest legitimate
+/// pause of the control loop (a pass every 20 ms) or a worker (an idle wait
+/// of 100 ms), and short enough that a wedged instance is restarted within
+/// a minute with the Deployment's liveness probe.
+pub const DEFAULT_LIVENESS_STALL_S: u64 = 10;
 
 /// The `[cloud]` table: make the cloud send the VIP's traffic to the master.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -260,6 +287,10 @@ struct RawConfig {
     tap: Option<RawTap>,
     workers: Option<i64>,
     admin: Option<String>,
+    admin_public: Option<String>,
+    admin_public_reports: Option<bool>,
+    watch_config: Option<bool>,
+    probes: Option<RawProbes>,
     flows: Option<RawFlows>,
     io: Option<RawIo>,
     #[serde(default)]
@@ -349,6 +380,12 @@ struct RawTap {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+struct RawProbes {
+    liveness_stall_s: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct RawFlows {
     capacity: Option<i64>,
     syn_timeout_s: Option<u64>,
@@ -433,6 +470,34 @@ pub const MAX_WORKERS: usize = 64;
 /// Backends of one service at most (Maglev entries are u16 indices).
 pub const MAX_BACKENDS: usize = 4096;
 
+/// What says a config file changed: the identity, size and times of the
+/// file its path leads to (symlinks followed, so the kubelet's swap of a
+/// mounted ConfigMap's `..data` link shows as another inode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl FileStamp {
+    /// The stamp of `path` now; `None` if it cannot be read.
+    pub fn of(path: &Path) -> Option<FileStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+        Some(FileStamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime_ns: ns(m.mtime(), m.mtime_nsec()),
+            ctime_ns: ns(m.ctime(), m.ctime_nsec()),
+        })
+    }
+}
+
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -493,12 +558,40 @@ impl Config {
             ));
         }
         let admin_s = raw.admin.unwrap_or_else(|| DEFAULT_ADMIN.to_string());
-        let admin: SocketAddr = admin_s.parse().map_err(|_| {
-            err(
-                "admin",
-                format!("{admin_s:?} is not an address like 127.0.0.1:9100"),
-            )
-        })?;
+        let admin = parse_listen("admin", &admin_s, DEFAULT_ADMIN)?;
+        let admin_public = raw
+            .admin_public
+            .map(|a| parse_listen("admin_public", &a, "0.0.0.0:9101"))
+            .transpose()?;
+        if let Some(p) = admin_public {
+            let clash = p.port() == admin.port()
+                && (p.ip() == admin.ip() || p.ip().is_unspecified() || admin.ip().is_unspecified());
+            if clash {
+                return Err(err(
+                    "admin_public",
+                    format!("{p} overlaps admin = {admin}: use another port"),
+                ));
+            }
+        }
+        let admin_public_reports = raw.admin_public_reports.unwrap_or(false);
+        if admin_public_reports && admin_public.is_none() {
+            return Err(err(
+                "admin_public_reports",
+                "needs admin_public (the listener to serve /status and /flows on too)",
+            ));
+        }
+        let p = raw.probes.unwrap_or_default();
+        let probes = ProbeSettings {
+            liveness_stall: match p.liveness_stall_s.unwrap_or(DEFAULT_LIVENESS_STALL_S) {
+                v @ 1..=3600 => Duration::from_secs(v),
+                v => {
+                    return Err(err(
+                        "probes.liveness_stall_s",
+                        format!("{v} is out of range: use 1..=3600 seconds"),
+                    ))
+                }
+            },
+        };
 
         let f = raw.flows.unwrap_or_default();
         let capacity = f.capacity.unwrap_or(DEFAULT_CAPACITY as i64);
@@ -610,6 +703,10 @@ impl Config {
             attach,
             workers: workers as usize,
             admin,
+            admin_public,
+            admin_public_reports,
+            watch_config: raw.watch_config.unwrap_or(true),
+            probes,
             flows,
             io,
             services,
@@ -618,6 +715,12 @@ impl Config {
             cloud,
         })
     }
+}
+
+/// A listen address (`key`), like `example`.
+fn parse_listen(key: &str, s: &str, example: &str) -> Result<SocketAddr, ConfigError> {
+    s.parse()
+        .map_err(|_| err(key, format!("{s:?} is not an address like {example}")))
 }
 
 /// A Kubernetes object name (RFC 1123 label or subdomain).
@@ -1476,6 +1579,48 @@ backends = [
 
     fn key_of(text: &str) -> String {
         Config::parse(text).unwrap_err().key
+    }
+
+    #[test]
+    fn admin_listeners_and_probes() {
+        let c = Config::parse("interface = \"eth0\"\n").unwrap();
+        assert_eq!(c.admin, DEFAULT_ADMIN.parse().unwrap());
+        assert_eq!(c.admin_public, None);
+        assert!(!c.admin_public_reports);
+        assert!(c.watch_config);
+        assert_eq!(
+            c.probes.liveness_stall,
+            Duration::from_secs(DEFAULT_LIVENESS_STALL_S)
+        );
+        let c = Config::parse(
+            "interface = \"eth0\"\nadmin_public = \"0.0.0.0:9101\"\nadmin_public_reports = true\nwatch_config = false\n[probes]\nliveness_stall_s = 3\n",
+        )
+        .unwrap();
+        assert_eq!(c.admin_public, Some("0.0.0.0:9101".parse().unwrap()));
+        assert!(c.admin_public_reports);
+        assert!(!c.watch_config);
+        assert_eq!(c.probes.liveness_stall, Duration::from_secs(3));
+        for (text, key) in [
+            ("admin_public = \"nope\"", "admin_public"),
+            ("admin_public = \"0.0.0.0:9100\"", "admin_public"),
+            ("admin_public = \"127.0.0.1:9100\"", "admin_public"),
+            ("admin_public_reports = true", "admin_public_reports"),
+            ("[probes]\nliveness_stall_s = 0", "probes.liveness_stall_s"),
+            (
+                "[probes]\nliveness_stall_s = 3601",
+                "probes.liveness_stall_s",
+            ),
+        ] {
+            assert_eq!(
+                key_of(&format!("interface = \"eth0\"\n{text}\n")),
+                key,
+                "{text}"
+            );
+        }
+        // Another address on the same port is fine.
+        let c =
+            Config::parse("interface = \"eth0\"\nadmin_public = \"198.18.0.2:9100\"\n").unwrap();
+        assert_eq!(c.admin_public.unwrap().port(), 9100);
     }
 
     #[test]

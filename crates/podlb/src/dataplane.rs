@@ -21,6 +21,8 @@ use podlb_core::service::Snapshot;
 use podlb_core::stats::{DropReason, Event};
 use podlb_io::Device;
 
+use crate::probes::Heartbeats;
+
 /// State shared by the control plane and all workers.
 pub struct Shared {
     /// The current services; replaced whole, never mutated.
@@ -49,6 +51,9 @@ pub struct Shared {
     pub update_done_us: AtomicU64,
     /// Time zero of every `now_ms` in the engine.
     pub epoch: Instant,
+    /// Stamped by the control loop each pass and by each worker each poll
+    /// iteration (`/livez`).
+    pub heartbeats: Heartbeats,
 }
 
 /// Control frames queued for the control thread at most.
@@ -70,13 +75,16 @@ const RING_CHECK: Duration = Duration::from_millis(100);
 /// How long a sleeping worker waits before it looks at the stop flag again.
 const SLEEP: Duration = Duration::from_millis(100);
 
-/// Runs one worker until `shared.stop` is set.
+/// Runs worker `id` until `shared.stop` is set.
 pub fn run_worker<D: Device>(
     mut dev: D,
     shared: Arc<Shared>,
+    id: usize,
     mut fwd: Forwarder,
     busy_poll: Duration,
 ) {
+    let idle = Default::default();
+    let beat = shared.heartbeats.worker(id).unwrap_or(&idle);
     // The worker's counters are its forwarder's.
     let stats = fwd.stats.clone();
     // Frames the forwarder builds (VXLAN) leave through their own sender.
@@ -98,6 +106,7 @@ pub fn run_worker<D: Device>(
             dev.addresses(&mut snap.vips());
         }
         let now = Instant::now();
+        beat.stamp(shared.epoch, now);
         if now.duration_since(last_ring_check) >= RING_CHECK {
             last_ring_check = now;
             stats.dropped_n(DropReason::RxRingFull, dev.rx_ring_drops());

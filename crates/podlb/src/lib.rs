@@ -14,6 +14,8 @@
 //!   the one HTTP stack (hyper) every server and client here uses.
 //! - [`health`]: the health-check probes; [`redundancy`]: the VRRP driver;
 //!   [`sync`]: connection sync over UDP; [`route`]: reading the routes.
+//! - [`probes`]: the heartbeats behind `/livez`; [`logfmt`]: JSON log lines
+//!   (`PODLB_LOG_FORMAT=json`).
 //! - [`k8s`]: kube-rs watchers, status and Events, the Lease election.
 //! - [`cloud`]: the cloud address mover's IO (EC2, exec).
 #![forbid(unsafe_code)]
@@ -26,7 +28,9 @@ pub mod engine;
 pub mod health;
 pub mod http;
 pub mod k8s;
+pub mod logfmt;
 pub mod metrics;
+pub mod probes;
 pub mod redundancy;
 pub mod route;
 pub mod status;

@@ -8,10 +8,10 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use podlb::config::{Config, DEFAULT_ADMIN};
-use podlb::engine;
 use podlb::http::client::get_once;
 use podlb::http::StatusCode;
 use podlb::status::StatusReport;
+use podlb::{engine, logfmt};
 
 /// podlb: a portable userspace L4 load balancer for container clusters.
 #[derive(Parser)]
@@ -56,13 +56,17 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PODLB_LOG")
                 .unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    let format = std::env::var(logfmt::FORMAT_ENV).ok();
+    match logfmt::LogFormat::from_env_value(format.as_deref()) {
+        logfmt::LogFormat::Json => logs.event_format(logfmt::JsonFormat).init(),
+        logfmt::LogFormat::Text => logs.init(),
+    }
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Run { config } => match engine::run(&config) {

@@ -39,6 +39,39 @@ pub struct StatusReport {
     /// Hosts that claimed a VIP (RFC 5227 §2.4), most recent first.
     pub conflicts: Vec<ConflictStatus>,
     pub packets: PacketStatus,
+    /// What `/livez` and `/readyz` say (absent from older podlb).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probes: Option<ProbesStatus>,
+}
+
+/// `/livez` and `/readyz`, with their reasons.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbesStatus {
+    pub live: bool,
+    pub ready: bool,
+    /// Why not live: each thread that has not made progress for longer
+    /// than `liveness_stall_ms`.
+    pub stalled: Vec<String>,
+    /// Why not ready.
+    pub not_ready: Vec<String>,
+    pub liveness_stall_ms: u64,
+    /// Milliseconds since each thread's last heartbeat (`control`,
+    /// `worker0`, ...; absent: not started).
+    pub heartbeat_age_ms: BTreeMap<String, u64>,
+}
+
+impl ProbesStatus {
+    /// Live and ready, with nothing to say.
+    pub fn ok() -> ProbesStatus {
+        ProbesStatus {
+            live: true,
+            ready: true,
+            stalled: Vec::new(),
+            not_ready: Vec::new(),
+            liveness_stall_ms: 0,
+            heartbeat_age_ms: BTreeMap::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -313,7 +346,9 @@ impl StatusReport {
         self.health.iter().find(|h| h.addr == addr)
     }
 
-    /// What `podlb status` prints.
+    /// What `podlb status` prints: who this instance is, whether it is
+    /// healthy, its role and peers, the Kubernetes sync and the cloud
+    /// mover, then the services and drops.
     pub fn summary(&self) -> String {
         let mut o = String::new();
         let i = &self.interface;
@@ -322,6 +357,48 @@ impl StatusReport {
             "podlb {}  {} {} mac {}  workers {}  up {} s",
             self.version, i.mode, i.name, i.mac, i.workers, self.uptime_s
         );
+        if let Some(p) = &self.probes {
+            let mut line = format!(
+                "health: {}, {}",
+                if p.live { "live" } else { "NOT LIVE" },
+                if p.ready { "ready" } else { "NOT READY" }
+            );
+            for why in p.stalled.iter().chain(&p.not_ready) {
+                let _ = write!(line, "; {why}");
+            }
+            let _ = writeln!(o, "{line}");
+        }
+        self.summary_role(&mut o);
+        if let Some(k) = &self.kubernetes {
+            let _ = writeln!(
+                o,
+                "kubernetes: {} {}/{}  {} services ({} ignored), {} problems, {} draining, watch errors {}",
+                if k.synced { "synced" } else { "NOT SYNCED" },
+                k.namespace,
+                k.identity,
+                k.services,
+                k.ignored,
+                k.problems.len(),
+                k.draining.len(),
+                k.watch_errors
+            );
+            if let Some(e) = &k.last_error {
+                let _ = writeln!(o, "  last error: {e}");
+            }
+        }
+        if let Some(c) = &self.cloud {
+            let _ = writeln!(
+                o,
+                "cloud: {} {} {}  calls {} errors {}",
+                c.provider, c.role, c.state, c.calls, c.errors
+            );
+            if let Some(e) = &c.last_error {
+                let _ = writeln!(o, "  last error: {e}");
+            }
+        }
+        if let Some(e) = &self.last_reload_error {
+            let _ = writeln!(o, "last reload error: {e}");
+        }
         let _ = writeln!(o, "flows {} / {}", self.flows.active, self.flows.capacity);
         for s in &self.services {
             let _ = writeln!(o, "service {} {}:{} ({})", s.name, s.vip, s.port, s.mode);
@@ -339,6 +416,22 @@ impl StatusReport {
                 );
             }
         }
+        for h in self.health.iter().filter(|h| !h.up) {
+            let _ = writeln!(
+                o,
+                "backend down: {} {} ({})",
+                h.service,
+                h.addr,
+                h.last_error.as_deref().unwrap_or("failing")
+            );
+        }
+        if !self.health_fail_open.is_empty() {
+            let _ = writeln!(
+                o,
+                "fail open (every backend down, all kept): {}",
+                self.health_fail_open.join(" ")
+            );
+        }
         let drops: Vec<String> = self
             .drops
             .iter()
@@ -355,6 +448,47 @@ impl StatusReport {
             }
         );
         o
+    }
+
+    /// The role line: VRRP, the Lease, or always serving; and the peers.
+    fn summary_role(&self, o: &mut String) {
+        let list = |ips: &[Ipv4Addr]| {
+            if ips.is_empty() {
+                "none".to_string()
+            } else {
+                ips.iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            }
+        };
+        let lease = self.kubernetes.as_ref().and_then(|k| k.lease.as_ref());
+        if let Some(v) = &self.vrrp {
+            let _ = writeln!(
+                o,
+                "role: vrrp vrid {} {} (priority {}, master {}), takeovers {}, peers {}",
+                v.vrid,
+                v.state,
+                v.priority,
+                v.master.map_or("-".to_string(), |m| m.to_string()),
+                v.takeovers,
+                list(&v.unicast_peers)
+            );
+        } else if let Some(l) = lease {
+            let _ = writeln!(
+                o,
+                "role: lease {} (holder {}), acquired {}, errors {}",
+                l.state,
+                l.holder.as_deref().unwrap_or("-"),
+                l.acquired,
+                l.errors
+            );
+        } else {
+            let _ = writeln!(o, "role: always serving (no [vrrp], no Lease)");
+        }
+        if let Some(peers) = self.kubernetes.as_ref().and_then(|k| k.peers.as_ref()) {
+            let _ = writeln!(o, "peers discovered: {}", list(peers));
+        }
     }
 }
 
@@ -403,18 +537,44 @@ mod tests {
         assert_eq!(serde_json::to_value(&r).unwrap(), old);
     }
 
+    /// Who it is, health, role and peers, Kubernetes, cloud, then the
+    /// services, what is down and the drops.
     #[test]
-    fn summary_is_what_podlb_status_printed() {
-        let r: StatusReport = serde_json::from_str(SAMPLE_JSON).unwrap();
+    fn summary_says_health_role_kubernetes_and_cloud() {
+        let mut r: StatusReport = serde_json::from_str(SAMPLE_JSON).unwrap();
         assert_eq!(
             r.summary(),
             "podlb 0.1.0  af_packet veth0 mac 00:00:5e:00:01:07  workers 1  up 3 s\n\
+             role: vrrp vrid 7 master (priority 100, master 10.77.0.1), takeovers 0, peers 10.77.0.2\n\
+             kubernetes: NOT SYNCED podlb/vm  0 services (0 ignored), 1 problems, 1 draining, watch errors 9\n  \
+             last error: watch: x\n\
+             cloud: exec master claimed  calls 2 errors 0\n\
              flows 0 / 1000000\n\
              service web 10.77.0.100:80 (nat)\n  \
              10.77.0.21:80          active    mac -                 active 0  new 7\n  \
              10.77.0.22:80          draining  mac 02:00:00:00:00:22 active 2  new 0\n\
+             backend down: web 10.77.0.21:80 (timeout after 100 ms)\n\
+             fail open (every backend down, all kept): web\n\
              drops: no_flow=4\n"
         );
+        // With the probes (a newer podlb), the health line comes second.
+        r.probes = Some(ProbesStatus {
+            live: false,
+            ready: false,
+            stalled: vec!["control loop: no progress for 12000 ms (limit 10000 ms)".into()],
+            not_ready: vec!["draining: stopping after SIGTERM".into()],
+            ..ProbesStatus::ok()
+        });
+        let s = r.summary();
+        assert_eq!(
+            s.lines().nth(1),
+            Some("health: NOT LIVE, NOT READY; control loop: no progress for 12000 ms (limit 10000 ms); draining: stopping after SIGTERM")
+        );
+        r.vrrp = None;
+        r.kubernetes = None;
+        assert!(r
+            .summary()
+            .contains("\nrole: always serving (no [vrrp], no Lease)\n"));
     }
 
     #[test]

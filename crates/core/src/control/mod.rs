@@ -16,6 +16,8 @@
 //!   stats slot, connection-sync refresh, which neighbors to keep).
 //! - [`holds`]: backends held out of new connections after refusing one
 //!   (`flows.refused_hold_s`).
+//! - [`probes`]: liveness from the threads' heartbeats, readiness from the
+//!   engine's state, and when a changed config file is read again.
 //!
 //! Two clocks appear: the engine's wrapping millisecond clock (`u32`, the one
 //! the neighbor and flow tables stamp) where the state lives in those shared
@@ -24,6 +26,7 @@
 
 pub mod announcer;
 pub mod holds;
+pub mod probes;
 pub mod resolver;
 pub mod staging;
 pub mod sweeper;

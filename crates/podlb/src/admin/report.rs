@@ -13,8 +13,10 @@ use crate::engine::EngineView;
 use crate::metrics::{Exposition, Kind};
 use crate::status::{
     ArpStatus, BackendState, BackendStatus, ConflictStatus, FlowStatus, FlowTableStatus,
-    FlowsReport, InterfaceStatus, NeighborStatus, PacketStatus, ServiceStatus, StatusReport,
+    FlowsReport, InterfaceStatus, NeighborStatus, PacketStatus, ProbesStatus, ServiceStatus,
+    StatusReport,
 };
+use podlb_core::control::probes::{readiness, Beater, Liveness, ReadyFacts};
 use podlb_core::flow::Phase;
 use podlb_core::service::Vtep;
 use podlb_core::stats::{total, BackendCounter, DropReason, Event, WorkerStats};
@@ -22,7 +24,9 @@ use podlb_core::stats::{total, BackendCounter, DropReason, Event, WorkerStats};
 impl Source for EngineView {
     fn metrics(&self, w: &mut Exposition) {
         let now = Instant::now();
+        self.render_probes(w);
         self.render_engine(w);
+        self.render_services(w);
         self.render_backends(w);
         self.health.render(w, &self.desired.lock().clone(), now);
         if let Some(v) = &self.vrrp {
@@ -147,6 +151,34 @@ impl Source for EngineView {
                 tx: self.events(Event::TxPackets),
                 ignored: self.events(Event::Ignored),
             },
+            probes: Some(self.probes()),
+        }
+    }
+
+    fn probes(&self) -> ProbesStatus {
+        let sh = &self.shared;
+        let now_ms = u64::try_from(sh.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let beats = sh.heartbeats.beats();
+        let liveness = Liveness::new(self.config.load().probes.liveness_stall);
+        let stalled = liveness.judge(now_ms, beats.iter().copied());
+        let not_ready = readiness(&ReadyFacts {
+            // The endpoint serves once the devices are open and the
+            // workers run.
+            attached: true,
+            published: sh.snapshot.load().generation > 0,
+            kube_listed: self.kube.as_ref().map(|k| k.synced.load(Relaxed)),
+            draining: self.draining.load(Relaxed),
+        });
+        ProbesStatus {
+            live: stalled.is_empty(),
+            ready: not_ready.is_empty(),
+            stalled: stalled.iter().map(|s| s.to_string()).collect(),
+            not_ready: not_ready.iter().map(|r| r.to_string()).collect(),
+            liveness_stall_ms: u64::try_from(liveness.limit().as_millis()).unwrap_or(u64::MAX),
+            heartbeat_age_ms: beats
+                .iter()
+                .filter_map(|b| Some((thread_label(b.who), b.age_ms(now_ms)?)))
+                .collect(),
         }
     }
 
@@ -176,6 +208,14 @@ impl Source for EngineView {
 
     fn stopping(&self) -> bool {
         self.shared.stop.load(Relaxed)
+    }
+}
+
+/// The `thread` label of a heartbeat: `control`, `worker0`, ...
+fn thread_label(who: Beater) -> String {
+    match who {
+        Beater::Control => "control".to_string(),
+        Beater::Worker(n) => format!("worker{n}"),
     }
 }
 
@@ -322,6 +362,58 @@ impl EngineView {
             "Connection table capacity.",
             flows.capacity(),
         );
+    }
+
+    /// `podlb_live`, `podlb_ready` and the heartbeats' ages.
+    fn render_probes(&self, w: &mut Exposition) {
+        let p = self.probes();
+        w.gauge(
+            "podlb_live",
+            "1 if /livez answers 200: the control loop and every worker made progress within probes.liveness_stall_s.",
+            u8::from(p.live),
+        );
+        w.gauge(
+            "podlb_ready",
+            "1 if /readyz answers 200: attached, first snapshot published, Kubernetes listed (in Kubernetes mode), not draining.",
+            u8::from(p.ready),
+        );
+        let mut f = w.family(
+            "podlb_heartbeat_age_seconds",
+            "Time since the thread last made progress (control loop: each pass; worker: each poll iteration).",
+            Kind::Gauge,
+        );
+        for (thread, ms) in &p.heartbeat_age_ms {
+            f.sample(&[("thread", thread)], *ms as f64 / 1000.0);
+        }
+    }
+
+    /// Per service: the backends new connections can go to, and whether it
+    /// fails open.
+    fn render_services(&self, w: &mut Exposition) {
+        let snap = self.shared.snapshot.load();
+        let desired = self.desired.lock().clone();
+        let open = self.health.fail_open();
+        let mut f = w.family(
+            "podlb_service_backends",
+            "Backends in the published Maglev table of the service (0: new connections to it are refused).",
+            Kind::Gauge,
+        );
+        for s in &desired {
+            let n = snap
+                .services
+                .iter()
+                .find(|p| p.name == s.name)
+                .map_or(0, |p| p.backends.len());
+            f.sample(&[("service", &s.name)], n);
+        }
+        let mut f = w.family(
+            "podlb_service_fail_open",
+            "1 while every backend of the service fails its health check and all are kept (fail open).",
+            Kind::Gauge,
+        );
+        for s in &desired {
+            f.sample(&[("service", &s.name)], u8::from(open.contains(&s.name)));
+        }
     }
 
     /// The per-backend families.

@@ -11,12 +11,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::{Attach, Config, ServiceConfig};
+use crate::config::{Attach, Config, FileStamp, ServiceConfig};
 use crate::k8s::client::KubeUpdate;
 use crate::redundancy::{Effects, Redundancy};
 use crate::sync::{PreemptGate, SyncLink, PREEMPT_WAIT_MAX, REFRESH_PERIOD_MS};
 use podlb_core::control::announcer::{AnnounceAction, Announcer};
 use podlb_core::control::holds::HoldAction;
+use podlb_core::control::probes::FileWatch;
 use podlb_core::control::resolver::{Resolver, ResolverAction};
 use podlb_core::control::staging::{Published, Staging, StagingAction};
 use podlb_core::control::sweeper::{SweepAction, SweepPace, Sweeper};
@@ -90,7 +91,16 @@ pub(super) struct Control {
     kube_services: Vec<ServiceConfig>,
     /// Never-read UDP sockets on the vxlan services' ports.
     vxlan_sinks: HashMap<u16, std::net::UdpSocket>,
+    /// When the config file is read again (`watch_config`); `None`: only on
+    /// SIGHUP.
+    watch: Option<FileWatch<Option<FileStamp>>>,
 }
+
+/// How often the config file is looked at (`watch_config`): a change is
+/// read one to two periods after it happened, as the file must hold still
+/// for one ([`FileWatch`]). The kubelet itself takes up to a minute or so
+/// to swap a changed ConfigMap in.
+const WATCH_PERIOD: Duration = Duration::from_secs(1);
 
 /// Builds the snapshot of `services`. Health-checked backends are registered
 /// with the health gate, and those down or held out left out
@@ -150,10 +160,11 @@ fn link_up(name: &str) -> bool {
 }
 
 impl Control {
+    /// `stamp`: the config file's as it was read at start.
     pub fn new(
         view: Arc<EngineView>,
         injector: Box<dyn Injector>,
-        path: PathBuf,
+        (path, stamp): (PathBuf, Option<FileStamp>),
         sync: Option<SyncLink>,
     ) -> Control {
         let cfg = view.config.load_full();
@@ -182,15 +193,22 @@ impl Control {
             },
             kube_services: Vec::new(),
             vxlan_sinks: HashMap::new(),
+            watch: cfg
+                .watch_config
+                .then(|| FileWatch::new(WATCH_PERIOD, Instant::now(), stamp)),
             view,
             injector,
             path,
         }
     }
 
-    /// Reads the clock: the one read of a loop pass.
+    /// Reads the clock: the one read of a loop pass, which stamps the
+    /// control loop's heartbeat (`/livez`).
     pub fn clock(&self) -> Now {
-        Now::read(self.view.shared.epoch)
+        let sh = &self.view.shared;
+        let now = Now::read(sh.epoch);
+        sh.heartbeats.control.stamp(sh.epoch, now.at);
+        now
     }
 
     pub fn view(&self) -> Arc<EngineView> {
@@ -732,10 +750,26 @@ impl Control {
 
     // ---- reload ------------------------------------------------------------
 
-    /// SIGHUP: load the file again; on success publish the new services,
-    /// keeping every established flow on its backend. On error keep serving
-    /// the old config and report the error.
+    /// `watch_config`: looks at the config file when due, and reloads it
+    /// once a change has settled.
+    pub fn watch_config(&mut self, now: Now) {
+        let Some(w) = self.watch.as_mut() else { return };
+        if !w.due(now.at) || !w.handle_stamp(now.at, FileStamp::of(&self.path)) {
+            return;
+        }
+        tracing::info!(path = %self.path.display(), "config file changed; reloading");
+        self.reload(now);
+    }
+
+    /// SIGHUP (or a changed file, `watch_config`): load the file again; on
+    /// success publish the new services, keeping every established flow on
+    /// its backend. On error keep serving the old config and report the
+    /// error.
     pub fn reload(&mut self, now: Now) {
+        // Stamped before reading: a change during the read is seen next time.
+        if let Some(w) = self.watch.as_mut() {
+            w.handle_loaded(FileStamp::of(&self.path));
+        }
         let new = match Config::load(&self.path) {
             Ok(c) => c,
             Err(e) => {
@@ -747,10 +781,14 @@ impl Control {
         if new.attach != old.attach
             || new.workers != old.workers
             || new.admin != old.admin
+            || new.admin_public != old.admin_public
+            || new.admin_public_reports != old.admin_public_reports
+            || new.watch_config != old.watch_config
+            || new.probes != old.probes
             || new.io != old.io
             || new.flows != old.flows
         {
-            tracing::warn!("reload: interface, workers, admin, [io] and [flows] changes need a restart; applying [[service]] changes only");
+            tracing::warn!("reload: interface, workers, admin*, watch_config, [probes], [io] and [flows] changes need a restart; applying [[service]] changes only");
         }
         if let Some(k) = &new.kubernetes {
             if old.kubernetes.as_ref() != Some(k) {

@@ -18,7 +18,7 @@ mod workers;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
@@ -160,6 +160,8 @@ pub struct EngineView {
     /// interface's subnet and routes; reread on reload). `None` in TAP mode:
     /// VTEPs are then taken as on-link.
     pub routes: Mutex<Option<Routes>>,
+    /// A stop signal came: handing over and draining (`/readyz` fails).
+    pub draining: AtomicBool,
 }
 
 impl EngineView {
@@ -235,6 +237,8 @@ const STAGE_POLL: Duration = Duration::from_millis(5);
 
 /// Runs podlb with the config at `path` until SIGTERM/SIGINT.
 pub fn run(path: &Path) -> Result<(), EngineError> {
+    // Stamped before reading, as a reload does (`watch_config`).
+    let stamp = crate::config::FileStamp::of(path);
     let cfg = Config::load(path)?;
     let signals = SignalFlags::register().map_err(EngineError::Thread)?;
     let shared = shared_state(&cfg);
@@ -256,7 +260,12 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
 
     // The workers run from here on, first with an empty snapshot; they must
     // be polling before we resolve backends, since they learn the ARP replies.
-    let mut ctl = Control::new(view.clone(), injector, path.to_path_buf(), sync_link);
+    let mut ctl = Control::new(
+        view.clone(),
+        injector,
+        (path.to_path_buf(), stamp),
+        sync_link,
+    );
     ctl.stage(ctl.clock(), &cfg.services, None)?;
     while ctl.staging() {
         std::thread::sleep(STAGE_POLL);
@@ -319,6 +328,7 @@ fn shared_state(cfg: &Config) -> Arc<Shared> {
         update_gen: AtomicU64::new(0),
         update_done_us: AtomicU64::new(0),
         epoch: Instant::now(),
+        heartbeats: crate::probes::Heartbeats::new(cfg.workers),
     })
 }
 
@@ -396,21 +406,32 @@ fn engine_view(
         health: HealthGate::new(),
         cloud: lease::start_cloud(cfg, shared.active.load(Ordering::Relaxed))?,
         routes: Mutex::new(att.routes.clone()),
+        draining: AtomicBool::new(false),
     }))
 }
 
-/// The admin endpoint, once forwarding can start: its being up means ready.
+/// The admin endpoint's listeners (`admin`, and `admin_public` if set), once
+/// forwarding can start: before that, the probes are refused.
 fn serve_admin(cfg: &Config, view: &Arc<EngineView>) -> Result<(), EngineError> {
-    let listener = std::net::TcpListener::bind(cfg.admin).map_err(|err| EngineError::Admin {
-        addr: cfg.admin,
-        err,
-    })?;
+    let bind = |addr: std::net::SocketAddr| {
+        std::net::TcpListener::bind(addr).map_err(|err| EngineError::Admin { addr, err })
+    };
+    let mut listeners = vec![crate::admin::Listener::admin(bind(cfg.admin)?)];
+    if let Some(p) = cfg.admin_public {
+        listeners.push(crate::admin::Listener::public(
+            bind(p)?,
+            cfg.admin_public_reports,
+        ));
+    }
+    if !cfg.admin.ip().is_loopback() {
+        tracing::warn!(admin = %cfg.admin, "admin listens beyond the loopback: /status and /flows (client addresses, backends, NAT ports) are reachable from the network; serve probes and metrics with admin_public instead");
+    }
     let v = view.clone();
     std::thread::Builder::new()
         .name("podlb-admin".into())
-        .spawn(move || crate::admin::serve(listener, v))
+        .spawn(move || crate::admin::serve(listeners, v))
         .map_err(EngineError::Thread)?;
-    tracing::info!(admin = %cfg.admin, services = cfg.services.len(), "ready");
+    tracing::info!(admin = %cfg.admin, admin_public = ?cfg.admin_public, services = cfg.services.len(), "ready");
     Ok(())
 }
 
@@ -430,6 +451,7 @@ fn control_loop(
     wakes: &Receiver<Wake>,
 ) {
     let view = ctl.view();
+    let wedge = test_wedge_file();
     // The first pass runs at once, and ticks.
     let mut next_tick: Option<Instant> = None;
     let mut wake: Option<Instant> = None;
@@ -439,6 +461,9 @@ fn control_loop(
         if signals.stop.load(Ordering::Relaxed) {
             break;
         }
+        if let Some(f) = &wedge {
+            wedged_while(f, signals);
+        }
         let now = ctl.clock();
         for w in woken.drain(..) {
             ctl.on_wake(now, w);
@@ -446,6 +471,7 @@ fn control_loop(
         if signals.reload.swap(false, Ordering::Relaxed) {
             ctl.reload(now);
         }
+        ctl.watch_config(now);
         if let Some(p) = ctl.take_peers_changed() {
             if let Some(v) = roles.vrrp.as_mut() {
                 v.r.set_unicast_peers(p);
@@ -486,6 +512,27 @@ fn control_loop(
             wake_at = wake_at.min(now.at + STAGE_POLL);
         }
         wake = Some(wake_at);
+    }
+    // From here on /readyz fails: the instance hands over and drains.
+    view.draining.store(true, Ordering::Relaxed);
+}
+
+/// Tests only: while the file this names exists, the control loop stands
+/// still (no pass, no heartbeat), as a wedged one would; `/livez` must then
+/// fail. Unset (always, outside the tests): no effect.
+pub const TEST_WEDGE_ENV: &str = "PODLB_TEST_WEDGE_CONTROL_FILE";
+
+/// The file of [`TEST_WEDGE_ENV`], if set.
+fn test_wedge_file() -> Option<PathBuf> {
+    let f = PathBuf::from(std::env::var_os(TEST_WEDGE_ENV)?);
+    tracing::warn!(file = %f.display(), "{TEST_WEDGE_ENV} is set: the control loop stands still while this file exists (a test hook)");
+    Some(f)
+}
+
+/// Stands still while `f` exists (until a stop signal).
+fn wedged_while(f: &Path, signals: &SignalFlags) {
+    while f.exists() && !signals.stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -533,7 +580,7 @@ fn shutdown(
             let drain = cfg.vrrp.as_ref().map_or(Duration::ZERO, |v| v.drain);
             tracing::info!(?drain, "sent priority 0; draining");
             let until = now.at + drain;
-            while Instant::now() < until {
+            while ctl.clock().at < until {
                 ctl.vrrp_punts_discard();
                 std::thread::sleep(Duration::from_millis(10));
             }

@@ -63,7 +63,7 @@ fn start<D: Device + 'static>(
         let (sh, fwd) = (shared.clone(), mk_fwd(i));
         let h = std::thread::Builder::new()
             .name(format!("podlb-w{i}"))
-            .spawn(move || run_worker(dev, sh, fwd, busy_poll))
+            .spawn(move || run_worker(dev, sh, i, fwd, busy_poll))
             .map_err(EngineError::Thread)?;
         handles.push(h);
     }

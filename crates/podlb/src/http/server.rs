@@ -1,11 +1,14 @@
 //! The server half: an accept loop on a tokio listener, one task per
 //! connection, hyper's HTTP/1.1 (request parsing, keep-alive, chunked
 //! bodies). [`Limits`] bound what one client can hold: connections at once
-//! (more are closed as soon as accepted, and counted), the time to send a
-//! request head, a connection's whole life, and the head's size.
+//! (in all, and from one address; more are closed as soon as accepted, and
+//! counted), the time to send a request head, a connection's whole life,
+//! and the head's size.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +32,10 @@ pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 pub struct Limits {
     /// Connections served at once; one more is closed when accepted.
     pub max_connections: usize,
+    /// Connections served at once from one IP address (`None`: no bound of
+    /// its own); one more from it is closed when accepted. Slow clients
+    /// from one address then cannot take every slot from the others.
+    pub max_per_peer: Option<usize>,
     /// The request head must have arrived this long after the connection
     /// opened (or after the previous response, with keep-alive); `None`:
     /// no bound.
@@ -47,7 +54,8 @@ pub struct Limits {
 pub struct Stats {
     /// Connections served.
     pub accepted: AtomicU64,
-    /// Connections closed at once: `max_connections` were open.
+    /// Connections closed at once: `max_connections` were open, or
+    /// `max_per_peer` from its address.
     pub rejected: AtomicU64,
     /// Connections closed by a deadline (head or whole connection).
     pub timed_out: AtomicU64,
@@ -65,7 +73,7 @@ impl Stats {
         );
         w.counter(
             &format!("{prefix}_connections_rejected_total"),
-            &format!("Connections to the {what} closed at once: too many were open."),
+            &format!("Connections to the {what} closed at once: too many were open (in all, or from its address)."),
             self.rejected.load(Relaxed),
         );
         w.counter(
@@ -73,6 +81,45 @@ impl Stats {
             &format!("Connections to the {what} closed by a deadline (request head or whole connection)."),
             self.timed_out.load(Relaxed),
         );
+    }
+}
+
+/// Connections open per peer address, for [`Limits::max_per_peer`].
+#[derive(Default)]
+struct PeerCounts(parking_lot::Mutex<HashMap<IpAddr, usize>>);
+
+/// A connection's place in [`PeerCounts`], given back on drop.
+struct PeerSlot {
+    counts: Arc<PeerCounts>,
+    ip: IpAddr,
+}
+
+impl PeerCounts {
+    /// A slot for one more connection from `ip`, if it holds fewer than
+    /// `max`.
+    fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<PeerSlot> {
+        let mut m = self.0.lock();
+        let n = m.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot {
+            counts: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut m = self.counts.0.lock();
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -145,6 +192,7 @@ pub async fn serve<H, F>(
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let peers = Arc::new(PeerCounts::default());
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -154,9 +202,9 @@ pub async fn serve<H, F>(
         .title_case_headers(true);
     tokio::pin!(shutdown);
     loop {
-        let tcp = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
-                Ok((tcp, _)) => tcp,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of descriptors, or the peer gave up: not fatal.
                     tracing::debug!(error = %e, "accept");
@@ -166,7 +214,11 @@ pub async fn serve<H, F>(
             },
             () = &mut shutdown => return,
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
+        let peer_slot = match limits.max_per_peer {
+            Some(max) => peers.take(peer.ip(), max).map(Some),
+            None => Some(None),
+        };
+        let (Ok(slot), Some(peer_slot)) = (slots.clone().try_acquire_owned(), peer_slot) else {
             stats.rejected.fetch_add(1, Relaxed);
             drop(tcp);
             continue;
@@ -196,7 +248,7 @@ pub async fn serve<H, F>(
                 Some(Err(e)) => tracing::debug!(error = %e, "http connection"),
                 Some(Ok(())) => {}
             }
-            drop(slot);
+            drop((slot, peer_slot));
         });
     }
 }
