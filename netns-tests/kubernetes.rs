@@ -126,14 +126,14 @@ fn ingress_ip(api: &FakeApi, ns: &str, name: &str) -> Option<String> {
 }
 
 /// Which backends answer `n` new connections through the VIP.
-fn spread(client: &str, n: usize, budget: &Budget) -> HashMap<String, usize> {
+pub fn spread(client: &str, n: usize, budget: &Budget) -> HashMap<String, usize> {
     netns::http_get_many_until(client, vip(80), n, 8, true, budget.deadline())
         .unwrap_or_else(|e| panic!("HTTP through the VIP failed: {e}"))
 }
 
 /// Keep-alive connections opened through the VIP, and the backend each one
 /// landed on.
-fn open_conns(client: &str, n: usize) -> Vec<(HttpConn, String)> {
+pub fn open_conns(client: &str, n: usize) -> Vec<(HttpConn, String)> {
     netns::in_netns(client, move || {
         (0..n)
             .map(|_| {
@@ -147,7 +147,11 @@ fn open_conns(client: &str, n: usize) -> Vec<(HttpConn, String)> {
 }
 
 /// Every kept connection still answers, from the backend it started on.
-fn assert_conns_alive(conns: &mut [(HttpConn, String)], keep: impl Fn(&str) -> bool, when: &str) {
+pub fn assert_conns_alive(
+    conns: &mut [(HttpConn, String)],
+    keep: impl Fn(&str) -> bool,
+    when: &str,
+) {
     let mut checked = 0;
     for (c, be) in conns.iter_mut().filter(|(_, be)| keep(be)) {
         let r = c
@@ -483,7 +487,11 @@ fn pair_lab() -> (failover::Lab, FakeApi, std::path::PathBuf) {
     (lab, api, kubeconfig)
 }
 
-fn kube_config(kubeconfig: &std::path::Path, vrrp: Option<VrrpSpec>, extra: &str) -> ConfigSpec {
+pub fn kube_config(
+    kubeconfig: &std::path::Path,
+    vrrp: Option<VrrpSpec>,
+    extra: &str,
+) -> ConfigSpec {
     let mut c = ConfigSpec::lab(Attach::from_name("af_packet").unwrap(), "nat");
     c.services.clear();
     c.vrrp = vrrp;
@@ -492,7 +500,7 @@ fn kube_config(kubeconfig: &std::path::Path, vrrp: Option<VrrpSpec>, extra: &str
 }
 
 /// Serves through the VIP (bounded retries while a takeover settles).
-fn wait_served(client: &str, budget: &Budget, what: &str) {
+pub fn wait_served(client: &str, budget: &Budget, what: &str) {
     wait_for(budget, Duration::from_secs(15), what, || {
         netns::in_netns(client, || {
             HttpConn::connect(vip(80), Duration::from_millis(300))
@@ -584,12 +592,12 @@ fn k8s_peer_discovery_feeds_unicast_vrrp() {
     stop_podlb(&lb2);
 }
 
-fn lease_state(p: &Podlb) -> Option<String> {
+pub fn lease_state(p: &Podlb) -> Option<String> {
     let lease = p.status().ok()?.kubernetes?.lease?;
     Some(lease.state.as_str().to_string())
 }
 
-fn wait_lease(p: &Podlb, want: &str, budget: &Budget) {
+pub fn wait_lease(p: &Podlb, want: &str, budget: &Budget) {
     wait_for(
         budget,
         Duration::from_secs(15),
