@@ -128,8 +128,8 @@ use podlb_lab::demo::{lab_topology, Attach, ConfigSpec, Podlb, BACKENDS, CLIENT,
 use podlb_lab::netns::{self, Proc};
 
 use crate::kubernetes::{
-    assert_conns_alive, kube_table, lb_service, open_conns, spread, wait_for, wait_lease,
-    wait_served,
+    assert_conns_alive, health_up, kube_table, lb_service, metric, open_conns, spread, wait_for,
+    wait_lease, wait_served,
 };
 
 const CLASS: &str = "podlb.io/vip";
@@ -264,10 +264,6 @@ fn kube_status(p: &Podlb) -> KubeStatus {
         .unwrap()
         .kubernetes
         .expect("a kubernetes section")
-}
-
-fn metric(p: &Podlb, name: &str) -> f64 {
-    metric_sum(&p.metrics().unwrap(), name)
 }
 
 /// Waits for web's VIP in its status and checks the ipMode.
@@ -414,6 +410,116 @@ fn realkube_service_pods_readiness_scale_and_drain() {
         ks.updates, ks.update_mean_ms, ks.status_writes
     );
     assert_eq!(ks.status_errors, 0, "{ks:?}");
+    assert!(ks.updates >= 1 && ks.status_writes >= 1, "{ks:?}");
+    assert_eq!(ks.allocations[0].vip, VIP);
+    assert!(metric(&l.podlb, "podlb_k8s_update_seconds_count") >= 1.0);
+    stop_podlb(&l.podlb);
+}
+
+#[test]
+fn realkube_foreign_class_ignored_and_bad_vip_refused_with_an_event() {
+    require_kube!("realkube_foreign_class_ignored_and_bad_vip_refused_with_an_event");
+    let budget = Budget::with(KUBE_BUDGET);
+    let l = lab("");
+    let (k, client) = (&l.c.k, l.topo.ns("client"));
+    create_web(k, 1);
+    // Another controller's Service, and one asking for a VIP outside the pool.
+    k.apply(&lb_service(
+        "default",
+        "other",
+        "example.com/lb",
+        json!({}),
+        80,
+    ))
+    .unwrap();
+    k.kubectl(&["create", "namespace", "team-a"]).unwrap();
+    let wants = json!({ "podlb.io/vip": "198.18.7.7" });
+    k.apply(&lb_service("team-a", "wants", CLASS, wants, 80))
+        .unwrap();
+    wait_web_status(k, &budget);
+    let events = || {
+        k.get_json(&[
+            "events",
+            "-n",
+            "team-a",
+            "--field-selector",
+            "reason=VIPOutsidePool",
+        ])
+        .ok()
+        .and_then(|v| v["items"].as_array().cloned())
+        .unwrap_or_default()
+    };
+    // The Event as the real API server stored it (it validates Events).
+    let ev = wait_for(
+        &budget,
+        Duration::from_secs(15),
+        "a VIPOutsidePool Event",
+        || events().into_iter().next(),
+    );
+    eprintln!("podlb's Event: {ev}");
+    assert_eq!(ev["type"], "Warning");
+    assert_eq!(ev["involvedObject"]["name"], "wants");
+    let uid = k.get_json(&["service", "wants", "-n", "team-a"]).unwrap()["metadata"]["uid"].clone();
+    assert_eq!(ev["involvedObject"]["uid"], uid);
+    assert!(
+        ev["message"].as_str().unwrap().contains("198.18.7.7"),
+        "{ev}"
+    );
+    assert_eq!(ingress(k, "default", "other"), None);
+    assert_eq!(ingress(k, "team-a", "wants"), None);
+    let c = spread(client, 20, &budget);
+    assert_eq!(c.get("be1"), Some(&20), "{c:?}");
+    let ks = kube_status(&l.podlb);
+    // "other", and the API server's own default/kubernetes (ClusterIP).
+    assert_eq!(ks.ignored, 2, "{ks:?}");
+    assert_eq!(ks.problems[0].reason, "VIPOutsidePool");
+    // One Event per problem, not one per reconcile.
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(events().len(), 1);
+    stop_podlb(&l.podlb);
+}
+
+#[test]
+fn realkube_health_check_removes_and_restores_a_ready_pod() {
+    require_kube!("realkube_health_check_removes_and_restores_a_ready_pod");
+    let budget = Budget::with(KUBE_BUDGET);
+    let l = lab(
+        "[kubernetes.health_check]\nkind = \"http\"\npath = \"/\"\ninterval_ms = 200\ntimeout_ms = 100\nrise = 2\nfall = 2\n",
+    );
+    let (k, client) = (&l.c.k, l.topo.ns("client"));
+    create_web(k, 2);
+    wait_for(
+        &budget,
+        Duration::from_secs(20),
+        "both backends in use",
+        || (spread(client, 30, &budget).len() == 2).then_some(()),
+    );
+    let a1 = format!("{}:80", BACKENDS[0]);
+    wait_for(&budget, Duration::from_secs(5), "be1 checked", || {
+        health_up(&l.podlb, &a1)
+    });
+    // be1's server dies while its Pod stays Ready in the API.
+    let be1 = l.topo.ns("be1");
+    netns::kill_all_in(be1, Duration::from_secs(2));
+    wait_for(&budget, Duration::from_secs(10), "be1 marked down", || {
+        (health_up(&l.podlb, &a1) == Some(false)).then_some(())
+    });
+    let c = spread(client, 50, &budget);
+    assert_eq!(c.get("be2"), Some(&50), "{c:?}");
+    let _restarted = start_nginx(&l.topo, be1, "be1", "be1");
+    wait_for(&budget, Duration::from_secs(10), "be1 up again", || {
+        (health_up(&l.podlb, &a1) == Some(true)).then_some(())
+    });
+    wait_for(
+        &budget,
+        Duration::from_secs(10),
+        "traffic on be1 again",
+        || {
+            spread(client, 40, &budget)
+                .contains_key("be1")
+                .then_some(())
+        },
+    );
     stop_podlb(&l.podlb);
 }
 
@@ -826,6 +932,44 @@ fn realkube_peer_discovery_feeds_unicast_vrrp() {
     );
     std::thread::sleep(Duration::from_millis(1000));
     assert_eq!(lb2.vrrp_state().unwrap().as_deref(), Some("backup"));
+
+    // lb2 is replaced by a Pod with another IP: the slice changes, and
+    // lb1's advert destination follows.
+    let lb2_new = Ipv4Addr::new(198, 18, 0, 4);
+    lb2.stop(Duration::from_secs(5));
+    let ns2 = lab.topo.ns("lb2");
+    for (op, a) in [("del", LB2), ("add", lb2_new)] {
+        netns::exec_ok(ns2, &["ip", "addr", op, &format!("{a}/24"), "dev", "eth0"]).unwrap();
+    }
+    k.kubectl(&[
+        "delete",
+        "pod",
+        "podlb-b",
+        "-n",
+        "podlb-system",
+        "--grace-period=0",
+        "--force",
+    ])
+    .unwrap();
+    podlb_pod(k, "podlb-c", lb2_new, true);
+    wait_for(
+        &budget,
+        Duration::from_secs(15),
+        "lb1's peers to follow",
+        || (peers_of(&lb1) == [lb2_new]).then_some(()),
+    );
+    let lb2 = start_lb(&lab.topo, "lb2", &cfg(100));
+    wait_state(&lb2, "backup", Duration::from_secs(10));
+    // Three master-down intervals later it is still backup: lb1's unicast
+    // adverts reach the new address.
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(
+        lb2.vrrp_state().unwrap().as_deref(),
+        Some("backup"),
+        "{}",
+        lb2.log_tail(3000)
+    );
+    assert_eq!(peers_of(&lb2), [LB]);
 
     // Failover over the discovered peers; the new master's status is right.
     stop_podlb(&lb1);
