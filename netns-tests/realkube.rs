@@ -848,6 +848,85 @@ fn realkube_service_recreated_and_rbac_verb_removed() {
     stop_podlb(&l.podlb);
 }
 
+#[test]
+fn realkube_vxlan_backends_from_flannel_node_annotations() {
+    require_kube!("realkube_vxlan_backends_from_flannel_node_annotations");
+    use crate::kubernetes::flannel_node;
+    use crate::vxlan::{Lab as VxLab, NODES, PODS, VTEP_MACS};
+    let budget = Budget::with(KUBE_BUDGET);
+    let mut lab = VxLab::build();
+    let c = cluster(&mut lab.a);
+    let k = &c.k;
+    let mut procs: Vec<Proc> = (0..2)
+        .map(|i| {
+            let name = format!("pod{}", i + 1);
+            start_nginx(&lab.pods[i], lab.pod_ns(i), &name, &name)
+        })
+        .collect();
+    procs.extend(kube_procs(&lab.a));
+    // Two flannel Nodes (the annotations flannel's vxlan backend writes) and
+    // a Pod on each; the real controller puts each Pod's nodeName in the slice.
+    let mut web = lb_service("default", "web", CLASS, json!({ "podlb.io/mode": "vxlan" }), 80);
+    web["spec"]["selector"] = json!({ "app": "web" });
+    k.apply(&web).unwrap();
+    for i in 0..2 {
+        let node = format!("node{}", i + 1);
+        k.apply(&flannel_node(&node, NODES[i], VTEP_MACS[i])).unwrap();
+        let pod = format!("pod{}", i + 1);
+        k.add_pod("default", &pod, &json!({ "app": "web" }), &node).unwrap();
+        k.set_pod("default", &pod, PODS[i], true).unwrap();
+    }
+    let attach = Attach::AfPacket {
+        interface: "eth0".into(),
+    };
+    let mut config = ConfigSpec::lab(attach.clone(), "nat");
+    config.services.clear();
+    config.extra = kube_table(&c.kubeconfig, "");
+    let podlb = start_podlb(&lab.a, &attach, &config);
+    procs.push(podlb.proc().clone());
+    let _log = LogOnPanic(procs);
+    let client = lab.a.ns("client");
+
+    wait_web_status(k, &budget);
+    let counts = wait_for(&budget, Duration::from_secs(15), "both pods through VXLAN", || {
+        let c = netns::http_get_many_until(client, vip(80), 60, 4, true, budget.deadline()).ok()?;
+        (c.len() == 2).then_some(c)
+    });
+    eprintln!("vxlan backends from the real Nodes' annotations: {counts:?}");
+    let st = podlb.status().unwrap();
+    let web = &st.services[0];
+    assert_eq!(web.mode, "vxlan", "{st:?}");
+    let mut vteps: Vec<Ipv4Addr> = web.backends.iter().filter_map(|b| b.vtep).collect();
+    vteps.sort();
+    assert_eq!(vteps, [NODES[0], NODES[1]]);
+    assert!(metric(&podlb, "podlb_vxlan_encapsulated_total") >= 60.0);
+
+    // node2 loses its flannel annotations: its endpoint leaves, with an Event.
+    k.kubectl(&[
+        "annotate",
+        "node",
+        "node2",
+        "flannel.alpha.coreos.com/backend-type-",
+        "flannel.alpha.coreos.com/public-ip-",
+        "flannel.alpha.coreos.com/backend-data-",
+        "flannel.alpha.coreos.com/kube-subnet-manager-",
+    ])
+    .unwrap();
+    let ev = wait_for(&budget, Duration::from_secs(15), "a VTEPUnknown Event", || {
+        let v = k
+            .get_json(&["events", "-n", "default", "--field-selector", "reason=VTEPUnknown"])
+            .ok()?;
+        v["items"].as_array()?.first().cloned()
+    });
+    let msg = ev["message"].as_str().unwrap_or("");
+    assert!(msg.contains("node2") && msg.contains(&PODS[1].to_string()), "{ev}");
+    wait_for(&budget, Duration::from_secs(10), "only pod1", || {
+        let c = netns::http_get_many_until(client, vip(80), 30, 4, true, budget.deadline()).ok()?;
+        (c.len() == 1 && c.contains_key("pod1")).then_some(())
+    });
+    stop_podlb(&podlb);
+}
+
 // ---------------------------------------------------------------------------
 // Redundancy from the real API: peer discovery and the Lease.
 
