@@ -369,4 +369,3 @@ pub fn flannel_node(name: &str, vtep: Ipv4Addr, mac: &str) -> Value {
         },
     })
 }
-

@@ -866,14 +866,22 @@ fn realkube_vxlan_backends_from_flannel_node_annotations() {
     procs.extend(kube_procs(&lab.a));
     // Two flannel Nodes (the annotations flannel's vxlan backend writes) and
     // a Pod on each; the real controller puts each Pod's nodeName in the slice.
-    let mut web = lb_service("default", "web", CLASS, json!({ "podlb.io/mode": "vxlan" }), 80);
+    let mut web = lb_service(
+        "default",
+        "web",
+        CLASS,
+        json!({ "podlb.io/mode": "vxlan" }),
+        80,
+    );
     web["spec"]["selector"] = json!({ "app": "web" });
     k.apply(&web).unwrap();
     for i in 0..2 {
         let node = format!("node{}", i + 1);
-        k.apply(&flannel_node(&node, NODES[i], VTEP_MACS[i])).unwrap();
+        k.apply(&flannel_node(&node, NODES[i], VTEP_MACS[i]))
+            .unwrap();
         let pod = format!("pod{}", i + 1);
-        k.add_pod("default", &pod, &json!({ "app": "web" }), &node).unwrap();
+        k.add_pod("default", &pod, &json!({ "app": "web" }), &node)
+            .unwrap();
         k.set_pod("default", &pod, PODS[i], true).unwrap();
     }
     let attach = Attach::AfPacket {
@@ -888,10 +896,16 @@ fn realkube_vxlan_backends_from_flannel_node_annotations() {
     let client = lab.a.ns("client");
 
     wait_web_status(k, &budget);
-    let counts = wait_for(&budget, Duration::from_secs(15), "both pods through VXLAN", || {
-        let c = netns::http_get_many_until(client, vip(80), 60, 4, true, budget.deadline()).ok()?;
-        (c.len() == 2).then_some(c)
-    });
+    let counts = wait_for(
+        &budget,
+        Duration::from_secs(15),
+        "both pods through VXLAN",
+        || {
+            let c =
+                netns::http_get_many_until(client, vip(80), 60, 4, true, budget.deadline()).ok()?;
+            (c.len() == 2).then_some(c)
+        },
+    );
     eprintln!("vxlan backends from the real Nodes' annotations: {counts:?}");
     let st = podlb.status().unwrap();
     let web = &st.services[0];
@@ -912,14 +926,28 @@ fn realkube_vxlan_backends_from_flannel_node_annotations() {
         "flannel.alpha.coreos.com/kube-subnet-manager-",
     ])
     .unwrap();
-    let ev = wait_for(&budget, Duration::from_secs(15), "a VTEPUnknown Event", || {
-        let v = k
-            .get_json(&["events", "-n", "default", "--field-selector", "reason=VTEPUnknown"])
-            .ok()?;
-        v["items"].as_array()?.first().cloned()
-    });
+    let ev = wait_for(
+        &budget,
+        Duration::from_secs(15),
+        "a VTEPUnknown Event",
+        || {
+            let v = k
+                .get_json(&[
+                    "events",
+                    "-n",
+                    "default",
+                    "--field-selector",
+                    "reason=VTEPUnknown",
+                ])
+                .ok()?;
+            v["items"].as_array()?.first().cloned()
+        },
+    );
     let msg = ev["message"].as_str().unwrap_or("");
-    assert!(msg.contains("node2") && msg.contains(&PODS[1].to_string()), "{ev}");
+    assert!(
+        msg.contains("node2") && msg.contains(&PODS[1].to_string()),
+        "{ev}"
+    );
     wait_for(&budget, Duration::from_secs(10), "only pod1", || {
         let c = netns::http_get_many_until(client, vip(80), 30, 4, true, budget.deadline()).ok()?;
         (c.len() == 1 && c.contains_key("pod1")).then_some(())
@@ -1077,12 +1105,28 @@ fn realkube_lease_election_with_real_conflicts() {
             &format!("identity = {id:?}\nelection = \"lease\"\n[kubernetes.lease]\nduration_ms = 2000\nretry_ms = 250\n"),
         )
     };
-    // Both start at once with no Lease yet: both try to create it, the API
-    // server lets one win (409 to the other).
+    // A free Lease (no holder). Both instances start while the API server
+    // is frozen, so both read it at the same resourceVersion when it
+    // thaws, and both write it back with that resourceVersion: the API
+    // server takes one and answers 409 Conflict to the other.
+    k.apply(&json!({
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": "podlb", "namespace": "podlb-system"},
+        "spec": {"holderIdentity": "", "leaseDurationSeconds": 2},
+    }))
+    .unwrap();
+    k.pause_apiserver(true).unwrap();
     let (lb1, lb2) = std::thread::scope(|s| {
+        let thaw = s.spawn(|| {
+            std::thread::sleep(Duration::from_secs(3));
+            k.pause_apiserver(false).unwrap();
+        });
         let a = s.spawn(|| start_lb(&lab.topo, "lb1", &cfg("podlb-a")));
         let b = s.spawn(|| start_lb(&lab.topo, "lb2", &cfg("podlb-b")));
-        (a.join().unwrap(), b.join().unwrap())
+        let r = (a.join().unwrap(), b.join().unwrap());
+        thaw.join().unwrap();
+        r
     });
     let mut procs = lab.procs.clone();
     procs.extend([lb1.proc().clone(), lb2.proc().clone()]);
@@ -1107,11 +1151,10 @@ fn realkube_lease_election_with_real_conflicts() {
         (&lb2, &lb1, "podlb-b")
     };
     let conflicts = |p: &Podlb| metric(p, "podlb_lease_conflicts_total");
-    eprintln!(
-        "lease race: {master_id} won; conflicts lb1 {} lb2 {}",
-        conflicts(&lb1),
-        conflicts(&lb2)
-    );
+    let (c1, c2) = (conflicts(&lb1), conflicts(&lb2));
+    eprintln!("lease race: {master_id} won; 409 Conflicts: lb1 {c1}, lb2 {c2}");
+    assert!(c1 + c2 >= 1.0, "no resourceVersion conflict in the race");
+    assert_eq!(conflicts(master), 0.0, "the winner got a conflict");
     assert_eq!(lease(k)["spec"]["holderIdentity"], master_id);
     wait_served(&client, &budget, "HTTP through the VIP (the Lease holder)");
 
