@@ -133,6 +133,16 @@ pub fn start_nginx(topo: &Topology, ns: &str, name: &str, body: &str) -> Proc {
     p
 }
 
+/// nginx in each backend namespace be1..be3, answering its own name.
+pub fn start_backends(topo: &Topology) -> Vec<Proc> {
+    (1..=3)
+        .map(|i| {
+            let name = format!("be{i}");
+            start_nginx(topo, topo.ns(&name), &name, &name)
+        })
+        .collect()
+}
+
 /// Starts `iperf3 -s` in `ns` on port 5201.
 pub fn start_iperf_server(topo: &Topology, ns: &str) -> Proc {
     let p = topo

@@ -180,22 +180,11 @@ struct Lab {
 fn lab(extra: &str) -> Lab {
     let attach = Attach::from_name("af_packet").unwrap();
     let topo = lab_topology(&attach).unwrap();
-    let mut procs = Vec::new();
-    for i in 1..=3 {
-        let ns = topo.ns(&format!("be{i}")).to_string();
-        procs.push(start_nginx(
-            &topo,
-            &ns,
-            &format!("be{i}"),
-            &format!("be{i}"),
-        ));
-    }
+    let mut procs = start_backends(&topo);
     let api = start_api(&topo, CLIENT);
     let kubeconfig = topo.dir().join("kubeconfig");
     api.write_kubeconfig(&kubeconfig, "podlb-system").unwrap();
-    let mut config = ConfigSpec::lab(attach.clone(), "nat");
-    config.services.clear();
-    config.extra = kube_table(&kubeconfig, extra);
+    let config = kube_config(&kubeconfig, None, extra);
     let podlb = start_podlb(&topo, &attach, &config);
     procs.push(podlb.proc().clone());
     Lab {

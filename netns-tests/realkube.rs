@@ -210,6 +210,23 @@ fn ingress_ip(k: &KubeCluster, ns: &str, name: &str) -> Option<String> {
     ingress(k, ns, name)?["ip"].as_str().map(str::to_string)
 }
 
+/// The endpoints of web's (first) EndpointSlice, as the controller wrote them.
+fn web_endpoints(k: &KubeCluster) -> Option<Vec<Value>> {
+    let v = k
+        .get_json(&["endpointslices", "-l", "kubernetes.io/service-name=web"])
+        .ok()?;
+    v["items"][0]["endpoints"].as_array().cloned()
+}
+
+/// The Events with `reason` in namespace `ns`.
+fn events(k: &KubeCluster, ns: &str, reason: &str) -> Vec<Value> {
+    let sel = format!("reason={reason}");
+    k.get_json(&["events", "-n", ns, "--field-selector", &sel])
+        .ok()
+        .and_then(|v| v["items"].as_array().cloned())
+        .unwrap_or_default()
+}
+
 /// The single-instance lab: client, lb, be1..be3 (nginx answering its
 /// name), the control plane on "kctl", podlb in Kubernetes mode.
 struct Lab {
@@ -226,18 +243,8 @@ fn lab(extra: &str) -> Lab {
     let mut topo = lab_topology(&attach).unwrap();
     let c = cluster(&mut topo);
     let mut procs = kube_procs(&topo);
-    for i in 1..=3 {
-        let ns = topo.ns(&format!("be{i}")).to_string();
-        procs.push(start_nginx(
-            &topo,
-            &ns,
-            &format!("be{i}"),
-            &format!("be{i}"),
-        ));
-    }
-    let mut config = ConfigSpec::lab(attach.clone(), "nat");
-    config.services.clear();
-    config.extra = kube_table(&c.kubeconfig, extra);
+    procs.extend(start_backends(&topo));
+    let config = kube_config(&c.kubeconfig, None, extra);
     let podlb = start_podlb(&topo, &attach, &config);
     procs.push(podlb.proc().clone());
     Lab {
@@ -361,10 +368,7 @@ fn realkube_service_pods_readiness_scale_and_drain() {
         Duration::from_secs(15),
         "web-2 terminating in the slice",
         || {
-            let v = k
-                .get_json(&["endpointslices", "-l", "kubernetes.io/service-name=web"])
-                .ok()?;
-            let eps = v["items"][0]["endpoints"].as_array()?.clone();
+            let eps = web_endpoints(k)?;
             eps.iter()
                 .any(|e| {
                     e["addresses"][0] == b2.to_string() && e["conditions"]["terminating"] == true
@@ -437,18 +441,7 @@ fn realkube_foreign_class_ignored_and_bad_vip_refused_with_an_event() {
     k.apply(&lb_service("team-a", "wants", CLASS, wants, 80))
         .unwrap();
     wait_web_status(k, &budget);
-    let events = || {
-        k.get_json(&[
-            "events",
-            "-n",
-            "team-a",
-            "--field-selector",
-            "reason=VIPOutsidePool",
-        ])
-        .ok()
-        .and_then(|v| v["items"].as_array().cloned())
-        .unwrap_or_default()
-    };
+    let events = || events(k, "team-a", "VIPOutsidePool");
     // The Event as the real API server stored it (it validates Events).
     let ev = wait_for(
         &budget,
@@ -693,12 +686,7 @@ fn realkube_apiserver_restart_and_compaction_relist_under_load() {
             &budget,
             Duration::from_secs(15),
             "web-2 in the slice",
-            || {
-                let v = k
-                    .get_json(&["endpointslices", "-l", "kubernetes.io/service-name=web"])
-                    .ok()?;
-                (v["items"][0]["endpoints"].as_array()?.len() == 2).then_some(())
-            },
+            || (web_endpoints(k)?.len() == 2).then_some(()),
         );
         let rev = k.compact_etcd().unwrap();
         eprintln!("etcd compacted at revision {rev} while podlb was cut off");
@@ -930,18 +918,7 @@ fn realkube_vxlan_backends_from_flannel_node_annotations() {
         &budget,
         Duration::from_secs(15),
         "a VTEPUnknown Event",
-        || {
-            let v = k
-                .get_json(&[
-                    "events",
-                    "-n",
-                    "default",
-                    "--field-selector",
-                    "reason=VTEPUnknown",
-                ])
-                .ok()?;
-            v["items"].as_array()?.first().cloned()
-        },
+        || events(k, "default", "VTEPUnknown").into_iter().next(),
     );
     let msg = ev["message"].as_str().unwrap_or("");
     assert!(
