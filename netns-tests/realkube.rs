@@ -816,6 +816,19 @@ fn realkube_service_recreated_and_rbac_verb_removed() {
     assert!(err.contains("forbidden") || err.contains("403"), "{err}");
     assert!(metric(&l.podlb, "podlb_k8s_status_errors_total") >= 1.0);
     assert!(l.podlb.log_tail(100_000).contains("status write failed"));
+    // And says so on the Service (Events are still allowed).
+    let ev = wait_for(
+        &budget,
+        Duration::from_secs(15),
+        "a StatusWriteForbidden Event",
+        || {
+            events(k, "default", "StatusWriteForbidden")
+                .into_iter()
+                .next()
+        },
+    );
+    eprintln!("podlb's Event: {}", ev["message"]);
+    assert_eq!(ev["involvedObject"]["name"], "web2", "{ev}");
     let c =
         netns::http_get_many_until(client, sa(vip2, 8080), 20, 4, true, budget.deadline()).unwrap();
     assert_eq!(c.values().sum::<usize>(), 20, "web2 served: {c:?}");
