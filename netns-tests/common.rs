@@ -43,13 +43,18 @@ impl Budget {
     pub fn start() -> Budget {
         Budget(Instant::now() + TEST_BUDGET)
     }
+    /// A budget of `d` instead of [`TEST_BUDGET`] (tests that start a
+    /// control plane first).
+    pub fn with(d: Duration) -> Budget {
+        Budget(Instant::now() + d)
+    }
     pub fn deadline(&self) -> Instant {
         self.0
     }
     /// Remaining time, at most `cap`; panics when the budget is spent.
     pub fn left(&self, cap: Duration) -> Duration {
         let left = self.0.saturating_duration_since(Instant::now());
-        assert!(!left.is_zero(), "test budget of {TEST_BUDGET:?} spent");
+        assert!(!left.is_zero(), "test budget spent");
         left.min(cap)
     }
 }
@@ -126,6 +131,16 @@ pub fn start_nginx(topo: &Topology, ns: &str, name: &str, body: &str) -> Proc {
         )
     });
     p
+}
+
+/// nginx in each backend namespace be1..be3, answering its own name.
+pub fn start_backends(topo: &Topology) -> Vec<Proc> {
+    (1..=3)
+        .map(|i| {
+            let name = format!("be{i}");
+            start_nginx(topo, topo.ns(&name), &name, &name)
+        })
+        .collect()
 }
 
 /// Starts `iperf3 -s` in `ns` on port 5201.

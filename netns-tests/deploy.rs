@@ -1,7 +1,9 @@
-//! The Kubernetes manifests in deploy/kubernetes: rendered, checked against
-//! the Kubernetes schemas and cross-checked by validate_deploy.py. Needs no
-//! root and no namespaces, only python3 with kubernetes-validate (deps.sh
-//! installs it); without them this test fails rather than skips.
+//! The Kubernetes manifests in deploy/kubernetes: rendered and cross-checked
+//! by validate_deploy.py (references, selectors, RBAC against the verbs
+//! podlb uses, probes, podlb.toml). Needs no root and no namespaces, only
+//! python3 with PyYAML (deps.sh installs it); without them this test fails
+//! rather than skips. The schemas are checked by a real kube-apiserver:
+//! `realkube_deploy_manifests_apply_server_side` (realkube.rs).
 
 use std::process::Command;
 
@@ -20,7 +22,7 @@ fn deploy_manifests_validate() {
     {
         Ok(out) => out,
         Err(e) => panic!(
-            "cannot run python3 {}: {e}; install python3 and kubernetes-validate with netns-tests/deps.sh",
+            "cannot run python3 {}: {e}; install python3 and PyYAML with netns-tests/deps.sh",
             script.display()
         ),
     };
@@ -30,7 +32,7 @@ fn deploy_manifests_validate() {
     eprintln!("{stderr}");
     assert!(
         out.status.success(),
-        "validate_deploy.py failed ({}); kubernetes-validate missing? run netns-tests/deps.sh\n{stdout}{stderr}",
+        "validate_deploy.py failed ({}); PyYAML missing? run netns-tests/deps.sh\n{stdout}{stderr}",
         out.status
     );
     assert!(

@@ -19,16 +19,7 @@ pub struct Lab {
 
 pub fn lab(with_iperf: bool) -> Lab {
     let topo = vrrp_lab_topology().unwrap();
-    let mut procs = Vec::new();
-    for i in 1..=3 {
-        let ns = topo.ns(&format!("be{i}")).to_string();
-        procs.push(start_nginx(
-            &topo,
-            &ns,
-            &format!("be{i}"),
-            &format!("be{i}"),
-        ));
-    }
+    let mut procs = start_backends(&topo);
     if with_iperf {
         procs.push(start_iperf_server(&topo, topo.ns("be1")));
     }

@@ -381,6 +381,21 @@ impl KubeCluster {
         }
     }
 
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) kube-apiserver: requests sent
+    /// meanwhile wait, and are all answered once it continues (to line up
+    /// two clients' reads of the same resourceVersion).
+    pub fn pause_apiserver(&self, paused: bool) -> Result<()> {
+        if let Some(p) = self
+            .apiserver
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+        {
+            p.signal(if paused { "STOP" } else { "CONT" })?;
+        }
+        Ok(())
+    }
+
     fn wait_until(&self, what: &str, proc: &Proc, mut ok: impl FnMut() -> bool) -> Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {

@@ -797,6 +797,11 @@ impl Topology {
         Ok(())
     }
 
+    /// The processes started so far (their logs, for a failing test).
+    pub fn procs(&self) -> Vec<Proc> {
+        self.procs.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
     /// Starts `args` inside `ns`, stdout and stderr to `<dir>/<label>.log`.
     /// The process is killed when the topology drops.
     pub fn spawn(&self, ns: &str, label: &str, args: &[&str]) -> Result<Proc> {

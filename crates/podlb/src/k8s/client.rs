@@ -634,7 +634,14 @@ struct Writer {
     retry_at: Option<Instant>,
     /// Problems already reported as Events.
     reported: BTreeSet<Problem>,
+    /// Services whose status write the API server refused (403), reported
+    /// once with a [`STATUS_FORBIDDEN`] Event until a write succeeds.
+    denied: BTreeSet<(String, String)>,
 }
+
+/// The Event reason when RBAC refuses podlb the status write: the VIP is
+/// served, but the Service does not say so.
+pub const STATUS_FORBIDDEN: &str = "StatusWriteForbidden";
 
 impl Writer {
     fn new(client: Client, svc_ar: ApiResource, id: Identity) -> Writer {
@@ -645,6 +652,7 @@ impl Writer {
             sent: HashMap::new(),
             retry_at: None,
             reported: BTreeSet::new(),
+            denied: BTreeSet::new(),
         }
     }
 
@@ -655,6 +663,7 @@ impl Writer {
     fn forget_reported(&mut self) {
         // A new master reports what is still wrong.
         self.reported.clear();
+        self.denied.clear();
         self.sent.clear();
         self.retry_at = None;
     }
@@ -688,10 +697,31 @@ impl Writer {
             match res {
                 Ok(Ok(_)) => {
                     view.status_writes.fetch_add(1, Relaxed);
+                    self.denied.remove(&key);
                     self.sent.insert(key, u.ip);
                     tracing::info!(service = %format!("{}/{}", u.namespace, u.name), ip = ?u.ip, "kubernetes: status written");
                 }
-                Ok(Err(e)) => self.write_failed(view, u, e.to_string()),
+                Ok(Err(e)) => {
+                    let denied = match &e {
+                        kube::Error::Api(s) if s.code == 403 => Some(s.message.clone()),
+                        _ => None,
+                    };
+                    self.write_failed(view, u, e.to_string());
+                    if let Some(why) = denied.filter(|_| !self.denied.contains(&key)) {
+                        // Say on the Service what podlb cannot do (Events
+                        // may still be allowed when the status is not).
+                        let msg = format!(
+                            "podlb serves {} but may not write status.loadBalancer (RBAC: patch services/status): {why}",
+                            u.ip.map_or_else(|| "no VIP".to_string(), |ip| ip.to_string())
+                        );
+                        if self
+                            .send_event(services, &key, STATUS_FORBIDDEN, &msg, view)
+                            .await
+                        {
+                            self.denied.insert(key);
+                        }
+                    }
+                }
                 Err(_) => self.write_failed(view, u, "timed out".into()),
             }
         }
@@ -714,45 +744,70 @@ impl Writer {
             if self.reported.contains(p) {
                 continue;
             }
-            let uid = services
-                .objects
-                .get(&(p.namespace.clone(), p.name.clone()))
-                .and_then(|o| o.pointer("/metadata/uid"))
-                .cloned()
-                .unwrap_or(Value::Null);
-            let ev = event_object(p, uid, &self.id);
-            let ar = ApiResource::erase::<k8s_openapi::api::core::v1::Event>(&());
-            let api: Api<DynamicObject> =
-                Api::namespaced_with(self.client.clone(), &p.namespace, &ar);
-            let obj: DynamicObject = match serde_json::from_value(ev) {
-                Ok(o) => o,
-                Err(_) => continue,
-            };
-            match tokio::time::timeout(REQUEST_TIMEOUT, api.create(&PostParams::default(), &obj))
+            let key = (p.namespace.clone(), p.name.clone());
+            if self
+                .send_event(services, &key, p.reason.as_str(), &p.message, view)
                 .await
             {
-                Ok(Ok(_)) => {
-                    view.events_sent.fetch_add(1, Relaxed);
-                    self.reported.insert(p.clone());
-                    tracing::warn!(service = %format!("{}/{}", p.namespace, p.name), reason = %p.reason, message = %p.message, "kubernetes: event");
-                }
-                Ok(Err(e)) => {
-                    view.event_errors.fetch_add(1, Relaxed);
-                    *view.last_error.lock() =
-                        Some(format!("event for {}/{}: {e}", p.namespace, p.name));
-                    self.retry_at = Some(Instant::now() + WRITE_RETRY);
-                }
-                Err(_) => {
-                    view.event_errors.fetch_add(1, Relaxed);
-                    self.retry_at = Some(Instant::now() + WRITE_RETRY);
-                }
+                self.reported.insert(p.clone());
+            }
+        }
+    }
+
+    /// Creates a Warning Event on Service `key`; whether it was accepted
+    /// (if not, counted, and retried after [`WRITE_RETRY`]).
+    async fn send_event(
+        &mut self,
+        services: &Store,
+        key: &(String, String),
+        reason: &str,
+        message: &str,
+        view: &KubeView,
+    ) -> bool {
+        let (ns, name) = key;
+        let uid = services
+            .objects
+            .get(key)
+            .and_then(|o| o.pointer("/metadata/uid"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        let ev = event_object(ns, name, reason, message, uid, &self.id);
+        let ar = ApiResource::erase::<k8s_openapi::api::core::v1::Event>(&());
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), ns, &ar);
+        let Ok(obj) = serde_json::from_value::<DynamicObject>(ev) else {
+            return false;
+        };
+        match tokio::time::timeout(REQUEST_TIMEOUT, api.create(&PostParams::default(), &obj)).await
+        {
+            Ok(Ok(_)) => {
+                view.events_sent.fetch_add(1, Relaxed);
+                tracing::warn!(service = %format!("{ns}/{name}"), reason, message, "kubernetes: event");
+                true
+            }
+            Ok(Err(e)) => {
+                view.event_errors.fetch_add(1, Relaxed);
+                *view.last_error.lock() = Some(format!("event for {ns}/{name}: {e}"));
+                self.retry_at = Some(Instant::now() + WRITE_RETRY);
+                false
+            }
+            Err(_) => {
+                view.event_errors.fetch_add(1, Relaxed);
+                self.retry_at = Some(Instant::now() + WRITE_RETRY);
+                false
             }
         }
     }
 }
 
 /// A core/v1 Event of type Warning about a Service.
-fn event_object(p: &Problem, uid: Value, id: &Identity) -> Value {
+fn event_object(
+    ns: &str,
+    name: &str,
+    reason: &str,
+    message: &str,
+    uid: Value,
+    id: &Identity,
+) -> Value {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -761,18 +816,18 @@ fn event_object(p: &Problem, uid: Value, id: &Identity) -> Value {
         "apiVersion": "v1",
         "kind": "Event",
         "metadata": {
-            "name": format!("{}.{:x}", p.name, now.as_nanos()),
-            "namespace": p.namespace,
+            "name": format!("{name}.{:x}", now.as_nanos()),
+            "namespace": ns,
         },
         "involvedObject": {
             "apiVersion": "v1",
             "kind": "Service",
-            "namespace": p.namespace,
-            "name": p.name,
+            "namespace": ns,
+            "name": name,
             "uid": uid,
         },
-        "reason": p.reason.as_str(),
-        "message": p.message,
+        "reason": reason,
+        "message": message,
         "type": "Warning",
         "source": { "component": "podlb" },
         "reportingComponent": "podlb.io/podlb",
