@@ -1147,6 +1147,36 @@ fn realkube_lease_election_with_real_conflicts() {
     assert_eq!(conflicts(master), 0.0, "the winner got a conflict");
     assert_eq!(lease(k)["spec"]["holderIdentity"], master_id);
     wait_served(&client, &budget, "HTTP through the VIP (the Lease holder)");
+    // The holder says so on the Service: the active-instance condition and
+    // Normal Events (the allocation, the announcement).
+    let announced_by = |id: &str| {
+        wait_for(
+            &budget,
+            Duration::from_secs(10),
+            "the active-instance condition",
+            || {
+                let svc = k.get_json(&["service", "web", "-n", "default"]).ok()?;
+                let c = svc["status"]["conditions"]
+                    .as_array()?
+                    .iter()
+                    .find(|c| c["type"] == "podlb.io/ActiveInstance")?
+                    .clone();
+                c["message"]
+                    .as_str()?
+                    .contains(&format!("instance {id}"))
+                    .then_some(c)
+            },
+        )
+    };
+    let cond = announced_by(master_id);
+    eprintln!("active-instance condition: {cond}");
+    assert_eq!(cond["status"], "True");
+    for reason in ["VIPAllocated", "VIPAnnounced"] {
+        let ev = wait_for(&budget, Duration::from_secs(10), reason, || {
+            events(k, "default", reason).first().cloned()
+        });
+        assert_eq!(ev["type"], "Normal", "{ev}");
+    }
 
     // Someone else writes the Lease (a label, as an admin might): the
     // holder's next write carries a stale resourceVersion only if it raced;
@@ -1173,6 +1203,17 @@ fn realkube_lease_election_with_real_conflicts() {
     wait_served(&client, &budget, "HTTP through the VIP after the takeover");
     let l = lease(k);
     assert_ne!(l["spec"]["holderIdentity"], master_id, "{l}");
+    let other = if master_id == "podlb-a" {
+        "podlb-b"
+    } else {
+        "podlb-a"
+    };
+    announced_by(other);
+    let announcements = events(k, "default", "VIPAnnounced");
+    assert!(
+        announcements.len() >= 2,
+        "one per takeover: {announcements:?}"
+    );
     assert!(
         l["spec"]["leaseTransitions"].as_i64().unwrap_or(0) >= 1,
         "{l}"

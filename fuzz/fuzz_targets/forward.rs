@@ -82,6 +82,8 @@ fn snapshot() -> &'static Snapshot {
             vxlan_port: podlb_core::model::DEFAULT_VXLAN_PORT,
             vni: podlb_core::model::DEFAULT_VNI,
             mss_clamp: None,
+            source_ranges: Vec::new(),
+            affinity: Default::default(),
         };
         let services = [
             svc("web", VIP_NAT, 80, Mode::Nat, &NAT_BACKENDS, 8080),

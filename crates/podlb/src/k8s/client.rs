@@ -268,6 +268,9 @@ pub struct Identity {
     pub namespace: String,
     pub name: String,
     pub pod_ip: Ipv4Addr,
+    /// The node this instance runs on (`NODE_NAME`, the downward API's
+    /// `spec.nodeName`), named in the active-instance condition.
+    pub node: Option<String>,
 }
 
 impl Identity {
@@ -297,6 +300,7 @@ impl Identity {
             namespace,
             name,
             pod_ip,
+            node: env("NODE_NAME"),
         }
     }
 }
@@ -616,6 +620,7 @@ async fn run(
         *view.peers.lock() = peers;
         if active {
             writer.write_status(&r.status, &services, &view).await;
+            writer.announce(&r.allocations, &services, &view).await;
             writer.report(&r.problems, &services, &view).await;
         } else {
             writer.forget_reported();
@@ -637,7 +642,16 @@ struct Writer {
     /// Services whose status write the API server refused (403), reported
     /// once with a [`STATUS_FORBIDDEN`] Event until a write succeeds.
     denied: BTreeSet<(String, String)>,
+    /// Services whose active-instance condition names this instance (and
+    /// the VIP it was written for).
+    announced: HashMap<(String, String), Ipv4Addr>,
 }
+
+/// The Service condition naming the instance that announces the VIP.
+pub const ACTIVE_CONDITION: &str = "podlb.io/ActiveInstance";
+/// Normal Event reasons.
+pub const VIP_ALLOCATED: &str = "VIPAllocated";
+pub const VIP_ANNOUNCED: &str = "VIPAnnounced";
 
 /// The Event reason when RBAC refuses podlb the status write: the VIP is
 /// served, but the Service does not say so.
@@ -653,6 +667,89 @@ impl Writer {
             retry_at: None,
             reported: BTreeSet::new(),
             denied: BTreeSet::new(),
+            announced: HashMap::new(),
+        }
+    }
+
+    /// Who announces, as the condition and the Event say it.
+    fn instance(&self) -> String {
+        match &self.id.node {
+            Some(n) => format!("{} on node {n}", self.id.name),
+            None => self.id.name.clone(),
+        }
+    }
+
+    /// Makes every served Service's [`ACTIVE_CONDITION`] name this
+    /// instance, with a Normal [`VIP_ANNOUNCED`] Event when it changes (a
+    /// takeover, or a new Service). Active instance only.
+    async fn announce(&mut self, allocations: &Allocations, services: &Store, view: &KubeView) {
+        let me = self.instance();
+        for (ns, name, ip) in allocations.iter() {
+            let key = (ns.to_string(), name.to_string());
+            if self.announced.get(&key) == Some(&ip) {
+                continue;
+            }
+            let Some(obj) = services.objects.get(&key) else {
+                continue;
+            };
+            let message = format!("VIP {ip} is announced by podlb instance {me}");
+            let current = obj
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .and_then(|c| {
+                    c.iter()
+                        .find(|c| c["type"] == ACTIVE_CONDITION)
+                        .and_then(|c| c["message"].as_str())
+                });
+            if current == Some(message.as_str()) {
+                self.announced.insert(key, ip);
+                continue;
+            }
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            let mut condition = json!({
+                "type": ACTIVE_CONDITION,
+                "status": "True",
+                "reason": "Announcing",
+                "message": message,
+                "lastTransitionTime": rfc3339(now.as_secs() as i64),
+            });
+            if let Some(g) = obj.pointer("/metadata/generation") {
+                condition["observedGeneration"] = g.clone();
+            }
+            let patch = json!({ "status": { "conditions": [condition] } });
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(self.client.clone(), ns, &self.svc_ar);
+            let res = tokio::time::timeout(
+                REQUEST_TIMEOUT,
+                api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)),
+            )
+            .await;
+            match res {
+                Ok(Ok(_)) => {
+                    view.status_writes.fetch_add(1, Relaxed);
+                    self.announced.insert(key.clone(), ip);
+                    self.send_event(
+                        services,
+                        &key,
+                        EventType::Normal,
+                        VIP_ANNOUNCED,
+                        &message,
+                        view,
+                    )
+                    .await;
+                }
+                Ok(Err(e)) => {
+                    view.status_errors.fetch_add(1, Relaxed);
+                    *view.last_error.lock() = Some(format!("condition of {ns}/{name}: {e}"));
+                    self.retry_at = Some(Instant::now() + WRITE_RETRY);
+                }
+                Err(_) => {
+                    view.status_errors.fetch_add(1, Relaxed);
+                    self.retry_at = Some(Instant::now() + WRITE_RETRY);
+                }
+            }
         }
     }
 
@@ -664,6 +761,7 @@ impl Writer {
         // A new master reports what is still wrong.
         self.reported.clear();
         self.denied.clear();
+        self.announced.clear();
         self.sent.clear();
         self.retry_at = None;
     }
@@ -698,8 +796,21 @@ impl Writer {
                 Ok(Ok(_)) => {
                     view.status_writes.fetch_add(1, Relaxed);
                     self.denied.remove(&key);
-                    self.sent.insert(key, u.ip);
+                    self.sent.insert(key.clone(), u.ip);
                     tracing::info!(service = %format!("{}/{}", u.namespace, u.name), ip = ?u.ip, "kubernetes: status written");
+                    if let Some(ip) = u.ip {
+                        let msg =
+                            format!("VIP {ip} allocated (ipMode {})", super::reconcile::IP_MODE);
+                        self.send_event(
+                            services,
+                            &key,
+                            EventType::Normal,
+                            VIP_ALLOCATED,
+                            &msg,
+                            view,
+                        )
+                        .await;
+                    }
                 }
                 Ok(Err(e)) => {
                     let denied = match &e {
@@ -715,7 +826,14 @@ impl Writer {
                             u.ip.map_or_else(|| "no VIP".to_string(), |ip| ip.to_string())
                         );
                         if self
-                            .send_event(services, &key, STATUS_FORBIDDEN, &msg, view)
+                            .send_event(
+                                services,
+                                &key,
+                                EventType::Warning,
+                                STATUS_FORBIDDEN,
+                                &msg,
+                                view,
+                            )
                             .await
                         {
                             self.denied.insert(key);
@@ -746,7 +864,14 @@ impl Writer {
             }
             let key = (p.namespace.clone(), p.name.clone());
             if self
-                .send_event(services, &key, p.reason.as_str(), &p.message, view)
+                .send_event(
+                    services,
+                    &key,
+                    EventType::Warning,
+                    p.reason.as_str(),
+                    &p.message,
+                    view,
+                )
                 .await
             {
                 self.reported.insert(p.clone());
@@ -754,12 +879,13 @@ impl Writer {
         }
     }
 
-    /// Creates a Warning Event on Service `key`; whether it was accepted
-    /// (if not, counted, and retried after [`WRITE_RETRY`]).
+    /// Creates an Event on Service `key`; whether it was accepted (if not,
+    /// counted, and retried after [`WRITE_RETRY`]).
     async fn send_event(
         &mut self,
         services: &Store,
         key: &(String, String),
+        kind: EventType,
         reason: &str,
         message: &str,
         view: &KubeView,
@@ -771,7 +897,7 @@ impl Writer {
             .and_then(|o| o.pointer("/metadata/uid"))
             .cloned()
             .unwrap_or(Value::Null);
-        let ev = event_object(ns, name, reason, message, uid, &self.id);
+        let ev = event_object(ns, name, kind, reason, message, uid, &self.id);
         let ar = ApiResource::erase::<k8s_openapi::api::core::v1::Event>(&());
         let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), ns, &ar);
         let Ok(obj) = serde_json::from_value::<DynamicObject>(ev) else {
@@ -781,7 +907,14 @@ impl Writer {
         {
             Ok(Ok(_)) => {
                 view.events_sent.fetch_add(1, Relaxed);
-                tracing::warn!(service = %format!("{ns}/{name}"), reason, message, "kubernetes: event");
+                match kind {
+                    EventType::Warning => {
+                        tracing::warn!(service = %format!("{ns}/{name}"), reason, message, "kubernetes: event")
+                    }
+                    EventType::Normal => {
+                        tracing::info!(service = %format!("{ns}/{name}"), reason, message, "kubernetes: event")
+                    }
+                }
                 true
             }
             Ok(Err(e)) => {
@@ -799,10 +932,18 @@ impl Writer {
     }
 }
 
-/// A core/v1 Event of type Warning about a Service.
+/// The type of an Event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EventType {
+    Normal,
+    Warning,
+}
+
+/// A core/v1 Event about a Service.
 fn event_object(
     ns: &str,
     name: &str,
+    kind: EventType,
     reason: &str,
     message: &str,
     uid: Value,
@@ -828,7 +969,7 @@ fn event_object(
         },
         "reason": reason,
         "message": message,
-        "type": "Warning",
+        "type": match kind { EventType::Normal => "Normal", EventType::Warning => "Warning" },
         "source": { "component": "podlb" },
         "reportingComponent": "podlb.io/podlb",
         "reportingInstance": id.name,

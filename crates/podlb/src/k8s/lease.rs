@@ -297,6 +297,7 @@ mod tests {
             namespace: "podlb-system".into(),
             name: "podlb-a".into(),
             pod_ip: std::net::Ipv4Addr::new(198, 18, 0, 2),
+            node: None,
         };
         let prev = rec(Some("podlb-b"));
         let b = lease_body(&s, &id, "podlb-a", true, Some(&prev));
