@@ -159,9 +159,16 @@ fn cluster(topo: &mut Topology) -> Cluster {
     topo.add_host("kctl", KCTL).unwrap();
     let t0 = Instant::now();
     let k = KubeCluster::start(topo, "kctl").unwrap();
-    for f in ["namespace.yaml", "rbac.yaml"] {
+    for f in ["namespace.yaml", "rbac.yaml", "crd-vippool.yaml"] {
         k.kubectl(&["apply", "-f", &deploy_file(f)]).unwrap();
     }
+    k.kubectl(&[
+        "wait",
+        "--for=condition=established",
+        "--timeout=20s",
+        "crd/vippools.podlb.io",
+    ])
+    .unwrap();
     let token = k.token("podlb-system", "podlb").unwrap();
     let kubeconfig = topo.dir().join("podlb.kubeconfig");
     k.write_kubeconfig(&kubeconfig, &token, "podlb-system")
@@ -417,6 +424,90 @@ fn realkube_service_pods_readiness_scale_and_drain() {
     assert!(ks.updates >= 1 && ks.status_writes >= 1, "{ks:?}");
     assert_eq!(ks.allocations[0].vip, VIP);
     assert!(metric(&l.podlb, "podlb_k8s_update_seconds_count") >= 1.0);
+    stop_podlb(&l.podlb);
+}
+
+#[test]
+fn realkube_vip_pools_from_the_crd() {
+    require_kube!("realkube_vip_pools_from_the_crd");
+    let budget = Budget::with(KUBE_BUDGET);
+    let l = lab("vip_pool_crd = true\n");
+    let k = &l.c.k;
+    create_web(k, 1);
+    wait_web_status(k, &budget);
+    // The structural schema is the API server's: a malformed pool is refused.
+    let bad = json!({"apiVersion": "podlb.io/v1alpha1", "kind": "VIPPool",
+                     "metadata": {"name": "bad"}, "spec": {"addresses": ["not-an-address"]}});
+    let e = k
+        .apply(&bad)
+        .expect_err("the API server accepted a malformed VIPPool");
+    eprintln!("malformed VIPPool refused: {e}");
+    // A Service asking for an address no pool has yet is refused ...
+    k.kubectl(&["create", "namespace", "shop"]).unwrap();
+    let mut front = lb_service(
+        "shop",
+        "front",
+        CLASS,
+        json!({ "podlb.io/vip": "198.18.0.201" }),
+        80,
+    );
+    front["metadata"]["labels"] = json!({"tier": "front"});
+    k.apply(&front).unwrap();
+    let mut plain = lb_service(
+        "shop",
+        "plain",
+        CLASS,
+        json!({ "podlb.io/vip": "198.18.0.200" }),
+        80,
+    );
+    plain["metadata"]["labels"] = json!({"tier": "back"});
+    k.apply(&plain).unwrap();
+    wait_for(
+        &budget,
+        Duration::from_secs(15),
+        "VIPOutsidePool for shop/front",
+        || {
+            events(k, "shop", "VIPOutsidePool")
+                .into_iter()
+                .find(|e| e["involvedObject"]["name"] == "front")
+        },
+    );
+    // ... until a VIPPool that serves it appears: the pool change is
+    // reconciled at once.
+    k.apply(
+        &json!({"apiVersion": "podlb.io/v1alpha1", "kind": "VIPPool",
+                    "metadata": {"name": "front"},
+                    "spec": {"addresses": ["198.18.0.200-198.18.0.201"], "namespaces": ["shop"],
+                             "serviceSelector": {"matchLabels": {"tier": "front"}}}}),
+    )
+    .unwrap();
+    let pool = k.get_json(&["vippool", "front"]).unwrap();
+    assert_eq!(
+        pool["spec"]["autoAssign"], true,
+        "the schema's default: {pool}"
+    );
+    let ing = wait_for(&budget, Duration::from_secs(15), "shop/front's VIP", || {
+        ingress(k, "shop", "front").filter(|i| i["ip"].is_string())
+    });
+    assert_eq!(ing["ip"], "198.18.0.201", "{ing}");
+    // The pool does not serve shop/plain (labels), so its request stays refused.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(ingress(k, "shop", "plain"), None);
+    let ks = kube_status(&l.podlb);
+    assert!(
+        ks.problems
+            .iter()
+            .any(|p| p.service.ends_with("plain") && p.reason == "VIPOutsidePool"),
+        "{ks:?}"
+    );
+    // The pool goes: its Service loses the VIP (and says why).
+    k.kubectl(&["delete", "vippool", "front"]).unwrap();
+    wait_for(
+        &budget,
+        Duration::from_secs(15),
+        "shop/front's VIP withdrawn",
+        || ingress(k, "shop", "front").is_none().then_some(()),
+    );
     stop_podlb(&l.podlb);
 }
 
@@ -1107,15 +1198,15 @@ fn realkube_lease_election_with_real_conflicts() {
     }))
     .unwrap();
     k.pause_apiserver(true).unwrap();
+    // Thawed only once both run (a start can take seconds on a loaded
+    // machine), so both have a read outstanding (each waits up to 5 s,
+    // then asks again) when the API server answers.
     let (lb1, lb2) = std::thread::scope(|s| {
-        let thaw = s.spawn(|| {
-            std::thread::sleep(Duration::from_secs(3));
-            k.pause_apiserver(false).unwrap();
-        });
         let a = s.spawn(|| start_lb(&lab.topo, "lb1", &cfg("podlb-a")));
         let b = s.spawn(|| start_lb(&lab.topo, "lb2", &cfg("podlb-b")));
         let r = (a.join().unwrap(), b.join().unwrap());
-        thaw.join().unwrap();
+        std::thread::sleep(Duration::from_millis(800));
+        k.pause_apiserver(false).unwrap();
         r
     });
     let mut procs = lab.procs.clone();

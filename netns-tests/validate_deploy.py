@@ -66,6 +66,7 @@ EXPECTED_RBAC = (
     | {("cluster", "discovery.k8s.io", "endpointslices", v) for v in ("list", "watch")}
     | {("cluster", "", "nodes", v) for v in ("list", "watch")}
     | {("cluster", "", "events", v) for v in ("create",)}
+    | {("cluster", "podlb.io", "vippools", v) for v in ("list", "watch")}
     | {(NAMESPACE, "coordination.k8s.io", "leases", v) for v in ("get", "create", "update")}
 )
 
@@ -81,6 +82,7 @@ K8S_KEYS = {
     "election": str,
     "lease": dict,
     "health_check": dict,
+    "vip_pool_crd": bool,
 }
 K8S_REQUIRED = {"load_balancer_class", "vip_pools"}
 LEASE_KEYS = {"name": str, "duration_ms": int, "retry_ms": int}

@@ -176,6 +176,10 @@ pub struct KubernetesSettings {
     /// `election = "lease"`: a coordination.k8s.io/v1 Lease decides who is
     /// active instead of VRRP.
     pub lease: Option<LeaseSettings>,
+    /// `vip_pool_crd = true`: VIPPool objects (`podlb.io/v1alpha1`) add pools
+    /// (deploy/kubernetes/crd-vippool.yaml must be installed; podlb waits
+    /// for their first list before it serves Kubernetes Services).
+    pub vip_pool_crd: bool,
 }
 
 /// A connection-sync key: at least 16 bytes from a file (surrounding
@@ -328,6 +332,8 @@ struct RawKubernetes {
     election: Option<String>,
     lease: Option<RawLease>,
     health_check: Option<RawHealthCheck>,
+    #[serde(default)]
+    vip_pool_crd: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -848,6 +854,7 @@ fn validate_kubernetes(k: RawKubernetes) -> Result<KubernetesSettings, ConfigErr
         pod_ip,
         identity: nonempty(k.identity),
         lease,
+        vip_pool_crd: k.vip_pool_crd,
     })
 }
 

@@ -18,6 +18,7 @@ pub mod lease;
 pub mod nodes;
 mod objects;
 pub mod peers;
+pub mod pools;
 pub mod reconcile;
 pub mod settings;
 

@@ -63,6 +63,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::objects::{self, EndpointSlice};
+use super::pools::Pool;
 use super::settings::KubeSettings;
 use crate::maglev::DEFAULT_TABLE_SIZE;
 use crate::model::HealthCheck;
@@ -199,6 +200,8 @@ pub struct Reconciled {
     /// Every VIP held now; input to the next call.
     pub allocations: Allocations,
     /// Services that are not podlb's.
+    /// VIPPools left out, and why.
+    pub pool_problems: Vec<super::pools::PoolProblem>,
     pub ignored: usize,
 }
 
@@ -220,6 +223,8 @@ struct Ours {
     /// Admitted clients (`spec.loadBalancerSourceRanges`).
     ranges: Vec<Prefix4>,
     affinity: Affinity,
+    /// Indices of the pools that serve it.
+    pools: Vec<usize>,
 }
 
 impl Ours {
@@ -370,6 +375,27 @@ pub fn reconcile_with_nodes(
     settings: &KubeSettings,
     previous: &Allocations,
 ) -> Reconciled {
+    reconcile_full(services, slices, nodes, &[], settings, previous)
+}
+
+/// [`reconcile_with_nodes`] with the `VIPPool` objects ([`super::pools`]):
+/// their pools come after the config file's, and serve only the
+/// namespaces and labels they select.
+pub fn reconcile_full(
+    services: &[Value],
+    slices: &[Value],
+    nodes: &[Value],
+    vip_pools: &[Value],
+    settings: &KubeSettings,
+    previous: &Allocations,
+) -> Reconciled {
+    let (crd_pools, pool_problems) = super::pools::parse_pools(vip_pools);
+    let listed: Vec<String> = settings.vip_pools.iter().map(|p| p.to_string()).collect();
+    let mut pools = vec![Pool::from_config(
+        &format!("kubernetes.vip_pools {}", listed.join(" ")),
+        &settings.vip_pools,
+    )];
+    pools.extend(crd_pools);
     let (vteps, node_problems) = super::nodes::vteps(nodes);
     let mut problems = Vec::new();
     let mut ignored = 0;
@@ -423,6 +449,7 @@ pub fn reconcile_with_nodes(
                     share: None,
                     ranges: Vec::new(),
                     affinity: Affinity::None,
+                    pools: Vec::new(),
                 });
                 continue;
             }
@@ -500,7 +527,11 @@ pub fn reconcile_with_nodes(
         let held = previous
             .get(ns, name)
             .or(from_status)
-            .filter(|ip| settings.in_pool(*ip))
+            .filter(|ip| {
+                pools
+                    .iter()
+                    .any(|p| p.contains(*ip) && p.serves(ns, &svc.metadata.labels))
+            })
             .filter(|ip| request.is_none_or(|r| r == *ip));
         ours.push(Ours {
             namespace: ns.to_string(),
@@ -516,13 +547,19 @@ pub fn reconcile_with_nodes(
             share,
             ranges,
             affinity,
+            pools: Vec::new(),
         });
     }
     ours.sort_by(|a, b| {
         (&a.created, &a.namespace, &a.name).cmp(&(&b.created, &b.namespace, &b.name))
     });
 
-    allocate(&mut ours, settings, &mut problems);
+    for o in &mut ours {
+        o.pools = (0..pools.len())
+            .filter(|&i| pools[i].serves(&o.namespace, &o.svc.metadata.labels))
+            .collect();
+    }
+    allocate(&mut ours, &pools, &mut problems);
 
     // Slices by (namespace, service name).
     let parsed = objects::parse_slices(slices);
@@ -680,12 +717,30 @@ pub fn reconcile_with_nodes(
         problems,
         allocations,
         ignored,
+        pool_problems,
     }
 }
 
 /// The three allocation passes (module documentation, "VIPs"). A VIP may
 /// have several holders when they share it ([`ANNOTATION_SHARED_IP`]).
-fn allocate(ours: &mut [Ours], settings: &KubeSettings, problems: &mut Vec<Problem>) {
+fn allocate(ours: &mut [Ours], pools: &[Pool], problems: &mut Vec<Problem>) {
+    // Whether ours[i] may hold `ip`: inside a pool that serves it.
+    let holds = |o: &Ours, ip: Ipv4Addr| o.pools.iter().any(|&p| pools[p].contains(ip));
+    let names = |o: &Ours| -> String {
+        let n: Vec<String> = o
+            .pools
+            .iter()
+            .map(|&p| match p {
+                0 => pools[p].name.clone(),
+                _ => format!("VIPPool {}", pools[p].name),
+            })
+            .collect();
+        if n.is_empty() {
+            "none serves this Service".to_string()
+        } else {
+            n.join(", ")
+        }
+    };
     let mut taken: BTreeMap<Ipv4Addr, Vec<usize>> = BTreeMap::new();
     // Whether ours[i] may join the holders of `ip` (none, or all sharing).
     let fits = |ours: &[Ours], taken: &BTreeMap<Ipv4Addr, Vec<usize>>, i: usize, ip: Ipv4Addr| {
@@ -709,15 +764,14 @@ fn allocate(ours: &mut [Ours], settings: &KubeSettings, problems: &mut Vec<Probl
             continue;
         };
         let o = &ours[i];
-        if !settings.in_pool(r) {
-            let pools: Vec<String> = settings.vip_pools.iter().map(|p| p.to_string()).collect();
+        if !holds(o, r) {
             problems.push(problem(
                 &o.namespace,
                 &o.name,
                 ProblemReason::VipOutsidePool,
                 format!(
-                    "requested VIP {r} is outside the configured pools [{}]; request an address inside them or remove the request",
-                    pools.join(", ")
+                    "requested VIP {r} is outside the pools that serve this Service [{}]; request an address inside them or remove the request",
+                    names(o)
                 ),
             ));
         } else if !fits(ours, &taken, i, r) {
@@ -742,7 +796,6 @@ fn allocate(ours: &mut [Ours], settings: &KubeSettings, problems: &mut Vec<Probl
     // 3. pool: a sharing Service first joins an address its partners hold
     // (as MetalLB does); otherwise the lowest free address, pools in
     // ascending order, so a single cursor finds each next one.
-    let mut candidates = settings.vip_pools.iter().flat_map(|p| p.addresses());
     for i in 0..ours.len() {
         let o = &ours[i];
         if o.request.is_some() || o.vip.is_some() || o.bad {
@@ -752,22 +805,30 @@ fn allocate(ours: &mut [Ours], settings: &KubeSettings, problems: &mut Vec<Probl
             taken
                 .keys()
                 .copied()
-                .find(|ip| settings.in_pool(*ip) && fits(ours, &taken, i, *ip))
+                .find(|ip| holds(&ours[i], *ip) && fits(ours, &taken, i, *ip))
         });
-        match partner.or_else(|| candidates.find(|a| !taken.contains_key(a))) {
+        let free = || {
+            ours[i]
+                .pools
+                .iter()
+                .filter(|&&p| pools[p].auto_assign)
+                .flat_map(|&p| pools[p].addresses())
+                .find(|a| !taken.contains_key(a))
+        };
+        match partner.or_else(free) {
             Some(a) => {
                 taken.entry(a).or_default().push(i);
                 ours[i].vip = Some(a);
             }
             None => {
-                let pools: Vec<String> = settings.vip_pools.iter().map(|p| p.to_string()).collect();
+                let o = &ours[i];
                 problems.push(problem(
                     &o.namespace,
                     &o.name,
                     ProblemReason::PoolExhausted,
                     format!(
-                        "no free VIP left in [{}]; add a pool to kubernetes.vip_pools or delete an unused Service",
-                        pools.join(", ")
+                        "no free VIP left in the auto-assigned pools that serve this Service [{}]; add a pool to kubernetes.vip_pools or a VIPPool, or delete an unused Service",
+                        names(o)
                     ),
                 ));
             }
@@ -1748,5 +1809,59 @@ mod tests {
             assert_eq!(r.status.len(), 1);
             assert_eq!(r.status[0].ip, None);
         }
+    }
+
+    #[test]
+    fn vip_pools_from_the_crd_serve_the_namespaces_and_labels_they_select() {
+        let pools = [
+            json!({"metadata": {"name": "front"}, "spec": {"addresses": ["198.18.0.200-198.18.0.201"],
+                    "namespaces": ["shop"], "serviceSelector": {"matchLabels": {"tier": "front"}}}}),
+            json!({"metadata": {"name": "manual"}, "spec": {"addresses": ["198.18.0.210/32"], "autoAssign": false}}),
+        ];
+        let mut front = web("shop", "front", T0);
+        front["metadata"]["labels"] = json!({"tier": "front"});
+        // Both config-pool and VIPPool serve it; the config pool comes first.
+        // Fill the config pool so the VIPPool is used.
+        let fill: Vec<Value> = (0..4)
+            .map(|i| web("default", &format!("f{i}"), T0))
+            .collect();
+        let mut all = fill.clone();
+        all.push(front);
+        let other = web("shop", "back", T1); // no label: not served by "front"
+        all.push(other);
+        let mut manual = web("default", "manual", T2);
+        manual["spec"]["loadBalancerIP"] = json!("198.18.0.210");
+        all.push(manual);
+        let mut wrong = web("default", "wrong", T2);
+        wrong["spec"]["loadBalancerIP"] = json!("198.18.0.201"); // "front" does not serve it
+        all.push(wrong);
+        let r = reconcile_full(&all, &[], &[], &pools, &settings(), &Allocations::new());
+        assert_eq!(r.allocations.get("shop", "front"), Some(ip("198.18.0.200")));
+        assert_eq!(r.allocations.get("shop", "back"), None);
+        assert_eq!(
+            r.allocations.get("default", "manual"),
+            Some(ip("198.18.0.210")),
+            "by request only"
+        );
+        assert_eq!(r.allocations.get("default", "wrong"), None);
+        let mut got = reasons(&r);
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("back", ProblemReason::PoolExhausted),
+                ("wrong", ProblemReason::VipOutsidePool)
+            ]
+        );
+        // Without the VIPPools, the same Service is exhausted; sticky with them.
+        let r2 = reconcile_full(&all, &[], &[], &pools, &settings(), &r.allocations);
+        assert_eq!(
+            r2.allocations.get("shop", "front"),
+            Some(ip("198.18.0.200"))
+        );
+        let bad = [json!({"metadata": {"name": "x"}, "spec": {"addresses": ["nope"]}})];
+        let r3 = reconcile_full(&all, &[], &[], &bad, &settings(), &Allocations::new());
+        assert_eq!(r3.pool_problems.len(), 1);
+        assert_eq!(r3.allocations.get("shop", "front"), None);
     }
 }

@@ -32,7 +32,7 @@ use serde_json::{json, Value};
 
 use super::lease::{self, LeaseView};
 use super::peers::peers_from_slice;
-use super::reconcile::{reconcile_with_nodes, Allocations, Problem, StatusUpdate};
+use super::reconcile::{reconcile_full, Allocations, Problem, StatusUpdate};
 use crate::config::KubernetesSettings;
 use crate::metrics::{Exposition, Kind};
 use crate::redundancy::Histogram;
@@ -539,7 +539,22 @@ async fn run(
     let node_api: Api<DynamicObject> = Api::all_with(client.clone(), &node_ar);
     let mut svc_stream = std::pin::pin!(watcher(svc_api, wc.clone()).default_backoff());
     let mut slice_stream = std::pin::pin!(watcher(slice_api, wc.clone()).default_backoff());
-    let mut node_stream = std::pin::pin!(watcher(node_api, wc).default_backoff());
+    let mut node_stream = std::pin::pin!(watcher(node_api, wc.clone()).default_backoff());
+    // VIPPools (podlb.io/v1alpha1), when enabled: listed before the first
+    // reconcile, so a Service asking for a VIPPool address is not refused
+    // while the pools are still unknown.
+    let pool_ar = ApiResource {
+        group: "podlb.io".into(),
+        version: "v1alpha1".into(),
+        api_version: "podlb.io/v1alpha1".into(),
+        kind: "VIPPool".into(),
+        plural: "vippools".into(),
+    };
+    let pool_api: Api<DynamicObject> = Api::all_with(client.clone(), &pool_ar);
+    let use_pools = settings.vip_pool_crd;
+    let mut pool_stream = std::pin::pin!(watcher(pool_api, wc).default_backoff());
+    let mut pools = Store::default();
+    let mut pool_problems = Vec::new();
     let mut services = Store::default();
     let mut slices = Store::default();
     let mut nodes = Store::default();
@@ -558,6 +573,7 @@ async fn run(
             Some(ev) = svc_stream.next() => services.apply("services", ev, &view),
             Some(ev) = slice_stream.next() => slices.apply("endpointslices", ev, &view),
             Some(ev) = node_stream.next() => nodes.apply("nodes", ev, &view),
+            Some(ev) = pool_stream.next(), if use_pools => pools.apply("vippools", ev, &view),
             _ = tick.tick() => false,
         };
         if changed && pending_since.is_none() {
@@ -566,7 +582,7 @@ async fn run(
         let active = is_active();
         let became_active = active && !was_active;
         was_active = active;
-        if !services.ready() || !slices.ready() {
+        if !services.ready() || !slices.ready() || (use_pools && !pools.ready()) {
             continue;
         }
         view.synced.store(true, Relaxed);
@@ -577,13 +593,21 @@ async fn run(
         let svc_values = services.values();
         let slice_values = slices.values();
         let node_values = nodes.values();
-        let r = reconcile_with_nodes(
+        let pool_values = pools.values();
+        let r = reconcile_full(
             &svc_values,
             &slice_values,
             &node_values,
+            &pool_values,
             &settings.reconcile,
             &allocations,
         );
+        if r.pool_problems != pool_problems {
+            for p in &r.pool_problems {
+                tracing::warn!(pool = %p.name, problem = %p.message, "kubernetes: VIPPool left out");
+            }
+            pool_problems = r.pool_problems.clone();
+        }
         view.reconciles.fetch_add(1, Relaxed);
         // Until the Nodes are listed every vxlan endpoint lacks its VTEP:
         // that is not a problem worth an Event.
