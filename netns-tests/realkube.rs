@@ -427,6 +427,68 @@ fn realkube_service_pods_readiness_scale_and_drain() {
     stop_podlb(&l.podlb);
 }
 
+/// Whether one request through the VIP from `client` is answered (300 ms).
+fn answered(client: &str) -> bool {
+    netns::in_netns(client, || {
+        netns::HttpConn::connect(vip(80), Duration::from_millis(300))
+            .and_then(|mut c| c.get("/", true))
+            .is_ok_and(|r| r.status == 200)
+    })
+    .unwrap_or(false)
+}
+
+#[test]
+fn realkube_source_ranges_and_client_affinity_in_the_data_plane() {
+    require_kube!("realkube_source_ranges_and_client_affinity_in_the_data_plane");
+    let budget = Budget::with(KUBE_BUDGET);
+    let l = lab("");
+    let (k, client) = (&l.c.k, l.topo.ns("client").to_string());
+    create_web(k, 3);
+    wait_web_status(k, &budget);
+    let c = spread(&client, 60, &budget);
+    assert_eq!(c.len(), 3, "spread by 5-tuple: {c:?}");
+    // Only another network may connect: kube-proxy does not enforce this
+    // for an ipMode Proxy VIP, so podlb does.
+    let patch = |p: Value| {
+        k.kubectl(&[
+            "patch",
+            "service",
+            "web",
+            "-n",
+            "default",
+            "--type=merge",
+            "-p",
+            &p.to_string(),
+        ])
+        .unwrap();
+    };
+    patch(json!({"spec": {"loadBalancerSourceRanges": ["198.19.250.0/24"]}}));
+    wait_for(
+        &budget,
+        Duration::from_secs(15),
+        "the client refused",
+        || (!answered(&client)).then_some(()),
+    );
+    let text = l.podlb.metrics().unwrap();
+    let dropped = podlb_lab::demo::metric_value(
+        &text,
+        "podlb_drops_total",
+        &[("reason", "source_not_allowed")],
+    )
+    .unwrap_or(0.0);
+    assert!(dropped >= 1.0, "source_not_allowed drops: {dropped}");
+    // The client's network admitted, and ClientIP affinity: every
+    // connection of the client to one backend.
+    patch(
+        json!({"spec": {"loadBalancerSourceRanges": ["198.18.0.0/24", "198.19.250.0/24"],
+                          "sessionAffinity": "ClientIP"}}),
+    );
+    wait_served(&client, &budget, "the client admitted again");
+    let c = spread(&client, 60, &budget);
+    assert_eq!(c.len(), 1, "ClientIP affinity: {c:?}");
+    stop_podlb(&l.podlb);
+}
+
 #[test]
 fn realkube_vip_pools_from_the_crd() {
     require_kube!("realkube_vip_pools_from_the_crd");
