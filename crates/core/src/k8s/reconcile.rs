@@ -794,8 +794,11 @@ fn allocate(ours: &mut [Ours], pools: &[Pool], problems: &mut Vec<Problem>) {
         }
     }
     // 3. pool: a sharing Service first joins an address its partners hold
-    // (as MetalLB does); otherwise the lowest free address, pools in
-    // ascending order, so a single cursor finds each next one.
+    // (as MetalLB does); otherwise the lowest free address of the first
+    // auto-assigned pool serving it that has one. Addresses are only ever
+    // taken in this pass, so one cursor per pool, past the taken ones,
+    // finds each next free address without rescanning.
+    let mut cursors: Vec<_> = pools.iter().map(|p| p.addresses().peekable()).collect();
     for i in 0..ours.len() {
         let o = &ours[i];
         if o.request.is_some() || o.vip.is_some() || o.bad {
@@ -807,15 +810,18 @@ fn allocate(ours: &mut [Ours], pools: &[Pool], problems: &mut Vec<Problem>) {
                 .copied()
                 .find(|ip| holds(&ours[i], *ip) && fits(ours, &taken, i, *ip))
         });
-        let free = || {
+        let mut free = || {
             ours[i]
                 .pools
                 .iter()
                 .filter(|&&p| pools[p].auto_assign)
-                .flat_map(|&p| pools[p].addresses())
-                .find(|a| !taken.contains_key(a))
+                .find_map(|&p| {
+                    let c = &mut cursors[p];
+                    while c.next_if(|a| taken.contains_key(a)).is_some() {}
+                    c.peek().copied()
+                })
         };
-        match partner.or_else(free) {
+        match partner.or_else(&mut free) {
             Some(a) => {
                 taken.entry(a).or_default().push(i);
                 ours[i].vip = Some(a);

@@ -764,15 +764,8 @@ impl Writer {
                     )
                     .await;
                 }
-                Ok(Err(e)) => {
-                    view.status_errors.fetch_add(1, Relaxed);
-                    *view.last_error.lock() = Some(format!("condition of {ns}/{name}: {e}"));
-                    self.retry_at = Some(Instant::now() + WRITE_RETRY);
-                }
-                Err(_) => {
-                    view.status_errors.fetch_add(1, Relaxed);
-                    self.retry_at = Some(Instant::now() + WRITE_RETRY);
-                }
+                Ok(Err(e)) => self.write_failed(view, &format!("condition of {ns}/{name}: {e}")),
+                Err(_) => self.write_failed(view, &format!("condition of {ns}/{name}: timed out")),
             }
         }
     }
@@ -841,7 +834,7 @@ impl Writer {
                         kube::Error::Api(s) if s.code == 403 => Some(s.message.clone()),
                         _ => None,
                     };
-                    self.write_failed(view, u, e.to_string());
+                    self.write_failed(view, &format!("status of {}/{}: {e}", u.namespace, u.name));
                     if let Some(why) = denied.filter(|_| !self.denied.contains(&key)) {
                         // Say on the Service what podlb cannot do (Events
                         // may still be allowed when the status is not).
@@ -864,16 +857,20 @@ impl Writer {
                         }
                     }
                 }
-                Err(_) => self.write_failed(view, u, "timed out".into()),
+                Err(_) => self.write_failed(
+                    view,
+                    &format!("status of {}/{}: timed out", u.namespace, u.name),
+                ),
             }
         }
     }
 
-    fn write_failed(&mut self, view: &KubeView, u: &StatusUpdate, e: String) {
+    /// A status-subresource write failed (`what`: which and why): counted,
+    /// logged, shown, and retried after [`WRITE_RETRY`].
+    fn write_failed(&mut self, view: &KubeView, what: &str) {
         view.status_errors.fetch_add(1, Relaxed);
-        let msg = format!("status of {}/{}: {e}", u.namespace, u.name);
-        tracing::warn!(error = %msg, "kubernetes: status write failed; retrying");
-        *view.last_error.lock() = Some(msg);
+        tracing::warn!(error = %what, "kubernetes: status write failed; retrying");
+        *view.last_error.lock() = Some(what.to_string());
         self.retry_at = Some(Instant::now() + WRITE_RETRY);
     }
 
