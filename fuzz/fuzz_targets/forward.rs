@@ -47,6 +47,8 @@ const TIMEOUTS: Timeouts = Timeouts {
     established_ms: 60_000,
     fin_ms: 5_000,
     close_ms: 1_000,
+    udp_unanswered_ms: 30_000,
+    udp_answered_ms: 120_000,
 };
 
 fn bmac(ip: Ipv4Addr) -> MacAddr {
@@ -84,6 +86,8 @@ fn snapshot() -> &'static Snapshot {
             mss_clamp: None,
             source_ranges: Vec::new(),
             affinity: Default::default(),
+            udp_hash: Default::default(),
+            protocol: Default::default(),
         };
         let services = [
             svc("web", VIP_NAT, 80, Mode::Nat, &NAT_BACKENDS, 8080),
@@ -350,6 +354,8 @@ fuzz_target!(|data: &[u8]| {
         out: Default::default(),
         // Small, so that it also fills up.
         refused: Some(Arc::new(RefusalQueue::new(4))),
+        icmp_errors: r.bool(),
+        frags: Default::default(),
     };
     let mut lab = Lab {
         counts: counts(&f.stats),

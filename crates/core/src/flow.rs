@@ -28,10 +28,15 @@
 //! At most `capacity` flows are live. When a new flow finds both of its
 //! buckets full (or the table at capacity), podlb evicts, among the 16 slots
 //! of its two buckets: first any expired flow, then the oldest half-open
-//! (SYN-only) flow, then the oldest closing flow (FIN or RST seen).
-//! Established flows are never evicted to make room: the new flow is dropped
-//! and counted (`flow_table_full`). A SYN flood therefore only displaces
-//! other half-open flows.
+//! (SYN-only) or unanswered UDP flow, then the oldest closing flow (FIN or
+//! RST seen), then the oldest answered UDP flow. Established TCP flows are
+//! never evicted to make room: the new flow is dropped and counted
+//! (`flow_table_full`). A SYN flood or a spray of UDP datagrams therefore
+//! only displaces other half-open or unanswered flows.
+//!
+//! Keys are 5-tuples: TCP and UDP flows share the table, and the protocol
+//! is part of both the flow key and the reverse key (NAT ports are per
+//! protocol).
 
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 
@@ -91,6 +96,11 @@ pub mod tcp_state {
     /// The backend answered the SYN (its SYN-ACK passed podlb; `nat` and
     /// `vxlan` modes). A RST from the backend before it is a refusal.
     pub const SYN_ACK: u8 = 0x20;
+    /// A UDP flow (no TCP state; set at creation, never cleared). Of the
+    /// other bits a UDP flow uses only [`ANSWERED`].
+    pub const UDP: u8 = 0x40;
+    /// UDP: the backend has answered (a datagram came back through podlb).
+    pub const ANSWERED: u8 = SYN_ACK;
 }
 
 /// The phase of a flow, derived from its TCP flags; decides its idle timeout.
@@ -103,11 +113,22 @@ pub enum Phase {
     Fin,
     /// Both sides sent FIN, or RST.
     Closed,
+    /// UDP, nothing back from the backend yet.
+    UdpUnanswered,
+    /// UDP, the backend has answered.
+    UdpAnswered,
 }
 
 impl Phase {
     pub fn from_flags(f: u8) -> Phase {
         use tcp_state::*;
+        if f & UDP != 0 {
+            return if f & ANSWERED != 0 {
+                Phase::UdpAnswered
+            } else {
+                Phase::UdpUnanswered
+            };
+        }
         if f & RST != 0 || (f & FIN_CLIENT != 0 && f & FIN_BACKEND != 0) {
             Phase::Closed
         } else if f & (FIN_CLIENT | FIN_BACKEND) != 0 {
@@ -124,6 +145,8 @@ impl Phase {
             Phase::Established => "established",
             Phase::Fin => "fin",
             Phase::Closed => "closed",
+            Phase::UdpUnanswered => "udp_unanswered",
+            Phase::UdpAnswered => "udp_answered",
         }
     }
 }
@@ -135,6 +158,8 @@ pub struct Timeouts {
     pub established_ms: u32,
     pub fin_ms: u32,
     pub close_ms: u32,
+    pub udp_unanswered_ms: u32,
+    pub udp_answered_ms: u32,
 }
 
 impl Timeouts {
@@ -145,17 +170,22 @@ impl Timeouts {
             Phase::Established => self.established_ms,
             Phase::Fin => self.fin_ms,
             Phase::Closed => self.close_ms,
+            Phase::UdpUnanswered => self.udp_unanswered_ms,
+            Phase::UdpAnswered => self.udp_answered_ms,
         }
     }
 }
 
-/// Key of the client side of a flow (IPv4 addresses in host order).
+/// Key of the client side of a flow (IPv4 addresses in host order): the
+/// 5-tuple of the client's packets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FlowKey {
     pub client: u32,
     pub vip: u32,
     pub client_port: u16,
     pub vport: u16,
+    /// IPv4 protocol number: 6 (TCP) or 17 (UDP).
+    pub proto: u8,
 }
 
 impl FlowKey {
@@ -163,7 +193,11 @@ impl FlowKey {
     fn hash(&self) -> u64 {
         mix64(
             (((self.client as u64) << 32) | self.vip as u64)
-                ^ mix64(((self.client_port as u64) << 16) | self.vport as u64 | (6 << 40)),
+                ^ mix64(
+                    ((self.client_port as u64) << 16)
+                        | self.vport as u64
+                        | (u64::from(self.proto) << 40),
+                ),
         )
     }
 }
@@ -175,6 +209,8 @@ pub struct ReverseKey {
     pub vip: u32,
     pub backend_port: u16,
     pub nat_port: u16,
+    /// IPv4 protocol number: NAT ports are allocated per protocol.
+    pub proto: u8,
 }
 
 impl ReverseKey {
@@ -182,8 +218,33 @@ impl ReverseKey {
     fn hash(&self) -> u64 {
         mix64(
             (((self.backend as u64) << 32) | self.vip as u64)
-                ^ mix64(((self.backend_port as u64) << 16) | self.nat_port as u64 | (7 << 40)),
+                ^ mix64(
+                    ((self.backend_port as u64) << 16)
+                        | self.nat_port as u64
+                        | ((u64::from(self.proto) | 0x100) << 40),
+                ),
         )
+    }
+}
+
+impl Flow {
+    /// The reverse key of a full-NAT flow: the 5-tuple of its backend's
+    /// replies.
+    #[inline]
+    pub fn reverse_key(&self) -> ReverseKey {
+        ReverseKey {
+            backend: self.backend,
+            vip: self.key.vip,
+            backend_port: self.backend_port,
+            nat_port: self.nat_port,
+            proto: self.key.proto,
+        }
+    }
+
+    /// Whether the flow is UDP.
+    #[inline]
+    pub fn is_udp(&self) -> bool {
+        self.key.proto == podlb_wire::ipv4::PROTO_UDP
     }
 }
 
@@ -233,7 +294,7 @@ struct Slot {
     backend: AtomicU64,
     /// client mac (48 bits) | service << 48
     mac_svc: AtomicU64,
-    /// stat slot (low 16 bits)
+    /// stat slot (low 16 bits) | IPv4 protocol << 16
     stat: AtomicU32,
     /// gen:24 << 8 | tcp flags:8
     tcp: AtomicU32,
@@ -390,6 +451,7 @@ impl FlowTable {
                 vip: addrs.low(),
                 client_port: (ports >> 16) as u16,
                 vport: ports.low(),
+                proto: (stat >> 16).low(),
             },
             backend: (backend >> 32) as u32,
             backend_port: (backend >> 16).low(),
@@ -509,11 +571,7 @@ impl FlowTable {
                     continue;
                 }
                 if let Some(f) = self.read_slot(slot, w) {
-                    if f.nat_port == key.nat_port
-                        && f.backend == key.backend
-                        && f.backend_port == key.backend_port
-                        && f.key.vip == key.vip
-                    {
+                    if f.reverse_key() == *key {
                         return Some((FlowRef::new(slot, ctrl_gen(w)), f));
                     }
                 }
@@ -612,17 +670,12 @@ impl FlowTable {
             flow.client_mac.to_u64() | ((flow.service as u64) << 48),
             Relaxed,
         );
-        s.stat.store(flow.stat as u32, Relaxed);
+        s.stat
+            .store(flow.stat as u32 | u32::from(flow.key.proto) << 16, Relaxed);
         s.tcp.store((gen << 8) | flow.tcp as u32, Relaxed);
         s.last_seen.store(flow.last_seen_ms, Relaxed);
         if reverse {
-            let rk = ReverseKey {
-                backend: flow.backend,
-                vip: flow.key.vip,
-                backend_port: flow.backend_port,
-                nat_port: flow.nat_port,
-            };
-            if !self.rev_insert(&rk, slot_idx) {
+            if !self.rev_insert(&flow.reverse_key(), slot_idx) {
                 // Give the slot back untouched.
                 self.ctrl_word(slot_idx)
                     .store(ctrl(0, gen.wrapping_add(1), ST_EMPTY), Release);
@@ -692,9 +745,12 @@ impl FlowTable {
                     0
                 } else {
                     match phase {
-                        Phase::Syn => 1,
+                        Phase::Syn | Phase::UdpUnanswered => 1,
                         Phase::Closed => 2,
                         Phase::Fin => 3,
+                        // UDP has no close: an answered flow is evicted
+                        // last, after every half-open and closing one.
+                        Phase::UdpAnswered => 4,
                         Phase::Established => continue, // never evicted for a newcomer
                     }
                 };
@@ -729,13 +785,7 @@ impl FlowTable {
         // Invalidate late TCP-state updates aimed at the old incarnation.
         self.slots[slot].tcp.store(gen << 8, Relaxed);
         if f.nat_port != 0 {
-            let rk = ReverseKey {
-                backend: f.backend,
-                vip: f.key.vip,
-                backend_port: f.backend_port,
-                nat_port: f.nat_port,
-            };
-            self.rev_remove(&rk, slot);
+            self.rev_remove(&f.reverse_key(), slot);
         }
         self.live.fetch_sub(1, Relaxed);
         Some(gen)
@@ -871,6 +921,8 @@ mod tests {
         established_ms: 3_600_000,
         fin_ms: 60_000,
         close_ms: 10_000,
+        udp_unanswered_ms: 30_000,
+        udp_answered_ms: 120_000,
     };
 
     fn flow(client: u32, port: u16, backend: u32, nat: u16, tcp: u8, now: u32) -> Flow {
@@ -880,6 +932,7 @@ mod tests {
                 vip: 0xc612_0064,
                 client_port: port,
                 vport: 80,
+                proto: 6,
             },
             backend,
             backend_port: 80,
@@ -905,6 +958,7 @@ mod tests {
             vip: f.key.vip,
             backend_port: 80,
             nat_port: 40000,
+            proto: 6,
         };
         assert_eq!(t.lookup_reverse(&rk).unwrap().1, f);
         t.touch(
@@ -1105,6 +1159,7 @@ mod tests {
                                 vip: f.key.vip,
                                 backend_port: 80,
                                 nat_port: f.nat_port,
+                                proto: 6,
                             };
                             assert_eq!(
                                 t.lookup_reverse(&rk).expect("reverse vanished").1.key,
@@ -1117,6 +1172,7 @@ mod tests {
                             vip: 0xc612_0064,
                             client_port: (round % 7) as u16,
                             vport: 80,
+                            proto: 6,
                         };
                         if let Some((_, got)) = t.lookup(&other) {
                             assert_eq!(got.key, other);

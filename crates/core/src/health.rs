@@ -61,6 +61,11 @@ impl HealthCheck {
                 path,
                 expect_status,
             } => format!("http GET {path} expect {expect_status}"),
+            CheckKind::Udp { send, expect } => match expect {
+                Some(e) => format!("udp send {} bytes expect {} bytes", send.len(), e.len()),
+                None => format!("udp send {} bytes expect a reply", send.len()),
+            },
+            CheckKind::Dns { name } => format!("dns A {name}"),
         };
         let port = self.port.map(|p| format!(" port {p}")).unwrap_or_default();
         format!(
@@ -84,7 +89,7 @@ impl HealthCheck {
         let v = value.trim();
         let expect_status = match &defaults.kind {
             CheckKind::Http { expect_status, .. } => *expect_status,
-            CheckKind::Tcp => DEFAULT_EXPECT_STATUS,
+            _ => DEFAULT_EXPECT_STATUS,
         };
         let kind = match v {
             "none" => return Ok(None),
@@ -422,6 +427,8 @@ mod tests {
             mss_clamp: None,
             source_ranges: Vec::new(),
             affinity: Default::default(),
+            udp_hash: Default::default(),
+            protocol: Default::default(),
         }
     }
 }

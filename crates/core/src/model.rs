@@ -57,6 +57,87 @@ impl Mode {
     }
 }
 
+/// The transport protocol of a service.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+
+    /// The IPv4 protocol number (RFC 790): 6 or 17.
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+        }
+    }
+
+    /// The protocol of IPv4 protocol number `n`, if podlb serves it.
+    pub fn from_number(n: u8) -> Option<Protocol> {
+        match n {
+            6 => Some(Protocol::Tcp),
+            17 => Some(Protocol::Udp),
+            _ => None,
+        }
+    }
+}
+
+impl FromStr for Protocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "tcp" | "TCP" => Ok(Protocol::Tcp),
+            "udp" | "UDP" => Ok(Protocol::Udp),
+            other => Err(format!("{other:?} is not \"tcp\" or \"udp\"")),
+        }
+    }
+}
+
+/// What a UDP service's backend choice hashes (`udp_hash`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum UdpHash {
+    /// The 5-tuple: each client socket is its own flow.
+    #[default]
+    FiveTuple,
+    /// The client's address alone, for protocols whose clients change
+    /// source port mid-exchange (some VoIP and game clients). QUIC
+    /// connection migration changes the address too, which no L4 hash
+    /// follows (docs/decisions.md).
+    SrcIp,
+}
+
+impl UdpHash {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UdpHash::FiveTuple => "5tuple",
+            UdpHash::SrcIp => "src_ip",
+        }
+    }
+}
+
+impl FromStr for UdpHash {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "5tuple" => Ok(UdpHash::FiveTuple),
+            "src_ip" => Ok(UdpHash::SrcIp),
+            other => Err(format!("{other:?} is not \"5tuple\" or \"src_ip\"")),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlowSettings {
     /// Most flows held at once; new flows beyond it evict per the policy in
@@ -76,6 +157,15 @@ pub struct FlowSettings {
     /// goes to another backend); zero: RSTs pass to the client and no
     /// backend is held out.
     pub refused_hold: Duration,
+    /// A UDP flow the backend has not answered yet (one-way traffic, or a
+    /// query whose answer is late).
+    pub udp_unanswered_timeout: Duration,
+    /// A UDP flow the backend has answered.
+    pub udp_answered_timeout: Duration,
+    /// Translate and forward ICMP errors (destination unreachable, time
+    /// exceeded, parameter problem) that belong to a flow (RFC 5508 §3.2);
+    /// off: they are dropped and counted, as before.
+    pub icmp_errors: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +184,8 @@ pub struct ServiceConfig {
     pub name: String,
     pub vip: Ipv4Addr,
     pub port: u16,
+    /// TCP or UDP; a TCP and a UDP service may share VIP and port.
+    pub protocol: Protocol,
     pub mode: Mode,
     pub backends: Vec<BackendConfig>,
     /// Maglev table size (prime).
@@ -115,6 +207,8 @@ pub struct ServiceConfig {
     pub source_ranges: Vec<Prefix4>,
     /// What the backend choice hashes (`affinity`; `spec.sessionAffinity`).
     pub affinity: Affinity,
+    /// UDP services: what the backend choice hashes (`udp_hash`).
+    pub udp_hash: UdpHash,
 }
 
 /// What a new flow's backend is chosen by.
@@ -157,6 +251,13 @@ impl ServiceConfig {
     pub fn admits(&self, client: Ipv4Addr) -> bool {
         self.source_ranges.is_empty() || self.source_ranges.iter().any(|r| r.contains(client))
     }
+
+    /// Whether a new flow's backend is chosen by the client's address
+    /// alone: `affinity = "client_ip"`, or `udp_hash = "src_ip"` on UDP.
+    pub fn hashes_client_only(&self) -> bool {
+        self.affinity == Affinity::ClientIp
+            || (self.protocol == Protocol::Udp && self.udp_hash == UdpHash::SrcIp)
+    }
 }
 
 /// VXLAN UDP port when not configured: the Linux and flannel default.
@@ -181,6 +282,16 @@ pub enum CheckKind {
     Tcp,
     /// `GET path` answers with status `expect_status` within the timeout.
     Http { path: String, expect_status: u16 },
+    /// A UDP datagram `send` is answered (by a datagram that starts with
+    /// `expect`, when given) within the timeout; an ICMP port unreachable
+    /// is a failure at once.
+    Udp {
+        send: Vec<u8>,
+        expect: Option<Vec<u8>>,
+    },
+    /// A DNS query (RFC 1035 §4.1) for `name`, type A, over UDP, is
+    /// answered with its ID and RCODE NOERROR or NXDOMAIN.
+    Dns { name: String },
 }
 
 /// How one backend is checked.

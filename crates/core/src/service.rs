@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use crate::hash::mix64;
 use crate::maglev::{MaglevError, MaglevTable};
-use crate::model::{Affinity, Mode, ServiceConfig};
+use crate::model::{Mode, ServiceConfig};
 use podlb_wire::MacAddr;
 
 /// Where a `mode = "vxlan"` backend lives: its node's VTEP.
@@ -52,6 +52,8 @@ pub struct Service {
     pub name: String,
     pub vip: u32,
     pub port: u16,
+    /// IPv4 protocol number: 6 (TCP) or 17 (UDP).
+    pub proto: u8,
     pub mode: Mode,
     pub backends: Vec<Backend>,
     pub maglev: MaglevTable,
@@ -59,7 +61,8 @@ pub struct Service {
     pub mss_clamp: Option<u16>,
     /// Clients admitted to new flows as (network, mask); empty: all.
     pub source_ranges: Vec<(u32, u32)>,
-    /// Backend choice by the client's address alone.
+    /// Backend choice by the client's address alone (`affinity =
+    /// "client_ip"`, or `udp_hash = "src_ip"` on UDP).
     pub client_affinity: bool,
 }
 
@@ -80,8 +83,8 @@ impl Service {
 pub struct Snapshot {
     pub generation: u64,
     pub services: Vec<Service>,
-    /// (vip, port) → service index.
-    by_listener: HashMap<(u32, u16), u16, BuildHasherDefault<WordHasher>>,
+    /// (vip, port, protocol number) → service index.
+    by_listener: HashMap<(u32, u16, u8), u16, BuildHasherDefault<WordHasher>>,
     /// Distinct VIPs, sorted.
     vips: Vec<u32>,
     /// vxlan backends (pod address) → their VTEP. Flows carry only the
@@ -141,12 +144,14 @@ impl Snapshot {
                 .collect();
             let maglev = MaglevTable::build(&keys, s.table_size)?;
             let vip = u32::from(s.vip);
-            by_listener.insert((vip, s.port), i);
+            let proto = s.protocol.number();
+            by_listener.insert((vip, s.port, proto), i);
             vips.push(vip);
             out.push(Service {
                 name: s.name.clone(),
                 vip,
                 port: s.port,
+                proto,
                 mode: s.mode,
                 backends,
                 maglev,
@@ -156,7 +161,7 @@ impl Snapshot {
                     .iter()
                     .map(|r| (u32::from(r.base), r.mask()))
                     .collect(),
-                client_affinity: s.affinity == Affinity::ClientIp,
+                client_affinity: s.hashes_client_only(),
             });
         }
         vips.sort_unstable();
@@ -245,10 +250,10 @@ impl Snapshot {
         v
     }
 
-    /// The service listening on `vip:port`.
+    /// The service listening on `vip:port` for IPv4 protocol `proto`.
     #[inline]
-    pub fn service(&self, vip: u32, port: u16) -> Option<(u16, &Service)> {
-        let &i = self.by_listener.get(&(vip, port))?;
+    pub fn service(&self, vip: u32, port: u16, proto: u8) -> Option<(u16, &Service)> {
+        let &i = self.by_listener.get(&(vip, port, proto))?;
         Some((i, &self.services[i as usize]))
     }
 
@@ -262,10 +267,11 @@ impl Snapshot {
         }
     }
 
-    /// Whether `port` is a service port on `vip` (never handed out as a NAT port).
+    /// Whether `port` is a service port of protocol `proto` on `vip`
+    /// (never handed out as a NAT port of that protocol).
     #[inline]
-    pub fn is_listener(&self, vip: u32, port: u16) -> bool {
-        self.by_listener.contains_key(&(vip, port))
+    pub fn is_listener(&self, vip: u32, port: u16, proto: u8) -> bool {
+        self.by_listener.contains_key(&(vip, port, proto))
     }
 
     pub fn vips(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {

@@ -68,7 +68,7 @@ counter_enum! {
         /// IPv4 header checksum wrong.
         Ipv4BadChecksum => "ipv4_bad_checksum", "IPv4 header checksum wrong.";
         /// A fragment addressed to a VIP (podlb does not reassemble).
-        Ipv4Fragment => "ipv4_fragment", "Fragments addressed to a VIP (not reassembled).";
+        Ipv4Fragment => "ipv4_fragment", "Fragments podlb does not steer (not TCP or UDP, or inside VXLAN).";
         /// TCP header truncated or data offset invalid.
         TcpMalformed => "tcp_malformed", "TCP header truncated or data offset invalid.";
         /// UDP header truncated or length field invalid.
@@ -76,7 +76,7 @@ counter_enum! {
         /// ICMP message truncated or with a bad checksum.
         IcmpMalformed => "icmp_malformed", "ICMP message truncated or with a bad checksum.";
         /// ICMP other than echo to a VIP.
-        IcmpUnhandled => "icmp_unhandled", "ICMP other than echo to a VIP.";
+        IcmpUnhandled => "icmp_unhandled", "ICMP to a VIP other than echo and the errors of flows (or errors with icmp_errors off).";
         /// Addressed to a VIP but to no configured port/protocol.
         NoService => "no_service", "Addressed to a VIP but to no configured port/protocol.";
         /// The service has no backend.
@@ -126,6 +126,14 @@ counter_enum! {
         /// A new flow from a client outside the service's `source_ranges`
         /// (`spec.loadBalancerSourceRanges`); flows already open run on.
         SourceNotAllowed => "source_not_allowed", "New flows from clients outside the service's source ranges.";
+        /// A non-first fragment whose first fragment podlb has not steered
+        /// (it came first, was lost, or its fragment-table entry was taken
+        /// by another datagram).
+        FragmentUnmatched => "fragment_unmatched", "Later fragments of a datagram whose first fragment podlb did not see.";
+        /// An ICMP error (RFC 792) to a VIP whose quoted datagram belongs
+        /// to no flow (RFC 5508 §3.2 "ICMP error messages not matching any
+        /// mapping are dropped").
+        IcmpNoFlow => "icmp_no_flow", "ICMP errors to a VIP that quote no flow podlb holds.";
     }
 }
 
@@ -158,6 +166,13 @@ counter_enum! {
         /// VIP while backup): left to the kernel, counted apart from the other
         /// ignored frames so an ARP storm shows up by name.
         ArpOtherTarget => "arp_other_target", "ARP requests for addresses podlb does not answer, left to the kernel.";
+        /// Later fragments of a TCP or UDP datagram steered after its first
+        /// fragment (the per-worker fragment table).
+        FragmentsSteered => "fragments_steered", "Later fragments steered to where their first fragment went.";
+        IcmpErrorsToBackend => "icmp_errors_to_backend", "ICMP errors from the client side translated and sent to a flow's backend.";
+        IcmpErrorsToClient => "icmp_errors_to_client", "ICMP errors from the backend side translated and sent to a flow's client.";
+        /// UDP datagrams forwarded (both directions).
+        UdpDatagrams => "udp_datagrams", "UDP datagrams forwarded, both directions.";
     }
 }
 
@@ -331,8 +346,8 @@ mod tests {
             DropReason::help,
         );
         check(&Event::ALL, |e| e as usize, Event::as_str, Event::help);
-        assert_eq!(DropReason::COUNT, 27);
-        assert_eq!(Event::COUNT, 15);
+        assert_eq!(DropReason::COUNT, 29);
+        assert_eq!(Event::COUNT, 19);
     }
 
     #[test]

@@ -91,10 +91,10 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use crossbeam_queue::ArrayQueue;
 
 use crate::elapsed_ms;
-use crate::flow::{Flow, FlowKey, FlowTable, ReverseKey};
+use crate::flow::{tcp_state, Flow, FlowKey, FlowTable, ReverseKey};
 use crate::hash::flow_hash;
 use crate::service::Snapshot;
-use podlb_wire::MacAddr;
+use podlb_wire::{ipv4, MacAddr};
 
 /// Datagram magic.
 pub const MAGIC: [u8; 4] = *b"PLBS";
@@ -147,8 +147,8 @@ pub struct SyncEvent {
     pub tcp: u8,
 }
 
-// The per-worker queues hold these by value: keep them within half a line.
-const _: () = assert!(std::mem::size_of::<SyncEvent>() <= 32);
+// The per-worker queues hold these by value: keep them well within a line.
+const _: () = assert!(std::mem::size_of::<SyncEvent>() <= 40);
 
 impl SyncEvent {
     fn of(op: SyncOp, f: &Flow, now_ms: u32) -> SyncEvent {
@@ -208,6 +208,13 @@ impl SyncEvent {
                 vip: u32_at(12),
                 client_port: u16_at(16),
                 vport: u16_at(18),
+                // The protocol travels in the state byte: a UDP flow's
+                // flags carry `tcp_state::UDP`.
+                proto: if b[1] & tcp_state::UDP != 0 {
+                    ipv4::PROTO_UDP
+                } else {
+                    ipv4::PROTO_TCP
+                },
             },
             backend: u32_at(20),
             backend_port: u16_at(24),
@@ -557,9 +564,9 @@ pub const NO_STAT: u16 = u16::MAX;
 
 /// Resolves events against a service snapshot: the service must exist; a
 /// backend missing from it (draining on the master) still gets its flow.
-pub fn snapshot_resolver(snap: &Snapshot) -> impl Fn(u32, u16, u32, u16) -> Option<Resolved> + '_ {
-    move |vip, vport, backend, backend_port| {
-        let (service, svc) = snap.service(vip, vport)?;
+pub fn snapshot_resolver(snap: &Snapshot) -> impl Fn(u32, u16, u8, u32, u16) -> Option<Resolved> + '_ {
+    move |vip, vport, proto, backend, backend_port| {
+        let (service, svc) = snap.service(vip, vport, proto)?;
         let stat = svc
             .backends
             .iter()
@@ -622,14 +629,14 @@ impl ApplyCounts {
 /// whatever the backup held for the key, and removes a stale flow that
 /// still claims the same NAT tuple (its `Remove` was lost).
 ///
-/// `resolve(vip, vport, backend, backend_port)` gives the service index
+/// `resolve(vip, vport, proto, backend, backend_port)` gives the service index
 /// and stats slot in the backup's snapshot, or `None` if it does not serve
 /// the VIP:port. Meant for the one thread that receives sync datagrams,
 /// while this instance is a backup (its data plane forwards nothing then).
 pub fn apply(
     table: &FlowTable,
     ev: &SyncEvent,
-    resolve: impl Fn(u32, u16, u32, u16) -> Option<Resolved>,
+    resolve: impl Fn(u32, u16, u8, u32, u16) -> Option<Resolved>,
     now_ms: u32,
 ) -> ApplyOutcome {
     let existing = table.lookup(&ev.key);
@@ -649,7 +656,7 @@ pub fn apply(
             return ApplyOutcome::Refreshed;
         }
     }
-    let Some(res) = resolve(ev.key.vip, ev.key.vport, ev.backend, ev.backend_port) else {
+    let Some(res) = resolve(ev.key.vip, ev.key.vport, ev.key.proto, ev.backend, ev.backend_port) else {
         return ApplyOutcome::UnknownService;
     };
     if let Some((r, _)) = existing {
@@ -661,6 +668,7 @@ pub fn apply(
             vip: ev.key.vip,
             backend_port: ev.backend_port,
             nat_port: ev.nat_port,
+            proto: ev.key.proto,
         };
         if let Some((r, _)) = table.lookup_reverse(&rk) {
             table.remove(r);
@@ -688,7 +696,7 @@ pub fn apply(
 pub fn apply_all(
     table: &FlowTable,
     d: &Decoded<'_>,
-    resolve: impl Fn(u32, u16, u32, u16) -> Option<Resolved>,
+    resolve: impl Fn(u32, u16, u8, u32, u16) -> Option<Resolved>,
     now_ms: u32,
     counts: &mut ApplyCounts,
 ) {
@@ -729,6 +737,8 @@ mod tests {
         established_ms: 3_600_000,
         fin_ms: 60_000,
         close_ms: 10_000,
+        udp_unanswered_ms: 30_000,
+        udp_answered_ms: 120_000,
     };
     const VIP: u32 = 0xc612_0064;
 
@@ -739,6 +749,7 @@ mod tests {
                 vip: VIP,
                 client_port: port,
                 vport: 80,
+                proto: 6,
             },
             backend,
             backend_port: 8080,
@@ -762,6 +773,7 @@ mod tests {
                         vip: v,
                         client_port: cp,
                         vport: vp,
+                        proto: if tcp & tcp_state::UDP != 0 { 17 } else { 6 },
                     },
                     backend: b,
                     backend_port: bp,
@@ -774,7 +786,7 @@ mod tests {
             )
     }
 
-    fn res(_: u32, _: u16, _: u32, _: u16) -> Option<Resolved> {
+    fn res(_: u32, _: u16, _: u8, _: u32, _: u16) -> Option<Resolved> {
         Some(Resolved {
             service: 0,
             stat: 7,
@@ -1012,6 +1024,7 @@ mod tests {
             vip: e.key.vip,
             backend_port: e.backend_port,
             nat_port: e.nat_port,
+            proto: 6,
         }
     }
 
@@ -1094,7 +1107,7 @@ mod tests {
     fn apply_counts_unknown_service_and_full_table() {
         let t = FlowTable::new(16, T);
         let mut c = ApplyCounts::default();
-        c.record(apply(&t, &ev(1, 1, 2, 3), |_, _, _, _| None, 0));
+        c.record(apply(&t, &ev(1, 1, 2, 3), |_, _, _, _, _| None, 0));
         assert_eq!(c.unknown_service, 1);
         assert!(t.is_empty());
         // Established flows are never evicted: past capacity, newcomers fail.
@@ -1119,6 +1132,7 @@ mod tests {
                     vip: VIP,
                     client_port: 30000 + u16::try_from(i).unwrap(),
                     vport: 80,
+                    proto: 6,
                 },
                 backend: 1,
                 backend_port: 80,

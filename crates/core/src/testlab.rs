@@ -71,6 +71,8 @@ pub fn vxlan_snapshot_of(generation: u64, pods: &[usize]) -> Snapshot {
         mss_clamp: Some(crate::model::DEFAULT_VXLAN_MSS),
         source_ranges: Vec::new(),
         affinity: Default::default(),
+        udp_hash: Default::default(),
+        protocol: Default::default(),
     };
     let mut snap = build(generation, &[svc]);
     let routes = crate::route::Routes::new(Ipv4Addr::from(LB_IP), 24, Some(Ipv4Addr::from(ROUTER)));
@@ -91,6 +93,8 @@ pub const T: Timeouts = Timeouts {
     established_ms: 3_600_000,
     fin_ms: 60_000,
     close_ms: 10_000,
+    udp_unanswered_ms: 30_000,
+    udp_answered_ms: 120_000,
 };
 
 /// The MAC backend `ip` answers ARP with.
@@ -139,6 +143,8 @@ pub fn service(mode: Mode, backend_port: u16, backends: &[[u8; 4]]) -> ServiceCo
         mss_clamp: None,
         source_ranges: Vec::new(),
         affinity: Default::default(),
+        udp_hash: Default::default(),
+        protocol: Default::default(),
     }
 }
 
@@ -164,6 +170,8 @@ pub fn forwarder(pickup: bool, port_seed: u32, sync: Option<Arc<SyncQueue>>) -> 
         local_ip: u32::from_be_bytes(LB_IP),
         out: Default::default(),
         refused: None,
+        icmp_errors: true,
+        frags: Default::default(),
     }
 }
 

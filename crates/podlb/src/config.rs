@@ -17,7 +17,7 @@ use serde::Deserialize;
 use podlb_core::health;
 use podlb_core::maglev;
 pub use podlb_core::model::{
-    Affinity, BackendConfig, CheckKind, ConfigError, FlowSettings, HealthCheck, Mode, Prefix4,
+    Affinity, BackendConfig, CheckKind, ConfigError, FlowSettings, HealthCheck, Mode, Prefix4, Protocol, UdpHash,
     ServiceConfig, DEFAULT_VNI, DEFAULT_VXLAN_MSS, DEFAULT_VXLAN_PORT,
 };
 pub use podlb_io::{IoBackend, RxRing, TxMode};
@@ -400,6 +400,9 @@ struct RawFlows {
     close_timeout_s: Option<u64>,
     pickup: Option<bool>,
     refused_hold_s: Option<u64>,
+    udp_unanswered_timeout_s: Option<u64>,
+    udp_answered_timeout_s: Option<u64>,
+    icmp_errors: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -421,6 +424,7 @@ struct RawService {
     name: String,
     vip: String,
     port: i64,
+    protocol: Option<String>,
     mode: Option<Mode>,
     #[serde(default)]
     backends: Vec<RawBackend>,
@@ -432,6 +436,7 @@ struct RawService {
     #[serde(default)]
     source_ranges: Vec<String>,
     affinity: Option<String>,
+    udp_hash: Option<String>,
 }
 
 /// The keys of a health-check table (`[service.health_check]`, and the
@@ -633,6 +638,13 @@ impl Config {
                     ))
                 }
             },
+            udp_unanswered_timeout: secs(
+                "udp_unanswered_timeout_s",
+                f.udp_unanswered_timeout_s,
+                30,
+            )?,
+            udp_answered_timeout: secs("udp_answered_timeout_s", f.udp_answered_timeout_s, 120)?,
+            icmp_errors: f.icmp_errors.unwrap_or(true),
         };
 
         let r = raw.io.unwrap_or_default();
@@ -1157,10 +1169,17 @@ fn validate_services(raw: Vec<RawService>) -> Result<Vec<ServiceConfig>, ConfigE
             ));
         }
         let port = s.port as u16;
-        if !listeners.insert((vip, port)) {
+        let protocol: Protocol = match s.protocol.as_deref() {
+            None => Protocol::Tcp,
+            Some(p) => p.parse().map_err(|m| err(key("protocol"), m))?,
+        };
+        if !listeners.insert((vip, port, protocol)) {
             return Err(err(
                 key("port"),
-                format!("{vip}:{port} is already served by another service"),
+                format!(
+                    "{vip}:{port}/{} is already served by another service",
+                    protocol.as_str()
+                ),
             ));
         }
         let mode = s.mode.unwrap_or(Mode::Nat);
@@ -1293,10 +1312,21 @@ fn validate_services(raw: Vec<RawService>) -> Result<Vec<ServiceConfig>, ConfigE
             None => Affinity::None,
             Some(a) => a.parse().map_err(|m| err(key("affinity"), m))?,
         };
+        let udp_hash = match (s.udp_hash.as_deref(), protocol) {
+            (None, _) => UdpHash::FiveTuple,
+            (Some(h), Protocol::Udp) => h.parse().map_err(|m| err(key("udp_hash"), m))?,
+            (Some(_), Protocol::Tcp) => {
+                return Err(err(key("udp_hash"), "only for protocol = \"udp\""))
+            }
+        };
+        if protocol == Protocol::Udp && s.mss_clamp.is_some() {
+            return Err(err(key("mss_clamp"), "only for protocol = \"tcp\""));
+        }
         out.push(ServiceConfig {
             name: s.name,
             vip,
             port,
+            protocol,
             mode,
             backends,
             table_size,
@@ -1305,6 +1335,7 @@ fn validate_services(raw: Vec<RawService>) -> Result<Vec<ServiceConfig>, ConfigE
             mss_clamp,
             source_ranges,
             affinity,
+            udp_hash,
             health_check: s
                 .health_check
                 .map(|h| parse_health_check(h, &key("health_check")))

@@ -835,6 +835,8 @@ mod tests {
             mss_clamp: None,
             source_ranges: Vec::new(),
             affinity: Default::default(),
+            udp_hash: Default::default(),
+            protocol: Default::default(),
         }
     }
 

@@ -540,6 +540,7 @@ mod tests {
                 vip: u32::from_be_bytes(VIP),
                 client_port: 40000,
                 vport: 80,
+                proto: 6,
             },
             backend: u32::from_be_bytes(BACKENDS[0]),
             backend_port: 8080,

@@ -1,7 +1,8 @@
 //! ICMP for IPv4 (RFC 792).
 
 use super::checksum;
-use super::{be16, put16, Error, Result};
+use super::ports::{self, Ports};
+use super::{be16, be32, ipv4, put16, put32, Error, Result};
 
 /// Type, code, checksum and the 4-byte "rest of header".
 pub const HEADER_LEN: usize = 8;
@@ -10,6 +11,7 @@ pub const TYPE_ECHO_REPLY: u8 = 0;
 pub const TYPE_DEST_UNREACH: u8 = 3;
 pub const TYPE_ECHO_REQUEST: u8 = 8;
 pub const TYPE_TIME_EXCEEDED: u8 = 11;
+pub const TYPE_PARAM_PROBLEM: u8 = 12;
 
 /// Destination Unreachable code 4, "fragmentation needed and DF set"
 /// (RFC 792; next-hop MTU in bytes 6..8 per RFC 1191 §4).
@@ -23,6 +25,9 @@ mod field {
     pub const CHECKSUM: usize = 2;
     pub const ECHO_IDENT: usize = 4;
     pub const ECHO_SEQ: usize = 6;
+    // RFC 1191 §4: Destination Unreachable code 4 carries the next-hop MTU
+    // in the low half of the "unused" word.
+    pub const NEXT_HOP_MTU: usize = 6;
 }
 
 /// A view of an ICMPv4 message.
@@ -90,6 +95,29 @@ impl<T: AsRef<[u8]>> Packet<T> {
     pub fn verify_checksum(&self) -> bool {
         checksum::internet(self.buffer.as_ref()) == 0
     }
+
+    /// An error message that quotes the datagram it is about (RFC 792):
+    /// destination unreachable, time exceeded or parameter problem.
+    #[inline]
+    pub fn is_error(&self) -> bool {
+        matches!(
+            self.msg_type(),
+            TYPE_DEST_UNREACH | TYPE_TIME_EXCEEDED | TYPE_PARAM_PROBLEM
+        )
+    }
+
+    /// Fragmentation needed and DF set (type 3 code 4).
+    #[inline]
+    pub fn is_frag_needed(&self) -> bool {
+        self.msg_type() == TYPE_DEST_UNREACH && self.code() == CODE_FRAG_NEEDED
+    }
+
+    /// RFC 1191 §4: the next-hop MTU of a fragmentation-needed message (0
+    /// from a router older than RFC 1191).
+    #[inline]
+    pub fn next_hop_mtu(&self) -> u16 {
+        be16(self.buffer.as_ref(), field::NEXT_HOP_MTU)
+    }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
@@ -127,12 +155,107 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         &mut self.buffer.as_mut()[HEADER_LEN..]
     }
 
+    /// Sets the next-hop MTU (RFC 1191 §4). Does not update the checksum.
+    #[inline]
+    pub fn set_next_hop_mtu(&mut self, mtu: u16) {
+        put16(self.buffer.as_mut(), field::NEXT_HOP_MTU, mtu);
+    }
+
     /// Recomputes the checksum over the whole buffer (RFC 792).
     #[inline]
     pub fn fill_checksum(&mut self) {
         self.set_checksum(0);
         let c = checksum::internet(self.buffer.as_ref());
         self.set_checksum(c);
+    }
+}
+
+/// The datagram an ICMP error quotes (RFC 792: "Internet Header + 64 bits
+/// of Original Data Datagram"; RFC 1812 §4.3.2.3 routers quote more): its
+/// IPv4 header, whole, and at least the first 8 bytes of its transport
+/// header, a TCP or UDP header prefix ([`Ports`]). The quoted Total Length
+/// is the original's and is not checked against the quote.
+///
+/// `new_checked` guarantees version 4, IHL ≥ 5, the header and 8 more
+/// bytes in the buffer, and a quoted protocol of TCP or UDP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quoted<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> Quoted<T> {
+    /// Errors: [`Error::Truncated`] when the header or 8 bytes after it are
+    /// missing; [`Error::Malformed`] for a version other than 4 or an IHL
+    /// below 5; [`Error::Unsupported`] for a quoted protocol other than TCP
+    /// or UDP.
+    #[inline]
+    pub fn new_checked(buffer: T) -> Result<Self> {
+        let b = buffer.as_ref();
+        let first = *b.first().ok_or(Error::Truncated)?;
+        if first >> 4 != 4 || first & 0x0f < 5 {
+            return Err(Error::Malformed);
+        }
+        let hl = usize::from(first & 0x0f) * 4;
+        if b.len() < hl + ports::MIN_LEN {
+            return Err(Error::Truncated);
+        }
+        let proto = b[ipv4::field::PROTOCOL];
+        if proto != ipv4::PROTO_TCP && proto != ipv4::PROTO_UDP {
+            return Err(Error::Unsupported);
+        }
+        Ok(Quoted { buffer })
+    }
+
+    #[inline]
+    fn header_len(&self) -> usize {
+        usize::from(self.buffer.as_ref()[0] & 0x0f) * 4
+    }
+
+    #[inline]
+    pub fn src_u32(&self) -> u32 {
+        be32(self.buffer.as_ref(), ipv4::field::SRC.start)
+    }
+
+    #[inline]
+    pub fn dst_u32(&self) -> u32 {
+        be32(self.buffer.as_ref(), ipv4::field::DST.start)
+    }
+
+    #[inline]
+    pub fn protocol(&self) -> u8 {
+        self.buffer.as_ref()[ipv4::field::PROTOCOL]
+    }
+
+    #[inline]
+    pub fn src_port(&self) -> u16 {
+        be16(self.buffer.as_ref(), self.header_len())
+    }
+
+    #[inline]
+    pub fn dst_port(&self) -> u16 {
+        be16(self.buffer.as_ref(), self.header_len() + 2)
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Quoted<T> {
+    /// Rewrites the quoted datagram's addresses and ports to the ones given,
+    /// with its header checksum and (where quoted) its transport checksum
+    /// updated for the change (RFC 1624 eqn. 3; RFC 5508 §4.2: a NAT
+    /// translates the quoted header the reverse way of the outer one).
+    #[inline]
+    pub fn translate(&mut self, src: u32, dst: u32, sport: u16, dport: u16) {
+        let (old_src, old_dst) = (self.src_u32(), self.dst_u32());
+        let (hl, proto) = (self.header_len(), self.protocol());
+        let b = self.buffer.as_mut();
+        put32(b, ipv4::field::SRC.start, src);
+        put32(b, ipv4::field::DST.start, dst);
+        let mut c = be16(b, ipv4::field::CHECKSUM);
+        c = checksum::update_u32(c, old_src, src);
+        c = checksum::update_u32(c, old_dst, dst);
+        put16(b, ipv4::field::CHECKSUM, c);
+        if let Ok(mut p) = Ports::new_checked(&mut b[hl..], proto) {
+            p.translate(sport, dport, &[(old_src, src), (old_dst, dst)]);
+        }
     }
 }
 

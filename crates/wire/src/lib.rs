@@ -33,6 +33,7 @@ pub mod icmp;
 pub mod ipv4;
 pub mod meta;
 pub mod peek;
+pub mod ports;
 pub mod tcp;
 pub mod udp;
 pub mod vrrp;

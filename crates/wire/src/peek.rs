@@ -19,22 +19,38 @@ pub struct FourTuple {
 /// frame is too short for the headers it announces, or not IPv4/TCP.
 #[inline]
 pub fn tcp4(frame: &[u8]) -> Option<FourTuple> {
+    match ports4(frame)? {
+        (t, ipv4::PROTO_TCP) => Some(t),
+        _ => None,
+    }
+}
+
+/// The 4-tuple and protocol of an untagged Ethernet/IPv4 frame carrying TCP
+/// or UDP (both keep their ports in the first 4 bytes). For a later
+/// fragment the "ports" are payload bytes: a look-ahead only, never a
+/// decision.
+#[inline]
+pub fn ports4(frame: &[u8]) -> Option<(FourTuple, u8)> {
     const IP: usize = ethernet::HEADER_LEN;
     let h = frame.get(..IP + ipv4::MIN_HEADER_LEN)?;
+    let proto = h[IP + ipv4::field::PROTOCOL];
     if be16(h, ethernet::field::TYPE) != ethernet::ETHERTYPE_IPV4
-        || h[IP + ipv4::field::PROTOCOL] != ipv4::PROTO_TCP
+        || (proto != ipv4::PROTO_TCP && proto != ipv4::PROTO_UDP)
     {
         return None;
     }
     // IHL in 32-bit words (RFC 791 §3.1), not checked against 5.
     let l4 = IP + usize::from(h[IP + ipv4::field::VER_IHL] & 0x0f) * 4;
     let ports = frame.get(l4..l4 + 4)?;
-    Some(FourTuple {
-        src: be32(h, IP + ipv4::field::SRC.start),
-        dst: be32(h, IP + ipv4::field::DST.start),
-        sport: be16(ports, tcp::field::SRC_PORT),
-        dport: be16(ports, tcp::field::DST_PORT),
-    })
+    Some((
+        FourTuple {
+            src: be32(h, IP + ipv4::field::SRC.start),
+            dst: be32(h, IP + ipv4::field::DST.start),
+            sport: be16(ports, tcp::field::SRC_PORT),
+            dport: be16(ports, tcp::field::DST_PORT),
+        },
+        proto,
+    ))
 }
 
 #[cfg(test)]
@@ -68,6 +84,8 @@ mod tests {
         assert_eq!(tcp4(&f[..14 + 20 + 4]), Some(want), "ports are enough");
         assert_eq!(tcp4(&f[..14 + 20 + 3]), None);
         assert_eq!(tcp4(&frame(true)), None, "UDP");
+        assert_eq!(ports4(&frame(true)), Some((want, ipv4::PROTO_UDP)));
+        assert_eq!(ports4(&f), Some((want, ipv4::PROTO_TCP)));
         let mut arp = f.clone();
         arp[12..14].copy_from_slice(&[0x08, 0x06]);
         assert_eq!(tcp4(&arp), None);
@@ -77,6 +95,7 @@ mod tests {
         #[test]
         fn never_panics(b in proptest::collection::vec(any::<u8>(), 0..120)) {
             let _ = tcp4(&b);
+            let _ = ports4(&b);
             let mut t = frame(false);
             for (d, s) in t.iter_mut().skip(14).zip(&b) {
                 *d = *s;

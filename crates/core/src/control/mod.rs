@@ -38,6 +38,8 @@ const TEST_TIMEOUTS: crate::flow::Timeouts = crate::flow::Timeouts {
     established_ms: 3_600_000,
     fin_ms: 60_000,
     close_ms: 10_000,
+    udp_unanswered_ms: 30_000,
+    udp_answered_ms: 120_000,
 };
 
 /// A flow from `client` to VIP 198.18.0.100:80 on `backend`, for the tests.
@@ -49,6 +51,7 @@ fn test_flow(client: u32, backend: u32, stat: u16, tcp: u8) -> crate::flow::Flow
             vip: 0xc612_0064,
             client_port: 40_000,
             vport: 80,
+            proto: 6,
         },
         backend,
         backend_port: 80,

@@ -24,6 +24,8 @@
 
 #![warn(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 
+mod errors;
+mod frag;
 mod gso;
 mod local;
 mod mss;
@@ -37,10 +39,11 @@ use crate::neighbor::NeighborTable;
 use crate::service::Snapshot;
 use crate::stats::{DropReason, Event, WorkerStats};
 use crate::sync::SyncQueue;
+pub use frag::Fragments;
 pub use nat::{NatPorts, NAT_PORT_MIN};
 use podlb_wire::peek::{self, FourTuple};
 pub use podlb_wire::PacketMeta;
-use podlb_wire::{ethernet, ipv4, tcp, udp, MacAddr};
+use podlb_wire::{ethernet, icmp, ipv4, ports, tcp, udp, MacAddr};
 
 /// A backend that answered a client's SYN with a RST: reported by a worker
 /// to the control loop, which holds the backend out of the snapshot for a
@@ -167,20 +170,33 @@ pub struct Forwarder {
     /// Where a backend's refusal of a SYN is reported; `None`: refusals are
     /// passed to the client like any RST (`flows.refused_hold_s = 0`).
     pub refused: Option<Arc<RefusalQueue>>,
+    /// Translate and forward ICMP errors of flows (`flows.icmp_errors`).
+    pub icmp_errors: bool,
+    /// Where the first fragments of datagrams went, for their later
+    /// fragments (this worker's; fanout keeps a datagram's fragments on
+    /// one worker).
+    pub frags: Fragments,
 }
 
 /// 01-00-5E-00-00-12: the Ethernet group of 224.0.0.18 (RFC 9568 §5.1.1.2).
 const VRRP_MULTICAST_MAC: MacAddr = podlb_wire::vrrp::MULTICAST_MAC;
 
-/// One IPv4/TCP segment to a VIP as classify parsed it (after checking the
-/// IPv4 header checksum and that it is no fragment): built once, then
-/// passed to the handlers, which rewrite the frame through the views.
+/// One IPv4 TCP segment or UDP datagram to a VIP as classify parsed it
+/// (after checking the IPv4 header checksum): built once, then passed to
+/// the handlers, which rewrite the frame through the views. A first
+/// fragment is parsed from its header prefix; later fragments get a
+/// segment made from their flow ([`Segment::of_flow`]).
 #[derive(Debug, Clone, Copy)]
 struct Segment {
     /// Addresses and ports.
     tuple: FourTuple,
-    /// The TCP control bits.
+    /// IPv4 protocol number: TCP or UDP.
+    proto: u8,
+    /// The TCP control bits; 0 for UDP.
     flags: u8,
+    /// The frame is already translated for its backend (an ICMP error
+    /// podlb rewrote itself): addressed and sent, not rewritten again.
+    translated: bool,
     /// The Ethernet source: a client's MAC, for a segment from a client.
     src_mac: MacAddr,
     /// Checksum state and GSO size, as the device reported them.
@@ -188,22 +204,84 @@ struct Segment {
 }
 
 impl Segment {
-    /// Parses the TCP segment in `ip`, a checked IPv4 packet of an untagged
-    /// frame from `src_mac`.
+    /// Parses the TCP segment or UDP datagram in `ip`, a checked IPv4
+    /// packet (no later fragment) of an untagged frame from `src_mac`.
     #[inline(always)]
-    fn parse(ip: &ipv4::Packet<&[u8]>, src_mac: MacAddr, meta: PacketMeta) -> Option<Segment> {
-        let t = tcp::Packet::new_checked(ip.payload()).ok()?;
-        Some(Segment {
+    fn parse(
+        ip: &ipv4::Packet<&[u8]>,
+        src_mac: MacAddr,
+        meta: PacketMeta,
+    ) -> Result<Segment, DropReason> {
+        let proto = ip.protocol();
+        let malformed = if proto == ipv4::PROTO_UDP {
+            DropReason::UdpMalformed
+        } else {
+            DropReason::TcpMalformed
+        };
+        let (sport, dport, flags) = if ip.more_frags() {
+            // A first fragment: the transport header may not be whole (a
+            // UDP Length covers the datagram), the ports are.
+            let p = ports::Ports::new_checked(ip.payload(), proto).map_err(|_| malformed)?;
+            let flags = match proto {
+                ipv4::PROTO_TCP => ip.payload().get(13).copied().unwrap_or(0),
+                _ => 0,
+            };
+            (p.src_port(), p.dst_port(), flags)
+        } else if proto == ipv4::PROTO_TCP {
+            let t = tcp::Packet::new_checked(ip.payload()).map_err(|_| malformed)?;
+            (t.src_port(), t.dst_port(), t.flags())
+        } else {
+            let u = udp::Packet::new_checked(ip.payload()).map_err(|_| malformed)?;
+            (u.src_port(), u.dst_port(), 0)
+        };
+        Ok(Segment {
             tuple: FourTuple {
                 src: ip.src_u32(),
                 dst: ip.dst_u32(),
-                sport: t.src_port(),
-                dport: t.dst_port(),
+                sport,
+                dport,
             },
-            flags: t.flags(),
+            proto,
+            flags,
+            translated: false,
             src_mac,
             meta,
         })
+    }
+
+    /// A segment for a frame of flow `f` that has no transport header of
+    /// its own (a later fragment, an ICMP error): the client's tuple towards
+    /// the backend, or the backend's reply tuple back to the client.
+    #[inline]
+    fn of_flow(f: &crate::flow::Flow, to_backend: bool, src_mac: MacAddr, meta: PacketMeta) -> Segment {
+        let tuple = if to_backend {
+            FourTuple {
+                src: f.key.client,
+                dst: f.key.vip,
+                sport: f.key.client_port,
+                dport: f.key.vport,
+            }
+        } else {
+            FourTuple {
+                src: f.backend,
+                dst: f.key.vip,
+                sport: f.backend_port,
+                dport: f.nat_port,
+            }
+        };
+        Segment {
+            tuple,
+            proto: f.key.proto,
+            flags: 0,
+            translated: false,
+            src_mac,
+            meta,
+        }
+    }
+
+    #[inline]
+    fn is_udp(&self) -> bool {
+        self.proto == ipv4::PROTO_UDP
     }
 
     /// SYN without ACK: a client opening a connection.
@@ -219,25 +297,28 @@ impl Segment {
     }
 }
 
-/// The flow key of a client's segment to a service.
+/// The flow key of a client's segment (or datagram) to a service.
 #[inline]
-fn flow_key(t: &FourTuple) -> FlowKey {
+fn flow_key(t: &FourTuple, proto: u8) -> FlowKey {
     FlowKey {
         client: t.src,
         vip: t.dst,
         client_port: t.sport,
         vport: t.dport,
+        proto,
     }
 }
 
-/// The reverse key of a backend's segment to VIP:nat_port (a full-NAT reply).
+/// The reverse key of a backend's segment (or datagram) to VIP:nat_port
+/// (a full-NAT reply).
 #[inline]
-fn reverse_key(t: &FourTuple) -> ReverseKey {
+fn reverse_key(t: &FourTuple, proto: u8) -> ReverseKey {
     ReverseKey {
         backend: t.src,
         vip: t.dst,
         backend_port: t.sport,
         nat_port: t.dport,
+        proto,
     }
 }
 
@@ -300,17 +381,17 @@ impl Forwarder {
         pass: u8,
         hint: &H,
     ) {
-        let Some(t) = peek::tcp4(frame) else {
+        let Some((t, proto)) = peek::ports4(frame) else {
             return;
         };
-        if snap.service(t.dst, t.dport).is_some() {
-            let k = flow_key(&t);
+        if snap.service(t.dst, t.dport, proto).is_some() {
+            let k = flow_key(&t, proto);
             match pass {
                 0 => flows.prefetch(hint, &k),
                 _ => flows.prefetch_slot(hint, &k),
             }
         } else if snap.is_vip(t.dst) {
-            let k = reverse_key(&t);
+            let k = reverse_key(&t, proto);
             match pass {
                 0 => flows.prefetch_reverse(hint, &k),
                 _ => flows.prefetch_reverse_slot(hint, &k),
@@ -363,7 +444,7 @@ impl Forwarder {
     #[inline]
     fn ipv4(&mut self, snap: &Snapshot, eth: &mut Eth, meta: PacketMeta, now_ms: u32) -> Verdict {
         let src_mac = eth.src();
-        let seg = {
+        let (seg, first_fragment) = {
             let Ok(ip) = ipv4::Packet::new_checked(eth.payload()) else {
                 return Verdict::Drop(DropReason::Ipv4Malformed);
             };
@@ -383,31 +464,43 @@ impl Forwarder {
                 return Verdict::Drop(r);
             }
             match ip.protocol() {
-                ipv4::PROTO_TCP => match Segment::parse(&ip, src_mac, meta) {
-                    Some(seg) => seg,
-                    None => return Verdict::Drop(DropReason::TcpMalformed),
+                ipv4::PROTO_TCP | ipv4::PROTO_UDP if ip.frag_offset() != 0 => {
+                    return self.later_fragment(snap, eth, meta, now_ms);
+                }
+                ipv4::PROTO_TCP | ipv4::PROTO_UDP => match Segment::parse(&ip, src_mac, meta) {
+                    Ok(seg) => (seg, ip.more_frags().then(|| frag::Id::of(&ip))),
+                    Err(r) => return Verdict::Drop(r),
                 },
-                // RFC 9568 §6.4.3: a non-owner master accepts packets for the
-                // VIPs only with Accept_Mode; echo is the one podlb answers
-                // itself.
-                ipv4::PROTO_ICMP if self.accept_mode => return self.icmp(eth),
-                ipv4::PROTO_ICMP => return Verdict::Drop(DropReason::IcmpUnhandled),
-                ipv4::PROTO_UDP => {
-                    return match udp::Packet::new_checked(ip.payload()) {
-                        Ok(_) => Verdict::Drop(DropReason::NoService),
-                        Err(_) => Verdict::Drop(DropReason::UdpMalformed),
+                ipv4::PROTO_ICMP if ip.is_fragment() => {
+                    return Verdict::Drop(DropReason::Ipv4Fragment)
+                }
+                ipv4::PROTO_ICMP => {
+                    let Ok(m) = icmp::Packet::new_checked(ip.payload()) else {
+                        return Verdict::Drop(DropReason::IcmpMalformed);
+                    };
+                    if m.is_error() && self.icmp_errors {
+                        return self.icmp_error(snap, eth);
                     }
+                    // RFC 9568 §6.4.3: a non-owner master accepts packets
+                    // for the VIPs only with Accept_Mode; echo is the one
+                    // podlb answers itself.
+                    if self.accept_mode && !m.is_error() {
+                        return self.icmp(eth);
+                    }
+                    return Verdict::Drop(DropReason::IcmpUnhandled);
                 }
                 _ => return Verdict::Drop(DropReason::NoService),
             }
         };
-        self.tcp(snap, eth, &seg, now_ms)
+        let v = self.l4(snap, eth, &seg, now_ms);
+        if let (Some(id), Verdict::Tx | Verdict::TxOut) = (first_fragment, v) {
+            self.remember_fragment(id, &seg, now_ms);
+        }
+        v
     }
 
     /// Why an IPv4 packet podlb would serve is dropped, if it is: podlb is
-    /// a backup (RFC 9568 §6.4.2), the header checksum is wrong, or it is a
-    /// fragment (podlb does not reassemble: a fragment has no ports to steer
-    /// by).
+    /// a backup (RFC 9568 §6.4.2) or the header checksum is wrong.
     #[inline]
     fn refuse(&self, ip: &ipv4::Packet<&[u8]>) -> Option<DropReason> {
         if !self.active {
@@ -416,20 +509,17 @@ impl Forwarder {
         if !ip.verify_checksum() {
             return Some(DropReason::Ipv4BadChecksum);
         }
-        if ip.is_fragment() {
-            return Some(DropReason::Ipv4Fragment);
-        }
         None
     }
 
-    /// A segment to a VIP: to a service port from a client, or to a NAT
-    /// port from a backend (the reverse half of a flow).
+    /// A segment or datagram to a VIP: to a service port from a client, or
+    /// to a NAT port from a backend (the reverse half of a flow).
     #[inline]
-    fn tcp(&mut self, snap: &Snapshot, eth: &mut Eth, seg: &Segment, now_ms: u32) -> Verdict {
-        if let Some(svc) = snap.service(seg.tuple.dst, seg.tuple.dport) {
+    fn l4(&mut self, snap: &Snapshot, eth: &mut Eth, seg: &Segment, now_ms: u32) -> Verdict {
+        if let Some(svc) = snap.service(seg.tuple.dst, seg.tuple.dport, seg.proto) {
             return self.steer_to_backend(snap, svc, eth, seg, now_ms);
         }
-        if let Some((r, f)) = self.flows.lookup_reverse(&reverse_key(&seg.tuple)) {
+        if let Some((r, f)) = self.flows.lookup_reverse(&reverse_key(&seg.tuple, seg.proto)) {
             return self.steer_to_client(snap, (r, &f), eth, seg, now_ms);
         }
         Verdict::Drop(DropReason::NoService)

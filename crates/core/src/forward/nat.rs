@@ -5,16 +5,14 @@
 
 use super::mss::clamp_mss;
 use super::vxlan::Outer;
-use super::{
-    flow_key, ipv4, ipv4_in, set_macs, tcp, tcp_in, Eth, Forwarder, Refusal, Segment, Verdict,
-};
+use super::{flow_key, ipv4, ipv4_in, set_macs, tcp, Eth, Forwarder, Refusal, Segment, Verdict};
 use crate::flow::{tcp_state, Flow, FlowRef, FlowTable, InsertError, Phase, ReverseKey};
 use crate::hash::flow_hash;
 use crate::model::Mode;
 use crate::service::{Service, Snapshot};
 use crate::stats::{BackendCounter, DropReason, Event};
 use crate::sync::SyncEvent;
-use podlb_wire::{checksum, vxlan, PacketMeta};
+use podlb_wire::{checksum, ports::Ports, udp, vxlan, PacketMeta};
 
 /// Hands out full-NAT source ports. Each worker owns one and uses only the
 /// ports `p` with `p % workers == index`, so two workers never race for a
@@ -46,7 +44,8 @@ impl NatPorts {
         }
     }
 
-    /// The next free port towards `backend:backend_port` from `vip`.
+    /// The next free port of IPv4 protocol `proto` towards
+    /// `backend:backend_port` from `vip`.
     /// Ports cycle through the whole range before any is reused, which keeps
     /// reuse far from the backend's TIME_WAIT of an earlier flow.
     pub fn alloc(
@@ -56,6 +55,7 @@ impl NatPorts {
         vip: u32,
         backend: u32,
         backend_port: u16,
+        proto: u8,
     ) -> Option<u16> {
         let per_worker = NAT_PORT_SPAN / self.workers;
         for _ in 0..NAT_PORT_TRIES.min(per_worker) {
@@ -65,7 +65,7 @@ impl NatPorts {
             let Ok(port) = u16::try_from(NAT_PORT_MIN + k * self.workers + self.index) else {
                 continue;
             };
-            if snap.is_listener(vip, port) {
+            if snap.is_listener(vip, port, proto) {
                 continue;
             }
             let rk = ReverseKey {
@@ -73,6 +73,7 @@ impl NatPorts {
                 vip,
                 backend_port,
                 nat_port: port,
+                proto,
             };
             if !flows.reverse_in_use(&rk) {
                 return Some(port);
@@ -125,10 +126,12 @@ impl Nat {
         }
     }
 
-    /// Rewrites the IPv4 addresses and TCP ports of the frame in place and
-    /// updates both checksums incrementally (RFC 1624), or, for a partial
-    /// checksum that nothing downstream completes, recomputes it
-    /// ([`PacketMeta`]).
+    /// Rewrites the IPv4 addresses and the TCP or UDP ports of the frame in
+    /// place and updates both checksums incrementally (RFC 1624), or, for a
+    /// partial checksum that nothing downstream completes, recomputes it
+    /// ([`PacketMeta`]). A later fragment has no ports: only its IPv4
+    /// header changes (the first fragment's transport checksum covers the
+    /// whole datagram and was updated there).
     #[inline]
     pub(super) fn apply(&self, eth: &mut Eth, meta: PacketMeta) {
         // The views were checked in classify; checking again costs a few
@@ -140,41 +143,118 @@ impl Nat {
         ip.set_dst(self.dst.into());
         let c = checksum::update_u32(ip.checksum(), self.gone, self.came);
         ip.set_checksum(c);
-        let Ok(mut t) = tcp::Packet::new_checked(ip.payload_mut()) else {
+        if ip.frag_offset() != 0 {
+            return;
+        }
+        let proto = ip.protocol();
+        let l4 = ip.payload_mut();
+        if meta.csum_partial {
+            self.apply_partial(l4, proto, meta.tx_keeps_partial);
+        } else if let Ok(mut p) = Ports::new_checked(l4, proto) {
+            p.translate(self.sport, self.dport, &[(self.gone, self.came)]);
+        }
+    }
+
+    /// [`apply`](Self::apply)'s transport step for a `CHECKSUM_PARTIAL`
+    /// frame (never a fragment).
+    #[inline]
+    fn apply_partial(&self, l4: &mut [u8], proto: u8, tx_keeps_partial: bool) {
+        if proto == ipv4::PROTO_UDP {
+            let Ok(mut u) = udp::Packet::new_checked(l4) else {
+                return;
+            };
+            u.set_src_port(self.sport);
+            u.set_dst_port(self.dport);
+            if tx_keeps_partial {
+                let c = checksum::update_partial_u32(u.checksum(), self.gone, self.came);
+                u.set_checksum(c);
+            } else {
+                u.fill_checksum(self.src.into(), self.dst.into());
+            }
+            return;
+        }
+        let Ok(mut t) = tcp::Packet::new_checked(l4) else {
             return;
         };
-        let (old_sport, old_dport) = (t.src_port(), t.dst_port());
         t.set_src_port(self.sport);
         t.set_dst_port(self.dport);
-        if meta.csum_partial {
-            if meta.tx_keeps_partial {
-                // The field holds the pseudo-header sum only; ports are summed
-                // later with the payload, so only the address change applies.
-                let c = checksum::update_partial_u32(t.checksum(), self.gone, self.came);
-                t.set_checksum(c);
-            } else {
-                t.fill_checksum(self.src.into(), self.dst.into());
-            }
-        } else {
-            let mut c = checksum::update_u32(t.checksum(), self.gone, self.came);
-            c = checksum::update_u16(c, old_sport, self.sport);
-            c = checksum::update_u16(c, old_dport, self.dport);
+        if tx_keeps_partial {
+            // The field holds the pseudo-header sum only; ports are summed
+            // later with the payload, so only the address change applies.
+            let c = checksum::update_partial_u32(t.checksum(), self.gone, self.came);
             t.set_checksum(c);
+        } else {
+            t.fill_checksum(self.src.into(), self.dst.into());
         }
+    }
+}
+
+/// Completes a partial transport checksum of a frame that leaves with its
+/// addresses unchanged (DSR) when nothing downstream will (PacketMeta).
+#[inline]
+fn complete_partial(eth: &mut Eth, src: u32, dst: u32) {
+    let Some(mut ip) = ipv4_in(eth) else {
+        return;
+    };
+    if ip.is_fragment() {
+        return;
+    }
+    if ip.protocol() == ipv4::PROTO_UDP {
+        if let Ok(mut u) = udp::Packet::new_checked(ip.payload_mut()) {
+            u.fill_checksum(src.into(), dst.into());
+        }
+    } else if let Ok(mut t) = tcp::Packet::new_checked(ip.payload_mut()) {
+        t.fill_checksum(src.into(), dst.into());
     }
 }
 
 /// The service flow `f` belongs to in `snap`, if it is still that service
 /// (a reload may have moved the index to another one).
-fn service_of<'s>(snap: &'s Snapshot, f: &Flow) -> Option<&'s Service> {
+pub(super) fn service_of<'s>(snap: &'s Snapshot, f: &Flow) -> Option<&'s Service> {
     snap.services
         .get(usize::from(f.service))
-        .filter(|s| s.vip == f.key.vip && s.port == f.key.vport)
+        .filter(|s| s.vip == f.key.vip && s.port == f.key.vport && s.proto == f.key.proto)
+}
+
+/// How flow `f` reaches its backend, for a frame that is not a client's
+/// segment (a later fragment, an ICMP error): its service's (mode, MSS
+/// clamp), or, for a flow whose service has gone (draining), what the flow
+/// itself shows: full NAT through a tunnel if its backend has a VTEP.
+pub(super) fn path_of(snap: &Snapshot, f: &Flow) -> (Mode, Option<u16>) {
+    match service_of(snap, f) {
+        Some(s) => (s.mode, s.mss_clamp),
+        None if f.nat_port == 0 => (Mode::Dsr, None),
+        None if snap.vtep(f.backend).is_some() => (Mode::Vxlan, None),
+        None => (Mode::Nat, None),
+    }
+}
+
+/// The state bits a client's segment adds to its flow: TCP flags, or the
+/// UDP mark.
+#[inline]
+fn client_state(seg: &Segment) -> u8 {
+    if seg.is_udp() {
+        return tcp_state::UDP;
+    }
+    let flags = seg.flags;
+    let mut state = 0u8;
+    if seg.is_syn() {
+        state |= tcp_state::SYN;
+    } else if flags & tcp::ACK != 0 {
+        state |= tcp_state::ESTABLISHED;
+    }
+    if flags & tcp::FIN != 0 {
+        state |= tcp_state::FIN_CLIENT;
+    }
+    if flags & tcp::RST != 0 {
+        state |= tcp_state::RST;
+    }
+    state
 }
 
 impl Forwarder {
-    /// A client's segment to service `svc` (its index and itself): its
-    /// flow's backend, or a new flow's.
+    /// A client's segment or datagram to service `svc` (its index and
+    /// itself): its flow's backend, or a new flow's.
     #[inline]
     pub(super) fn steer_to_backend(
         &mut self,
@@ -184,22 +264,9 @@ impl Forwarder {
         seg: &Segment,
         now_ms: u32,
     ) -> Verdict {
-        let key = flow_key(&seg.tuple);
+        let key = flow_key(&seg.tuple, seg.proto);
         let syn = seg.is_syn();
-        let flags = seg.flags;
-        let mut state = 0u8;
-        if syn {
-            state |= tcp_state::SYN;
-        } else if flags & tcp::ACK != 0 {
-            state |= tcp_state::ESTABLISHED;
-        }
-        if flags & tcp::FIN != 0 {
-            state |= tcp_state::FIN_CLIENT;
-        }
-        if flags & tcp::RST != 0 {
-            state |= tcp_state::RST;
-        }
-
+        let state = client_state(seg);
         let existing = match self.flows.lookup(&key) {
             // A SYN on a closing flow is the client reusing its port: the old
             // flow is over; steer the new one afresh.
@@ -221,8 +288,23 @@ impl Forwarder {
             },
         };
         let svc = svc.1;
+        self.send_to_backend(snap, (svc.mode, svc.mss_clamp), &flow, eth, seg)
+    }
 
-        let vtep = match svc.mode {
+    /// Sends a frame of flow `flow` (`seg` as parsed, or made from the flow)
+    /// to its backend, in the service's `(mode, MSS clamp)`: addressed on
+    /// the link, full-NAT rewritten unless DSR, and VXLAN encapsulated in
+    /// mode vxlan.
+    #[inline]
+    pub(super) fn send_to_backend(
+        &mut self,
+        snap: &Snapshot,
+        (mode, clamp): (Mode, Option<u16>),
+        flow: &Flow,
+        eth: &mut Eth,
+        seg: &Segment,
+    ) -> Verdict {
+        let vtep = match mode {
             Mode::Vxlan => match snap.vtep(flow.backend) {
                 Some(v) if self.local_ip != 0 => Some(*v),
                 _ => return Verdict::Drop(DropReason::VxlanNoVtep),
@@ -234,12 +316,15 @@ impl Forwarder {
             self.neighbors.want(l2);
             return Verdict::Drop(DropReason::NeighborUnresolved);
         };
-        if syn && clamp_mss(eth, svc.mss_clamp, seg.meta.csum_partial) {
+        if seg.is_syn() && clamp_mss(eth, clamp, seg.meta.csum_partial) {
             self.stats.event(Event::MssClamped, 1);
+        }
+        if seg.is_udp() {
+            self.stats.event(Event::UdpDatagrams, 1);
         }
         if let Some(v) = vtep {
             let t = &seg.tuple;
-            let hash = flow_hash(t.src, t.sport, t.dst, t.dport, ipv4::PROTO_TCP);
+            let hash = flow_hash(t.src, t.sport, t.dst, t.dport, seg.proto);
             let outer = Outer {
                 dst_mac: bmac,
                 src_mac: self.mac,
@@ -247,17 +332,17 @@ impl Forwarder {
                 vtep: v,
                 sport: vxlan::source_port(hash),
             };
-            return self.encapsulate(eth, seg, &flow, outer, svc.mss_clamp);
+            return self.encapsulate(eth, seg, flow, outer, clamp);
         }
         set_macs(eth, bmac, self.mac);
-        if flow.nat_port != 0 {
-            Nat::to_backend(&flow).apply(eth, seg.meta);
+        if seg.translated {
+            // Addressed already.
+        } else if flow.nat_port != 0 {
+            Nat::to_backend(flow).apply(eth, seg.meta);
         } else if seg.meta.csum_partial && !seg.meta.tx_keeps_partial {
-            // DSR leaves IP and TCP alone, but a partial checksum must still
-            // be completed when nothing downstream will (PacketMeta).
-            if let Some(mut t) = tcp_in(eth) {
-                t.fill_checksum(seg.tuple.src.into(), seg.tuple.dst.into());
-            }
+            // DSR leaves IP and ports alone, but a partial checksum must
+            // still be completed when nothing downstream will (PacketMeta).
+            complete_partial(eth, seg.tuple.src, seg.tuple.dst);
         }
         let len = eth.as_ref().len() as u64;
         self.stats
@@ -278,21 +363,26 @@ impl Forwarder {
         now_ms: u32,
     ) -> Result<Flow, DropReason> {
         let (flags, syn) = (seg.flags, seg.is_syn());
-        if flags & tcp::RST != 0 || (!syn && (!self.pickup || flags & tcp::ACK == 0)) {
+        // Any datagram opens a UDP flow; a TCP flow opens with a SYN, or
+        // with a mid-stream ACK to pick up.
+        if !seg.is_udp()
+            && (flags & tcp::RST != 0 || (!syn && (!self.pickup || flags & tcp::ACK == 0)))
+        {
             return Err(DropReason::NoFlow);
         }
-        let key = flow_key(&seg.tuple);
+        let key = flow_key(&seg.tuple, seg.proto);
         if !svc.admits(key.client) {
             return Err(DropReason::SourceNotAllowed);
         }
-        // sessionAffinity ClientIP: the client's port out of the hash, so
-        // every connection of a client meets the same Maglev entry.
+        // sessionAffinity ClientIP (or udp_hash = "src_ip"): the client's
+        // port out of the hash, so every flow of a client meets the same
+        // Maglev entry.
         let client_port = if svc.client_affinity {
             0
         } else {
             key.client_port
         };
-        let h = flow_hash(key.client, client_port, key.vip, key.vport, ipv4::PROTO_TCP);
+        let h = flow_hash(key.client, client_port, key.vip, key.vport, key.proto);
         let Some(bi) = svc.maglev.lookup(h) else {
             return Err(DropReason::NoBackend);
         };
@@ -308,7 +398,7 @@ impl Forwarder {
         let nat_port = match svc.mode {
             Mode::Nat | Mode::Vxlan => self
                 .ports
-                .alloc(&self.flows, snap, key.vip, b.ip, b.port)
+                .alloc(&self.flows, snap, key.vip, b.ip, b.port, key.proto)
                 .ok_or(DropReason::NatPortsExhausted)?,
             Mode::Dsr => 0,
         };
@@ -335,7 +425,7 @@ impl Forwarder {
             q.push(SyncEvent::upsert(&flow, now_ms));
         }
         self.stats.backend(b.stat, BackendCounter::NewFlows, 1);
-        if !syn {
+        if !syn && !seg.is_udp() {
             self.stats.event(Event::FlowPickups, 1);
         }
         Ok(flow)
@@ -359,6 +449,10 @@ impl Forwarder {
             }
         }
         let mut state = 0;
+        if seg.is_udp() {
+            state |= tcp_state::ANSWERED;
+            self.stats.event(Event::UdpDatagrams, 1);
+        }
         if flags & tcp::FIN != 0 {
             state |= tcp_state::FIN_BACKEND;
         }
@@ -376,8 +470,17 @@ impl Forwarder {
                 self.stats.event(Event::MssClamped, 1);
             }
         }
+        self.send_to_client(f, eth, seg)
+    }
+
+    /// Sends a frame of flow `f` back to its client: addressed on the link
+    /// and full-NAT rewritten, unless `seg` says it is translated already.
+    #[inline]
+    pub(super) fn send_to_client(&mut self, f: &Flow, eth: &mut Eth, seg: &Segment) -> Verdict {
         set_macs(eth, f.client_mac, self.mac);
-        Nat::to_client(f).apply(eth, seg.meta);
+        if !seg.translated {
+            Nat::to_client(f).apply(eth, seg.meta);
+        }
         let len = eth.as_ref().len() as u64;
         self.stats
             .backend(f.stat, BackendCounter::PacketsToClient, 1);
@@ -476,6 +579,7 @@ mod tests {
                 vip: u32::from_be_bytes(VIP),
                 client_port: 40000,
                 vport: 80,
+                proto: 6,
             })
             .unwrap();
         assert_eq!(Phase::from_flags(flow.tcp), Phase::Established);

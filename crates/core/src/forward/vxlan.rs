@@ -4,7 +4,9 @@
 
 use super::gso::segment_into;
 use super::nat::Nat;
-use super::{ethernet, ipv4, reverse_key, set_macs, tcp, udp, Eth, Forwarder, Segment, Verdict};
+use super::{
+    ethernet, ipv4, reverse_key, set_macs, tcp, udp, Eth, Forwarder, Segment, Verdict,
+};
 use crate::flow::Flow;
 use crate::service::{Snapshot, Vtep};
 use crate::stats::{BackendCounter, DropReason, Event};
@@ -86,9 +88,14 @@ impl Forwarder {
             let Ok(ip) = ipv4::Packet::new_checked(eth.payload()) else {
                 return Verdict::Drop(DropReason::Ipv4Malformed);
             };
-            match tcp::Packet::new_checked(ip.payload()) {
-                Ok(t) => (ip.total_len(), t.options().len(), t.payload().len()),
-                Err(_) => return Verdict::Drop(DropReason::TcpMalformed),
+            if ip.protocol() != ipv4::PROTO_TCP || ip.is_fragment() {
+                // UDP, fragments and ICMP errors travel as one frame each.
+                (ip.total_len(), 0, 0)
+            } else {
+                match tcp::Packet::new_checked(ip.payload()) {
+                    Ok(t) => (ip.total_len(), t.options().len(), t.payload().len()),
+                    Err(_) => return Verdict::Drop(DropReason::TcpMalformed),
+                }
             }
         };
         // Segment size: the device's gso_size; without a virtio-net header a
@@ -122,7 +129,9 @@ impl Forwarder {
         };
         // Inner Ethernet: from podlb to the node's VXLAN device.
         set_macs(eth, outer.vtep.mac, self.mac);
-        Nat::to_backend(flow).apply(eth, nat_meta);
+        if !seg.translated {
+            Nat::to_backend(flow).apply(eth, nat_meta);
+        }
         // The frame without Ethernet padding.
         let len = eth.header_len() + usize::from(ip_len);
         let Some(inner) = eth.as_ref().get(..len) else {
@@ -220,7 +229,8 @@ impl Forwarder {
     }
 
     /// The inner frame of a VXLAN reply, copied to the scratch buffer: must
-    /// be TCP from a backend to VIP:nat_port (the reverse half of a flow).
+    /// be TCP or UDP from a backend to VIP:nat_port (the reverse half of a
+    /// flow), or an ICMP error about a packet podlb sent to a backend.
     fn decapsulated(
         &mut self,
         snap: &Snapshot,
@@ -242,19 +252,34 @@ impl Forwarder {
             if !ip.verify_checksum() {
                 return malformed;
             }
-            if !snap.is_vip(ip.dst_u32()) || ip.protocol() != ipv4::PROTO_TCP {
+            if !snap.is_vip(ip.dst_u32()) {
                 return Inner::Drop(DropReason::NoService);
             }
             if ip.is_fragment() {
                 return Inner::Drop(DropReason::Ipv4Fragment);
             }
-            let Some(seg) = Segment::parse(&ip, eth.src(), meta) else {
+            // Sent without Ethernet padding.
+            let len = eth.header_len() + usize::from(ip.total_len());
+            match ip.protocol() {
+                ipv4::PROTO_TCP | ipv4::PROTO_UDP => {}
+                ipv4::PROTO_ICMP if self.icmp_errors => {
+                    return match self.icmp_error(snap, &mut eth) {
+                        Verdict::Tx => Inner::Tx(len),
+                        Verdict::Drop(r) => Inner::Drop(r),
+                        _ => Inner::Drop(DropReason::IcmpUnhandled),
+                    };
+                }
+                _ => return Inner::Drop(DropReason::NoService),
+            }
+            let Ok(seg) = Segment::parse(&ip, eth.src(), meta) else {
                 return malformed;
             };
-            // Sent without Ethernet padding.
-            (seg, eth.header_len() + usize::from(ip.total_len()))
+            (seg, len)
         };
-        let Some((r, f)) = self.flows.lookup_reverse(&reverse_key(&seg.tuple)) else {
+        let Some((r, f)) = self
+            .flows
+            .lookup_reverse(&reverse_key(&seg.tuple, seg.proto))
+        else {
             return Inner::Drop(DropReason::NoService);
         };
         match self.steer_to_client(snap, (r, &f), &mut eth, &seg, now_ms) {

@@ -678,6 +678,8 @@ pub fn reconcile_full(
                     mss_clamp: (o.mode == Mode::Vxlan).then_some(crate::model::DEFAULT_VXLAN_MSS),
                     source_ranges: o.ranges.clone(),
                     affinity: o.affinity,
+                    udp_hash: Default::default(),
+                    protocol: Default::default(),
                 });
             }
         }

@@ -199,6 +199,8 @@ fn timeouts(cfg: &Config) -> Timeouts {
         established_ms: ms(cfg.flows.established_timeout),
         fin_ms: ms(cfg.flows.fin_timeout),
         close_ms: ms(cfg.flows.close_timeout),
+        udp_unanswered_ms: ms(cfg.flows.udp_unanswered_timeout),
+        udp_answered_ms: ms(cfg.flows.udp_answered_timeout),
     }
 }
 

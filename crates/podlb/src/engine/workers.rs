@@ -43,6 +43,8 @@ pub(super) fn spawn(
         local_ip: att.local_ip,
         out: Default::default(),
         refused: (!cfg.flows.refused_hold.is_zero()).then(|| shared.refused.clone()),
+        icmp_errors: cfg.flows.icmp_errors,
+        frags: Default::default(),
     };
     let busy_poll = cfg.io.busy_poll;
     match devices {
