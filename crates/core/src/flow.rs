@@ -1199,4 +1199,39 @@ mod tests {
         });
         assert!(!any);
     }
+
+    /// UDP flows share the table: keys and reverse keys carry the
+    /// protocol, and they expire by their own timeouts.
+    #[test]
+    fn udp_flows_have_their_own_keys_and_timeouts() {
+        let t = FlowTable::new(4096, T);
+        let tcp = flow(
+            1,
+            1000,
+            21,
+            40000,
+            tcp_state::SYN | tcp_state::ESTABLISHED,
+            0,
+        );
+        let mut udp = flow(1, 1000, 21, 40000, tcp_state::UDP, 0);
+        udp.key.proto = 17;
+        t.insert(&tcp, true, 0).unwrap();
+        t.insert(&udp, true, 0).unwrap();
+        assert_eq!(t.lookup(&udp.key).unwrap().1, udp);
+        assert_eq!(t.lookup_reverse(&udp.reverse_key()).unwrap().1, udp);
+        assert_eq!(t.lookup_reverse(&tcp.reverse_key()).unwrap().1, tcp);
+        let mut answered = flow(2, 1000, 21, 40001, tcp_state::UDP | tcp_state::ANSWERED, 0);
+        answered.key.proto = 17;
+        t.insert(&answered, true, 0).unwrap();
+        assert_eq!(Phase::from_flags(answered.tcp), Phase::UdpAnswered);
+        // 31 s: the unanswered one is gone, the answered one stays.
+        let rep = t.sweep(0, t.slot_count(), 31_000, |_| {});
+        assert_eq!(rep.expired, 1);
+        assert!(t.lookup(&udp.key).is_none());
+        assert!(t.lookup(&answered.key).is_some());
+        let rep = t.sweep(0, t.slot_count(), 121_000, |_| {});
+        assert_eq!(rep.expired, 1);
+        assert!(t.lookup(&answered.key).is_none());
+        assert!(t.lookup(&tcp.key).is_some(), "established TCP: one hour");
+    }
 }

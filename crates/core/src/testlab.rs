@@ -298,3 +298,127 @@ pub fn make_partial(frame: &mut [u8]) {
     let p = pseudo_sum(frame);
     frame[50..52].copy_from_slice(&p.to_be_bytes());
 }
+
+/// [`service`] for UDP: the same backends and mode, `protocol = "udp"`.
+pub fn udp_service(mode: Mode, backend_port: u16, backends: &[[u8; 4]]) -> ServiceConfig {
+    ServiceConfig {
+        name: "web-udp".into(),
+        protocol: crate::model::Protocol::Udp,
+        ..service(mode, backend_port, backends)
+    }
+}
+
+/// A UDP datagram with `payload`, checksum computed (etherparse).
+#[allow(clippy::too_many_arguments)]
+pub fn udp_frame(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    dport: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(src_mac, dst_mac)
+        .ipv4(src, dst, 64)
+        .udp(sport, dport)
+        .write(&mut v, payload)
+        .unwrap();
+    v
+}
+
+/// Parses a UDP frame with etherparse and checks the IPv4 header checksum
+/// and the UDP checksum (0 allowed: none); returns (src, dst, sport, dport).
+pub fn verify_udp(frame: &[u8]) -> ([u8; 4], [u8; 4], u16, u16) {
+    let (ip, rest) = Ipv4Header::from_slice(&frame[14..]).unwrap();
+    assert_eq!(
+        ip.header_checksum,
+        ip.calc_header_checksum(),
+        "IPv4 header checksum"
+    );
+    let (udp, payload) = etherparse::UdpHeader::from_slice(rest).unwrap();
+    if udp.checksum != 0 {
+        let want = udp
+            .calc_checksum_ipv4_raw(ip.source, ip.destination, payload)
+            .unwrap();
+        assert_eq!(udp.checksum, want, "UDP checksum");
+    }
+    (
+        ip.source,
+        ip.destination,
+        udp.source_port,
+        udp.destination_port,
+    )
+}
+
+/// An ICMP error (`icmp_type`, `code`, RFC 1191 next-hop MTU `mtu`) from
+/// `src` to `dst` quoting the first `quote` bytes of the IPv4 packet in
+/// `about` (an Ethernet frame), with both checksums right.
+pub fn icmp_error_frame(
+    src_mac: [u8; 6],
+    (src, dst): ([u8; 4], [u8; 4]),
+    (icmp_type, code, mtu): (u8, u8, u16),
+    about: &[u8],
+    quote: usize,
+) -> Vec<u8> {
+    let ip_pkt = &about[14..];
+    let q = &ip_pkt[..quote.min(ip_pkt.len())];
+    let mut icmp = vec![icmp_type, code, 0, 0, 0, 0];
+    icmp.extend_from_slice(&mtu.to_be_bytes());
+    icmp.extend_from_slice(q);
+    let c = checksum::internet(&icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(src_mac, LB)
+        .ipv4(src, dst, 64)
+        .write(&mut v, etherparse::IpNumber::ICMP, &icmp)
+        .unwrap();
+    v
+}
+
+/// What a translated ICMP error says, all its checksums checked: (outer
+/// src, outer dst, quoted src, quoted dst, quoted sport, quoted dport,
+/// next-hop MTU). The quoted transport checksum is checked too when the
+/// whole quoted UDP datagram is there.
+pub struct IcmpSeen {
+    pub outer: ([u8; 4], [u8; 4]),
+    pub quoted: ([u8; 4], [u8; 4], u16, u16),
+    pub mtu: u16,
+}
+
+pub fn verify_icmp_error(frame: &[u8]) -> IcmpSeen {
+    let (ip, icmp) = Ipv4Header::from_slice(&frame[14..]).unwrap();
+    assert_eq!(
+        ip.header_checksum,
+        ip.calc_header_checksum(),
+        "outer IPv4 checksum"
+    );
+    let icmp = &icmp[..usize::from(ip.total_len) - ip.header_len()];
+    assert_eq!(checksum::internet(icmp), 0, "ICMP checksum");
+    let mtu = u16::from_be_bytes([icmp[6], icmp[7]]);
+    let (qip, ql4) = Ipv4Header::from_slice(&icmp[8..]).unwrap();
+    assert_eq!(
+        qip.header_checksum,
+        qip.calc_header_checksum(),
+        "quoted IPv4 checksum"
+    );
+    let (sport, dport) = (
+        u16::from_be_bytes([ql4[0], ql4[1]]),
+        u16::from_be_bytes([ql4[2], ql4[3]]),
+    );
+    if qip.protocol == etherparse::IpNumber::UDP && ql4.len() >= 8 {
+        let (u, payload) = etherparse::UdpHeader::from_slice(ql4).unwrap();
+        if u.checksum != 0 && usize::from(u.length) == ql4.len() {
+            let want = u
+                .calc_checksum_ipv4_raw(qip.source, qip.destination, payload)
+                .unwrap();
+            assert_eq!(u.checksum, want, "quoted UDP checksum");
+        }
+    }
+    IcmpSeen {
+        outer: (ip.source, ip.destination),
+        quoted: (qip.source, qip.destination, sport, dport),
+        mtu,
+    }
+}

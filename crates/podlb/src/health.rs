@@ -50,6 +50,9 @@ async fn probe_once(check: &HealthCheck, addr: SocketAddrV4) -> Result<(), Strin
             path,
             expect_status,
         } => (path, *expect_status),
+        CheckKind::Udp { .. } | CheckKind::Dns { .. } => {
+            return Err("udp and dns probes are not built yet".into())
+        }
     };
     let req = client::request(Method::GET, path, &addr.to_string())
         .header(header::USER_AGENT, USER_AGENT)

@@ -187,3 +187,198 @@ fn rewrite(
     }
     m.fill_checksum();
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::forward::*;
+    use crate::model::Mode;
+    use crate::stats::{DropReason, Event};
+    use crate::testlab::*;
+    use podlb_wire::icmp::{CODE_FRAG_NEEDED, TYPE_DEST_UNREACH, TYPE_TIME_EXCEEDED};
+
+    const ROUTER_C: [u8; 4] = [198, 18, 9, 1];
+    const HOP_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x99];
+
+    /// A NAT flow set up by a client SYN and the backend's SYN-ACK; returns
+    /// (backend, nat port, the SYN-ACK as the client got it).
+    fn tcp_flow(f: &mut Forwarder, snap: &crate::service::Snapshot) -> ([u8; 4], u16, Vec<u8>) {
+        let mut syn = tcp_frame(CLIENT_MAC, LB, CLIENT, VIP, 40000, 80, "S");
+        assert_eq!(
+            f.forward(snap, &mut syn, PacketMeta::default(), 1),
+            Verdict::Tx
+        );
+        let (_, b, nat, _) = verify(&syn);
+        let mut synack = tcp_frame(bmac(b).0, LB, b, VIP, 8080, nat, "SA");
+        assert_eq!(
+            f.forward(snap, &mut synack, PacketMeta::default(), 2),
+            Verdict::Tx
+        );
+        (b, nat, synack)
+    }
+
+    #[test]
+    fn frag_needed_for_a_reply_reaches_the_backend_translated() {
+        let (mut f, snap) = setup(Mode::Nat, 8080);
+        let (b, nat, synack) = tcp_flow(&mut f, &snap);
+        // A router towards the client cannot forward the (translated)
+        // reply: it tells its source, the VIP, quoting VIP:80 → client.
+        for quote in [28, 60] {
+            let mut e = icmp_error_frame(
+                HOP_MAC,
+                (ROUTER_C, VIP),
+                (TYPE_DEST_UNREACH, CODE_FRAG_NEEDED, 1280),
+                &synack,
+                quote,
+            );
+            assert_eq!(
+                f.forward(&snap, &mut e, PacketMeta::default(), 3),
+                Verdict::Tx
+            );
+            assert_eq!(&e[0..6], &bmac(b).0, "to the backend's MAC");
+            let seen = verify_icmp_error(&e);
+            assert_eq!(seen.outer, (ROUTER_C, b), "the router stays the source");
+            assert_eq!(seen.quoted, (b, VIP, 8080, nat), "as the backend sent it");
+            assert_eq!(seen.mtu, 1280);
+        }
+        assert_eq!(f.stats.events(Event::IcmpErrorsToBackend), 2);
+    }
+
+    #[test]
+    fn errors_from_the_backend_side_reach_the_client_and_unknown_ones_drop() {
+        let (mut f, snap) = setup(Mode::Nat, 8080);
+        let (b, nat, _) = tcp_flow(&mut f, &snap);
+        // What podlb sent the backend: VIP:nat → backend:8080.
+        let sent = tcp_frame(LB, bmac(b).0, VIP, b, nat, 8080, "A");
+        let hop = [198, 18, 0, 7];
+        let mut e = icmp_error_frame(HOP_MAC, (hop, VIP), (TYPE_TIME_EXCEEDED, 0, 0), &sent, 28);
+        assert_eq!(
+            f.forward(&snap, &mut e, PacketMeta::default(), 3),
+            Verdict::Tx
+        );
+        assert_eq!(&e[0..6], &CLIENT_MAC);
+        let seen = verify_icmp_error(&e);
+        assert_eq!(seen.outer, (hop, CLIENT), "traceroute sees the hop");
+        assert_eq!(seen.quoted, (CLIENT, VIP, 40000, 80));
+        // The backend itself (port unreachable): its address becomes the VIP.
+        let mut e = icmp_error_frame(bmac(b).0, (b, VIP), (TYPE_DEST_UNREACH, 3, 0), &sent, 28);
+        assert_eq!(
+            f.forward(&snap, &mut e, PacketMeta::default(), 3),
+            Verdict::Tx
+        );
+        assert_eq!(verify_icmp_error(&e).outer, (VIP, CLIENT));
+        assert_eq!(f.stats.events(Event::IcmpErrorsToClient), 2);
+
+        // Quoting no flow: dropped; a broken checksum: malformed.
+        let other = tcp_frame(LB, bmac(b).0, VIP, b, nat.wrapping_add(1), 8080, "A");
+        let mut e = icmp_error_frame(HOP_MAC, (hop, VIP), (TYPE_TIME_EXCEEDED, 0, 0), &other, 28);
+        assert_eq!(
+            f.forward(&snap, &mut e, PacketMeta::default(), 3),
+            Verdict::Drop(DropReason::IcmpNoFlow)
+        );
+        let mut e = icmp_error_frame(HOP_MAC, (hop, VIP), (TYPE_TIME_EXCEEDED, 0, 0), &sent, 28);
+        let n = e.len();
+        e[n - 1] ^= 0xff;
+        assert_eq!(
+            f.forward(&snap, &mut e, PacketMeta::default(), 3),
+            Verdict::Drop(DropReason::IcmpMalformed)
+        );
+        // Turned off: not forwarded.
+        f.icmp_errors = false;
+        let mut e = icmp_error_frame(HOP_MAC, (hop, VIP), (TYPE_TIME_EXCEEDED, 0, 0), &sent, 28);
+        assert_eq!(
+            f.forward(&snap, &mut e, PacketMeta::default(), 3),
+            Verdict::Drop(DropReason::IcmpUnhandled)
+        );
+    }
+
+    #[test]
+    fn udp_port_unreachable_with_the_whole_datagram_quoted() {
+        let (mut f, _) = setup(Mode::Nat, 53);
+        let snap = build(1, &[udp_service(Mode::Nat, 5353, &BACKENDS)]);
+        let mut q = udp_frame(CLIENT_MAC, LB, CLIENT, VIP, 40000, 80, b"query");
+        assert_eq!(
+            f.forward(&snap, &mut q, PacketMeta::default(), 1),
+            Verdict::Tx
+        );
+        let (_, b, nat, _) = verify_udp(&q);
+        // The backend has nothing on 5353: port unreachable, quoting all.
+        let mut e = icmp_error_frame(bmac(b).0, (b, VIP), (TYPE_DEST_UNREACH, 3, 0), &q, 1000);
+        assert_eq!(
+            f.forward(&snap, &mut e, PacketMeta::default(), 2),
+            Verdict::Tx
+        );
+        let seen = verify_icmp_error(&e);
+        assert_eq!(seen.quoted, (CLIENT, VIP, 40000, 80));
+        let _ = nat;
+    }
+
+    #[test]
+    fn dsr_passes_client_side_errors_to_the_backend_as_they_came() {
+        let (mut f, snap) = setup(Mode::Dsr, 80);
+        let mut syn = tcp_frame(CLIENT_MAC, LB, CLIENT, VIP, 40000, 80, "S");
+        assert_eq!(
+            f.forward(&snap, &mut syn, PacketMeta::default(), 1),
+            Verdict::Tx
+        );
+        let b = BACKENDS
+            .iter()
+            .copied()
+            .find(|b| syn[0..6] == bmac(*b).0)
+            .unwrap();
+        let reply = tcp_frame(bmac(b).0, CLIENT_MAC, VIP, CLIENT, 80, 40000, "SA");
+        let orig = icmp_error_frame(
+            HOP_MAC,
+            (ROUTER_C, VIP),
+            (TYPE_DEST_UNREACH, CODE_FRAG_NEEDED, 1280),
+            &reply,
+            28,
+        );
+        let mut e = orig.clone();
+        assert_eq!(
+            f.forward(&snap, &mut e, PacketMeta::default(), 2),
+            Verdict::Tx
+        );
+        assert_eq!(&e[0..6], &bmac(b).0);
+        assert_eq!(&e[12..], &orig[12..], "IP and ICMP untouched");
+    }
+
+    #[test]
+    fn vxlan_backends_learn_an_mtu_less_the_tunnel() {
+        let mut f = forwarder(true, 0, None);
+        f.neighbors.track(u32::from_be_bytes(ROUTER));
+        f.neighbors.learn(
+            u32::from_be_bytes(ROUTER),
+            podlb_wire::MacAddr(ROUTER_MAC),
+            0,
+        );
+        let snap = vxlan_snapshot();
+        let mut syn = tcp_frame(CLIENT_MAC, LB, CLIENT, VIP, 40000, 80, "S");
+        assert_eq!(
+            f.forward(&snap, &mut syn, PacketMeta::default(), 1),
+            Verdict::TxOut
+        );
+        let (pod, nat) = {
+            let fr = f.out.frames().next().unwrap().to_vec();
+            let (_, _, inner) = vxlan_outer(&fr);
+            let (_, d, s, _) = verify(inner);
+            (d, s)
+        };
+        let reply = tcp_frame(ROUTER_MAC, CLIENT_MAC, VIP, CLIENT, 80, 40000, "SA");
+        let mut e = icmp_error_frame(
+            HOP_MAC,
+            (ROUTER_C, VIP),
+            (TYPE_DEST_UNREACH, CODE_FRAG_NEEDED, 1400),
+            &reply,
+            28,
+        );
+        assert_eq!(
+            f.forward(&snap, &mut e, PacketMeta::default(), 2),
+            Verdict::TxOut
+        );
+        let fr = f.out.frames().next().unwrap().to_vec();
+        let (_, _, inner) = vxlan_outer(&fr);
+        let seen = verify_icmp_error(inner);
+        assert_eq!(seen.quoted, (pod, VIP, 8080, nat));
+        assert_eq!(seen.mtu, 1350, "1400 less 50 bytes of VXLAN");
+    }
+}

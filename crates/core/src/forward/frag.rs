@@ -136,3 +136,125 @@ impl Forwarder {
         v
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::forward::*;
+    use crate::model::Mode;
+    use crate::stats::{DropReason, Event};
+    use crate::testlab::*;
+    use etherparse::Ipv4Header;
+
+    /// Splits the IPv4 packet of `frame` into fragments of `size` payload
+    /// bytes (a multiple of 8), each a whole frame with its header
+    /// checksum.
+    fn fragment(frame: &[u8], size: usize) -> Vec<Vec<u8>> {
+        let (ip, payload) = Ipv4Header::from_slice(&frame[14..]).unwrap();
+        let payload = &payload[..usize::from(ip.total_len) - ip.header_len()];
+        payload
+            .chunks(size)
+            .enumerate()
+            .map(|(i, chunk)| {
+                let mut h = ip.clone();
+                h.more_fragments = (i + 1) * size < payload.len();
+                h.fragment_offset =
+                    etherparse::IpFragOffset::try_new(u16::try_from(i * size / 8).unwrap())
+                        .unwrap();
+                h.set_payload_len(chunk.len()).unwrap();
+                h.header_checksum = h.calc_header_checksum();
+                let mut v = frame[..14].to_vec();
+                h.write(&mut v).unwrap();
+                v.extend_from_slice(chunk);
+                v
+            })
+            .collect()
+    }
+
+    /// Reassembles fragments (in order) back into one frame.
+    fn reassemble(frags: &[Vec<u8>]) -> Vec<u8> {
+        let (ip, _) = Ipv4Header::from_slice(&frags[0][14..]).unwrap();
+        let mut payload = Vec::new();
+        for f in frags {
+            let (h, p) = Ipv4Header::from_slice(&f[14..]).unwrap();
+            assert_eq!(h.header_checksum, h.calc_header_checksum());
+            payload.extend_from_slice(&p[..usize::from(h.total_len) - h.header_len()]);
+        }
+        let mut h = ip.clone();
+        h.more_fragments = false;
+        h.fragment_offset = etherparse::IpFragOffset::ZERO;
+        h.set_payload_len(payload.len()).unwrap();
+        h.header_checksum = h.calc_header_checksum();
+        let mut v = frags[0][..14].to_vec();
+        h.write(&mut v).unwrap();
+        v.extend_from_slice(&payload);
+        v
+    }
+
+    #[test]
+    fn fragments_follow_the_first_both_ways_and_reassemble_translated() {
+        let (mut f, _) = setup(Mode::Nat, 53);
+        let snap = build(1, &[udp_service(Mode::Nat, 5353, &BACKENDS)]);
+        let big: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+        let q = udp_frame(CLIENT_MAC, LB, CLIENT, VIP, 40000, 80, &big);
+        let mut out = Vec::new();
+        for mut fr in fragment(&q, 1400) {
+            assert_eq!(
+                f.forward(&snap, &mut fr, PacketMeta::default(), 1),
+                Verdict::Tx
+            );
+            out.push(fr);
+        }
+        let whole = reassemble(&out);
+        let (src, dst, sport, dport) = verify_udp(&whole);
+        assert_eq!((src, dport), (VIP, 5353));
+        assert!(BACKENDS.contains(&dst));
+        assert!(
+            out.iter().all(|fr| fr[0..6] == bmac(dst).0),
+            "every fragment to the backend"
+        );
+        assert_eq!(f.stats.events(Event::FragmentsSteered), 2);
+
+        // A big answer, fragmented by the backend, back to the client.
+        let a = udp_frame(bmac(dst).0, LB, dst, VIP, 5353, sport, &big);
+        let mut back = Vec::new();
+        for mut fr in fragment(&a, 1480) {
+            assert_eq!(
+                f.forward(&snap, &mut fr, PacketMeta::default(), 2),
+                Verdict::Tx
+            );
+            back.push(fr);
+        }
+        assert_eq!(verify_udp(&reassemble(&back)), (VIP, CLIENT, 80, 40000));
+        assert_eq!(f.stats.events(Event::FragmentsSteered), 4);
+    }
+
+    #[test]
+    fn a_later_fragment_without_its_first_is_a_counted_drop() {
+        let (mut f, _) = setup(Mode::Nat, 53);
+        let snap = build(1, &[udp_service(Mode::Nat, 5353, &BACKENDS)]);
+        let q = udp_frame(CLIENT_MAC, LB, CLIENT, VIP, 40000, 80, &[7u8; 3000]);
+        let frags = fragment(&q, 1400);
+        let mut second = frags[1].clone();
+        assert_eq!(
+            f.forward(&snap, &mut second, PacketMeta::default(), 1),
+            Verdict::Drop(DropReason::FragmentUnmatched)
+        );
+        // After the first, but too late.
+        let mut first = frags[0].clone();
+        assert_eq!(
+            f.forward(&snap, &mut first, PacketMeta::default(), 1),
+            Verdict::Tx
+        );
+        let mut late = frags[2].clone();
+        assert_eq!(
+            f.forward(
+                &snap,
+                &mut late,
+                PacketMeta::default(),
+                1 + frag::TIMEOUT_MS + 1
+            ),
+            Verdict::Drop(DropReason::FragmentUnmatched)
+        );
+        assert_eq!(f.stats.drops(DropReason::FragmentUnmatched), 2);
+    }
+}

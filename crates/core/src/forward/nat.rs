@@ -857,4 +857,116 @@ mod tests {
         assert_eq!(f.stats.events(Event::FlowsRecycled), 1);
         assert_eq!(f.flows.len(), 1);
     }
+
+    /// UDP: a datagram opens a flow (no handshake), the backend's answer
+    /// marks it answered, and a TCP service on the same VIP and port is a
+    /// separate service with separate flows.
+    #[test]
+    fn udp_nat_round_trip_next_to_tcp_on_the_same_port() {
+        let (mut f, _) = setup(Mode::Nat, 53);
+        let snap = build(
+            1,
+            &[
+                service(Mode::Nat, 8080, &BACKENDS),
+                udp_service(Mode::Nat, 5353, &BACKENDS),
+            ],
+        );
+        let mut q = udp_frame(CLIENT_MAC, LB, CLIENT, VIP, 40000, 80, b"query");
+        assert_eq!(
+            f.forward(&snap, &mut q, PacketMeta::default(), 1),
+            Verdict::Tx
+        );
+        let (src, b, nat, dport) = verify_udp(&q);
+        assert_eq!((src, dport), (VIP, 5353));
+        let key = FlowKey {
+            client: u32::from_be_bytes(CLIENT),
+            vip: u32::from_be_bytes(VIP),
+            client_port: 40000,
+            vport: 80,
+            proto: 17,
+        };
+        let phase = |f: &Forwarder| Phase::from_flags(f.flows.lookup(&key).unwrap().1.tcp);
+        assert_eq!(phase(&f), Phase::UdpUnanswered);
+        let mut a = udp_frame(bmac(b).0, LB, b, VIP, 5353, nat, b"answer");
+        assert_eq!(
+            f.forward(&snap, &mut a, PacketMeta::default(), 2),
+            Verdict::Tx
+        );
+        assert_eq!(verify_udp(&a), (VIP, CLIENT, 80, 40000));
+        assert_eq!(&a[0..6], &CLIENT_MAC);
+        assert_eq!(phase(&f), Phase::UdpAnswered);
+        // The same 4-tuple over TCP is another flow, of the TCP service.
+        let mut syn = tcp_frame(CLIENT_MAC, LB, CLIENT, VIP, 40000, 80, "S");
+        assert_eq!(
+            f.forward(&snap, &mut syn, PacketMeta::default(), 3),
+            Verdict::Tx
+        );
+        assert_eq!(verify(&syn).3, 8080);
+        assert_eq!(f.flows.len(), 2);
+        // A TCP reply to the UDP flow's NAT port is no reply of it.
+        let mut stray = tcp_frame(bmac(b).0, LB, b, VIP, 5353, nat, "A");
+        assert_eq!(
+            f.forward(&snap, &mut stray, PacketMeta::default(), 4),
+            Verdict::Drop(DropReason::NoService)
+        );
+        assert_eq!(f.stats.events(Event::UdpDatagrams), 2);
+        assert_eq!(f.stats.events(Event::FlowPickups), 0);
+        // A datagram without a checksum keeps none.
+        let mut q = udp_frame(CLIENT_MAC, LB, CLIENT, VIP, 40001, 80, b"x");
+        q[40] = 0;
+        q[41] = 0;
+        assert_eq!(
+            f.forward(&snap, &mut q, PacketMeta::default(), 5),
+            Verdict::Tx
+        );
+        assert_eq!(&q[40..42], &[0, 0]);
+        verify_udp(&q);
+    }
+
+    #[test]
+    fn udp_spreads_per_socket_or_per_client_with_src_ip_hash() {
+        for (hash, per_client) in [
+            (crate::model::UdpHash::FiveTuple, false),
+            (crate::model::UdpHash::SrcIp, true),
+        ] {
+            let (mut f, _) = setup(Mode::Nat, 53);
+            let snap = build(
+                1,
+                &[crate::model::ServiceConfig {
+                    udp_hash: hash,
+                    ..udp_service(Mode::Nat, 53, &BACKENDS)
+                }],
+            );
+            let mut seen = std::collections::HashMap::new();
+            for c in 0..30u8 {
+                for port in 0..30u16 {
+                    let client = [198, 18, 3, c];
+                    let mut q = udp_frame(CLIENT_MAC, LB, client, VIP, 20000 + port, 80, b"q");
+                    assert_eq!(
+                        f.forward(&snap, &mut q, PacketMeta::default(), 1),
+                        Verdict::Tx
+                    );
+                    seen.entry(c)
+                        .or_insert_with(std::collections::HashSet::new)
+                        .insert(verify_udp(&q).1);
+                }
+            }
+            let one_each = seen.values().all(|b| b.len() == 1);
+            assert_eq!(one_each, per_client, "{hash:?}");
+        }
+    }
+
+    #[test]
+    fn udp_in_dsr_rewrites_macs_only() {
+        let (mut f, _) = setup(Mode::Dsr, 53);
+        let snap = build(1, &[udp_service(Mode::Dsr, 80, &BACKENDS)]);
+        let orig = udp_frame(CLIENT_MAC, LB, CLIENT, VIP, 40000, 80, b"q");
+        let mut q = orig.clone();
+        assert_eq!(
+            f.forward(&snap, &mut q, PacketMeta::default(), 1),
+            Verdict::Tx
+        );
+        assert_eq!(&q[12..], &orig[12..]);
+        assert!(BACKENDS.iter().any(|b| q[0..6] == bmac(*b).0));
+    }
 }
