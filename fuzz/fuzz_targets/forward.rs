@@ -22,8 +22,8 @@ use podlb_core::forward::{Forwarder, NatPorts, PacketMeta, RefusalQueue, Verdict
 use podlb_core::neighbor::NeighborTable;
 use podlb_core::service::Snapshot;
 use podlb_core::stats::{BackendCounter, DropReason, Event, WorkerStats};
-use podlb_core::model::{BackendConfig, Mode, ServiceConfig};
-use podlb_wire::{arp, ethernet, icmp, ipv4, tcp, MacAddr};
+use podlb_core::model::{BackendConfig, Mode, Protocol, ServiceConfig};
+use podlb_wire::{arp, ethernet, icmp, ipv4, tcp, udp, MacAddr};
 use podlb_fuzz::{l4_ok, ones_eq, ones_sum, pseudo, sums_to_ones, Reader};
 
 /// Small, so that a short input fills it (eviction, `flow_table_full`, NAT
@@ -92,6 +92,11 @@ fn snapshot() -> &'static Snapshot {
         let services = [
             svc("web", VIP_NAT, 80, Mode::Nat, &NAT_BACKENDS, 8080),
             svc("direct", VIP_DSR, 443, Mode::Dsr, &DSR_BACKENDS, 443),
+            // UDP on the TCP service's VIP and port.
+            ServiceConfig {
+                protocol: Protocol::Udp,
+                ..svc("dns", VIP_NAT, 80, Mode::Nat, &NAT_BACKENDS, 5353)
+            },
         ];
         Snapshot::build(1, &services, |_, a| u16::from(a.ip().octets()[3])).unwrap()
     })
@@ -152,6 +157,17 @@ struct TcpIn {
 fn tcp_in(frame: &[u8]) -> Option<TcpIn> {
     let e = ethernet::Frame::new_checked(frame).ok()?;
     let ip = ipv4::Packet::new_checked(e.payload()).ok()?;
+    if ip.is_fragment() {
+        return None;
+    }
+    if ip.protocol() == ipv4::PROTO_UDP {
+        let u = udp::Packet::new_checked(ip.payload()).ok()?;
+        let full_ok = u.checksum() == 0 || l4_ok(ip.payload(), ip.src(), ip.dst(), 17);
+        return Some(TcpIn {
+            full_ok,
+            partial_ok: false,
+        });
+    }
     if ip.protocol() != ipv4::PROTO_TCP {
         return None;
     }
@@ -177,13 +193,33 @@ fn check_tx(frame: &[u8], meta: PacketMeta, before: Option<TcpIn>) {
         ethernet::ETHERTYPE_IPV4 => {
             let ip = ipv4::Packet::new_checked(e.payload()).expect("Tx: IPv4");
             assert!(sums_to_ones(ip.header(), 0), "Tx: IPv4 header checksum");
-            assert!(!ip.is_fragment());
+            if ip.frag_offset() != 0 {
+                // A later fragment, steered after its first: no header to check.
+                assert!(matches!(ip.protocol(), ipv4::PROTO_TCP | ipv4::PROTO_UDP));
+                return;
+            }
             match ip.protocol() {
                 ipv4::PROTO_ICMP => {
                     let p = icmp::Packet::new_checked(ip.payload()).expect("Tx: ICMP");
-                    assert_eq!(p.msg_type(), icmp::TYPE_ECHO_REPLY);
                     assert!(sums_to_ones(ip.payload(), 0), "Tx: ICMP checksum");
+                    if p.is_error() {
+                        // A translated error: the quote is whole and its
+                        // header checksum right if it was before.
+                        let q = icmp::Quoted::new_checked(p.payload()).expect("Tx: quote");
+                        assert!(ipv4::PROTO_TCP == q.protocol() || ipv4::PROTO_UDP == q.protocol());
+                    } else {
+                        assert_eq!(p.msg_type(), icmp::TYPE_ECHO_REPLY);
+                    }
                 }
+                ipv4::PROTO_UDP if ip.more_frags() => {}
+                ipv4::PROTO_UDP => {
+                    let u = udp::Packet::new_checked(ip.payload()).expect("Tx: UDP");
+                    let before = before.expect("UDP out, UDP in");
+                    if !meta.csum_partial && before.full_ok && u.checksum() != 0 {
+                        assert!(l4_ok(ip.payload(), ip.src(), ip.dst(), 17), "Tx: UDP checksum");
+                    }
+                }
+                ipv4::PROTO_TCP if ip.more_frags() => {}
                 ipv4::PROTO_TCP => {
                     let seg = ip.payload();
                     let t = tcp::Packet::new_checked(seg).expect("Tx: TCP");
@@ -365,7 +401,7 @@ fuzz_target!(|data: &[u8]| {
     };
     while !r.is_empty() && lab.frames < MAX_FRAMES {
         let op = r.u8();
-        match op % 6 {
+        match op % 8 {
             // Raw bytes, e.g. a captured frame.
             0 | 1 => {
                 let len = usize::from(r.u16() % 2048);
@@ -439,6 +475,54 @@ fuzz_target!(|data: &[u8]| {
                 lab.f.flows.sweep(from, n, lab.now, |_| {});
                 assert!(lab.f.flows.len() <= CAPACITY);
             }
+            // A UDP datagram from a client to the UDP service, or from a
+            // backend to a live UDP flow's NAT port; whole or as fragments.
+            6 => {
+                let (cip, cmac) = client(r.u8());
+                let sport = 40000 + u16::from(r.u8() % 64);
+                let plen = usize::from(r.u16() % 3000);
+                let payload = r.take(plen).to_vec();
+                let frag = r.u8();
+                let mut frame = udp_frame(cmac, cip, sport, VIP_NAT, 80, &payload);
+                for mut f in fragments(&mut frame, frag) {
+                    lab.feed(&mut f, PacketMeta::default());
+                }
+            }
+            // An ICMP error quoting a live flow (either side), or bytes
+            // shaped like one.
+            7 => {
+                let pick = usize::from(r.u16());
+                let kind = r.u8();
+                let quote = usize::from(r.u8() % 64);
+                let mut flows = Vec::new();
+                lab.f.flows.for_each(|fl| {
+                    flows.push(*fl);
+                    true
+                });
+                if let Some(fl) = flows.get(pick % flows.len().max(1)) {
+                    let vip = Ipv4Addr::from(fl.key.vip);
+                    // What podlb sent: a reply to the client, or a segment
+                    // to the backend.
+                    let (src, dst, sport, dport) = if kind & 1 == 0 {
+                        (vip, Ipv4Addr::from(fl.key.client), fl.key.vport, fl.key.client_port)
+                    } else {
+                        (vip, Ipv4Addr::from(fl.backend), fl.nat_port, fl.backend_port)
+                    };
+                    let mut about = if fl.key.proto == ipv4::PROTO_UDP {
+                        udp_frame(LB, src, sport, dst, dport, b"quoted datagram")
+                    } else {
+                        let from = End { mac: LB, ip: src, port: sport };
+                        let to = End { mac: LB, ip: dst, port: dport };
+                        tcp_frame(from, to, tcp::ACK, false, b"quoted", false)
+                    };
+                    if kind & 2 != 0 {
+                        let n = about.len();
+                        about[n - 1] ^= r.u8();
+                    }
+                    let mut e = icmp_error(kind, &about, quote);
+                    lab.feed(&mut e, PacketMeta::default());
+                }
+            }
             // A burst of SYNs from one client: table pressure and eviction.
             _ => {
                 let (cip, cmac) = client(r.u8());
@@ -468,3 +552,100 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 });
+
+/// A UDP datagram from a client with its checksum.
+fn udp_frame(mac: MacAddr, src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let u = udp::Repr {
+        src_port: sport,
+        dst_port: dport,
+        payload_len: u16::try_from(payload.len()).unwrap(),
+    };
+    let ip = ipv4::Repr {
+        src,
+        dst,
+        protocol: ipv4::PROTO_UDP,
+        ttl: 64,
+        ident: 7,
+        payload_len: u16::try_from(u.buffer_len()).unwrap(),
+    };
+    let eth = ethernet::Repr {
+        dst: LB,
+        src: mac,
+        ethertype: ethernet::ETHERTYPE_IPV4,
+    };
+    let mut v = vec![0u8; 14 + 20 + u.buffer_len()];
+    let mut f = eth.emit(&mut v).unwrap();
+    let mut p = ip.emit(f.payload_mut()).unwrap();
+    let mut d = u.emit(p.payload_mut()).unwrap();
+    d.payload_mut().copy_from_slice(payload);
+    d.fill_checksum(src, dst);
+    v
+}
+
+/// `frame` cut into IPv4 fragments of `8 * (1 + bits % 128)` bytes (all of
+/// it as one when bits is 0), in order, or with the first last when bits
+/// is odd.
+fn fragments(frame: &mut [u8], bits: u8) -> Vec<Vec<u8>> {
+    if bits == 0 {
+        return vec![frame.to_vec()];
+    }
+    let size = 8 * (1 + usize::from(bits % 128));
+    let hdr = frame[..34].to_vec();
+    let body = frame[34..].to_vec();
+    let mut out: Vec<Vec<u8>> = body
+        .chunks(size)
+        .enumerate()
+        .map(|(i, c)| {
+            let mut v = hdr.clone();
+            v.extend_from_slice(c);
+            let mut p = ipv4::Packet::new_resized(&mut v[14..]).unwrap();
+            p.set_total_len(u16::try_from(20 + c.len()).unwrap());
+            let more = (i + 1) * size < body.len();
+            let off = u16::try_from(i * size / 8).unwrap() | if more { 0x2000 } else { 0 };
+            v[14 + 6..14 + 8].copy_from_slice(&off.to_be_bytes());
+            let mut p = ipv4::Packet::new_resized(&mut v[14..]).unwrap();
+            p.fill_checksum();
+            v
+        })
+        .collect();
+    if bits & 1 == 1 {
+        out.rotate_left(1);
+    }
+    out
+}
+
+/// An ICMP error from a router to the VIP quoting `about`'s IPv4 packet
+/// (its header and `8 + quote` more bytes), type by `kind`.
+fn icmp_error(kind: u8, about: &[u8], quote: usize) -> Vec<u8> {
+    let (t, code) = match kind >> 2 & 3 {
+        0 => (icmp::TYPE_DEST_UNREACH, icmp::CODE_FRAG_NEEDED),
+        1 => (icmp::TYPE_TIME_EXCEEDED, 0),
+        2 => (icmp::TYPE_PARAM_PROBLEM, 0),
+        _ => (icmp::TYPE_DEST_UNREACH, 3),
+    };
+    let ip_in = &about[14..];
+    let q = &ip_in[..(28 + quote).min(ip_in.len())];
+    let mut m = vec![t, code, 0, 0, 0, 0, 0x05, 0x00];
+    m.extend_from_slice(q);
+    let mut view = icmp::Packet::new_checked(&mut m[..]).unwrap();
+    view.fill_checksum();
+    let dst = Ipv4Addr::new(ip_in[12], ip_in[13], ip_in[14], ip_in[15]);
+    let ip = ipv4::Repr {
+        src: Ipv4Addr::new(198, 18, 9, 1),
+        dst,
+        protocol: ipv4::PROTO_ICMP,
+        ttl: 64,
+        ident: 9,
+        payload_len: u16::try_from(m.len()).unwrap(),
+    };
+    let eth = ethernet::Repr {
+        dst: LB,
+        src: MacAddr([2, 0, 0, 0, 9, 9]),
+        ethertype: ethernet::ETHERTYPE_IPV4,
+    };
+    let mut v = vec![0u8; 14 + 20 + m.len()];
+    let mut f = eth.emit(&mut v).unwrap();
+    let mut p = ip.emit(f.payload_mut()).unwrap();
+    p.payload_mut().copy_from_slice(&m);
+    v
+}

@@ -1620,6 +1620,39 @@ backends = [
     }
 
     #[test]
+    fn udp_services_share_vip_and_port_with_tcp() {
+        let dns = |extra: &str| {
+            format!(
+                "{GOOD}[[service]]\nname = \"dns-udp\"\nvip = \"198.18.0.100\"\nport = 80\nprotocol = \"udp\"\nbackends = [\"198.18.0.21:53\"]\n{extra}"
+            )
+        };
+        let c = Config::parse(&dns("udp_hash = \"src_ip\"\n")).unwrap();
+        let (t, u) = (&c.services[0], &c.services[1]);
+        assert_eq!((t.protocol, u.protocol), (Protocol::Tcp, Protocol::Udp));
+        assert_eq!(u.udp_hash, UdpHash::SrcIp);
+        assert!(u.hashes_client_only() && !t.hashes_client_only());
+        assert_eq!(c.flows.udp_unanswered_timeout, Duration::from_secs(30));
+        assert_eq!(c.flows.udp_answered_timeout, Duration::from_secs(120));
+        assert!(c.flows.icmp_errors);
+        // The same port and protocol twice is a conflict; the key says where.
+        let twice = dns("").replace("dns-udp", "x") + &dns("").replace(GOOD, "").replace("dns-udp", "y");
+        assert_eq!(key_of(&twice), "service[2].port");
+        assert_eq!(key_of(&dns("").replace("\"udp\"", "\"sctp\"")), "service[1].protocol");
+        assert_eq!(key_of(&GOOD.replace("port = 80", "port = 80\nudp_hash = \"src_ip\"")), "service[0].udp_hash");
+        assert_eq!(key_of(&dns("udp_hash = \"ports\"\n")), "service[1].udp_hash");
+        assert_eq!(key_of(&dns("mss_clamp = 1400\n")), "service[1].mss_clamp");
+        let flows = format!("{GOOD}[flows]\nudp_unanswered_timeout_s = 5\nudp_answered_timeout_s = 600\nicmp_errors = false\n");
+        let c = Config::parse(&flows).unwrap();
+        assert_eq!(c.flows.udp_unanswered_timeout, Duration::from_secs(5));
+        assert_eq!(c.flows.udp_answered_timeout, Duration::from_secs(600));
+        assert!(!c.flows.icmp_errors);
+        assert_eq!(
+            key_of(&format!("{GOOD}[flows]\nudp_answered_timeout_s = 0\n")),
+            "flows.udp_answered_timeout_s"
+        );
+    }
+
+    #[test]
     fn admin_listeners_and_probes() {
         let c = Config::parse("interface = \"eth0\"\n").unwrap();
         assert_eq!(c.admin, DEFAULT_ADMIN.parse().unwrap());
