@@ -50,6 +50,11 @@ async fn probe_once(check: &HealthCheck, addr: SocketAddrV4) -> Result<(), Strin
             path,
             expect_status,
         } => (path, *expect_status),
+        // Not probed yet: neither the config nor Kubernetes mode gives
+        // these kinds so far (placeholder until the UDP probes land).
+        CheckKind::Udp { .. } | CheckKind::Dns { .. } => {
+            return Err("udp and dns probes are not implemented in this build".into())
+        }
     };
     let req = client::request(Method::GET, path, &addr.to_string())
         .header(header::USER_AGENT, USER_AGENT)
