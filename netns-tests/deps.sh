@@ -23,6 +23,10 @@ have python3 || need+=(python3)
 have sysctl  || need+=(procps)
 have keepalived || need+=(keepalived)
 have curl    || need+=(curl)
+# The realkube DNS test: dnsmasq as the backends' DNS server (the binary
+# only, no system service) and dig as the client.
+[ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
+have dig     || need+=(bind9-dnsutils)
 have openssl || need+=(openssl)
 # The `image` test builds the container image (deploy/image/build.sh) and
 # runs it once: buildah, podman, and runc as podman's runtime.

@@ -669,6 +669,187 @@ fn realkube_health_check_removes_and_restores_a_ready_pod() {
     stop_podlb(&l.podlb);
 }
 
+/// dnsmasq in backend namespace `be<i>` on its address, port 53 UDP and
+/// TCP, answering `who.podlb.test` with that address (so an answer names
+/// the backend that gave it). Killed with the topology.
+fn start_dnsmasq(topo: &Topology, i: usize) -> Proc {
+    let ip = BACKENDS[i - 1];
+    let ns = topo.ns(&format!("be{i}"));
+    let label = format!("dnsmasq-be{i}");
+    let pid = topo.dir().join(format!("{label}.pid"));
+    let p = topo
+        .spawn(
+            ns,
+            &label,
+            &[
+                "dnsmasq",
+                "--keep-in-foreground",
+                "--log-facility=-",
+                "--log-queries",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                "--port=53",
+                &format!("--listen-address={ip}"),
+                "--bind-interfaces",
+                &format!("--address=/who.podlb.test/{ip}"),
+                &format!("--pid-file={}", pid.display()),
+                "--user=root",
+            ],
+        )
+        .unwrap();
+    netns::wait_listening(ns, 53, Duration::from_secs(10), Some(&p))
+        .unwrap_or_else(|e| panic!("dnsmasq in be{i} did not start: {e}"));
+    p
+}
+
+/// `dig +short` for `who.podlb.test` at the VIP from `client` (one try of
+/// 1 s), with `opts` (`+tcp`, `-b addr#port`): the A record, if answered.
+fn dig_who(client: &str, opts: &[&str], budget: &Budget) -> Option<Ipv4Addr> {
+    let server = format!("@{VIP}");
+    let mut args = vec!["dig", "+short", "+time=1", "+tries=1"];
+    args.extend_from_slice(opts);
+    args.extend_from_slice(&[&server, "who.podlb.test", "A"]);
+    let out = netns::exec_timeout(client, &args, budget.left(Duration::from_secs(5))).ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.trim().parse().ok())
+}
+
+#[test]
+fn realkube_tcp_and_udp_port_53_both_forwarded() {
+    require_kube!("realkube_tcp_and_udp_port_53_both_forwarded");
+    let budget = Budget::with(KUBE_BUDGET);
+    let mut l = lab("");
+    for i in 1..=3 {
+        let p = start_dnsmasq(&l.topo, i);
+        l._log.0.push(p);
+    }
+    let (k, client) = (&l.c.k, l.topo.ns("client").to_string());
+    // One Service, DNS on TCP 53 and UDP 53 (as CoreDNS's kube-dns).
+    k.apply(&json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "dns", "namespace": "default"},
+        "spec": {
+            "type": "LoadBalancer", "loadBalancerClass": CLASS,
+            "selector": {"app": "dns"},
+            "ports": [
+                {"name": "dns", "protocol": "UDP", "port": 53, "targetPort": 53},
+                {"name": "dns-tcp", "protocol": "TCP", "port": 53, "targetPort": 53},
+            ],
+        },
+    }))
+    .unwrap();
+    for i in 1..=3 {
+        let name = format!("dns-{i}");
+        k.add_pod("default", &name, &json!({"app": "dns"}), NODE_BE)
+            .unwrap();
+        k.set_pod("default", &name, BACKENDS[i - 1], true).unwrap();
+    }
+    let ing = wait_for(&budget, Duration::from_secs(30), "dns's VIP", || {
+        ingress(k, "default", "dns").filter(|i| i["ip"].is_string())
+    });
+    assert_eq!(ing["ip"], VIP.to_string(), "{ing}");
+    // The real EndpointSlice controller's ports, each with its protocol.
+    let sl = k
+        .get_json(&["endpointslices", "-l", "kubernetes.io/service-name=dns"])
+        .unwrap();
+    eprintln!("dns's slice ports: {}", sl["items"][0]["ports"]);
+    // Both services in podlb, on VIP:53, with the three Pods.
+    const UDP_NAME: &str = "default.dns.dns.udp";
+    const TCP_NAME: &str = "default.dns.dns-tcp";
+    wait_for(
+        &budget,
+        Duration::from_secs(20),
+        "both services with 3 backends",
+        || {
+            let st = l.podlb.status().ok()?;
+            let full = |n: &str| {
+                st.services
+                    .iter()
+                    .any(|s| s.name == n && s.vip == VIP && s.port == 53 && s.backends.len() == 3)
+            };
+            (full(UDP_NAME) && full(TCP_NAME)).then_some(())
+        },
+    );
+    let ks = kube_status(&l.podlb);
+    assert!(ks.problems.is_empty(), "{ks:?}");
+
+    // UDP: a first answer, then one query per source port.
+    let first = wait_for(&budget, Duration::from_secs(15), "a UDP answer", || {
+        dig_who(&client, &[], &budget)
+    });
+    assert!(BACKENDS.contains(&first), "UDP answer {first}");
+    let mut udp = std::collections::BTreeMap::new();
+    let ports: Vec<u16> = (20001..=20024).collect();
+    for p in &ports {
+        let src = format!("{CLIENT}#{p}");
+        let a = dig_who(&client, &["-b", &src], &budget).unwrap_or_else(|| {
+            panic!(
+                "no UDP answer from source port {p}; podlb drops: {:?}",
+                drops(&l.podlb)
+            )
+        });
+        assert!(BACKENDS.contains(&a), "UDP answer {a} from port {p}");
+        *udp.entry(a).or_insert(0) += 1;
+    }
+    eprintln!("UDP answers by backend: {udp:?}");
+    assert!(udp.len() > 1, "every UDP flow went to one backend: {udp:?}");
+    // The same 5-tuple again: the same backend (the flow is kept).
+    let again = dig_who(&client, &["-b", &format!("{CLIENT}#{}", ports[0])], &budget);
+    let flows = l.podlb.flows(10_000).unwrap().flows;
+    let udp_flows: Vec<_> = flows.iter().filter(|f| f.service == UDP_NAME).collect();
+    let of_port = |p: u16| {
+        udp_flows
+            .iter()
+            .find(|f| f.client.port() == p && *f.client.ip() == CLIENT)
+            .map(|f| *f.backend.ip())
+    };
+    assert!(
+        ports.iter().all(|p| of_port(*p).is_some()),
+        "podlb's UDP flows: {udp_flows:?}"
+    );
+    assert_eq!(again, of_port(ports[0]), "{udp_flows:?}");
+
+    // TCP: the same name over TCP 53 of the same VIP.
+    let mut tcp = std::collections::BTreeMap::new();
+    for _ in 0..12 {
+        let a = dig_who(&client, &["+tcp"], &budget)
+            .unwrap_or_else(|| panic!("no TCP answer; podlb drops: {:?}", drops(&l.podlb)));
+        assert!(BACKENDS.contains(&a), "TCP answer {a}");
+        *tcp.entry(a).or_insert(0) += 1;
+    }
+    eprintln!("TCP answers by backend: {tcp:?}");
+    // Each protocol's service counted its own flows.
+    let st = l.podlb.status().unwrap();
+    let new_flows = |n: &str| -> u64 {
+        st.services
+            .iter()
+            .filter(|s| s.name == n)
+            .flat_map(|s| s.backends.iter().map(|b| b.new_flows))
+            .sum()
+    };
+    assert!(new_flows(TCP_NAME) >= 12, "{:?}", st.services);
+    assert!(new_flows(UDP_NAME) >= 25, "{:?}", st.services);
+    let datagrams = metric(&l.podlb, "podlb_udp_datagrams_total");
+    // A query and its answer per UDP lookup (25 of them at least).
+    assert!(datagrams >= 50.0, "podlb_udp_datagrams_total {datagrams}");
+    stop_podlb(&l.podlb);
+}
+
+/// podlb's nonzero drop counters, by reason (for a failure message).
+fn drops(p: &Podlb) -> Vec<(String, f64)> {
+    let text = p.metrics().unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("podlb_drops_total{"))
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            let v: f64 = v.parse().ok()?;
+            (v > 0.0).then(|| (k.to_string(), v))
+        })
+        .collect()
+}
+
 fn iptables_save(ns: &str) -> String {
     netns::exec_ok(ns, &["iptables-save"]).unwrap()
 }

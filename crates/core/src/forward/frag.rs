@@ -18,6 +18,7 @@
 
 use super::nat::path_of;
 use super::{ipv4, Eth, Forwarder, Segment, Verdict};
+use crate::bits::Low;
 use crate::elapsed_ms;
 use crate::flow::Flow;
 use crate::service::Snapshot;
@@ -54,7 +55,9 @@ impl Id {
             (u64::from(self.src) << 32 | u64::from(self.dst))
                 ^ (u64::from(self.ident) << 8 | u64::from(self.proto)).rotate_left(29),
         );
-        (h % SLOTS as u64) as usize
+        // SLOTS is a power of two far below 2^32: the low bits suffice.
+        let low: u32 = h.low();
+        low as usize % SLOTS
     }
 }
 

@@ -30,22 +30,31 @@
 //! cleared and a [`Problem`] says why. Nothing else is affected.
 //!
 //! ## Ports and names
-//! Each TCP port of a Service becomes one [`ServiceConfig`] named by
-//! [`config_name`]: `<namespace>.<service>.<port name, or number if
-//! unnamed>`. Kubernetes namespace, Service and port names are DNS labels
+//! Each TCP or UDP port of a Service becomes one [`ServiceConfig`] of that
+//! protocol on the Service's VIP, named by [`config_name`]: `<namespace>.
+//! <service>.<port name, or number if unnamed>`, with `.udp` appended for a
+//! UDP port (so TCP 53 and UDP 53 of one Service are two services with
+//! distinct names; TCP names are as they were before UDP was served).
+//! Kubernetes namespace, Service and port names are DNS labels
 //! (`[a-z0-9-]`), so `.` separates them unambiguously and the result fits
 //! the config rule `[A-Za-z0-9-_.]{1,63}`; a name longer than 63 characters
-//! is cut to 54 and given `_` and an 8-digit hash of the full name. UDP and
-//! SCTP ports get an `UnsupportedProtocol` problem; the TCP ports of the
-//! same Service are still served.
+//! is cut to 54 and given `_` and an 8-digit hash of the full name. SCTP
+//! ports get an `UnsupportedProtocol` problem; the other ports of the same
+//! Service are still served.
+//!
+//! The Service's health check (annotation or default) applies to its TCP
+//! ports. `tcp` and `http` checks cannot probe a UDP port, so a UDP port
+//! whose check is one of those has no podlb health check: its backends
+//! are the ready endpoints, as with `none`.
 //!
 //! ## Backends
 //! From the EndpointSlices of the Service's namespace labelled
 //! [`SERVICE_NAME_LABEL`]` = <service>` with `addressType: IPv4`. The port
-//! is the slice's `ports[]` entry (TCP) whose `name` equals the Service
-//! port's name — the EndpointSlice controller has already resolved named
-//! and numbered `targetPort`s into it — or, for an unnamed Service port, the
-//! slice's only port. A slice without a matching port contributes nothing
+//! is the slice's `ports[]` entry of the Service port's protocol (`protocol`
+//! absent means TCP) whose `name` equals the Service port's name — the
+//! EndpointSlice controller has already resolved named and numbered
+//! `targetPort`s into it — or, for an unnamed Service port, the slice's
+//! only port if it has that protocol. A slice without a matching port contributes nothing
 //! to that port (its Pods do not expose it). Endpoints that are ready
 //! (`conditions.ready` true or absent) and not terminating become backends
 //! of weight 1; terminating ones are listed in [`Reconciled::draining`] so
@@ -66,8 +75,8 @@ use super::objects::{self, EndpointSlice};
 use super::pools::Pool;
 use super::settings::KubeSettings;
 use crate::maglev::DEFAULT_TABLE_SIZE;
-use crate::model::HealthCheck;
-use crate::model::{Affinity, BackendConfig, Mode, Prefix4, ServiceConfig};
+use crate::model::{Affinity, BackendConfig, Mode, Prefix4, Protocol, ServiceConfig};
+use crate::model::{CheckKind, HealthCheck};
 
 pub use super::objects::SERVICE_NAME_LABEL;
 
@@ -97,7 +106,8 @@ pub enum ProblemReason {
     PoolExhausted,
     /// The Service cannot be read or has contradictory settings.
     BadSpec,
-    /// A port of another protocol than TCP (it is skipped).
+    /// A port of another protocol than TCP or UDP, i.e. SCTP (it is
+    /// skipped).
     UnsupportedProtocol,
     /// A vxlan Service's endpoint runs on a node with no known VTEP
     /// (flannel's Node annotations missing or wrong); it is skipped.
@@ -593,18 +603,22 @@ pub fn reconcile_full(
                 } else {
                     port_name.to_string()
                 };
-                if proto != "TCP" {
-                    problems.push(problem(
-                        ns,
-                        name,
-                        ProblemReason::UnsupportedProtocol,
-                        format!(
-                            "port {label} ({proto} {}) is not served: podlb forwards TCP only; the TCP ports are served",
-                            p.port
-                        ),
-                    ));
-                    continue;
-                }
+                let protocol = match proto {
+                    "TCP" => Protocol::Tcp,
+                    "UDP" => Protocol::Udp,
+                    _ => {
+                        problems.push(problem(
+                            ns,
+                            name,
+                            ProblemReason::UnsupportedProtocol,
+                            format!(
+                                "port {label} ({proto} {}) is not served: podlb forwards TCP and UDP only; the other ports are served",
+                                p.port
+                            ),
+                        ));
+                        continue;
+                    }
+                };
                 let Some(port) = u16::try_from(p.port).ok().filter(|p| *p != 0) else {
                     problems.push(problem(
                         ns,
@@ -615,8 +629,8 @@ pub fn reconcile_full(
                     continue;
                 };
                 let Some(vip) = o.vip else { continue };
-                let cname = config_name(ns, name, &label);
-                let (ready, drain) = endpoints(slices, port_name);
+                let cname = config_name(ns, name, &label, protocol);
+                let (ready, drain) = endpoints(slices, port_name, proto);
                 if !drain.is_empty() {
                     draining.insert(cname.clone(), drain);
                 }
@@ -672,14 +686,15 @@ pub fn reconcile_full(
                     mode: o.mode,
                     backends,
                     table_size: DEFAULT_TABLE_SIZE,
-                    health_check: o.health.clone(),
+                    health_check: check_for(protocol, o.health.as_ref()),
                     vxlan_port: crate::model::DEFAULT_VXLAN_PORT,
                     vni,
-                    mss_clamp: (o.mode == Mode::Vxlan).then_some(crate::model::DEFAULT_VXLAN_MSS),
+                    mss_clamp: (o.mode == Mode::Vxlan && protocol == Protocol::Tcp)
+                        .then_some(crate::model::DEFAULT_VXLAN_MSS),
                     source_ranges: o.ranges.clone(),
                     affinity: o.affinity,
                     udp_hash: Default::default(),
-                    protocol: Default::default(),
+                    protocol,
                 });
             }
         }
@@ -844,12 +859,26 @@ fn allocate(ours: &mut [Ours], pools: &[Pool], problems: &mut Vec<Problem>) {
     }
 }
 
-/// Ready backends and draining (terminating) addresses for the Service port
-/// named `port_name` (empty when unnamed).
-/// Ready endpoints (with their node) and draining ones of a Service port.
+/// The Service's health check as it applies to a port of `protocol`: TCP
+/// ports get it as it is; a UDP port only a check that probes UDP (a `tcp`
+/// or `http` check would find nothing listening and take every backend
+/// out), else none.
+fn check_for(protocol: Protocol, check: Option<&HealthCheck>) -> Option<HealthCheck> {
+    let check = check?;
+    match (protocol, &check.kind) {
+        (Protocol::Tcp, _) => Some(check.clone()),
+        (Protocol::Udp, CheckKind::Udp { .. } | CheckKind::Dns { .. }) => Some(check.clone()),
+        (Protocol::Udp, CheckKind::Tcp | CheckKind::Http { .. }) => None,
+    }
+}
+
+/// Ready endpoints (with their node) and draining (terminating) addresses
+/// of the Service port named `port_name` (empty when unnamed) and of
+/// protocol `proto` (`TCP` or `UDP`, as the API spells it).
 fn endpoints(
     slices: &[&EndpointSlice],
     port_name: &str,
+    proto: &str,
 ) -> (Vec<(SocketAddrV4, Option<String>)>, Vec<SocketAddrV4>) {
     let mut ready = std::collections::BTreeMap::new();
     let mut terminating = BTreeSet::new();
@@ -857,7 +886,7 @@ fn endpoints(
         if s.address_type != "IPv4" {
             continue;
         }
-        let Some(port) = slice_port(s, port_name) else {
+        let Some(port) = slice_port(s, port_name, proto) else {
             continue;
         };
         for e in &s.endpoints {
@@ -878,17 +907,18 @@ fn endpoints(
     (ready.into_iter().collect(), draining)
 }
 
-/// The slice's TCP port for the Service port `name`: the entry with that
-/// name, or the only entry when the Service port is unnamed.
-fn slice_port(s: &EndpointSlice, name: &str) -> Option<u16> {
-    let tcp = |p: &&objects::EndpointPort| p.protocol.as_deref().unwrap_or("TCP") == "TCP";
+/// The slice's port of protocol `proto` for the Service port `name`: the
+/// entry with that name and protocol (absent: TCP), or the only entry when
+/// the Service port is unnamed and the entry has that protocol.
+fn slice_port(s: &EndpointSlice, name: &str, proto: &str) -> Option<u16> {
+    let same = |p: &&objects::EndpointPort| p.protocol.as_deref().unwrap_or("TCP") == proto;
     let entry = s
         .ports
         .iter()
-        .filter(tcp)
+        .filter(same)
         .find(|p| p.name.as_deref().unwrap_or("") == name)
         .or_else(|| match s.ports.as_slice() {
-            [only] if name.is_empty() && tcp(&only) => Some(only),
+            [only] if name.is_empty() && same(&only) => Some(only),
             _ => None,
         })?;
     entry
@@ -905,13 +935,17 @@ fn fnv1a(bytes: &[u8]) -> u32 {
 }
 
 /// The data-plane service name of a Service port:
-/// `<namespace>.<service>.<port>`, where `<port>` is the port's name or, if
-/// unnamed, its number. Characters outside `[A-Za-z0-9-_.]` become `_`; a
-/// result longer than 63 characters (or one that needed such a change) is
-/// cut to 54 characters plus `_` and 8 hex digits of a hash of the full
-/// name, so it stays valid and distinct.
-pub fn config_name(namespace: &str, service: &str, port: &str) -> String {
-    let full = format!("{namespace}.{service}.{port}");
+/// `<namespace>.<service>.<port>` for TCP and `<namespace>.<service>.<port>.udp`
+/// for UDP, where `<port>` is the port's name or, if unnamed, its number.
+/// Characters outside `[A-Za-z0-9-_.]` become `_`; a result longer than 63
+/// characters (or one that needed such a change) is cut to 54 characters
+/// plus `_` and 8 hex digits of a hash of the full name, so it stays valid
+/// and distinct.
+pub fn config_name(namespace: &str, service: &str, port: &str, protocol: Protocol) -> String {
+    let full = match protocol {
+        Protocol::Tcp => format!("{namespace}.{service}.{port}"),
+        Protocol::Udp => format!("{namespace}.{service}.{port}.udp"),
+    };
     let clean: String = full
         .chars()
         .map(|c| {
@@ -1427,30 +1461,296 @@ mod tests {
         assert_eq!(r.services[1].backends[0].addr, sa("10.244.9.9:8080"));
     }
 
-    #[test]
-    fn udp_ports_are_a_problem_and_tcp_ports_still_served() {
-        let svc = service(
-            "kube-system",
-            "dns",
-            T0,
+    /// A Service with DNS on TCP and UDP 53 (names as CoreDNS's Service).
+    fn dns_service(ns: &str, name: &str, created: &str) -> Value {
+        service(
+            ns,
+            name,
+            created,
             json!([
                 {"name": "dns", "protocol": "UDP", "port": 53, "targetPort": 53},
-                {"name": "dns-tcp", "protocol": "TCP", "port": 53, "targetPort": 53},
-                {"name": "sctp", "protocol": "SCTP", "port": 9999}
+                {"name": "dns-tcp", "protocol": "TCP", "port": 53, "targetPort": 53}
+            ]),
+        )
+    }
+
+    #[test]
+    fn udp_ports_are_served_as_udp_services() {
+        // The EndpointSlice controller writes one entry per Service port,
+        // with its protocol. A UDP entry named like a TCP Service port (and
+        // the reverse) must not be taken for it.
+        let sl = slice(
+            "kube-system",
+            "dns",
+            "dns-1",
+            json!([
+                {"name": "dns", "protocol": "UDP", "port": 5353},
+                {"name": "dns-tcp", "protocol": "TCP", "port": 5354},
+                {"name": "dns", "protocol": "TCP", "port": 9},
+                {"name": "dns-tcp", "protocol": "UDP", "port": 9}
+            ]),
+            json!([
+                ep("10.244.1.2", ready()),
+                ep(
+                    "10.244.1.3",
+                    json!({"ready": false, "serving": false, "terminating": false})
+                ),
+                ep(
+                    "10.244.1.4",
+                    json!({"ready": false, "serving": true, "terminating": true})
+                ),
+            ]),
+        );
+        let r = run(&[dns_service("kube-system", "dns", T0)], &[sl]);
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        let got: Vec<_> = r
+            .services
+            .iter()
+            .map(|s| (s.name.as_str(), s.protocol, s.vip, s.port))
+            .collect();
+        let vip = ip("198.18.0.100");
+        assert_eq!(
+            got,
+            vec![
+                ("kube-system.dns.dns-tcp", Protocol::Tcp, vip, 53),
+                ("kube-system.dns.dns.udp", Protocol::Udp, vip, 53),
+            ]
+        );
+        let addrs = |i: usize| -> Vec<SocketAddrV4> {
+            r.services[i].backends.iter().map(|b| b.addr).collect()
+        };
+        assert_eq!(addrs(0), vec![sa("10.244.1.2:5354")]);
+        // Readiness and draining as for TCP.
+        assert_eq!(addrs(1), vec![sa("10.244.1.2:5353")]);
+        assert_eq!(
+            r.draining["kube-system.dns.dns.udp"],
+            vec![sa("10.244.1.4:5353")]
+        );
+        assert_eq!(
+            r.draining["kube-system.dns.dns-tcp"],
+            vec![sa("10.244.1.4:5354")]
+        );
+        // One VIP, one status write.
+        assert_eq!(r.status.len(), 1);
+        assert_eq!(r.allocations.len(), 1);
+    }
+
+    #[test]
+    fn an_unnamed_udp_port_takes_the_slices_only_port_if_it_is_udp() {
+        let svc = service(
+            "default",
+            "syslog",
+            T0,
+            json!([{"protocol": "UDP", "port": 514, "targetPort": 5514}]),
+        );
+        let udp = slice(
+            "default",
+            "syslog",
+            "syslog-a",
+            json!([{"name": "", "protocol": "UDP", "port": 5514}]),
+            json!([ep("10.244.1.1", ready())]),
+        );
+        // Protocol absent means TCP: not this port's.
+        let tcp = slice(
+            "default",
+            "syslog",
+            "syslog-b",
+            json!([{"port": 5514}]),
+            json!([ep("10.244.1.2", ready())]),
+        );
+        let r = run(&[svc], &[udp, tcp]);
+        assert_eq!(r.services.len(), 1);
+        let c = &r.services[0];
+        assert_eq!(
+            (c.name.as_str(), c.protocol, c.port),
+            ("default.syslog.514.udp", Protocol::Udp, 514)
+        );
+        let addrs: Vec<_> = c.backends.iter().map(|b| b.addr).collect();
+        assert_eq!(addrs, vec![sa("10.244.1.1:5514")]);
+        assert_eq!(c.mss_clamp, None);
+    }
+
+    #[test]
+    fn sctp_ports_are_a_problem_and_the_others_still_served() {
+        let svc = service(
+            "default",
+            "sig",
+            T0,
+            json!([
+                {"name": "sctp", "protocol": "SCTP", "port": 9999},
+                {"name": "dns", "protocol": "UDP", "port": 53},
+                {"name": "http", "protocol": "TCP", "port": 80}
             ]),
         );
         let r = run(&[svc], &[]);
-        assert_eq!(r.services.len(), 1);
-        assert_eq!(r.services[0].name, "kube-system.dns.dns-tcp");
+        let names: Vec<_> = r.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, vec!["default.sig.dns.udp", "default.sig.http"]);
         assert_eq!(
             reasons(&r),
-            vec![
-                ("dns", ProblemReason::UnsupportedProtocol),
-                ("dns", ProblemReason::UnsupportedProtocol)
-            ]
+            vec![("sig", ProblemReason::UnsupportedProtocol)]
         );
-        assert!(r.problems.iter().any(|p| p.message.contains("UDP 53")));
-        assert!(r.problems.iter().any(|p| p.message.contains("SCTP 9999")));
+        assert!(
+            r.problems[0].message.contains("SCTP 9999"),
+            "{}",
+            r.problems[0].message
+        );
+        assert_eq!(r.problems[0].reason.as_str(), "UnsupportedProtocol");
+        assert_eq!(r.status[0].ip, Some(ip("198.18.0.100")));
+    }
+
+    #[test]
+    fn udp_ports_get_no_tcp_or_http_health_check() {
+        use crate::model::CheckKind;
+        let annotated = annotate(
+            dns_service("default", "a", T0),
+            ANNOTATION_HEALTH_CHECK,
+            "http:/healthz",
+        );
+        let plain = dns_service("default", "p", T0);
+        let mut s = KubeSettings::new(None, &["198.18.0.100/30"], None).unwrap();
+        s.health_check = Some(HealthCheck::default());
+        let r = reconcile(&[annotated, plain], &[], &s, &Allocations::new());
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        let check = |n: &str| {
+            r.services
+                .iter()
+                .find(|c| c.name == n)
+                .unwrap()
+                .health_check
+                .clone()
+                .map(|h| h.kind)
+        };
+        assert!(matches!(
+            check("default.a.dns-tcp"),
+            Some(CheckKind::Http { .. })
+        ));
+        assert_eq!(check("default.p.dns-tcp"), Some(CheckKind::Tcp));
+        assert_eq!(check("default.a.dns.udp"), None);
+        assert_eq!(check("default.p.dns.udp"), None);
+        // A check that probes UDP is kept.
+        let dns = CheckKind::Dns {
+            name: "who.podlb.test".into(),
+        };
+        let c = HealthCheck {
+            kind: dns.clone(),
+            ..HealthCheck::default()
+        };
+        assert_eq!(
+            check_for(Protocol::Udp, Some(&c)).map(|h| h.kind),
+            Some(dns)
+        );
+    }
+
+    #[test]
+    fn tcp_53_and_udp_53_of_two_services_share_a_vip() {
+        let tcp = annotate(
+            service(
+                "default",
+                "dns-tcp",
+                T0,
+                json!([{"name": "dns", "protocol": "TCP", "port": 53}]),
+            ),
+            ANNOTATION_SHARED_IP,
+            "dns",
+        );
+        let udp = annotate(
+            service(
+                "default",
+                "dns-udp",
+                T1,
+                json!([{"name": "dns", "protocol": "UDP", "port": 53}]),
+            ),
+            ANNOTATION_SHARED_IP,
+            "dns",
+        );
+        // A third on UDP 53 clashes with dns-udp and gets its own address.
+        let udp2 = annotate(
+            service(
+                "default",
+                "dns-udp2",
+                T2,
+                json!([{"name": "dns", "protocol": "UDP", "port": 53}]),
+            ),
+            ANNOTATION_SHARED_IP,
+            "dns",
+        );
+        let r = run(&[tcp, udp, udp2], &[]);
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        let vip = |n: &str| r.allocations.get("default", n);
+        assert_eq!(vip("dns-tcp"), Some(ip("198.18.0.100")));
+        assert_eq!(
+            vip("dns-udp"),
+            Some(ip("198.18.0.100")),
+            "joins its partner"
+        );
+        assert_eq!(vip("dns-udp2"), Some(ip("198.18.0.101")));
+        let got: BTreeSet<_> = r
+            .services
+            .iter()
+            .map(|s| (s.name.as_str(), s.vip, s.port, s.protocol))
+            .collect();
+        assert_eq!(
+            got,
+            BTreeSet::from([
+                ("default.dns-tcp.dns", ip("198.18.0.100"), 53, Protocol::Tcp),
+                (
+                    "default.dns-udp.dns.udp",
+                    ip("198.18.0.100"),
+                    53,
+                    Protocol::Udp
+                ),
+                (
+                    "default.dns-udp2.dns.udp",
+                    ip("198.18.0.101"),
+                    53,
+                    Protocol::Udp
+                ),
+            ])
+        );
+
+        // A request for the partner's VIP with the other protocol is granted;
+        // with the same protocol it is in use.
+        let tcp = with_status(
+            annotate(
+                service(
+                    "default",
+                    "dns-tcp",
+                    T0,
+                    json!([{"name": "dns", "protocol": "TCP", "port": 53}]),
+                ),
+                ANNOTATION_SHARED_IP,
+                "dns",
+            ),
+            &["198.18.0.100"],
+        );
+        let mut udp = annotate(
+            service(
+                "default",
+                "dns-udp",
+                T1,
+                json!([{"name": "dns", "protocol": "UDP", "port": 53}]),
+            ),
+            ANNOTATION_SHARED_IP,
+            "dns",
+        );
+        udp["spec"]["loadBalancerIP"] = json!("198.18.0.100");
+        let mut tcp2 = annotate(
+            service(
+                "default",
+                "dns-tcp2",
+                T2,
+                json!([{"name": "dns", "port": 53}]),
+            ),
+            ANNOTATION_SHARED_IP,
+            "dns",
+        );
+        tcp2["spec"]["loadBalancerIP"] = json!("198.18.0.100");
+        let r = run(&[tcp, udp, tcp2], &[]);
+        assert_eq!(
+            r.allocations.get("default", "dns-udp"),
+            Some(ip("198.18.0.100"))
+        );
+        assert_eq!(reasons(&r), vec![("dns-tcp2", ProblemReason::VipInUse)]);
     }
 
     #[test]
@@ -1623,8 +1923,9 @@ mod tests {
         let mut sorted = names.clone();
         sorted.sort();
         assert_eq!(names, sorted);
-        // UDP, and d and e find the pool full.
-        assert_eq!(forward.problems.len(), 3);
+        // d and e find the pool full (the UDP port is served).
+        assert_eq!(forward.problems.len(), 2);
+        assert!(names.contains(&"c.multi.u.udp"), "{names:?}");
     }
 
     #[test]
@@ -1669,18 +1970,28 @@ mod tests {
 
     #[test]
     fn config_names_are_valid_and_distinct() {
-        assert_eq!(config_name("default", "web", "http"), "default.web.http");
+        let tcp = Protocol::Tcp;
+        assert_eq!(
+            config_name("default", "web", "http", tcp),
+            "default.web.http"
+        );
+        assert_eq!(
+            config_name("default", "web", "http", Protocol::Udp),
+            "default.web.http.udp"
+        );
         let long_ns = "n".repeat(63);
-        let a = config_name(&long_ns, &"s".repeat(63), "http");
-        let b = config_name(&long_ns, &"s".repeat(63), "https");
-        for n in [&a, &b] {
+        let a = config_name(&long_ns, &"s".repeat(63), "http", tcp);
+        let b = config_name(&long_ns, &"s".repeat(63), "https", tcp);
+        let c = config_name(&long_ns, &"s".repeat(63), "http", Protocol::Udp);
+        assert_ne!(a, c);
+        for n in [&a, &b, &c] {
             assert_eq!(n.len(), 63);
             assert!(n
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)));
         }
         assert_ne!(a, b);
-        let odd = config_name("default", "wéb", "http");
+        let odd = config_name("default", "wéb", "http", tcp);
         assert!(
             odd.is_ascii() && odd.starts_with("default.w_b.http_"),
             "{odd}"
