@@ -97,6 +97,9 @@ pub struct ServiceStatus {
     pub name: String,
     pub vip: Ipv4Addr,
     pub port: u16,
+    /// `tcp` or `udp` (absent before UDP services: `tcp`).
+    #[serde(default = "tcp")]
+    pub protocol: String,
     /// `nat`, `dsr` or `vxlan`.
     pub mode: String,
     /// Configured backends, then draining ones.
@@ -401,7 +404,11 @@ impl StatusReport {
         }
         let _ = writeln!(o, "flows {} / {}", self.flows.active, self.flows.capacity);
         for s in &self.services {
-            let _ = writeln!(o, "service {} {}:{} ({})", s.name, s.vip, s.port, s.mode);
+            let _ = writeln!(
+                o,
+                "service {} {}:{}/{} ({})",
+                s.name, s.vip, s.port, s.protocol, s.mode
+            );
             for b in &s.backends {
                 // (The counts were never padded: the JSON values ignored
                 // the widths; kept so the output stays as it was.)
@@ -492,6 +499,10 @@ impl StatusReport {
     }
 }
 
+fn tcp() -> String {
+    "tcp".into()
+}
+
 /// `GET /flows?limit=N`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlowsReport {
@@ -509,7 +520,11 @@ pub struct FlowStatus {
     pub backend: SocketAddrV4,
     /// The source port towards the backend (nat modes).
     pub nat_port: Option<u16>,
-    /// The TCP phase (`syn_sent`, `established`, ...).
+    /// `tcp` or `udp`.
+    #[serde(default = "tcp")]
+    pub protocol: String,
+    /// The phase (`syn`, `established`, ... ; UDP: `udp_unanswered`,
+    /// `udp_answered`).
     pub state: String,
     pub idle_ms: u64,
 }
@@ -517,7 +532,7 @@ pub struct FlowStatus {
 /// A `/status` as podlb wrote it before the typed report (abridged):
 /// what the typed report must read and write alike.
 #[cfg(test)]
-pub(crate) const SAMPLE_JSON: &str = r#"{"arp":{"garp_sent":6,"garp_unicast_sent":0,"other_target_requests":0,"replies_sent":0,"requests_sent":33,"vip_defences":0},"cloud":{"calls":2,"errors":0,"last_error":null,"last_ok":"exec at 1796290947","provider":"exec","role":"master","state":"claimed"},"config_generation":2,"conflicts":[{"vip":"10.77.0.100","mac":"02:00:00:00:00:66","last_seen_s":1,"count":3}],"drops":{"arp_malformed":0,"no_flow":4},"flows":{"active":0,"capacity":1000000,"evictions":0,"memory_bytes":106666880},"health":[{"addr":"10.77.0.21:80","check":"http GET /hz expect 200 every 200ms timeout 100ms rise 2 fall 3","checks":18,"failures":18,"last_error":"timeout after 100 ms","service":"web","target":"10.77.0.21:80","transitions":1,"up":false}],"health_fail_open":["web"],"interface":{"mac":"00:00:5e:00:01:07","mode":"af_packet","name":"veth0","workers":1},"kubernetes":{"allocations":[{"service":"default/web","vip":"10.77.0.100"}],"draining":[{"service":"web","endpoints":["10.77.0.30:80"]}],"events_sent":0,"identity":"vm","ignored":0,"last_error":"watch: x","lease":{"acquired":0,"errors":4,"holder":null,"last_error":"y","state":"fault"},"namespace":"podlb","peers":null,"problems":[{"service":"default/x","reason":"VIPOutsidePool","message":"m"}],"publish_mean_ms":null,"relists":0,"services":0,"status_errors":0,"status_writes":0,"synced":false,"update_mean_ms":1.5,"updates":0,"watch_errors":9,"watch_events":9},"last_reload_error":null,"neighbors":[{"ip":"10.77.0.22","mac":null}],"packets":{"ignored":5,"rx":5,"tx":0},"refused_held":[{"backend":"10.77.0.21:80","left_ms":900}],"services":[{"backends":[{"active_flows":0,"addr":"10.77.0.21:80","mac":null,"new_flows":7,"next_hop":null,"packets_to_backend":0,"packets_to_client":0,"state":"active","vtep":null,"vtep_mac":null},{"active_flows":2,"addr":"10.77.0.22:80","mac":"02:00:00:00:00:22","new_flows":0,"next_hop":"10.77.0.1","packets_to_backend":0,"packets_to_client":0,"state":"draining","vtep":"10.77.0.9","vtep_mac":"02:00:00:00:00:09"}],"mode":"nat","name":"web","port":80,"vip":"10.77.0.100"}],"uptime_s":3,"version":"0.1.0","vrrp":{"adverts_received":0,"adverts_sent":25,"master":"10.77.0.1","priority":100,"state":"master","takeover_mean_ms":null,"takeovers":0,"unicast_peers":["10.77.0.2"],"vrid":7}}"#;
+pub(crate) const SAMPLE_JSON: &str = r#"{"arp":{"garp_sent":6,"garp_unicast_sent":0,"other_target_requests":0,"replies_sent":0,"requests_sent":33,"vip_defences":0},"cloud":{"calls":2,"errors":0,"last_error":null,"last_ok":"exec at 1796290947","provider":"exec","role":"master","state":"claimed"},"config_generation":2,"conflicts":[{"vip":"10.77.0.100","mac":"02:00:00:00:00:66","last_seen_s":1,"count":3}],"drops":{"arp_malformed":0,"no_flow":4},"flows":{"active":0,"capacity":1000000,"evictions":0,"memory_bytes":106666880},"health":[{"addr":"10.77.0.21:80","check":"http GET /hz expect 200 every 200ms timeout 100ms rise 2 fall 3","checks":18,"failures":18,"last_error":"timeout after 100 ms","service":"web","target":"10.77.0.21:80","transitions":1,"up":false}],"health_fail_open":["web"],"interface":{"mac":"00:00:5e:00:01:07","mode":"af_packet","name":"veth0","workers":1},"kubernetes":{"allocations":[{"service":"default/web","vip":"10.77.0.100"}],"draining":[{"service":"web","endpoints":["10.77.0.30:80"]}],"events_sent":0,"identity":"vm","ignored":0,"last_error":"watch: x","lease":{"acquired":0,"errors":4,"holder":null,"last_error":"y","state":"fault"},"namespace":"podlb","peers":null,"problems":[{"service":"default/x","reason":"VIPOutsidePool","message":"m"}],"publish_mean_ms":null,"relists":0,"services":0,"status_errors":0,"status_writes":0,"synced":false,"update_mean_ms":1.5,"updates":0,"watch_errors":9,"watch_events":9},"last_reload_error":null,"neighbors":[{"ip":"10.77.0.22","mac":null}],"packets":{"ignored":5,"rx":5,"tx":0},"refused_held":[{"backend":"10.77.0.21:80","left_ms":900}],"services":[{"backends":[{"active_flows":0,"addr":"10.77.0.21:80","mac":null,"new_flows":7,"next_hop":null,"packets_to_backend":0,"packets_to_client":0,"state":"active","vtep":null,"vtep_mac":null},{"active_flows":2,"addr":"10.77.0.22:80","mac":"02:00:00:00:00:22","new_flows":0,"next_hop":"10.77.0.1","packets_to_backend":0,"packets_to_client":0,"state":"draining","vtep":"10.77.0.9","vtep_mac":"02:00:00:00:00:09"}],"mode":"nat","name":"web","port":80,"protocol":"tcp","vip":"10.77.0.100"}],"uptime_s":3,"version":"0.1.0","vrrp":{"adverts_received":0,"adverts_sent":25,"master":"10.77.0.1","priority":100,"state":"master","takeover_mean_ms":null,"takeovers":0,"unicast_peers":["10.77.0.2"],"vrid":7}}"#;
 
 #[cfg(test)]
 mod tests {
@@ -550,7 +565,7 @@ mod tests {
              last error: watch: x\n\
              cloud: exec master claimed  calls 2 errors 0\n\
              flows 0 / 1000000\n\
-             service web 10.77.0.100:80 (nat)\n  \
+             service web 10.77.0.100:80/tcp (nat)\n  \
              10.77.0.21:80          active    mac -                 active 0  new 7\n  \
              10.77.0.22:80          draining  mac 02:00:00:00:00:22 active 2  new 0\n\
              backend down: web 10.77.0.21:80 (timeout after 100 ms)\n\
@@ -579,7 +594,7 @@ mod tests {
 
     #[test]
     fn flows_report_round_trips() {
-        let j = r#"{"flows":[{"service":"web","client":"10.0.0.1:40000","vip":"10.77.0.100:80","backend":"10.77.0.21:80","nat_port":null,"state":"established","idle_ms":5}],"total":1}"#;
+        let j = r#"{"flows":[{"service":"web","client":"10.0.0.1:40000","vip":"10.77.0.100:80","backend":"10.77.0.21:80","nat_port":null,"protocol":"tcp","state":"established","idle_ms":5}],"total":1}"#;
         let r: FlowsReport = serde_json::from_str(j).unwrap();
         assert_eq!(r.flows[0].client.port(), 40000);
         let v: serde_json::Value = serde_json::from_str(j).unwrap();

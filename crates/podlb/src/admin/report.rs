@@ -62,6 +62,12 @@ impl Source for EngineView {
                 name: s.name.clone(),
                 vip: Ipv4Addr::from(s.vip),
                 port: s.port,
+                protocol: if s.proto == podlb_wire::ipv4::PROTO_UDP {
+                    "udp"
+                } else {
+                    "tcp"
+                }
+                .to_string(),
                 mode: s.mode.as_str().to_string(),
                 backends: rows
                     .iter()
@@ -195,6 +201,7 @@ impl Source for EngineView {
                 vip: SocketAddrV4::new(Ipv4Addr::from(f.key.vip), f.key.vport),
                 backend: SocketAddrV4::new(Ipv4Addr::from(f.backend), f.backend_port),
                 nat_port: (f.nat_port != 0).then_some(f.nat_port),
+                protocol: if f.is_udp() { "udp" } else { "tcp" }.to_string(),
                 state: Phase::from_flags(f.tcp).as_str().to_string(),
                 idle_ms: u64::from(podlb_core::elapsed_ms(now, f.last_seen_ms)),
             });
