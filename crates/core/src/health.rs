@@ -1,11 +1,14 @@
 //! Backend health checks, the sans-IO half: what to probe ([`HealthCheck`],
 //! in [`crate::model`]), the rise/fall state machine of one target
 //! ([`TargetState`], HAProxy's `rise`/`fall`), and which backends a
-//! snapshot keeps ([`filter_services`]). The probing itself (a tokio task
-//! per target, HTTP on hyper) is `podlb::health`.
+//! snapshot keeps ([`filter_services`]), and the DNS check's messages
+//! ([`dns`]). The probing itself (a tokio task per target, HTTP on hyper,
+//! UDP datagrams) is `podlb::health`.
 //!
 //! New targets start *up* (docs/decisions.md, "Health checks: new targets
 //! start up; all down fails open").
+
+pub mod dns;
 
 use std::net::SocketAddrV4;
 
@@ -19,6 +22,25 @@ pub use crate::model::{
 pub const DEFAULT_EXPECT_STATUS: u16 = 200;
 /// HTTP path probed.
 pub const DEFAULT_PATH: &str = "/";
+/// What a UDP check sends when it is given nothing (the annotation `udp`):
+/// one zero byte, as an empty datagram is ignored by many servers.
+pub const DEFAULT_UDP_SEND: &[u8] = &[0];
+/// Largest payload a UDP check sends or expects: one datagram in a
+/// 1500-byte Ethernet frame (1500 − 20 IPv4 − 8 UDP).
+pub const MAX_UDP_PAYLOAD: usize = 1472;
+
+/// Bytes for `/status` and logs: printable ASCII as is, the rest escaped
+/// (`\x00`), quoted; past 32 bytes cut, with the length.
+pub fn show_bytes(b: &[u8]) -> String {
+    const SHOWN: usize = 32;
+    let head = &b[..b.len().min(SHOWN)];
+    let text = head.escape_ascii().to_string();
+    if b.len() > SHOWN {
+        format!("\"{text}\"... ({} bytes)", b.len())
+    } else {
+        format!("\"{text}\"")
+    }
+}
 
 /// Checks an HTTP check path: it goes into the request line verbatim, so it
 /// must start with '/' and hold no whitespace or control characters (a CR or
@@ -62,8 +84,8 @@ impl HealthCheck {
                 expect_status,
             } => format!("http GET {path} expect {expect_status}"),
             CheckKind::Udp { send, expect } => match expect {
-                Some(e) => format!("udp send {} bytes expect {} bytes", send.len(), e.len()),
-                None => format!("udp send {} bytes expect a reply", send.len()),
+                Some(e) => format!("udp send {} expect {}", show_bytes(send), show_bytes(e)),
+                None => format!("udp send {} expect any reply", show_bytes(send)),
             },
             CheckKind::Dns { name } => format!("dns A {name}"),
         };
@@ -78,7 +100,9 @@ impl HealthCheck {
     }
 
     /// Reads the Service annotation `podlb.io/health-check`: `"tcp"`,
-    /// `"http"` (path `/`), `"http:/path"` or `"none"`. Interval, timeout,
+    /// `"http"` (path `/`), `"http:/path"`, `"udp"` (sends one zero byte,
+    /// any reply passes), `"udp:<text>"` (sends the text), `"dns:<name>"`
+    /// (queries `name`, type A) or `"none"`. Interval, timeout,
     /// rise, fall and port come from `defaults` (the `[kubernetes.health_check]`
     /// table), and so does `expect_status` when `defaults` is an HTTP check.
     /// `Ok(None)`: no health check.
@@ -106,11 +130,11 @@ impl HealthCheck {
                         expect_status,
                     }
                 }
-                None => {
-                    return Err(format!(
-                        "{value:?} is not a health check: use \"tcp\", \"http\", \"http:/path\" or \"none\""
-                    ))
-                }
+                None => annotation_udp(v).ok_or_else(|| {
+                    format!(
+                        "{value:?} is not a health check: use \"tcp\", \"http\", \"http:/path\", \"udp\", \"udp:<text>\", \"dns:<name>\" or \"none\""
+                    )
+                })??,
             },
         };
         Ok(Some(HealthCheck {
@@ -118,6 +142,45 @@ impl HealthCheck {
             ..defaults.clone()
         }))
     }
+}
+
+/// The UDP kinds of the annotation (`v` trimmed): `None` if `v` is none of
+/// them.
+fn annotation_udp(v: &str) -> Option<Result<CheckKind, String>> {
+    if v == "udp" {
+        return Some(Ok(CheckKind::Udp {
+            send: DEFAULT_UDP_SEND.to_vec(),
+            expect: None,
+        }));
+    }
+    if let Some(text) = v.strip_prefix("udp:") {
+        return Some(match text.len() {
+            0 => Err(
+                "\"udp:\" needs text to send after the colon (plain \"udp\" sends one zero byte)"
+                    .into(),
+            ),
+            n if n > MAX_UDP_PAYLOAD => {
+                Err(format!("udp: {n} bytes to send; at most {MAX_UDP_PAYLOAD}"))
+            }
+            _ => Ok(CheckKind::Udp {
+                send: text.as_bytes().to_vec(),
+                expect: None,
+            }),
+        });
+    }
+    if v == "dns" {
+        return Some(Err(
+            "\"dns\" needs a name: \"dns:<name>\", e.g. \"dns:example.com\"".into(),
+        ));
+    }
+    let name = v.strip_prefix("dns:")?;
+    Some(
+        dns::check_name(name)
+            .map(|()| CheckKind::Dns {
+                name: name.to_string(),
+            })
+            .map_err(|e| format!("dns name {e}")),
+    )
 }
 
 /// The rise/fall state machine of one target (sans-IO).
@@ -336,7 +399,6 @@ mod tests {
         );
         for bad in [
             "",
-            "udp",
             "http:",
             "http:healthz",
             "http:/a b",
@@ -345,6 +407,119 @@ mod tests {
         ] {
             assert!(HealthCheck::from_annotation(bad, &d).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn udp_and_dns_annotations() {
+        let d = HealthCheck {
+            interval: Duration::from_millis(300),
+            port: Some(5353),
+            ..HealthCheck::default()
+        };
+        let kind = |v: &str| HealthCheck::from_annotation(v, &d).map(|c| c.unwrap().kind);
+        assert_eq!(
+            kind("udp"),
+            Ok(CheckKind::Udp {
+                send: vec![0],
+                expect: None
+            })
+        );
+        assert_eq!(
+            kind(" udp:ping "),
+            Ok(CheckKind::Udp {
+                send: b"ping".to_vec(),
+                expect: None
+            })
+        );
+        assert_eq!(
+            kind("udp:a b:c"),
+            Ok(CheckKind::Udp {
+                send: b"a b:c".to_vec(),
+                expect: None
+            }),
+            "the text is taken as is"
+        );
+        assert_eq!(
+            kind("dns:example.com"),
+            Ok(CheckKind::Dns {
+                name: "example.com".into()
+            })
+        );
+        assert_eq!(kind("dns:."), Ok(CheckKind::Dns { name: ".".into() }));
+        // The rest comes from the defaults.
+        let h = HealthCheck::from_annotation("dns:kube-dns.local.", &d)
+            .unwrap()
+            .unwrap();
+        assert_eq!((h.interval, h.port), (d.interval, d.port));
+        assert_eq!(h.kind.protocol(), crate::model::Protocol::Udp);
+
+        let long = format!("udp:{}", "x".repeat(MAX_UDP_PAYLOAD + 1));
+        for (bad, why) in [
+            ("udp:", "needs text"),
+            ("dns", "needs a name"),
+            ("dns:", "empty"),
+            ("dns:exa mple.com", "contains ' '"),
+            ("dns:a..b", "empty label"),
+            ("UDP", "not a health check"),
+            ("udpx", "not a health check"),
+            ("dns-example.com", "not a health check"),
+            (long.as_str(), "at most 1472"),
+        ] {
+            let e = HealthCheck::from_annotation(bad, &d).unwrap_err();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn udp_and_dns_summaries() {
+        let c = |kind| HealthCheck {
+            kind,
+            ..HealthCheck::default()
+        };
+        assert_eq!(
+            c(CheckKind::Udp {
+                send: b"ping\0\"".to_vec(),
+                expect: Some(b"pong".to_vec())
+            })
+            .summary(),
+            "udp send \"ping\\x00\\\"\" expect \"pong\" every 1000ms timeout 500ms rise 2 fall 3"
+        );
+        assert!(c(CheckKind::Udp {
+            send: vec![b'a'; 40],
+            expect: None
+        })
+        .summary()
+        .starts_with(&format!(
+            "udp send \"{}\"... (40 bytes) expect any reply",
+            "a".repeat(32)
+        )));
+        assert!(c(CheckKind::Dns {
+            name: "example.com".into()
+        })
+        .summary()
+        .starts_with("dns A example.com every"));
+    }
+
+    #[test]
+    fn kinds_know_their_protocol() {
+        use crate::model::Protocol;
+        assert_eq!(CheckKind::Tcp.protocol(), Protocol::Tcp);
+        let http = CheckKind::Http {
+            path: "/".into(),
+            expect_status: 200,
+        };
+        assert_eq!(http.protocol(), Protocol::Tcp);
+        let udp = CheckKind::Udp {
+            send: vec![0],
+            expect: None,
+        };
+        assert_eq!(udp.protocol(), Protocol::Udp);
+        let dns = CheckKind::Dns { name: ".".into() };
+        assert_eq!(dns.protocol(), Protocol::Udp);
+        assert_eq!(
+            [&CheckKind::Tcp, &http, &udp, &dns].map(CheckKind::as_str),
+            ["tcp", "http", "udp", "dns"]
+        );
     }
 
     #[test]

@@ -304,6 +304,28 @@ pub enum CheckKind {
     Dns { name: String },
 }
 
+impl CheckKind {
+    /// The protocol of the backends this kind checks: TCP for `tcp` and
+    /// `http`, UDP for `udp` and `dns`. A service's check must match the
+    /// service's protocol.
+    pub fn protocol(&self) -> Protocol {
+        match self {
+            CheckKind::Tcp | CheckKind::Http { .. } => Protocol::Tcp,
+            CheckKind::Udp { .. } | CheckKind::Dns { .. } => Protocol::Udp,
+        }
+    }
+
+    /// The kind's name in the config (`kind = "..."`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CheckKind::Tcp => "tcp",
+            CheckKind::Http { .. } => "http",
+            CheckKind::Udp { .. } => "udp",
+            CheckKind::Dns { .. } => "dns",
+        }
+    }
+}
+
 /// How one backend is checked.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct HealthCheck {

@@ -447,6 +447,16 @@ pub struct RawHealthCheck {
     pub kind: Option<String>,
     pub path: Option<String>,
     pub expect_status: Option<i64>,
+    /// kind udp: the datagram to send, as text ...
+    pub send: Option<String>,
+    /// ... or as hex digits.
+    pub send_hex: Option<String>,
+    /// kind udp: what the reply must start with, as text ...
+    pub expect: Option<String>,
+    /// ... or as hex digits.
+    pub expect_hex: Option<String>,
+    /// kind dns: the name queried (type A).
+    pub name: Option<String>,
     pub port: Option<i64>,
     pub interval_ms: Option<i64>,
     pub timeout_ms: Option<i64>,
@@ -777,6 +787,19 @@ fn validate_kubernetes(k: RawKubernetes) -> Result<KubernetesSettings, ConfigErr
     )?;
     if let Some(h) = k.health_check {
         reconcile.health_check = parse_health_check(h, "kubernetes.health_check")?;
+        // The default applies to every Service, whose TCP ports podlb
+        // serves; a UDP check is chosen per Service, by annotation.
+        if let Some(c) = &reconcile.health_check {
+            if c.kind.protocol() != Protocol::Tcp {
+                return Err(err(
+                    "kubernetes.health_check.kind",
+                    format!(
+                        "{:?} checks UDP backends; the default check is for Services' TCP ports: use \"tcp\", \"http\" or \"none\" (a UDP check goes in a Service's podlb.io/health-check annotation)",
+                        c.kind.as_str()
+                    ),
+                ));
+            }
+        }
     }
     let nonempty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
     let namespace = nonempty(k.namespace);
@@ -1322,6 +1345,15 @@ fn validate_services(raw: Vec<RawService>) -> Result<Vec<ServiceConfig>, ConfigE
         if protocol == Protocol::Udp && s.mss_clamp.is_some() {
             return Err(err(key("mss_clamp"), "only for protocol = \"tcp\""));
         }
+        let kind_given = s.health_check.as_ref().is_some_and(|h| h.kind.is_some());
+        let health_check = s
+            .health_check
+            .map(|h| parse_health_check(h, &key("health_check")))
+            .transpose()?
+            .flatten();
+        if let Some(c) = &health_check {
+            check_fits(c, protocol, kind_given, &key("health_check.kind"))?;
+        }
         out.push(ServiceConfig {
             name: s.name,
             vip,
@@ -1336,14 +1368,44 @@ fn validate_services(raw: Vec<RawService>) -> Result<Vec<ServiceConfig>, ConfigE
             source_ranges,
             affinity,
             udp_hash,
-            health_check: s
-                .health_check
-                .map(|h| parse_health_check(h, &key("health_check")))
-                .transpose()?
-                .flatten(),
+            health_check,
         });
     }
     Ok(out)
+}
+
+/// Refuses a check of another protocol's backends than the service's
+/// (`key` names the check's `kind`; `kind_given`: the kind was written
+/// rather than defaulted to tcp).
+fn check_fits(
+    check: &HealthCheck,
+    protocol: Protocol,
+    kind_given: bool,
+    key: &str,
+) -> Result<(), ConfigError> {
+    if check.kind.protocol() == protocol {
+        return Ok(());
+    }
+    let kinds = match protocol {
+        Protocol::Tcp => "\"tcp\", \"http\"",
+        Protocol::Udp => "\"udp\", \"dns\"",
+    };
+    let kind = check.kind.as_str();
+    let what = if kind_given {
+        format!(
+            "{kind:?} checks {} backends",
+            check.kind.protocol().as_str().to_uppercase()
+        )
+    } else {
+        format!("the default kind {kind:?} checks TCP backends")
+    };
+    Err(err(
+        key,
+        format!(
+            "{what}; a protocol = \"{}\" service needs kind {kinds} or \"none\"",
+            protocol.as_str()
+        ),
+    ))
 }
 
 /// The `vtep` and `vtep_mac` of a backend: both required in mode vxlan,
@@ -1404,45 +1466,79 @@ fn backend_vtep(
 /// Validates a health-check table whose dotted path is `key` (e.g.
 /// `service[0].health_check`); errors name `key.<field>`. `Ok(None)` for
 /// `kind = "none"`. Missing keys take the defaults of
-/// [`crate::health`]; `kind` defaults to `"tcp"`.
+/// [`crate::health`]; `kind` defaults to `"tcp"`. Whether the kind suits
+/// the service's protocol is the caller's to check
+/// ([`CheckKind::protocol`]).
 pub fn parse_health_check(
     raw: RawHealthCheck,
     key: &str,
 ) -> Result<Option<HealthCheck>, ConfigError> {
     let k = |f: &str| format!("{key}.{f}");
     let kind = raw.kind.as_deref().unwrap_or("tcp");
-    let http = match kind {
+    match kind {
         "none" => return Ok(None),
-        "tcp" => false,
-        "http" => true,
+        "tcp" | "http" | "udp" | "dns" => {}
         other => {
             return Err(err(
                 k("kind"),
-                format!("{other:?} is not a check kind: use \"tcp\", \"http\" or \"none\""),
+                format!("{other:?} is not a check kind: use \"tcp\", \"http\", \"udp\", \"dns\" or \"none\""),
             ))
         }
-    };
-    if !http {
-        for (name, set) in [
-            ("path", raw.path.is_some()),
-            ("expect_status", raw.expect_status.is_some()),
-        ] {
-            if set {
-                return Err(err(k(name), "only for kind = \"http\""));
-            }
+    }
+    // Each kind's own keys, refused in the others.
+    for (name, set, owner) in [
+        ("path", raw.path.is_some(), "http"),
+        ("expect_status", raw.expect_status.is_some(), "http"),
+        ("send", raw.send.is_some(), "udp"),
+        ("send_hex", raw.send_hex.is_some(), "udp"),
+        ("expect", raw.expect.is_some(), "udp"),
+        ("expect_hex", raw.expect_hex.is_some(), "udp"),
+        ("name", raw.name.is_some(), "dns"),
+    ] {
+        if set && owner != kind {
+            return Err(err(k(name), format!("only for kind = \"{owner}\"")));
         }
     }
-    let path = raw.path.unwrap_or_else(|| health::DEFAULT_PATH.to_string());
-    health::check_path(&path).map_err(|e| err(k("path"), e))?;
-    let expect_status = raw
-        .expect_status
-        .unwrap_or(health::DEFAULT_EXPECT_STATUS as i64);
-    if !(100..=599).contains(&expect_status) {
-        return Err(err(
-            k("expect_status"),
-            format!("{expect_status} is out of range: use 100..=599"),
-        ));
-    }
+    let check_kind = match kind {
+        "http" => {
+            let path = raw.path.unwrap_or_else(|| health::DEFAULT_PATH.to_string());
+            health::check_path(&path).map_err(|e| err(k("path"), e))?;
+            let expect_status = raw
+                .expect_status
+                .unwrap_or(health::DEFAULT_EXPECT_STATUS as i64);
+            if !(100..=599).contains(&expect_status) {
+                return Err(err(
+                    k("expect_status"),
+                    format!("{expect_status} is out of range: use 100..=599"),
+                ));
+            }
+            CheckKind::Http {
+                path,
+                expect_status: expect_status as u16,
+            }
+        }
+        "udp" => {
+            let send = udp_payload(key, "send", raw.send, raw.send_hex)?.ok_or_else(|| {
+                err(
+                    k("send"),
+                    "required for kind = \"udp\": the datagram to send, as text (or as hex in send_hex)",
+                )
+            })?;
+            let expect = udp_payload(key, "expect", raw.expect, raw.expect_hex)?;
+            CheckKind::Udp { send, expect }
+        }
+        "dns" => {
+            let name = raw.name.ok_or_else(|| {
+                err(
+                    k("name"),
+                    "required for kind = \"dns\": the name to query (type A), e.g. \"example.com\"",
+                )
+            })?;
+            health::dns::check_name(&name).map_err(|e| err(k("name"), e))?;
+            CheckKind::Dns { name }
+        }
+        _ => CheckKind::Tcp,
+    };
     let port = match raw.port {
         None => None,
         Some(p) if (1..=65535).contains(&p) => Some(p as u16),
@@ -1479,20 +1575,80 @@ pub fn parse_health_check(
         Ok(v as u32)
     };
     Ok(Some(HealthCheck {
-        kind: if http {
-            CheckKind::Http {
-                path,
-                expect_status: expect_status as u16,
-            }
-        } else {
-            CheckKind::Tcp
-        },
+        kind: check_kind,
         port,
         interval: Duration::from_millis(interval as u64),
         timeout: Duration::from_millis(timeout as u64),
         rise: count("rise", raw.rise, health::DEFAULT_RISE)?,
         fall: count("fall", raw.fall, health::DEFAULT_FALL)?,
     }))
+}
+
+/// A UDP check's payload `name` (`send` or `expect`), given as text in
+/// `name` or as hex in `<name>_hex` (one of them): `None` if neither. An
+/// `expect` may not be empty (leaving it out accepts any reply); either
+/// is at most [`health::MAX_UDP_PAYLOAD`] bytes.
+fn udp_payload(
+    key: &str,
+    name: &str,
+    text: Option<String>,
+    hex: Option<String>,
+) -> Result<Option<Vec<u8>>, ConfigError> {
+    let (field, bytes) = match (text, hex) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => {
+            return Err(err(
+                format!("{key}.{name}_hex"),
+                format!("give {name} or {name}_hex, not both"),
+            ))
+        }
+        (Some(t), None) => (name.to_string(), t.into_bytes()),
+        (None, Some(h)) => {
+            let field = format!("{name}_hex");
+            let b = parse_hex(&h).map_err(|e| err(format!("{key}.{field}"), e))?;
+            (field, b)
+        }
+    };
+    if bytes.len() > health::MAX_UDP_PAYLOAD {
+        return Err(err(
+            format!("{key}.{field}"),
+            format!(
+                "{} bytes; at most {} (one datagram in a 1500-byte frame)",
+                bytes.len(),
+                health::MAX_UDP_PAYLOAD
+            ),
+        ));
+    }
+    if name == "expect" && bytes.is_empty() {
+        return Err(err(
+            format!("{key}.{field}"),
+            "empty: leave it out to accept any reply",
+        ));
+    }
+    Ok(Some(bytes))
+}
+
+/// Bytes written as hex digits, two per byte; whitespace between them is
+/// ignored (`"de ad be ef"`).
+fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
+    let digits: Vec<char> = s.chars().filter(|c| !c.is_whitespace()).collect();
+    if let Some(c) = digits.iter().find(|c| !c.is_ascii_hexdigit()) {
+        return Err(format!(
+            "{s:?} contains {c:?}: write bytes as pairs of hex digits, e.g. \"00ff\""
+        ));
+    }
+    if !digits.len().is_multiple_of(2) {
+        return Err(format!(
+            "{s:?} has an odd number of hex digits: two per byte"
+        ));
+    }
+    Ok(digits
+        .chunks(2)
+        .map(|p| {
+            let d = |c: char| c.to_digit(16).unwrap_or(0) as u8;
+            d(p[0]) << 4 | d(p[1])
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -1635,11 +1791,21 @@ backends = [
         assert_eq!(c.flows.udp_answered_timeout, Duration::from_secs(120));
         assert!(c.flows.icmp_errors);
         // The same port and protocol twice is a conflict; the key says where.
-        let twice = dns("").replace("dns-udp", "x") + &dns("").replace(GOOD, "").replace("dns-udp", "y");
+        let twice =
+            dns("").replace("dns-udp", "x") + &dns("").replace(GOOD, "").replace("dns-udp", "y");
         assert_eq!(key_of(&twice), "service[2].port");
-        assert_eq!(key_of(&dns("").replace("\"udp\"", "\"sctp\"")), "service[1].protocol");
-        assert_eq!(key_of(&GOOD.replace("port = 80", "port = 80\nudp_hash = \"src_ip\"")), "service[0].udp_hash");
-        assert_eq!(key_of(&dns("udp_hash = \"ports\"\n")), "service[1].udp_hash");
+        assert_eq!(
+            key_of(&dns("").replace("\"udp\"", "\"sctp\"")),
+            "service[1].protocol"
+        );
+        assert_eq!(
+            key_of(&GOOD.replace("port = 80", "port = 80\nudp_hash = \"src_ip\"")),
+            "service[0].udp_hash"
+        );
+        assert_eq!(
+            key_of(&dns("udp_hash = \"ports\"\n")),
+            "service[1].udp_hash"
+        );
         assert_eq!(key_of(&dns("mss_clamp = 1400\n")), "service[1].mss_clamp");
         let flows = format!("{GOOD}[flows]\nudp_unanswered_timeout_s = 5\nudp_answered_timeout_s = 600\nicmp_errors = false\n");
         let c = Config::parse(&flows).unwrap();
@@ -1856,7 +2022,12 @@ backends = [
     fn health_check_errors_name_the_key() {
         let k = |t: &str| hc(t).unwrap_err().key;
         let p = "service[0].health_check";
-        assert_eq!(k("kind = \"udp\""), format!("{p}.kind"));
+        assert_eq!(k("kind = \"icmp\""), format!("{p}.kind"));
+        assert_eq!(
+            k("kind = \"udp\", send = \"a\""),
+            format!("{p}.kind"),
+            "a TCP service"
+        );
         assert_eq!(
             k("kind = \"http\", path = \"healthz\""),
             format!("{p}.path")
@@ -1895,9 +2066,228 @@ backends = [
         assert_eq!(key_of(&two), "service[1].health_check.rise");
     }
 
+    /// The health check of a `protocol = "udp"` service.
+    fn udp_hc(table: &str) -> Result<Option<HealthCheck>, ConfigError> {
+        Config::parse(&format!(
+            "{GOOD}protocol = \"udp\"\nhealth_check = {{ {table} }}\n"
+        ))
+        .map(|c| c.services[0].health_check.clone())
+    }
+
+    #[test]
+    fn udp_and_dns_checks() {
+        let kind = |t: &str| udp_hc(t).unwrap().unwrap().kind;
+        assert_eq!(
+            kind("kind = \"udp\", send = \"ping\""),
+            CheckKind::Udp {
+                send: b"ping".to_vec(),
+                expect: None
+            }
+        );
+        assert_eq!(
+            kind("kind = \"udp\", send = \"ping\", expect = \"pong\""),
+            CheckKind::Udp {
+                send: b"ping".to_vec(),
+                expect: Some(b"pong".to_vec())
+            }
+        );
+        assert_eq!(
+            kind("kind = \"udp\", send_hex = \"00 ff\\tDE\\nad\", expect_hex = \"0a\""),
+            CheckKind::Udp {
+                send: vec![0x00, 0xff, 0xde, 0xad],
+                expect: Some(vec![0x0a])
+            }
+        );
+        assert_eq!(
+            kind("kind = \"udp\", send = \"\""),
+            CheckKind::Udp {
+                send: Vec::new(),
+                expect: None
+            },
+            "an empty datagram, if asked for"
+        );
+        assert_eq!(
+            kind("kind = \"udp\", send = \"é\\u0000\""),
+            CheckKind::Udp {
+                send: vec![0xc3, 0xa9, 0],
+                expect: None
+            },
+            "text goes out as UTF-8"
+        );
+        let max = "x".repeat(health::MAX_UDP_PAYLOAD);
+        assert!(udp_hc(&format!("kind = \"udp\", send = \"{max}\"")).is_ok());
+        let h = udp_hc("kind = \"dns\", name = \"example.com.\", port = 53, interval_ms = 200, timeout_ms = 100, rise = 1, fall = 5")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            h,
+            HealthCheck {
+                kind: CheckKind::Dns {
+                    name: "example.com.".into()
+                },
+                port: Some(53),
+                interval: Duration::from_millis(200),
+                timeout: Duration::from_millis(100),
+                rise: 1,
+                fall: 5,
+            }
+        );
+        assert_eq!(udp_hc("kind = \"none\""), Ok(None));
+        // The table form.
+        let c = Config::parse(&format!(
+            "{GOOD}protocol = \"udp\"\n[service.health_check]\nkind = \"dns\"\nname = \"_ns.example\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.services[0].health_check.as_ref().map(|h| &h.kind),
+            Some(&CheckKind::Dns {
+                name: "_ns.example".into()
+            })
+        );
+    }
+
+    #[test]
+    fn udp_and_dns_check_errors_name_the_key() {
+        let p = "service[0].health_check";
+        let err_of = |t: &str| udp_hc(t).unwrap_err();
+        let cases: &[(&str, &str, &str)] = &[
+            ("kind = \"udp\"", "send", "required for kind = \"udp\""),
+            (
+                "kind = \"udp\", send = \"a\", send_hex = \"61\"",
+                "send_hex",
+                "not both",
+            ),
+            (
+                "kind = \"udp\", send = \"a\", expect = \"b\", expect_hex = \"62\"",
+                "expect_hex",
+                "not both",
+            ),
+            ("kind = \"udp\", send_hex = \"abc\"", "send_hex", "odd number"),
+            ("kind = \"udp\", send_hex = \"0x00\"", "send_hex", "contains 'x'"),
+            ("kind = \"udp\", send_hex = \"zz\"", "send_hex", "contains 'z'"),
+            (
+                "kind = \"udp\", send = \"a\", expect = \"\"",
+                "expect",
+                "leave it out",
+            ),
+            (
+                "kind = \"udp\", send = \"a\", expect_hex = \" \"",
+                "expect_hex",
+                "leave it out",
+            ),
+            ("kind = \"udp\", send = \"a\", path = \"/\"", "path", "only for kind = \"http\""),
+            (
+                "kind = \"udp\", send = \"a\", expect_status = 200",
+                "expect_status",
+                "only for kind = \"http\"",
+            ),
+            ("kind = \"udp\", send = \"a\", name = \"x\"", "name", "only for kind = \"dns\""),
+            ("kind = \"dns\"", "name", "required for kind = \"dns\""),
+            ("kind = \"dns\", name = \"\"", "name", "empty"),
+            ("kind = \"dns\", name = \"a..b\"", "name", "empty label"),
+            ("kind = \"dns\", name = \"a b\"", "name", "contains ' '"),
+            ("kind = \"dns\", name = \"x\", send = \"a\"", "send", "only for kind = \"udp\""),
+            ("kind = \"dns\", name = \"x\", expect = \"a\"", "expect", "only for kind = \"udp\""),
+            ("kind = \"dns\", name = \"x\", path = \"/\"", "path", "only for kind = \"http\""),
+            ("kind = \"icmp\"", "kind", "not a check kind"),
+            // A UDP service needs a UDP kind.
+            ("kind = \"tcp\"", "kind", "\"tcp\" checks TCP backends; a protocol = \"udp\" service needs kind \"udp\", \"dns\" or \"none\""),
+            ("kind = \"http\"", "kind", "\"http\" checks TCP backends"),
+            ("interval_ms = 200", "kind", "the default kind \"tcp\" checks TCP backends"),
+        ];
+        for (table, field, says) in cases {
+            let e = err_of(table);
+            assert_eq!(e.key, format!("{p}.{field}"), "{table}");
+            assert!(e.message.contains(says), "{table}: {e}");
+        }
+        let long = "x".repeat(health::MAX_UDP_PAYLOAD + 1);
+        let e = err_of(&format!("kind = \"udp\", send = \"{long}\""));
+        assert_eq!(e.key, format!("{p}.send"));
+        assert!(e.message.contains("at most 1472"), "{e}");
+        let e = err_of(&format!(
+            "kind = \"udp\", send = \"a\", expect_hex = \"{}\"",
+            "00".repeat(health::MAX_UDP_PAYLOAD + 1)
+        ));
+        assert_eq!(e.key, format!("{p}.expect_hex"));
+
+        // And a TCP service refuses the UDP kinds; `send` is still checked
+        // first against the kind.
+        for (table, field, says) in [
+            ("kind = \"udp\", send = \"a\"", "kind", "\"udp\" checks UDP backends; a protocol = \"tcp\" service needs kind \"tcp\", \"http\" or \"none\""),
+            ("kind = \"dns\", name = \"example.com\"", "kind", "\"dns\" checks UDP backends"),
+            ("send = \"a\"", "send", "only for kind = \"udp\""),
+            ("kind = \"http\", name = \"a\"", "name", "only for kind = \"dns\""),
+        ] {
+            let e = hc(table).unwrap_err();
+            assert_eq!(e.key, format!("{p}.{field}"), "{table}");
+            assert!(e.message.contains(says), "{table}: {e}");
+        }
+    }
+
+    #[test]
+    fn kubernetes_default_check_is_for_tcp() {
+        let k = |t: &str| {
+            Config::parse(&format!(
+                "{GOOD}[kubernetes]\nvip_pools = [\"198.18.0.200/30\"]\nhealth_check = {{ {t} }}\n"
+            ))
+        };
+        for t in [
+            "kind = \"udp\", send = \"a\"",
+            "kind = \"dns\", name = \"a\"",
+        ] {
+            let e = k(t).unwrap_err();
+            assert_eq!(e.key, "kubernetes.health_check.kind", "{t}");
+            assert!(e.message.contains("annotation"), "{e}");
+        }
+        let c = k("kind = \"http\"").unwrap();
+        assert!(matches!(
+            c.kubernetes.unwrap().reconcile.health_check,
+            Some(HealthCheck {
+                kind: CheckKind::Http { .. },
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn hex() {
+        assert_eq!(parse_hex(""), Ok(Vec::new()));
+        assert_eq!(parse_hex("00"), Ok(vec![0]));
+        assert_eq!(parse_hex("DeadBEEF"), Ok(vec![0xde, 0xad, 0xbe, 0xef]));
+        assert_eq!(parse_hex(" 01 02\n03 "), Ok(vec![1, 2, 3]));
+        for bad in ["0", "0g", "é0", "0x00", "01:02", "-1"] {
+            assert!(parse_hex(bad).is_err(), "{bad}");
+        }
+    }
+
     #[test]
     fn deploy_example_parses() {
-        let c = Config::parse(include_str!("../../../deploy/podlb.toml")).unwrap();
+        let text = include_str!("../../../deploy/podlb.toml");
+        let c = Config::parse(text).unwrap();
+        // The commented UDP example parses too, with either check.
+        let start = text.find("# [[service]]\n# name = \"dns\"").unwrap();
+        let block: String = text[start..]
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| l.strip_prefix("# ").unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let udp = Config::parse(&format!("{text}\n{block}\n")).unwrap();
+        let dns = udp.services.iter().find(|s| s.name == "dns").unwrap();
+        assert_eq!(dns.protocol, Protocol::Udp);
+        assert!(matches!(
+            dns.health_check.as_ref().map(|h| &h.kind),
+            Some(CheckKind::Dns { .. })
+        ));
+        // The "or:" line instead of the dns check.
+        let (before, or) = block.split_once("\n# or: ").unwrap();
+        let before = before.rsplit_once('\n').unwrap().0;
+        let udp = Config::parse(&format!("{text}\n{before}\n{or}\n")).unwrap();
+        let dns = udp.services.iter().find(|s| s.name == "dns").unwrap();
+        assert!(matches!(
+            dns.health_check.as_ref().map(|h| &h.kind),
+            Some(CheckKind::Udp { .. })
+        ));
         assert!(matches!(
             &c.services[0].health_check,
             Some(HealthCheck {

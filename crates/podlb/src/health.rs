@@ -1,5 +1,6 @@
-//! Backend health checks of podlb's own: a TCP connect or an HTTP `GET`,
-//! judged with rise/fall hysteresis (HAProxy's `rise`/`fall`).
+//! Backend health checks of podlb's own: a TCP connect, an HTTP `GET`, a
+//! UDP datagram answered, or a DNS query answered, judged with rise/fall
+//! hysteresis (HAProxy's `rise`/`fall`).
 //!
 //! Two halves, as elsewhere in podlb:
 //! - sans-IO: [`HealthCheck`] (what to probe and how often), [`TargetState`]
@@ -26,6 +27,7 @@ use parking_lot::Mutex;
 use podlb_core::control::holds::Holds;
 use podlb_core::model::ServiceConfig;
 
+use podlb_core::health;
 pub use podlb_core::health::*;
 pub use podlb_core::model::{CheckKind, HealthCheck};
 
@@ -38,22 +40,16 @@ async fn probe(check: &HealthCheck, addr: SocketAddrV4) -> Result<(), String> {
 }
 
 async fn probe_once(check: &HealthCheck, addr: SocketAddrV4) -> Result<(), String> {
-    let tcp = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::ConnectionRefused => "refused".to_string(),
-            _ => format!("connect: {e}"),
-        })?;
     let (path, expect) = match &check.kind {
-        CheckKind::Tcp => return Ok(()),
+        CheckKind::Tcp => return probe_tcp(addr).await.map(drop),
         CheckKind::Http {
             path,
             expect_status,
         } => (path, *expect_status),
-        CheckKind::Udp { .. } | CheckKind::Dns { .. } => {
-            return Err("udp and dns probes are not built yet".into())
-        }
+        CheckKind::Udp { send, expect } => return probe_udp(addr, send, expect.as_deref()).await,
+        CheckKind::Dns { name } => return probe_dns(addr, name).await,
     };
+    let tcp = probe_tcp(addr).await?;
     let req = client::request(Method::GET, path, &addr.to_string())
         .header(header::USER_AGENT, USER_AGENT)
         .header(header::CONNECTION, "close")
@@ -68,6 +64,99 @@ async fn probe_once(check: &HealthCheck, addr: SocketAddrV4) -> Result<(), Strin
         st if st == expect => Ok(()),
         st => Err(format!("bad status {st}")),
     }
+}
+
+/// A TCP connection to `addr`.
+async fn probe_tcp(addr: SocketAddrV4) -> Result<tokio::net::TcpStream, String> {
+    tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::ConnectionRefused => "refused".to_string(),
+            _ => format!("connect: {e}"),
+        })
+}
+
+/// A connected UDP socket to `addr`: the kernel then hands it only
+/// datagrams from `addr`, and the ICMP errors about what it sent.
+async fn udp_socket(addr: SocketAddrV4) -> Result<tokio::net::UdpSocket, String> {
+    let sock = tokio::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0))
+        .await
+        .map_err(|e| format!("bind: {e}"))?;
+    sock.connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    Ok(sock)
+}
+
+/// The reason for an error sending or receiving on a connected UDP socket.
+/// An ICMP port unreachable comes back as `ECONNREFUSED`.
+fn udp_failure(what: &str, e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => "port unreachable".into(),
+        std::io::ErrorKind::HostUnreachable => "host unreachable".into(),
+        std::io::ErrorKind::NetworkUnreachable => "network unreachable".into(),
+        _ => format!("{what}: {e}"),
+    }
+}
+
+/// Room for any reply worth reading: a datagram longer than the buffer is
+/// cut, which only the `expect` prefix could notice, and it fits.
+fn reply_buffer(expect: usize) -> Vec<u8> {
+    vec![0; expect.max(2048)]
+}
+
+/// Sends `send` and passes on the first datagram back (it must start with
+/// `expect` if given). The caller bounds the wait.
+async fn probe_udp(addr: SocketAddrV4, send: &[u8], expect: Option<&[u8]>) -> Result<(), String> {
+    let sock = udp_socket(addr).await?;
+    sock.send(send).await.map_err(|e| udp_failure("send", &e))?;
+    let mut buf = reply_buffer(expect.map_or(0, <[u8]>::len));
+    let n = sock
+        .recv(&mut buf)
+        .await
+        .map_err(|e| udp_failure("recv", &e))?;
+    match expect {
+        Some(e) if !buf[..n].starts_with(e) => Err(format!(
+            "unexpected reply {}",
+            health::show_bytes(&buf[..n])
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Queries `name` (type A) and waits for the answer with the query's ID;
+/// datagrams with other IDs are skipped. The caller bounds the wait.
+async fn probe_dns(addr: SocketAddrV4, name: &str) -> Result<(), String> {
+    let id = query_id();
+    let query = health::dns::query(id, name).map_err(|e| format!("bad name: {e}"))?;
+    let sock = udp_socket(addr).await?;
+    sock.send(&query)
+        .await
+        .map_err(|e| udp_failure("send", &e))?;
+    let mut buf = reply_buffer(0);
+    loop {
+        let n = sock
+            .recv(&mut buf)
+            .await
+            .map_err(|e| udp_failure("recv", &e))?;
+        match health::dns::judge(id, &buf[..n]) {
+            health::dns::Verdict::Healthy => return Ok(()),
+            health::dns::Verdict::Unhealthy(why) => return Err(why),
+            health::dns::Verdict::Ignore => continue,
+        }
+    }
+}
+
+/// A DNS query ID: a counter mixed with the clock, so IDs neither repeat
+/// from probe to probe nor start alike in every podlb.
+fn query_id() -> u16 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64;
+    podlb_core::hash::hash_bytes(&n.to_le_bytes(), nanos) as u16
 }
 
 const USER_AGENT: &str = concat!("podlb-health/", env!("CARGO_PKG_VERSION"));
@@ -919,6 +1008,236 @@ mod tests {
         g.services_for_snapshot(&[svc("s", None, &[1])]);
         assert!(g.monitor().is_none());
         assert!(g.fail_open().is_empty());
+    }
+
+    // ---- UDP and DNS, against loopback sockets -----------------------------
+
+    /// A loopback UDP server on its own thread answering each datagram with
+    /// the datagrams `answer` returns; stops when dropped.
+    struct UdpServer {
+        port: u16,
+        stop: Arc<AtomicBool>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl Drop for UdpServer {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::SeqCst);
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    fn udp_server(answer: impl Fn(&[u8]) -> Vec<Vec<u8>> + Send + 'static) -> UdpServer {
+        let sock = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(5)))
+            .unwrap();
+        let port = sock.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !stop2.load(Ordering::SeqCst) {
+                if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                    for d in answer(&buf[..n]) {
+                        let _ = sock.send_to(&d, from);
+                    }
+                }
+            }
+        });
+        UdpServer {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// A loopback UDP port nothing listens on.
+    fn closed_udp_port() -> u16 {
+        let s = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        s.local_addr().unwrap().port()
+    }
+
+    /// One probe, on a runtime of its own; also returns how long it took.
+    fn probe_now(kind: CheckKind, port: u16, timeout_ms: u64) -> (Result<(), String>, Duration) {
+        let c = HealthCheck {
+            timeout: Duration::from_millis(timeout_ms),
+            ..fast(kind)
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let t0 = Instant::now();
+        let r = rt.block_on(probe(&c, local(port)));
+        (r, t0.elapsed())
+    }
+
+    fn udp(send: &[u8], expect: Option<&[u8]>) -> CheckKind {
+        CheckKind::Udp {
+            send: send.to_vec(),
+            expect: expect.map(<[u8]>::to_vec),
+        }
+    }
+
+    #[test]
+    fn udp_reply_passes_and_expect_is_a_prefix() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let seen2 = seen.clone();
+        let srv = udp_server(move |d| {
+            seen2.lock().push(d.to_vec());
+            vec![[b"echo:", d].concat()]
+        });
+        assert_eq!(probe_now(udp(b"ping", None), srv.port, 2000).0, Ok(()));
+        assert_eq!(seen.lock()[0], b"ping");
+        assert_eq!(
+            probe_now(udp(b"\0", Some(b"echo:")), srv.port, 2000).0,
+            Ok(())
+        );
+        assert_eq!(
+            probe_now(udp(b"ping", Some(b"echo:ping")), srv.port, 2000).0,
+            Ok(())
+        );
+        assert_eq!(
+            probe_now(udp(b"ping", Some(b"pong")), srv.port, 2000).0,
+            Err("unexpected reply \"echo:ping\"".into())
+        );
+        // A reply shorter than `expect` is no match either.
+        assert!(
+            probe_now(udp(b"p", Some(b"echo:p and more")), srv.port, 2000)
+                .0
+                .unwrap_err()
+                .starts_with("unexpected reply")
+        );
+        // An empty datagram goes out and may be answered.
+        assert_eq!(probe_now(udp(b"", None), srv.port, 2000).0, Ok(()));
+    }
+
+    #[test]
+    fn udp_port_unreachable_fails_at_once() {
+        let port = closed_udp_port();
+        for kind in [
+            udp(b"ping", None),
+            CheckKind::Dns {
+                name: "example.com".into(),
+            },
+        ] {
+            let (r, took) = probe_now(kind.clone(), port, 5000);
+            assert_eq!(r, Err("port unreachable".into()), "{kind:?}");
+            assert!(took < Duration::from_secs(2), "{kind:?}: {took:?}");
+        }
+    }
+
+    #[test]
+    fn silent_udp_and_dns_servers_time_out() {
+        let srv = udp_server(|_| Vec::new());
+        for kind in [
+            udp(b"ping", None),
+            CheckKind::Dns {
+                name: "example.com".into(),
+            },
+        ] {
+            let (r, _) = probe_now(kind, srv.port, 50);
+            assert_eq!(r, Err("timeout after 50 ms".into()));
+        }
+    }
+
+    /// `q`'s header with QR, RA and `rcode`, then its question.
+    fn dns_reply(q: &[u8], rcode: u8) -> Vec<u8> {
+        let mut r = q.to_vec();
+        r[2] |= 0x80;
+        r[3] = 0x80 | rcode;
+        r
+    }
+
+    #[test]
+    fn dns_answers() {
+        let dns = || CheckKind::Dns {
+            name: "example.com".into(),
+        };
+        let queries = Arc::new(Mutex::new(Vec::new()));
+        let q2 = queries.clone();
+        let rcode = Arc::new(AtomicUsize::new(0));
+        let r2 = rcode.clone();
+        let srv = udp_server(move |q| {
+            q2.lock().push(q.to_vec());
+            vec![dns_reply(q, r2.load(Ordering::SeqCst) as u8)]
+        });
+        assert_eq!(probe_now(dns(), srv.port, 2000).0, Ok(()));
+        // The query is the one podlb_core::health::dns builds.
+        let q = queries.lock()[0].clone();
+        let id = u16::from_be_bytes([q[0], q[1]]);
+        assert_eq!(q, health::dns::query(id, "example.com").unwrap());
+        for (rc, want) in [
+            (3, Ok(())),
+            (2, Err("rcode SERVFAIL (2)".to_string())),
+            (5, Err("rcode REFUSED (5)".to_string())),
+        ] {
+            rcode.store(rc, Ordering::SeqCst);
+            assert_eq!(probe_now(dns(), srv.port, 2000).0, want, "rcode {rc}");
+        }
+        // IDs differ from probe to probe.
+        let ids: HashSet<u16> = queries
+            .lock()
+            .iter()
+            .map(|q| u16::from_be_bytes([q[0], q[1]]))
+            .collect();
+        assert!(ids.len() > 1, "{ids:?}");
+    }
+
+    #[test]
+    fn dns_skips_other_ids_and_fails_on_malformed_replies() {
+        let dns = || CheckKind::Dns {
+            name: "example.com".into(),
+        };
+        // Someone else's answer first, then ours.
+        let srv = udp_server(|q| {
+            let mut other = dns_reply(q, 2);
+            other[0] ^= 0xff;
+            vec![other, dns_reply(q, 0)]
+        });
+        assert_eq!(probe_now(dns(), srv.port, 2000).0, Ok(()));
+        // Only someone else's answer: no answer.
+        let srv = udp_server(|q| {
+            let mut other = dns_reply(q, 0);
+            other[1] ^= 0xff;
+            vec![other]
+        });
+        assert_eq!(
+            probe_now(dns(), srv.port, 50).0,
+            Err("timeout after 50 ms".into())
+        );
+        // Too short, and an echo of the query (QR = 0).
+        let srv = udp_server(|q| vec![q[..5].to_vec()]);
+        let e = probe_now(dns(), srv.port, 2000).0.unwrap_err();
+        assert!(e.contains("malformed reply: 5 bytes"), "{e}");
+        let srv = udp_server(|q| vec![q.to_vec()]);
+        let e = probe_now(dns(), srv.port, 2000).0.unwrap_err();
+        assert!(e.contains("QR = 0"), "{e}");
+    }
+
+    #[test]
+    fn udp_targets_in_the_monitor() {
+        let port = closed_udp_port();
+        let (m, changes) = counting_monitor();
+        let c = fast(udp(b"ping", None));
+        let a = local(port);
+        m.set_targets(vec![(c.clone(), a)]);
+        let st = wait_for(&m, &c, a, "down", |s| !s.up);
+        assert_eq!(st.last_error.as_deref(), Some("port unreachable"));
+        assert_eq!(changes.load(Ordering::SeqCst), 1);
+        assert!(
+            st.check.starts_with("udp send \"ping\" expect any reply"),
+            "{}",
+            st.check
+        );
+        // A server on another port answers: that target stays up.
+        let srv = udp_server(|d| vec![d.to_vec()]);
+        let b = local(srv.port);
+        m.set_targets(vec![(c.clone(), a), (c.clone(), b)]);
+        let st = wait_for(&m, &c, b, "three checks", |s| s.checks >= 3);
+        assert!(st.up && st.failures == 0, "{st:?}");
     }
 
     #[test]

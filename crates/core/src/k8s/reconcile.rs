@@ -75,8 +75,8 @@ use super::objects::{self, EndpointSlice};
 use super::pools::Pool;
 use super::settings::KubeSettings;
 use crate::maglev::DEFAULT_TABLE_SIZE;
+use crate::model::HealthCheck;
 use crate::model::{Affinity, BackendConfig, Mode, Prefix4, Protocol, ServiceConfig};
-use crate::model::{CheckKind, HealthCheck};
 
 pub use super::objects::SERVICE_NAME_LABEL;
 
@@ -85,7 +85,9 @@ pub use super::objects::SERVICE_NAME_LABEL;
 pub const ANNOTATION_VIP: &str = "podlb.io/vip";
 /// Annotation choosing the forwarding mode: `nat` or `dsr`.
 pub const ANNOTATION_MODE: &str = "podlb.io/mode";
-/// Annotation choosing the health check: `tcp`, `http:/path` or `none`.
+/// Annotation choosing the health check: `tcp`, `http[:/path]`, `udp[:text]`,
+/// `dns:<name>` or `none` ([`HealthCheck::from_annotation`]). A check
+/// applies to the Service's ports of its protocol ([`check_for`]).
 pub const ANNOTATION_HEALTH_CHECK: &str = "podlb.io/health-check";
 /// Annotation letting Services share a VIP: Services whose values are equal
 /// may hold the same VIP if their ports differ (MetalLB's
@@ -321,6 +323,22 @@ fn problem(ns: &str, name: &str, reason: ProblemReason, message: String) -> Prob
         name: name.to_string(),
         reason,
         message,
+    }
+}
+
+/// The check for a Service port of `protocol`: the Service's own (its
+/// annotation, else the default) if it checks backends of that protocol;
+/// if not (a `dns:` annotation on a Service with TCP ports too, say), the
+/// default check if that one does; else none.
+fn check_for(
+    service: Option<&HealthCheck>,
+    default: Option<&HealthCheck>,
+    protocol: Protocol,
+) -> Option<HealthCheck> {
+    let fits = |c: &&HealthCheck| c.kind.protocol() == protocol;
+    match service {
+        Some(c) if !fits(&c) => default.filter(fits).cloned(),
+        other => other.cloned(),
     }
 }
 
@@ -686,7 +704,11 @@ pub fn reconcile_full(
                     mode: o.mode,
                     backends,
                     table_size: DEFAULT_TABLE_SIZE,
-                    health_check: check_for(protocol, o.health.as_ref()),
+                    health_check: check_for(
+                        o.health.as_ref(),
+                        settings.health_check.as_ref(),
+                        protocol,
+                    ),
                     vxlan_port: crate::model::DEFAULT_VXLAN_PORT,
                     vni,
                     mss_clamp: (o.mode == Mode::Vxlan && protocol == Protocol::Tcp)
@@ -856,19 +878,6 @@ fn allocate(ours: &mut [Ours], pools: &[Pool], problems: &mut Vec<Problem>) {
                 ));
             }
         }
-    }
-}
-
-/// The Service's health check as it applies to a port of `protocol`: TCP
-/// ports get it as it is; a UDP port only a check that probes UDP (a `tcp`
-/// or `http` check would find nothing listening and take every backend
-/// out), else none.
-fn check_for(protocol: Protocol, check: Option<&HealthCheck>) -> Option<HealthCheck> {
-    let check = check?;
-    match (protocol, &check.kind) {
-        (Protocol::Tcp, _) => Some(check.clone()),
-        (Protocol::Udp, CheckKind::Udp { .. } | CheckKind::Dns { .. }) => Some(check.clone()),
-        (Protocol::Udp, CheckKind::Tcp | CheckKind::Http { .. }) => None,
     }
 }
 
@@ -1636,7 +1645,7 @@ mod tests {
             ..HealthCheck::default()
         };
         assert_eq!(
-            check_for(Protocol::Udp, Some(&c)).map(|h| h.kind),
+            check_for(Some(&c), None, Protocol::Udp).map(|h| h.kind),
             Some(dns)
         );
     }
@@ -1807,6 +1816,45 @@ mod tests {
         assert_eq!(by(&r, "p"), Some(HealthCheck::default()));
         assert_eq!(by(&r, "x"), Some(HealthCheck::default()));
         assert_eq!(reasons(&r), vec![("x", ProblemReason::BadSpec)]);
+    }
+
+    #[test]
+    fn a_check_applies_to_ports_of_its_protocol() {
+        use crate::model::{CheckKind, HealthCheck};
+        let dns = HealthCheck {
+            kind: CheckKind::Dns {
+                name: "example.com".into(),
+            },
+            ..HealthCheck::default()
+        };
+        let tcp = HealthCheck::default();
+        // Ports are TCP: a UDP check gives way to the default, or to none.
+        assert_eq!(
+            check_for(Some(&dns), Some(&tcp), Protocol::Tcp),
+            Some(tcp.clone())
+        );
+        assert_eq!(check_for(Some(&dns), None, Protocol::Tcp), None);
+        assert_eq!(check_for(Some(&dns), Some(&dns), Protocol::Tcp), None);
+        assert_eq!(
+            check_for(Some(&dns), Some(&tcp), Protocol::Udp),
+            Some(dns.clone())
+        );
+        assert_eq!(check_for(Some(&tcp), Some(&dns), Protocol::Udp), Some(dns));
+        // "none" stays none.
+        assert_eq!(check_for(None, Some(&tcp), Protocol::Tcp), None);
+
+        let svc = annotate(
+            web("default", "d", T0),
+            ANNOTATION_HEALTH_CHECK,
+            "dns:example.com",
+        );
+        let mut s = KubeSettings::new(None, &["198.18.0.100/30"], None).unwrap();
+        let r = reconcile(std::slice::from_ref(&svc), &[], &s, &Allocations::new());
+        assert_eq!(r.services[0].health_check, None);
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        s.health_check = Some(tcp.clone());
+        let r = reconcile(&[svc], &[], &s, &Allocations::new());
+        assert_eq!(r.services[0].health_check, Some(tcp));
     }
 
     #[test]
