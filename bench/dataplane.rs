@@ -20,7 +20,7 @@ use etherparse::{EtherType, Ethernet2Header, PacketBuilder};
 use podlb_core::flow::{tcp_state, Flow, FlowKey, FlowRef, FlowTable, ReverseKey, Timeouts};
 use podlb_core::forward::{Forwarder, NatPorts, PacketMeta, Verdict};
 use podlb_core::hash::mix64;
-use podlb_core::model::{BackendConfig, Mode, ServiceConfig};
+use podlb_core::model::{BackendConfig, Mode, Protocol, ServiceConfig};
 use podlb_core::neighbor::NeighborTable;
 use podlb_core::service::Snapshot;
 use podlb_core::stats::WorkerStats;
@@ -545,6 +545,7 @@ fn forward(c: &mut Criterion) {
 
     syn_new_flow(&mut g);
     established_1m(&mut g);
+    udp_1m(&mut g);
     scale_100x10(&mut g);
     g.finish();
 }
@@ -780,6 +781,81 @@ fn established_1m(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::
     });
     g.throughput(Throughput::Elements(1));
     println!("forward_nat_established_1m_flows_batched: {other} packets not forwarded (must be 0)");
+}
+
+/// A UDP datagram from `from` to `to` with `payload` bytes.
+fn udp_frame(from: End, to: End, payload: usize) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(from.mac, to.mac)
+        .ipv4(from.ip, to.ip, 64)
+        .udp(from.port, to.port);
+    let data = vec![0x5au8; payload];
+    let mut v = Vec::with_capacity(b.size(payload));
+    b.write(&mut v, &data).expect("write frame");
+    v
+}
+
+/// UDP through full NAT (issue 16): 1M flows of one-datagram exchanges
+/// (each client socket is a flow), then datagrams of 256k of them in a
+/// random order, as `forward_nat_established_1m_flows` does for TCP.
+fn udp_1m(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+    const SAMPLE: usize = 1 << 18;
+    let bs: Vec<[u8; 4]> = (0..30).map(backend_ip).collect();
+    let mut rig = Rig::with_services(vec![ServiceConfig {
+        protocol: Protocol::Udp,
+        ..service("dns".into(), VIP, Mode::Nat, &bs)
+    }]);
+    let client = |i: u32| -> ([u8; 4], u16) {
+        (
+            (0xc612_8000 + (i >> 15)).to_be_bytes(),
+            1024 + (i & 0x7fff) as u16,
+        )
+    };
+    for i in 0..FLOWS {
+        let (c, p) = client(i);
+        rig.forward(&mut udp_frame(from_client(c, p), to_vip(VIP), 64));
+    }
+    let mut made: Vec<u32> = (0..FLOWS)
+        .filter(|&i| {
+            let (c, p) = client(i);
+            let key = FlowKey {
+                client: ip(c),
+                vip: ip(VIP),
+                client_port: p,
+                vport: 80,
+                proto: 17,
+            };
+            rig.fwd.flows.lookup(&key).is_some()
+        })
+        .collect();
+    println!(
+        "forward_udp_nat_1m_flows: {} of {} datagrams left a flow; table holds {}",
+        made.len(),
+        FLOWS,
+        rig.fwd.flows.len()
+    );
+    shuffle(&mut made, 3);
+    let frames: Vec<Vec<u8>> = made[..SAMPLE]
+        .iter()
+        .map(|&i| {
+            let (c, p) = client(i);
+            udp_frame(from_client(c, p), to_vip(VIP), 64)
+        })
+        .collect();
+    let len = frames[0].len();
+    let pristine: Vec<u8> = frames.concat();
+    drop(frames);
+    let mut scratch = vec![0u8; len];
+    let (mut j, mut other) = (0usize, 0u64);
+    g.bench_function("forward_udp_nat_1m_flows", |b| {
+        b.iter(|| {
+            scratch.copy_from_slice(&pristine[j * len..(j + 1) * len]);
+            j = (j + 1) % SAMPLE;
+            let v = rig.forward(black_box(&mut scratch));
+            other += (v != Verdict::Tx) as u64;
+            v
+        })
+    });
+    println!("forward_udp_nat_1m_flows: {other} datagrams not forwarded (must be 0)");
 }
 
 criterion_group!(benches, flow_table, forward);
