@@ -173,7 +173,7 @@ pub struct FlowSettings {
     /// A UDP flow the backend has answered.
     pub udp_answered_timeout: Duration,
     /// Translate and forward ICMP errors (destination unreachable, time
-    /// exceeded, parameter problem) that belong to a flow (RFC 5508 §3.2);
+    /// exceeded, parameter problem) that belong to a flow (RFC 5508 §4);
     /// off: they are dropped and counted, as before.
     pub icmp_errors: bool,
 }

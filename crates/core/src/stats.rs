@@ -131,8 +131,8 @@ counter_enum! {
         /// by another datagram).
         FragmentUnmatched => "fragment_unmatched", "Later fragments of a datagram whose first fragment podlb did not see.";
         /// An ICMP error (RFC 792) to a VIP whose quoted datagram belongs
-        /// to no flow (RFC 5508 §3.2 "ICMP error messages not matching any
-        /// mapping are dropped").
+        /// to no flow: dropped, as a NAT drops errors that match no mapping
+        /// (RFC 5508 §4).
         IcmpNoFlow => "icmp_no_flow", "ICMP errors to a VIP that quote no flow podlb holds.";
     }
 }

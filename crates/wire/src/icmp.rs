@@ -240,7 +240,7 @@ impl<T: AsRef<[u8]>> Quoted<T> {
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Quoted<T> {
     /// Rewrites the quoted datagram's addresses and ports to the ones given,
     /// with its header checksum and (where quoted) its transport checksum
-    /// updated for the change (RFC 1624 eqn. 3; RFC 5508 §4.2: a NAT
+    /// updated for the change (RFC 1624 eqn. 3; RFC 5508 §4, ICMP error forwarding: a NAT
     /// translates the quoted header the reverse way of the outer one).
     #[inline]
     pub fn translate(&mut self, src: u32, dst: u32, sport: u16, dport: u16) {

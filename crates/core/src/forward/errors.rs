@@ -18,7 +18,7 @@
 //! does. Checksums: the quoted IPv4 header and quoted transport checksum
 //! incrementally (RFC 1624), the outer IPv4 header incrementally, the ICMP
 //! message recomputed (it covers the quote). Errors do not refresh the flow
-//! (RFC 5508 §3.2: an error does not refresh the mapping's timer; a
+//! (as RFC 5508 asks of NATs: an error does not refresh the mapping; a
 //! router's stream of errors must not keep a dead flow alive).
 //! An error that quotes no flow is dropped and counted (`icmp_no_flow`).
 //!
