@@ -137,10 +137,10 @@ class Gen:
         return self.eth(ETH_P_IP, self.ipv4(6, self.tcp(), bad_csum=True))
 
     def ipv4_fragment(self):
-        if self.rng.random() < 0.5:
-            flags_frag = 0x2000  # MF, offset 0: first fragment
-        else:
-            flags_frag = self.rng.randrange(1, 0x2000) | self.rng.choice([0, 0x2000])
+        # A later fragment (offset > 0) whose first never comes: podlb steers
+        # first fragments like any segment and later ones after their first,
+        # so these are counted as fragment_unmatched.
+        flags_frag = self.rng.randrange(1, 0x2000) | self.rng.choice([0, 0x2000])
         payload = self.tcp() + bytes(self.rng.randrange(0, 64))
         return self.eth(ETH_P_IP, self.ipv4(6, payload, flags_frag=flags_frag))
 

@@ -292,7 +292,7 @@ fn arp_storm_vrrp_strangers_odd_frames_and_vip_conflict_are_counted() {
     };
     let before: Vec<f64> = drop_names.iter().map(|(r, _)| vrrp_drop(r)).collect();
     let unknown0 = metric(&podlb, "podlb_vrrp_unknown_peer_total", &[]);
-    let frag0 = drops(&podlb, "ipv4_fragment");
+    let frag0 = drops(&podlb, "fragment_unmatched");
     let malformed0 = drops(&podlb, "ipv4_malformed");
     let oversize0 = drops(&podlb, "oversize");
     // To the device MAC: unicast adverts come to the instance's own address.
@@ -338,8 +338,8 @@ fn arp_storm_vrrp_strangers_odd_frames_and_vip_conflict_are_counted() {
             sent("vrrp_stranger"),
         ),
         (
-            "ipv4_fragment",
-            Box::new(|| drops(&podlb, "ipv4_fragment") - frag0),
+            "fragment_unmatched",
+            Box::new(|| drops(&podlb, "fragment_unmatched") - frag0),
             sent("ipv4_fragment"),
         ),
         (
