@@ -181,6 +181,10 @@ impl Forwarder {
         let Ok(ip) = ip else {
             return Verdict::Ignore;
         };
+        if ip.frag_offset() != 0 {
+            // Not the first piece of a datagram: no UDP header to judge by.
+            return Verdict::Ignore;
+        }
         let Ok(u) = udp::Packet::new_checked(ip.payload()) else {
             return Verdict::Ignore;
         };
@@ -190,6 +194,10 @@ impl Forwarder {
         }
         if let Some(r) = self.refuse(&ip) {
             return Verdict::Drop(r);
+        }
+        if ip.is_fragment() {
+            // A fragmented VXLAN datagram is not reassembled.
+            return Verdict::Drop(DropReason::Ipv4Fragment);
         }
         // RFC 7348 §5: the I flag must be set; reserved bits are ignored.
         let Ok(vx) = vxlan::Packet::new_checked(u.payload()) else {
