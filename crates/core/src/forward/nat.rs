@@ -147,8 +147,11 @@ impl Nat {
             return;
         }
         let proto = ip.protocol();
+        // A first fragment's checksum is never a partial one (the sender
+        // completed it before fragmenting), whatever the device says.
+        let partial = meta.csum_partial && !ip.more_frags();
         let l4 = ip.payload_mut();
-        if meta.csum_partial {
+        if partial {
             self.apply_partial(l4, proto, meta.tx_keeps_partial);
         } else if let Ok(mut p) = Ports::new_checked(l4, proto) {
             p.translate(self.sport, self.dport, &[(self.gone, self.came)]);
