@@ -38,6 +38,11 @@ async fn probe(check: &HealthCheck, addr: SocketAddrV4) -> Result<(), String> {
 }
 
 async fn probe_once(check: &HealthCheck, addr: SocketAddrV4) -> Result<(), String> {
+    // UDP and DNS probes are in the model (issue 16) but no config key
+    // produces them yet: fail rather than probe the wrong thing.
+    if let CheckKind::Udp { .. } | CheckKind::Dns { .. } = check.kind {
+        return Err(format!("{} probes are not implemented", check.summary()));
+    }
     let tcp = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| match e.kind() {
@@ -50,6 +55,9 @@ async fn probe_once(check: &HealthCheck, addr: SocketAddrV4) -> Result<(), Strin
             path,
             expect_status,
         } => (path, *expect_status),
+        CheckKind::Udp { .. } | CheckKind::Dns { .. } => {
+            return Err(format!("{} probes are not implemented", check.summary()))
+        }
     };
     let req = client::request(Method::GET, path, &addr.to_string())
         .header(header::USER_AGENT, USER_AGENT)
