@@ -564,7 +564,9 @@ pub const NO_STAT: u16 = u16::MAX;
 
 /// Resolves events against a service snapshot: the service must exist; a
 /// backend missing from it (draining on the master) still gets its flow.
-pub fn snapshot_resolver(snap: &Snapshot) -> impl Fn(u32, u16, u8, u32, u16) -> Option<Resolved> + '_ {
+pub fn snapshot_resolver(
+    snap: &Snapshot,
+) -> impl Fn(u32, u16, u8, u32, u16) -> Option<Resolved> + '_ {
     move |vip, vport, proto, backend, backend_port| {
         let (service, svc) = snap.service(vip, vport, proto)?;
         let stat = svc
@@ -656,7 +658,13 @@ pub fn apply(
             return ApplyOutcome::Refreshed;
         }
     }
-    let Some(res) = resolve(ev.key.vip, ev.key.vport, ev.key.proto, ev.backend, ev.backend_port) else {
+    let Some(res) = resolve(
+        ev.key.vip,
+        ev.key.vport,
+        ev.key.proto,
+        ev.backend,
+        ev.backend_port,
+    ) else {
         return ApplyOutcome::UnknownService;
     };
     if let Some((r, _)) = existing {

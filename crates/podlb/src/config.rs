@@ -17,8 +17,8 @@ use serde::Deserialize;
 use podlb_core::health;
 use podlb_core::maglev;
 pub use podlb_core::model::{
-    Affinity, BackendConfig, CheckKind, ConfigError, FlowSettings, HealthCheck, Mode, Prefix4, Protocol, UdpHash,
-    ServiceConfig, DEFAULT_VNI, DEFAULT_VXLAN_MSS, DEFAULT_VXLAN_PORT,
+    Affinity, BackendConfig, CheckKind, ConfigError, FlowSettings, HealthCheck, Mode, Prefix4,
+    Protocol, ServiceConfig, UdpHash, DEFAULT_VNI, DEFAULT_VXLAN_MSS, DEFAULT_VXLAN_PORT,
 };
 pub use podlb_io::{IoBackend, RxRing, TxMode};
 use podlb_wire::MacAddr;

@@ -253,7 +253,12 @@ impl Segment {
     /// its own (a later fragment, an ICMP error): the client's tuple towards
     /// the backend, or the backend's reply tuple back to the client.
     #[inline]
-    fn of_flow(f: &crate::flow::Flow, to_backend: bool, src_mac: MacAddr, meta: PacketMeta) -> Segment {
+    fn of_flow(
+        f: &crate::flow::Flow,
+        to_backend: bool,
+        src_mac: MacAddr,
+        meta: PacketMeta,
+    ) -> Segment {
         let tuple = if to_backend {
             FourTuple {
                 src: f.key.client,
@@ -519,7 +524,10 @@ impl Forwarder {
         if let Some(svc) = snap.service(seg.tuple.dst, seg.tuple.dport, seg.proto) {
             return self.steer_to_backend(snap, svc, eth, seg, now_ms);
         }
-        if let Some((r, f)) = self.flows.lookup_reverse(&reverse_key(&seg.tuple, seg.proto)) {
+        if let Some((r, f)) = self
+            .flows
+            .lookup_reverse(&reverse_key(&seg.tuple, seg.proto))
+        {
             return self.steer_to_client(snap, (r, &f), eth, seg, now_ms);
         }
         Verdict::Drop(DropReason::NoService)

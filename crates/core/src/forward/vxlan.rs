@@ -4,9 +4,7 @@
 
 use super::gso::segment_into;
 use super::nat::Nat;
-use super::{
-    ethernet, ipv4, reverse_key, set_macs, tcp, udp, Eth, Forwarder, Segment, Verdict,
-};
+use super::{ethernet, ipv4, reverse_key, set_macs, tcp, udp, Eth, Forwarder, Segment, Verdict};
 use crate::flow::Flow;
 use crate::service::{Snapshot, Vtep};
 use crate::stats::{BackendCounter, DropReason, Event};
