@@ -38,6 +38,8 @@ const TIMEOUTS: Timeouts = Timeouts {
     established_ms: 3_600_000,
     fin_ms: 60_000,
     close_ms: 10_000,
+    udp_unanswered_ms: 30_000,
+    udp_answered_ms: 120_000,
 };
 const META: PacketMeta = PacketMeta {
     csum_partial: false,
@@ -73,6 +75,7 @@ fn table_key(i: u32) -> FlowKey {
         vip: ip(VIP),
         client_port: 1024 + (i & 0x3fff) as u16,
         vport: 80,
+        proto: 6,
     }
 }
 
@@ -105,6 +108,7 @@ fn reverse_key(f: &Flow) -> ReverseKey {
         vip: f.key.vip,
         backend_port: f.backend_port,
         nat_port: f.nat_port,
+        proto: f.key.proto,
     }
 }
 
@@ -315,6 +319,8 @@ fn service(name: String, vip: [u8; 4], mode: Mode, backends: &[[u8; 4]]) -> Serv
         mss_clamp: None,
         source_ranges: Vec::new(),
         affinity: Default::default(),
+        udp_hash: Default::default(),
+        protocol: Default::default(),
     }
 }
 
@@ -377,6 +383,8 @@ impl Rig {
             local_ip: 0,
             out: Default::default(),
             refused: None,
+            icmp_errors: true,
+            frags: Default::default(),
         };
         Rig { fwd, snap }
     }
@@ -391,6 +399,7 @@ impl Rig {
             vip: ip(VIP),
             client_port: port,
             vport: 80,
+            proto: 6,
         };
         self.fwd.flows.lookup(&key).expect("flow exists").1
     }
@@ -641,6 +650,7 @@ fn syn_new_flow(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::Wa
                             vip: ip(VIP),
                             client_port: 1024 + i as u16,
                             vport: 80,
+                            proto: 6,
                         };
                         if let Some((r, _)) = rig.fwd.flows.lookup(&key) {
                             rig.fwd.flows.remove(r);
@@ -698,6 +708,7 @@ fn established_1m(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::
                 vip: ip(VIP),
                 client_port: p,
                 vport: 80,
+                proto: 6,
             };
             rig.fwd
                 .flows

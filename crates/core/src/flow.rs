@@ -674,13 +674,11 @@ impl FlowTable {
             .store(flow.stat as u32 | u32::from(flow.key.proto) << 16, Relaxed);
         s.tcp.store((gen << 8) | flow.tcp as u32, Relaxed);
         s.last_seen.store(flow.last_seen_ms, Relaxed);
-        if reverse {
-            if !self.rev_insert(&flow.reverse_key(), slot_idx) {
-                // Give the slot back untouched.
-                self.ctrl_word(slot_idx)
-                    .store(ctrl(0, gen.wrapping_add(1), ST_EMPTY), Release);
-                return Err(InsertError::ReverseFull);
-            }
+        if reverse && !self.rev_insert(&flow.reverse_key(), slot_idx) {
+            // Give the slot back untouched.
+            self.ctrl_word(slot_idx)
+                .store(ctrl(0, gen.wrapping_add(1), ST_EMPTY), Release);
+            return Err(InsertError::ReverseFull);
         }
         self.live.fetch_add(1, Relaxed);
         self.ctrl_word(slot_idx)

@@ -109,7 +109,8 @@ impl Forwarder {
                 q.outer_src
             };
             let mtu_cut = if path.0 == Mode::Vxlan {
-                vxlan::OVERHEAD as u16
+                // 50: fits.
+                u16::try_from(vxlan::OVERHEAD).unwrap_or(u16::MAX)
             } else {
                 0
             };

@@ -54,7 +54,8 @@ impl Id {
             (u64::from(self.src) << 32 | u64::from(self.dst))
                 ^ (u64::from(self.ident) << 8 | u64::from(self.proto)).rotate_left(29),
         );
-        (h % SLOTS as u64) as usize
+        // Below SLOTS: fits.
+        usize::try_from(h % SLOTS as u64).unwrap_or(0)
     }
 }
 
