@@ -24,6 +24,11 @@ have sysctl  || need+=(procps)
 have keepalived || need+=(keepalived)
 have curl    || need+=(curl)
 have openssl || need+=(openssl)
+# The UDP tests (netns-tests/udp.rs): dnsmasq as DNS backends, dig for DNS
+# over TCP, traceroute through the VIP.
+have dnsmasq || [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
+have dig     || need+=(bind9-dnsutils)
+have traceroute || need+=(traceroute)
 # The `image` test builds the container image (deploy/image/build.sh) and
 # runs it once: buildah, podman, and runc as podman's runtime.
 have buildah || need+=(buildah)
