@@ -28,6 +28,9 @@ have curl    || need+=(curl)
 [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
 have dig     || need+=(bind9-dnsutils)
 have openssl || need+=(openssl)
+# The UDP tests (netns-tests/udp.rs) use the same dnsmasq and dig, and
+# traceroute through the VIP.
+have traceroute || need+=(traceroute)
 # The `image` test builds the container image (deploy/image/build.sh) and
 # runs it once: buildah, podman, and runc as podman's runtime.
 have buildah || need+=(buildah)

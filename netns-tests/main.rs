@@ -1,4 +1,4 @@
-//! Network-namespace tests: real processes (podlb, nginx, wrk, iperf3) in
+//! Network-namespace tests: real processes (podlb, nginx, wrk, iperf3, dnsmasq) in
 //! namespaces the tests create and always remove. Every address is in
 //! 198.18.0.0/15. Each test prints why and returns early (passes) when it
 //! cannot run here: not root, or `ip netns` unavailable. The exception is
@@ -26,4 +26,5 @@ mod ops;
 mod privileges;
 mod realkube;
 mod reload;
+mod udp;
 mod vxlan;

@@ -24,13 +24,25 @@ pub(crate) const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
 const LB: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 const ROUTER_A: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 const ROUTER_B: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
-pub(crate) const NODES: [Ipv4Addr; 2] =
-    [Ipv4Addr::new(198, 19, 0, 11), Ipv4Addr::new(198, 19, 0, 12)];
-pub(crate) const PODS: [Ipv4Addr; 2] =
-    [Ipv4Addr::new(198, 19, 10, 2), Ipv4Addr::new(198, 19, 20, 2)];
-pub(crate) const VTEP_MACS: [&str; 2] = ["02:00:00:00:01:11", "02:00:00:00:01:12"];
+/// The nodes, pods and VTEP MACs [`Lab::build_with`] can make; the lab
+/// of this file uses the first two.
+pub(crate) const NODES: [Ipv4Addr; 3] = [
+    Ipv4Addr::new(198, 19, 0, 11),
+    Ipv4Addr::new(198, 19, 0, 12),
+    Ipv4Addr::new(198, 19, 0, 13),
+];
+pub(crate) const PODS: [Ipv4Addr; 3] = [
+    Ipv4Addr::new(198, 19, 10, 2),
+    Ipv4Addr::new(198, 19, 20, 2),
+    Ipv4Addr::new(198, 19, 30, 2),
+];
+pub(crate) const VTEP_MACS: [&str; 3] = [
+    "02:00:00:00:01:11",
+    "02:00:00:00:01:12",
+    "02:00:00:00:01:13",
+];
 
-fn ip(ns: &str, args: &str) {
+pub(crate) fn ip(ns: &str, args: &str) {
     let mut v = vec!["ip"];
     v.extend(args.split_whitespace());
     netns::exec_ok(ns, &v).unwrap_or_else(|e| panic!("ip {args} in {ns}: {e}"));
@@ -38,7 +50,7 @@ fn ip(ns: &str, args: &str) {
 
 /// A veth from `a` (named `a_if`, `a_addr`) into the bridge `br0` of
 /// topology namespace `bridge_ns`.
-fn link_to_bridge(a: &str, a_if: &str, a_addr: &str, bridge_ns: &str, port: &str) {
+pub(crate) fn link_to_bridge(a: &str, a_if: &str, a_addr: &str, bridge_ns: &str, port: &str) {
     let ns_arg = a.to_string();
     netns::exec_ok(
         bridge_ns,
@@ -52,28 +64,35 @@ fn link_to_bridge(a: &str, a_if: &str, a_addr: &str, bridge_ns: &str, port: &str
     ip(a, &format!("link set {a_if} up"));
 }
 
-/// The four topologies (segment A, segment B, one per pod); all removed on drop.
+/// The topologies (segment A, segment B, one per pod); all removed on drop.
 pub(crate) struct Lab {
     pub(crate) a: Topology,
     pub(crate) b: Topology,
-    pub(crate) pods: [Topology; 2],
+    pub(crate) pods: Vec<Topology>,
 }
 
 impl Lab {
+    /// The lab with two nodes and their pods.
     pub(crate) fn build() -> Lab {
+        Lab::build_with(2)
+    }
+
+    /// The lab with `n` (at most 3) nodes, a pod behind each.
+    pub(crate) fn build_with(n: usize) -> Lab {
+        assert!((1..=NODES.len()).contains(&n), "{n} nodes");
         let mut a = Topology::new().unwrap();
         let client = a.add_host("client", CLIENT).unwrap();
         let lb = a.add_host("lb", LB).unwrap();
         let router = a.add_host("router", ROUTER_A).unwrap();
         let mut b = Topology::new().unwrap();
-        let mut pods = [Topology::new().unwrap(), Topology::new().unwrap()];
+        let mut pods: Vec<Topology> = (0..n).map(|_| Topology::new().unwrap()).collect();
         netns::set_sysctl(&lb, "net.ipv4.ip_forward", "0").unwrap();
         netns::set_sysctl(&router, "net.ipv4.ip_forward", "1").unwrap();
         for ns in [&client, &lb] {
             ip(ns, &format!("route add default via {ROUTER_A}"));
         }
         link_to_bridge(&router, "eth1", &format!("{ROUTER_B}/24"), b.node(), "vr");
-        for i in 0..2 {
+        for i in 0..n {
             let node = b.add_host(&format!("node{}", i + 1), NODES[i]).unwrap();
             let pod = pods[i].add_host("pod", PODS[i]).unwrap();
             for k in ["all", "default"] {
@@ -104,7 +123,7 @@ impl Lab {
     /// node2 returns traffic for the VIP through its VXLAN device to podlb
     /// (reply path b): route the VIP onto vxlan1, its neighbor entry is
     /// podlb's MAC, and the FDB sends that MAC to podlb's address.
-    fn reply_through_tunnel(&self, node: usize, lb_mac: &str) {
+    pub(crate) fn reply_through_tunnel(&self, node: usize, lb_mac: &str) {
         let ns = self.b.ns(&format!("node{}", node + 1));
         ip(ns, &format!("route add {VIP}/32 dev vxlan1"));
         ip(
