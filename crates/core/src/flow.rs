@@ -120,6 +120,21 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// Every phase, in the order of [`Phase::index`].
+    pub const ALL: [Phase; 6] = [
+        Phase::Syn,
+        Phase::Established,
+        Phase::Fin,
+        Phase::Closed,
+        Phase::UdpUnanswered,
+        Phase::UdpAnswered,
+    ];
+
+    /// The phase's position in [`Phase::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn from_flags(f: u8) -> Phase {
         use tcp_state::*;
         if f & UDP != 0 {
@@ -331,6 +346,10 @@ pub struct FlowTable {
     capacity: usize,
     live: AtomicUsize,
     evictions: AtomicU64,
+    /// Evictions by the victim's phase ([`Phase::index`]); expired victims
+    /// are counted apart.
+    evicted_phase: [AtomicU64; 6],
+    evicted_expired: AtomicU64,
     huge_bytes: usize,
     pub timeouts: Timeouts,
 }
@@ -359,6 +378,8 @@ impl FlowTable {
             capacity,
             live: AtomicUsize::new(0),
             evictions: AtomicU64::new(0),
+            evicted_phase: Default::default(),
+            evicted_expired: AtomicU64::new(0),
             huge_bytes: 0,
             timeouts,
         }
@@ -396,6 +417,15 @@ impl FlowTable {
     }
     pub fn evictions(&self) -> u64 {
         self.evictions.load(Relaxed)
+    }
+
+    /// Evictions of flows past their idle timeout, then of live flows by
+    /// their phase (in [`Phase::ALL`] order).
+    pub fn evictions_by_reason(&self) -> (u64, [u64; 6]) {
+        (
+            self.evicted_expired.load(Relaxed),
+            std::array::from_fn(|i| self.evicted_phase[i].load(Relaxed)),
+        )
     }
     pub fn slot_count(&self) -> usize {
         self.slots.len()
@@ -714,7 +744,7 @@ impl FlowTable {
         take_empty: bool,
     ) -> Option<(usize, u32)> {
         // (rank, age) – lower rank is evicted first; among equals, oldest.
-        let mut best: Option<(u8, u32, usize, u64)> = None;
+        let mut best: Option<(u8, u32, usize, u64, Phase)> = None;
         for b in [b1, b2] {
             for way in 0..WAYS {
                 let slot = b * WAYS + way;
@@ -754,16 +784,21 @@ impl FlowTable {
                 };
                 let better = match best {
                     None => true,
-                    Some((r, a, _, _)) => rank < r || (rank == r && age > a),
+                    Some((r, a, _, _, _)) => rank < r || (rank == r && age > a),
                 };
                 if better {
-                    best = Some((rank, age, slot, w));
+                    best = Some((rank, age, slot, w, phase));
                 }
             }
         }
-        let (_, _, slot, w) = best?;
+        let (rank, _, slot, w, phase) = best?;
         let gen = self.remove_claim(slot, w)?;
         self.evictions.fetch_add(1, Relaxed);
+        if rank == 0 {
+            self.evicted_expired.fetch_add(1, Relaxed);
+        } else {
+            self.evicted_phase[phase.index()].fetch_add(1, Relaxed);
+        }
         Some((slot, gen))
     }
 
@@ -1083,6 +1118,11 @@ mod tests {
         }
         assert!(t.len() <= t.capacity(), "{} > {}", t.len(), t.capacity());
         assert!(t.evictions() > 0);
+        // Every eviction has its reason: half-open victims here (the
+        // timestamps are 1 ms apart, far within the SYN timeout).
+        let (expired, by_phase) = t.evictions_by_reason();
+        assert_eq!(expired + by_phase.iter().sum::<u64>(), t.evictions());
+        assert_eq!(by_phase[Phase::Syn.index()], t.evictions());
     }
 
     /// Distinct flows go in without a failure up to the configured capacity.
@@ -1231,5 +1271,6 @@ mod tests {
         assert_eq!(rep.expired, 1);
         assert!(t.lookup(&answered.key).is_none());
         assert!(t.lookup(&tcp.key).is_some(), "established TCP: one hour");
+        assert_eq!(Phase::ALL.map(|p| p.index()), [0, 1, 2, 3, 4, 5]);
     }
 }

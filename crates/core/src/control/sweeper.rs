@@ -15,7 +15,7 @@
 
 use std::collections::{HashSet, VecDeque};
 
-use crate::flow::{Flow, FlowTable};
+use crate::flow::{Flow, FlowTable, Phase};
 use crate::sync;
 
 /// The pace of the sweep.
@@ -49,6 +49,8 @@ pub struct Sweeper {
     tick: usize,
     counting: Vec<u32>,
     active: Vec<u32>,
+    counting_phases: [u32; 6],
+    phases: [u32; 6],
     backends: HashSet<u32>,
     flow_backends: HashSet<u32>,
     actions: VecDeque<SweepAction>,
@@ -66,6 +68,8 @@ impl Sweeper {
             tick: 0,
             counting: vec![0; pace.stat_slots],
             active: vec![0; pace.stat_slots],
+            counting_phases: [0; 6],
+            phases: [0; 6],
             backends: HashSet::new(),
             flow_backends: HashSet::new(),
             actions: VecDeque::new(),
@@ -83,8 +87,12 @@ impl Sweeper {
             .unwrap_or(u32::MAX)
             .saturating_mul(self.pace.tick_ms);
         let period_ms = self.pace.refresh_period_ms;
-        let (counting, backends, actions) =
-            (&mut self.counting, &mut self.backends, &mut self.actions);
+        let (counting, phases, backends, actions) = (
+            &mut self.counting,
+            &mut self.counting_phases,
+            &mut self.backends,
+            &mut self.actions,
+        );
         // A pass visits every slot once: the last ticks of a pass may have
         // fewer (or no) slots left.
         let count = per_tick.min(slots.saturating_sub(self.pos));
@@ -92,6 +100,7 @@ impl Sweeper {
             if let Some(a) = counting.get_mut(usize::from(f.stat)) {
                 *a += 1;
             }
+            phases[Phase::from_flags(f.tcp).index()] += 1;
             backends.insert(f.backend);
             if streaming && sync::refresh_due(f, now_ms, period_ms, visit_ms) {
                 actions.push_back(SweepAction::Refresh(*f));
@@ -104,6 +113,7 @@ impl Sweeper {
             self.pos = 0;
             std::mem::swap(&mut self.active, &mut self.counting);
             self.counting.iter_mut().for_each(|a| *a = 0);
+            self.phases = std::mem::take(&mut self.counting_phases);
             self.flow_backends = std::mem::take(&mut self.backends);
             self.actions.push_back(SweepAction::PassComplete);
         }
@@ -117,6 +127,12 @@ impl Sweeper {
     /// Live flows per stats slot, as of the last full pass.
     pub fn active(&self) -> &[u32] {
         &self.active
+    }
+
+    /// Live flows per phase (in [`Phase::ALL`] order), as of the last full
+    /// pass.
+    pub fn phases(&self) -> [u32; 6] {
+        self.phases
     }
 
     /// Backend addresses seen in live flows during the last full pass.
@@ -206,6 +222,12 @@ mod tests {
         assert_eq!(drain(&mut s), vec![SweepAction::PassComplete]);
         assert_eq!(&s.active()[..4], &[0, 30, 20, 5]);
         assert_eq!(
+            s.phases().iter().sum::<u32>(),
+            55,
+            "every flow in one phase"
+        );
+        assert_eq!(s.phases()[Phase::Syn.index()], 5);
+        assert_eq!(
             s.flow_backends().iter().copied().collect::<HashSet<_>>(),
             HashSet::from([21, 22, 23])
         );
@@ -213,6 +235,7 @@ mod tests {
         let next = pass(&mut s, &flows, 4_001, false);
         assert_eq!(next, vec![SweepAction::PassComplete]);
         assert_eq!(&s.active()[..4], &[0, 30, 20, 0]);
+        assert_eq!(s.phases()[Phase::Syn.index()], 0);
         assert_eq!(flows.len(), 50);
         assert!(!s.flow_backends().contains(&23));
     }

@@ -364,6 +364,24 @@ impl EngineView {
             "Flows in the connection table.",
             flows.len(),
         );
+        let mut f = w.family(
+            "podlb_flows_by_phase",
+            "Flows in the connection table by phase (TCP state, or UDP answered or not), as of the last full sweep.",
+            Kind::Gauge,
+        );
+        for (p, n) in Phase::ALL.iter().zip(&self.phases) {
+            f.sample(&[("phase", p.as_str())], n.load(Relaxed));
+        }
+        let (expired, by_phase) = flows.evictions_by_reason();
+        let mut f = w.family(
+            "podlb_flow_evictions_by_reason_total",
+            "Flows evicted to make room, by what the victim was: expired, or its phase.",
+            Kind::Counter,
+        );
+        f.sample(&[("reason", "expired")], expired);
+        for (p, n) in Phase::ALL.iter().zip(by_phase) {
+            f.sample(&[("reason", p.as_str())], n);
+        }
         w.gauge(
             "podlb_flows_capacity",
             "Connection table capacity.",

@@ -536,6 +536,9 @@ impl Control {
         for (a, &n) in self.view.active.iter().zip(self.sweeper.active()) {
             a.store(n, Ordering::Relaxed);
         }
+        for (a, n) in self.view.phases.iter().zip(self.sweeper.phases()) {
+            a.store(n, Ordering::Relaxed);
+        }
         let current = snap
             .services
             .iter()

@@ -128,6 +128,9 @@ pub struct EngineView {
     pub registry: Mutex<StatsRegistry>,
     /// Active flows per stats slot, as of the last full sweep.
     pub active: Box<[AtomicU32]>,
+    /// Active flows per phase (`Phase::ALL` order), as of the last full
+    /// sweep.
+    pub phases: [AtomicU32; 6],
     pub arp_requests: AtomicU64,
     pub garp_sent: AtomicU64,
     /// Unicast ARP replies sent to clients after a takeover
@@ -391,6 +394,7 @@ fn engine_view(
         control: Arc::new(WorkerStats::default()),
         registry: Mutex::new(StatsRegistry::default()),
         active: (0..MAX_STAT_SLOTS).map(|_| AtomicU32::new(0)).collect(),
+        phases: Default::default(),
         arp_requests: AtomicU64::new(0),
         garp_sent: AtomicU64::new(0),
         garp_unicast_sent: AtomicU64::new(0),
