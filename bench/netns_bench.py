@@ -15,6 +15,12 @@ and podlb variants (AF_PACKET / TAP, nat / dsr, 1 / 2 workers).  Cases
 alternate within a round (order rotated every round); medians over rounds and
 ratios (to iptables and to direct) are printed and written as markdown.
 
+With --udp (or --only-udp) a UDP phase follows in the same run: iperf3 -u at fixed
+offered rates (received Gbit/s, datagrams/s, loss %) and DNS queries/s
+(bench/dnsload.py against dnsmasq on the backends) through direct, iptables (-p udp
+DNAT), nginx (stream, listen ... udp) and podlb (protocol = "udp" services); haproxy
+has no UDP and is listed as skipped.
+
 Python 3 standard library only; run as root.  See bench/README.md.
 The namespaces are the Rust lab's (`podlb-lab up`, via bench/nslab.py), named
 plb-<pid>-<n>-*. Everything it creates (namespaces, processes, a temp dir) is
@@ -68,6 +74,11 @@ SRC_NGINX = f"{SUBNET}.5"
 HTTP_PORT = 80
 IPERF_PORT = 5201
 ADMIN = "127.0.0.1:9100"
+# UDP phase (--udp): dnsmasq on every backend answers DNS_NAME with the backend's own address
+DNS_PORT = 53
+DNS_NAME = "who.podlb.test"
+DNSLOAD = Path(__file__).resolve().parent / "dnsload.py"
+UDP_IPERF_DEFAULT = "1400@500M,64@20M,64@100M"
 
 
 def parse_iperf(text: str) -> dict:
@@ -83,6 +94,76 @@ def parse_iperf(text: str) -> dict:
     if recv is None:
         raise ValueError("iperf3 JSON has no end.sum_received.bits_per_second")
     return {"gbps": recv / 1e9, "retransmits": sent.get("retransmits")}
+
+
+def parse_iperf_udp(text: str) -> dict:
+    """`iperf3 -u -J` (client side): what the server received. iperf3 >= 3.? has
+    end.sum_sent / end.sum_received; older ones only end.sum (the same loss figures)."""
+    try:
+        j = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"iperf3 output is not JSON: {text[:200]!r}") from e
+    if j.get("error"):
+        raise ValueError(f"iperf3: {j['error']}")
+    end = j.get("end", {})
+    rx = end.get("sum_received") or end.get("sum")
+    tx = end.get("sum_sent") or end.get("sum")
+    if not rx or "packets" not in rx or "lost_packets" not in rx:
+        raise ValueError("iperf3 JSON has no end.sum_received (or end.sum) packet counts")
+    start = j.get("start", {}).get("test_start", {})
+    blk = start.get("blksize")
+    secs = rx.get("seconds") or tx.get("seconds") or 0
+    if not secs:
+        raise ValueError("iperf3 JSON: a test of 0 seconds")
+    sent = tx.get("packets", rx["packets"])
+    got = max(0, rx["packets"] - rx["lost_packets"])
+    if blk:
+        gbps = got * blk * 8 / secs / 1e9
+    else:
+        gbps = rx.get("bits_per_second", 0) / 1e9
+    return {"gbps": gbps, "pps": got / secs, "sent_pps": sent / tx.get("seconds", secs),
+            "packets": sent, "lost": rx["lost_packets"], "received": got,
+            "loss_pct": rx.get("lost_percent", 100.0 * rx["lost_packets"] / sent if sent else 0),
+            "jitter_ms": rx.get("jitter_ms"), "seconds": secs, "blksize": blk,
+            "offered_bps": start.get("target_bitrate")}
+
+
+def parse_rate(tok: str) -> float:
+    """iperf3-style rate: 500M, 1.5G, 200k, 1000000 (bits/s)."""
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?)\s*([kKmMgG]?)\s*", tok)
+    if not m:
+        raise ValueError(f"not a rate: {tok!r} (e.g. 500M)")
+    return float(m.group(1)) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[m.group(2).lower()]
+
+
+def parse_udp_specs(text: str) -> list[dict]:
+    """`--udp-iperf`: comma list of PAYLOAD@RATE (bytes @ iperf3 -b), e.g. 1400@500M,64@20M."""
+    out = []
+    for part in (x.strip() for x in text.split(",") if x.strip()):
+        m = re.fullmatch(r"(\d+)@(\S+)", part)
+        if not m:
+            raise ValueError(f"--udp-iperf: {part!r} is not PAYLOAD@RATE (e.g. 1400@500M)")
+        length, rate = int(m.group(1)), m.group(2)
+        if not 16 <= length <= 1472:
+            raise ValueError(f"--udp-iperf: payload {length} outside 16..1472 bytes")
+        bps = parse_rate(rate)
+        out.append({"key": f"{length}@{rate}", "len": length, "rate": rate, "bps": bps,
+                    "label": f"{length} B @ {rate}bit/s"})
+    return out
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text: `name{labels} value` -> {"name{labels}": value}."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        key, _, val = line.rpartition(" ")
+        try:
+            out[key] = float(val)
+        except ValueError:
+            pass
+    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -105,18 +186,71 @@ def build_topology() -> None:
         }})
 
 
-def start_backends() -> None:
+def start_backends(udp: bool = False) -> None:
     for b in BACKENDS:
         nslab.start_nginx_backend(b, HOSTS[b])
     start_iperf_server()
     for b in BACKENDS:
         http_ok("client", f"http://{HOSTS[b]}/")
+    if udp:
+        for b in BACKENDS:
+            start_dnsmasq(b)
 
 
-def start_iperf_server() -> None:
+def dnsmasq_bin() -> str:
+    return shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
+
+
+def start_dnsmasq(b: str) -> None:
+    """dnsmasq on backend `b`, port 53 on every address (a wildcard socket: in DSR the
+    queries are for the VIP on lo, and dnsmasq answers from the address asked), answering
+    DNS_NAME with the backend's own address; no upstream, no hosts file, no config file,
+    no logging of queries."""
+    name = f"dnsmasq-{b}"
+    p = start_proc(name, nsx(b, dnsmasq_bin(), "--keep-in-foreground", "--conf-file=/dev/null",
+                             "--no-resolv", "--no-hosts", "--no-poll", "--pid-file=",
+                             "--user=root", "--group=root", "--log-facility=-",
+                             f"--port={DNS_PORT}", "--cache-size=10000",
+                             f"--address=/{DNS_NAME}/{HOSTS[b]}"))
+    got = dns_once(HOSTS[b], within=5.0, proc=p, name=name)
+    if got != HOSTS[b]:
+        raise BenchError(f"{name}: {DNS_NAME} answered {got}, not {HOSTS[b]}")
+
+
+def dns_once(server: str, within: float = 5.0, proc=None, name: str = "dns") -> str:
+    """One query for DNS_NAME from the client to server:53 (retried for `within` s): the A
+    record of the answer."""
+    deadline = time.monotonic() + within
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise BenchError(f"{name} exited with {proc.returncode}:\n{log_tail(name)}")
+        r = run(nsx("client", sys.executable, str(DNSLOAD), "--once", "--server", server,
+                    "--port", str(DNS_PORT), "--name", DNS_NAME, "--timeout", "1"),
+                timeout=10, check=False)
+        if r.returncode == 0 and r.stdout.strip():
+            return r.stdout.strip()
+        if time.monotonic() > deadline:
+            raise BenchError(f"DNS sanity check via {server}:{DNS_PORT} failed: "
+                             f"{(r.stderr or r.stdout).strip()[-200:]}")
+        time.sleep(0.2)
+
+
+IPERF_BIND: list[str] = []  # the address iperf3 -s is bound to (-B), empty: all
+
+
+def start_iperf_server(bind: str | None = None) -> None:
+    """(Re)starts iperf3 -s on backend 1; `bind` (a DSR VIP on its lo): bound to that address
+    (-B) until the next call without it. iperf3's UDP test socket answers from its bound
+    address, so in DSR, where the client talks to the VIP, it must be bound to the VIP."""
+    if bind is not None:
+        IPERF_BIND[:] = [bind] if bind else []
     stop_named("iperf3-server")
-    p = start_proc("iperf3-server", nsx("b1", "iperf3", "-s", "-p", str(IPERF_PORT)))
-    wait_tcp("client", HOSTS["b1"], IPERF_PORT, p, "iperf3-server")
+    extra = ["-B", IPERF_BIND[0]] if IPERF_BIND else []
+    p = start_proc("iperf3-server", nsx("b1", "iperf3", "-s", "-p", str(IPERF_PORT), *extra))
+    if IPERF_BIND:  # from b1 itself: the VIP is on its lo
+        wait_tcp("b1", IPERF_BIND[0], IPERF_PORT, p, "iperf3-server")
+    else:
+        wait_tcp("client", HOSTS["b1"], IPERF_PORT, p, "iperf3-server")
 
 
 def iperf_server_alive() -> bool:
@@ -193,6 +327,9 @@ class Iptables(Case):
     vip = VIP_IPTABLES
     description = "kernel DNAT + MASQUERADE, kube-proxy style chains (iptables-nft)"
 
+    def __init__(self, udp: bool = False):
+        self.udp = udp
+
     def rules(self) -> list[list[str]]:
         r: list[list[str]] = []
         chains = ["PLBB-SERVICES", "PLBB-MARK-MASQ", "PLBB-POSTROUTING",
@@ -224,6 +361,36 @@ class Iptables(Case):
         r.append(["-A", "PLBB-SVC-IPERF", "-j", "PLBB-SEP-IPERF"])
         r.append(["-A", "PLBB-SEP-IPERF", "-j", "PLBB-MARK-MASQ"])
         r.append(["-A", "PLBB-SEP-IPERF", "-p", "tcp", "-j", "DNAT",
+                  "--to-destination", f"{HOSTS['b1']}:{IPERF_PORT}"])
+        if self.udp:
+            r += self.udp_rules()
+        return r
+
+    def udp_rules(self) -> list[list[str]]:
+        """--udp: the UDP ports as kube-proxy writes a Service's UDP ports (one SVC chain per
+        service port, one SEP chain per endpoint of it, `-p udp` DNAT): DNS over the three
+        backends, iperf3's UDP port (its control connection uses the TCP rule) to backend 1."""
+        r: list[list[str]] = []
+        seps = [f"PLBB-SEP-DNS-{b.upper()}" for b in BACKENDS]
+        for c in ["PLBB-SVC-DNS", "PLBB-SVC-IPERF-UDP", *seps, "PLBB-SEP-IPERF-UDP"]:
+            r.append(["-N", c])
+        r.append(["-A", "PLBB-SERVICES", "-d", f"{VIP_IPTABLES}/32", "-p", "udp",
+                  "--dport", str(DNS_PORT), "-j", "PLBB-SVC-DNS"])
+        r.append(["-A", "PLBB-SERVICES", "-d", f"{VIP_IPTABLES}/32", "-p", "udp",
+                  "--dport", str(IPERF_PORT), "-j", "PLBB-SVC-IPERF-UDP"])
+        n = len(BACKENDS)
+        for i, (b, sep) in enumerate(zip(BACKENDS, seps)):
+            rule = ["-A", "PLBB-SVC-DNS"]
+            if i < n - 1:
+                rule += ["-m", "statistic", "--mode", "random", "--probability",
+                         f"{1.0 / (n - i):.11f}"]
+            r.append(rule + ["-j", sep])
+            r.append(["-A", sep, "-j", "PLBB-MARK-MASQ"])
+            r.append(["-A", sep, "-p", "udp", "-j", "DNAT",
+                      "--to-destination", f"{HOSTS[b]}:{DNS_PORT}"])
+        r.append(["-A", "PLBB-SVC-IPERF-UDP", "-j", "PLBB-SEP-IPERF-UDP"])
+        r.append(["-A", "PLBB-SEP-IPERF-UDP", "-j", "PLBB-MARK-MASQ"])
+        r.append(["-A", "PLBB-SEP-IPERF-UDP", "-p", "udp", "-j", "DNAT",
                   "--to-destination", f"{HOSTS['b1']}:{IPERF_PORT}"])
         return r
 
@@ -318,7 +485,24 @@ stream {{
         listen {vip}:{iperf};
         proxy_pass {b1}:{iperf};
     }}
-}}
+{udp}}}
+"""
+
+# --udp: the UDP ports (DNS over the three backends, one answer per query; iperf3's UDP port)
+NGINX_STREAM_UDP = """\
+    upstream dns {{
+{servers}
+    }}
+    server {{
+        listen {vip}:{dns} udp;
+        proxy_pass dns;
+        proxy_responses 1;
+        proxy_timeout 2s;
+    }}
+    server {{
+        listen {vip}:{iperf} udp;
+        proxy_pass {b1}:{iperf};
+    }}
 """
 
 
@@ -340,13 +524,21 @@ class NginxStream(Case):
     vip = VIP_NGINX
     description = "nginx `stream {}` proxy, worker_processes 1"
 
+    def __init__(self, udp: bool = False):
+        self.udp = udp
+
     def start(self) -> None:
         assert RES.tmpdir is not None
         d = RES.tmpdir
         conf = d / "lbnginx.conf"
         servers = "\n".join(f"        server {HOSTS[b]}:{HTTP_PORT};" for b in BACKENDS)
+        udp = ""
+        if self.udp:
+            udp = NGINX_STREAM_UDP.format(
+                servers="\n".join(f"        server {HOSTS[b]}:{DNS_PORT};" for b in BACKENDS),
+                vip=VIP_NGINX, dns=DNS_PORT, iperf=IPERF_PORT, b1=HOSTS["b1"])
         conf.write_text(NGINX_STREAM_CONF.format(
-            load=nginx_stream_load_line(), d=d, servers=servers, vip=VIP_NGINX,
+            udp=udp, load=nginx_stream_load_line(), d=d, servers=servers, vip=VIP_NGINX,
             http=HTTP_PORT, iperf=IPERF_PORT, b1=HOSTS["b1"], nofile=nslab.NOFILE, src=SRC_NGINX,
             wconn=max(1024, min(65536, (nslab.NOFILE - 100) // 2))))
         elog = str(d / "lbnginx.error.log")
@@ -358,14 +550,21 @@ class NginxStream(Case):
         stop_named("lbnginx")
 
 
+def udp_service_toml(name: str, vip: str, port: int, mode: str, backends: list[str]) -> str:
+    bl = ", ".join(json.dumps(b) for b in backends)
+    return (f'[[service]]\nname = "{name}"\nvip = "{vip}"\nport = {port}\n'
+            f'protocol = "udp"\nmode = "{mode}"\nbackends = [{bl}]\n\n')
+
+
 class Podlb(Case):
     """podlb itself: AF_PACKET on the lb's eth0, or TAP on the bridge (in the node ns)."""
 
     vip = VIP_PODLB  # replaced per instance in __init__
 
     def __init__(self, binary: Path, io: str, mode: str, workers: int, timeout: float, index: int = 0,
-                 rx_ring: str | None = None):
+                 rx_ring: str | None = None, udp: bool = False):
         self.binary = binary
+        self.udp = udp
         self.rx_ring = rx_ring
         # One VIP per variant: full NAT uses the VIP as the source towards the
         # backends, and variants run back to back, so with a shared VIP each
@@ -397,6 +596,16 @@ class Podlb(Case):
             io_keys.append('backend = "af_xdp"')
         if self.rx_ring:
             io_keys.append(f'rx_ring = "{self.rx_ring}"')
+        extra = ""
+        if self.udp:
+            # The lab's ConfigSpec has no `protocol` key: the UDP services go in as TOML
+            # (podlb-lab config still has podlb's parser check the whole file).
+            extra += udp_service_toml("dns", self.vip, DNS_PORT, self.mode,
+                                      [f"{HOSTS[b]}:{DNS_PORT}" for b in BACKENDS])
+            extra += udp_service_toml("iperf-udp", self.vip, IPERF_PORT, self.mode,
+                                      [f"{HOSTS['b1']}:{IPERF_PORT}"])
+        if io_keys:
+            extra += "[io]\n" + "\n".join(io_keys) + "\n"
         # In DSR the backends hold the VIP on lo, so a full-NAT flow whose source is the
         # VIP could not be answered; the iperf service follows the variant's mode.
         return nslab.podlb_config({
@@ -407,8 +616,11 @@ class Podlb(Case):
                 {"name": "iperf", "vip": self.vip, "port": IPERF_PORT, "mode": self.mode,
                  "backends": [f"{HOSTS['b1']}:{IPERF_PORT}"]},
             ],
-            "extra": "[io]\n" + "\n".join(io_keys) + "\n" if io_keys else "",
+            "extra": extra,
         })
+
+    def metrics(self) -> dict[str, float]:
+        return parse_metrics(http_get(self.role, f"http://{ADMIN}/metrics", timeout=2.0))
 
     def dsr_backends(self, on: bool) -> None:
         for b in BACKENDS:
@@ -476,15 +688,15 @@ def wrk(vip: str, seconds: int, close: bool) -> dict:
     return res
 
 
-def iperf(vip: str, seconds: int) -> dict:
+def iperf(vip: str, seconds: int, extra: tuple[str, ...] = (), parser=parse_iperf) -> dict:
     last = ""
     for attempt in range(3):
         if not iperf_server_alive():
             start_iperf_server()
         r = run(nsx("client", "iperf3", "-c", vip, "-p", str(IPERF_PORT), "-t", str(seconds),
-                    "-J", "--connect-timeout", "3000"), timeout=seconds + 25, check=False)
+                    *extra, "-J", "--connect-timeout", "3000"), timeout=seconds + 25, check=False)
         try:
-            return parse_iperf(r.stdout)
+            return parser(r.stdout)
         except ValueError as e:
             last = str(e)
             if "busy" in last:  # previous test still finishing on the server
@@ -542,6 +754,369 @@ def measure(case: Case, args: argparse.Namespace) -> dict:
     except ValueError:
         pass
     return out
+
+
+# --------------------------------------------------------------------------------------
+# UDP (--udp): iperf3 -u and DNS through each case
+# --------------------------------------------------------------------------------------
+
+UDP_ROLES = ["client", "lb", *BACKENDS]
+UDP_WATCH = ("InDatagrams", "NoPorts", "InErrors", "OutDatagrams", "RcvbufErrors",
+             "SndbufErrors", "InCsumErrors", "MemErrors")
+# haproxy (community) proxies TCP, and QUIC on its frontends, but not arbitrary UDP
+HAPROXY_UDP_SKIP = ("haproxy cannot proxy plain UDP (the community edition has no UDP "
+                    "proxying; only QUIC frontends and syslog `log-forward`)")
+
+
+def parse_snmp_udp(text: str) -> dict[str, int]:
+    """The `Udp:` header and value lines of /proc/net/snmp (not UdpLite's)."""
+    lines = [ln.split() for ln in text.splitlines()]
+    for a, b in zip(lines, lines[1:]):
+        if len(a) > 1 and a[0] == "Udp:" and a[1] == "InDatagrams" and b and b[0] == "Udp:":
+            return {k: int(v) for k, v in zip(a[1:], b[1:])}
+    return {}
+
+
+# the Udp: counters, then "IF <name> <rx_dropped> <tx_dropped>" per interface (a TAP's queue
+# to podlb, veth and bridge ports)
+SH_UDP_COUNTERS = ("cat /proc/net/snmp; for d in /sys/class/net/*; do "
+                   "echo IF ${d##*/} $(cat $d/statistics/rx_dropped $d/statistics/tx_dropped); "
+                   "done")
+
+
+def parse_udp_counters(text: str) -> dict[str, int]:
+    out = parse_snmp_udp(text)
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) == 4 and f[0] == "IF" and f[2].isdigit() and f[3].isdigit():
+            out[f"{f[1]}.rx_dropped"], out[f"{f[1]}.tx_dropped"] = int(f[2]), int(f[3])
+    return out
+
+
+def udp_counters(roles: list[str] = UDP_ROLES + ["node"]) -> dict[str, dict[str, int]]:
+    """Per namespace: the Udp: counters of /proc/net/snmp and every interface's drops."""
+    return {r: parse_udp_counters(run(nsx(r, "sh", "-c", SH_UDP_COUNTERS)).stdout) for r in roles}
+
+
+def udp_delta(before: dict, after: dict) -> dict[str, dict[str, int]]:
+    out = {}
+    for role, a in after.items():
+        d = {k: a[k] - before.get(role, {}).get(k, 0) for k in a
+             if k in UDP_WATCH or k.endswith("_dropped")}
+        d = {k: v for k, v in d.items() if v}
+        if d:
+            out[role] = d
+    return out
+
+
+def podlb_delta(m0: dict[str, float], m1: dict[str, float]) -> dict:
+    """podlb's UDP datagrams forwarded and its drops by reason between two /metrics scrapes."""
+    drops = {}
+    for k, v in m1.items():
+        mm = re.fullmatch(r'podlb_drops_total\{reason="([^"]+)"\}', k)
+        if mm and v - m0.get(k, 0):
+            drops[mm.group(1)] = int(v - m0.get(k, 0))
+    return {"udp_datagrams": int(m1.get("podlb_udp_datagrams_total", 0)
+                                 - m0.get("podlb_udp_datagrams_total", 0)),
+            "drops": drops}
+
+
+def dnsload(vip: str, args: argparse.Namespace) -> dict:
+    d = args.duration
+    r = run(nsx("client", sys.executable, str(DNSLOAD), "--server", vip, "--port", str(DNS_PORT),
+                "--name", DNS_NAME, "--duration", str(d), "--sockets", str(args.dns_sockets),
+                "--outstanding", str(args.dns_outstanding), "--procs", str(args.dns_procs),
+                "--timeout", "1"), timeout=d + 30, check=False)
+    for line in reversed(r.stdout.strip().splitlines()):
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except json.JSONDecodeError:
+                break
+    raise BenchError(f"dnsload (exit {r.returncode}): {(r.stderr or r.stdout)[-300:]}")
+
+
+def measure_udp(case: Case, args: argparse.Namespace, specs: list[dict]) -> dict:
+    """One DNS query through the case (the sanity check), then iperf3 -u per spec to backend 1
+    (one flow), then the DNS load; with the UDP counters of every namespace around each, and
+    for podlb its own counters (/metrics) around each."""
+    out: dict = {"dns_check": dns_once(case.vip, within=5.0)}
+    scrape = case.metrics if isinstance(case, Podlb) else None
+    m_first = m0 = scrape() if scrape else {}
+    if not args.no_iperf:
+        dsr = isinstance(case, Podlb) and case.mode == "dsr"
+        try:
+            if dsr:  # iperf3 -u's server must answer from the VIP (see start_iperf_server)
+                start_iperf_server(bind=case.vip)
+            m0 = iperf_udp_runs(case, args, specs, out, scrape, m0)
+        finally:
+            if dsr:
+                start_iperf_server(bind="")
+    before = udp_counters()
+    dns = dnsload(case.vip, args)
+    after = udp_counters()
+    dns["counters"] = udp_delta(before, after)
+    dns["backend_datagrams"] = {b: after[b].get("InDatagrams", 0) - before[b].get("InDatagrams", 0)
+                                for b in BACKENDS}
+    if scrape:
+        m1 = scrape()
+        dns["podlb"] = podlb_delta(m0, m1)
+        out["podlb"] = podlb_delta(m_first, m1)
+    out["dns"] = dns
+    return out
+
+
+def iperf_udp_runs(case: Case, args: argparse.Namespace, specs: list[dict], out: dict,
+                   scrape, m0: dict) -> dict:
+    """iperf3 -u per spec into out["iperf"] (failures into out["iperf_errors"]). With `scrape`
+    (podlb's /metrics; `m0` the last scrape), podlb's counters around each run; returns the
+    last scrape."""
+    out["iperf"] = {}
+    win = ("-w", args.udp_window) if args.udp_window not in ("", "0") else ()
+    for spec in specs:
+        before = udp_counters()
+        try:
+            res = iperf(case.vip, args.duration,
+                        ("-u", "-b", spec["rate"], "-l", str(spec["len"]), *win),
+                        parse_iperf_udp)
+        except BenchError as e:
+            out.setdefault("iperf_errors", {})[spec["key"]] = str(e)
+            continue
+        res["counters"] = udp_delta(before, udp_counters())
+        if scrape:
+            m1 = scrape()
+            res["podlb"], m0 = podlb_delta(m0, m1), m1
+        out["iperf"][spec["key"]] = res
+    return m0
+
+
+def udp_cases(cases: list[Case], skipped: dict[str, str]) -> tuple[list[Case], dict[str, str]]:
+    """The cases of the UDP phase (haproxy cannot take part) and the ones skipped, with why."""
+    run_: list[Case] = []
+    skip: dict[str, str] = {}
+    for c in cases:
+        if c.name in skipped:
+            skip[c.name] = skipped[c.name]
+        elif isinstance(c, Haproxy):
+            skip[c.name] = HAPROXY_UDP_SKIP
+        else:
+            run_.append(c)
+    return run_, skip
+
+
+def udp_phase(ucases: list[Case], uskip: dict[str, str], specs: list[dict],
+              args: argparse.Namespace) -> dict[str, list[dict]]:
+    results: dict[str, list[dict]] = {c.name: [] for c in ucases}
+    active = list(ucases)
+    for rnd in range(args.rounds):
+        if not active:
+            break
+        k = rnd % len(active)
+        order = active[k:] + active[:k]
+        log(f"UDP round {rnd + 1}/{args.rounds}: {' '.join(c.name for c in order)} "
+            f"(load {os.getloadavg()[0]:.2f})")
+        for c in order:
+            def body(c: Case = c) -> dict:
+                e = measure_udp(c, args, specs)
+                parts = []
+                for spec in specs:
+                    r = e.get("iperf", {}).get(spec["key"])
+                    if r:
+                        parts.append(f"{spec['key']} {r['gbps']:.3f} Gbit/s {r['pps'] / 1e3:,.1f}"
+                                     f" kpps loss {r['loss_pct']:.2f}%")
+                d = e["dns"]
+                parts.append(f"dns {d['qps']:,.0f} q/s unanswered {d['unanswered']}")
+                log(f"  {c.name:24s} " + " | ".join(parts))
+                for key, err in e.get("iperf_errors", {}).items():
+                    log(f"    iperf3 -u {key}: {err}")
+                if "podlb" in e:
+                    log(f"    podlb: udp_datagrams {e['podlb']['udp_datagrams']:,} drops "
+                        f"{e['podlb']['drops'] or 'none'}")
+                return e
+            results[c.name].append(run_case(c, rnd, body))
+        for c in active:
+            if isinstance(c, Podlb) and c.broken and all("error" in r for r in results[c.name]):
+                uskip[c.name] = c.broken.splitlines()[0][:200]
+        active = [c for c in active if c.name not in uskip]
+    return results
+
+
+def udp_medians(rounds: list[dict], specs: list[dict]) -> dict:
+    ok = [r for r in rounds if "error" not in r]
+    m: dict = {"n": len(ok)}
+
+    def med(vals: list[float]) -> tuple[float | None, float | None]:
+        if not vals:
+            return None, None
+        md = statistics.median(vals)
+        spread = (max(vals) - min(vals)) / md if len(vals) > 1 and md else None
+        return md, spread
+
+    for spec in specs:
+        k = spec["key"]
+        rs = [r["iperf"][k] for r in ok if k in r.get("iperf", {})]
+        for f in ("gbps", "pps", "sent_pps", "loss_pct"):
+            m[f"{k}:{f}"], m[f"{k}:{f}_spread"] = med([x[f] for x in rs])
+        m[f"{k}:lost"] = sum(x["lost"] for x in rs)
+    # where datagrams were dropped, per measurement (summed over rounds): UDP receive-buffer
+    # overflows per namespace, podlb's drops by reason
+    m["rcvbuf"], m["podlb_drops"] = {}, {}
+    per = [(s["key"], r["iperf"][s["key"]]) for s in specs for r in ok
+           if s["key"] in r.get("iperf", {})] + [("dns", r["dns"]) for r in ok if "dns" in r]
+    m["ifdrops"] = {}
+    for key, x in per:
+        for role, c in x.get("counters", {}).items():
+            if c.get("RcvbufErrors"):
+                d = m["rcvbuf"].setdefault(key, {})
+                d[role] = d.get(role, 0) + c["RcvbufErrors"]
+            for k, v in c.items():
+                if k.endswith("_dropped"):
+                    d = m["ifdrops"].setdefault(key, {})
+                    d[f"{role} {k}"] = d.get(f"{role} {k}", 0) + v
+        for reason, n in x.get("podlb", {}).get("drops", {}).items():
+            d = m["podlb_drops"].setdefault(key, {})
+            d[reason] = d.get(reason, 0) + n
+    dns = [r["dns"] for r in ok if "dns" in r]
+    m["dns_qps"], m["dns_qps_spread"] = med([d["qps"] for d in dns])
+    m["dns_p99"], _ = med([d["p99_ms"] for d in dns if d.get("p99_ms") is not None])
+    m["dns_unanswered"] = sum(d["unanswered"] for d in dns)
+    m["dns_late_bad"] = sum(d["late"] + d["bad"] for d in dns)
+    acc = {b: sum(d["backend_datagrams"].get(b, 0) for d in dns) for b in BACKENDS}
+    tot = sum(acc.values())
+    m["dns_spread"] = "/".join(f"{100 * acc[b] / tot:.0f}" for b in BACKENDS) if tot else "–"
+    m["failures"] = [r["error"] for r in rounds if "error" in r]
+    m["iperf_failures"] = [f"{k}: {v}" for r in ok for k, v in r.get("iperf_errors", {}).items()]
+    pl = [r["podlb"] for r in ok if "podlb" in r]
+    if pl:
+        drops: dict[str, int] = {}
+        for x in pl:
+            for reason, n in x["drops"].items():
+                drops[reason] = drops.get(reason, 0) + n
+        m["podlb"] = {"udp_datagrams": sum(x["udp_datagrams"] for x in pl), "drops": drops}
+    return m
+
+
+def udp_rx_cell(m: dict, spec: dict) -> str:
+    """Received Gbit/s for full-size payloads, kpps for small ones."""
+    k = spec["key"]
+    if spec["len"] >= 512:
+        return fmt(m[f"{k}:gbps"], "{:.3f}")
+    v = m[f"{k}:pps"]
+    return fmt(None if v is None else v / 1e3, "{:,.1f}")
+
+
+def render_udp(udp: dict, cases: list[Case], args: argparse.Namespace) -> str:
+    specs = udp["specs"]
+    results, uskip = udp["results"], udp["skipped"]
+    names = [c.name for c in cases if c.name in results or c.name in uskip]
+    meds = {n: udp_medians(results.get(n, []), specs) for n in names}
+    L = ["## UDP", ""]
+    L.append(f"- iperf3 -u: one flow from the client to backend 1's `iperf3 -s` (its TCP "
+             f"control connection takes the TCP path of the case) for {args.duration} s at a "
+             "fixed offered rate (`-b`, UDP payload bits) and payload size (`-l`): "
+             + ", ".join(f"`-l {s['len']} -b {s['rate']}`" for s in specs) +
+             (f", each with `-w {args.udp_window}` (the server's socket buffer)"
+              if args.udp_window not in ("", "0") else "") +
+             ". Received = datagrams the server got (sent − lost) ÷ time: Gbit/s of payload "
+             "for payloads ≥ 512 B, thousands of datagrams/s (kpps) below; loss % as iperf3 "
+             "reports it (server side, from sequence numbers). A single iperf3 sender cannot "
+             "offer more than its own ceiling, so a rate above it measures the path at the "
+             "sender's maximum; received below offered at 0% loss means the sender fell short "
+             "(`sent_pps` in the JSON).")
+    L.append(f"- DNS: `bench/dnsload.py` from the client, {args.dns_sockets} UDP sockets "
+             f"(source ports, so flows), {args.dns_outstanding} queries in flight"
+             f"{f' per process × {args.dns_procs} processes' if args.dns_procs > 1 else ''} "
+             "(closed loop: an answer sends the next query), a query unanswered after 1 s is "
+             f"counted and replaced; for {args.duration} s. Servers: `dnsmasq` on each backend "
+             f"answering `{DNS_NAME}` A from `--address` (no upstream, no logging). q/s counts "
+             "answers; zero loss means `unanswered` 0. `direct` is backend 1 alone, the "
+             "balanced cases spread the sockets over three dnsmasq; `DNS spread` is each "
+             "backend's share of the UDP datagrams received during the DNS load.")
+    L.append("- the case's UDP ports: iptables `-p udp` DNAT chains (kube-proxy style: "
+             "statistic over the 3 backends for :53, backend 1 for :5201, MASQUERADE); nginx "
+             "`listen … udp` (`proxy_responses 1` for DNS); podlb `protocol = \"udp\"` services "
+             "for :53 and :5201 in the variant's mode. Medians over rounds; `unanswered` summed.")
+    L.append("")
+    hdr = []
+    for s in specs:
+        unit = "Gbit/s" if s["len"] >= 512 else "kpps"
+        hdr += [f"{s['len']} B @ {s['rate']} {unit}", "loss %"]
+    hdr += ["DNS q/s", "unanswered", "DNS p99 ms", "DNS spread b1/b2/b3 %", "rounds"]
+    L.append("| case | " + " | ".join(hdr) + " |")
+    L.append("|---|" + "---:|" * len(hdr))
+    for n in names:
+        if n in uskip:
+            L.append(f"| {n} | " + " | ".join("–" for _ in hdr[:-1]) + " | skipped |")
+            continue
+        m = meds[n]
+        cells = []
+        for s in specs:
+            cells += [udp_rx_cell(m, s), fmt(m[f"{s['key']}:loss_pct"], "{:.2f}")]
+        cells += [fmt(m["dns_qps"], "{:,.0f}"), str(m["dns_unanswered"]),
+                  fmt(m["dns_p99"], "{:.3f}"), m["dns_spread"], str(m["n"])]
+        L.append(f"| {n} | " + " | ".join(cells) + " |")
+    L.append("")
+    L.append("Ratios (median ÷ median of the reference case in the same run; received "
+             "datagrams/s and DNS q/s, higher is better):")
+    L.append("")
+    rk = [(f"{s['key']}:pps", f"{s['len']} B @ {s['rate']}") for s in specs] + \
+        [("dns_qps", "DNS q/s")]
+    hdr = []
+    for _k, h in rk:
+        hdr += [f"{h} ÷ iptables", f"{h} ÷ direct"]
+    L.append("| case | " + " | ".join(hdr) + " |")
+    L.append("|---|" + "---:|" * len(hdr))
+    for n in names:
+        if n in uskip:
+            continue
+        m, cells = meds[n], []
+        for k, _h in rk:
+            for ref in ("iptables", "direct"):
+                rm = meds.get(ref)
+                if rm is None or ref in uskip or m.get(k) is None or not rm.get(k):
+                    cells.append("–")
+                else:
+                    cells.append(f"{m[k] / rm[k]:.2f}×")
+        L.append(f"| {n} | " + " | ".join(cells) + " |")
+    notes = []
+    for n in names:
+        if n in uskip:
+            notes.append(f"- `{n}` skipped: {uskip[n]}")
+            continue
+        m = meds[n]
+        for f in m["failures"]:
+            notes.append(f"- `{n}` round failed: {f.splitlines()[0][:300]}")
+        for f in m["iperf_failures"]:
+            notes.append(f"- `{n}` iperf3 -u failed: {f.splitlines()[0][:300]}")
+        if m["rcvbuf"]:
+            notes.append(f"- `{n}`: UDP receive-buffer overflows (`RcvbufErrors`, summed over "
+                         "rounds; b1 = the iperf3 server, lb = the proxy's sockets, client = "
+                         "the load generator): " + "; ".join(
+                             f"{key} " + ", ".join(f"{role} {v:,}" for role, v in d.items())
+                             for key, d in m["rcvbuf"].items()))
+        if m["ifdrops"]:
+            notes.append(f"- `{n}`: interface drops (`rx_dropped`/`tx_dropped`, namespace and "
+                         "interface, summed over rounds): " + "; ".join(
+                             f"{key} " + ", ".join(f"{k} {v:,}" for k, v in d.items())
+                             for key, d in m["ifdrops"].items()))
+        spreads = [f"{s['key']} ±{100 * m[s['key'] + ':pps_spread'] / 2:.0f}%" for s in specs
+                   if (m.get(s["key"] + ":pps_spread") or 0) > 0.2]
+        if (m.get("dns_qps_spread") or 0) > 0.2:
+            spreads.append(f"DNS q/s ±{100 * m['dns_qps_spread'] / 2:.0f}%")
+        if spreads:
+            notes.append(f"- `{n}` noisy across rounds (half of max−min over median): "
+                         + ", ".join(spreads))
+        if "podlb" in m:
+            pl = m["podlb"]
+            drops = "; ".join(f"{key} " + ", ".join(f"{r} {v:,}" for r, v in sorted(d.items()))
+                              for key, d in m["podlb_drops"].items()) or "none"
+            notes.append(f"- `{n}`: podlb forwarded {pl['udp_datagrams']:,} UDP datagrams "
+                         f"(`podlb_udp_datagrams_total`, both directions, all UDP measurements "
+                         f"and rounds); its drops (`podlb_drops_total`): {drops}")
+    if notes:
+        L += ["", "Notes from this run:", *notes]
+    L.append("")
+    return "\n".join(L)
 
 
 # --------------------------------------------------------------------------------------
@@ -980,7 +1555,47 @@ def self_test() -> int:
             raise AssertionError("parsed garbage")
         except ValueError:
             pass
-    print("self-test: 10 passed, 0 failed")
+    # iperf3 3.12 `-u -J`, trimmed
+    iu = parse_iperf_udp(json.dumps({
+        "start": {"test_start": {"protocol": "UDP", "blksize": 64, "target_bitrate": 100000000}},
+        "end": {"sum_sent": {"seconds": 1.0, "bytes": 5657024, "packets": 88391,
+                             "lost_packets": 0, "lost_percent": 0},
+                "sum_received": {"seconds": 1.0, "bytes": 4045568, "packets": 88391,
+                                 "lost_packets": 25179, "lost_percent": 28.4859,
+                                 "jitter_ms": 0.002}}}))
+    assert iu["received"] == 63212 and abs(iu["pps"] - 63212) < 1e-6, iu
+    assert abs(iu["gbps"] - 63212 * 64 * 8 / 1e9) < 1e-12 and iu["loss_pct"] == 28.4859, iu
+    iu2 = parse_iperf_udp(json.dumps({"end": {"sum": {
+        "seconds": 2.0, "packets": 100, "lost_packets": 10, "lost_percent": 10.0,
+        "bits_per_second": 1e6}}}))
+    assert iu2["pps"] == 45.0 and iu2["gbps"] == 1e-3 and iu2["sent_pps"] == 50.0, iu2
+    specs = parse_udp_specs("1400@500M, 64@1.5G")
+    assert [(x["len"], x["bps"]) for x in specs] == [(1400, 5e8), (64, 1.5e9)], specs
+    for bad in ("1400", "9000@1G", "64@fast"):
+        try:
+            parse_udp_specs(bad)
+            raise AssertionError(f"accepted --udp-iperf {bad!r}")
+        except ValueError:
+            pass
+    snmp = ("Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors\n"
+            "Udp: 10 1 2 20 3 0\nUdpLite: InDatagrams NoPorts InErrors OutDatagrams "
+            "RcvbufErrors SndbufErrors\nUdpLite: 0 0 0 0 0 0\n")
+    assert parse_snmp_udp(snmp) == {"InDatagrams": 10, "NoPorts": 1, "InErrors": 2,
+                                    "OutDatagrams": 20, "RcvbufErrors": 3, "SndbufErrors": 0}
+    uc = parse_udp_counters(snmp + "IF podlb0 0 12\nIF lo 0 0\n")
+    assert uc["podlb0.tx_dropped"] == 12 and uc["InDatagrams"] == 10, uc
+    assert udp_delta({"node": {"podlb0.tx_dropped": 2, "InDatagrams": 1}},
+                     {"node": {"podlb0.tx_dropped": 12, "InDatagrams": 1, "NoPorts": 0}}) == \
+        {"node": {"podlb0.tx_dropped": 10}}
+    m0 = parse_metrics('# HELP x\npodlb_udp_datagrams_total 5\n'
+                       'podlb_drops_total{reason="no_flow"} 1\n'
+                       'podlb_drops_total{reason="rx_ring_full"} 0\n')
+    m1 = parse_metrics('podlb_udp_datagrams_total 105\npodlb_drops_total{reason="no_flow"} 1\n'
+                       'podlb_drops_total{reason="rx_ring_full"} 7\n')
+    assert podlb_delta(m0, m1) == {"udp_datagrams": 100, "drops": {"rx_ring_full": 7}}
+    toml = udp_service_toml("dns", "198.18.0.110", 53, "nat", ["198.18.0.21:53"])
+    assert 'protocol = "udp"' in toml and 'backends = ["198.18.0.21:53"]' in toml, toml
+    print("self-test: 19 passed, 0 failed")
     return 0
 
 
@@ -1018,7 +1633,29 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--podlb-workers", default="1,2", help="podlb worker counts (default 1,2)")
     p.add_argument("--podlb-timeout", type=float, default=15.0,
                    help="seconds to wait for podlb's /status (default 15)")
-    p.add_argument("--no-iperf", action="store_true", help="skip the iperf3 measurements")
+    p.add_argument("--no-iperf", action="store_true",
+                   help="skip the iperf3 measurements (TCP, and UDP with --udp)")
+    p.add_argument("--udp", action="store_true",
+                   help="add the UDP phase after the TCP rounds: iperf3 -u (--udp-iperf) and "
+                        "DNS q/s (bench/dnsload.py against dnsmasq on the backends) through "
+                        "direct, iptables, nginx (listen udp) and podlb (protocol = \"udp\" "
+                        "services); haproxy is listed as skipped (no UDP)")
+    p.add_argument("--only-udp", action="store_true",
+                   help="only the UDP phase (no TCP rounds, no latency phase); default --out "
+                        "docs/benchmarks-udp.md")
+    p.add_argument("--udp-iperf", default=UDP_IPERF_DEFAULT,
+                   help="iperf3 -u runs of the UDP phase, comma list of PAYLOAD@RATE (-l bytes, "
+                        f"-b bits/s; default {UDP_IPERF_DEFAULT})")
+    p.add_argument("--udp-window", default="4M",
+                   help="iperf3 -w of the UDP runs: the iperf3 server's socket buffer, so the "
+                        "receiver's scheduling hiccups do not count as path loss (default 4M, "
+                        "capped by net.core.rmem_max; 0: iperf3's default)")
+    p.add_argument("--dns-sockets", type=int, default=32,
+                   help="UDP sockets (flows) of the DNS load (default 32)")
+    p.add_argument("--dns-outstanding", type=int, default=64,
+                   help="DNS queries in flight per load process (default 64)")
+    p.add_argument("--dns-procs", type=int, default=1,
+                   help="DNS load processes (default 1)")
     p.add_argument("--no-chart", action="store_true", help="do not try to draw a PNG chart")
     p.add_argument("--time-limit", type=int, default=0,
                    help="abort (and clean up) after this many seconds; default: estimated "
@@ -1028,12 +1665,25 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     a = p.parse_args(argv)
     if a.quick:
         a.rounds, a.duration = 1, 2
+    if a.only_latency and a.only_udp:
+        p.error("--only-latency and --only-udp exclude each other")
     if a.only_latency:
         a.latency = True
+    if a.only_udp:
+        a.udp, a.latency = True, False
     if a.out is None:
-        a.out = "docs/benchmarks-latency.md" if a.only_latency else "docs/benchmarks-netns.md"
+        a.out = ("docs/benchmarks-latency.md" if a.only_latency else
+                 "docs/benchmarks-udp.md" if a.only_udp else "docs/benchmarks-netns.md")
     if a.rounds < 1 or a.duration < 1:
         p.error("--rounds and --duration must be >= 1")
+    if a.dns_sockets < 1 or a.dns_outstanding < 1 or a.dns_procs < 1:
+        p.error("--dns-sockets, --dns-outstanding and --dns-procs must be >= 1")
+    try:
+        a.udp_specs = parse_udp_specs(a.udp_iperf)
+    except ValueError as e:
+        p.error(str(e))
+    if a.udp and not a.udp_specs and not a.no_iperf:
+        p.error("--udp-iperf: no PAYLOAD@RATE given")
     return a
 
 
@@ -1045,7 +1695,8 @@ def build_cases(args: argparse.Namespace) -> tuple[list[Case], dict[str, str]]:
         raise BenchError(f"unknown case(s) {sorted(bad)}; choose from {sorted(known)}")
     cases: list[Case] = []
     skipped: dict[str, str] = {}
-    table = {"direct": Direct, "iptables": Iptables, "haproxy": Haproxy, "nginx": NginxStream}
+    table = {"direct": Direct, "iptables": lambda: Iptables(udp=args.udp), "haproxy": Haproxy,
+             "nginx": lambda: NginxStream(udp=args.udp)}
     for w in wanted:
         if w in table:
             cases.append(table[w]())
@@ -1061,7 +1712,7 @@ def build_cases(args: argparse.Namespace) -> tuple[list[Case], dict[str, str]]:
             if m not in ("nat", "dsr"):
                 raise BenchError(f"--podlb-mode: unknown {m!r} (nat, dsr)")
         for i, (io, mode, w) in enumerate(itertools.product(ios, modes, workers)):
-            c = Podlb(binary, io, mode, w, args.podlb_timeout, index=i)
+            c = Podlb(binary, io, mode, w, args.podlb_timeout, index=i, udp=args.udp)
             if not (binary.is_file() and os.access(binary, os.X_OK)):
                 skipped[c.name] = f"podlb binary {binary} not found (cargo build --release)"
             cases.append(c)
@@ -1082,6 +1733,8 @@ def preflight(cases: list[Case], args: argparse.Namespace) -> None:
         need.add("iptables")
     if "haproxy" in names:
         need.add("haproxy")
+    if args.udp and not os.access(dnsmasq_bin(), os.X_OK):
+        raise BenchError("--udp needs dnsmasq (Debian: apt-get install dnsmasq-base)")
     missing = sorted(t for t in need if shutil.which(t) is None)
     if missing:
         raise BenchError(f"missing tools: {', '.join(missing)}")
@@ -1109,9 +1762,12 @@ def bench(args: argparse.Namespace) -> int:
         log(f"skip {', '.join(names)}: {why}")
     if not active:
         raise BenchError("no case to run")
-    per_case = 0 if args.only_latency else 3 * args.duration + 12
+    per_case = 0 if args.only_latency or args.only_udp else 3 * args.duration + 12
     if args.latency:
         per_case += len(LOADS) * (args.duration + 2) + 8
+    if args.udp:
+        per_case += (0 if args.no_iperf else len(args.udp_specs) * (args.duration + 3)) \
+            + args.duration + 8
     estimate = args.rounds * (len(active) + 1) * per_case + 20
     limit = args.time_limit or (2 * estimate + 120)
     signal.alarm(limit)
@@ -1121,11 +1777,11 @@ def bench(args: argparse.Namespace) -> int:
     info = machine_info(args, resolve_bin(args.podlb_bin))
     RES.tmpdir = Path(tempfile.mkdtemp(prefix=nslab.TMP_PREFIX))
     build_topology()
-    start_backends()
+    start_backends(udp=args.udp)
     log(f"topology up (namespaces {RES.lab.id}-*); backends answer")
 
     results: dict[str, list[dict]] = {c.name: [] for c in active}
-    for rnd in range(0 if args.only_latency else args.rounds):
+    for rnd in range(0 if args.only_latency or args.only_udp else args.rounds):
         k = rnd % len(active)
         order = active[k:] + active[:k]
         log(f"round {rnd + 1}/{args.rounds}: {' '.join(c.name for c in order)} "
@@ -1152,6 +1808,14 @@ def bench(args: argparse.Namespace) -> int:
         if not active:
             break
 
+    udp = None
+    if args.udp:
+        ucases, uskip = udp_cases(cases, skipped)
+        udp = {"specs": args.udp_specs,
+               "dns": {"sockets": args.dns_sockets, "outstanding": args.dns_outstanding,
+                       "procs": args.dns_procs, "name": DNS_NAME, "timeout_s": 1.0},
+               "skipped": uskip, "results": udp_phase(ucases, uskip, args.udp_specs, args)}
+
     lat = None
     if args.latency:
         lcases = latency_cases(cases, skipped, args)
@@ -1169,14 +1833,18 @@ def bench(args: argparse.Namespace) -> int:
         out = REPO_ROOT / out
     out.parent.mkdir(parents=True, exist_ok=True)
     chart, note = (None, "disabled (--no-chart)")
-    if not args.no_chart and not args.only_latency:
+    if not args.no_chart and not args.only_latency and not args.only_udp:
         chart, note = make_chart(out.with_suffix(".png"), cases, results, skipped)
         if chart is None:
             log(f"chart {note}")
     if args.only_latency:
         text = "\n".join(header_lines(info, args, "netns latency benchmark")) + "\n"
+    elif args.only_udp:
+        text = "\n".join(header_lines(info, args, "netns UDP benchmark")) + "\n"
     else:
         text = render(info, cases, results, skipped, args, chart, note)
+    if udp is not None:
+        text += "\n" + render_udp(udp, cases, args)
     if lat is not None:
         lchart, lnote = (None, "disabled (--no-chart)")
         if not args.no_chart:
@@ -1186,12 +1854,16 @@ def bench(args: argparse.Namespace) -> int:
                                       lnote, args)
     out.write_text(text)
     out.with_suffix(".json").write_text(json.dumps(
-        {"info": info, "skipped": skipped, "results": results, "latency": lat}, indent=1))
+        {"info": info, "skipped": skipped, "results": results, "latency": lat, "udp": udp},
+        indent=1))
     print(text)
     log(f"wrote {out} and {out.with_suffix('.json')}")
     if any("error" in r for name, rs in results.items() if name not in skipped for r in rs):
         rc = 1
     if lat and any("error" in r for rs in lat["results"].values() for r in rs):
+        rc = 1
+    if udp and any("error" in r for name, rs in udp["results"].items()
+                   if name not in udp["skipped"] for r in rs):
         rc = 1
     return rc
 
