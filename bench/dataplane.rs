@@ -856,6 +856,38 @@ fn udp_1m(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime
         })
     });
     println!("forward_udp_nat_1m_flows: {other} datagrams not forwarded (must be 0)");
+
+    // As a worker handles an RX batch: prefetch passes first, then forward.
+    let mut scratch = vec![0u8; len * RX_BATCH];
+    let (mut j, mut other) = (0usize, 0u64);
+    g.throughput(Throughput::Elements(RX_BATCH as u64));
+    g.bench_function("forward_udp_nat_1m_flows_batched", |b| {
+        b.iter(|| {
+            let from = j * len;
+            scratch.copy_from_slice(&pristine[from..from + len * RX_BATCH]);
+            j = (j + RX_BATCH) % SAMPLE;
+            for pass in 0..podlb_io::PREFETCH_PASSES {
+                for f in scratch.chunks(len) {
+                    Forwarder::prefetch(
+                        &rig.fwd.flows,
+                        &rig.snap,
+                        black_box(f),
+                        pass,
+                        &prefetch_ptr,
+                    );
+                }
+            }
+            let mut tx = 0;
+            for f in scratch.chunks_mut(len) {
+                let v = rig.forward(black_box(f));
+                tx += (v == Verdict::Tx) as u32;
+            }
+            other += u64::from(RX_BATCH as u32 - tx);
+            tx
+        })
+    });
+    g.throughput(Throughput::Elements(1));
+    println!("forward_udp_nat_1m_flows_batched: {other} datagrams not forwarded (must be 0)");
 }
 
 criterion_group!(benches, flow_table, forward);
