@@ -291,6 +291,9 @@ impl Forwarder {
             },
         };
         let svc = svc.1;
+        if seg.is_udp() {
+            self.stats.event(Event::UdpDatagrams, 1);
+        }
         self.send_to_backend(snap, (svc.mode, svc.mss_clamp), &flow, eth, seg)
     }
 
@@ -321,9 +324,6 @@ impl Forwarder {
         };
         if seg.is_syn() && clamp_mss(eth, clamp, seg.meta.csum_partial) {
             self.stats.event(Event::MssClamped, 1);
-        }
-        if seg.is_udp() {
-            self.stats.event(Event::UdpDatagrams, 1);
         }
         if let Some(v) = vtep {
             let t = &seg.tuple;
