@@ -780,9 +780,10 @@ fn icmp_pmtu_through_full_nat() {
         "pmtu, icmp_errors on: {detail}; icmp_errors_to_backend {to_backend} ({:.1} s)",
         t0.elapsed().as_secs_f64()
     );
-    let (size, code, secs) = ok.unwrap_or_else(|| panic!("download failed: {detail}"));
+    // Completion within curl's own bound is the claim; how long it took
+    // is printed above, not asserted (timings belong in benchmarks).
+    let (size, code, _secs) = ok.unwrap_or_else(|| panic!("download failed: {detail}"));
     assert_eq!((size, code), (BIG as u64, 200), "{detail}");
-    assert!(secs < 20.0, "{detail}");
     assert!(
         to_backend > 0.0,
         "no frag-needed reached the backend through podlb"
