@@ -11,7 +11,7 @@
 //! plain integer `+` and folded once, as long as each piece starts at an even
 //! offset of the checksummed data.
 
-use super::Ipv4Addr;
+use super::{Ipv4Addr, Ipv6Addr};
 
 /// One's-complement sum of `data` as 16-bit big-endian words, added to
 /// `initial` (RFC 1071 §4.1). A trailing odd byte is padded with a zero byte.
@@ -92,6 +92,26 @@ pub fn pseudo_header_v4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, length: u16)
     let s = u32::from(src);
     let d = u32::from(dst);
     (s >> 16) + (s & 0xffff) + (d >> 16) + (d & 0xffff) + u32::from(protocol) + u32::from(length)
+}
+
+/// Sum of the IPv6 pseudo-header used by every upper-layer checksum over
+/// IPv6, TCP, UDP and ICMPv6 alike (RFC 8200 §8.1): source, destination
+/// (the final destination if a Routing header is present), the 32-bit
+/// Upper-Layer Packet Length, three zero bytes and the Next Header value of
+/// the upper-layer protocol (not of an extension header).
+///
+/// `upper_len` is the length of the upper-layer header and data: for TCP
+/// and ICMPv6 the IPv6 Payload Length minus the extension headers before
+/// it; UDP uses its own Length field (RFC 8200 §8.1).
+///
+/// The result is below `2^21`; add it to [`sum`] of the upper-layer
+/// message and [`fold`].
+#[inline]
+pub fn pseudo_header_v6(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, upper_len: u32) -> u32 {
+    // Sixteen 16-bit words of addresses (each <= 0xffff), the two halves of
+    // the length and the next header: below 19 * 2^16 < 2^21, no overflow.
+    let words = |a: Ipv6Addr| -> u32 { a.segments().iter().map(|&w| u32::from(w)).sum() };
+    words(src) + words(dst) + (upper_len >> 16) + (upper_len & 0xffff) + u32::from(next_header)
 }
 
 /// Incrementally updates checksum `check` after a 16-bit word of the covered
@@ -217,6 +237,71 @@ mod tests {
             40,
         );
         assert_eq!(s, 0xc0a8 + 0x0001 + 0x0a00 + 0x0002 + 6 + 40);
+    }
+
+    #[test]
+    fn pseudo_header_v6_hand_computed() {
+        // 2001:2::1 -> 2001:2::2, UDP, length 0x0001_0010 (a jumbo length
+        // exercises the high half): the words by hand.
+        let src: Ipv6Addr = "2001:2::1".parse().unwrap();
+        let dst: Ipv6Addr = "2001:2::2".parse().unwrap();
+        let s = pseudo_header_v6(src, dst, 17, 0x0001_0010);
+        let want = (0x2001 + 0x0002 + 0x0001) + (0x2001 + 0x0002 + 0x0002) + 0x0001 + 0x0010 + 17;
+        assert_eq!(s, want);
+        // Folding is order-independent: the RFC 8200 §8.1 layout as bytes
+        // (src, dst, 32-bit length, 3 zeros, next header) sums the same.
+        let mut bytes = Vec::new();
+        bytes.extend(src.octets());
+        bytes.extend(dst.octets());
+        bytes.extend(0x0001_0010u32.to_be_bytes());
+        bytes.extend([0, 0, 0, 17]);
+        assert_eq!(fold(s), fold(sum(&bytes, 0)));
+        // The bound: all-ones addresses and length.
+        let ones = Ipv6Addr::from(u128::MAX);
+        assert!(pseudo_header_v6(ones, ones, 0xff, u32::MAX) < 1 << 21);
+    }
+
+    #[test]
+    fn pseudo_header_v6_matches_etherparse() {
+        use etherparse::{IcmpEchoHeader, Icmpv6Header, Icmpv6Type, UdpHeader};
+        let src: Ipv6Addr = "2001:2::a".parse().unwrap();
+        let dst: Ipv6Addr = "2001:2:0:1::b".parse().unwrap();
+        for payload in [&b""[..], b"x", b"hello, world", &[0xff; 301]] {
+            // ICMPv6 (RFC 4443 §2.3): the length is the whole message.
+            let ty = Icmpv6Type::EchoRequest(IcmpEchoHeader { id: 7, seq: 9 });
+            let h = Icmpv6Header::with_checksum(ty, src.octets(), dst.octets(), payload).unwrap();
+            let mut m = h.to_bytes().to_vec();
+            m.extend(payload);
+            let len = u32::try_from(m.len()).unwrap();
+            assert_eq!(
+                fold(pseudo_header_v6(src, dst, 58, len) + sum(&m, 0)),
+                0xffff
+            );
+            m[2..4].copy_from_slice(&[0, 0]);
+            assert_eq!(
+                !fold(pseudo_header_v6(src, dst, 58, len) + sum(&m, 0)),
+                h.checksum
+            );
+            // UDP: etherparse's independent IPv6 checksum.
+            let u = UdpHeader::with_ipv6_checksum(
+                1,
+                2,
+                &etherparse::Ipv6Header {
+                    source: src.octets(),
+                    destination: dst.octets(),
+                    ..Default::default()
+                },
+                payload,
+            )
+            .unwrap();
+            let mut d = u.to_bytes().to_vec();
+            d.extend(payload);
+            let len = u32::try_from(d.len()).unwrap();
+            assert_eq!(
+                fold(pseudo_header_v6(src, dst, 17, len) + sum(&d, 0)),
+                0xffff
+            );
+        }
     }
 
     /// Verifies like a receiver does: the sum over data including the checksum

@@ -24,14 +24,17 @@
 use core::fmt;
 use core::str::FromStr;
 
-pub use std::net::Ipv4Addr;
+pub use std::net::{Ipv4Addr, Ipv6Addr};
 
 pub mod arp;
 pub mod checksum;
 pub mod ethernet;
 pub mod icmp;
+pub mod icmpv6;
 pub mod ipv4;
+pub mod ipv6;
 pub mod meta;
+pub mod ndp;
 pub mod peek;
 pub mod ports;
 pub mod tcp;
@@ -219,6 +222,13 @@ pub(crate) fn mac_at(b: &[u8], at: usize) -> MacAddr {
 #[inline(always)]
 pub(crate) fn ip_at(b: &[u8], at: usize) -> Ipv4Addr {
     Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3])
+}
+
+#[inline(always)]
+pub(crate) fn ip6_at(b: &[u8], at: usize) -> Ipv6Addr {
+    let mut a = [0u8; 16];
+    a.copy_from_slice(&b[at..at + 16]);
+    Ipv6Addr::from(a)
 }
 
 #[cfg(test)]
