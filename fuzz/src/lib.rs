@@ -3,7 +3,7 @@
 //! rather than against podlb's own `wire::checksum`, so that a bug there
 //! cannot cancel itself out.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Reads fields off the front of the fuzz input; past the end, zeros.
 pub struct Reader<'a> {
@@ -34,6 +34,13 @@ impl<'a> Reader<'a> {
     }
     pub fn u32(&mut self) -> u32 {
         u32::from_be_bytes([self.u8(), self.u8(), self.u8(), self.u8()])
+    }
+    pub fn ipv6(&mut self) -> Ipv6Addr {
+        let mut a = [0u8; 16];
+        for b in &mut a {
+            *b = self.u8();
+        }
+        Ipv6Addr::from(a)
     }
     /// Up to `n` bytes (fewer at the end of the input).
     pub fn take(&mut self, n: usize) -> &'a [u8] {
@@ -71,6 +78,14 @@ pub fn pseudo(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: usize) -> u64 {
         u64::from(u16::from_be_bytes([o[0], o[1]])) + u64::from(u16::from_be_bytes([o[2], o[3]]))
     };
     w(src) + w(dst) + u64::from(proto) + len as u64
+}
+
+/// Sum of the IPv6 pseudo-header (RFC 8200 §8.1): both addresses as
+/// 16-bit words, the 32-bit length and the next header.
+pub fn pseudo_v6(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, len: usize) -> u64 {
+    let w = |a: Ipv6Addr| a.segments().iter().map(|&s| u64::from(s)).sum::<u64>();
+    let len = len as u64;
+    w(src) + w(dst) + (len >> 16) + (len & 0xffff) + u64::from(next_header)
 }
 
 /// Data that carries its own checksum field sums to all ones.

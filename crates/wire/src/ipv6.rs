@@ -237,19 +237,11 @@ impl<T: AsRef<[u8]>> Packet<T> {
         let mut fragment: Option<FragmentInfo> = None;
         let mut walked = 0;
         loop {
-            let hlen = match nh {
+            match nh {
                 // RFC 8200 §4.1 "the Hop-by-Hop Options header, which is
                 // restricted to appear immediately after an IPv6 header only".
                 NH_HOP_BY_HOP if walked > 0 => return Err(Error::Malformed),
-                // RFC 8200 §4.3, §4.4, §4.6 "Hdr Ext Len 8-bit unsigned
-                // integer. Length of the ... header in 8-octet units, not
-                // including the first 8 octets."
-                NH_HOP_BY_HOP | NH_ROUTING | NH_DEST_OPTS => {
-                    let len = *b.get(at + 1).ok_or(Error::Truncated)?;
-                    (usize::from(len) + 1) * 8
-                }
-                // RFC 8200 §4.5: a fixed 8 octets.
-                NH_FRAGMENT => FRAGMENT_LEN,
+                NH_HOP_BY_HOP | NH_ROUTING | NH_DEST_OPTS | NH_FRAGMENT => {}
                 PROTO_ESP | PROTO_AH => return Err(Error::Unsupported),
                 _ => {
                     return Ok(UpperLayer {
@@ -259,11 +251,21 @@ impl<T: AsRef<[u8]>> Packet<T> {
                         fragment,
                     })
                 }
-            };
+            }
             if walked == MAX_EXT_HEADERS {
                 return Err(Error::Unsupported);
             }
             walked += 1;
+            let hlen = if nh == NH_FRAGMENT {
+                // RFC 8200 §4.5: a fixed 8 octets.
+                FRAGMENT_LEN
+            } else {
+                // RFC 8200 §4.3, §4.4, §4.6 "Hdr Ext Len 8-bit unsigned
+                // integer. Length of the ... header in 8-octet units, not
+                // including the first 8 octets."
+                let len = *b.get(at + 1).ok_or(Error::Truncated)?;
+                (usize::from(len) + 1) * 8
+            };
             let ext = b.get(at..at + hlen).ok_or(Error::Truncated)?;
             at += hlen;
             let this = nh;
