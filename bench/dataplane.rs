@@ -735,51 +735,23 @@ fn established_1m(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::
     let len = frames[0].len();
     let pristine: Vec<u8> = frames.concat();
     drop(frames);
-    let mut scratch = vec![0u8; len];
-    let (mut j, mut other) = (0usize, 0u64);
-    g.bench_function("forward_nat_established_1m_flows", |b| {
-        b.iter(|| {
-            scratch.copy_from_slice(&pristine[j * len..(j + 1) * len]);
-            j = (j + 1) % SAMPLE;
-            let v = rig.forward(black_box(&mut scratch));
-            other += (v != Verdict::Tx) as u64;
-            v
-        })
-    });
+    let other = forward_one_by_one(
+        g,
+        "forward_nat_established_1m_flows",
+        &mut rig,
+        &pristine,
+        len,
+    );
     println!("forward_nat_established_1m_flows: {other} packets not forwarded (must be 0)");
 
-    // The same frames as a worker handles an RX batch: RX_BATCH frames are
-    // shown to Forwarder::prefetch first, then forwarded. One element = one
-    // frame (copy included, as above).
-    let mut scratch = vec![0u8; len * RX_BATCH];
-    let (mut j, mut other) = (0usize, 0u64);
-    g.throughput(Throughput::Elements(RX_BATCH as u64));
-    g.bench_function("forward_nat_established_1m_flows_batched", |b| {
-        b.iter(|| {
-            let from = j * len;
-            scratch.copy_from_slice(&pristine[from..from + len * RX_BATCH]);
-            j = (j + RX_BATCH) % SAMPLE;
-            for pass in 0..podlb_io::PREFETCH_PASSES {
-                for f in scratch.chunks(len) {
-                    Forwarder::prefetch(
-                        &rig.fwd.flows,
-                        &rig.snap,
-                        black_box(f),
-                        pass,
-                        &prefetch_ptr,
-                    );
-                }
-            }
-            let mut tx = 0;
-            for f in scratch.chunks_mut(len) {
-                let v = rig.forward(black_box(f));
-                tx += (v == Verdict::Tx) as u32;
-            }
-            other += u64::from(RX_BATCH as u32 - tx);
-            tx
-        })
-    });
-    g.throughput(Throughput::Elements(1));
+    // The same frames as a worker handles an RX batch (see forward_batched).
+    let other = forward_batched(
+        g,
+        "forward_nat_established_1m_flows_batched",
+        &mut rig,
+        &pristine,
+        len,
+    );
     println!("forward_nat_established_1m_flows_batched: {other} packets not forwarded (must be 0)");
 }
 
@@ -844,28 +816,63 @@ fn udp_1m(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime
     let len = frames[0].len();
     let pristine: Vec<u8> = frames.concat();
     drop(frames);
+    let other = forward_one_by_one(g, "forward_udp_nat_1m_flows", &mut rig, &pristine, len);
+    println!("forward_udp_nat_1m_flows: {other} datagrams not forwarded (must be 0)");
+
+    let other = forward_batched(
+        g,
+        "forward_udp_nat_1m_flows_batched",
+        &mut rig,
+        &pristine,
+        len,
+    );
+    println!("forward_udp_nat_1m_flows_batched: {other} datagrams not forwarded (must be 0)");
+}
+
+/// Benches `forward()` of the `len`-byte frames in `pristine`, one at a
+/// time in order (each copied to a scratch buffer first); returns how many
+/// were not forwarded.
+fn forward_one_by_one(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    rig: &mut Rig,
+    pristine: &[u8],
+    len: usize,
+) -> u64 {
+    let frames = pristine.len() / len;
     let mut scratch = vec![0u8; len];
     let (mut j, mut other) = (0usize, 0u64);
-    g.bench_function("forward_udp_nat_1m_flows", |b| {
+    g.bench_function(name, |b| {
         b.iter(|| {
             scratch.copy_from_slice(&pristine[j * len..(j + 1) * len]);
-            j = (j + 1) % SAMPLE;
+            j = (j + 1) % frames;
             let v = rig.forward(black_box(&mut scratch));
             other += (v != Verdict::Tx) as u64;
             v
         })
     });
-    println!("forward_udp_nat_1m_flows: {other} datagrams not forwarded (must be 0)");
+    other
+}
 
-    // As a worker handles an RX batch: prefetch passes first, then forward.
+/// [`forward_one_by_one`] as a worker handles an RX batch: RX_BATCH frames
+/// are shown to Forwarder::prefetch first, then forwarded. One element =
+/// one frame (copy included).
+fn forward_batched(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    rig: &mut Rig,
+    pristine: &[u8],
+    len: usize,
+) -> u64 {
+    let frames = pristine.len() / len;
     let mut scratch = vec![0u8; len * RX_BATCH];
     let (mut j, mut other) = (0usize, 0u64);
     g.throughput(Throughput::Elements(RX_BATCH as u64));
-    g.bench_function("forward_udp_nat_1m_flows_batched", |b| {
+    g.bench_function(name, |b| {
         b.iter(|| {
             let from = j * len;
             scratch.copy_from_slice(&pristine[from..from + len * RX_BATCH]);
-            j = (j + RX_BATCH) % SAMPLE;
+            j = (j + RX_BATCH) % frames;
             for pass in 0..podlb_io::PREFETCH_PASSES {
                 for f in scratch.chunks(len) {
                     Forwarder::prefetch(
@@ -887,7 +894,7 @@ fn udp_1m(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime
         })
     });
     g.throughput(Throughput::Elements(1));
-    println!("forward_udp_nat_1m_flows_batched: {other} datagrams not forwarded (must be 0)");
+    other
 }
 
 criterion_group!(benches, flow_table, forward);

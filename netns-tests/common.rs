@@ -88,25 +88,39 @@ pub fn sa(ip: Ipv4Addr, port: u16) -> SocketAddr {
 /// Starts nginx in `ns` on :80 answering `body` + "\n" to everything, with
 /// its own config, pid file and logs in a directory of the topology.
 pub fn start_nginx(topo: &Topology, ns: &str, name: &str, body: &str) -> Proc {
+    spawn_nginx(topo, ns, name, |d| {
+        format!(
+            "daemon off;\n\
+             worker_processes 1;\n\
+             pid {d}/nginx.pid;\n\
+             error_log {d}/error.log warn;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{\n\
+               access_log off;\n\
+               client_body_temp_path {d}/body;\n\
+               keepalive_requests 1000000;\n\
+               server {{\n\
+                 listen 80 backlog=4096;\n\
+                 location / {{ default_type text/plain; return 200 \"{body}\\n\"; }}\n\
+               }}\n\
+             }}\n"
+        )
+    })
+}
+
+/// Starts nginx in `ns` on :80 with the config `conf` renders from its
+/// directory (pid file, logs and temp paths go there) and waits until it
+/// listens; its error log is in the panic message if it does not.
+pub fn spawn_nginx(
+    topo: &Topology,
+    ns: &str,
+    name: &str,
+    conf: impl FnOnce(&str) -> String,
+) -> Proc {
     let dir = topo.dir().join(format!("nginx-{name}"));
     std::fs::create_dir_all(&dir).unwrap();
-    let d = dir.display();
-    let conf = format!(
-        "daemon off;\n\
-         worker_processes 1;\n\
-         pid {d}/nginx.pid;\n\
-         error_log {d}/error.log warn;\n\
-         events {{ worker_connections 4096; }}\n\
-         http {{\n\
-           access_log off;\n\
-           client_body_temp_path {d}/body;\n\
-           keepalive_requests 1000000;\n\
-           server {{\n\
-             listen 80 backlog=4096;\n\
-             location / {{ default_type text/plain; return 200 \"{body}\\n\"; }}\n\
-           }}\n\
-         }}\n"
-    );
+    let d = dir.display().to_string();
+    let conf = conf(&d);
     let path = dir.join("nginx.conf");
     std::fs::write(&path, conf).unwrap();
     let p = topo

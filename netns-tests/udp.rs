@@ -608,50 +608,25 @@ const BIG: usize = 1 << 20;
 
 /// Starts nginx in `ns` on :80 serving the directory `www` (sendfile on).
 fn start_nginx_files(topo: &Topology, ns: &str, name: &str, www: &Path) -> Proc {
-    let dir = topo.dir().join(format!("nginx-{name}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let d = dir.display();
-    let conf = format!(
-        "daemon off;\n\
-         worker_processes 1;\n\
-         pid {d}/nginx.pid;\n\
-         error_log {d}/error.log warn;\n\
-         events {{ worker_connections 1024; }}\n\
-         http {{\n\
-           access_log off;\n\
-           client_body_temp_path {d}/body;\n\
-           sendfile on;\n\
-           server {{\n\
-             listen 80;\n\
-             location / {{ root {}; default_type application/octet-stream; }}\n\
-           }}\n\
-         }}\n",
-        www.display()
-    );
-    let path = dir.join("nginx.conf");
-    std::fs::write(&path, conf).unwrap();
-    let p = topo
-        .spawn(
-            ns,
-            &format!("nginx-{name}"),
-            &[
-                "nginx",
-                "-p",
-                &d.to_string(),
-                "-e",
-                &format!("{d}/error.log"),
-                "-c",
-                &path.display().to_string(),
-            ],
+    spawn_nginx(topo, ns, name, |d| {
+        format!(
+            "daemon off;\n\
+             worker_processes 1;\n\
+             pid {d}/nginx.pid;\n\
+             error_log {d}/error.log warn;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{\n\
+               access_log off;\n\
+               client_body_temp_path {d}/body;\n\
+               sendfile on;\n\
+               server {{\n\
+                 listen 80;\n\
+                 location / {{ root {}; default_type application/octet-stream; }}\n\
+               }}\n\
+             }}\n",
+            www.display()
         )
-        .unwrap();
-    netns::wait_listening(ns, 80, Duration::from_secs(10), Some(&p)).unwrap_or_else(|e| {
-        panic!(
-            "nginx {name} did not start: {e}\n{}",
-            std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
-        )
-    });
-    p
+    })
 }
 
 /// A router between two bridges: segment A (198.18.0.0/24: podlb .2 and
