@@ -11,7 +11,7 @@
 //! scratch buffer; `frame_copy` measures that copy alone, to be subtracted.
 //! Frames are built with etherparse, an encoder independent of `podlb_wire`.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -300,13 +300,13 @@ struct Rig {
 fn service(name: String, vip: [u8; 4], mode: Mode, backends: &[[u8; 4]]) -> ServiceConfig {
     ServiceConfig {
         name,
-        vip: Ipv4Addr::from(vip),
+        vip: Ipv4Addr::from(vip).into(),
         port: 80,
         mode,
         backends: backends
             .iter()
             .map(|&b| BackendConfig {
-                addr: SocketAddrV4::new(Ipv4Addr::from(b), 8080),
+                addr: (Ipv4Addr::from(b), 8080).into(),
                 weight: 1,
                 vtep: None,
                 vtep_mac: None,
@@ -357,7 +357,11 @@ impl Rig {
         let snap = Snapshot::build(1, &services, |_, _| 0).expect("snapshot");
         let addrs: Vec<u32> = services
             .iter()
-            .flat_map(|s| s.backends.iter().map(|b| u32::from(*b.addr.ip())))
+            .flat_map(|s| s.backends.iter())
+            .filter_map(|b| match b.addr.ip() {
+                std::net::IpAddr::V4(ip) => Some(u32::from(ip)),
+                std::net::IpAddr::V6(_) => None,
+            })
             .collect();
         let neighbors = NeighborTable::new(addrs.len());
         for &b in &addrs {
@@ -376,6 +380,9 @@ impl Rig {
                 t
             }),
             neighbors: Arc::new(neighbors),
+            flows6: Arc::new(FlowTable::new(16, TIMEOUTS)),
+            neighbors6: Arc::new(NeighborTable::new(16)),
+            own_ip6: None,
             stats: Arc::new(WorkerStats::default()),
             ports: NatPorts::new(0, 1, 0),
             pickup: true,

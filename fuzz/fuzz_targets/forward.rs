@@ -65,15 +65,15 @@ fn client(i: u8) -> (Ipv4Addr, MacAddr) {
 fn snapshot() -> &'static Snapshot {
     static SNAP: OnceLock<Snapshot> = OnceLock::new();
     SNAP.get_or_init(|| {
-        let svc = |name: &str, vip, port, mode, backends: &[Ipv4Addr], bport| ServiceConfig {
+        let svc = |name: &str, vip: Ipv4Addr, port, mode, backends: &[Ipv4Addr], bport| ServiceConfig {
             name: name.into(),
-            vip,
+            vip: vip.into(),
             port,
             mode,
             backends: backends
                 .iter()
                 .map(|b| BackendConfig {
-                    addr: SocketAddrV4::new(*b, bport),
+                    addr: SocketAddrV4::new(*b, bport).into(),
                     weight: 1 + u32::from(b.octets()[3] % 2),
                     vtep: None,
                     vtep_mac: None,
@@ -98,7 +98,11 @@ fn snapshot() -> &'static Snapshot {
                 ..svc("dns", VIP_NAT, 80, Mode::Nat, &NAT_BACKENDS, 5353)
             },
         ];
-        Snapshot::build(1, &services, |_, a| u16::from(a.ip().octets()[3])).unwrap()
+        Snapshot::build(1, &services, |_, a| match a.ip() {
+            std::net::IpAddr::V4(ip) => u16::from(ip.octets()[3]),
+            std::net::IpAddr::V6(ip) => u16::from(ip.octets()[15]),
+        })
+        .unwrap()
     })
 }
 
@@ -382,6 +386,9 @@ fuzz_target!(|data: &[u8]| {
         accept_mode: cfg & 2 == 0,
         flows: Arc::new(FlowTable::new(CAPACITY, TIMEOUTS)),
         neighbors,
+        flows6: Arc::new(FlowTable::new(CAPACITY, TIMEOUTS)),
+        neighbors6: Arc::new(NeighborTable::new(16)),
+        own_ip6: None,
         stats: stats(),
         ports: NatPorts::new(0, 1, r.u32()),
         pickup: r.bool(),

@@ -41,8 +41,104 @@
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 
 use crate::bits::Low;
+use crate::family::Addr;
 use crate::hash::mix64;
 use podlb_wire::MacAddr;
+
+/// An address family the table can key flows by: how a slot stores its
+/// three addresses (client, VIP, backend) and how a pair of addresses
+/// enters the key hash. IPv4 flows are one 64-byte cache line; IPv6 flows
+/// 80 bytes, 16-byte aligned (docs/decisions.md §67).
+pub trait FlowAddr: Addr {
+    /// The slot's address cells.
+    #[doc(hidden)]
+    type Cells: SlotAddrs<Self>;
+    /// Zero-sized: gives a slot its alignment (64 for IPv4: one line).
+    #[doc(hidden)]
+    type Align: Default + Send + Sync;
+    /// 64 bits of a pair of addresses for the key hash.
+    fn pair(a: Self, b: Self) -> u64;
+}
+
+/// How a slot stores a flow's addresses (written while the slot is BUSY,
+/// read under the control word's sequence lock).
+#[doc(hidden)]
+pub trait SlotAddrs<A>: Default + Send + Sync {
+    fn store(&self, client: A, vip: A, backend: A);
+    fn load(&self) -> (A, A, A);
+}
+
+#[doc(hidden)]
+#[derive(Default)]
+pub struct Cells4 {
+    /// client << 32 | vip
+    cv: AtomicU64,
+    backend: AtomicU32,
+}
+
+impl SlotAddrs<u32> for Cells4 {
+    #[inline(always)]
+    fn store(&self, client: u32, vip: u32, backend: u32) {
+        self.cv
+            .store((u64::from(client) << 32) | u64::from(vip), Relaxed);
+        self.backend.store(backend, Relaxed);
+    }
+    #[inline(always)]
+    fn load(&self) -> (u32, u32, u32) {
+        let cv = self.cv.load(Relaxed);
+        ((cv >> 32).low(), cv.low(), self.backend.load(Relaxed))
+    }
+}
+
+#[doc(hidden)]
+#[derive(Default)]
+pub struct Cells6([AtomicU64; 6]);
+
+impl SlotAddrs<u128> for Cells6 {
+    #[inline(always)]
+    fn store(&self, client: u128, vip: u128, backend: u128) {
+        for (i, a) in [client, vip, backend].into_iter().enumerate() {
+            self.0[2 * i].store((a >> 64).low(), Relaxed);
+            self.0[2 * i + 1].store(a.low(), Relaxed);
+        }
+    }
+    #[inline(always)]
+    fn load(&self) -> (u128, u128, u128) {
+        let a = |i: usize| {
+            (u128::from(self.0[2 * i].load(Relaxed)) << 64)
+                | u128::from(self.0[2 * i + 1].load(Relaxed))
+        };
+        (a(0), a(1), a(2))
+    }
+}
+
+#[doc(hidden)]
+#[derive(Default)]
+#[repr(align(64))]
+pub struct Align64;
+
+#[doc(hidden)]
+#[derive(Default)]
+#[repr(align(16))]
+pub struct Align16;
+
+impl FlowAddr for u32 {
+    type Cells = Cells4;
+    type Align = Align64;
+    #[inline(always)]
+    fn pair(a: u32, b: u32) -> u64 {
+        (u64::from(a) << 32) | u64::from(b)
+    }
+}
+
+impl FlowAddr for u128 {
+    type Cells = Cells6;
+    type Align = Align16;
+    #[inline(always)]
+    fn pair(a: u128, b: u128) -> u64 {
+        a.fold().rotate_left(29) ^ mix64(b.fold())
+    }
+}
 
 /// Slots per bucket: one cache line of 8 control words.
 pub const WAYS: usize = 8;
@@ -191,23 +287,23 @@ impl Timeouts {
     }
 }
 
-/// Key of the client side of a flow (IPv4 addresses in host order): the
-/// 5-tuple of the client's packets.
+/// Key of the client side of a flow (addresses of family `A` in host
+/// order: `u32` IPv4, `u128` IPv6): the 5-tuple of the client's packets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FlowKey {
-    pub client: u32,
-    pub vip: u32,
+pub struct FlowKey<A = u32> {
+    pub client: A,
+    pub vip: A,
     pub client_port: u16,
     pub vport: u16,
     /// IPv4 protocol number: 6 (TCP) or 17 (UDP).
     pub proto: u8,
 }
 
-impl FlowKey {
+impl<A: FlowAddr> FlowKey<A> {
     #[inline]
     fn hash(&self) -> u64 {
         mix64(
-            (((self.client as u64) << 32) | self.vip as u64)
+            A::pair(self.client, self.vip)
                 ^ mix64(
                     ((self.client_port as u64) << 16)
                         | self.vport as u64
@@ -219,20 +315,20 @@ impl FlowKey {
 
 /// Key of the backend side of a full-NAT flow: the reply's 4-tuple.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ReverseKey {
-    pub backend: u32,
-    pub vip: u32,
+pub struct ReverseKey<A = u32> {
+    pub backend: A,
+    pub vip: A,
     pub backend_port: u16,
     pub nat_port: u16,
     /// IPv4 protocol number: NAT ports are allocated per protocol.
     pub proto: u8,
 }
 
-impl ReverseKey {
+impl<A: FlowAddr> ReverseKey<A> {
     #[inline]
     fn hash(&self) -> u64 {
         mix64(
-            (((self.backend as u64) << 32) | self.vip as u64)
+            A::pair(self.backend, self.vip)
                 ^ mix64(
                     ((self.backend_port as u64) << 16)
                         | self.nat_port as u64
@@ -242,11 +338,11 @@ impl ReverseKey {
     }
 }
 
-impl Flow {
+impl<A: Copy> Flow<A> {
     /// The reverse key of a full-NAT flow: the 5-tuple of its backend's
     /// replies.
     #[inline]
-    pub fn reverse_key(&self) -> ReverseKey {
+    pub fn reverse_key(&self) -> ReverseKey<A> {
         ReverseKey {
             backend: self.backend,
             vip: self.key.vip,
@@ -265,9 +361,9 @@ impl Flow {
 
 /// Everything stored about one flow, as read out of the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Flow {
-    pub key: FlowKey,
-    pub backend: u32,
+pub struct Flow<A = u32> {
+    pub key: FlowKey<A>,
+    pub backend: A,
     pub backend_port: u16,
     /// Source port towards the backend (full NAT); 0 in DSR mode.
     pub nat_port: u16,
@@ -298,15 +394,16 @@ impl FlowRef {
     }
 }
 
-#[repr(C, align(64))]
+#[repr(C)]
 #[derive(Default)]
-struct Slot {
-    /// client << 32 | vip
-    addrs: AtomicU64,
+struct Slot<A: FlowAddr> {
+    _align: A::Align,
+    /// client, VIP, backend
+    addrs: A::Cells,
     /// client_port << 16 | vport
     ports: AtomicU32,
-    /// backend << 32 | backend_port << 16 | nat_port
-    backend: AtomicU64,
+    /// backend_port << 16 | nat_port
+    bports: AtomicU32,
     /// client mac (48 bits) | service << 48
     mac_svc: AtomicU64,
     /// stat slot (low 16 bits) | IPv4 protocol << 16
@@ -336,10 +433,11 @@ pub struct SweepReport {
     pub expired: usize,
 }
 
-/// The lock-free connection table.
-pub struct FlowTable {
+/// The lock-free connection table of one address family (`u32`: IPv4,
+/// the default; `u128`: IPv6).
+pub struct FlowTable<A: FlowAddr = u32> {
     ctrl: Box<[Line]>,
-    slots: Box<[Slot]>,
+    slots: Box<[Slot<A>]>,
     rev: Box<[Line]>,
     /// Buckets in the flow index and in the reverse index.
     buckets: usize,
@@ -362,9 +460,9 @@ fn addr<T>(r: &T) -> *const u8 {
     std::ptr::from_ref(r).cast()
 }
 
-impl FlowTable {
+impl<A: FlowAddr> FlowTable<A> {
     /// A table for at most `capacity` flows.
-    pub fn new(capacity: usize, timeouts: Timeouts) -> FlowTable {
+    pub fn new(capacity: usize, timeouts: Timeouts) -> FlowTable<A> {
         let capacity = capacity.clamp(WAYS * 2, MAX_CAPACITY);
         // Two-choice hashing into the less loaded of two 8-way buckets first
         // fails an insert at ~75% load; a third more slots than flows keeps
@@ -432,7 +530,7 @@ impl FlowTable {
     }
     /// Bytes of memory the table holds (slots, control and reverse index).
     pub fn memory_bytes(&self) -> usize {
-        self.slots.len() * std::mem::size_of::<Slot>()
+        self.slots.len() * std::mem::size_of::<Slot<A>>()
             + (self.ctrl.len() + self.rev.len()) * std::mem::size_of::<Line>()
     }
 
@@ -462,11 +560,11 @@ impl FlowTable {
 
     /// Reads a slot under the sequence lock. `None` if it changed meanwhile.
     #[inline]
-    fn read_slot(&self, slot: usize, w: u64) -> Option<Flow> {
+    fn read_slot(&self, slot: usize, w: u64) -> Option<Flow<A>> {
         let s = &self.slots[slot];
-        let addrs = s.addrs.load(Relaxed);
+        let (client, vip, backend) = s.addrs.load();
         let ports = s.ports.load(Relaxed);
-        let backend = s.backend.load(Relaxed);
+        let bports = s.bports.load(Relaxed);
         let mac_svc = s.mac_svc.load(Relaxed);
         let stat = s.stat.load(Relaxed);
         let tcp = s.tcp.load(Relaxed);
@@ -477,15 +575,15 @@ impl FlowTable {
         }
         Some(Flow {
             key: FlowKey {
-                client: (addrs >> 32) as u32,
-                vip: addrs.low(),
+                client,
+                vip,
                 client_port: (ports >> 16) as u16,
                 vport: ports.low(),
                 proto: (stat >> 16).low(),
             },
-            backend: (backend >> 32) as u32,
-            backend_port: (backend >> 16).low(),
-            nat_port: backend.low(),
+            backend,
+            backend_port: (bports >> 16).low(),
+            nat_port: bports.low(),
             client_mac: MacAddr::from_u64(mac_svc & 0xffff_ffff_ffff),
             service: (mac_svc >> 48) as u16,
             stat: stat.low(),
@@ -499,7 +597,7 @@ impl FlowTable {
     /// cache misses overlap (memory-level parallelism) instead of each
     /// lookup waiting out its own.
     #[inline]
-    pub fn prefetch<H: Fn(*const u8)>(&self, hint: &H, key: &FlowKey) {
+    pub fn prefetch<H: Fn(*const u8)>(&self, hint: &H, key: &FlowKey<A>) {
         let (b1, b2) = self.buckets_of(key.hash());
         hint(addr(&self.ctrl[b1]));
         hint(addr(&self.ctrl[b2]));
@@ -509,7 +607,7 @@ impl FlowTable {
     /// key had time to land: reads the control lines, and starts loading the
     /// slot of each way whose tag matches (a hit's second miss).
     #[inline]
-    pub fn prefetch_slot<H: Fn(*const u8)>(&self, hint: &H, key: &FlowKey) {
+    pub fn prefetch_slot<H: Fn(*const u8)>(&self, hint: &H, key: &FlowKey<A>) {
         let h = key.hash();
         let tag = tag_of(h);
         let (b1, b2) = self.buckets_of(h);
@@ -526,7 +624,7 @@ impl FlowTable {
     /// Second pass for a reverse key: the control line and slot each
     /// matching reverse entry points at.
     #[inline]
-    pub fn prefetch_reverse_slot<H: Fn(*const u8)>(&self, hint: &H, key: &ReverseKey) {
+    pub fn prefetch_reverse_slot<H: Fn(*const u8)>(&self, hint: &H, key: &ReverseKey<A>) {
         let h = key.hash();
         let tag = tag_of(h);
         let (b1, b2) = self.buckets_of(h);
@@ -547,7 +645,7 @@ impl FlowTable {
     /// Starts loading the reverse-index lines a
     /// [`lookup_reverse`](Self::lookup_reverse) of `key` will read.
     #[inline]
-    pub fn prefetch_reverse<H: Fn(*const u8)>(&self, hint: &H, key: &ReverseKey) {
+    pub fn prefetch_reverse<H: Fn(*const u8)>(&self, hint: &H, key: &ReverseKey<A>) {
         let (b1, b2) = self.buckets_of(key.hash());
         hint(addr(&self.rev[b1]));
         hint(addr(&self.rev[b2]));
@@ -555,7 +653,7 @@ impl FlowTable {
 
     /// Looks up the flow of a client-side 4-tuple.
     #[inline(always)]
-    pub fn lookup(&self, key: &FlowKey) -> Option<(FlowRef, Flow)> {
+    pub fn lookup(&self, key: &FlowKey<A>) -> Option<(FlowRef, Flow<A>)> {
         let h = key.hash();
         let tag = tag_of(h);
         let (b1, b2) = self.buckets_of(h);
@@ -582,7 +680,7 @@ impl FlowTable {
 
     /// Looks up a full-NAT flow by the 4-tuple of a backend's reply.
     #[inline(always)]
-    pub fn lookup_reverse(&self, key: &ReverseKey) -> Option<(FlowRef, Flow)> {
+    pub fn lookup_reverse(&self, key: &ReverseKey<A>) -> Option<(FlowRef, Flow<A>)> {
         let h = key.hash();
         let tag = tag_of(h);
         let (b1, b2) = self.buckets_of(h);
@@ -612,7 +710,7 @@ impl FlowTable {
 
     /// True if a live flow already uses this reverse tuple (NAT port taken).
     #[inline]
-    pub fn reverse_in_use(&self, key: &ReverseKey) -> bool {
+    pub fn reverse_in_use(&self, key: &ReverseKey<A>) -> bool {
         self.lookup_reverse(key).is_some()
     }
 
@@ -649,7 +747,12 @@ impl FlowTable {
 
     /// Inserts a new flow. `flow.last_seen_ms` is the creation time.
     /// With `reverse`, the flow is also indexed by its backend-side tuple.
-    pub fn insert(&self, flow: &Flow, reverse: bool, now_ms: u32) -> Result<FlowRef, InsertError> {
+    pub fn insert(
+        &self,
+        flow: &Flow<A>,
+        reverse: bool,
+        now_ms: u32,
+    ) -> Result<FlowRef, InsertError> {
         let h = flow.key.hash();
         let tag = tag_of(h);
         let (b1, b2) = self.buckets_of(h);
@@ -682,18 +785,13 @@ impl FlowTable {
         // We own the slot (BUSY). Fill it.
         let (slot_idx, gen) = slot;
         let s = &self.slots[slot_idx];
-        s.addrs.store(
-            ((flow.key.client as u64) << 32) | flow.key.vip as u64,
-            Relaxed,
-        );
+        s.addrs.store(flow.key.client, flow.key.vip, flow.backend);
         s.ports.store(
             ((flow.key.client_port as u32) << 16) | flow.key.vport as u32,
             Relaxed,
         );
-        s.backend.store(
-            ((flow.backend as u64) << 32)
-                | ((flow.backend_port as u64) << 16)
-                | flow.nat_port as u64,
+        s.bports.store(
+            (u32::from(flow.backend_port) << 16) | u32::from(flow.nat_port),
             Relaxed,
         );
         s.mac_svc.store(
@@ -840,7 +938,7 @@ impl FlowTable {
         }
     }
 
-    fn rev_insert(&self, key: &ReverseKey, slot: usize) -> bool {
+    fn rev_insert(&self, key: &ReverseKey<A>, slot: usize) -> bool {
         let h = key.hash();
         let word = ((h >> 16) << 32) | (slot as u64 + 1);
         let (b1, b2) = self.buckets_of(h);
@@ -860,7 +958,7 @@ impl FlowTable {
         false
     }
 
-    fn rev_remove(&self, key: &ReverseKey, slot: usize) {
+    fn rev_remove(&self, key: &ReverseKey<A>, slot: usize) {
         let h = key.hash();
         let (b1, b2) = self.buckets_of(h);
         for b in [b1, b2] {
@@ -884,7 +982,7 @@ impl FlowTable {
         from: usize,
         count: usize,
         now_ms: u32,
-        mut visit: impl FnMut(&Flow),
+        mut visit: impl FnMut(&Flow<A>),
     ) -> SweepReport {
         let n = self.slots.len();
         let mut rep = SweepReport::default();
@@ -915,7 +1013,7 @@ impl FlowTable {
     }
 
     /// Calls `visit` for every live flow (no expiry). For status pages.
-    pub fn for_each(&self, visit: impl FnMut(&Flow) -> bool) {
+    pub fn for_each(&self, visit: impl FnMut(&Flow<A>) -> bool) {
         self.for_each_in(0, self.slots.len(), visit);
     }
 
@@ -926,7 +1024,7 @@ impl FlowTable {
         &self,
         from: usize,
         count: usize,
-        mut visit: impl FnMut(&Flow) -> bool,
+        mut visit: impl FnMut(&Flow<A>) -> bool,
     ) -> bool {
         let end = from.saturating_add(count).min(self.slots.len());
         for slot in from.min(end)..end {
@@ -1155,7 +1253,7 @@ mod tests {
 
     #[test]
     fn memory_per_flow_at_one_million() {
-        let t = FlowTable::new(1_000_000, T);
+        let t: FlowTable = FlowTable::new(1_000_000, T);
         let per = t.memory_bytes() as f64 / 1_000_000.0;
         assert!(per <= 128.0, "{per} bytes per flow");
     }

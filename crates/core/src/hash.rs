@@ -97,6 +97,16 @@ pub fn flow_hash(src: u32, src_port: u16, dst: u32, dst_port: u16, protocol: u8)
     mix64(fold_mul(a ^ K0, b ^ K3))
 }
 
+/// [`flow_hash`] of an IPv6 flow: each address folded to 64 bits first
+/// (the IPv4 function and its pinned vectors are unchanged).
+#[inline]
+pub fn flow_hash6(src: u128, src_port: u16, dst: u128, dst_port: u16, protocol: u8) -> u64 {
+    let fold = |x: u128| mix64((x >> 64).low()) ^ Low::<u64>::low(x);
+    let a = fold(src) ^ fold(dst).rotate_left(32);
+    let b = (u64::from(src_port) << 48) | (u64::from(dst_port) << 32) | u64::from(protocol);
+    mix64(fold_mul(a ^ K0, b ^ K3))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

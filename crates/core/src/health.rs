@@ -10,7 +10,7 @@
 
 pub mod dns;
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 
 use crate::model::{CheckKind, HealthCheck, ServiceConfig};
 pub use crate::model::{
@@ -70,8 +70,8 @@ pub fn check_path(path: &str) -> Result<(), String> {
 
 impl HealthCheck {
     /// The address probed for `backend`: its IP, and the check's port if set.
-    pub fn target(&self, backend: SocketAddrV4) -> SocketAddrV4 {
-        SocketAddrV4::new(*backend.ip(), self.port.unwrap_or(backend.port()))
+    pub fn target(&self, backend: SocketAddr) -> SocketAddr {
+        SocketAddr::new(backend.ip(), self.port.unwrap_or(backend.port()))
     }
 
     /// A one-line description for `/status` and logs, e.g.
@@ -230,7 +230,7 @@ impl TargetState {
 }
 
 /// Every (check, probed address) the services ask for.
-pub fn health_targets(services: &[ServiceConfig]) -> Vec<(HealthCheck, SocketAddrV4)> {
+pub fn health_targets(services: &[ServiceConfig]) -> Vec<(HealthCheck, SocketAddr)> {
     services
         .iter()
         .filter_map(|s| s.health_check.as_ref().map(|c| (c, &s.backends)))
@@ -245,8 +245,8 @@ pub fn health_targets(services: &[ServiceConfig]) -> Vec<(HealthCheck, SocketAdd
 /// open (every backend down by its health check).
 pub fn filter_services(
     services: &[ServiceConfig],
-    is_up: impl Fn(&HealthCheck, SocketAddrV4) -> bool,
-    held: impl Fn(SocketAddrV4) -> bool,
+    is_up: impl Fn(&HealthCheck, SocketAddr) -> bool,
+    held: impl Fn(SocketAddr) -> bool,
 ) -> (Vec<ServiceConfig>, Vec<String>) {
     let mut fail_open = Vec::new();
     let out = services
@@ -524,7 +524,7 @@ mod tests {
 
     #[test]
     fn target_uses_the_port_override() {
-        let b = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 21), 80);
+        let b = SocketAddr::from((Ipv4Addr::new(198, 18, 0, 21), 80));
         let mut c = HealthCheck::default();
         assert_eq!(c.target(b), b);
         c.port = Some(8081);
@@ -576,20 +576,20 @@ mod tests {
         assert_eq!(health_targets(&services).len(), 3 + 1 + 2);
         assert!(health_targets(&services).contains(&(
             with_port.clone(),
-            SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 21), 9000)
+            SocketAddr::from((Ipv4Addr::new(198, 18, 0, 21), 9000))
         )));
     }
 
     fn svc(name: &str, check: Option<HealthCheck>, ports: &[u16]) -> ServiceConfig {
         ServiceConfig {
             name: name.into(),
-            vip: Ipv4Addr::new(198, 18, 0, 100),
+            vip: Ipv4Addr::new(198, 18, 0, 100).into(),
             port: 80,
             mode: crate::model::Mode::Nat,
             backends: ports
                 .iter()
                 .map(|&p| crate::model::BackendConfig {
-                    addr: SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 21), p),
+                    addr: SocketAddr::from((Ipv4Addr::new(198, 18, 0, 21), p)),
                     weight: 1,
                     vtep: None,
                     vtep_mac: None,

@@ -24,6 +24,7 @@ pub mod bits;
 pub mod cloud;
 pub mod conflict;
 pub mod control;
+pub mod family;
 pub mod flow;
 pub mod forward;
 #[cfg(feature = "fuzzing")]

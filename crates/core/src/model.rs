@@ -4,7 +4,7 @@
 //! these types; this module imports nothing of them, so none of them
 //! depends on another (docs/architecture.md §1).
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use std::fmt;
@@ -153,6 +153,8 @@ pub struct FlowSettings {
     /// Most flows held at once; new flows beyond it evict per the policy in
     /// docs/architecture.md or are dropped.
     pub capacity: usize,
+    /// The same for IPv6 flows (a table of their own).
+    pub capacity_ipv6: usize,
     pub syn_timeout: Duration,
     pub established_timeout: Duration,
     /// One side sent FIN.
@@ -180,7 +182,7 @@ pub struct FlowSettings {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendConfig {
-    pub addr: SocketAddrV4,
+    pub addr: SocketAddr,
     pub weight: u32,
     /// `mode = "vxlan"`: the VTEP (node address) behind which `addr` lives.
     pub vtep: Option<Ipv4Addr>,
@@ -192,7 +194,8 @@ pub struct BackendConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceConfig {
     pub name: String,
-    pub vip: Ipv4Addr,
+    /// IPv4 or IPv6; the backends are of the same family.
+    pub vip: IpAddr,
     pub port: u16,
     /// TCP or UDP; a TCP and a UDP service may share VIP and port.
     pub protocol: Protocol,
@@ -214,7 +217,7 @@ pub struct ServiceConfig {
     /// elsewhere is dropped (`source_not_allowed`); flows already open when
     /// the list changes run on. (`source_ranges`;
     /// `spec.loadBalancerSourceRanges` in Kubernetes mode.)
-    pub source_ranges: Vec<Prefix4>,
+    pub source_ranges: Vec<Prefix>,
     /// What the backend choice hashes (`affinity`; `spec.sessionAffinity`).
     pub affinity: Affinity,
     /// UDP services: what the backend choice hashes (`udp_hash`).
@@ -258,7 +261,7 @@ impl FromStr for Affinity {
 
 impl ServiceConfig {
     /// Whether a new flow from `client` is admitted (`source_ranges`).
-    pub fn admits(&self, client: Ipv4Addr) -> bool {
+    pub fn admits(&self, client: IpAddr) -> bool {
         self.source_ranges.is_empty() || self.source_ranges.iter().any(|r| r.contains(client))
     }
 
@@ -355,79 +358,141 @@ impl Default for HealthCheck {
     }
 }
 
-/// An IPv4 prefix `base/prefix`, e.g. `198.18.0.100/30`: a VIP pool
-/// (`kubernetes.vip_pools`), or a source range a service admits
-/// (`source_ranges`, `spec.loadBalancerSourceRanges`).
+/// An IPv4 or IPv6 prefix `base/prefix`, e.g. `198.18.0.100/30` or
+/// `2001:2::100/124`: a VIP pool (`kubernetes.vip_pools`), or a source
+/// range a service admits (`source_ranges`,
+/// `spec.loadBalancerSourceRanges`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Prefix4 {
+pub struct Prefix {
     /// First address; its host bits (beyond `prefix`) are zero.
-    pub base: Ipv4Addr,
-    /// Prefix length, 0..=32.
+    pub base: IpAddr,
+    /// Prefix length, 0..=32 (IPv4) or 0..=128 (IPv6).
     pub prefix: u8,
 }
 
-impl Prefix4 {
-    /// Number of addresses in the prefix.
-    pub fn size(&self) -> u64 {
-        1u64 << (32 - u32::from(self.prefix))
+/// An address as a 128-bit number and its family's width in bits.
+fn bits_of(ip: IpAddr) -> (u128, u32) {
+    match ip {
+        IpAddr::V4(a) => (u128::from(u32::from(a)), 32),
+        IpAddr::V6(a) => (u128::from(a), 128),
+    }
+}
+
+fn addr_of(v: u128, like: IpAddr) -> IpAddr {
+    match like {
+        // The value came from a 32-bit family: it fits.
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::from(u32::try_from(v).unwrap_or(u32::MAX))),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::from(v)),
+    }
+}
+
+impl Prefix {
+    /// Whether the prefix is of IPv6 addresses.
+    pub fn is_ipv6(&self) -> bool {
+        self.base.is_ipv6()
     }
 
-    /// The prefix as a netmask.
-    pub fn mask(&self) -> u32 {
-        if self.prefix == 0 {
-            0
+    /// Number of addresses in the prefix (saturating at `u64::MAX` for
+    /// IPv6 prefixes shorter than /64).
+    pub fn size(&self) -> u64 {
+        let (_, width) = bits_of(self.base);
+        let host = width - u32::from(self.prefix);
+        if host >= 64 {
+            u64::MAX
         } else {
-            u32::MAX << (32 - u32::from(self.prefix))
+            1u64 << host
         }
     }
 
-    /// Whether `ip` is inside the prefix.
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        u32::from(ip) & self.mask() == u32::from(self.base)
+    /// The prefix as a netmask of its family's width.
+    fn mask_bits(&self) -> u128 {
+        let (_, width) = bits_of(self.base);
+        let full = if width == 32 {
+            u128::from(u32::MAX)
+        } else {
+            u128::MAX
+        };
+        let host = width - u32::from(self.prefix);
+        if host >= 128 {
+            0
+        } else {
+            full & !((1u128 << host) - 1)
+        }
     }
 
-    /// The prefix's addresses, lowest first.
-    pub fn addresses(&self) -> impl Iterator<Item = Ipv4Addr> {
-        let base = u64::from(u32::from(self.base));
-        // Every address of the range fits in 32 bits (size() ≤ 2^32 − base).
-        (base..base + self.size())
-            .filter_map(|a| u32::try_from(a).ok())
-            .map(Ipv4Addr::from)
+    /// The IPv4 prefix as a netmask; 0 for an IPv6 prefix.
+    pub fn mask(&self) -> u32 {
+        match self.base {
+            IpAddr::V4(_) => u32::try_from(self.mask_bits()).unwrap_or(0),
+            IpAddr::V6(_) => 0,
+        }
     }
 
-    pub fn overlaps(&self, other: &Prefix4) -> bool {
+    /// Whether `ip` is inside the prefix (never for the other family).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        if ip.is_ipv6() != self.base.is_ipv6() {
+            return false;
+        }
+        bits_of(ip).0 & self.mask_bits() == bits_of(self.base).0
+    }
+
+    /// The prefix's addresses, lowest first (lazily: an IPv6 pool may be
+    /// huge; callers take what they need).
+    pub fn addresses(&self) -> impl Iterator<Item = IpAddr> {
+        let base = bits_of(self.base).0;
+        let last = base | !self.mask_bits() & bits_of_full(self.base);
+        let like = self.base;
+        (0u128..)
+            .map(move |i| base.checked_add(i))
+            .take_while(move |a| a.is_some_and(|a| a <= last))
+            .map(move |a| addr_of(a.unwrap_or(base), like))
+    }
+
+    pub fn overlaps(&self, other: &Prefix) -> bool {
         self.contains(other.base) || other.contains(self.base)
     }
 }
 
-impl fmt::Display for Prefix4 {
+/// Every bit of `ip`'s family set.
+fn bits_of_full(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(_) => u128::from(u32::MAX),
+        IpAddr::V6(_) => u128::MAX,
+    }
+}
+
+impl fmt::Display for Prefix {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.base, self.prefix)
     }
 }
 
-impl FromStr for Prefix4 {
+impl FromStr for Prefix {
     type Err = String;
 
-    /// Parses `a.b.c.d/len`; a bare address means `/32`. The message says
-    /// what would be right.
+    /// Parses `a.b.c.d/len` or `x:y::z/len`; a bare address means the
+    /// whole width (`/32`, `/128`). The message says what would be right.
     fn from_str(s: &str) -> Result<Self, String> {
-        let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => {
-                let prefix: u8 = p
-                    .parse()
-                    .ok()
-                    .filter(|p| *p <= 32)
-                    .ok_or_else(|| format!("{s:?}: prefix length must be 0..=32"))?;
-                (a, prefix)
-            }
-            None => (s, 32),
+        let (addr, len) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
         };
-        let base: Ipv4Addr = addr.parse().map_err(|_| {
-            format!("{s:?} is not an IPv4 prefix; write it like \"198.18.0.100/30\"")
+        let base: IpAddr = addr.parse().map_err(|_| {
+            format!(
+                "{s:?} is not an IP prefix; write it like \"198.18.0.100/30\" or \"2001:2::100/124\""
+            )
         })?;
-        let pool = Prefix4 { base, prefix };
-        let aligned = Ipv4Addr::from(u32::from(base) & pool.mask());
+        let width: u8 = if base.is_ipv4() { 32 } else { 128 };
+        let prefix = match len {
+            Some(p) => p
+                .parse()
+                .ok()
+                .filter(|p| *p <= width)
+                .ok_or_else(|| format!("{s:?}: prefix length must be 0..={width}"))?,
+            None => width,
+        };
+        let pool = Prefix { base, prefix };
+        let aligned = addr_of(bits_of(base).0 & pool.mask_bits(), base);
         if aligned != base {
             return Err(format!(
                 "{s:?} has host bits set; the prefix starting at a /{prefix} boundary is \"{aligned}/{prefix}\""

@@ -1,4 +1,6 @@
-//! Neighbor (ARP) cache for the addresses podlb sends to: backends.
+//! Neighbor cache for the addresses podlb sends to: backends. One table per
+//! address family: IPv4 neighbors are resolved by ARP, IPv6 ones by
+//! Neighbor Discovery (RFC 4861 §7.2).
 //!
 //! podlb resolves backend MACs itself (RFC 826): the kernel does not own the
 //! VIP and, in TAP mode, has no address at all. The control thread decides
@@ -9,16 +11,26 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 
+use crate::family::{Addr, AddrCell};
 use podlb_wire::MacAddr;
 
-const EMPTY: u32 = 0;
-/// 255.255.255.255 is never a neighbor; it marks a removed key.
-const TOMBSTONE: u32 = u32::MAX;
 const VALID: u64 = 1 << 48;
 
+/// An unused key: the unspecified address.
+#[inline(always)]
+fn empty<A: Addr>(a: A) -> bool {
+    a == A::default()
+}
+
+/// A free key: unused, or removed (all ones: never a neighbor).
+#[inline(always)]
+fn free<A: Addr>(a: A) -> bool {
+    empty(a) || a == A::TOMBSTONE
+}
+
 #[derive(Default)]
-struct Entry {
-    ip: AtomicU32,
+struct Entry<A: Addr> {
+    ip: A::Cell,
     /// mac:48 | VALID
     mac: AtomicU64,
     /// Last time (ms) a reply or any ARP from it was seen.
@@ -31,22 +43,23 @@ struct Entry {
 
 /// State of one tracked neighbor, for the control thread and /status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NeighborState {
-    pub ip: u32,
+pub struct NeighborState<A = u32> {
+    pub ip: A,
     pub mac: Option<MacAddr>,
     pub seen_ms: u32,
     pub asked_ms: u32,
     pub wanted: bool,
 }
 
-pub struct NeighborTable {
-    entries: Box<[Entry]>,
+/// The neighbors of one family (`u32`: IPv4, the default; `u128`: IPv6).
+pub struct NeighborTable<A: Addr = u32> {
+    entries: Box<[Entry<A>]>,
     mask: usize,
 }
 
-impl NeighborTable {
+impl<A: Addr> NeighborTable<A> {
     /// Room for `capacity` addresses (rounded up to a power of two, ×2 for probing).
-    pub fn new(capacity: usize) -> NeighborTable {
+    pub fn new(capacity: usize) -> NeighborTable<A> {
         let n = (capacity.max(16) * 2).next_power_of_two();
         NeighborTable {
             entries: (0..n).map(|_| Entry::default()).collect(),
@@ -55,13 +68,13 @@ impl NeighborTable {
     }
 
     #[inline]
-    fn start(&self, ip: u32) -> usize {
-        (ip.wrapping_mul(0x9e37_79b1) >> 7) as usize & self.mask
+    fn start(&self, ip: A) -> usize {
+        (ip.fold().wrapping_mul(0x9e37_79b1) >> 7) as usize & self.mask
     }
 
     #[inline]
-    fn find(&self, ip: u32) -> Option<&Entry> {
-        if ip == EMPTY || ip == TOMBSTONE {
+    fn find(&self, ip: A) -> Option<&Entry<A>> {
+        if free(ip) {
             return None;
         }
         let mut i = self.start(ip);
@@ -69,7 +82,7 @@ impl NeighborTable {
             let e = &self.entries[i];
             match e.ip.load(Acquire) {
                 k if k == ip => return Some(e),
-                EMPTY => return None,
+                k if empty(k) => return None,
                 _ => i = (i + 1) & self.mask,
             }
         }
@@ -78,7 +91,7 @@ impl NeighborTable {
 
     /// The MAC of `ip`, if tracked and resolved.
     #[inline]
-    pub fn lookup(&self, ip: u32) -> Option<MacAddr> {
+    pub fn lookup(&self, ip: A) -> Option<MacAddr> {
         let e = self.find(ip)?;
         let m = e.mac.load(Relaxed);
         (m & VALID != 0).then(|| MacAddr::from_u64(m & 0xffff_ffff_ffff))
@@ -87,7 +100,7 @@ impl NeighborTable {
     /// Notes that a worker needed `ip` and had no MAC (the control thread
     /// then asks at once instead of at its next refresh).
     #[inline]
-    pub fn want(&self, ip: u32) {
+    pub fn want(&self, ip: A) {
         if let Some(e) = self.find(ip) {
             e.wanted.store(1, Relaxed);
         }
@@ -95,7 +108,7 @@ impl NeighborTable {
 
     /// Learns `ip` → `mac` if `ip` is tracked. Returns true if tracked.
     #[inline]
-    pub fn learn(&self, ip: u32, mac: MacAddr, now_ms: u32) -> bool {
+    pub fn learn(&self, ip: A, mac: MacAddr, now_ms: u32) -> bool {
         let Some(e) = self.find(ip) else { return false };
         if !mac.is_unicast() || mac == MacAddr::ZERO {
             return true;
@@ -110,15 +123,15 @@ impl NeighborTable {
     }
 
     /// Starts tracking `ip` (control thread only). False if the table is full.
-    pub fn track(&self, ip: u32) -> bool {
-        if ip == EMPTY || ip == TOMBSTONE || self.find(ip).is_some() {
-            return ip != EMPTY && ip != TOMBSTONE;
+    pub fn track(&self, ip: A) -> bool {
+        if free(ip) || self.find(ip).is_some() {
+            return !free(ip);
         }
         let mut i = self.start(ip);
         for _ in 0..=self.mask {
             let e = &self.entries[i];
             let k = e.ip.load(Relaxed);
-            if k == EMPTY || k == TOMBSTONE {
+            if free(k) {
                 e.mac.store(0, Relaxed);
                 e.seen_ms.store(0, Relaxed);
                 e.asked_ms.store(0, Relaxed);
@@ -132,25 +145,25 @@ impl NeighborTable {
     }
 
     /// Stops tracking every address for which `keep` is false (control thread only).
-    pub fn retain(&self, mut keep: impl FnMut(u32) -> bool) {
+    pub fn retain(&self, mut keep: impl FnMut(A) -> bool) {
         for e in self.entries.iter() {
             let k = e.ip.load(Relaxed);
-            if k != EMPTY && k != TOMBSTONE && !keep(k) {
-                e.ip.store(TOMBSTONE, Release);
+            if !free(k) && !keep(k) {
+                e.ip.store(A::TOMBSTONE, Release);
                 e.mac.store(0, Relaxed);
             }
         }
     }
 
     /// Forgets the MAC of `ip` (it stopped answering); keeps tracking it.
-    pub fn invalidate(&self, ip: u32) {
+    pub fn invalidate(&self, ip: A) {
         if let Some(e) = self.find(ip) {
             e.mac.store(0, Relaxed);
         }
     }
 
     /// Records that the control thread sent a request for `ip` now.
-    pub fn asked(&self, ip: u32, now_ms: u32) {
+    pub fn asked(&self, ip: A, now_ms: u32) {
         if let Some(e) = self.find(ip) {
             e.asked_ms.store(now_ms, Relaxed);
             e.wanted.store(0, Relaxed);
@@ -158,12 +171,12 @@ impl NeighborTable {
     }
 
     /// Every tracked neighbor.
-    pub fn entries(&self) -> Vec<NeighborState> {
+    pub fn entries(&self) -> Vec<NeighborState<A>> {
         self.entries
             .iter()
             .filter_map(|e| {
                 let ip = e.ip.load(Acquire);
-                if ip == EMPTY || ip == TOMBSTONE {
+                if free(ip) {
                     return None;
                 }
                 let m = e.mac.load(Relaxed);
@@ -185,7 +198,7 @@ mod tests {
 
     #[test]
     fn track_learn_lookup_retain() {
-        let t = NeighborTable::new(4);
+        let t: NeighborTable = NeighborTable::new(4);
         let mac = MacAddr([2, 0, 0, 0, 0, 0x21]);
         assert!(
             !t.learn(0xc612_0015, mac, 1),
@@ -207,5 +220,20 @@ mod tests {
         assert!(t.lookup(0x0a00_0013).is_none());
         t.learn(0x0a00_0013, mac, 1);
         assert_eq!(t.lookup(0x0a00_0013), Some(mac));
+    }
+
+    #[test]
+    fn ipv6_neighbors_track_and_learn() {
+        let t: NeighborTable<u128> = NeighborTable::new(4);
+        let a: u128 = "2001:2::21".parse::<std::net::Ipv6Addr>().unwrap().into();
+        let mac = MacAddr([2, 0, 0, 0, 0, 0x21]);
+        assert!(!t.track(0) && !t.track(u128::MAX));
+        assert!(t.track(a));
+        assert!(t.learn(a, mac, 3));
+        assert_eq!(t.lookup(a), Some(mac));
+        assert_eq!(t.lookup(a + 1), None);
+        t.retain(|ip| ip != a);
+        assert_eq!(t.lookup(a), None);
+        assert!(t.track(a));
     }
 }

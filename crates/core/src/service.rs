@@ -4,8 +4,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use crate::bits::Low;
+use crate::family::{self, Addr};
 use crate::hash::mix64;
 use crate::maglev::{MaglevError, MaglevTable};
 use crate::model::{Mode, ServiceConfig};
@@ -28,8 +30,10 @@ pub struct Vtep {
 
 #[derive(Debug, Clone)]
 pub struct Backend {
-    pub addr: SocketAddrV4,
-    pub ip: u32,
+    pub addr: SocketAddr,
+    /// The address in wide form (`crate::family`): IPv4 backends of IPv4
+    /// services, IPv6 ones of IPv6 services.
+    pub ip: u128,
     pub port: u16,
     pub weight: u32,
     /// Stats slot of (service, backend).
@@ -40,17 +44,18 @@ pub struct Backend {
 
 impl Backend {
     /// The address podlb needs the MAC of to reach this backend: the VTEP's
-    /// next hop for vxlan, the backend itself otherwise.
+    /// next hop for vxlan, the backend itself otherwise (wide form).
     #[inline]
-    pub fn l2_target(&self) -> u32 {
-        self.vtep.map_or(self.ip, |v| v.next_hop)
+    pub fn l2_target(&self) -> u128 {
+        self.vtep.map_or(self.ip, |v| v.next_hop.wide())
     }
 }
 
 #[derive(Debug)]
 pub struct Service {
     pub name: String,
-    pub vip: u32,
+    /// Wide form (`crate::family`).
+    pub vip: u128,
     pub port: u16,
     /// IPv4 protocol number: 6 (TCP) or 17 (UDP).
     pub proto: u8,
@@ -59,8 +64,10 @@ pub struct Service {
     pub maglev: MaglevTable,
     /// Clamp the MSS option of SYN and SYN-ACK to at most this.
     pub mss_clamp: Option<u16>,
-    /// Clients admitted to new flows as (network, mask); empty: all.
-    pub source_ranges: Vec<(u32, u32)>,
+    /// Clients admitted to new flows as (network, mask) of wide addresses
+    /// (an IPv4 range's mask covers the IPv4-mapped prefix too, so it never
+    /// admits an IPv6 client); empty: all.
+    pub source_ranges: Vec<(u128, u128)>,
     /// Backend choice by the client's address alone (`affinity =
     /// "client_ip"`, or `udp_hash = "src_ip"` on UDP).
     pub client_affinity: bool,
@@ -69,12 +76,12 @@ pub struct Service {
 impl Service {
     /// Whether a new flow from `client` is admitted (`source_ranges`).
     #[inline]
-    pub fn admits(&self, client: u32) -> bool {
+    pub fn admits<A: Addr>(&self, client: A) -> bool {
         self.source_ranges.is_empty()
             || self
                 .source_ranges
                 .iter()
-                .any(|&(net, mask)| client & mask == net)
+                .any(|&(net, mask)| client.wide() & mask == net)
     }
 }
 
@@ -83,13 +90,13 @@ impl Service {
 pub struct Snapshot {
     pub generation: u64,
     pub services: Vec<Service>,
-    /// (vip, port, protocol number) → service index.
-    by_listener: HashMap<(u32, u16, u8), u16, BuildHasherDefault<WordHasher>>,
-    /// Distinct VIPs, sorted.
-    vips: Vec<u32>,
-    /// vxlan backends (pod address) → their VTEP. Flows carry only the
-    /// backend address; this finds the tunnel for them.
-    vteps: HashMap<u32, Vtep, BuildHasherDefault<WordHasher>>,
+    /// (wide vip, port, protocol number) → service index.
+    by_listener: HashMap<(u128, u16, u8), u16, BuildHasherDefault<WordHasher>>,
+    /// Distinct VIPs (wide), sorted.
+    vips: Vec<u128>,
+    /// vxlan backends (wide pod address) → their VTEP. Flows carry only
+    /// the backend address; this finds the tunnel for them.
+    vteps: HashMap<u128, Vtep, BuildHasherDefault<WordHasher>>,
     /// (UDP port, VNI) pairs of the vxlan services: replies podlb decapsulates.
     vxlan_ids: Vec<(u16, u32)>,
 }
@@ -101,7 +108,7 @@ impl Snapshot {
     pub fn build(
         generation: u64,
         services: &[ServiceConfig],
-        mut stat_slot: impl FnMut(&str, SocketAddrV4) -> u16,
+        mut stat_slot: impl FnMut(&str, SocketAddr) -> u16,
     ) -> Result<Snapshot, MaglevError> {
         let mut out = Vec::with_capacity(services.len());
         let mut by_listener = HashMap::default();
@@ -114,7 +121,7 @@ impl Snapshot {
                 .iter()
                 .map(|b| Backend {
                     addr: b.addr,
-                    ip: u32::from(*b.addr.ip()),
+                    ip: family::wide(b.addr.ip()),
                     port: b.addr.port(),
                     weight: b.weight,
                     stat: stat_slot(&s.name, b.addr),
@@ -143,7 +150,7 @@ impl Snapshot {
                 .map(|b| (b.addr.to_string(), b.weight))
                 .collect();
             let maglev = MaglevTable::build(&keys, s.table_size)?;
-            let vip = u32::from(s.vip);
+            let vip = family::wide(s.vip);
             let proto = s.protocol.number();
             by_listener.insert((vip, s.port, proto), i);
             vips.push(vip);
@@ -159,7 +166,10 @@ impl Snapshot {
                 source_ranges: s
                     .source_ranges
                     .iter()
-                    .map(|r| (u32::from(r.base), r.mask()))
+                    .map(|r| {
+                        let (net, mask) = (family::wide(r.base), wide_mask(r));
+                        (net & mask, mask)
+                    })
                     .collect(),
                 client_affinity: s.hashes_client_only(),
             });
@@ -201,8 +211,8 @@ impl Snapshot {
     /// backend, instead of being dropped as `vxlan_no_vtep`; an entry is let
     /// go by a later build once no flow uses it. A backend address that is
     /// in this snapshot keeps this snapshot's VTEP.
-    pub fn carry_vteps(&mut self, old: &Snapshot, carries_flows: impl Fn(u32) -> bool) {
-        let served: HashSet<u32> = old
+    pub fn carry_vteps(&mut self, old: &Snapshot, carries_flows: impl Fn(u128) -> bool) {
+        let served: HashSet<u128> = old
             .services
             .iter()
             .flat_map(|s| s.backends.iter())
@@ -224,11 +234,11 @@ impl Snapshot {
 
     /// The VTEP of vxlan backend `ip`.
     #[inline]
-    pub fn vtep(&self, ip: u32) -> Option<&Vtep> {
+    pub fn vtep<A: Addr>(&self, ip: A) -> Option<&Vtep> {
         if self.vteps.is_empty() {
             return None;
         }
-        self.vteps.get(&ip)
+        self.vteps.get(&ip.wide())
     }
 
     /// Whether some vxlan service uses UDP `port`.
@@ -252,14 +262,15 @@ impl Snapshot {
 
     /// The service listening on `vip:port` for IPv4 protocol `proto`.
     #[inline]
-    pub fn service(&self, vip: u32, port: u16, proto: u8) -> Option<(u16, &Service)> {
-        let &i = self.by_listener.get(&(vip, port, proto))?;
+    pub fn service<A: Addr>(&self, vip: A, port: u16, proto: u8) -> Option<(u16, &Service)> {
+        let &i = self.by_listener.get(&(vip.wide(), port, proto))?;
         Some((i, &self.services[i as usize]))
     }
 
     /// Whether podlb serves `ip` (answers ARP and ICMP echo for it).
     #[inline]
-    pub fn is_vip(&self, ip: u32) -> bool {
+    pub fn is_vip<A: Addr>(&self, ip: A) -> bool {
+        let ip = ip.wide();
         match self.vips.len() {
             0 => false,
             1..=8 => self.vips.contains(&ip),
@@ -270,12 +281,34 @@ impl Snapshot {
     /// Whether `port` is a service port of protocol `proto` on `vip`
     /// (never handed out as a NAT port of that protocol).
     #[inline]
-    pub fn is_listener(&self, vip: u32, port: u16, proto: u8) -> bool {
-        self.by_listener.contains_key(&(vip, port, proto))
+    pub fn is_listener<A: Addr>(&self, vip: A, port: u16, proto: u8) -> bool {
+        self.by_listener.contains_key(&(vip.wide(), port, proto))
     }
 
-    pub fn vips(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
-        self.vips.iter().map(|&v| Ipv4Addr::from(v))
+    /// Every VIP, of both families.
+    pub fn vips(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.vips.iter().map(|&v| family::unwide(v))
+    }
+
+    /// The VIPs of family `A`.
+    pub fn vips_of<A: Addr>(&self) -> impl Iterator<Item = A> + '_ {
+        self.vips.iter().filter_map(|&v| A::from_wide(v))
+    }
+
+    /// The IPv4 VIPs.
+    pub fn vips4(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        self.vips_of::<u32>().map(Ipv4Addr::from)
+    }
+}
+
+/// The netmask of a prefix over wide addresses: an IPv4 prefix's covers
+/// the IPv4-mapped prefix as well.
+fn wide_mask(r: &crate::model::Prefix) -> u128 {
+    let host = if r.is_ipv6() { 128 } else { 32 } - u32::from(r.prefix);
+    if host >= 128 {
+        0
+    } else {
+        u128::MAX << host
     }
 }
 
@@ -295,6 +328,10 @@ impl Hasher for WordHasher {
     }
     fn write_u32(&mut self, n: u32) {
         self.0 = self.0.rotate_left(32) ^ n as u64;
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.0 = self.0.rotate_left(32) ^ Low::<u64>::low(n >> 64);
+        self.0 = mix64(self.0) ^ Low::<u64>::low(n);
     }
     fn finish(&self) -> u64 {
         mix64(self.0)

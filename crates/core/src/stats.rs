@@ -134,6 +134,15 @@ counter_enum! {
         /// to no flow: dropped, as a NAT drops errors that match no mapping
         /// (RFC 5508 §4).
         IcmpNoFlow => "icmp_no_flow", "ICMP errors to a VIP that quote no flow podlb holds.";
+        /// IPv6 header truncated, its Payload Length inconsistent, or its
+        /// extension-header chain malformed or longer than podlb walks.
+        Ipv6Malformed => "ipv6_malformed", "IPv6 packets truncated or with a malformed or overlong extension-header chain.";
+        /// An IPv6 fragment to a VIP (not steered; IPv6 senders fragment
+        /// rarely: Path MTU Discovery is mandatory, RFC 8201).
+        Ipv6Fragment => "ipv6_fragment", "IPv6 fragments to a VIP (not steered).";
+        /// ICMPv6 or NDP that fails its checks (checksum, RFC 4861 §7.1 hop
+        /// limit and code, truncation).
+        Icmpv6Malformed => "icmpv6_malformed", "ICMPv6 and NDP messages failing their checks (RFC 4861 section 7.1).";
     }
 }
 
@@ -173,6 +182,13 @@ counter_enum! {
         IcmpErrorsToClient => "icmp_errors_to_client", "ICMP errors from the backend side translated and sent to a flow's client.";
         /// UDP datagrams forwarded (both directions).
         UdpDatagrams => "udp_datagrams", "UDP datagrams forwarded, both directions.";
+        /// Neighbor Advertisements sent in answer to solicitations for IPv6
+        /// VIPs (RFC 4861 §7.2.4).
+        NdpAdvertsSent => "ndp_adverts", "Neighbor Advertisements sent for IPv6 VIPs.";
+        /// NDP messages a tracked IPv6 neighbor's MAC was learned from.
+        NdpLearned => "ndp_learned", "NDP messages a tracked IPv6 neighbor's MAC was learned from.";
+        /// Neighbor Solicitations for addresses podlb does not answer.
+        NdpOtherTarget => "ndp_other_target", "Neighbor Solicitations for addresses podlb does not answer, left to the kernel.";
     }
 }
 
@@ -346,8 +362,8 @@ mod tests {
             DropReason::help,
         );
         check(&Event::ALL, |e| e as usize, Event::as_str, Event::help);
-        assert_eq!(DropReason::COUNT, 29);
-        assert_eq!(Event::COUNT, 19);
+        assert_eq!(DropReason::COUNT, 32);
+        assert_eq!(Event::COUNT, 22);
     }
 
     #[test]

@@ -91,8 +91,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use crossbeam_queue::ArrayQueue;
 
 use crate::elapsed_ms;
+use crate::family::Addr;
 use crate::flow::{tcp_state, Flow, FlowKey, FlowTable, ReverseKey};
-use crate::hash::flow_hash;
 use crate::service::Snapshot;
 use podlb_wire::{ipv4, MacAddr};
 
@@ -572,7 +572,7 @@ pub fn snapshot_resolver(
         let stat = svc
             .backends
             .iter()
-            .find(|b| b.ip == backend && b.port == backend_port)
+            .find(|b| b.ip == backend.wide() && b.port == backend_port)
             .map_or(NO_STAT, |b| b.stat);
         Some(Resolved { service, stat })
     }
@@ -725,12 +725,15 @@ pub fn apply_all(
 /// per period; with a nominal cycle and jittery visits, once per period on
 /// average. A period at or below `visit_ms` sends on every visit. (At the
 /// u32 clock's wrap, every ~49 days, one period may be cut short.)
-pub fn refresh_due(flow: &Flow, now_ms: u32, period_ms: u32, visit_ms: u32) -> bool {
+pub fn refresh_due<A: Addr>(flow: &Flow<A>, now_ms: u32, period_ms: u32, visit_ms: u32) -> bool {
     if period_ms <= visit_ms {
         return true;
     }
     let k = &flow.key;
-    let phase = (flow_hash(k.client, k.client_port, k.vip, k.vport, 6) >> 32) as u32 % period_ms;
+    let (c, v) = (k.client.fold(), k.vip.fold());
+    let phase = (crate::hash::mix64(c ^ v.rotate_left(32) ^ (u64::from(k.client_port) << 16)) >> 32)
+        as u32
+        % period_ms;
     now_ms.wrapping_sub(phase) % period_ms < visit_ms
 }
 

@@ -4,7 +4,7 @@
 //! etherparse (an independent implementation, so a bug cannot cancel
 //! itself).
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use etherparse::{Ipv4Header, PacketBuilder, TcpHeader};
@@ -52,7 +52,7 @@ pub fn vxlan_snapshot_of(generation: u64, pods: &[usize]) -> Snapshot {
     let backends = pods
         .iter()
         .map(|&i| BackendConfig {
-            addr: SocketAddrV4::new(Ipv4Addr::from(PODS[i]), 8080),
+            addr: (Ipv4Addr::from(PODS[i]), 8080).into(),
             weight: 1,
             vtep: Some(Ipv4Addr::from(VTEPS[i])),
             vtep_mac: Some(vtep_mac(i)),
@@ -60,7 +60,7 @@ pub fn vxlan_snapshot_of(generation: u64, pods: &[usize]) -> Snapshot {
         .collect();
     let svc = ServiceConfig {
         name: "web".into(),
-        vip: Ipv4Addr::from(VIP),
+        vip: Ipv4Addr::from(VIP).into(),
         port: 80,
         mode: Mode::Vxlan,
         backends,
@@ -116,7 +116,11 @@ pub fn snapshot_of(mode: Mode, backend_port: u16, backends: &[[u8; 4]]) -> Snaps
 /// A snapshot of `services`, generation `generation`; a backend's stats
 /// slot is its address's last octet.
 pub fn build(generation: u64, services: &[ServiceConfig]) -> Snapshot {
-    Snapshot::build(generation, services, |_, a| u16::from(a.ip().octets()[3])).unwrap()
+    Snapshot::build(generation, services, |_, a| match a.ip() {
+        std::net::IpAddr::V4(ip) => u16::from(ip.octets()[3]),
+        std::net::IpAddr::V6(ip) => u16::from(ip.octets()[15]),
+    })
+    .unwrap()
 }
 
 /// The service VIP:80 in `mode` over `backends` on `backend_port`.
@@ -124,7 +128,7 @@ pub fn service(mode: Mode, backend_port: u16, backends: &[[u8; 4]]) -> ServiceCo
     let backends = backends
         .iter()
         .map(|b| BackendConfig {
-            addr: SocketAddrV4::new(Ipv4Addr::from(*b), backend_port),
+            addr: (Ipv4Addr::from(*b), backend_port).into(),
             weight: 1,
             vtep: None,
             vtep_mac: None,
@@ -132,7 +136,7 @@ pub fn service(mode: Mode, backend_port: u16, backends: &[[u8; 4]]) -> ServiceCo
         .collect();
     ServiceConfig {
         name: "web".into(),
-        vip: Ipv4Addr::from(VIP),
+        vip: Ipv4Addr::from(VIP).into(),
         port: 80,
         mode,
         backends,
@@ -155,6 +159,11 @@ pub fn forwarder(pickup: bool, port_seed: u32, sync: Option<Arc<SyncQueue>>) -> 
         neighbors.track(u32::from_be_bytes(b));
         neighbors.learn(u32::from_be_bytes(b), bmac(b), 0);
     }
+    let neighbors6 = Arc::new(NeighborTable::new(16));
+    for b in BACKENDS6 {
+        neighbors6.track(b);
+        neighbors6.learn(b, bmac6(b), 0);
+    }
     Forwarder {
         mac: MacAddr(LB),
         own_mac: MacAddr(LB),
@@ -163,6 +172,9 @@ pub fn forwarder(pickup: bool, port_seed: u32, sync: Option<Arc<SyncQueue>>) -> 
         accept_mode: true,
         flows: Arc::new(FlowTable::new(4096, T)),
         neighbors,
+        flows6: Arc::new(FlowTable::new(4096, T)),
+        neighbors6,
+        own_ip6: None,
         stats: Arc::new(WorkerStats::default()),
         ports: NatPorts::new(0, 1, port_seed),
         pickup,
@@ -421,4 +433,108 @@ pub fn verify_icmp_error(frame: &[u8]) -> IcmpSeen {
         quoted: (qip.source, qip.destination, sport, dport),
         mtu,
     }
+}
+
+/// The IPv6 lab (2001:2::/48, RFC 5180): a client, the VIP and three
+/// backends on one link, as `u128` addresses.
+pub const CLIENT6: u128 = 0x2001_0002_0000_0000_0000_0000_0000_0010;
+pub const VIP6: u128 = 0x2001_0002_0000_0000_0000_0000_0000_0100;
+pub const BACKENDS6: [u128; 3] = [
+    0x2001_0002_0000_0000_0000_0000_0000_0021,
+    0x2001_0002_0000_0000_0000_0000_0000_0022,
+    0x2001_0002_0000_0000_0000_0000_0000_0023,
+];
+
+/// The MAC of IPv6 backend `ip`.
+pub fn bmac6(ip: u128) -> MacAddr {
+    MacAddr([2, 0, 0, 0, 6, ip.to_be_bytes()[15]])
+}
+
+/// The service [`VIP6`]:80 in `mode` over [`BACKENDS6`] on `backend_port`.
+pub fn service6(mode: Mode, backend_port: u16) -> ServiceConfig {
+    ServiceConfig {
+        name: "web6".into(),
+        vip: std::net::Ipv6Addr::from(VIP6).into(),
+        backends: BACKENDS6
+            .iter()
+            .map(|&b| BackendConfig {
+                addr: (std::net::Ipv6Addr::from(b), backend_port).into(),
+                weight: 1,
+                vtep: None,
+                vtep_mac: None,
+            })
+            .collect(),
+        ..service(mode, backend_port, &[])
+    }
+}
+
+/// A TCP segment over IPv6; `flags` as [`tcp_frame`].
+pub fn tcp6_frame(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    (src, dst): (u128, u128),
+    sport: u16,
+    dport: u16,
+    flags: &str,
+) -> Vec<u8> {
+    let mut b = PacketBuilder::ethernet2(src_mac, dst_mac)
+        .ipv6(src.to_be_bytes(), dst.to_be_bytes(), 64)
+        .tcp(sport, dport, 1000, 64240);
+    if flags.contains('S') {
+        b = b.syn();
+    }
+    if flags.contains('A') {
+        b = b.ack(77);
+    }
+    if flags.contains('F') {
+        b = b.fin();
+    }
+    if flags.contains('R') {
+        b = b.rst();
+    }
+    let mut v = Vec::new();
+    b.write(&mut v, b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    v
+}
+
+/// A UDP datagram over IPv6.
+pub fn udp6_frame(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    (src, dst): (u128, u128),
+    sport: u16,
+    dport: u16,
+) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(src_mac, dst_mac)
+        .ipv6(src.to_be_bytes(), dst.to_be_bytes(), 64)
+        .udp(sport, dport)
+        .write(&mut v, b"query")
+        .unwrap();
+    v
+}
+
+/// Parses an IPv6 TCP or UDP frame with etherparse and checks its
+/// transport checksum; returns (src, dst, sport, dport).
+pub fn verify6(frame: &[u8]) -> (u128, u128, u16, u16) {
+    use etherparse::{Ipv6Header, UdpHeader};
+    let (ip, rest) = Ipv6Header::from_slice(&frame[14..]).unwrap();
+    let (s, d) = (
+        u128::from_be_bytes(ip.source),
+        u128::from_be_bytes(ip.destination),
+    );
+    if ip.next_header == etherparse::IpNumber::UDP {
+        let (u, payload) = UdpHeader::from_slice(rest).unwrap();
+        let want = u
+            .calc_checksum_ipv6_raw(ip.source, ip.destination, payload)
+            .unwrap();
+        assert_eq!(u.checksum, want, "UDP checksum");
+        return (s, d, u.source_port, u.destination_port);
+    }
+    let (tcp, payload) = TcpHeader::from_slice(rest).unwrap();
+    let want = tcp
+        .calc_checksum_ipv6_raw(ip.source, ip.destination, payload)
+        .unwrap();
+    assert_eq!(tcp.checksum, want, "TCP checksum");
+    (s, d, tcp.source_port, tcp.destination_port)
 }

@@ -283,6 +283,72 @@ pub fn protocol_sink(protocol: i32) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// The IPv6 multicast groups the kernel is asked to join on one interface
+/// for podlb: the solicited-node groups of the IPv6 VIPs (RFC 4861 §7.2.1),
+/// so the NIC's filter passes Neighbor Solicitations for them and the
+/// kernel reports them in MLD (switches that snoop MLD forward them).
+/// The frames themselves are read from podlb's rings.
+pub struct Groups6 {
+    sock: std::net::UdpSocket,
+    ifindex: u32,
+    joined: std::collections::BTreeSet<std::net::Ipv6Addr>,
+}
+
+impl Groups6 {
+    pub fn new(ifindex: u32) -> io::Result<Groups6> {
+        let sock = std::net::UdpSocket::bind((std::net::Ipv6Addr::UNSPECIFIED, 0))?;
+        Ok(Groups6 {
+            sock,
+            ifindex,
+            joined: Default::default(),
+        })
+    }
+
+    /// Joins the groups of `want` not joined yet and leaves the others;
+    /// returns the groups that could not be joined, with why.
+    pub fn set(
+        &mut self,
+        want: impl IntoIterator<Item = std::net::Ipv6Addr>,
+    ) -> Vec<(std::net::Ipv6Addr, io::Error)> {
+        let want: std::collections::BTreeSet<_> = want.into_iter().collect();
+        let mut failed = Vec::new();
+        for g in self.joined.difference(&want) {
+            let _ = self.sock.leave_multicast_v6(g, self.ifindex);
+        }
+        for g in want.difference(&self.joined) {
+            if let Err(e) = self.sock.join_multicast_v6(g, self.ifindex) {
+                failed.push((*g, e));
+            }
+        }
+        self.joined = want
+            .into_iter()
+            .filter(|g| !failed.iter().any(|(f, _)| f == g))
+            .collect();
+        failed
+    }
+}
+
+/// The IPv6 link-local address of interface `name` (`/proc/net/if_inet6`,
+/// scope 0x20), if it has one.
+pub fn ipv6_link_local_of(name: &str) -> io::Result<Option<std::net::Ipv6Addr>> {
+    let text = std::fs::read_to_string("/proc/net/if_inet6")?;
+    Ok(parse_if_inet6(&text, name))
+}
+
+fn parse_if_inet6(text: &str, name: &str) -> Option<std::net::Ipv6Addr> {
+    text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        match f.as_slice() {
+            [hex, _, _, "20", _, dev] if *dev == name && hex.len() == 32 => {
+                u128::from_str_radix(hex, 16)
+                    .ok()
+                    .map(std::net::Ipv6Addr::from)
+            }
+            _ => None,
+        }
+    })
+}
+
 pub use caps::Capability;
 
 /// `CAP_NET_ADMIN` and `CAP_NET_RAW`: all podlb needs once its devices are
@@ -396,5 +462,18 @@ mod caps_tests {
         })
         .join()
         .unwrap();
+    }
+}
+
+#[cfg(test)]
+mod if_inet6_tests {
+    #[test]
+    fn if_inet6_link_local_is_found() {
+        let text = "20010002000000000000000000000002 05 40 00 80     eth0\nfe800000000000000000000000000002 05 40 20 80     eth0\nfe800000000000000000000000000009 02 40 20 80       lo\n";
+        assert_eq!(
+            super::parse_if_inet6(text, "eth0"),
+            Some("fe80::2".parse().unwrap())
+        );
+        assert_eq!(super::parse_if_inet6(text, "eth1"), None);
     }
 }

@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use serde::Deserialize;
 use podlb_core::health;
 use podlb_core::maglev;
 pub use podlb_core::model::{
-    Affinity, BackendConfig, CheckKind, ConfigError, FlowSettings, HealthCheck, Mode, Prefix4,
+    Affinity, BackendConfig, CheckKind, ConfigError, FlowSettings, HealthCheck, Mode, Prefix,
     Protocol, ServiceConfig, UdpHash, DEFAULT_VNI, DEFAULT_VXLAN_MSS, DEFAULT_VXLAN_PORT,
 };
 pub use podlb_io::{IoBackend, RxRing, TxMode};
@@ -394,6 +394,7 @@ struct RawProbes {
 #[serde(deny_unknown_fields)]
 struct RawFlows {
     capacity: Option<i64>,
+    capacity_ipv6: Option<i64>,
     syn_timeout_s: Option<u64>,
     established_timeout_s: Option<u64>,
     fin_timeout_s: Option<u64>,
@@ -622,6 +623,15 @@ impl Config {
                 format!("{capacity} is out of range: use 1024..=67108864"),
             ));
         }
+        // IPv6 flows have a table of their own (80-byte slots); a quarter
+        // of the IPv4 capacity by default.
+        let capacity_ipv6 = f.capacity_ipv6.unwrap_or((capacity / 4).max(1024));
+        if !(1024..=1 << 26).contains(&capacity_ipv6) {
+            return Err(err(
+                "flows.capacity_ipv6",
+                format!("{capacity_ipv6} is out of range: use 1024..=67108864"),
+            ));
+        }
         let secs = |key: &str, v: Option<u64>, default: u64| -> Result<Duration, ConfigError> {
             let v = v.unwrap_or(default);
             if v == 0 || v > 30 * 86_400 {
@@ -634,6 +644,7 @@ impl Config {
         };
         let flows = FlowSettings {
             capacity: capacity as usize,
+            capacity_ipv6: capacity_ipv6 as usize,
             syn_timeout: secs("syn_timeout_s", f.syn_timeout_s, 10)?,
             established_timeout: secs("established_timeout_s", f.established_timeout_s, 3600)?,
             fin_timeout: secs("fin_timeout_s", f.fin_timeout_s, 60)?,
@@ -1173,18 +1184,7 @@ fn validate_services(raw: Vec<RawService>) -> Result<Vec<ServiceConfig>, ConfigE
                 ),
             ));
         }
-        let vip: Ipv4Addr = s
-            .vip
-            .parse()
-            .map_err(|_| err(key("vip"), format!("{:?} is not an IPv4 address", s.vip)))?;
-        if vip.is_unspecified() || vip.is_multicast() || vip.is_broadcast() || vip.is_loopback() {
-            return Err(err(
-                key("vip"),
-                format!(
-                    "{vip} cannot be a virtual IP (unspecified, loopback, multicast or broadcast)"
-                ),
-            ));
-        }
+        let vip = parse_vip(&s.vip).map_err(|m| err(key("vip"), m))?;
         if !(1..=65535).contains(&s.port) {
             return Err(err(
                 key("port"),
@@ -1206,6 +1206,12 @@ fn validate_services(raw: Vec<RawService>) -> Result<Vec<ServiceConfig>, ConfigE
             ));
         }
         let mode = s.mode.unwrap_or(Mode::Nat);
+        if vip.is_ipv6() && mode == Mode::Vxlan {
+            return Err(err(
+                key("mode"),
+                "mode vxlan carries IPv4 services only so far; use nat or dsr for an IPv6 VIP",
+            ));
+        }
         if s.backends.len() > MAX_BACKENDS {
             return Err(err(
                 key("backends"),
@@ -1225,20 +1231,8 @@ fn validate_services(raw: Vec<RawService>) -> Result<Vec<ServiceConfig>, ConfigE
                     vtep_mac,
                 } => (addr, weight, vtep, vtep_mac),
             };
-            let addr: SocketAddrV4 = addr_s.parse().map_err(|_| {
-                err(
-                    &bkey,
-                    format!("{addr_s:?} is not an address like 198.18.0.21:80"),
-                )
-            })?;
-            if addr.ip().is_unspecified()
-                || addr.ip().is_multicast()
-                || addr.ip().is_broadcast()
-                || addr.port() == 0
-            {
-                return Err(err(&bkey, format!("{addr} cannot be a backend")));
-            }
-            if *addr.ip() == vip {
+            let addr = parse_backend(&addr_s, vip).map_err(|m| err(&bkey, m))?;
+            if addr.ip() == vip {
                 return Err(err(&bkey, format!("{addr} is the service's own VIP")));
             }
             if !(1..=1000).contains(&weight) {
@@ -1325,7 +1319,7 @@ fn validate_services(raw: Vec<RawService>) -> Result<Vec<ServiceConfig>, ConfigE
         };
         let mut source_ranges = Vec::with_capacity(s.source_ranges.len());
         for (j, r) in s.source_ranges.iter().enumerate() {
-            let p: Prefix4 = r
+            let p: Prefix = r
                 .trim()
                 .parse()
                 .map_err(|m| err(key(&format!("source_ranges[{j}]")), m))?;
@@ -1649,6 +1643,55 @@ fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
             d(p[0]) << 4 | d(p[1])
         })
         .collect())
+}
+
+/// A service's `vip`: an IPv4 or IPv6 address a host may hold. The message
+/// says what is wrong.
+fn parse_vip(s: &str) -> Result<IpAddr, String> {
+    let vip: IpAddr = s.trim().parse().map_err(|_| {
+        format!("{s:?} is not an IP address; write it like \"198.18.0.100\" or \"2001:2::100\"")
+    })?;
+    let bad = match vip {
+        IpAddr::V4(a) => {
+            a.is_unspecified() || a.is_multicast() || a.is_broadcast() || a.is_loopback()
+        }
+        IpAddr::V6(a) => {
+            a.is_unspecified()
+                || a.is_multicast()
+                || a.is_loopback()
+                || a.is_unicast_link_local()
+                || podlb_core::family::is_v4_mapped(a)
+        }
+    };
+    if bad {
+        return Err(format!(
+            "{vip} cannot be a virtual IP (unspecified, loopback, multicast, broadcast, link-local or IPv4-mapped)"
+        ));
+    }
+    Ok(vip)
+}
+
+/// A backend `addr`: `198.18.0.21:80` or `[2001:2::21]:80`, of the VIP's
+/// family.
+fn parse_backend(s: &str, vip: IpAddr) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = s.trim().parse().map_err(|_| {
+        format!("{s:?} is not an address like \"198.18.0.21:80\" or \"[2001:2::21]:80\"")
+    })?;
+    let bad = match addr.ip() {
+        IpAddr::V4(a) => a.is_unspecified() || a.is_multicast() || a.is_broadcast(),
+        IpAddr::V6(a) => {
+            a.is_unspecified() || a.is_multicast() || podlb_core::family::is_v4_mapped(a)
+        }
+    };
+    if bad || addr.port() == 0 {
+        return Err(format!("{addr} cannot be a backend"));
+    }
+    if addr.is_ipv6() != vip.is_ipv6() {
+        return Err(format!(
+            "{addr} is not of the VIP's family ({vip}): podlb does not translate between IPv4 and IPv6; use a VIP of each family"
+        ));
+    }
+    Ok(addr)
 }
 
 #[cfg(test)]

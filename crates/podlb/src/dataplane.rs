@@ -29,6 +29,9 @@ pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
     pub flows: Arc<FlowTable>,
     pub neighbors: Arc<NeighborTable>,
+    /// IPv6 flows and neighbors: tables of their own.
+    pub flows6: Arc<FlowTable<u128>>,
+    pub neighbors6: Arc<NeighborTable<u128>>,
     pub stop: AtomicBool,
     /// Serving the VIPs: always without VRRP; only while master with it.
     pub active: AtomicBool,
@@ -62,6 +65,16 @@ pub const PUNT_QUEUE: usize = 256;
 pub const REFUSED_QUEUE: usize = 256;
 
 impl Shared {
+    /// The MAC of neighbor `ip` (wide form, `podlb_core::family`), from
+    /// the table of its family.
+    pub fn neighbor_mac(&self, ip: u128) -> Option<podlb_wire::MacAddr> {
+        use podlb_core::family::Addr;
+        match u32::from_wide(ip) {
+            Some(v4) => self.neighbors.lookup(v4),
+            None => self.neighbors6.lookup(ip),
+        }
+    }
+
     /// Milliseconds since the epoch (wrapping u32; ages are differences).
     #[inline]
     pub fn now_ms(&self) -> u32 {
@@ -103,7 +116,7 @@ pub fn run_worker<D: Device>(
         let snap = shared.snapshot.load();
         if snap.generation != generation {
             generation = snap.generation;
-            dev.addresses(&mut snap.vips());
+            dev.addresses(&mut snap.vips4());
         }
         let now = Instant::now();
         beat.stamp(shared.epoch, now);

@@ -14,7 +14,7 @@
 //! start up; all down fails open").
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -32,14 +32,14 @@ pub use podlb_core::health::*;
 pub use podlb_core::model::{CheckKind, HealthCheck};
 
 /// One probe: `Ok` if healthy, else the reason.
-async fn probe(check: &HealthCheck, addr: SocketAddrV4) -> Result<(), String> {
+async fn probe(check: &HealthCheck, addr: SocketAddr) -> Result<(), String> {
     match tokio::time::timeout(check.timeout, probe_once(check, addr)).await {
         Ok(r) => r,
         Err(_) => Err(format!("timeout after {} ms", check.timeout.as_millis())),
     }
 }
 
-async fn probe_once(check: &HealthCheck, addr: SocketAddrV4) -> Result<(), String> {
+async fn probe_once(check: &HealthCheck, addr: SocketAddr) -> Result<(), String> {
     let (path, expect) = match &check.kind {
         CheckKind::Tcp => return probe_tcp(addr).await.map(drop),
         CheckKind::Http {
@@ -67,7 +67,7 @@ async fn probe_once(check: &HealthCheck, addr: SocketAddrV4) -> Result<(), Strin
 }
 
 /// A TCP connection to `addr`.
-async fn probe_tcp(addr: SocketAddrV4) -> Result<tokio::net::TcpStream, String> {
+async fn probe_tcp(addr: SocketAddr) -> Result<tokio::net::TcpStream, String> {
     tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| match e.kind() {
@@ -78,7 +78,7 @@ async fn probe_tcp(addr: SocketAddrV4) -> Result<tokio::net::TcpStream, String> 
 
 /// A connected UDP socket to `addr`: the kernel then hands it only
 /// datagrams from `addr`, and the ICMP errors about what it sent.
-async fn udp_socket(addr: SocketAddrV4) -> Result<tokio::net::UdpSocket, String> {
+async fn udp_socket(addr: SocketAddr) -> Result<tokio::net::UdpSocket, String> {
     let sock = tokio::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0))
         .await
         .map_err(|e| format!("bind: {e}"))?;
@@ -107,7 +107,7 @@ fn reply_buffer(expect: usize) -> Vec<u8> {
 
 /// Sends `send` and passes on the first datagram back (it must start with
 /// `expect` if given). The caller bounds the wait.
-async fn probe_udp(addr: SocketAddrV4, send: &[u8], expect: Option<&[u8]>) -> Result<(), String> {
+async fn probe_udp(addr: SocketAddr, send: &[u8], expect: Option<&[u8]>) -> Result<(), String> {
     let sock = udp_socket(addr).await?;
     sock.send(send).await.map_err(|e| udp_failure("send", &e))?;
     let mut buf = reply_buffer(expect.map_or(0, <[u8]>::len));
@@ -126,7 +126,7 @@ async fn probe_udp(addr: SocketAddrV4, send: &[u8], expect: Option<&[u8]>) -> Re
 
 /// Queries `name` (type A) and waits for the answer with the query's ID;
 /// datagrams with other IDs are skipped. The caller bounds the wait.
-async fn probe_dns(addr: SocketAddrV4, name: &str) -> Result<(), String> {
+async fn probe_dns(addr: SocketAddr, name: &str) -> Result<(), String> {
     let id = query_id();
     let query = health::dns::query(id, name).map_err(|e| format!("bad name: {e}"))?;
     let sock = udp_socket(addr).await?;
@@ -180,7 +180,7 @@ fn failure(e: &client::Error) -> String {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TargetStatus {
     /// The address probed.
-    pub addr: SocketAddrV4,
+    pub addr: SocketAddr,
     /// [`HealthCheck::summary`].
     pub check: String,
     pub up: bool,
@@ -208,14 +208,14 @@ type OnChange = Box<dyn Fn() + Send + Sync>;
 
 struct Inner {
     /// By probed address; a few checks per address at most.
-    targets: Mutex<HashMap<SocketAddrV4, Vec<Target>>>,
+    targets: Mutex<HashMap<SocketAddr, Vec<Target>>>,
     on_change: OnChange,
 }
 
 impl Inner {
     /// Records a probe result. Returns false if the target is gone (its
     /// task then ends).
-    fn record(&self, check: &HealthCheck, addr: SocketAddrV4, result: Result<(), String>) -> bool {
+    fn record(&self, check: &HealthCheck, addr: SocketAddr, result: Result<(), String>) -> bool {
         let (changed, summary) = {
             let mut map = self.targets.lock();
             let Some(t) = map
@@ -297,8 +297,8 @@ impl HealthMonitor {
     /// keep their state and schedule; removed ones stop being probed; new
     /// ones start up and are first probed after a random part of their
     /// interval, so many backends do not probe in lockstep.
-    pub fn set_targets(&self, targets: Vec<(HealthCheck, SocketAddrV4)>) {
-        let wanted: HashSet<(HealthCheck, SocketAddrV4)> = targets.into_iter().collect();
+    pub fn set_targets(&self, targets: Vec<(HealthCheck, SocketAddr)>) {
+        let wanted: HashSet<(HealthCheck, SocketAddr)> = targets.into_iter().collect();
         let mut map = self.inner.targets.lock();
         for (addr, list) in map.iter_mut() {
             list.retain(|t| {
@@ -333,7 +333,7 @@ impl HealthMonitor {
     }
 
     /// Whether `addr` passes `check`; true for targets not (yet) known.
-    pub fn is_up(&self, check: &HealthCheck, addr: SocketAddrV4) -> bool {
+    pub fn is_up(&self, check: &HealthCheck, addr: SocketAddr) -> bool {
         let map = self.inner.targets.lock();
         map.get(&addr)
             .and_then(|v| v.iter().find(|t| t.check == *check))
@@ -341,7 +341,7 @@ impl HealthMonitor {
     }
 
     /// The status of one target, if it is known.
-    pub fn status_of(&self, check: &HealthCheck, addr: SocketAddrV4) -> Option<TargetStatus> {
+    pub fn status_of(&self, check: &HealthCheck, addr: SocketAddr) -> Option<TargetStatus> {
         let map = self.inner.targets.lock();
         map.get(&addr)
             .and_then(|v| v.iter().find(|t| t.check == *check))
@@ -360,7 +360,7 @@ impl HealthMonitor {
     }
 }
 
-fn status(addr: SocketAddrV4, t: &Target) -> TargetStatus {
+fn status(addr: SocketAddr, t: &Target) -> TargetStatus {
     TargetStatus {
         addr,
         check: t.check.summary(),
@@ -395,12 +395,15 @@ impl Drop for HealthMonitor {
 }
 
 /// A pseudo-random delay in `[0, interval)` for a target's first probe.
-fn jitter(check: &HealthCheck, addr: SocketAddrV4) -> Duration {
+fn jitter(check: &HealthCheck, addr: SocketAddr) -> Duration {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos() as u64;
-    let mut key = addr.ip().octets().to_vec();
+    let mut key = match addr.ip() {
+        std::net::IpAddr::V4(a) => a.octets().to_vec(),
+        std::net::IpAddr::V6(a) => a.octets().to_vec(),
+    };
     key.extend_from_slice(&addr.port().to_be_bytes());
     key.extend_from_slice(check.summary().as_bytes());
     let h = podlb_core::hash::hash_bytes(&key, nanos);
@@ -408,7 +411,7 @@ fn jitter(check: &HealthCheck, addr: SocketAddrV4) -> Duration {
     Duration::from_millis(h % ms)
 }
 
-async fn probe_loop(inner: Arc<Inner>, check: HealthCheck, addr: SocketAddrV4, first: Duration) {
+async fn probe_loop(inner: Arc<Inner>, check: HealthCheck, addr: SocketAddr, first: Duration) {
     let start = tokio::time::Instant::now() + first;
     let mut tick = tokio::time::interval_at(start, check.interval.max(Duration::from_millis(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -480,7 +483,7 @@ impl HealthGate {
     }
 
     /// The held backends and the time each has left, by address.
-    pub fn held(&self, now: Instant) -> Vec<(SocketAddrV4, Duration)> {
+    pub fn held(&self, now: Instant) -> Vec<(SocketAddr, Duration)> {
         self.holds.lock().held(now)
     }
 
@@ -634,7 +637,7 @@ impl HealthGate {
 mod tests {
     use super::*;
     use std::io::{Read, Write};
-    use std::net::{Ipv4Addr, TcpListener};
+    use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::time::Instant;
 
@@ -713,15 +716,15 @@ mod tests {
         }
     }
 
-    fn local(port: u16) -> SocketAddrV4 {
-        SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)
+    fn local(port: u16) -> SocketAddr {
+        SocketAddr::from(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port))
     }
 
     /// Waits (at most 10 s) until `f` holds for the target's status.
     fn wait_for(
         m: &HealthMonitor,
         c: &HealthCheck,
-        a: SocketAddrV4,
+        a: SocketAddr,
         what: &str,
         f: impl Fn(&TargetStatus) -> bool,
     ) -> TargetStatus {
@@ -908,13 +911,13 @@ mod tests {
     fn svc(name: &str, check: Option<HealthCheck>, ports: &[u16]) -> ServiceConfig {
         ServiceConfig {
             name: name.into(),
-            vip: Ipv4Addr::new(198, 18, 0, 100),
+            vip: Ipv4Addr::new(198, 18, 0, 100).into(),
             port: 80,
             mode: podlb_core::model::Mode::Nat,
             backends: ports
                 .iter()
                 .map(|&p| podlb_core::model::BackendConfig {
-                    addr: SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 21), p),
+                    addr: SocketAddr::from(SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 21), p)),
                     weight: 1,
                     vtep: None,
                     vtep_mac: None,
@@ -952,7 +955,7 @@ mod tests {
         // The gate leaves a held backend out of the snapshot until its hold
         // ends (the hold rules: podlb_core::control::holds).
         let gate = HealthGate::new();
-        let b = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 21), 2);
+        let b = SocketAddr::from(SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 21), 2));
         let t0 = Instant::now();
         gate.holds
             .lock()

@@ -359,6 +359,127 @@ impl<T: AsRef<[u8]>> AsRef<[u8]> for NeighborAdvert<T> {
     }
 }
 
+/// The link-local address a node forms from its MAC: fe80::/64 and the
+/// modified EUI-64 interface identifier (RFC 4862 §5.3, RFC 4291 §2.5.1
+/// and Appendix A: the universal/local bit inverted, ff:fe in the middle).
+pub fn link_local_of(mac: MacAddr) -> Ipv6Addr {
+    let m = mac.0;
+    Ipv6Addr::from([
+        0xfe,
+        0x80,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        m[0] ^ 0x02,
+        m[1],
+        m[2],
+        0xff,
+        0xfe,
+        m[3],
+        m[4],
+        m[5],
+    ])
+}
+
+/// Where an NDP frame goes: Ethernet and IPv6 source and destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Envelope {
+    pub src_mac: MacAddr,
+    pub dst_mac: MacAddr,
+    pub src: Ipv6Addr,
+    pub dst: Ipv6Addr,
+}
+
+impl Envelope {
+    /// A solicitation for `target` from `src` at `src_mac`, to its
+    /// solicited-node group (RFC 4861 §7.2.2).
+    pub fn solicit(src_mac: MacAddr, src: Ipv6Addr, target: Ipv6Addr) -> Envelope {
+        let dst = solicited_node(target);
+        Envelope {
+            src_mac,
+            dst_mac: multicast_mac(dst),
+            src,
+            dst,
+        }
+    }
+
+    /// An unsolicited advertisement from `src` at `src_mac` to all nodes,
+    /// ff02::1 (RFC 4861 §7.2.6).
+    pub fn all_nodes(src_mac: MacAddr, src: Ipv6Addr) -> Envelope {
+        let dst = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+        Envelope {
+            src_mac,
+            dst_mac: multicast_mac(dst),
+            src,
+            dst,
+        }
+    }
+}
+
+/// Writes an untagged Ethernet + IPv6 (hop limit 255, RFC 4861 §7.1) frame
+/// around the NDP message `emit` writes (of `len` bytes) into `buf`;
+/// returns the frame's length. Errors: [`Error::Truncated`] if `buf` is
+/// shorter; as `emit`.
+fn emit_frame(
+    buf: &mut [u8],
+    to: &Envelope,
+    len: usize,
+    emit: impl FnOnce(&mut [u8]) -> Result<()>,
+) -> Result<usize> {
+    let total = crate::ethernet::HEADER_LEN + crate::ipv6::HEADER_LEN + len;
+    let b = buf.get_mut(..total).ok_or(Error::Truncated)?;
+    let (head, rest) = b.split_at_mut(crate::ethernet::HEADER_LEN);
+    crate::ethernet::Repr {
+        dst: to.dst_mac,
+        src: to.src_mac,
+        ethertype: crate::ethernet::ETHERTYPE_IPV6,
+    }
+    .emit(head)?;
+    crate::ipv6::Repr {
+        src: to.src,
+        dst: to.dst,
+        next_header: crate::ipv6::PROTO_ICMPV6,
+        hop_limit: HOP_LIMIT,
+        payload_len: u16::try_from(len).map_err(|_| Error::Malformed)?,
+    }
+    .emit(&mut *rest)?;
+    emit(&mut rest[crate::ipv6::HEADER_LEN..])?;
+    Ok(total)
+}
+
+impl SolicitRepr {
+    /// The whole frame: see [`Envelope`]; returns its length.
+    pub fn emit_frame(&self, buf: &mut [u8], to: &Envelope) -> Result<usize> {
+        emit_frame(buf, to, self.buffer_len(), |m| {
+            self.emit(to.src, to.dst, m).map(|_| ())
+        })
+    }
+}
+
+impl AdvertRepr {
+    /// The whole frame: see [`Envelope`]; returns its length.
+    pub fn emit_frame(&self, buf: &mut [u8], to: &Envelope) -> Result<usize> {
+        emit_frame(buf, to, self.buffer_len(), |m| {
+            self.emit(to.src, to.dst, m).map(|_| ())
+        })
+    }
+
+    /// An unsolicited advertisement of `target` at `mac` (RFC 4861 §7.2.6):
+    /// Override set (the VIP moved here), not solicited, not a router.
+    pub fn unsolicited(target: Ipv6Addr, mac: MacAddr) -> AdvertRepr {
+        AdvertRepr {
+            router: false,
+            solicited: false,
+            override_flag: true,
+            target,
+            target_ll: Some(mac),
+        }
+    }
+}
+
 /// Writes the common part of both messages and the optional link-layer
 /// address option into `buf[..len]`, then the checksum.
 fn emit_common(
@@ -544,6 +665,42 @@ impl AdvertRepr {
 mod tests {
     use super::*;
     use crate::ipv6;
+
+    #[test]
+    fn eui64_link_local() {
+        let mac = MacAddr([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
+        assert_eq!(link_local_of(mac), a("fe80::5054:ff:fe12:3456"));
+    }
+
+    /// A whole NS frame from `emit_frame` parses back: Ethernet to the
+    /// solicited-node group's MAC, hop limit 255, checksum right.
+    #[test]
+    fn solicit_frame_round_trips() {
+        let target = a("2001:2::21");
+        let to = Envelope::solicit(MAC1, a("fe80::1"), target);
+        let ns = SolicitRepr {
+            target,
+            source_ll: Some(MAC1),
+        };
+        let mut buf = [0u8; 128];
+        let n = ns.emit_frame(&mut buf, &to).unwrap();
+        assert_eq!(n, 14 + 40 + 32);
+        assert_eq!(&buf[0..6], &[0x33, 0x33, 0xff, 0, 0, 0x21]);
+        let ip = ipv6::Packet::new_checked(&buf[14..n]).unwrap();
+        assert_eq!((ip.hop_limit(), ip.dst()), (255, a("ff02::1:ff00:21")));
+        let p = NeighborSolicit::new_checked(ip.payload()).unwrap();
+        assert!(p.valid_for(ip.src(), ip.dst(), 255) && p.verify_checksum(ip.src(), ip.dst()));
+        assert_eq!(SolicitRepr::parse(&p).unwrap(), ns);
+        assert_eq!(ns.emit_frame(&mut buf[..80], &to), Err(Error::Truncated));
+        let na = AdvertRepr::unsolicited(target, MAC1);
+        let n = na
+            .emit_frame(&mut buf, &Envelope::all_nodes(MAC1, a("fe80::1")))
+            .unwrap();
+        let ip = ipv6::Packet::new_checked(&buf[14..n]).unwrap();
+        let p = NeighborAdvert::new_checked(ip.payload()).unwrap();
+        assert!(p.valid_for(ip.dst(), 255) && p.verify_checksum(ip.src(), ip.dst()));
+        assert!(p.override_flag() && !p.solicited());
+    }
     use etherparse::{Icmpv6Slice, Icmpv6Type, PacketBuilder};
     use proptest::prelude::*;
 

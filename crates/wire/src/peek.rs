@@ -6,11 +6,12 @@
 
 use super::{be16, be32, ethernet, ipv4, tcp};
 
-/// The addresses (host order) and ports of an IPv4/TCP segment.
+/// The addresses (host order: `u32` IPv4, the default, or `u128` IPv6)
+/// and ports of a TCP segment or UDP datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FourTuple {
-    pub src: u32,
-    pub dst: u32,
+pub struct FourTuple<A = u32> {
+    pub src: A,
+    pub dst: A,
     pub sport: u16,
     pub dport: u16,
 }

@@ -23,7 +23,7 @@
 //! carries out [`Announcer::poll_action`].
 
 use std::collections::VecDeque;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use podlb_wire::MacAddr;
@@ -44,9 +44,11 @@ pub type ConflictSample = (usize, u64, Option<(u16, u32, [u8; 6])>);
 /// What the engine should send or report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AnnounceAction {
-    /// Broadcast a gratuitous ARP for this VIP from the serving MAC (RFC 5227
-    /// §2.3 announcement).
-    SendGarp(Ipv4Addr),
+    /// Announce this VIP at the serving MAC: a gratuitous ARP (RFC 5227
+    /// §2.3 announcement) for an IPv4 VIP, an unsolicited Neighbor
+    /// Advertisement to all nodes with the Override flag (RFC 4861 §7.2.6)
+    /// for an IPv6 one.
+    SendGarp(IpAddr),
     /// Send an ARP reply (RFC 826) to `client` at `mac`: `vip` is at the
     /// serving MAC.
     SendUnicastReply {
@@ -69,7 +71,7 @@ pub enum AnnounceAction {
 /// A VIP still owed announcements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Due {
-    vip: Ipv4Addr,
+    vip: IpAddr,
     left: u32,
     at: Instant,
 }
@@ -110,7 +112,7 @@ impl Announcer {
 
     /// Announces every VIP in `vips` `count` times, replacing what was still
     /// owed; the first announcements go out at once.
-    pub fn announce(&mut self, now: Instant, vips: impl IntoIterator<Item = Ipv4Addr>, count: u32) {
+    pub fn announce(&mut self, now: Instant, vips: impl IntoIterator<Item = IpAddr>, count: u32) {
         self.due = vips
             .into_iter()
             .map(|vip| Due {
@@ -124,7 +126,7 @@ impl Announcer {
 
     /// Announces new VIPs [`GARP_COUNT`] times besides what is owed already;
     /// the first announcements go out at once.
-    pub fn announce_new(&mut self, now: Instant, vips: impl IntoIterator<Item = Ipv4Addr>) {
+    pub fn announce_new(&mut self, now: Instant, vips: impl IntoIterator<Item = IpAddr>) {
         self.due.extend(vips.into_iter().map(|vip| Due {
             vip,
             left: GARP_COUNT,
@@ -140,7 +142,7 @@ impl Announcer {
         &mut self,
         now: Instant,
         serving: bool,
-        vips: impl IntoIterator<Item = Ipv4Addr>,
+        vips: impl IntoIterator<Item = IpAddr>,
     ) {
         self.refresh(now, serving, vips);
         self.send_due(now);
@@ -203,7 +205,7 @@ impl Announcer {
 
     /// `garp_refresh_s`: one more announcement of every VIP not owed one
     /// already, each period while serving.
-    fn refresh(&mut self, now: Instant, serving: bool, vips: impl IntoIterator<Item = Ipv4Addr>) {
+    fn refresh(&mut self, now: Instant, serving: bool, vips: impl IntoIterator<Item = IpAddr>) {
         if self.refresh.is_zero() || !serving {
             self.next_refresh = None;
             return;
@@ -247,8 +249,10 @@ mod tests {
     use super::*;
     use crate::flow::{tcp_state, Flow};
 
-    const V1: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
-    const V2: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 101);
+    const V1: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 100));
+    const V2: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 101));
+    const W1: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+    const W2: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 101);
     const TICK: Duration = Duration::from_millis(20);
 
     fn drain(a: &mut Announcer) -> Vec<AnnounceAction> {
@@ -385,19 +389,19 @@ mod tests {
         for i in 0..120u32 {
             let m = [2, 0, 0, 0, 0, u8::try_from(i).unwrap()];
             flows
-                .insert(&flow(0x0a00_0000 + i, V1, m), false, 0)
+                .insert(&flow(0x0a00_0000 + i, W1, m), false, 0)
                 .unwrap();
         }
-        let mut again = flow(0x0a00_0000, V1, [2, 0, 0, 0, 0, 0]);
+        let mut again = flow(0x0a00_0000, W1, [2, 0, 0, 0, 0, 0]);
         again.key.client_port = 40_001;
         flows.insert(&again, false, 0).unwrap();
         // A flow to a VIP no longer served gets none.
         flows
-            .insert(&flow(0x0a00_1000, V2, [2, 0, 0, 0, 1, 0]), false, 0)
+            .insert(&flow(0x0a00_1000, W2, [2, 0, 0, 0, 1, 0]), false, 0)
             .unwrap();
 
         let mut a = Announcer::new(Duration::ZERO, 50);
-        assert_eq!(a.handle_takeover(&flows, |v| v == u32::from(V1)), 120);
+        assert_eq!(a.handle_takeover(&flows, |v| v == u32::from(W1)), 120);
         let t0 = Instant::now();
         let got = ticks(&mut a, t0, Duration::ZERO, Duration::from_secs(2));
         assert_eq!(got.len(), 120);
@@ -408,7 +412,7 @@ mod tests {
             .iter()
             .map(|(_, x)| match x {
                 AnnounceAction::SendUnicastReply { vip, mac, .. } => {
-                    assert_eq!(*vip, V1);
+                    assert_eq!(*vip, W1);
                     mac.0[5]
                 }
                 other => panic!("{other:?}"),
@@ -425,24 +429,24 @@ mod tests {
         let mut a = Announcer::new(Duration::ZERO, 50);
         let t0 = Instant::now();
         let other = [2, 0, 0, 0, 0, 0x66];
-        let slot = Some((1, u32::from(V1), other));
+        let slot = Some((1, u32::from(W1), other));
         a.handle_conflicts(t0, true, [(0, 2, slot)]);
         assert_eq!(
             drain(&mut a),
             vec![
                 Conflict {
-                    vip: V1,
+                    vip: W1,
                     mac: MacAddr(other),
                     count: 2
                 },
-                Defend(V1)
+                Defend(W1)
             ]
         );
         // Within DEFEND_INTERVAL: counted, neither reported nor defended.
         let t1 = t0 + conflict::DEFEND_INTERVAL - Duration::from_millis(1);
         a.handle_conflicts(t1, true, [(0, 5, slot)]);
         assert_eq!(drain(&mut a), vec![]);
-        assert_eq!(a.conflicts().per_vip(), vec![(V1, 5)]);
+        assert_eq!(a.conflicts().per_vip(), vec![(W1, 5)]);
         // After it: both again.
         let t2 = t0 + conflict::DEFEND_INTERVAL;
         a.handle_conflicts(t2, true, [(0, 6, slot)]);
@@ -453,7 +457,7 @@ mod tests {
         assert_eq!(
             drain(&mut a),
             vec![Conflict {
-                vip: V1,
+                vip: W1,
                 mac: MacAddr(other),
                 count: 7
             }]

@@ -13,25 +13,22 @@
 //! service is decided there ([`crate::health::filter_services`]).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// What the engine should do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HoldAction {
     /// `backend` is held out for `hold` from now on: rebuild the snapshot.
-    Hold {
-        backend: SocketAddrV4,
-        hold: Duration,
-    },
+    Hold { backend: SocketAddr, hold: Duration },
     /// `backend`'s hold is over: rebuild the snapshot.
-    Release(SocketAddrV4),
+    Release(SocketAddr),
 }
 
 /// The held backends and until when (see the module docs).
 #[derive(Debug, Default)]
 pub struct Holds {
-    held: BTreeMap<SocketAddrV4, Instant>,
+    held: BTreeMap<SocketAddr, Instant>,
     actions: VecDeque<HoldAction>,
 }
 
@@ -42,7 +39,7 @@ impl Holds {
 
     /// `backend` refused a connection at `now`: hold it out until `now +
     /// hold`, or longer if it is held until later already.
-    pub fn handle_refusal(&mut self, now: Instant, backend: SocketAddrV4, hold: Duration) {
+    pub fn handle_refusal(&mut self, now: Instant, backend: SocketAddr, hold: Duration) {
         let until = now + hold;
         if let Some(prev) = self.held.get_mut(&backend) {
             *prev = (*prev).max(until);
@@ -75,12 +72,12 @@ impl Holds {
     }
 
     /// Whether `backend` is held out.
-    pub fn is_held(&self, backend: SocketAddrV4) -> bool {
+    pub fn is_held(&self, backend: SocketAddr) -> bool {
         self.held.contains_key(&backend)
     }
 
     /// The held backends and the time each has left at `now`, by address.
-    pub fn held(&self, now: Instant) -> Vec<(SocketAddrV4, Duration)> {
+    pub fn held(&self, now: Instant) -> Vec<(SocketAddr, Duration)> {
         self.held
             .iter()
             .map(|(&a, &until)| (a, until.saturating_duration_since(now)))
@@ -95,8 +92,8 @@ mod tests {
 
     const HOLD: Duration = Duration::from_secs(10);
 
-    fn backend(port: u16) -> SocketAddrV4 {
-        SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 21), port)
+    fn backend(port: u16) -> SocketAddr {
+        SocketAddr::new(Ipv4Addr::new(198, 18, 0, 21).into(), port)
     }
 
     fn drain(h: &mut Holds) -> Vec<HoldAction> {

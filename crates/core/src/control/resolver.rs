@@ -19,7 +19,9 @@
 //! [`NeighborTable::entries`]: crate::neighbor::NeighborTable::entries
 
 use std::collections::VecDeque;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
+
+use crate::family::Addr;
 
 use crate::elapsed_ms;
 use crate::neighbor::NeighborState;
@@ -41,13 +43,14 @@ pub const EXPIRE_MS: u32 = 95_000;
 /// What the engine should do for one neighbor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ResolverAction {
-    /// Broadcast an ARP request for this address (RFC 826), in the RFC 5227
-    /// §2.1.1 probe form (sender address 0.0.0.0), and record it with
+    /// Ask for this address's MAC: for IPv4 an ARP request (RFC 826) in
+    /// the RFC 5227 §2.1.1 probe form (sender address 0.0.0.0), for IPv6 a
+    /// Neighbor Solicitation (RFC 4861 §7.2.2); record it with
     /// [`NeighborTable::asked`](crate::neighbor::NeighborTable::asked) once
     /// sent.
-    SendArpRequest(Ipv4Addr),
+    SendArpRequest(IpAddr),
     /// Forget this neighbor's MAC (it stopped answering); keep tracking it.
-    Forget(Ipv4Addr),
+    Forget(IpAddr),
 }
 
 /// The resolution policy (see the module docs). It keeps no state of its
@@ -64,7 +67,7 @@ impl Resolver {
 
     /// One control tick: decides for every tracked neighbor, at `now_ms` on
     /// the engine clock.
-    pub fn handle_tick(&mut self, now_ms: u32, entries: &[NeighborState]) {
+    pub fn handle_tick<A: Addr>(&mut self, now_ms: u32, entries: &[NeighborState<A>]) {
         for e in entries {
             if let Some(a) = decide(now_ms, e) {
                 self.actions.push_back(a);
@@ -79,10 +82,10 @@ impl Resolver {
 }
 
 /// The rule for one neighbor.
-fn decide(now_ms: u32, e: &NeighborState) -> Option<ResolverAction> {
+fn decide<A: Addr>(now_ms: u32, e: &NeighborState<A>) -> Option<ResolverAction> {
     let since_asked = elapsed_ms(now_ms, e.asked_ms);
     let since_seen = elapsed_ms(now_ms, e.seen_ms);
-    let ip = Ipv4Addr::from(e.ip);
+    let ip = e.ip.ip();
     match e.mac {
         None if e.wanted || since_asked >= RETRY_MS => Some(ResolverAction::SendArpRequest(ip)),
         Some(_) if since_seen >= EXPIRE_MS => Some(ResolverAction::Forget(ip)),
@@ -117,8 +120,10 @@ mod tests {
         std::iter::from_fn(|| r.poll_action()).collect()
     }
 
-    const ASK: ResolverAction = ResolverAction::SendArpRequest(Ipv4Addr::new(198, 18, 0, 21));
-    const FORGET: ResolverAction = ResolverAction::Forget(Ipv4Addr::new(198, 18, 0, 21));
+    const ASK: ResolverAction =
+        ResolverAction::SendArpRequest(IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 0, 21)));
+    const FORGET: ResolverAction =
+        ResolverAction::Forget(IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 0, 21)));
 
     #[test]
     fn unresolved_and_wanted_is_asked_at_once() {
@@ -192,11 +197,13 @@ mod tests {
         r.handle_tick(100_000, &[a, b, c]);
         assert_eq!(
             r.poll_action(),
-            Some(ResolverAction::SendArpRequest(Ipv4Addr::from(1)))
+            Some(ResolverAction::SendArpRequest(
+                std::net::Ipv4Addr::from(1).into()
+            ))
         );
         assert_eq!(
             r.poll_action(),
-            Some(ResolverAction::Forget(Ipv4Addr::from(2)))
+            Some(ResolverAction::Forget(std::net::Ipv4Addr::from(2).into()))
         );
         assert_eq!(r.poll_action(), None);
     }

@@ -16,7 +16,7 @@
 //! engine) so the rules are tested without building one.
 
 use std::collections::VecDeque;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 /// How long a staged snapshot waits for its backends' ARP answers.
@@ -29,7 +29,7 @@ pub const ASK_EVERY: Duration = Duration::from_millis(200);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StagingAction<T> {
     /// Broadcast an ARP request for this backend (or next hop) (RFC 826).
-    SendArpRequest(Ipv4Addr),
+    SendArpRequest(IpAddr),
     /// Publish the staged item.
     Publish(Published<T>),
 }
@@ -95,7 +95,7 @@ impl<T> Staging<T> {
     }
 
     /// The waiting item's backends that are unresolved at `now`.
-    pub fn handle_missing(&mut self, now: Instant, missing: &[Ipv4Addr]) {
+    pub fn handle_missing(&mut self, now: Instant, missing: &[IpAddr]) {
         let Some(s) = self.stage.as_mut() else {
             return;
         };
@@ -132,8 +132,8 @@ impl<T> Staging<T> {
 mod tests {
     use super::*;
 
-    const B1: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 21);
-    const B2: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 22);
+    const B1: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 0, 21));
+    const B2: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 0, 22));
 
     fn drain(s: &mut Staging<u64>) -> Vec<StagingAction<u64>> {
         std::iter::from_fn(|| s.poll_action()).collect()

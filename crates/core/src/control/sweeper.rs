@@ -15,7 +15,7 @@
 
 use std::collections::{HashSet, VecDeque};
 
-use crate::flow::{Flow, FlowTable, Phase};
+use crate::flow::{Flow, FlowAddr, FlowTable, Phase};
 use crate::sync;
 
 /// The pace of the sweep.
@@ -33,9 +33,9 @@ pub struct SweepPace {
 
 /// What the engine should do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SweepAction {
+pub enum SweepAction<A = u32> {
     /// Send this flow to the backups again (connection-sync refresh).
-    Refresh(Flow),
+    Refresh(Flow<A>),
     /// A full pass ended: publish [`Sweeper::active`] and keep only the
     /// neighbors in [`Sweeper::neighbors_to_keep`].
     PassComplete,
@@ -43,7 +43,7 @@ pub enum SweepAction {
 
 /// The sweep's position and what the current pass has counted.
 #[derive(Debug)]
-pub struct Sweeper {
+pub struct Sweeper<A = u32> {
     pace: SweepPace,
     pos: usize,
     tick: usize,
@@ -51,13 +51,13 @@ pub struct Sweeper {
     active: Vec<u32>,
     counting_phases: [u32; 6],
     phases: [u32; 6],
-    backends: HashSet<u32>,
-    flow_backends: HashSet<u32>,
-    actions: VecDeque<SweepAction>,
+    backends: HashSet<A>,
+    flow_backends: HashSet<A>,
+    actions: VecDeque<SweepAction<A>>,
 }
 
-impl Sweeper {
-    pub fn new(pace: SweepPace) -> Sweeper {
+impl<A: FlowAddr> Sweeper<A> {
+    pub fn new(pace: SweepPace) -> Sweeper<A> {
         let pace = SweepPace {
             ticks_per_pass: pace.ticks_per_pass.max(1),
             ..pace
@@ -79,7 +79,7 @@ impl Sweeper {
     /// One control tick at `now_ms` on the engine clock: sweeps the next
     /// part of `flows`. `streaming`: this instance sends connection sync (a
     /// VRRP master or Lease holder with a sync link).
-    pub fn handle_tick(&mut self, now_ms: u32, flows: &FlowTable, streaming: bool) {
+    pub fn handle_tick(&mut self, now_ms: u32, flows: &FlowTable<A>, streaming: bool) {
         let slots = flows.slot_count();
         let per_tick = slots.div_ceil(self.pace.ticks_per_pass);
         // Each slot is visited once per pass: the refresh window.
@@ -120,7 +120,7 @@ impl Sweeper {
     }
 
     /// The next action.
-    pub fn poll_action(&mut self) -> Option<SweepAction> {
+    pub fn poll_action(&mut self) -> Option<SweepAction<A>> {
         self.actions.pop_front()
     }
 
@@ -136,7 +136,7 @@ impl Sweeper {
     }
 
     /// Backend addresses seen in live flows during the last full pass.
-    pub fn flow_backends(&self) -> &HashSet<u32> {
+    pub fn flow_backends(&self) -> &HashSet<A> {
         &self.flow_backends
     }
 
@@ -148,13 +148,13 @@ impl Sweeper {
     /// other subnets). `hop` is the identity without routes.
     pub fn neighbors_to_keep(
         &self,
-        current: impl IntoIterator<Item = u32>,
-        peers: impl IntoIterator<Item = u32>,
-        hop: impl Fn(u32) -> u32,
-    ) -> HashSet<u32> {
-        let mut keep: HashSet<u32> = current.into_iter().collect();
+        current: impl IntoIterator<Item = A>,
+        peers: impl IntoIterator<Item = A>,
+        hop: impl Fn(A) -> A,
+    ) -> HashSet<A> {
+        let mut keep: HashSet<A> = current.into_iter().collect();
         keep.extend(self.flow_backends.iter().copied());
-        let hops: Vec<u32> = keep.iter().map(|&ip| hop(ip)).collect();
+        let hops: Vec<A> = keep.iter().map(|&ip| hop(ip)).collect();
         keep.extend(hops);
         keep.extend(peers.into_iter().map(hop));
         keep

@@ -25,8 +25,10 @@
 #![warn(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 
 mod errors;
+mod family;
 mod frag;
 mod gso;
+mod ipv6;
 mod local;
 mod mss;
 mod nat;
@@ -39,6 +41,7 @@ use crate::neighbor::NeighborTable;
 use crate::service::Snapshot;
 use crate::stats::{DropReason, Event, WorkerStats};
 use crate::sync::SyncQueue;
+use family::Family;
 pub use frag::Fragments;
 pub use nat::{NatPorts, NAT_PORT_MIN};
 use podlb_wire::peek::{self, FourTuple};
@@ -50,7 +53,8 @@ use podlb_wire::{ethernet, icmp, ipv4, ports, tcp, udp, MacAddr};
 /// while (`flows.refused_hold_s`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Refusal {
-    pub backend: u32,
+    /// Wide form (`crate::family`).
+    pub backend: u128,
     pub port: u16,
 }
 
@@ -154,7 +158,14 @@ pub struct Forwarder {
     /// Answer ICMP echo for the VIPs (VRRP Accept_Mode; always without VRRP).
     pub accept_mode: bool,
     pub flows: Arc<FlowTable>,
+    /// IPv6 flows: a table of their own, sized to their larger slots.
+    pub flows6: Arc<FlowTable<u128>>,
     pub neighbors: Arc<NeighborTable>,
+    /// IPv6 neighbors (resolved by Neighbor Solicitation).
+    pub neighbors6: Arc<NeighborTable<u128>>,
+    /// The instance's own IPv6 link-local address, answered in NDP by
+    /// podlb itself in TAP mode; `None` when the kernel owns it.
+    pub own_ip6: Option<u128>,
     pub stats: Arc<WorkerStats>,
     pub ports: NatPorts,
     /// Adopt mid-stream segments of unknown flows.
@@ -187,9 +198,9 @@ const VRRP_MULTICAST_MAC: MacAddr = podlb_wire::vrrp::MULTICAST_MAC;
 /// fragment is parsed from its header prefix; later fragments get a
 /// segment made from their flow ([`Segment::of_flow`]).
 #[derive(Debug, Clone, Copy)]
-struct Segment {
+struct Segment<A = u32> {
     /// Addresses and ports.
-    tuple: FourTuple,
+    tuple: FourTuple<A>,
     /// IPv4 protocol number: TCP or UDP.
     proto: u8,
     /// The TCP control bits; 0 for UDP.
@@ -283,7 +294,9 @@ impl Segment {
             meta,
         }
     }
+}
 
+impl<A> Segment<A> {
     #[inline]
     fn is_udp(&self) -> bool {
         self.proto == ipv4::PROTO_UDP
@@ -304,7 +317,7 @@ impl Segment {
 
 /// The flow key of a client's segment (or datagram) to a service.
 #[inline]
-fn flow_key(t: &FourTuple, proto: u8) -> FlowKey {
+fn flow_key<A: Copy>(t: &FourTuple<A>, proto: u8) -> FlowKey<A> {
     FlowKey {
         client: t.src,
         vip: t.dst,
@@ -317,7 +330,7 @@ fn flow_key(t: &FourTuple, proto: u8) -> FlowKey {
 /// The reverse key of a backend's segment (or datagram) to VIP:nat_port
 /// (a full-NAT reply).
 #[inline]
-fn reverse_key(t: &FourTuple, proto: u8) -> ReverseKey {
+fn reverse_key<A: Copy>(t: &FourTuple<A>, proto: u8) -> ReverseKey<A> {
     ReverseKey {
         backend: t.src,
         vip: t.dst,
@@ -422,6 +435,14 @@ impl Forwarder {
             if dst == VRRP_MULTICAST_MAC {
                 return vrrp(eth.payload());
             }
+            // 33-33-xx: IPv6 multicast (RFC 2464 §7): Neighbor
+            // Solicitations to solicited-node groups, VRRP to ff02::12.
+            if dst.0[..2] == [0x33, 0x33]
+                && !meta.truncated
+                && eth.outer_ethertype() == ethernet::ETHERTYPE_IPV6
+            {
+                return self.ipv6(snap, &mut eth, meta, now_ms, false);
+            }
             return Verdict::Ignore;
         }
         if to_us && meta.vlan_stripped {
@@ -437,6 +458,7 @@ impl Forwarder {
         match eth.outer_ethertype() {
             ethernet::ETHERTYPE_ARP => self.arp(snap, &mut eth, now_ms),
             ethernet::ETHERTYPE_IPV4 if to_us => self.ipv4(snap, &mut eth, meta, now_ms),
+            ethernet::ETHERTYPE_IPV6 if to_us => self.ipv6(snap, &mut eth, meta, now_ms, true),
             ethernet::ETHERTYPE_VLAN | ethernet::ETHERTYPE_QINQ if to_us => {
                 Verdict::Drop(DropReason::VlanTagged)
             }
@@ -520,14 +542,17 @@ impl Forwarder {
     /// A segment or datagram to a VIP: to a service port from a client, or
     /// to a NAT port from a backend (the reverse half of a flow).
     #[inline]
-    fn l4(&mut self, snap: &Snapshot, eth: &mut Eth, seg: &Segment, now_ms: u32) -> Verdict {
+    fn l4<A: Family>(
+        &mut self,
+        snap: &Snapshot,
+        eth: &mut Eth,
+        seg: &Segment<A>,
+        now_ms: u32,
+    ) -> Verdict {
         if let Some(svc) = snap.service(seg.tuple.dst, seg.tuple.dport, seg.proto) {
             return self.steer_to_backend(snap, svc, eth, seg, now_ms);
         }
-        if let Some((r, f)) = self
-            .flows
-            .lookup_reverse(&reverse_key(&seg.tuple, seg.proto))
-        {
+        if let Some((r, f)) = A::flows(self).lookup_reverse(&reverse_key(&seg.tuple, seg.proto)) {
             return self.steer_to_client(snap, (r, &f), eth, seg, now_ms);
         }
         Verdict::Drop(DropReason::NoService)

@@ -3,16 +3,17 @@
 //! that neither side sends segments the path (e.g. a VXLAN tunnel) cannot
 //! carry.
 
-use super::{tcp_in, Eth};
+use super::family::Family;
+use super::Eth;
 
 /// Lowers the MSS option of the segment in `eth` to `clamp`, updating a
 /// complete checksum incrementally (RFC 1624; `set_mss_update_checksum`
 /// handles an odd offset). A `partial` checksum covers only the
 /// pseudo-header and is left alone. True if it changed.
 #[inline]
-pub(super) fn clamp_mss(eth: &mut Eth, clamp: Option<u16>, partial: bool) -> bool {
+pub(super) fn clamp_mss<A: Family>(eth: &mut Eth, clamp: Option<u16>, partial: bool) -> bool {
     let Some(max) = clamp else { return false };
-    let Some(mut t) = tcp_in(eth) else {
+    let Some(mut t) = A::tcp_in(eth) else {
         return false;
     };
     match t.mss() {

@@ -3,16 +3,19 @@
 //! rewrite between them (RFC 1624 incremental checksums). Also the NAT
 //! source ports, and what a backend's refusal of a SYN does.
 
+use super::family::Family;
 use super::mss::clamp_mss;
 use super::vxlan::Outer;
 use super::{flow_key, ipv4, ipv4_in, set_macs, tcp, Eth, Forwarder, Refusal, Segment, Verdict};
-use crate::flow::{tcp_state, Flow, FlowRef, FlowTable, InsertError, Phase, ReverseKey};
+use crate::family::Addr;
+use crate::flow::{tcp_state, Flow, FlowAddr, FlowRef, FlowTable, InsertError, Phase, ReverseKey};
 use crate::hash::flow_hash;
 use crate::model::Mode;
-use crate::service::{Service, Snapshot};
+use crate::neighbor::NeighborTable;
+use crate::service::{Service, Snapshot, Vtep};
 use crate::stats::{BackendCounter, DropReason, Event};
 use crate::sync::SyncEvent;
-use podlb_wire::{checksum, ports::Ports, udp, vxlan, PacketMeta};
+use podlb_wire::{checksum, ports::Ports, udp, vxlan, MacAddr, PacketMeta};
 
 /// Hands out full-NAT source ports. Each worker owns one and uses only the
 /// ports `p` with `p % workers == index`, so two workers never race for a
@@ -48,12 +51,12 @@ impl NatPorts {
     /// `backend:backend_port` from `vip`.
     /// Ports cycle through the whole range before any is reused, which keeps
     /// reuse far from the backend's TIME_WAIT of an earlier flow.
-    pub fn alloc(
+    pub fn alloc<A: FlowAddr>(
         &mut self,
-        flows: &FlowTable,
+        flows: &FlowTable<A>,
         snap: &Snapshot,
-        vip: u32,
-        backend: u32,
+        vip: A,
+        backend: A,
         backend_port: u16,
         proto: u8,
     ) -> Option<u16> {
@@ -88,20 +91,20 @@ impl NatPorts {
 /// For the IPv4 header sum and the TCP pseudo-header alike that is one
 /// 32-bit word replaced (RFC 1624 eqn. 3).
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Nat {
-    src: u32,
-    dst: u32,
-    sport: u16,
-    dport: u16,
-    gone: u32,
-    came: u32,
+pub(super) struct Nat<A = u32> {
+    pub(super) src: A,
+    pub(super) dst: A,
+    pub(super) sport: u16,
+    pub(super) dport: u16,
+    pub(super) gone: A,
+    pub(super) came: A,
 }
 
-impl Nat {
+impl<A: Copy> Nat<A> {
     /// (client:port → VIP:vport) becomes (VIP:nat → backend:bport); the
     /// address pair {client, VIP} becomes {VIP, backend}.
     #[inline]
-    pub(super) fn to_backend(f: &Flow) -> Nat {
+    pub(super) fn to_backend(f: &Flow<A>) -> Nat<A> {
         Nat {
             src: f.key.vip,
             dst: f.backend,
@@ -115,7 +118,7 @@ impl Nat {
     /// (backend:bport → VIP:nat) becomes (VIP:vport → client:cport); the
     /// address pair {backend, VIP} becomes {VIP, client}.
     #[inline]
-    fn to_client(f: &Flow) -> Nat {
+    pub(super) fn to_client(f: &Flow<A>) -> Nat<A> {
         Nat {
             src: f.key.vip,
             dst: f.key.client,
@@ -125,7 +128,9 @@ impl Nat {
             came: f.key.client,
         }
     }
+}
 
+impl Nat {
     /// Rewrites the IPv4 addresses and the TCP or UDP ports of the frame in
     /// place and updates both checksums incrementally (RFC 1624), or, for a
     /// partial checksum that nothing downstream completes, recomputes it
@@ -213,17 +218,17 @@ fn complete_partial(eth: &mut Eth, src: u32, dst: u32) {
 
 /// The service flow `f` belongs to in `snap`, if it is still that service
 /// (a reload may have moved the index to another one).
-pub(super) fn service_of<'s>(snap: &'s Snapshot, f: &Flow) -> Option<&'s Service> {
+pub(super) fn service_of<'s, A: Addr>(snap: &'s Snapshot, f: &Flow<A>) -> Option<&'s Service> {
     snap.services
         .get(usize::from(f.service))
-        .filter(|s| s.vip == f.key.vip && s.port == f.key.vport && s.proto == f.key.proto)
+        .filter(|s| s.vip == f.key.vip.wide() && s.port == f.key.vport && s.proto == f.key.proto)
 }
 
 /// How flow `f` reaches its backend, for a frame that is not a client's
 /// segment (a later fragment, an ICMP error): its service's (mode, MSS
 /// clamp), or, for a flow whose service has gone (draining), what the flow
 /// itself shows: full NAT through a tunnel if its backend has a VTEP.
-pub(super) fn path_of(snap: &Snapshot, f: &Flow) -> (Mode, Option<u16>) {
+pub(super) fn path_of<A: Addr>(snap: &Snapshot, f: &Flow<A>) -> (Mode, Option<u16>) {
     match service_of(snap, f) {
         Some(s) => (s.mode, s.mss_clamp),
         None if f.nat_port == 0 => (Mode::Dsr, None),
@@ -235,7 +240,7 @@ pub(super) fn path_of(snap: &Snapshot, f: &Flow) -> (Mode, Option<u16>) {
 /// The state bits a client's segment adds to its flow: TCP flags, or the
 /// UDP mark.
 #[inline]
-fn client_state(seg: &Segment) -> u8 {
+fn client_state<A>(seg: &Segment<A>) -> u8 {
     if seg.is_udp() {
         return tcp_state::UDP;
     }
@@ -259,18 +264,18 @@ impl Forwarder {
     /// A client's segment or datagram to service `svc` (its index and
     /// itself): its flow's backend, or a new flow's.
     #[inline]
-    pub(super) fn steer_to_backend(
+    pub(super) fn steer_to_backend<A: Family>(
         &mut self,
         snap: &Snapshot,
         svc: (u16, &Service),
         eth: &mut Eth,
-        seg: &Segment,
+        seg: &Segment<A>,
         now_ms: u32,
     ) -> Verdict {
         let key = flow_key(&seg.tuple, seg.proto);
         let syn = seg.is_syn();
         let state = client_state(seg);
-        let existing = match self.flows.lookup(&key) {
+        let existing = match A::flows(self).lookup(&key) {
             // A SYN on a closing flow is the client reusing its port: the old
             // flow is over; steer the new one afresh.
             Some((r, f)) if syn && Phase::from_flags(f.tcp) >= Phase::Fin => {
@@ -282,7 +287,7 @@ impl Forwarder {
         };
         let flow = match existing {
             Some((r, f)) => {
-                self.flows.touch(r, now_ms, state, Some(seg.src_mac));
+                A::flows(self).touch(r, now_ms, state, Some(seg.src_mac));
                 f
             }
             None => match self.new_flow(snap, svc, seg, state, now_ms) {
@@ -302,13 +307,13 @@ impl Forwarder {
     /// the link, full-NAT rewritten unless DSR, and VXLAN encapsulated in
     /// mode vxlan.
     #[inline]
-    pub(super) fn send_to_backend(
+    pub(super) fn send_to_backend<A: Family>(
         &mut self,
         snap: &Snapshot,
         (mode, clamp): (Mode, Option<u16>),
-        flow: &Flow,
+        flow: &Flow<A>,
         eth: &mut Eth,
-        seg: &Segment,
+        seg: &Segment<A>,
     ) -> Verdict {
         let vtep = match mode {
             Mode::Vxlan => match snap.vtep(flow.backend) {
@@ -317,35 +322,36 @@ impl Forwarder {
             },
             _ => None,
         };
-        let l2 = vtep.map_or(flow.backend, |v| v.next_hop);
-        let Some(bmac) = self.neighbors.lookup(l2) else {
-            self.neighbors.want(l2);
-            return Verdict::Drop(DropReason::NeighborUnresolved);
+        let bmac = match vtep {
+            // The tunnel's outer next hop is an IPv4 neighbor.
+            Some(v) => self.neighbors.lookup(v.next_hop).ok_or(v.next_hop),
+            None => A::neighbors(self).lookup(flow.backend).ok_or(0),
         };
-        if seg.is_syn() && clamp_mss(eth, clamp, seg.meta.csum_partial) {
+        let bmac = match bmac {
+            Ok(m) => m,
+            Err(next_hop) => {
+                match vtep {
+                    Some(_) => self.neighbors.want(next_hop),
+                    None => A::neighbors(self).want(flow.backend),
+                }
+                return Verdict::Drop(DropReason::NeighborUnresolved);
+            }
+        };
+        if seg.is_syn() && clamp_mss::<A>(eth, clamp, seg.meta.csum_partial) {
             self.stats.event(Event::MssClamped, 1);
         }
         if let Some(v) = vtep {
-            let t = &seg.tuple;
-            let hash = flow_hash(t.src, t.sport, t.dst, t.dport, seg.proto);
-            let outer = Outer {
-                dst_mac: bmac,
-                src_mac: self.mac,
-                src: self.local_ip,
-                vtep: v,
-                sport: vxlan::source_port(hash),
-            };
-            return self.encapsulate(eth, seg, flow, outer, clamp);
+            return A::tunnel(self, eth, seg, flow, (v, bmac), clamp);
         }
         set_macs(eth, bmac, self.mac);
         if seg.translated {
             // Addressed already.
         } else if flow.nat_port != 0 {
-            Nat::to_backend(flow).apply(eth, seg.meta);
+            A::apply(&Nat::to_backend(flow), eth, seg.meta);
         } else if seg.meta.csum_partial && !seg.meta.tx_keeps_partial {
             // DSR leaves IP and ports alone, but a partial checksum must
             // still be completed when nothing downstream will (PacketMeta).
-            complete_partial(eth, seg.tuple.src, seg.tuple.dst);
+            A::complete_partial(eth, seg.tuple.src, seg.tuple.dst);
         }
         let len = eth.as_ref().len() as u64;
         self.stats
@@ -357,14 +363,14 @@ impl Forwarder {
 
     /// A flow for the client's segment `seg` to service `svc` (its index and
     /// itself), in TCP state `state`: a SYN, or a mid-stream ACK to pick up.
-    fn new_flow(
+    fn new_flow<A: Family>(
         &mut self,
         snap: &Snapshot,
         (sidx, svc): (u16, &Service),
-        seg: &Segment,
+        seg: &Segment<A>,
         state: u8,
         now_ms: u32,
-    ) -> Result<Flow, DropReason> {
+    ) -> Result<Flow<A>, DropReason> {
         let (flags, syn) = (seg.flags, seg.is_syn());
         // Any datagram opens a UDP flow; a TCP flow opens with a SYN, or
         // with a mid-stream ACK to pick up.
@@ -385,29 +391,33 @@ impl Forwarder {
         } else {
             key.client_port
         };
-        let h = flow_hash(key.client, client_port, key.vip, key.vport, key.proto);
+        let h = A::flow_hash(key.client, client_port, key.vip, key.vport, key.proto);
         let Some(bi) = svc.maglev.lookup(h) else {
             return Err(DropReason::NoBackend);
         };
         let b = &svc.backends[bi as usize];
+        // A backend of the VIP's family (config and reconcile check it).
+        let Some(backend) = A::from_wide(b.ip) else {
+            return Err(DropReason::NoBackend);
+        };
         if svc.mode == Mode::Vxlan && (b.vtep.is_none() || self.local_ip == 0) {
             return Err(DropReason::VxlanNoVtep);
         }
-        let l2 = b.l2_target();
-        if self.neighbors.lookup(l2).is_none() {
-            self.neighbors.want(l2);
+        if !resolved(&self.neighbors, A::neighbors(self), b.vtep, backend) {
             return Err(DropReason::NeighborUnresolved);
         }
         let nat_port = match svc.mode {
-            Mode::Nat | Mode::Vxlan => self
-                .ports
-                .alloc(&self.flows, snap, key.vip, b.ip, b.port, key.proto)
-                .ok_or(DropReason::NatPortsExhausted)?,
+            Mode::Nat | Mode::Vxlan => {
+                let mut ports = self.ports.clone();
+                let port = ports.alloc(A::flows(self), snap, key.vip, backend, b.port, key.proto);
+                self.ports = ports;
+                port.ok_or(DropReason::NatPortsExhausted)?
+            }
             Mode::Dsr => 0,
         };
         let flow = Flow {
             key,
-            backend: b.ip,
+            backend,
             backend_port: b.port,
             nat_port,
             client_mac: seg.src_mac,
@@ -416,17 +426,13 @@ impl Forwarder {
             tcp: state,
             last_seen_ms: now_ms,
         };
-        match self.flows.insert(&flow, nat_port != 0, now_ms) {
+        match A::flows(self).insert(&flow, nat_port != 0, now_ms) {
             Ok(_) => {}
             Err(InsertError::Full | InsertError::ReverseFull) => {
                 return Err(DropReason::FlowTableFull)
             }
         }
-        if let Some(q) = &self.sync {
-            // A full queue drops the event (counted there); the sweeper's
-            // periodic refresh sends the flow later.
-            q.push(SyncEvent::upsert(&flow, now_ms));
-        }
+        A::sync_upsert(self, &flow, now_ms);
         self.stats.backend(b.stat, BackendCounter::NewFlows, 1);
         if !syn && !seg.is_udp() {
             self.stats.event(Event::FlowPickups, 1);
@@ -437,12 +443,12 @@ impl Forwarder {
     /// A backend's segment to VIP:nat_port, the reverse half of flow `f`
     /// (at `r`): back to the client.
     #[inline]
-    pub(super) fn steer_to_client(
+    pub(super) fn steer_to_client<A: Family>(
         &mut self,
         snap: &Snapshot,
-        (r, f): (FlowRef, &Flow),
+        (r, f): (FlowRef, &Flow<A>),
         eth: &mut Eth,
-        seg: &Segment,
+        seg: &Segment<A>,
         now_ms: u32,
     ) -> Verdict {
         let flags = seg.flags;
@@ -465,11 +471,11 @@ impl Forwarder {
         if seg.is_syn_ack() {
             state |= tcp_state::SYN_ACK;
         }
-        self.flows.touch(r, now_ms, state, None);
+        A::flows(self).touch(r, now_ms, state, None);
         if seg.is_syn_ack() {
             // The backend's SYN-ACK: its MSS tells the client how much to send.
             let clamp = service_of(snap, f).and_then(|s| s.mss_clamp);
-            if clamp_mss(eth, clamp, seg.meta.csum_partial) {
+            if clamp_mss::<A>(eth, clamp, seg.meta.csum_partial) {
                 self.stats.event(Event::MssClamped, 1);
             }
         }
@@ -479,10 +485,15 @@ impl Forwarder {
     /// Sends a frame of flow `f` back to its client: addressed on the link
     /// and full-NAT rewritten, unless `seg` says it is translated already.
     #[inline]
-    pub(super) fn send_to_client(&mut self, f: &Flow, eth: &mut Eth, seg: &Segment) -> Verdict {
+    pub(super) fn send_to_client<A: Family>(
+        &mut self,
+        f: &Flow<A>,
+        eth: &mut Eth,
+        seg: &Segment<A>,
+    ) -> Verdict {
         set_macs(eth, f.client_mac, self.mac);
         if !seg.translated {
-            Nat::to_client(f).apply(eth, seg.meta);
+            A::apply(&Nat::to_client(f), eth, seg.meta);
         }
         let len = eth.as_ref().len() as u64;
         self.stats
@@ -501,31 +512,119 @@ impl Forwarder {
     /// backend. The client sees a slower handshake instead of a refused
     /// connection, as behind a proxy that retries on another server. `None`:
     /// pass the RST on (no other backend, or reporting is off).
-    fn refused_syn(&mut self, snap: &Snapshot, r: FlowRef, f: &Flow) -> Option<Verdict> {
+    fn refused_syn<A: Family>(
+        &mut self,
+        snap: &Snapshot,
+        r: FlowRef,
+        f: &Flow<A>,
+    ) -> Option<Verdict> {
         let q = self.refused.as_ref()?;
         let svc = service_of(snap, f)?;
+        let backend = f.backend.wide();
         if !svc
             .backends
             .iter()
-            .any(|b| (b.ip, b.port) != (f.backend, f.backend_port))
+            .any(|b| (b.ip, b.port) != (backend, f.backend_port))
         {
             return None;
         }
-        self.forget(r, f);
         let _ = q.push(Refusal {
-            backend: f.backend,
+            backend,
             port: f.backend_port,
         });
+        self.forget(r, f);
         Some(Verdict::Drop(DropReason::BackendRefused))
     }
 
     /// Removes flow `f` (at `r`) and tells the backups, if it was still
     /// there.
-    fn forget(&self, r: FlowRef, f: &Flow) {
-        if self.flows.remove(r) {
-            if let Some(q) = &self.sync {
-                q.push(SyncEvent::remove(f));
-            }
+    pub(super) fn forget<A: Family>(&self, r: FlowRef, f: &Flow<A>) {
+        if A::flows(self).remove(r) {
+            A::sync_remove(self, f);
+        }
+    }
+}
+
+/// Whether the MAC a new flow's first frame needs is known: the backend's,
+/// or for a vxlan backend its VTEP's next hop (always IPv4). If not, the
+/// control thread is asked to resolve it.
+fn resolved<A: Addr>(
+    v4: &NeighborTable,
+    own: &NeighborTable<A>,
+    vtep: Option<Vtep>,
+    backend: A,
+) -> bool {
+    match vtep {
+        Some(v) if v4.lookup(v.next_hop).is_some() => true,
+        Some(v) => {
+            v4.want(v.next_hop);
+            false
+        }
+        None if own.lookup(backend).is_some() => true,
+        None => {
+            own.want(backend);
+            false
+        }
+    }
+}
+
+impl Family for u32 {
+    #[inline(always)]
+    fn flows(fw: &Forwarder) -> &FlowTable<u32> {
+        &fw.flows
+    }
+    #[inline(always)]
+    fn neighbors(fw: &Forwarder) -> &NeighborTable<u32> {
+        &fw.neighbors
+    }
+    #[inline(always)]
+    fn flow_hash(src: u32, sport: u16, dst: u32, dport: u16, proto: u8) -> u64 {
+        flow_hash(src, sport, dst, dport, proto)
+    }
+    #[inline(always)]
+    fn apply(nat: &Nat<u32>, eth: &mut Eth, meta: PacketMeta) {
+        nat.apply(eth, meta);
+    }
+    #[inline(always)]
+    fn complete_partial(eth: &mut Eth, src: u32, dst: u32) {
+        complete_partial(eth, src, dst);
+    }
+    #[inline(always)]
+    fn tcp_in<'e>(eth: &'e mut Eth) -> Option<tcp::Packet<&'e mut [u8]>> {
+        super::tcp_in(eth)
+    }
+    #[inline]
+    fn tunnel(
+        fw: &mut Forwarder,
+        eth: &mut Eth,
+        seg: &Segment,
+        flow: &Flow,
+        (vtep, next_hop): (Vtep, MacAddr),
+        clamp: Option<u16>,
+    ) -> Verdict {
+        let t = &seg.tuple;
+        let hash = flow_hash(t.src, t.sport, t.dst, t.dport, seg.proto);
+        let outer = Outer {
+            dst_mac: next_hop,
+            src_mac: fw.mac,
+            src: fw.local_ip,
+            vtep,
+            sport: vxlan::source_port(hash),
+        };
+        fw.encapsulate(eth, seg, flow, outer, clamp)
+    }
+    #[inline]
+    fn sync_upsert(fw: &Forwarder, flow: &Flow, now_ms: u32) {
+        if let Some(q) = &fw.sync {
+            // A full queue drops the event (counted there); the sweeper's
+            // periodic refresh sends the flow later.
+            q.push(SyncEvent::upsert(flow, now_ms));
+        }
+    }
+    #[inline]
+    fn sync_remove(fw: &Forwarder, flow: &Flow) {
+        if let Some(q) = &fw.sync {
+            q.push(SyncEvent::remove(flow));
         }
     }
 }
@@ -610,7 +709,7 @@ mod tests {
             Verdict::Drop(DropReason::BackendRefused)
         );
         let refusal = Refusal {
-            backend: u32::from_be_bytes(b),
+            backend: crate::family::Addr::wide(u32::from_be_bytes(b)),
             port: 8080,
         };
         assert_eq!(q.pop(), Some(refusal));

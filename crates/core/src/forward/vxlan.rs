@@ -541,7 +541,9 @@ mod tests {
         // A later change, pod 1 still carrying flows: kept; once the sweep
         // no longer sees them: let go.
         let mut later = vxlan_snapshot_of(3, &[0]);
-        later.carry_vteps(&next, |ip| ip == u32::from_be_bytes(PODS[1]));
+        later.carry_vteps(&next, |ip| {
+            ip == crate::family::Addr::wide(u32::from_be_bytes(PODS[1]))
+        });
         assert!(later.vtep(u32::from_be_bytes(PODS[1])).is_some());
         let mut gone = vxlan_snapshot_of(4, &[0]);
         gone.carry_vteps(&later, |_| false);

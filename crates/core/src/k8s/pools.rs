@@ -27,7 +27,7 @@ use std::net::Ipv4Addr;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::model::Prefix4;
+use crate::model::Prefix;
 
 /// One pool: where its addresses are and whom it serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,7 +52,7 @@ pub struct PoolProblem {
 
 impl Pool {
     /// The config file's pools: every namespace, auto-assigned.
-    pub fn from_config(name: &str, prefixes: &[Prefix4]) -> Pool {
+    pub fn from_config(name: &str, prefixes: &[Prefix]) -> Pool {
         Pool {
             name: name.to_string(),
             ranges: prefixes.iter().map(range_of).collect(),
@@ -84,8 +84,12 @@ impl Pool {
     }
 }
 
-fn range_of(p: &Prefix4) -> (u32, u32) {
-    let lo = u32::from(p.base);
+fn range_of(p: &Prefix) -> (u32, u32) {
+    let std::net::IpAddr::V4(base) = p.base else {
+        // An IPv6 prefix holds no IPv4 addresses: an empty range.
+        return (1, 0);
+    };
+    let lo = u32::from(base);
     (lo, lo | !p.mask())
 }
 
@@ -107,7 +111,7 @@ fn parse_range(s: &str) -> Result<(u32, u32), String> {
         }
         return Ok((u32::from(lo), u32::from(hi)));
     }
-    let p: Prefix4 = s.trim().parse()?;
+    let p: Prefix = s.trim().parse()?;
     Ok(range_of(&p))
 }
 

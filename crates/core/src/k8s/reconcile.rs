@@ -66,7 +66,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -76,7 +76,7 @@ use super::pools::Pool;
 use super::settings::KubeSettings;
 use crate::maglev::DEFAULT_TABLE_SIZE;
 use crate::model::HealthCheck;
-use crate::model::{Affinity, BackendConfig, Mode, Prefix4, Protocol, ServiceConfig};
+use crate::model::{Affinity, BackendConfig, Mode, Prefix, Protocol, ServiceConfig};
 
 pub use super::objects::SERVICE_NAME_LABEL;
 
@@ -204,7 +204,7 @@ pub struct Reconciled {
     pub services: Vec<ServiceConfig>,
     /// Terminating endpoints per service name (only non-empty entries):
     /// no new flows, existing flows kept until they end.
-    pub draining: BTreeMap<String, Vec<SocketAddrV4>>,
+    pub draining: BTreeMap<String, Vec<SocketAddr>>,
     /// Status writes, only where the status differs; sorted.
     pub status: Vec<StatusUpdate>,
     /// Sorted.
@@ -233,7 +233,7 @@ struct Ours {
     /// [`ANNOTATION_SHARED_IP`], if set and not empty.
     share: Option<String>,
     /// Admitted clients (`spec.loadBalancerSourceRanges`).
-    ranges: Vec<Prefix4>,
+    ranges: Vec<Prefix>,
     affinity: Affinity,
     /// Indices of the pools that serve it.
     pools: Vec<usize>,
@@ -266,7 +266,7 @@ impl Ours {
 /// `spec.loadBalancerSourceRanges` (or its annotation) as IPv4 prefixes.
 /// IPv6 ranges admit no IPv4 client and are left out; a list of only IPv6
 /// ranges is refused, since an empty list would admit everyone.
-fn source_ranges(svc: &objects::Service) -> Result<Vec<Prefix4>, String> {
+fn source_ranges(svc: &objects::Service) -> Result<Vec<Prefix>, String> {
     let (what, list): (&str, Vec<&str>) = if svc.spec.load_balancer_source_ranges.is_empty() {
         match svc.metadata.annotations.get(ANNOTATION_SOURCE_RANGES) {
             Some(a) => (
@@ -300,9 +300,12 @@ fn source_ranges(svc: &objects::Service) -> Result<Vec<Prefix4>, String> {
             .ok()
             .zip(len.parse::<u8>().ok().filter(|l| *l <= 32))
             .map(|(a, l)| {
-                let p = Prefix4 { base: a, prefix: l };
-                Prefix4 {
-                    base: Ipv4Addr::from(u32::from(a) & p.mask()),
+                let p = Prefix {
+                    base: a.into(),
+                    prefix: l,
+                };
+                Prefix {
+                    base: Ipv4Addr::from(u32::from(a) & p.mask()).into(),
                     prefix: l,
                 }
             })
@@ -699,7 +702,7 @@ pub fn reconcile_full(
                 };
                 out.push(ServiceConfig {
                     name: cname,
-                    vip,
+                    vip: vip.into(),
                     port,
                     mode: o.mode,
                     backends,
@@ -888,7 +891,7 @@ fn endpoints(
     slices: &[&EndpointSlice],
     port_name: &str,
     proto: &str,
-) -> (Vec<(SocketAddrV4, Option<String>)>, Vec<SocketAddrV4>) {
+) -> (Vec<(SocketAddr, Option<String>)>, Vec<SocketAddr>) {
     let mut ready = std::collections::BTreeMap::new();
     let mut terminating = BTreeSet::new();
     for s in slices {
@@ -900,7 +903,7 @@ fn endpoints(
         };
         for e in &s.endpoints {
             let Some(ip) = e.ipv4() else { continue };
-            let addr = SocketAddrV4::new(ip, port);
+            let addr = SocketAddr::V4(SocketAddrV4::new(ip, port));
             if e.is_terminating() {
                 terminating.insert(addr);
             } else if e.is_ready() {
@@ -981,7 +984,7 @@ mod tests {
         s.parse().unwrap()
     }
 
-    fn sa(s: &str) -> SocketAddrV4 {
+    fn sa(s: &str) -> std::net::SocketAddr {
         s.parse().unwrap()
     }
 
@@ -1517,7 +1520,7 @@ mod tests {
             .iter()
             .map(|s| (s.name.as_str(), s.protocol, s.vip, s.port))
             .collect();
-        let vip = ip("198.18.0.100");
+        let vip = std::net::IpAddr::from(ip("198.18.0.100"));
         assert_eq!(
             got,
             vec![
@@ -1525,7 +1528,7 @@ mod tests {
                 ("kube-system.dns.dns.udp", Protocol::Udp, vip, 53),
             ]
         );
-        let addrs = |i: usize| -> Vec<SocketAddrV4> {
+        let addrs = |i: usize| -> Vec<std::net::SocketAddr> {
             r.services[i].backends.iter().map(|b| b.addr).collect()
         };
         assert_eq!(addrs(0), vec![sa("10.244.1.2:5354")]);
@@ -1701,16 +1704,21 @@ mod tests {
         assert_eq!(
             got,
             BTreeSet::from([
-                ("default.dns-tcp.dns", ip("198.18.0.100"), 53, Protocol::Tcp),
+                (
+                    "default.dns-tcp.dns",
+                    ip("198.18.0.100").into(),
+                    53,
+                    Protocol::Tcp
+                ),
                 (
                     "default.dns-udp.dns.udp",
-                    ip("198.18.0.100"),
+                    ip("198.18.0.100").into(),
                     53,
                     Protocol::Udp
                 ),
                 (
                     "default.dns-udp2.dns.udp",
-                    ip("198.18.0.101"),
+                    ip("198.18.0.101").into(),
                     53,
                     Protocol::Udp
                 ),
@@ -2074,7 +2082,7 @@ mod tests {
         assert_eq!(vip("b"), Some(ip("198.18.0.100")), "joins its partner");
         assert_eq!(vip("c"), Some(ip("198.18.0.101")));
         assert!(r.problems.is_empty(), "{:?}", r.problems);
-        let listeners: BTreeSet<(Ipv4Addr, u16)> =
+        let listeners: BTreeSet<(std::net::IpAddr, u16)> =
             r.services.iter().map(|s| (s.vip, s.port)).collect();
         assert_eq!(listeners.len(), 3);
 
@@ -2154,7 +2162,7 @@ mod tests {
             "host bits masked, IPv6 left out"
         );
         assert_eq!(c.affinity, Affinity::ClientIp);
-        assert!(c.admits(ip("198.18.200.1")) && !c.admits(ip("198.19.0.1")));
+        assert!(c.admits(ip("198.18.200.1").into()) && !c.admits(ip("198.19.0.1").into()));
 
         // The annotation spelling, read when the field is empty.
         let s = annotate(

@@ -1,8 +1,6 @@
 //! The `[kubernetes]` settings that the reconciler needs.
 
-use std::net::Ipv4Addr;
-
-use crate::model::{ConfigError, Mode, Prefix4};
+use crate::model::{ConfigError, Mode, Prefix};
 
 /// `spec.loadBalancerClass` that podlb serves unless configured otherwise.
 pub const DEFAULT_LOAD_BALANCER_CLASS: &str = "podlb.io/vip";
@@ -14,7 +12,7 @@ pub const DEFAULT_LOAD_BALANCER_CLASS: &str = "podlb.io/vip";
 /// there is no network or broadcast address to keep free. Every address of
 /// the pool is assignable, including the first and the last: a `/30` gives
 /// four VIPs, a `/32` one.
-pub type VipPool = Prefix4;
+pub type VipPool = Prefix;
 
 /// Parses the `kubernetes.vip_pools` list. Errors name the element
 /// (`kubernetes.vip_pools[1]`); pools must not overlap.
@@ -96,7 +94,7 @@ impl KubeSettings {
     }
 
     /// Whether `ip` is inside one of the pools.
-    pub fn in_pool(&self, ip: Ipv4Addr) -> bool {
+    pub fn in_pool(&self, ip: std::net::IpAddr) -> bool {
         self.vip_pools.iter().any(|p| p.contains(ip))
     }
 }
@@ -104,6 +102,7 @@ impl KubeSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     #[test]
     fn pool_parses_and_every_address_is_usable() {
@@ -119,12 +118,12 @@ mod tests {
                 Ipv4Addr::new(198, 18, 0, 103),
             ]
         );
-        assert!(p.contains(Ipv4Addr::new(198, 18, 0, 103)));
-        assert!(!p.contains(Ipv4Addr::new(198, 18, 0, 104)));
+        assert!(p.contains(Ipv4Addr::new(198, 18, 0, 103).into()));
+        assert!(!p.contains(Ipv4Addr::new(198, 18, 0, 104).into()));
         let one: VipPool = "198.18.0.7".parse().unwrap();
         assert_eq!((one.prefix, one.size()), (32, 1));
         let all: VipPool = "0.0.0.0/0".parse().unwrap();
-        assert!(all.contains(Ipv4Addr::new(255, 255, 255, 255)));
+        assert!(all.contains(Ipv4Addr::new(255, 255, 255, 255).into()));
     }
 
     #[test]
@@ -150,7 +149,7 @@ mod tests {
         let s = KubeSettings::new(None, &["198.18.0.100/30"], None).unwrap();
         assert_eq!(s.load_balancer_class, "podlb.io/vip");
         assert_eq!(s.default_mode, Mode::Nat);
-        assert!(s.in_pool(Ipv4Addr::new(198, 18, 0, 102)));
+        assert!(s.in_pool(Ipv4Addr::new(198, 18, 0, 102).into()));
         let e = KubeSettings::new(None, &[] as &[&str], None).unwrap_err();
         assert_eq!(e.key, "kubernetes.vip_pools");
         let e = KubeSettings::new(Some(""), &["198.18.0.1"], None).unwrap_err();

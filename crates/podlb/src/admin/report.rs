@@ -4,7 +4,7 @@
 //! VRRP, sync, Kubernetes, Lease, cloud, health).
 
 use std::collections::HashSet;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
@@ -46,21 +46,14 @@ impl Source for EngineView {
     fn status(&self) -> StatusReport {
         let cfg = self.config.load();
         let snap = self.shared.snapshot.load();
-        let neighbors = self.shared.neighbors.entries();
-        let mac_of = |ip: u32| {
-            neighbors
-                .iter()
-                .find(|n| n.ip == ip)
-                .and_then(|n| n.mac)
-                .map(|m| m.to_string())
-        };
+        let mac_of = |ip: u128| self.shared.neighbor_mac(ip).map(|m| m.to_string());
         let rows = self.backend_rows();
         let services = snap
             .services
             .iter()
             .map(|s| ServiceStatus {
                 name: s.name.clone(),
-                vip: Ipv4Addr::from(s.vip),
+                vip: podlb_core::family::unwide(s.vip),
                 port: s.port,
                 protocol: if s.proto == podlb_wire::ipv4::PROTO_UDP {
                     "udp"
@@ -113,12 +106,34 @@ impl Source for EngineView {
                 memory_bytes: flows.memory_bytes(),
             },
             services,
-            neighbors: neighbors
+            flows_ipv6: {
+                let f = &self.shared.flows6;
+                FlowTableStatus {
+                    active: f.len(),
+                    capacity: f.capacity(),
+                    evictions: f.evictions(),
+                    memory_bytes: f.memory_bytes(),
+                }
+            },
+            neighbors: self
+                .shared
+                .neighbors
+                .entries()
                 .iter()
                 .map(|n| NeighborStatus {
-                    ip: Ipv4Addr::from(n.ip),
+                    ip: Ipv4Addr::from(n.ip).into(),
                     mac: n.mac.map(|m| m.to_string()),
                 })
+                .chain(
+                    self.shared
+                        .neighbors6
+                        .entries()
+                        .iter()
+                        .map(|n| NeighborStatus {
+                            ip: std::net::Ipv6Addr::from(n.ip).into(),
+                            mac: n.mac.map(|m| m.to_string()),
+                        }),
+                )
                 .collect(),
             drops: DropReason::ALL
                 .iter()
@@ -193,28 +208,43 @@ impl Source for EngineView {
         let reg = self.registry.lock();
         let mut flows = Vec::new();
         self.shared.flows.for_each(|f| {
-            // The stats slot names the service stably across reloads.
-            let service = reg.name(f.stat).map_or("?", |(s, _)| s.as_str());
-            flows.push(FlowStatus {
-                service: service.to_string(),
-                client: SocketAddrV4::new(Ipv4Addr::from(f.key.client), f.key.client_port),
-                vip: SocketAddrV4::new(Ipv4Addr::from(f.key.vip), f.key.vport),
-                backend: SocketAddrV4::new(Ipv4Addr::from(f.backend), f.backend_port),
-                nat_port: (f.nat_port != 0).then_some(f.nat_port),
-                protocol: if f.is_udp() { "udp" } else { "tcp" }.to_string(),
-                state: Phase::from_flags(f.tcp).as_str().to_string(),
-                idle_ms: u64::from(podlb_core::elapsed_ms(now, f.last_seen_ms)),
-            });
+            flows.push(flow_status(f, &reg, now));
             flows.len() < limit
         });
+        if flows.len() < limit {
+            self.shared.flows6.for_each(|f| {
+                flows.push(flow_status(f, &reg, now));
+                flows.len() < limit
+            });
+        }
         FlowsReport {
             flows,
-            total: self.shared.flows.len(),
+            total: self.shared.flows.len() + self.shared.flows6.len(),
         }
     }
 
     fn stopping(&self) -> bool {
         self.shared.stop.load(Relaxed)
+    }
+}
+
+/// One flow of either family as `/flows` shows it; the stats slot names
+/// the service stably across reloads.
+fn flow_status<A: podlb_core::family::Addr>(
+    f: &podlb_core::flow::Flow<A>,
+    reg: &crate::engine::StatsRegistry,
+    now: u32,
+) -> FlowStatus {
+    let service = reg.name(f.stat).map_or("?", |(s, _)| s.as_str());
+    FlowStatus {
+        service: service.to_string(),
+        client: SocketAddr::new(f.key.client.ip(), f.key.client_port),
+        vip: SocketAddr::new(f.key.vip.ip(), f.key.vport),
+        backend: SocketAddr::new(f.backend.ip(), f.backend_port),
+        nat_port: (f.nat_port != 0).then_some(f.nat_port),
+        protocol: if f.is_udp() { "udp" } else { "tcp" }.to_string(),
+        state: Phase::from_flags(f.tcp).as_str().to_string(),
+        idle_ms: u64::from(podlb_core::elapsed_ms(now, f.last_seen_ms)),
     }
 }
 
@@ -229,11 +259,12 @@ fn thread_label(who: Beater) -> String {
 /// One row per (service, backend) the engine knows: configured or draining.
 struct BackendRow {
     service: String,
-    addr: SocketAddrV4,
+    addr: SocketAddr,
     slot: u16,
     configured: bool,
-    /// The address whose MAC podlb sends to (the VTEP's next hop for vxlan).
-    l2_target: u32,
+    /// The address whose MAC podlb sends to (the VTEP's next hop for
+    /// vxlan), wide (`podlb_core::family`).
+    l2_target: u128,
     vtep: Option<Vtep>,
 }
 
@@ -284,8 +315,8 @@ impl EngineView {
                         addr: *addr,
                         slot,
                         configured: false,
-                        l2_target: u32::from(*addr.ip()),
-                        vtep: snap.vtep(u32::from(*addr.ip())).copied(),
+                        l2_target: podlb_core::family::wide(addr.ip()),
+                        vtep: snap.vtep(podlb_core::family::wide(addr.ip())).copied(),
                     });
                 }
             }

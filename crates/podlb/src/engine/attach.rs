@@ -38,6 +38,11 @@ pub(super) struct Attached {
     pub sync_link: Option<SyncLink>,
     /// The instance's own address in TAP mode with VRRP (host order).
     pub own_ip: Option<u32>,
+    /// The IPv6 link-local address podlb sends NDP from: the interface's
+    /// (AF_PACKET), else the EUI-64 one of the device MAC (RFC 4862 §5.3).
+    pub ll6: std::net::Ipv6Addr,
+    /// `ll6` when podlb answers NDP for it itself (no kernel owns it).
+    pub own_ip6: Option<u128>,
     /// Where VXLAN frames leave from (host order; 0: none).
     pub local_ip: u32,
     pub routes: Option<Routes>,
@@ -104,6 +109,12 @@ pub(super) fn attach(cfg: &Config) -> Result<(Attached, Devices), EngineError> {
                 .map_err(EngineError::Attach)?;
         }
     }
+    let kernel_ll6 = match &cfg.attach {
+        Attach::AfPacket { interface } => sys::ipv6_link_local_of(interface).ok().flatten(),
+        Attach::Tap { .. } => None,
+    };
+    let ll6 = kernel_ll6.unwrap_or_else(|| podlb_wire::ndp::link_local_of(own_mac));
+    let own_ip6 = kernel_ll6.is_none().then(|| u128::from(ll6));
     let vrrp_sink = vrrp_sink(cfg, redundancy.is_some())?;
     drop_capabilities(cfg);
     let att = Attached {
@@ -115,6 +126,8 @@ pub(super) fn attach(cfg: &Config) -> Result<(Attached, Devices), EngineError> {
         lease,
         sync_link,
         own_ip,
+        ll6,
+        own_ip6,
         local_ip,
         routes,
         vrrp_sink,
@@ -205,9 +218,15 @@ fn redundancy(cfg: &Config) -> Result<Option<Redundancy>, EngineError> {
     // 9568 §7.1 drops a mismatch). Kubernetes VIPs come and go and instances
     // learn of them at different moments, so the list names each pool by
     // its first address instead.
-    let mut vips: Vec<Ipv4Addr> = cfg.services.iter().map(|s| s.vip).collect();
+    // IPv4 VIPs only: IPv6 VIPs follow this instance's state until an
+    // IPv6 instance of their own advertises them (docs/decisions.md §67).
+    let v4 = |ip: std::net::IpAddr| match ip {
+        std::net::IpAddr::V4(a) => Some(a),
+        std::net::IpAddr::V6(_) => None,
+    };
+    let mut vips: Vec<Ipv4Addr> = cfg.services.iter().filter_map(|s| v4(s.vip)).collect();
     if let Some(k) = &cfg.kubernetes {
-        vips.extend(k.reconcile.vip_pools.iter().map(|p| p.base));
+        vips.extend(k.reconcile.vip_pools.iter().filter_map(|p| v4(p.base)));
     }
     vips.sort_unstable();
     vips.dedup();

@@ -5,7 +5,7 @@
 //! the loop read once for the pass ([`Now`]).
 
 use std::collections::{HashMap, HashSet};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,11 +21,11 @@ use podlb_core::control::probes::FileWatch;
 use podlb_core::control::resolver::{Resolver, ResolverAction};
 use podlb_core::control::staging::{Published, Staging, StagingAction};
 use podlb_core::control::sweeper::{SweepAction, SweepPace, Sweeper};
-use podlb_core::neighbor::NeighborTable;
+use podlb_core::family::{self, Addr};
 use podlb_core::service::Snapshot;
 use podlb_core::stats::{DropReason, MAX_STAT_SLOTS};
 use podlb_io::{sys, Injector};
-use podlb_wire::{arp, MacAddr};
+use podlb_wire::{arp, ndp, MacAddr};
 
 use super::lease::cloud_role;
 use super::{EngineError, EngineView, Now, Wake, SWEEP_TICKS, TICK};
@@ -82,6 +82,12 @@ pub(super) struct Control {
     announcer: Announcer,
     staging: Staging<Snapshot>,
     sweeper: Sweeper,
+    /// The IPv6 flow table's sweep (expiry and counts; IPv6 flows are not
+    /// synced).
+    sweeper6: Sweeper<u128>,
+    /// The solicited-node groups of the IPv6 VIPs, joined on the interface
+    /// (AF_PACKET; `None` in TAP mode or if no IPv6 socket could be made).
+    groups6: Option<sys::Groups6>,
     sync: Option<SyncLink>,
     /// VRRP master or Lease holder (or neither in use): streams flows to
     /// the backups.
@@ -119,14 +125,14 @@ fn build_snapshot(
     Ok(snap)
 }
 
-/// The backends (or their next hops) of `snap` the neighbor table has no
-/// MAC for.
-fn unresolved(snap: &Snapshot, n: &NeighborTable) -> Vec<Ipv4Addr> {
+/// The backends (or their next hops) of `snap` the neighbor tables have
+/// no MAC for.
+fn unresolved(snap: &Snapshot, sh: &crate::dataplane::Shared) -> Vec<IpAddr> {
     snap.services
         .iter()
         .flat_map(|s| s.backends.iter().map(|b| b.l2_target()))
-        .filter(|&ip| n.lookup(ip).is_none())
-        .map(Ipv4Addr::from)
+        .filter(|&ip| sh.neighbor_mac(ip).is_none())
+        .map(family::unwide)
         .collect()
 }
 
@@ -181,6 +187,19 @@ impl Control {
                 refresh_period_ms: REFRESH_PERIOD_MS,
                 stat_slots: MAX_STAT_SLOTS,
             }),
+            sweeper6: Sweeper::new(SweepPace {
+                ticks_per_pass: SWEEP_TICKS,
+                tick_ms,
+                refresh_period_ms: REFRESH_PERIOD_MS,
+                stat_slots: MAX_STAT_SLOTS,
+            }),
+            groups6: match &cfg.attach {
+                Attach::AfPacket { interface } => sys::ifindex(interface)
+                    .and_then(|i| sys::Groups6::new(u32::try_from(i).unwrap_or(0)))
+                    .map_err(|e| tracing::info!(error = %e, "no IPv6 socket: IPv6 VIPs rely on the link passing multicast"))
+                    .ok(),
+                Attach::Tap { .. } => None,
+            },
             sync,
             master: false,
             peers: Peers {
@@ -316,9 +335,10 @@ impl Control {
         let mut snap = build_snapshot(base + 1, services, &self.view)?;
         // Removed vxlan backends keep their tunnel while their flows drain.
         let fb = self.sweeper.flow_backends();
-        snap.carry_vteps(&published, |ip| fb.contains(&ip));
+        let carries = |ip: u128| u32::from_wide(ip).is_some_and(|v| fb.contains(&v));
+        snap.carry_vteps(&published, carries);
         if let Some(p) = self.staging.pending() {
-            snap.carry_vteps(p, |ip| fb.contains(&ip));
+            snap.carry_vteps(p, carries);
         }
         *self.view.desired.lock() = services.to_vec();
         self.track_backends(&snap);
@@ -335,7 +355,7 @@ impl Control {
             return;
         };
         self.route_backends(snap, now.ms);
-        let missing = unresolved(snap, &self.view.shared.neighbors);
+        let missing = unresolved(snap, &self.view.shared);
         self.staging.handle_missing(now.at, &missing);
         while let Some(a) = self.staging.poll_action() {
             match a {
@@ -354,12 +374,22 @@ impl Control {
             );
         }
         let sh = &self.view.shared;
-        let old_vips: HashSet<Ipv4Addr> = sh.snapshot.load().vips().collect();
-        let fresh: Vec<Ipv4Addr> = p.item.vips().filter(|v| !old_vips.contains(v)).collect();
+        let old_vips: HashSet<IpAddr> = sh.snapshot.load().vips().collect();
+        let fresh: Vec<IpAddr> = p.item.vips().filter(|v| !old_vips.contains(v)).collect();
         let generation = p.item.generation;
         if let Some(c) = &self.view.cloud {
-            // Kubernetes pool VIPs and reloaded services are claimed too.
-            c.set_vips(p.item.vips().collect());
+            // Kubernetes pool VIPs and reloaded services are claimed too
+            // (the cloud mover moves IPv4 addresses).
+            c.set_vips(p.item.vips4().collect());
+        }
+        if let Some(g) = self.groups6.as_mut() {
+            let groups = p
+                .item
+                .vips_of::<u128>()
+                .map(|v| ndp::solicited_node(Ipv6Addr::from(v)));
+            for (group, e) in g.set(groups) {
+                tracing::warn!(%group, error = %e, "cannot join the solicited-node group of an IPv6 VIP");
+            }
         }
         sh.snapshot.store(Arc::new(p.item));
         if let Some(t) = p.event_at {
@@ -381,10 +411,15 @@ impl Control {
     }
 
     fn track_backends(&self, snap: &Snapshot) {
-        let n = &self.view.shared.neighbors;
+        let sh = &self.view.shared;
         for s in &snap.services {
             for b in &s.backends {
-                if !n.track(b.l2_target()) {
+                let ip = b.l2_target();
+                let tracked = match u32::from_wide(ip) {
+                    Some(v4) => sh.neighbors.track(v4),
+                    None => sh.neighbors6.track(ip),
+                };
+                if !tracked {
                     tracing::warn!(backend = %b.addr, "neighbor table full; backend not tracked");
                 }
             }
@@ -431,15 +466,16 @@ impl Control {
             .iter()
             .filter(|s| s.mode == crate::config::Mode::Nat)
         {
-            for b in &s.backends {
-                let ip = Ipv4Addr::from(b.ip);
+            // IPv4 routes only: IPv6 backends are on the link.
+            for v4 in s.backends.iter().filter_map(|b| u32::from_wide(b.ip)) {
+                let ip = Ipv4Addr::from(v4);
                 if r.on_link(ip) {
                     continue;
                 }
                 let hop = u32::from(r.next_hop(ip));
                 n.track(hop);
                 if let Some(mac) = n.lookup(hop) {
-                    n.learn(b.ip, mac, now_ms);
+                    n.learn(v4, mac, now_ms);
                 }
             }
         }
@@ -467,7 +503,7 @@ impl Control {
         let mut holds = health.holds.lock();
         while let Some(r) = self.view.shared.refused.pop() {
             health.refusals_total.fetch_add(1, Ordering::Relaxed);
-            let backend = SocketAddrV4::new(Ipv4Addr::from(r.backend), r.port);
+            let backend = SocketAddr::new(family::unwide(r.backend), r.port);
             holds.handle_refusal(now.at, backend, hold);
         }
         holds.handle_timeout(now.at);
@@ -502,20 +538,28 @@ impl Control {
         self.announcer.handle_conflicts(now.at, serving, samples);
         self.announce();
 
-        // ARP resolution and refresh.
+        // ARP and NDP resolution and refresh.
         self.route_backends(&snap, now.ms);
         self.resolver.handle_tick(now.ms, &sh.neighbors.entries());
+        self.resolver.handle_tick(now.ms, &sh.neighbors6.entries());
         while let Some(a) = self.resolver.poll_action() {
             match a {
                 ResolverAction::SendArpRequest(ip) => self.send_request(ip, now.ms),
                 ResolverAction::Forget(ip) => {
-                    tracing::warn!(neighbor = %ip, "no ARP answer; forgetting its MAC");
-                    sh.neighbors.invalidate(u32::from(ip));
+                    tracing::warn!(neighbor = %ip, "no ARP or NDP answer; forgetting its MAC");
+                    match ip {
+                        IpAddr::V4(a) => sh.neighbors.invalidate(u32::from(a)),
+                        IpAddr::V6(a) => sh.neighbors6.invalidate(u128::from(a)),
+                    }
                 }
             }
         }
 
-        // Incremental sweep: expire idle flows, count active ones.
+        // Incremental sweep: expire idle flows, count active ones. The
+        // IPv6 sweep runs first, in step with the IPv4 one (same pace), so
+        // a completed IPv4 pass sums both.
+        self.sweeper6.handle_tick(now.ms, &sh.flows6, false);
+        while self.sweeper6.poll_action().is_some() {}
         let streaming = self.master && self.sync.is_some();
         self.sweeper.handle_tick(now.ms, &sh.flows, streaming);
         while let Some(a) = self.sweeper.poll_action() {
@@ -533,16 +577,34 @@ impl Control {
     /// A full sweep ended: publish the active-flow counts and stop tracking
     /// neighbors nothing needs any more.
     fn pass_complete(&self, snap: &Snapshot) {
-        for (a, &n) in self.view.active.iter().zip(self.sweeper.active()) {
-            a.store(n, Ordering::Relaxed);
+        let active6 = self.sweeper6.active();
+        for (i, (a, &n)) in self
+            .view
+            .active
+            .iter()
+            .zip(self.sweeper.active())
+            .enumerate()
+        {
+            a.store(n + active6.get(i).copied().unwrap_or(0), Ordering::Relaxed);
         }
-        for (a, n) in self.view.phases.iter().zip(self.sweeper.phases()) {
-            a.store(n, Ordering::Relaxed);
+        let phases6 = self.sweeper6.phases();
+        for (i, (a, n)) in self
+            .view
+            .phases
+            .iter()
+            .zip(self.sweeper.phases())
+            .enumerate()
+        {
+            a.store(n + phases6[i], Ordering::Relaxed);
         }
-        let current = snap
+        let wide: Vec<u128> = snap
             .services
             .iter()
             .flat_map(|s| s.backends.iter().map(|b| b.l2_target()))
+            .collect();
+        let current = wide
+            .iter()
+            .filter_map(|&w| u32::from_wide(w))
             .chain(snap.vtep_next_hops());
         let peers = self.peers.all().into_iter().map(u32::from);
         let keep = {
@@ -554,6 +616,12 @@ impl Control {
             })
         };
         self.view.shared.neighbors.retain(|ip| keep.contains(&ip));
+        let keep6 = self.sweeper6.neighbors_to_keep(
+            wide.iter().filter_map(|&w| u128::from_wide(w)),
+            [],
+            |ip| ip,
+        );
+        self.view.shared.neighbors6.retain(|ip| keep6.contains(&ip));
     }
 
     /// Carries out the announcer's actions.
@@ -563,7 +631,7 @@ impl Control {
         while let Some(a) = self.announcer.poll_action() {
             match a {
                 AnnounceAction::SendGarp(vip) => {
-                    if self.send_garp(vip) {
+                    if self.send_announcement(vip) {
                         v.garp_sent.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -598,20 +666,54 @@ impl Control {
     /// §2.1.1 probe form: a VIP would be wrong as sender, since DSR backends
     /// hold the VIP themselves and Linux drops ARP from its own address as a
     /// martian; and a probe leaves no entry in the target's ARP cache.
-    fn send_request(&self, target: Ipv4Addr, now_ms: u32) {
-        let mut buf = [0u8; 64];
-        let ask = arp::Repr::request(self.view.own_mac, Ipv4Addr::UNSPECIFIED, target);
-        let sent = ask
-            .emit_frame(&mut buf)
+    fn send_request(&self, target: IpAddr, now_ms: u32) {
+        let mut buf = [0u8; 128];
+        let frame = match target {
+            IpAddr::V4(t) => {
+                arp::Repr::request(self.view.own_mac, Ipv4Addr::UNSPECIFIED, t).emit_frame(&mut buf)
+            }
+            // RFC 4861 §7.2.2: from our link-local address, to the
+            // target's solicited-node group, with our MAC in a Source
+            // Link-Layer Address option.
+            IpAddr::V6(t) => ndp::SolicitRepr {
+                target: t,
+                source_ll: Some(self.view.own_mac),
+            }
+            .emit_frame(
+                &mut buf,
+                &ndp::Envelope::solicit(self.view.own_mac, self.view.ll6, t),
+            ),
+        };
+        let sent = frame
             .map_err(|e| std::io::Error::other(format!("{e:?}")))
             .and_then(|n| self.injector.inject(&buf[..n]));
         match sent {
             Ok(()) => {
                 self.view.arp_requests.fetch_add(1, Ordering::Relaxed);
-                self.view.shared.neighbors.asked(u32::from(target), now_ms);
+                let sh = &self.view.shared;
+                match target {
+                    IpAddr::V4(t) => sh.neighbors.asked(u32::from(t), now_ms),
+                    IpAddr::V6(t) => sh.neighbors6.asked(u128::from(t), now_ms),
+                }
             }
             Err(e) => {
-                tracing::warn!(error = %e, target = %target, "ARP request not sent")
+                tracing::warn!(error = %e, target = %target, "ARP request or Neighbor Solicitation not sent")
+            }
+        }
+    }
+
+    /// Announces `vip` at the serving MAC: a gratuitous ARP for IPv4, an
+    /// unsolicited Neighbor Advertisement (Override set) to all nodes for
+    /// IPv6 (RFC 4861 §7.2.6). True if sent.
+    fn send_announcement(&self, vip: IpAddr) -> bool {
+        match vip {
+            IpAddr::V4(v) => self.send_garp(v),
+            IpAddr::V6(v) => {
+                let mut buf = [0u8; 128];
+                let na = ndp::AdvertRepr::unsolicited(v, self.view.mac);
+                let to = ndp::Envelope::all_nodes(self.view.mac, self.view.ll6);
+                let n = na.emit_frame(&mut buf, &to);
+                n.is_ok_and(|n| self.injector.inject(&buf[..n]).is_ok())
             }
         }
     }
@@ -730,7 +832,7 @@ impl Control {
                     .services
                     .iter()
                     .flat_map(|s| &s.backends)
-                    .any(|b| n.lookup(b.l2_target()).is_some());
+                    .any(|b| self.view.shared.neighbor_mac(b.l2_target()).is_some());
             let e = r.set_fault(now.at, !iface_up, &*self.injector, &|ip| {
                 n.lookup(view.hop(ip))
             });

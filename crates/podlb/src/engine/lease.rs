@@ -19,7 +19,15 @@ pub(super) fn start_cloud(
     let Some(c) = &cfg.cloud else {
         return Ok(None);
     };
-    let vips = cfg.services.iter().map(|s| s.vip).collect();
+    // The cloud mover moves IPv4 addresses (secondary private IPs).
+    let vips = cfg
+        .services
+        .iter()
+        .filter_map(|s| match s.vip {
+            std::net::IpAddr::V4(v) => Some(v),
+            std::net::IpAddr::V6(_) => None,
+        })
+        .collect();
     let vrid = cfg
         .vrrp
         .as_ref()

@@ -17,7 +17,7 @@ mod lease;
 mod workers;
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -83,12 +83,12 @@ pub enum Wake {
 /// reloads and draining backends keep theirs.
 #[derive(Default)]
 pub struct StatsRegistry {
-    slots: HashMap<(String, SocketAddrV4), u16>,
-    names: Vec<(String, SocketAddrV4)>,
+    slots: HashMap<(String, SocketAddr), u16>,
+    names: Vec<(String, SocketAddr)>,
 }
 
 impl StatsRegistry {
-    pub fn slot(&mut self, service: &str, addr: SocketAddrV4) -> u16 {
+    pub fn slot(&mut self, service: &str, addr: SocketAddr) -> u16 {
         if let Some(&s) = self.slots.get(&(service.to_string(), addr)) {
             return s;
         }
@@ -99,7 +99,7 @@ impl StatsRegistry {
         }
         s
     }
-    pub fn name(&self, slot: u16) -> Option<&(String, SocketAddrV4)> {
+    pub fn name(&self, slot: u16) -> Option<&(String, SocketAddr)> {
         self.names.get(slot as usize)
     }
     pub fn len(&self) -> usize {
@@ -119,6 +119,9 @@ pub struct EngineView {
     pub mac: MacAddr,
     /// The device's own MAC (ARP requests, the instance's own traffic).
     pub own_mac: MacAddr,
+    /// The IPv6 link-local address podlb's Neighbor Solicitations and
+    /// unsolicited advertisements come from.
+    pub ll6: std::net::Ipv6Addr,
     pub vrrp: Option<Arc<VrrpView>>,
     pub sync: Option<Arc<SyncView>>,
     pub interface: String,
@@ -318,6 +321,12 @@ fn shared_state(cfg: &Config) -> Arc<Shared> {
             t
         }),
         neighbors: Arc::new(NeighborTable::new(4096)),
+        flows6: Arc::new({
+            let mut t = FlowTable::new(cfg.flows.capacity_ipv6, timeouts(cfg));
+            t.set_huge_page_bytes(podlb_io::mem::advise_regions(&t.regions()));
+            t
+        }),
+        neighbors6: Arc::new(NeighborTable::new(4096)),
         stop: AtomicBool::new(false),
         // Without VRRP or a Lease this instance always serves.
         active: AtomicBool::new(
@@ -385,6 +394,7 @@ fn engine_view(
         config: ArcSwap::from_pointee(cfg.clone()),
         mac: att.mac,
         own_mac: att.own_mac,
+        ll6: att.ll6,
         vrrp: att.redundancy.as_ref().map(|r| r.view.clone()),
         sync: att.sync_link.as_ref().map(|l| l.view.clone()),
         interface: att.ifname.clone(),

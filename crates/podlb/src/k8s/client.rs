@@ -17,7 +17,7 @@
 //! where a typed decode would fail the whole list.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -45,7 +45,7 @@ pub struct KubeUpdate {
     /// Data-plane services from Kubernetes, sorted by name.
     pub services: Vec<ServiceConfig>,
     /// Terminating endpoints per service (draining: no new flows).
-    pub draining: BTreeMap<String, Vec<SocketAddrV4>>,
+    pub draining: BTreeMap<String, Vec<SocketAddr>>,
     /// VRRP unicast peers from the peers Service; `None`: discovery is off
     /// (or its slices have not been listed yet).
     pub peers: Option<Vec<Ipv4Addr>>,
@@ -75,7 +75,7 @@ pub struct KubeView {
     pub problems: Mutex<Vec<Problem>>,
     /// (namespace, name, VIP).
     pub allocations: Mutex<Vec<(String, String, Ipv4Addr)>>,
-    pub draining: Mutex<BTreeMap<String, Vec<SocketAddrV4>>>,
+    pub draining: Mutex<BTreeMap<String, Vec<SocketAddr>>>,
     pub peers: Mutex<Option<Vec<Ipv4Addr>>>,
     pub namespace: Mutex<String>,
     pub identity: Mutex<String>,
@@ -491,7 +491,7 @@ impl Store {
 /// Services, draining endpoints and peers as last handed over.
 type Published = (
     Vec<ServiceConfig>,
-    BTreeMap<String, Vec<SocketAddrV4>>,
+    BTreeMap<String, Vec<SocketAddr>>,
     Option<Vec<Ipv4Addr>>,
 );
 
