@@ -101,6 +101,7 @@ pub fn start_nginx(topo: &Topology, ns: &str, name: &str, body: &str) -> Proc {
                keepalive_requests 1000000;\n\
                server {{\n\
                  listen 80 backlog=4096;\n\
+                 listen [::]:80 backlog=4096;\n\
                  location / {{ default_type text/plain; return 200 \"{body}\\n\"; }}\n\
                }}\n\
              }}\n"
@@ -273,7 +274,7 @@ pub fn lab_config(attach: &Attach, mode: &str, with_iperf: bool) -> ConfigSpec {
     if with_iperf {
         c.services.push(ServiceSpec {
             name: "iperf".into(),
-            vip: VIP,
+            vip: VIP.into(),
             port: 5201,
             mode: mode.into(),
             backends: vec![sa(BACKENDS[0], 5201)],

@@ -100,7 +100,7 @@ fn config(priority: u8, peer: Ipv4Addr, hook: &str) -> ConfigSpec {
     let mut c = ConfigSpec::lab(Attach::from_name("af_packet").unwrap(), "nat");
     c.services = vec![ServiceSpec {
         name: "web".into(),
-        vip: VIP,
+        vip: VIP.into(),
         port: 80,
         mode: "nat".into(),
         backends: BES

@@ -18,6 +18,7 @@ mod forwarding;
 mod harness;
 mod health;
 mod image;
+mod ipv6;
 mod keepalived;
 mod kubernetes;
 mod l3;

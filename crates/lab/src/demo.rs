@@ -149,7 +149,7 @@ pub struct ServiceSpec {
     /// Service name.
     pub name: String,
     /// Virtual IP.
-    pub vip: Ipv4Addr,
+    pub vip: std::net::IpAddr,
     /// Port on the VIP.
     pub port: u16,
     /// "nat" or "dsr".
@@ -270,7 +270,7 @@ impl ConfigSpec {
             admin: ADMIN,
             services: vec![ServiceSpec {
                 name: "web".into(),
-                vip: VIP,
+                vip: VIP.into(),
                 port: 80,
                 mode: mode.into(),
                 backends: BACKENDS
