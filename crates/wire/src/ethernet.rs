@@ -12,6 +12,8 @@ pub const MIN_FRAME_LEN: usize = 60;
 
 pub const ETHERTYPE_IPV4: u16 = 0x0800;
 pub const ETHERTYPE_ARP: u16 = 0x0806;
+/// IPv6 (RFC 2464 §3).
+pub const ETHERTYPE_IPV6: u16 = 0x86dd;
 /// IEEE 802.1Q customer VLAN tag.
 pub const ETHERTYPE_VLAN: u16 = 0x8100;
 /// IEEE 802.1ad service VLAN tag (QinQ outer tag).
