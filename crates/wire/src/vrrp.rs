@@ -40,7 +40,7 @@
 //! ([`Envelope::multicast`]).
 //!
 //! RFC 9568 §5.2.9: "For IPv6, the first address MUST be the IPv6
-//! link-local address associated with the virtual router." That binds the
+//! link-local address associated with the Virtual Router." That binds the
 //! sender: podlb's configuration check (`podlb_core::vrrp::Config::validate`)
 //! enforces it for what podlb sends, and [`virtual_link_local`] offers an
 //! address for it. On receive it is not checked: RFC 9568 §7.1 does not list
@@ -100,17 +100,19 @@ pub const fn virtual_mac(vrid: u8) -> MacAddr {
 }
 
 /// The IPv6 virtual router MAC address 00-00-5E-00-02-{VRID} (RFC 9568
-/// §7.3). An IPv4 and an IPv6 virtual router with the same VRID are
-/// separate (§7.3: "IPv4 and IPv6 VRIDs are independent") and answer
-/// with different MACs.
+/// §7.3, "IPv6 case"). An IPv4 and an IPv6 virtual router with the same
+/// VRID are separate instances (RFC 9568 Abstract: "the Virtual Routers in
+/// each of the IPv4 and IPv6 address families are independent of one
+/// another") and answer with different MACs.
 pub const fn virtual_mac_v6(vrid: u8) -> MacAddr {
     MacAddr([0x00, 0x00, 0x5e, 0x00, 0x02, vrid])
 }
 
 /// A link-local address for the IPv6 virtual router of `vrid`: fe80:: with
 /// the modified EUI-64 interface identifier of [`virtual_mac_v6`] (RFC 4291
-/// §2.5.1, Appendix A), `fe80::200:5eff:fe00:2{VRID}`, what a macvlan on the
-/// virtual MAC configures by itself (as FRR's VRRP does). One choice for the
+/// §2.5.1, Appendix A), `fe80::200:5eff:fe00:2XX` (XX the VRID in hex), the address Linux
+/// gives an interface on the virtual MAC (a macvlan) with EUI-64 address
+/// generation. One choice for the
 /// first address of the list (RFC 9568 §5.2.9); any link-local address all
 /// routers of the virtual router agree on will do.
 pub const fn virtual_link_local(vrid: u8) -> Ipv6Addr {
@@ -764,7 +766,7 @@ impl<A: VrrpAddr> AddrList<A> {
 
     /// Whether the first address is link-local, as RFC 9568 §5.2.9 requires
     /// of an IPv6 list ("the first address MUST be the IPv6 link-local
-    /// address associated with the virtual router"). Not a receive check
+    /// address associated with the Virtual Router"). Not a receive check
     /// (see the module docs); for logging a peer that breaks the rule.
     pub fn first_is_link_local(&self) -> bool {
         self.first().is_some_and(|a| a.is_link_local())
@@ -841,8 +843,8 @@ impl<A: VrrpAddr> Advert<A> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum AdvertDrop {
-    /// IPv4 TTL or IPv6 Hop Limit not 255 (RFC 9568 §7.1), with the check
-    /// on.
+    /// IPv4 TTL or IPv6 Hop Limit not 255 (RFC 9568 §5.1.1.3, §5.1.2.3),
+    /// with the check on.
     BadTtl,
     /// Version not 3 (RFC 9568 §7.1, §5.2.1).
     BadVersion,
@@ -925,8 +927,9 @@ pub fn parse_advert<A: VrrpAddr>(
     payload: &[u8],
     check_ttl: bool,
 ) -> core::result::Result<Advert<A>, AdvertDrop> {
-    // RFC 9568 §7.1: "MUST verify that the IPv4 TTL or IPv6 Hop Limit is
-    // 255".
+    // RFC 9568 §5.1.1.3 (IPv4), §5.1.2.3 (IPv6): "A VRRP Router receiving a
+    // packet with the TTL [Hop Limit] not equal to 255 MUST discard the
+    // packet".
     if check_ttl && ttl != TTL {
         return Err(AdvertDrop::BadTtl);
     }
@@ -1529,8 +1532,9 @@ mod tests_v6 {
 
     #[test]
     fn ipv4_and_ipv6_frames_do_not_mix() {
-        // RFC 9568 §7.3: the IPv4 and IPv6 virtual routers of one VRID are
-        // separate; their frames differ in EtherType, group and MAC.
+        // RFC 9568: the IPv4 and IPv6 virtual routers of one VRID are
+        // separate instances; their frames differ in EtherType, group and
+        // MAC (§7.3).
         let mut v6 = [0u8; 128];
         let n6 = Repr::new(51, 200, 100, &VIPS)
             .emit_frame(&mut v6, &Envelope::multicast(51, SRC), ChecksumForm::Plain)
@@ -1568,7 +1572,7 @@ mod tests_v6 {
         let good = fixture(PSEUDO_MCAST);
         let parse = |b: &[u8], hl| parse_advert(SRC, MULTICAST_V6, hl, b, true);
         assert!(parse(&good, 255).is_ok());
-        // RFC 9568 §7.1: Hop Limit 255 only.
+        // RFC 9568 §5.1.2.3: Hop Limit 255 only.
         assert_eq!(parse(&good, 254), Err(AdvertDrop::BadTtl));
         assert_eq!(parse(&good, 1), Err(AdvertDrop::BadTtl));
         assert!(parse_advert(SRC, MULTICAST_V6, 1, &good, false).is_ok());

@@ -9,8 +9,10 @@
 //! `Router<Ipv6Addr>` are the same state machine over
 //! [`VrrpAddr`](podlb_wire::vrrp::VrrpAddr). An IPv4 and an IPv6 virtual
 //! router with the same VRID are two `Router`s with separate state (RFC
-//! 9568 §7.3 "IPv4 and IPv6 VRIDs are independent", §5.2.3): the types keep
-//! an advert of one family from ever reaching the other. For IPv6 the
+//! 9568, Abstract: "the Virtual Routers in each of the IPv4 and IPv6
+//! address families are independent of one another and always treated as
+//! separate Virtual Router instances"): the types keep an advert of one
+//! family from ever reaching the other. For IPv6 the
 //! primary address is the interface's link-local address (§5.1.2.1), and
 //! the first virtual address is the virtual router's link-local address
 //! (§5.2.9); [`Config::validate`] checks both.
@@ -108,13 +110,14 @@ impl<A: VrrpAddr> Config<A> {
             return Err(ConfigError::Vips);
         }
         if A::FAMILY == Family::V6 {
-            // RFC 9568 §5.1.2.1: "Source Address: This is the IPv6 link-local
-            // address of the interface the packet is being sent from."
+            // RFC 9568 §7.2: "Set the source IPv6 address to the interface's
+            // link-local IPv6 address" (and §5.1.2.1); the tie-break of
+            // §6.4.3 compares these primary addresses.
             if !self.primary_ip.is_link_local() {
                 return Err(ConfigError::PrimaryNotLinkLocal);
             }
             // RFC 9568 §5.2.9: "For IPv6, the first address MUST be the IPv6
-            // link-local address associated with the virtual router."
+            // link-local address associated with the Virtual Router."
             if !self.vips[0].is_link_local() {
                 return Err(ConfigError::FirstVipNotLinkLocal);
             }
@@ -180,10 +183,11 @@ pub enum Action {
     /// or ff02::12 (or to each unicast peer). Priority 0 means "stopping".
     SendAdvert { priority: u8 },
     /// Announce each VIP with the virtual MAC (RFC 9568 §6.4.1, §6.4.2):
-    /// for IPv4 a gratuitous ARP; for IPv6 an unsolicited Neighbor
-    /// Advertisement with the Router flag set, Solicited clear, Override
-    /// set, target the VIP and target link-layer address the virtual MAC.
-    /// Repeats are the caller's policy.
+    /// for IPv4 a gratuitous ARP; for IPv6 join the solicited-node group of
+    /// each VIP and send an unsolicited Neighbor Advertisement with the
+    /// Router flag set, Solicited clear, Override set, target the VIP and
+    /// target link-layer address the virtual MAC. Repeats are the caller's
+    /// policy.
     SendGarp,
     /// Entered Master: answer ARP (or NDP) for the VIPs and forward for them. Queued
     /// before the advert and the gratuitous ARP of the same transition so

@@ -468,8 +468,10 @@ fn ipv6_configuration_checks() {
 #[test]
 fn ipv4_and_ipv6_instances_of_one_vrid_are_independent() {
     // Two dual-stack hosts, node 0 and node 1, each running an IPv4 and an
-    // IPv6 router for VRID 51 on one fake clock. RFC 9568 §7.3: "IPv4 and
-    // IPv6 VRIDs are independent" (separate state machines, §5.2.3). The
+    // IPv6 router for VRID 51 on one fake clock. RFC 9568 (Abstract): "the
+    // Virtual Routers in each of the IPv4 and IPv6 address families are
+    // independent of one another and always treated as separate Virtual
+    // Router instances" (separate MAC blocks, §7.3). The
     // IPv4 virtual router prefers host 0, the IPv6 one host 1. (An advert
     // of one family cannot reach the other's Router: the types differ, and
     // on the wire so do EtherType, group and virtual MAC.)
