@@ -16,6 +16,8 @@ pub const PROTO_ESP: u8 = 50;
 /// addresses, which AH authenticates).
 pub const PROTO_AH: u8 = 51;
 pub const PROTO_ICMPV6: u8 = 58;
+/// VRRP (RFC 9568 §5.1.2.4: the Next Header of an advertisement).
+pub const PROTO_VRRP: u8 = 112;
 /// Hop-by-Hop Options header (RFC 8200 §4.3).
 pub const NH_HOP_BY_HOP: u8 = 0;
 /// Routing header (RFC 8200 §4.4).

@@ -1,8 +1,21 @@
 //! The VRRPv3 state machine (RFC 9568 §6), sans-IO.
 //!
-//! A [`Router`] is one VRRP router for one virtual router (VRID) on one
-//! interface. It never reads a clock, sends a packet or starts a timer: the
-//! caller passes `now` into every input and carries out the outputs.
+//! A [`Router`] is one VRRP router for one virtual router (VRID) of one
+//! address family on one interface. It never reads a clock, sends a packet
+//! or starts a timer: the caller passes `now` into every input and carries
+//! out the outputs.
+//!
+//! Families. `Router<Ipv4Addr>` (the default: `Router` alone) and
+//! `Router<Ipv6Addr>` are the same state machine over
+//! [`VrrpAddr`](podlb_wire::vrrp::VrrpAddr). An IPv4 and an IPv6 virtual
+//! router with the same VRID are two `Router`s with separate state (RFC
+//! 9568, Abstract: "the Virtual Routers in each of the IPv4 and IPv6
+//! address families are independent of one another and always treated as
+//! separate Virtual Router instances"): the types keep an advert of one
+//! family from ever reaching the other. For IPv6 the
+//! primary address is the interface's link-local address (§5.1.2.1), and
+//! the first virtual address is the virtual router's link-local address
+//! (§5.2.9); [`Config::validate`] checks both.
 //!
 //! - inputs: [`Router::startup`], [`Router::shutdown`],
 //!   [`Router::handle_advert`] (an advert that passed
@@ -21,7 +34,7 @@ use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use podlb_wire::vrrp::{Advert, AdvertDrop, MAX_INTERVAL_CS};
+use podlb_wire::vrrp::{Advert, AdvertDrop, Family, VrrpAddr, MAX_INTERVAL_CS};
 
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod sim;
@@ -36,9 +49,9 @@ pub const PRIORITY_DEFAULT: u8 = 100;
 pub const ADVERT_INTERVAL_DEFAULT_CS: u16 = 100;
 
 /// The configuration of one virtual router (RFC 9568 §6.1 "Parameters Per
-/// Virtual Router").
+/// Virtual Router") of family `A`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Config {
+pub struct Config<A: VrrpAddr = Ipv4Addr> {
     /// Virtual Router Identifier, 1..=255.
     pub vrid: u8,
     /// 255 for the address owner only; 1..=254 otherwise (100 by default).
@@ -55,17 +68,21 @@ pub struct Config {
     /// Accept_Mode (false by default): whether a non-owner master accepts
     /// packets addressed to the virtual addresses (RFC 9568 §6.1).
     pub accept_mode: bool,
-    /// This router's primary IPv4 address on the interface: the source of its
-    /// adverts and the tie-breaker between equal priorities.
-    pub primary_ip: Ipv4Addr,
-    /// The virtual addresses (at least one, at most 255).
-    pub vips: Vec<Ipv4Addr>,
+    /// This router's primary address on the interface: the source of its
+    /// adverts and the tie-breaker between equal priorities. For IPv6 the
+    /// interface's link-local address (RFC 9568 §5.1.2.1).
+    pub primary_ip: A,
+    /// The virtual addresses (at least one, at most 255), in the order they
+    /// are advertised. For IPv6 the first is the virtual router's
+    /// link-local address (RFC 9568 §5.2.9; e.g.
+    /// [`virtual_link_local`](podlb_wire::vrrp::virtual_link_local)).
+    pub vips: Vec<A>,
 }
 
-impl Config {
+impl<A: VrrpAddr> Config<A> {
     /// A configuration with the RFC defaults (priority 100, 1 s adverts,
     /// preempt on, accept mode off).
-    pub fn new(vrid: u8, primary_ip: Ipv4Addr, vips: Vec<Ipv4Addr>) -> Config {
+    pub fn new(vrid: u8, primary_ip: A, vips: Vec<A>) -> Config<A> {
         Config {
             vrid,
             priority: PRIORITY_DEFAULT,
@@ -92,6 +109,19 @@ impl Config {
         if self.vips.is_empty() || self.vips.len() > podlb_wire::vrrp::MAX_ADDRS {
             return Err(ConfigError::Vips);
         }
+        if A::FAMILY == Family::V6 {
+            // RFC 9568 §7.2: "Set the source IPv6 address to the interface's
+            // link-local IPv6 address" (and §5.1.2.1); the tie-break of
+            // §6.4.3 compares these primary addresses.
+            if !self.primary_ip.is_link_local() {
+                return Err(ConfigError::PrimaryNotLinkLocal);
+            }
+            // RFC 9568 §5.2.9: "For IPv6, the first address MUST be the IPv6
+            // link-local address associated with the Virtual Router."
+            if !self.vips[0].is_link_local() {
+                return Err(ConfigError::FirstVipNotLinkLocal);
+            }
+        }
         Ok(())
     }
 }
@@ -113,6 +143,12 @@ pub enum ConfigError {
     /// the virtual router needs 1..=255 virtual addresses (RFC 9568 §5.2.5)
     #[error("the virtual router needs 1..=255 virtual addresses (RFC 9568 §5.2.5)")]
     Vips,
+    /// an IPv6 virtual router's primary address must be the interface's link-local address, in fe80::/10 (RFC 9568 §5.1.2.1)
+    #[error("an IPv6 virtual router's primary address must be the interface's link-local address, in fe80::/10 (RFC 9568 §5.1.2.1)")]
+    PrimaryNotLinkLocal,
+    /// an IPv6 virtual router's first virtual address must be its link-local address, in fe80::/10 (RFC 9568 §5.2.9)
+    #[error("an IPv6 virtual router's first virtual address must be its link-local address, in fe80::/10 (RFC 9568 §5.2.9)")]
+    FirstVipNotLinkLocal,
 }
 
 /// RFC 9568 §6.4.
@@ -144,12 +180,16 @@ impl State {
 pub enum Action {
     /// Send an advertisement with this priority, the configured advert
     /// interval and the configured VIPs, from the virtual MAC to 224.0.0.18
-    /// (or to each unicast peer). Priority 0 means "stopping".
+    /// or ff02::12 (or to each unicast peer). Priority 0 means "stopping".
     SendAdvert { priority: u8 },
-    /// Broadcast a gratuitous ARP for each VIP with the virtual MAC
-    /// (RFC 9568 §6.4.1, §6.4.2); repeats are the caller's policy.
+    /// Announce each VIP with the virtual MAC (RFC 9568 §6.4.1, §6.4.2):
+    /// for IPv4 a gratuitous ARP; for IPv6 join the solicited-node group of
+    /// each VIP and send an unsolicited Neighbor Advertisement with the
+    /// Router flag set, Solicited clear, Override set, target the VIP and
+    /// target link-layer address the virtual MAC. Repeats are the caller's
+    /// policy.
     SendGarp,
-    /// Entered Master: answer ARP for the VIPs and forward for them. Queued
+    /// Entered Master: answer ARP (or NDP) for the VIPs and forward for them. Queued
     /// before the advert and the gratuitous ARP of the same transition so
     /// that the data plane serves before traffic is pointed at it.
     BecomeMaster,
@@ -159,16 +199,16 @@ pub enum Action {
     BecomeInitialize,
 }
 
-/// One VRRP router for one VRID (see the module docs).
+/// One VRRP router for one VRID of family `A` (see the module docs).
 #[derive(Debug, Clone)]
-pub struct Router {
-    cfg: Config,
+pub struct Router<A: VrrpAddr = Ipv4Addr> {
+    cfg: Config<A>,
     state: State,
     /// The current priority (the configured one adjusted by tracking).
     priority: u8,
     /// Master_Adver_Interval (RFC 9568 §6.1), centiseconds, >= 1.
     master_adver_interval_cs: u16,
-    master_addr: Option<Ipv4Addr>,
+    master_addr: Option<A>,
     /// Master_Down_Timer in Backup, Adver_Timer in Master, none in Initialize.
     timer: Option<Instant>,
     /// Preemption is allowed from this instant on (startup + preempt delay).
@@ -197,11 +237,11 @@ pub fn master_down_interval(priority: u8, master_adver_interval_cs: u16) -> Dura
     cs(master_adver_interval_cs) * 3 + skew_time(priority, master_adver_interval_cs)
 }
 
-impl Router {
+impl<A: VrrpAddr> Router<A> {
     /// A router in the Initialize state. Out-of-range values are clamped (see
     /// [`Config::validate`] to reject them instead): priority 0 → 1, advert
     /// interval into 1..=4095.
-    pub fn new(mut cfg: Config) -> Router {
+    pub fn new(mut cfg: Config<A>) -> Router<A> {
         cfg.priority = cfg.priority.max(1);
         cfg.advert_interval_cs = cfg.advert_interval_cs.clamp(1, MAX_INTERVAL_CS);
         Router {
@@ -258,7 +298,7 @@ impl Router {
         self.actions.push_back(Action::BecomeInitialize);
     }
 
-    /// An advertisement from `src` (the IPv4 source) that passed
+    /// An advertisement from `src` (the IP source) that passed
     /// [`parse_advert`](podlb_wire::vrrp::parse_advert). Returns the reason
     /// when the configuration-dependent checks of RFC 9568 §7.1 discard it;
     /// adverts the state machine itself discards (a lower priority) are
@@ -266,8 +306,8 @@ impl Router {
     pub fn handle_advert(
         &mut self,
         now: Instant,
-        src: Ipv4Addr,
-        adv: &Advert,
+        src: A,
+        adv: &Advert<A>,
     ) -> Result<(), AdvertDrop> {
         if self.state == State::Initialize {
             return Err(AdvertDrop::NotRunning);
@@ -305,7 +345,7 @@ impl Router {
         }
     }
 
-    fn backup_rx(&mut self, now: Instant, src: Ipv4Addr, adv: &Advert) {
+    fn backup_rx(&mut self, now: Instant, src: A, adv: &Advert<A>) {
         if adv.priority == PRIORITY_STOP {
             // RFC 9568 §6.4.2: "If the Priority in the ADVERTISEMENT is zero,
             // then: Set the Master_Down_Timer to Skew_Time".
@@ -326,7 +366,7 @@ impl Router {
         // router takes over).
     }
 
-    fn master_rx(&mut self, now: Instant, src: Ipv4Addr, adv: &Advert) {
+    fn master_rx(&mut self, now: Instant, src: A, adv: &Advert<A>) {
         if adv.priority == PRIORITY_STOP {
             // RFC 9568 §6.4.3: "If the Priority in the ADVERTISEMENT is zero,
             // then: Send an ADVERTISEMENT; Reset the Adver_Timer to
@@ -337,8 +377,9 @@ impl Router {
             // to the local Priority and the primary IPvX address of the sender
             // is greater than the local primary IPvX address (based on an
             // unsigned integer comparison of the IPvX addresses in network
-            // byte order)".
-            || (adv.priority == self.priority && u32::from(src) > u32::from(self.cfg.primary_ip))
+            // byte order)". Both addresses are of this router's family: for
+            // IPv6 the link-local sources (§5.1.2.1).
+            || (adv.priority == self.priority && src.to_u128() > self.cfg.primary_ip.to_u128())
         {
             // RFC 9568 §6.4.3: "Cancel Adver_Timer; Set Master_Adver_Interval
             // to Adver Interval contained in the ADVERTISEMENT; Recompute the
@@ -412,7 +453,7 @@ impl Router {
     /// The current master: the sender of the last accepted advert in Backup,
     /// this router's primary address in Master, `None` in Initialize or
     /// before a backup has heard a master.
-    pub fn master_addr(&self) -> Option<Ipv4Addr> {
+    pub fn master_addr(&self) -> Option<A> {
         self.master_addr
     }
 
@@ -438,7 +479,7 @@ impl Router {
         master_down_interval(self.priority, self.master_adver_interval_cs)
     }
 
-    pub fn config(&self) -> &Config {
+    pub fn config(&self) -> &Config<A> {
         &self.cfg
     }
 
@@ -502,7 +543,7 @@ impl Router {
     }
 
     /// Enters Backup with the Master_Down_Timer at Master_Down_Interval.
-    fn become_backup(&mut self, now: Instant, master: Option<Ipv4Addr>) {
+    fn become_backup(&mut self, now: Instant, master: Option<A>) {
         self.state = State::Backup;
         self.master_addr = master;
         self.timer = Some(now + self.master_down_interval());
@@ -524,7 +565,7 @@ mod tests {
         (r, Instant::now())
     }
 
-    fn drain(r: &mut Router) -> Vec<Action> {
+    fn drain<A: VrrpAddr>(r: &mut Router<A>) -> Vec<Action> {
         std::iter::from_fn(|| r.poll_action()).collect()
     }
 
@@ -847,5 +888,66 @@ mod tests {
         });
         assert_eq!((r.priority(), r.config().advert_interval_cs), (1, 4095));
         assert_eq!(State::Master.as_str(), "master");
+    }
+
+    #[test]
+    fn ipv6_config_needs_link_local_primary_and_first_vip() {
+        use std::net::Ipv6Addr;
+        let good = sim::cfg6(sim::IP6_A, 100, 100);
+        assert_eq!(good.validate(), Ok(()));
+        let global = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 5);
+        let c = Config {
+            primary_ip: global,
+            ..good.clone()
+        };
+        assert_eq!(c.validate(), Err(ConfigError::PrimaryNotLinkLocal));
+        // RFC 9568 §5.2.9: the link-local address first, not just present.
+        let c = Config {
+            vips: vec![sim::VIPS6[1], sim::VIPS6[0]],
+            ..good.clone()
+        };
+        assert_eq!(c.validate(), Err(ConfigError::FirstVipNotLinkLocal));
+        assert!(ConfigError::FirstVipNotLinkLocal
+            .to_string()
+            .contains("§5.2.9"));
+        let c = Config {
+            vips: vec![],
+            ..good
+        };
+        assert_eq!(c.validate(), Err(ConfigError::Vips));
+        // IPv4 has no such rule (169.254/16 is not required, nor refused).
+        let v4 = Config::new(1, Ipv4Addr::new(169, 254, 0, 1), vec![ME]);
+        assert_eq!(v4.validate(), Ok(()));
+    }
+
+    #[test]
+    fn ipv6_tie_break_is_unsigned_over_128_bits() {
+        use std::net::Ipv6Addr;
+        let me = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0xffff);
+        let master = |t0: Instant| {
+            let mut r = Router::new(sim::cfg6(me, 100, 100));
+            r.startup(t0);
+            r.handle_timeout(t0 + Duration::from_secs(10));
+            assert!(r.is_master());
+            drain(&mut r);
+            r
+        };
+        let adv = Advert::new(sim::VRID, 100, 100, &sim::VIPS6);
+        let t0 = Instant::now();
+        // Lower: the high word equal, the low words smaller.
+        let mut r = master(t0);
+        let lower = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0xfffe);
+        r.handle_advert(t0, lower, &adv).unwrap();
+        assert_eq!(r.state(), State::Master);
+        // Higher in a bit far above the 32 an IPv4 compare would see.
+        let higher = Ipv6Addr::new(0xfe80, 0, 0, 0, 0x8000, 0, 0, 0);
+        r.handle_advert(t0, higher, &adv).unwrap();
+        assert_eq!(r.state(), State::Backup);
+        assert_eq!(r.master_addr(), Some(higher));
+        // A higher priority from a lower address wins as for IPv4.
+        let mut r = master(t0);
+        let adv = Advert::new(sim::VRID, 101, 100, &sim::VIPS6);
+        r.handle_advert(t0, lower, &adv).unwrap();
+        assert_eq!(r.state(), State::Backup);
     }
 }

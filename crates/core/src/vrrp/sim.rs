@@ -1,6 +1,6 @@
-//! An in-memory pair of routers on a fake clock: each advert one router
-//! sends is delivered to the other after a fixed latency, unless the link in
-//! that direction is down. Scenario tests and the random-schedule property
+//! An in-memory pair of routers of one address family on a fake clock: each
+//! advert one router sends is delivered to the other after a fixed latency,
+//! unless the link in that direction is down. Scenario tests and the random-schedule property
 //! test of the state machine are in `sim/tests.rs`; the `vrrp_pair` fuzz
 //! target drives the same simulation through `crate::fuzzing::VrrpPair`
 //! (feature `fuzzing`), so both check split brain with one accounting.
@@ -9,6 +9,7 @@
 #![cfg_attr(not(test), allow(dead_code))]
 
 use super::*;
+use std::net::Ipv6Addr;
 
 #[cfg(test)]
 mod tests;
@@ -26,8 +27,26 @@ pub(crate) fn cfg(ip: Ipv4Addr, priority: u8, interval_cs: u16) -> Config {
     }
 }
 
-struct Node {
-    r: Router,
+/// The IPv6 pair: link-local primaries (RFC 9568 §5.1.2.1).
+pub(crate) const IP6_A: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+pub(crate) const IP6_B: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 2);
+/// The IPv6 virtual addresses: the virtual router's link-local address
+/// first (RFC 9568 §5.2.9), then a global one.
+pub(crate) const VIPS6: [Ipv6Addr; 2] = [
+    podlb_wire::vrrp::virtual_link_local(VRID),
+    Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x100),
+];
+
+pub(crate) fn cfg6(ip: Ipv6Addr, priority: u8, interval_cs: u16) -> Config<Ipv6Addr> {
+    Config {
+        priority,
+        advert_interval_cs: interval_cs,
+        ..Config::new(VRID, ip, VIPS6.to_vec())
+    }
+}
+
+struct Node<A: VrrpAddr> {
+    r: Router<A>,
     alive: bool,
     /// (instant, state entered)
     transitions: Vec<(Instant, State)>,
@@ -40,24 +59,24 @@ struct Node {
 /// An advert on the link. Only its priority varies between a router's
 /// adverts; the rest is in `Sim::adverts`, so that a send does not copy the
 /// kilobyte an `Advert` holds (its address list) around.
-struct InFlight {
+struct InFlight<A> {
     at: Instant,
     to: usize,
-    src: Ipv4Addr,
+    src: A,
     priority: u8,
 }
 
-pub(crate) struct Sim {
+pub(crate) struct Sim<A: VrrpAddr = Ipv4Addr> {
     base: Instant,
     now: Instant,
-    nodes: [Node; 2],
+    nodes: [Node<A>; 2],
     /// `up[i]`: adverts sent by node i reach the other node.
     up: [bool; 2],
     latency: Duration,
     /// In delivery order: every advert takes the same latency.
-    in_flight: Vec<InFlight>,
+    in_flight: Vec<InFlight<A>>,
     /// The advert each node sends (its priority set at delivery).
-    adverts: [Advert; 2],
+    adverts: [Advert<A>; 2],
     // Split-brain accounting: the longest time both were master while
     // adverts flowed both ways.
     dual_since: Option<Instant>,
@@ -65,10 +84,15 @@ pub(crate) struct Sim {
     max_dual_while_flowing: Duration,
 }
 
-impl Sim {
-    pub(crate) fn new(a: Config, b: Config) -> Sim {
-        let base = Instant::now();
-        let advert = |c: &Config| Advert::new(c.vrid, 0, c.advert_interval_cs, &c.vips);
+impl<A: VrrpAddr> Sim<A> {
+    pub(crate) fn new(a: Config<A>, b: Config<A>) -> Sim<A> {
+        Sim::new_at(Instant::now(), a, b)
+    }
+
+    /// A pair whose fake clock starts at `base` (two pairs at one base run
+    /// on one clock).
+    pub(crate) fn new_at(base: Instant, a: Config<A>, b: Config<A>) -> Sim<A> {
+        let advert = |c: &Config<A>| Advert::new(c.vrid, 0, c.advert_interval_cs, &c.vips);
         let adverts = [advert(&a), advert(&b)];
         let node = |c| Node {
             r: Router::new(c),
@@ -147,8 +171,8 @@ impl Sim {
     pub(crate) fn inject(
         &mut self,
         to: usize,
-        src: Ipv4Addr,
-        adv: &Advert,
+        src: A,
+        adv: &Advert<A>,
     ) -> Option<Result<(), AdvertDrop>> {
         if !self.nodes[to].alive {
             return None;
@@ -162,7 +186,7 @@ impl Sim {
     }
 
     /// Node `i`'s router.
-    pub(crate) fn router(&self, i: usize) -> &Router {
+    pub(crate) fn router(&self, i: usize) -> &Router<A> {
         &self.nodes[i].r
     }
 

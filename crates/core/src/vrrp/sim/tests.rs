@@ -3,6 +3,7 @@
 
 use super::*;
 use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
 
 fn mdi(p: u8, interval_cs: u16) -> Duration {
     master_down_interval(p, interval_cs)
@@ -248,6 +249,56 @@ fn step() -> impl Strategy<Value = Step> {
         })
 }
 
+/// Runs one random schedule on a pair of family `A` and checks the
+/// property below; the IPv4 and IPv6 pairs run the same schedule.
+#[allow(clippy::too_many_arguments)]
+fn run_schedule<A: VrrpAddr>(
+    a: Config<A>,
+    b: Config<A>,
+    preempt_a: bool,
+    preempt_b: bool,
+    interval: u16,
+    b_delay_ms: u64,
+    steps: &[Step],
+) -> Result<(), TestCaseError> {
+    let a = Config {
+        preempt: preempt_a,
+        ..a
+    };
+    let b = Config {
+        preempt: preempt_b,
+        ..b
+    };
+    let mut s = Sim::new(a, b);
+    s.start(0);
+    s.run_ms(b_delay_ms);
+    s.start(1);
+    for st in steps {
+        s.set_link(0, st.up_ab);
+        s.set_link(1, st.up_ba);
+        if let Some((i, p)) = st.prio {
+            s.set_priority(i, p);
+        }
+        s.run_ms(st.ms);
+    }
+    // Heal and settle: exactly one master.
+    s.set_link(0, true);
+    s.set_link(1, true);
+    s.run_ms(u64::from(interval) * 10 * 10);
+    let bound = cs(interval) + s.latency;
+    prop_assert!(bound < mdi(254, interval));
+    prop_assert!(
+        s.max_dual_while_flowing <= bound,
+        "{}: both master for {:?} while adverts flowed",
+        A::FAMILY.as_str(),
+        s.max_dual_while_flowing
+    );
+    let masters = (0..2).filter(|&i| s.state(i) == State::Master).count();
+    prop_assert_eq!(masters, 1);
+    prop_assert!((0..2).all(|i| s.state(i) != State::Initialize));
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -257,6 +308,7 @@ proptest! {
     /// changes, which is well inside Master_Down_Interval. (The seed in
     /// proptest-regressions/vrrp/sim.txt is a priority change in the middle
     /// of such a spell: 144 ms at a 100 ms interval, correct per the RFC.)
+    /// Checked for an IPv4 and an IPv6 pair alike.
     #[test]
     fn random_schedule_never_keeps_split_brain(
         pa in 1u8..=254,
@@ -267,33 +319,16 @@ proptest! {
         b_delay_ms in 0u64..5_000,
         steps in prop::collection::vec(step(), 100),
     ) {
-        let a = Config { preempt: preempt_a, ..cfg(IP_A, pa, interval) };
-        let b = Config { preempt: preempt_b, ..cfg(IP_B, pb, interval) };
-        let mut s = Sim::new(a, b);
-        s.start(0);
-        s.run_ms(b_delay_ms);
-        s.start(1);
-        for st in &steps {
-            s.set_link(0, st.up_ab);
-            s.set_link(1, st.up_ba);
-            if let Some((i, p)) = st.prio {
-                s.set_priority(i, p);
-            }
-            s.run_ms(st.ms);
-        }
-        // Heal and settle: exactly one master.
-        s.set_link(0, true);
-        s.set_link(1, true);
-        s.run_ms(u64::from(interval) * 10 * 10);
-        let bound = cs(interval) + s.latency;
-        prop_assert!(bound < mdi(254, interval));
-        prop_assert!(
-            s.max_dual_while_flowing <= bound,
-            "both master for {:?} while adverts flowed", s.max_dual_while_flowing
-        );
-        let masters = (0..2).filter(|&i| s.state(i) == State::Master).count();
-        prop_assert_eq!(masters, 1);
-        prop_assert!((0..2).all(|i| s.state(i) != State::Initialize));
+        run_schedule(
+            cfg(IP_A, pa, interval),
+            cfg(IP_B, pb, interval),
+            preempt_a, preempt_b, interval, b_delay_ms, &steps,
+        )?;
+        run_schedule(
+            cfg6(IP6_A, pa, interval),
+            cfg6(IP6_B, pb, interval),
+            preempt_a, preempt_b, interval, b_delay_ms, &steps,
+        )?;
     }
 }
 
@@ -323,4 +358,165 @@ fn third_party_stop_advert_costs_at_most_one_interval_of_split_brain() {
         Some(Err(AdvertDrop::VridMismatch))
     );
     assert_eq!(s.router(1).master_addr(), Some(IP_A));
+}
+
+// IPv6 (RFC 9568 with link-local primaries and 16-octet addresses).
+
+#[test]
+fn ipv6_higher_priority_becomes_master() {
+    let mut s = Sim::new(cfg6(IP6_A, 200, 100), cfg6(IP6_B, 100, 100));
+    s.start(0);
+    s.start(1);
+    s.run_ms(10_000);
+    assert_eq!((s.state(0), s.state(1)), (State::Master, State::Backup));
+    // RFC 9568 §6.1, as for IPv4: 3 s + 56 * 1 s / 256.
+    assert_eq!(
+        s.became_master_at(0),
+        vec![s.t(3_218) + Duration::from_micros(750)]
+    );
+    assert!(s.became_master_at(1).is_empty());
+    assert_eq!(s.router(1).master_addr(), Some(IP6_A));
+    assert_eq!(s.router(0).master_addr(), Some(IP6_A));
+    // Every advert the backup received passed the address-list check.
+    assert!(!s.nodes[1].received.is_empty());
+    assert_eq!(s.router(1).config().vips, VIPS6);
+}
+
+#[test]
+fn ipv6_equal_priority_higher_link_local_wins() {
+    // RFC 9568 §6.4.3: the primary addresses, here fe80::1 and fe80::2,
+    // compared as unsigned integers.
+    let mut s = Sim::new(cfg6(IP6_A, 100, 100), cfg6(IP6_B, 100, 100));
+    s.start(0);
+    s.start(1);
+    s.run_ms(10_000);
+    assert_eq!((s.state(0), s.state(1)), (State::Backup, State::Master));
+    assert_eq!(s.max_dual_while_flowing, s.latency);
+    // A difference in the top bit of the interface identifier (a signed
+    // compare of its words would get this wrong).
+    let high = Ipv6Addr::new(0xfe80, 0, 0, 0, 0x8000, 0, 0, 0);
+    let mut s = Sim::new(cfg6(high, 100, 100), cfg6(IP6_B, 100, 100));
+    s.start(0);
+    s.start(1);
+    s.run_ms(10_000);
+    assert_eq!((s.state(0), s.state(1)), (State::Master, State::Backup));
+    assert_eq!(s.router(1).master_addr(), Some(high));
+}
+
+#[test]
+fn ipv6_silent_master_is_replaced_within_master_down_interval() {
+    let mut s = Sim::new(cfg6(IP6_A, 200, 100), cfg6(IP6_B, 100, 100));
+    s.start(0);
+    s.start(1);
+    s.run_ms(10_300);
+    s.kill(0);
+    let died = s.now;
+    let last = s.last_received(1, died);
+    s.run_ms(10_000);
+    assert_eq!(s.state(1), State::Master);
+    let took = s.became_master_at(1);
+    assert_eq!(took, vec![last + mdi(100, 100)]);
+    assert!(took[0] - died <= mdi(100, 100), "{:?}", took[0] - died);
+    // At 30 ms adverts, within 90 ms + Skew_Time.
+    let mut s = Sim::new(cfg6(IP6_A, 200, 3), cfg6(IP6_B, 100, 3));
+    s.start(0);
+    s.start(1);
+    s.run_ms(1_017);
+    s.kill(0);
+    let died = s.now;
+    s.run_ms(1_000);
+    let took = s.became_master_at(1);
+    assert_eq!(took.len(), 1);
+    assert!(took[0] - died <= mdi(100, 3), "{:?}", took[0] - died);
+    // A graceful stop hands over after Skew_Time.
+    let mut s = Sim::new(cfg6(IP6_A, 200, 100), cfg6(IP6_B, 100, 100));
+    s.start(0);
+    s.start(1);
+    s.run_ms(10_500);
+    s.shutdown(0);
+    let stop = s.now;
+    s.run_ms(5_000);
+    assert_eq!(
+        s.became_master_at(1),
+        vec![stop + s.latency + skew_time(100, 100)]
+    );
+}
+
+#[test]
+fn ipv6_configuration_checks() {
+    let mut s = Sim::new(cfg6(IP6_A, 200, 100), cfg6(IP6_B, 100, 100));
+    s.start(0);
+    s.start(1);
+    s.run_ms(10_000);
+    // Another list (not from the owner), its own source, another VRID.
+    let third = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 3);
+    let other = Advert::new(VRID, 250, 100, &VIPS6[..1]);
+    assert_eq!(
+        s.inject(1, third, &other),
+        Some(Err(AdvertDrop::AddrListMismatch))
+    );
+    let own = Advert::new(VRID, 250, 100, &VIPS6);
+    assert_eq!(s.inject(1, IP6_B, &own), Some(Err(AdvertDrop::OwnAdvert)));
+    let vrid = Advert::new(VRID + 1, 250, 100, &VIPS6);
+    assert_eq!(
+        s.inject(1, third, &vrid),
+        Some(Err(AdvertDrop::VridMismatch))
+    );
+    assert_eq!((s.state(0), s.state(1)), (State::Master, State::Backup));
+}
+
+#[test]
+fn ipv4_and_ipv6_instances_of_one_vrid_are_independent() {
+    // Two dual-stack hosts, node 0 and node 1, each running an IPv4 and an
+    // IPv6 router for VRID 51 on one fake clock. RFC 9568 (Abstract): "the
+    // Virtual Routers in each of the IPv4 and IPv6 address families are
+    // independent of one another and always treated as separate Virtual
+    // Router instances" (separate MAC blocks, §7.3). The
+    // IPv4 virtual router prefers host 0, the IPv6 one host 1. (An advert
+    // of one family cannot reach the other's Router: the types differ, and
+    // on the wire so do EtherType, group and virtual MAC.)
+    let base = Instant::now();
+    let mut v4 = Sim::new_at(base, cfg(IP_A, 200, 100), cfg(IP_B, 100, 100));
+    let mut v6 = Sim::new_at(base, cfg6(IP6_A, 100, 100), cfg6(IP6_B, 200, 100));
+    assert_eq!(v4.router(0).config().vrid, v6.router(0).config().vrid);
+    for i in 0..2 {
+        v4.start(i);
+        v6.start(i);
+    }
+    v4.run_ms(10_000);
+    v6.run_ms(10_000);
+    assert_eq!((v4.state(0), v4.state(1)), (State::Master, State::Backup));
+    assert_eq!((v6.state(0), v6.state(1)), (State::Backup, State::Master));
+    let v6_before = [
+        v6.nodes[0].transitions.clone(),
+        v6.nodes[1].transitions.clone(),
+    ];
+
+    // Host 0's IPv4 router dies: host 1 takes over IPv4 after
+    // Master_Down_Interval; the IPv6 routers carry on untouched.
+    v4.kill(0);
+    let died = v4.now;
+    let last = v4.last_received(1, died);
+    v4.run_ms(10_000);
+    v6.run_ms(10_000);
+    assert_eq!(v4.state(1), State::Master);
+    assert_eq!(v4.became_master_at(1), vec![last + mdi(100, 100)]);
+    assert_eq!((v6.state(0), v6.state(1)), (State::Backup, State::Master));
+    assert_eq!(
+        [
+            v6.nodes[0].transitions.clone(),
+            v6.nodes[1].transitions.clone()
+        ],
+        v6_before
+    );
+    assert_eq!(v6.router(0).master_addr(), Some(IP6_B));
+
+    // And the other way: host 1's IPv6 router stops; host 0 takes IPv6
+    // over while host 1 stays IPv4 master.
+    v6.shutdown(1);
+    v4.run_ms(5_000);
+    v6.run_ms(5_000);
+    assert_eq!(v6.state(0), State::Master);
+    assert_eq!(v4.state(1), State::Master);
+    assert_eq!(v4.now, v6.now, "one clock");
 }
