@@ -374,6 +374,8 @@ impl Rig {
             own_ip: None,
             active: true,
             accept_mode: true,
+            mac6: MacAddr(PODLB_MAC),
+            active6: true,
             flows: Arc::new({
                 let mut t = FlowTable::new(FLOWS as usize, TIMEOUTS);
                 t.set_huge_page_bytes(podlb_io::mem::advise_regions(&t.regions()));

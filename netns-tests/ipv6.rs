@@ -98,9 +98,9 @@ fn ipv6_forwarding(attach_name: &str, mode: &str) {
     let client = topo.ns("client");
 
     // New connections, each on a fresh socket: spread evenly.
-    let counts = netns::http_get_many_until(client, vip6(80), 1500, 16, true, budget.deadline())
+    let counts = netns::http_get_many_until(client, vip6(80), 3000, 16, true, budget.deadline())
         .unwrap_or_else(|e| panic!("HTTP through the IPv6 VIP failed: {e}"));
-    assert_even_spread(&counts, 1500);
+    assert_even_spread(&counts, 3000);
     // wrk keep-alive without errors.
     let r = run_wrk(client, vip6(80), 2, &budget);
     assert_wrk_clean(&r);
@@ -110,7 +110,11 @@ fn ipv6_forwarding(attach_name: &str, mode: &str) {
     let status = podlb.status().unwrap();
     let mac = neighbor_mac(client, VIP6).expect("the client has a neighbor entry for the VIP");
     assert_eq!(mac, status.interface.mac, "the VIP resolves to podlb's MAC");
-    assert_eq!(static_neighbors(client).trim(), "", "no static neighbor entries");
+    assert_eq!(
+        static_neighbors(client).trim(),
+        "",
+        "no static neighbor entries"
+    );
     let m = podlb.metrics().unwrap();
     let adverts = metric_sum(&m, "podlb_ndp_adverts_total");
     assert!(adverts >= 1.0, "no Neighbor Advertisement counted");
@@ -172,14 +176,14 @@ fn ipv6_dual_stack_vip_pair() {
     let client = topo.ns("client").to_string();
     let deadline = budget.deadline();
     let (c4, c6) = std::thread::scope(|s| {
-        let v4 = s.spawn(|| netns::http_get_many_until(&client, vip(80), 1200, 8, true, deadline));
-        let v6 = s.spawn(|| netns::http_get_many_until(&client, vip6(80), 1200, 8, true, deadline));
+        let v4 = s.spawn(|| netns::http_get_many_until(&client, vip(80), 2400, 8, true, deadline));
+        let v6 = s.spawn(|| netns::http_get_many_until(&client, vip6(80), 2400, 8, true, deadline));
         (v4.join().unwrap(), v6.join().unwrap())
     });
     let c4 = c4.unwrap_or_else(|e| panic!("IPv4 client failed: {e}"));
     let c6 = c6.unwrap_or_else(|e| panic!("IPv6 client failed: {e}"));
-    assert_even_spread(&c4, 1200);
-    assert_even_spread(&c6, 1200);
+    assert_even_spread(&c4, 2400);
+    assert_even_spread(&c6, 2400);
     let s = podlb.status().unwrap();
     eprintln!(
         "dual stack: IPv4 {c4:?} IPv6 {c6:?}; flows v4 {} v6 {}",
@@ -188,10 +192,23 @@ fn ipv6_dual_stack_vip_pair() {
     let vips: Vec<IpAddr> = s.services.iter().map(|x| x.vip).collect();
     assert!(vips.contains(&IpAddr::V4(VIP)) && vips.contains(&IpAddr::V6(VIP6)));
     // Backends of each family resolved in their own way (ARP, NDP).
-    let macs: Vec<_> = s.neighbors.iter().filter(|n| n.mac.is_some()).map(|n| n.ip).collect();
+    let macs: Vec<_> = s
+        .neighbors
+        .iter()
+        .filter(|n| n.mac.is_some())
+        .map(|n| n.ip)
+        .collect();
     for (i, b) in BACKENDS.iter().enumerate() {
-        assert!(macs.contains(&IpAddr::V4(*b)), "{b} unresolved: {:?}", s.neighbors);
-        assert!(macs.contains(&IpAddr::V6(backend6(i))), "{} unresolved", backend6(i));
+        assert!(
+            macs.contains(&IpAddr::V4(*b)),
+            "{b} unresolved: {:?}",
+            s.neighbors
+        );
+        assert!(
+            macs.contains(&IpAddr::V6(backend6(i))),
+            "{} unresolved",
+            backend6(i)
+        );
     }
     std::thread::sleep(Duration::from_millis(10));
     stop_podlb(&podlb);

@@ -384,6 +384,8 @@ fuzz_target!(|data: &[u8]| {
         own_ip: (cfg & 4 != 0).then_some(u32::from(OWN_IP)),
         active: cfg & 1 == 0,
         accept_mode: cfg & 2 == 0,
+        mac6: LB,
+        active6: cfg & 1 == 0,
         flows: Arc::new(FlowTable::new(CAPACITY, TIMEOUTS)),
         neighbors,
         flows6: Arc::new(FlowTable::new(CAPACITY, TIMEOUTS)),

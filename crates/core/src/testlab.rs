@@ -170,6 +170,8 @@ pub fn forwarder(pickup: bool, port_seed: u32, sync: Option<Arc<SyncQueue>>) -> 
         own_ip: None,
         active: true,
         accept_mode: true,
+        mac6: MacAddr(LB),
+        active6: true,
         flows: Arc::new(FlowTable::new(4096, T)),
         neighbors,
         flows6: Arc::new(FlowTable::new(4096, T)),

@@ -35,6 +35,9 @@ pub struct Shared {
     pub stop: AtomicBool,
     /// Serving the VIPs: always without VRRP; only while master with it.
     pub active: AtomicBool,
+    /// Serving the IPv6 VIPs: as `active`, for the IPv6 VRRP instance (or,
+    /// without one, the same as `active`).
+    pub active6: AtomicBool,
     /// Control frames (VRRP adverts) the workers hand to the control thread.
     /// Bounded: a flood of them costs a counted drop, never memory.
     pub punt: ArrayQueue<Vec<u8>>,
@@ -126,6 +129,7 @@ pub fn run_worker<D: Device>(
         }
         let now_ms = now.duration_since(shared.epoch).as_millis() as u32;
         fwd.active = shared.active.load(Ordering::Relaxed);
+        fwd.active6 = shared.active6.load(Ordering::Relaxed);
         let res = dev.poll_prefetched(
             &mut |frame, pass| {
                 Forwarder::prefetch(&flows, &snap, frame, pass, &podlb_io::mem::prefetch_ptr);

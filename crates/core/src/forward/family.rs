@@ -13,6 +13,9 @@ use podlb_wire::{tcp, MacAddr, PacketMeta};
 pub(super) trait Family: FlowAddr {
     /// The worker's flow table of this family.
     fn flows(fw: &Forwarder) -> &FlowTable<Self>;
+    /// The MAC this family's VIPs are served with (each family has its
+    /// own VRRP instance and virtual MAC, RFC 9568 §7.3).
+    fn mac(fw: &Forwarder) -> MacAddr;
     /// The worker's neighbor cache of this family.
     fn neighbors(fw: &Forwarder) -> &NeighborTable<Self>;
     /// The Maglev hash of a flow's tuple (`crate::hash`).

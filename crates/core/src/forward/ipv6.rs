@@ -66,6 +66,10 @@ impl Family for u128 {
         &fw.neighbors6
     }
     #[inline(always)]
+    fn mac(fw: &Forwarder) -> MacAddr {
+        fw.mac6
+    }
+    #[inline(always)]
     fn flow_hash(src: u128, sport: u16, dst: u128, dport: u16, proto: u8) -> u64 {
         flow_hash6(src, sport, dst, dport, proto)
     }
@@ -253,7 +257,7 @@ impl Forwarder {
             if !snap.is_vip(ip.dst_u128()) {
                 return Verdict::Ignore;
             }
-            if !self.active {
+            if !self.active6 {
                 return Verdict::Drop(DropReason::NotMaster);
             }
             match up.protocol {
@@ -289,8 +293,8 @@ impl Forwarder {
             icmpv6::TYPE_NEIGHBOR_ADVERT => {
                 self.advert(snap, eth, off, (src, dst, hop_limit), now_ms)
             }
-            icmpv6::TYPE_ECHO_REQUEST if eth.dst() == self.mac && snap.is_vip(u128::from(dst)) => {
-                if !self.active {
+            icmpv6::TYPE_ECHO_REQUEST if eth.dst() == self.mac6 && snap.is_vip(u128::from(dst)) => {
+                if !self.active6 {
                     return Verdict::Drop(DropReason::NotMaster);
                 }
                 if !self.accept_mode {
@@ -334,7 +338,7 @@ impl Forwarder {
         }
         let target = u128::from(ns.target);
         let for_own = self.own_ip6 == Some(target);
-        let for_vip = self.active && snap.is_vip(target);
+        let for_vip = self.active6 && snap.is_vip(target);
         if !for_own && !for_vip {
             self.stats.event(Event::NdpOtherTarget, 1);
             return Verdict::Ignore;
@@ -345,7 +349,7 @@ impl Forwarder {
             // conflict it is; the answer below (to all nodes) defends it.
             self.stats.dropped(DropReason::VipConflict);
         }
-        let mac = if for_own { self.own_mac } else { self.mac };
+        let mac = if for_own { self.own_mac } else { self.mac6 };
         // §7.2.4: to the solicitor, or to all nodes for DAD (from ::).
         let (to_ip, to_mac) = if src.is_unspecified() {
             (ALL_NODES, ndp::multicast_mac(ALL_NODES))
@@ -386,7 +390,7 @@ impl Forwarder {
         }
         let target = u128::from(na.target());
         let mac = na.target_ll_addr().unwrap_or(eth.src());
-        if self.active && mac != self.mac && mac != self.own_mac && snap.is_vip(target) {
+        if self.active6 && mac != self.mac6 && mac != self.own_mac && snap.is_vip(target) {
             return Verdict::Drop(DropReason::VipConflict);
         }
         if self.neighbors6.learn(target, mac, now_ms) {
@@ -408,7 +412,7 @@ impl Forwarder {
     /// the type changes in the checksum.
     fn echo6(&mut self, eth: &mut Eth, off: usize) -> Verdict {
         let client_mac = eth.src();
-        let mac = self.mac;
+        let mac = self.mac6;
         let Ok(mut ip) = ipv6::Packet::new_checked(eth.payload_mut()) else {
             return Verdict::Drop(DropReason::Ipv6Malformed);
         };
@@ -581,7 +585,7 @@ mod tests {
             Verdict::Drop(DropReason::Icmpv6Malformed)
         );
         // A backup answers nothing for the VIP.
-        f.active = false;
+        f.active6 = false;
         let mut q = ns(VIP6, 255);
         assert_eq!(
             f.forward(&snap, &mut q, PacketMeta::default(), 1),

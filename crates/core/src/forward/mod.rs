@@ -157,6 +157,11 @@ pub struct Forwarder {
     pub active: bool,
     /// Answer ICMP echo for the VIPs (VRRP Accept_Mode; always without VRRP).
     pub accept_mode: bool,
+    /// `mac` and `active` of the IPv6 VIPs: with VRRP, the IPv6 instance's
+    /// virtual MAC (00-00-5E-00-02-{VRID}) and mastership, which RFC 9568
+    /// keeps apart from the IPv4 instance's.
+    pub mac6: MacAddr,
+    pub active6: bool,
     pub flows: Arc<FlowTable>,
     /// IPv6 flows: a table of their own, sized to their larger slots.
     pub flows6: Arc<FlowTable<u128>>,
@@ -430,7 +435,7 @@ impl Forwarder {
             return Verdict::Drop(DropReason::EthTruncated);
         };
         let dst = eth.dst();
-        let to_us = dst == self.mac || dst == self.own_mac;
+        let to_us = dst == self.mac || dst == self.own_mac || dst == self.mac6;
         if !to_us && !dst.is_broadcast() {
             if dst == VRRP_MULTICAST_MAC {
                 return vrrp(eth.payload());

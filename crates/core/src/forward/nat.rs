@@ -343,7 +343,7 @@ impl Forwarder {
         if let Some(v) = vtep {
             return A::tunnel(self, eth, seg, flow, (v, bmac), clamp);
         }
-        set_macs(eth, bmac, self.mac);
+        set_macs(eth, bmac, A::mac(self));
         if seg.translated {
             // Addressed already.
         } else if flow.nat_port != 0 {
@@ -491,7 +491,7 @@ impl Forwarder {
         eth: &mut Eth,
         seg: &Segment<A>,
     ) -> Verdict {
-        set_macs(eth, f.client_mac, self.mac);
+        set_macs(eth, f.client_mac, A::mac(self));
         if !seg.translated {
             A::apply(&Nat::to_client(f), eth, seg.meta);
         }
@@ -572,6 +572,10 @@ impl Family for u32 {
     #[inline(always)]
     fn flows(fw: &Forwarder) -> &FlowTable<u32> {
         &fw.flows
+    }
+    #[inline(always)]
+    fn mac(fw: &Forwarder) -> MacAddr {
+        fw.mac
     }
     #[inline(always)]
     fn neighbors(fw: &Forwarder) -> &NeighborTable<u32> {

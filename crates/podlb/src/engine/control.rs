@@ -756,6 +756,7 @@ impl Control {
                     .store(clock_us(sh.epoch, now.at), Ordering::Relaxed);
             }
             sh.active.store(serve, Ordering::Relaxed);
+            sh.active6.store(serve, Ordering::Relaxed);
             if let Some(c) = &self.view.cloud {
                 c.set_role(cloud_role(serve, &self.view));
             }

@@ -332,6 +332,9 @@ fn shared_state(cfg: &Config) -> Arc<Shared> {
         active: AtomicBool::new(
             cfg.vrrp.is_none() && cfg.kubernetes.as_ref().is_none_or(|k| k.lease.is_none()),
         ),
+        active6: AtomicBool::new(
+            cfg.vrrp.is_none() && cfg.kubernetes.as_ref().is_none_or(|k| k.lease.is_none()),
+        ),
         punt: crossbeam_queue::ArrayQueue::new(crate::dataplane::PUNT_QUEUE),
         refused: Arc::new(podlb_core::forward::RefusalQueue::new(
             crate::dataplane::REFUSED_QUEUE,

@@ -34,6 +34,8 @@ pub(super) fn spawn(
         own_ip: att.own_ip,
         active: shared.active.load(Ordering::Relaxed),
         accept_mode: cfg.vrrp.as_ref().is_none_or(|v| v.accept_mode),
+        mac6: att.mac,
+        active6: shared.active.load(Ordering::Relaxed),
         flows: shared.flows.clone(),
         neighbors: shared.neighbors.clone(),
         flows6: shared.flows6.clone(),
