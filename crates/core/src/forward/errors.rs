@@ -27,6 +27,7 @@
 //! VXLAN leg, and a backend whose device MTU already allows for it loses
 //! nothing by the margin.
 
+use super::family::Family;
 use super::nat::path_of;
 use super::{icmp, ipv4, ipv4_in, Eth, Forwarder, Segment, Verdict};
 use crate::flow::{Flow, FlowKey, ReverseKey};
@@ -39,13 +40,13 @@ use podlb_wire::{checksum, vxlan, PacketMeta};
 const MIN_MTU: u16 = 68;
 
 /// What the error is about, read before the frame is rewritten.
-struct Quote {
-    outer_src: u32,
-    src: u32,
-    dst: u32,
-    sport: u16,
-    dport: u16,
-    proto: u8,
+pub(super) struct Quote<A = u32> {
+    pub(super) outer_src: A,
+    pub(super) src: A,
+    pub(super) dst: A,
+    pub(super) sport: u16,
+    pub(super) dport: u16,
+    pub(super) proto: u8,
 }
 
 impl Forwarder {
@@ -74,6 +75,17 @@ impl Forwarder {
                 proto: quoted.protocol(),
             }
         };
+        self.error_of_flow(snap, eth, &q)
+    }
+
+    /// An ICMP or ICMPv6 error whose quote `q` was read: to the flow it
+    /// quotes (either side), or a counted drop.
+    pub(super) fn error_of_flow<A: Family>(
+        &mut self,
+        snap: &Snapshot,
+        eth: &mut Eth,
+        q: &Quote<A>,
+    ) -> Verdict {
         let key = FlowKey {
             client: q.dst,
             vip: q.src,
@@ -81,8 +93,8 @@ impl Forwarder {
             vport: q.sport,
             proto: q.proto,
         };
-        if let Some((_, f)) = self.flows.lookup(&key) {
-            return self.error_to_backend(snap, eth, &q, &f);
+        if let Some((_, f)) = A::flows(self).lookup(&key) {
+            return self.error_to_backend(snap, eth, q, &f);
         }
         let rk = ReverseKey {
             backend: q.dst,
@@ -91,8 +103,8 @@ impl Forwarder {
             nat_port: q.sport,
             proto: q.proto,
         };
-        if let Some((_, f)) = self.flows.lookup_reverse(&rk) {
-            return self.error_to_client(eth, &q, &f);
+        if let Some((_, f)) = A::flows(self).lookup_reverse(&rk) {
+            return self.error_to_client(eth, q, &f);
         }
         Verdict::Drop(DropReason::IcmpNoFlow)
     }
@@ -100,7 +112,13 @@ impl Forwarder {
     /// A client-side error about flow `f`: to its backend, translated as
     /// the backend sent the quoted packet (full NAT), or as it came (DSR:
     /// the backend sent it from the VIP itself).
-    fn error_to_backend(&mut self, snap: &Snapshot, eth: &mut Eth, q: &Quote, f: &Flow) -> Verdict {
+    fn error_to_backend<A: Family>(
+        &mut self,
+        snap: &Snapshot,
+        eth: &mut Eth,
+        q: &Quote<A>,
+        f: &Flow<A>,
+    ) -> Verdict {
         let path = path_of(snap, f);
         if f.nat_port != 0 {
             let outer_src = if q.outer_src == f.key.client {
@@ -113,7 +131,7 @@ impl Forwarder {
             } else {
                 0
             };
-            rewrite(
+            A::rewrite_error(
                 eth,
                 (outer_src, f.backend),
                 (f.backend, f.key.vip, f.backend_port, f.nat_port),
@@ -133,13 +151,13 @@ impl Forwarder {
 
     /// A backend-side error about flow `f`: to its client, translated as
     /// the client sent the quoted packet.
-    fn error_to_client(&mut self, eth: &mut Eth, q: &Quote, f: &Flow) -> Verdict {
+    fn error_to_client<A: Family>(&mut self, eth: &mut Eth, q: &Quote<A>, f: &Flow<A>) -> Verdict {
         let outer_src = if q.outer_src == f.backend {
             f.key.vip
         } else {
             q.outer_src
         };
-        rewrite(
+        A::rewrite_error(
             eth,
             (outer_src, f.key.client),
             (f.key.client, f.key.vip, f.key.client_port, f.key.vport),
@@ -160,7 +178,7 @@ impl Forwarder {
 /// Rewrites an ICMP error in place: the outer addresses to `outer`, the
 /// quoted datagram to `(src, dst, sport, dport)`, a fragmentation-needed
 /// MTU reduced by `mtu_cut`, and every checksum.
-fn rewrite(
+pub(super) fn rewrite(
     eth: &mut Eth,
     (outer_src, outer_dst): (u32, u32),
     (src, dst, sport, dport): (u32, u32, u16, u16),

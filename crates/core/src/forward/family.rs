@@ -38,6 +38,15 @@ pub(super) trait Family: FlowAddr {
         to: (Vtep, MacAddr),
         clamp: Option<u16>,
     ) -> Verdict;
+    /// Rewrites an ICMP error in place (`errors.rs`): the outer addresses
+    /// to `outer`, the quoted packet to `(src, dst, sport, dport)`, a
+    /// too-big MTU reduced by `mtu_cut`, and every checksum.
+    fn rewrite_error(
+        eth: &mut Eth,
+        outer: (Self, Self),
+        quoted: (Self, Self, u16, u16),
+        mtu_cut: u16,
+    );
     /// Tells the backups about a new or recycled flow (connection sync).
     fn sync_upsert(fw: &Forwarder, flow: &Flow<Self>, now_ms: u32);
     /// Tells the backups a flow is gone.

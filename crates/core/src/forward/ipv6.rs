@@ -143,6 +143,53 @@ impl Family for u128 {
         Verdict::Drop(DropReason::VxlanNoVtep)
     }
 
+    /// The IPv6 form of `errors::rewrite` (RFC 4443 §2.4: the invoking
+    /// packet is quoted from its first byte; RFC 5508 §4.2 for a NAT's
+    /// translation of it): outer addresses, the quoted fixed header's
+    /// addresses and the quoted ports with their checksum (when quoted),
+    /// the MTU of a Packet Too Big less `mtu_cut` (never below 1280,
+    /// RFC 8200 §5), and the ICMPv6 checksum over the new pseudo-header.
+    fn rewrite_error(
+        eth: &mut Eth,
+        (outer_src, outer_dst): (u128, u128),
+        (src, dst, sport, dport): (u128, u128, u16, u16),
+        mtu_cut: u16,
+    ) {
+        let Some((off, ..)) = l4_of(eth) else {
+            return;
+        };
+        let Ok(mut ip) = ipv6::Packet::new_checked(eth.payload_mut()) else {
+            return;
+        };
+        let (o_src, o_dst) = (Ipv6Addr::from(outer_src), Ipv6Addr::from(outer_dst));
+        ip.set_src(o_src);
+        ip.set_dst(o_dst);
+        let Some(msg) = ip.into_inner().get_mut(off..) else {
+            return;
+        };
+        let Ok(mut m) = icmpv6::Packet::new_checked(msg) else {
+            return;
+        };
+        if mtu_cut != 0 && m.msg_type() == icmpv6::TYPE_PACKET_TOO_BIG {
+            let mtu = m.mtu().saturating_sub(u32::from(mtu_cut)).max(1280);
+            m.set_word(mtu);
+        }
+        let quote = m.payload_mut();
+        if quote.len() >= ipv6::HEADER_LEN {
+            let (old_src, old_dst) = (ip6_at(quote, 8), ip6_at(quote, 24));
+            quote[8..24].copy_from_slice(&src.to_be_bytes());
+            quote[24..40].copy_from_slice(&dst.to_be_bytes());
+            let proto = quote[6];
+            if let Ok(mut p) = Ports::new_checked(&mut quote[ipv6::HEADER_LEN..], proto) {
+                let mut pairs = [(0, 0); 8];
+                pairs[..4].copy_from_slice(&word_pairs(old_src, src));
+                pairs[4..].copy_from_slice(&word_pairs(old_dst, dst));
+                p.translate(sport, dport, &pairs);
+            }
+        }
+        m.fill_checksum(o_src, o_dst);
+    }
+
     /// IPv6 flows are not synced yet: a backup picks them up mid-stream
     /// after a takeover (`flows.pickup`), as a flow the sync missed.
     fn sync_upsert(_fw: &Forwarder, _flow: &Flow<u128>, _now_ms: u32) {}
@@ -227,7 +274,53 @@ impl Segment<u128> {
     }
 }
 
+/// The address at `at` of a buffer known to hold 16 bytes there.
+fn ip6_at(b: &[u8], at: usize) -> u128 {
+    let mut a = [0u8; 16];
+    a.copy_from_slice(&b[at..at + 16]);
+    u128::from_be_bytes(a)
+}
+
 impl Forwarder {
+    /// An ICMPv6 error (RFC 4443 §3: destination unreachable, packet too
+    /// big, time exceeded, parameter problem) to a VIP: translated and
+    /// sent on to the flow its quote names, as `errors.rs` does for ICMP.
+    /// Packet Too Big above all: IPv6 routers never fragment (RFC 8200 §5),
+    /// so a flow whose path narrows stalls without it.
+    fn icmp6_error(&mut self, snap: &Snapshot, eth: &mut Eth, off: usize) -> Verdict {
+        let q = {
+            let Ok(ip) = ipv6::Packet::new_checked(eth.payload()) else {
+                return Verdict::Drop(DropReason::Ipv6Malformed);
+            };
+            let msg = ip.as_ref().get(off..).unwrap_or_default();
+            let Ok(m) = icmpv6::Packet::new_checked(msg) else {
+                return Verdict::Drop(DropReason::Icmpv6Malformed);
+            };
+            if !m.verify_checksum(ip.src(), ip.dst()) {
+                return Verdict::Drop(DropReason::Icmpv6Malformed);
+            }
+            // The quote: a fixed IPv6 header, then (no extension headers
+            // walked in a quote) the transport header's first 8 bytes.
+            let quote = m.payload();
+            let proto = quote.get(6).copied().unwrap_or(0);
+            let Some(l4) = quote.get(ipv6::HEADER_LEN..) else {
+                return Verdict::Drop(DropReason::Icmpv6Malformed);
+            };
+            let Ok(p) = Ports::new_checked(l4, proto) else {
+                return Verdict::Drop(DropReason::IcmpNoFlow);
+            };
+            super::errors::Quote {
+                outer_src: ip.src_u128(),
+                src: ip6_at(quote, 8),
+                dst: ip6_at(quote, 24),
+                sport: p.src_port(),
+                dport: p.dst_port(),
+                proto,
+            }
+        };
+        self.error_of_flow(snap, eth, &q)
+    }
+
     /// An IPv6 packet to podlb's MAC (`to_us`) or to a multicast group:
     /// NDP and the VRRP group from either, flows only to podlb's MAC.
     #[inline]
@@ -286,14 +379,29 @@ impl Forwarder {
             };
             (ip.src(), ip.dst(), ip.hop_limit(), m.msg_type())
         };
+        let to_vip = eth.dst() == self.mac6 && snap.is_vip(u128::from(dst));
         match ty {
+            icmpv6::TYPE_DEST_UNREACH
+            | icmpv6::TYPE_PACKET_TOO_BIG
+            | icmpv6::TYPE_TIME_EXCEEDED
+            | icmpv6::TYPE_PARAM_PROBLEM
+                if to_vip =>
+            {
+                if !self.active6 {
+                    return Verdict::Drop(DropReason::NotMaster);
+                }
+                if !self.icmp_errors {
+                    return Verdict::Drop(DropReason::IcmpUnhandled);
+                }
+                self.icmp6_error(snap, eth, off)
+            }
             icmpv6::TYPE_NEIGHBOR_SOLICIT => {
                 self.solicit(snap, eth, off, (src, dst, hop_limit), now_ms)
             }
             icmpv6::TYPE_NEIGHBOR_ADVERT => {
                 self.advert(snap, eth, off, (src, dst, hop_limit), now_ms)
             }
-            icmpv6::TYPE_ECHO_REQUEST if eth.dst() == self.mac6 && snap.is_vip(u128::from(dst)) => {
+            icmpv6::TYPE_ECHO_REQUEST if to_vip => {
                 if !self.active6 {
                     return Verdict::Drop(DropReason::NotMaster);
                 }
@@ -611,6 +719,85 @@ mod tests {
         let m = icmpv6::Packet::new_checked(ip.payload()).unwrap();
         assert_eq!(m.msg_type(), icmpv6::TYPE_ECHO_REPLY);
         assert!(m.verify_checksum(ip.src(), ip.dst()));
+    }
+
+    /// A Packet Too Big from a router towards the client, quoting a reply
+    /// podlb sent (VIP:80 → client), reaches the backend as if about the
+    /// backend's own packet (backend:8080 → VIP:nat): outer destination,
+    /// quoted addresses and ports translated, the quoted TCP checksum and
+    /// the ICMPv6 checksum right (checked by etherparse); an error quoting
+    /// no flow is a counted drop.
+    #[test]
+    fn packet_too_big_through_nat66_reaches_the_backend() {
+        let (mut f, snap) = setup6(Mode::Nat);
+        let mut syn = tcp6_frame(CLIENT_MAC, LB, (CLIENT6, VIP6), 40000, 80, "S");
+        assert_eq!(
+            f.forward(&snap, &mut syn, PacketMeta::default(), 1),
+            Verdict::Tx
+        );
+        let (_, b, nat, _) = verify6(&syn);
+        let mut synack = tcp6_frame(bmac6(b).0, LB, (b, VIP6), 8080, nat, "SA");
+        assert_eq!(
+            f.forward(&snap, &mut synack, PacketMeta::default(), 2),
+            Verdict::Tx
+        );
+        let router: u128 = 0x2001_0002_0000_0009_0000_0000_0000_0001;
+        let ptb = |quote: &[u8]| {
+            let mut v = Vec::new();
+            etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 0x99], LB)
+                .ipv6(router.to_be_bytes(), VIP6.to_be_bytes(), 64)
+                .icmpv6(etherparse::Icmpv6Type::PacketTooBig { mtu: 1280 })
+                .write(&mut v, quote)
+                .unwrap();
+            v
+        };
+        let mut e = ptb(&synack[14..]);
+        assert_eq!(
+            f.forward(&snap, &mut e, PacketMeta::default(), 3),
+            Verdict::Tx
+        );
+        assert_eq!(&e[0..6], &bmac6(b).0, "to the backend's MAC");
+        let (ip, rest) = etherparse::Ipv6Header::from_slice(&e[14..]).unwrap();
+        assert_eq!(
+            u128::from_be_bytes(ip.source),
+            router,
+            "the router stays the source"
+        );
+        assert_eq!(u128::from_be_bytes(ip.destination), b);
+        let icmp = etherparse::Icmpv6Slice::from_slice(rest).unwrap();
+        assert_eq!(
+            icmp.icmp_type(),
+            etherparse::Icmpv6Type::PacketTooBig { mtu: 1280 }
+        );
+        let want = icmp
+            .header()
+            .icmp_type
+            .calc_checksum(ip.source, ip.destination, icmp.payload())
+            .unwrap();
+        assert_eq!(icmp.checksum(), want, "ICMPv6 checksum");
+        let (qip, qrest) = etherparse::Ipv6Header::from_slice(icmp.payload()).unwrap();
+        assert_eq!(
+            (
+                u128::from_be_bytes(qip.source),
+                u128::from_be_bytes(qip.destination)
+            ),
+            (b, VIP6)
+        );
+        let (qt, qpay) = etherparse::TcpHeader::from_slice(qrest).unwrap();
+        assert_eq!((qt.source_port, qt.destination_port), (8080, nat));
+        let c = qt
+            .calc_checksum_ipv6_raw(qip.source, qip.destination, qpay)
+            .unwrap();
+        assert_eq!(qt.checksum, c, "quoted TCP checksum");
+        assert_eq!(f.stats.events(crate::stats::Event::IcmpErrorsToBackend), 1);
+
+        // Quoting a flow podlb does not hold.
+        let stray = tcp6_frame(LB, CLIENT_MAC, (VIP6, CLIENT6), 80, 41999, "A");
+        let mut e = ptb(&stray[14..]);
+        assert_eq!(
+            f.forward(&snap, &mut e, PacketMeta::default(), 4),
+            Verdict::Drop(DropReason::IcmpNoFlow)
+        );
     }
 
     proptest::proptest! {

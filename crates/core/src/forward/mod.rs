@@ -264,17 +264,19 @@ impl Segment {
             meta,
         })
     }
+}
 
+impl<A: Copy> Segment<A> {
     /// A segment for a frame of flow `f` that has no transport header of
     /// its own (a later fragment, an ICMP error): the client's tuple towards
     /// the backend, or the backend's reply tuple back to the client.
     #[inline]
     fn of_flow(
-        f: &crate::flow::Flow,
+        f: &crate::flow::Flow<A>,
         to_backend: bool,
         src_mac: MacAddr,
         meta: PacketMeta,
-    ) -> Segment {
+    ) -> Segment<A> {
         let tuple = if to_backend {
             FourTuple {
                 src: f.key.client,
@@ -299,9 +301,7 @@ impl Segment {
             meta,
         }
     }
-}
 
-impl<A> Segment<A> {
     #[inline]
     fn is_udp(&self) -> bool {
         self.proto == ipv4::PROTO_UDP

@@ -240,7 +240,7 @@ pub(super) fn path_of<A: Addr>(snap: &Snapshot, f: &Flow<A>) -> (Mode, Option<u1
 /// The state bits a client's segment adds to its flow: TCP flags, or the
 /// UDP mark.
 #[inline]
-fn client_state<A>(seg: &Segment<A>) -> u8 {
+fn client_state<A: Copy>(seg: &Segment<A>) -> u8 {
     if seg.is_udp() {
         return tcp_state::UDP;
     }
@@ -616,6 +616,9 @@ impl Family for u32 {
             sport: vxlan::source_port(hash),
         };
         fw.encapsulate(eth, seg, flow, outer, clamp)
+    }
+    fn rewrite_error(eth: &mut Eth, outer: (u32, u32), quoted: (u32, u32, u16, u16), mtu_cut: u16) {
+        super::errors::rewrite(eth, outer, quoted, mtu_cut);
     }
     #[inline]
     fn sync_upsert(fw: &Forwarder, flow: &Flow, now_ms: u32) {
