@@ -156,9 +156,18 @@ fn deploy_file(name: &str) -> String {
 
 /// Adds host "kctl" to `topo` and starts the control plane there.
 fn cluster(topo: &mut Topology) -> Cluster {
+    cluster_with(topo, KubeCluster::start)
+}
+
+/// [`cluster`] with the control plane `start` starts (single- or
+/// dual-stack).
+fn cluster_with(
+    topo: &mut Topology,
+    start: fn(&Topology, &str) -> Result<KubeCluster, kube::KubeError>,
+) -> Cluster {
     topo.add_host("kctl", KCTL).unwrap();
     let t0 = Instant::now();
-    let k = KubeCluster::start(topo, "kctl").unwrap();
+    let k = start(topo, "kctl").unwrap();
     for f in ["namespace.yaml", "rbac.yaml", "crd-vippool.yaml"] {
         k.kubectl(&["apply", "-f", &deploy_file(f)]).unwrap();
     }
@@ -1670,4 +1679,225 @@ fn realkube_deploy_manifests_apply_server_side() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("field not declared in schema"), "{e}");
+}
+
+// ---------------------------------------------------------------------------
+// Dual-stack (KEP-563, issue 17): a dual-stack API server, IPv6 on the LAN.
+
+/// IPv6 addresses the dual-stack test adds on `eth0` (2001:2::/64 on the
+/// lab LAN; `nodad`, so they are usable at once).
+const CLIENT6: &str = "2001:2::10";
+const BACKENDS6: [&str; 2] = ["2001:2::21", "2001:2::22"];
+/// podlb's IPv6 pool, and the VIP it hands out first.
+const POOL6: &str = "2001:2::100/126";
+const VIP6: &str = "2001:2::100";
+
+/// nginx on `be<i>` answering its name on port 80 of both families (the
+/// shared launcher's config listens on IPv4 only).
+fn dual_nginx(topo: &Topology, i: usize) -> Proc {
+    let name = format!("be{i}");
+    spawn_nginx(topo, topo.ns(&name), &name, |d| {
+        format!(
+            "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n\
+               server {{\n    listen 80;\n    listen [::]:80;\n\
+                 location / {{ default_type text/plain; return 200 \"{name}\\n\"; }}\n  }}\n}}\n"
+        )
+    })
+}
+
+/// One HTTP GET of `url` with curl from `ns` (2 s): the body, trimmed.
+fn curl(ns: &str, url: &str) -> Option<String> {
+    let out = netns::exec_timeout(
+        ns,
+        &["curl", "-g", "-s", "-f", "--max-time", "2", url],
+        Duration::from_secs(5),
+    )
+    .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+#[test]
+fn realkube_dual_stack_service_gets_both_vips_and_ipv6_backends() {
+    require_kube!("realkube_dual_stack_service_gets_both_vips_and_ipv6_backends");
+    let budget = Budget::with(KUBE_BUDGET);
+    let attach = Attach::from_name("af_packet").unwrap();
+    let mut topo = lab_topology(&attach).unwrap();
+    for (role, addr) in [
+        ("client", CLIENT6),
+        ("be1", BACKENDS6[0]),
+        ("be2", BACKENDS6[1]),
+    ] {
+        let a = format!("{addr}/64");
+        netns::exec_ok(
+            topo.ns(role),
+            &["ip", "-6", "addr", "add", &a, "dev", "eth0", "nodad"],
+        )
+        .unwrap();
+    }
+    let c = cluster_with(&mut topo, KubeCluster::start_dual_stack);
+    let k = &c.k;
+    let mut procs = kube_procs(&topo);
+    procs.extend((1..=2).map(|i| dual_nginx(&topo, i)));
+    let mut config = kube_config(&c.kubeconfig, None, "");
+    config.extra = format!(
+        "[kubernetes]\nkubeconfig = {:?}\nvip_pools = [\"198.18.0.100/30\", {POOL6:?}]\nnamespace = \"podlb-system\"\n",
+        c.kubeconfig.display().to_string()
+    );
+    let podlb = start_podlb(&topo, &attach, &config);
+    procs.push(podlb.proc().clone());
+    let _log = LogOnPanic(procs);
+
+    // The VIPPool schema takes IPv6 ranges (the API server checks it).
+    k.apply(
+        &json!({"apiVersion": "podlb.io/v1alpha1", "kind": "VIPPool",
+                    "metadata": {"name": "v6"},
+                    "spec": {"addresses": ["2001:2::200-2001:2::20f", "2001:2::300/120"]}}),
+    )
+    .unwrap();
+
+    // A PreferDualStack Service; the API server fills in both families,
+    // IPv4 (the first service range) primary.
+    let mut svc = lb_service("default", "web", CLASS, json!({}), 80);
+    svc["spec"]["ipFamilyPolicy"] = json!("PreferDualStack");
+    k.apply(&svc).unwrap();
+    let spec = k.get_json(&["service", "web"]).unwrap()["spec"].clone();
+    assert_eq!(spec["ipFamilies"], json!(["IPv4", "IPv6"]), "{spec}");
+    eprintln!(
+        "clusterIPs from the dual-stack API server: {}",
+        spec["clusterIPs"]
+    );
+    // Pods with an address of each family, as a dual-stack kubelet writes.
+    for (i, v4) in BACKENDS[..2].iter().enumerate() {
+        let name = format!("web-{}", i + 1);
+        k.add_pod("default", &name, &json!({"app": "web"}), NODE_BE)
+            .unwrap();
+        let v6: std::net::IpAddr = BACKENDS6[i].parse().unwrap();
+        k.set_pod_ips("default", &name, &[(*v4).into(), v6], true)
+            .unwrap();
+    }
+
+    // podlb writes one ingress entry per VIP, IPv4 first.
+    let ingress = wait_for(
+        &budget,
+        Duration::from_secs(30),
+        "two ingress entries",
+        || {
+            let v = k.get_json(&["service", "web"]).ok()?;
+            let ing = v
+                .pointer("/status/loadBalancer/ingress")?
+                .as_array()?
+                .clone();
+            (ing.len() == 2).then_some(ing)
+        },
+    );
+    eprintln!("web's status from podlb: {}", Value::Array(ingress.clone()));
+    assert_eq!(ingress[0]["ip"], VIP.to_string());
+    assert_eq!(ingress[1]["ip"], VIP6);
+    assert!(
+        ingress.iter().all(|i| i["ipMode"] == "Proxy"),
+        "{ingress:?}"
+    );
+
+    // The real EndpointSlice controller made a slice per family.
+    let slices = wait_for(
+        &budget,
+        Duration::from_secs(20),
+        "an IPv4 and an IPv6 slice with both Pods",
+        || {
+            let v = k
+                .get_json(&["endpointslices", "-l", "kubernetes.io/service-name=web"])
+                .ok()?;
+            let items = v["items"].as_array()?.clone();
+            let full = |t: &str| {
+                items.iter().any(|s| {
+                    s["addressType"] == t && s["endpoints"].as_array().is_some_and(|e| e.len() == 2)
+                })
+            };
+            (full("IPv4") && full("IPv6")).then_some(items)
+        },
+    );
+    let v6_slice = slices.iter().find(|s| s["addressType"] == "IPv6").unwrap();
+    eprintln!("the controller's IPv6 slice: {}", v6_slice["endpoints"]);
+
+    // Both become podlb services: the IPv4 one under its usual name, the
+    // IPv6 one with .v6, each with its family's backends.
+    let want = |addrs: &[String]| {
+        let mut a = addrs.to_vec();
+        a.sort();
+        a
+    };
+    let v4_backends = want(
+        &BACKENDS[..2]
+            .iter()
+            .map(|b| format!("{b}:80"))
+            .collect::<Vec<_>>(),
+    );
+    let v6_backends = want(
+        &BACKENDS6
+            .iter()
+            .map(|b| format!("[{b}]:80"))
+            .collect::<Vec<_>>(),
+    );
+    wait_for(
+        &budget,
+        Duration::from_secs(20),
+        "IPv4 and IPv6 backends in podlb's /status",
+        || {
+            let st = podlb.status().ok()?;
+            let of = |n: &str| -> Option<(String, Vec<String>)> {
+                let s = st.services.iter().find(|s| s.name == n)?;
+                let b = want(
+                    &s.backends
+                        .iter()
+                        .map(|b| b.addr.to_string())
+                        .collect::<Vec<_>>(),
+                );
+                Some((s.vip.to_string(), b))
+            };
+            (of("default.web.http") == Some((VIP.to_string(), v4_backends.clone()))
+                && of("default.web.http.v6") == Some((VIP6.to_string(), v6_backends.clone())))
+            .then_some(())
+        },
+    );
+    let ks = kube_status(&podlb);
+    let vips: Vec<String> = ks.allocations.iter().map(|a| a.vip.to_string()).collect();
+    assert_eq!(vips, [VIP.to_string(), VIP6.to_string()], "{ks:?}");
+    assert!(ks.problems.is_empty(), "{ks:?}");
+
+    // Traffic over each VIP reaches its family's backends.
+    let client = topo.ns("client").to_string();
+    let url6 = format!("http://[{VIP6}]/");
+    wait_for(
+        &budget,
+        Duration::from_secs(15),
+        "an answer over the IPv6 VIP",
+        || curl(&client, &url6),
+    );
+    let mut seen6 = std::collections::BTreeMap::new();
+    for _ in 0..30 {
+        let who = curl(&client, &url6).expect("an HTTP answer over the IPv6 VIP");
+        *seen6.entry(who).or_insert(0) += 1;
+    }
+    eprintln!("answers over {VIP6}: {seen6:?}");
+    assert_eq!(
+        seen6.keys().cloned().collect::<Vec<_>>(),
+        ["be1", "be2"],
+        "{seen6:?}"
+    );
+    let seen4 = spread(&client, 20, &budget);
+    assert!(seen4.keys().all(|b| b == "be1" || b == "be2"), "{seen4:?}");
+    // The IPv6 connections were podlb's: its IPv6 service counted them.
+    let st = podlb.status().unwrap();
+    let v6 = st
+        .services
+        .iter()
+        .find(|s| s.name == "default.web.http.v6")
+        .unwrap();
+    let new_flows: u64 = v6.backends.iter().map(|b| b.new_flows).sum();
+    assert!(new_flows >= 30, "new flows on the IPv6 VIP: {new_flows}");
+    stop_podlb(&podlb);
 }

@@ -78,12 +78,18 @@ impl Service {
     #[inline]
     pub fn admits<A: Addr>(&self, client: A) -> bool {
         self.source_ranges.is_empty()
-            || self
-                .source_ranges
-                .iter()
-                .any(|&(net, mask)| client.wide() & mask == net)
+            || self.source_ranges.iter().any(|&(net, mask)| {
+                // An IPv4 client is admitted by IPv4 ranges only: an IPv6
+                // range short enough to cover the IPv4-mapped prefix (`::/0`
+                // .. `::/80`) would otherwise admit every IPv4 client.
+                client.wide() & mask == net && (A::V6 || mask & V4_RANGE_MASK == V4_RANGE_MASK)
+            })
     }
 }
+
+/// The bits every IPv4 range's wide mask has set: the 96 of the
+/// IPv4-mapped prefix.
+const V4_RANGE_MASK: u128 = u128::MAX << 32;
 
 /// Everything a worker needs to classify and steer a packet.
 #[derive(Debug, Default)]
@@ -335,5 +341,31 @@ impl Hasher for WordHasher {
     }
     fn finish(&self) -> u64 {
         mix64(self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Prefix;
+
+    #[test]
+    fn source_ranges_admit_clients_of_their_own_family_only() {
+        let mut cfg = crate::testlab::service(Mode::Nat, 80, &[[198, 18, 0, 21]]);
+        let ranges =
+            |list: &[&str]| -> Vec<Prefix> { list.iter().map(|r| r.parse().unwrap()).collect() };
+        let v4 = |s: &str| u32::from(s.parse::<std::net::Ipv4Addr>().unwrap());
+        let v6 = |s: &str| u128::from(s.parse::<std::net::Ipv6Addr>().unwrap());
+        cfg.source_ranges = ranges(&["::/0", "198.18.1.0/24"]);
+        let snap = crate::testlab::build(1, std::slice::from_ref(&cfg));
+        let s = &snap.services[0];
+        assert!(s.admits(v4("198.18.1.7")));
+        assert!(!s.admits(v4("198.19.0.1")), "::/0 admitted an IPv4 client");
+        assert!(s.admits(v6("2001:2::1")));
+        // IPv4 ranges never admit an IPv6 client, not even a mapped one.
+        cfg.source_ranges = ranges(&["0.0.0.0/0"]);
+        let snap = crate::testlab::build(2, std::slice::from_ref(&cfg));
+        assert!(snap.services[0].admits(v4("203.0.113.1")));
+        assert!(!snap.services[0].admits(v6("2001:2::1")));
     }
 }

@@ -1,6 +1,7 @@
 //! A real Kubernetes control plane in a lab namespace (issue 14): etcd,
 //! kube-apiserver (RBAC, a service-account signing key, a service CIDR in
-//! 198.18.0.0/15), kube-controller-manager (EndpointSlice, service-account
+//! 198.18.0.0/15, and optionally one in 2001:2::/48: dual-stack),
+//! kube-controller-manager (EndpointSlice, service-account
 //! and token controllers, among others) and, per node namespace,
 //! kube-proxy — the upstream binaries, built from the Go modules pinned in
 //! `netns-tests/kube/` by `netns-tests/deps.sh` into a cache keyed by
@@ -18,7 +19,7 @@
 //! ServiceAccount ([`KubeCluster::token`]) and so exactly the rights the
 //! manifests in `deploy/kubernetes/` grant.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -31,6 +32,11 @@ use crate::netns::{self, NetnsError, Proc, Topology};
 pub const API_PORT: u16 = 6443;
 /// `--service-cluster-ip-range`: inside the benchmarking range.
 pub const SERVICE_CIDR: &str = "198.19.128.0/20";
+/// The IPv6 service range of a dual-stack control plane
+/// ([`KubeCluster::start_dual_stack`]): inside 2001:2::/48 (RFC 5180), and
+/// a /112, small enough for either of the API server's ClusterIP
+/// allocators (the older bitmap one takes at most a /108).
+pub const SERVICE_CIDR_V6: &str = "2001:2:0:ffff::/112";
 /// The Kubernetes release the binaries are built from.
 pub const K8S_VERSION: &str = pinned("k8s.io/kubernetes", K8S_GO_MOD);
 /// The etcd release.
@@ -184,6 +190,22 @@ impl KubeCluster {
     /// the API answers and the controllers made the `default`
     /// ServiceAccount.
     pub fn start(topo: &Topology, role: &str) -> Result<KubeCluster> {
+        Self::start_with(topo, role, SERVICE_CIDR)
+    }
+
+    /// [`KubeCluster::start`] with a dual-stack API server (KEP-563):
+    /// `--service-cluster-ip-range` is [`SERVICE_CIDR`] and
+    /// [`SERVICE_CIDR_V6`], IPv4 primary. Services then get `ipFamilies`
+    /// by their `ipFamilyPolicy`, and the EndpointSlice controller writes
+    /// an `IPv6` slice beside the `IPv4` one from Pods whose
+    /// `status.podIPs` has both families ([`KubeCluster::set_pod_ips`]).
+    /// The controller manager needs no flag for that: only its node IPAM
+    /// controller (not run here) reads the service ranges.
+    pub fn start_dual_stack(topo: &Topology, role: &str) -> Result<KubeCluster> {
+        Self::start_with(topo, role, &format!("{SERVICE_CIDR},{SERVICE_CIDR_V6}"))
+    }
+
+    fn start_with(topo: &Topology, role: &str, service_ranges: &str) -> Result<KubeCluster> {
         let bins = bin_dir();
         let (kube, etcd) = (bins.join("kube"), bins.join("etcd"));
         if !kube.is_file() || !etcd.is_file() {
@@ -302,7 +324,7 @@ impl KubeCluster {
             format!("--advertise-address={addr}"),
             format!("--secure-port={API_PORT}"),
             "--authorization-mode=Node,RBAC".into(),
-            format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+            format!("--service-cluster-ip-range={service_ranges}"),
             "--service-account-issuer=https://kubernetes.default.svc".into(),
             format!("--service-account-key-file={}", p("sa.pub")),
             format!("--service-account-signing-key-file={}", p("sa.key")),
@@ -538,15 +560,24 @@ impl KubeCluster {
     /// Sets Pod `name`'s status as a kubelet would: Running with `ip`, and
     /// the Ready condition `ready`.
     pub fn set_pod(&self, ns: &str, name: &str, ip: Ipv4Addr, ready: bool) -> Result<()> {
+        self.set_pod_ips(ns, name, &[ip.into()], ready)
+    }
+
+    /// [`KubeCluster::set_pod`] with one address per family, as a kubelet
+    /// on a dual-stack node writes them: `podIP` is the first, `podIPs`
+    /// all of them (the API server requires at most one per family, the
+    /// first equal to `podIP`).
+    pub fn set_pod_ips(&self, ns: &str, name: &str, ips: &[IpAddr], ready: bool) -> Result<()> {
         let st = if ready { "True" } else { "False" };
+        let all: Vec<Value> = ips.iter().map(|ip| json!({"ip": ip.to_string()})).collect();
         self.patch_status(
             "pod",
             Some(ns),
             name,
             &json!({"status": {
                 "phase": "Running",
-                "podIP": ip.to_string(),
-                "podIPs": [{"ip": ip.to_string()}],
+                "podIP": ips.first().map(IpAddr::to_string),
+                "podIPs": all,
                 "conditions": [{"type": "Ready", "status": st},
                                {"type": "ContainersReady", "status": st}],
             }}),

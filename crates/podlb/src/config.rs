@@ -2499,6 +2499,42 @@ backends = [
             key_of(&format!("{GOOD}[vrrp]\nvrid = 1\n[kubernetes]\nvip_pools = [\"198.18.1.0/30\"]\nelection = \"lease\"\n")),
             "kubernetes.election"
         );
+        // IPv6 pools: unusable addresses named; a file service's IPv6 VIP
+        // inside one is the pools'.
+        assert_eq!(
+            k("vip_pools = [\"198.18.1.0/30\", \"fe80::/64\"]"),
+            "kubernetes.vip_pools[1]"
+        );
+        let v6 = GOOD.replace("198.18.0.100", "2001:2::100").replace(
+            "backends = [\"198.18.0.21:80\", { addr = \"198.18.0.22:80\", weight = 3 }]",
+            "backends = [\"[2001:2::21]:80\"]",
+        );
+        assert_eq!(
+            key_of(&format!(
+                "{v6}[kubernetes]\nvip_pools = [\"198.18.1.0/30\", \"2001:2::/64\"]\n"
+            )),
+            "service[0].vip"
+        );
+    }
+
+    #[test]
+    fn kubernetes_vip_pools_of_both_families() {
+        let c = Config::parse(&format!(
+            "{GOOD}[kubernetes]\nvip_pools = [\"198.18.1.0/30\", \"2001:2::/64\", \"2001:2:0:1::100/120\"]\n"
+        ))
+        .unwrap();
+        let pools: Vec<String> = c
+            .kubernetes
+            .unwrap()
+            .reconcile
+            .vip_pools
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(
+            pools,
+            ["198.18.1.0/30", "2001:2::/64", "2001:2:0:1::100/120"]
+        );
     }
 
     #[test]

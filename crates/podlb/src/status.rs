@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
@@ -264,11 +264,12 @@ pub struct KubeStatus {
     pub lease: Option<LeaseStatus>,
 }
 
-/// A VIP allocated to a Service (`namespace/name`).
+/// A VIP allocated to a Service (`namespace/name`): one entry per VIP, so
+/// a dual-stack Service has two (its primary family's first).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Allocation {
     pub service: String,
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -535,7 +536,7 @@ pub struct FlowStatus {
 /// A `/status` as podlb wrote it before the typed report (abridged):
 /// what the typed report must read and write alike.
 #[cfg(test)]
-pub(crate) const SAMPLE_JSON: &str = r#"{"arp":{"garp_sent":6,"garp_unicast_sent":0,"other_target_requests":0,"replies_sent":0,"requests_sent":33,"vip_defences":0},"cloud":{"calls":2,"errors":0,"last_error":null,"last_ok":"exec at 1796290947","provider":"exec","role":"master","state":"claimed"},"config_generation":2,"conflicts":[{"vip":"10.77.0.100","mac":"02:00:00:00:00:66","last_seen_s":1,"count":3}],"drops":{"arp_malformed":0,"no_flow":4},"flows":{"active":0,"capacity":1000000,"evictions":0,"memory_bytes":106666880},"flows_ipv6":{"active":0,"capacity":250000,"evictions":0,"memory_bytes":32000000},"health":[{"addr":"10.77.0.21:80","check":"http GET /hz expect 200 every 200ms timeout 100ms rise 2 fall 3","checks":18,"failures":18,"last_error":"timeout after 100 ms","service":"web","target":"10.77.0.21:80","transitions":1,"up":false}],"health_fail_open":["web"],"interface":{"mac":"00:00:5e:00:01:07","mode":"af_packet","name":"veth0","workers":1},"kubernetes":{"allocations":[{"service":"default/web","vip":"10.77.0.100"}],"draining":[{"service":"web","endpoints":["10.77.0.30:80"]}],"events_sent":0,"identity":"vm","ignored":0,"last_error":"watch: x","lease":{"acquired":0,"errors":4,"holder":null,"last_error":"y","state":"fault"},"namespace":"podlb","peers":null,"problems":[{"service":"default/x","reason":"VIPOutsidePool","message":"m"}],"publish_mean_ms":null,"relists":0,"services":0,"status_errors":0,"status_writes":0,"synced":false,"update_mean_ms":1.5,"updates":0,"watch_errors":9,"watch_events":9},"last_reload_error":null,"neighbors":[{"ip":"10.77.0.22","mac":null}],"packets":{"ignored":5,"rx":5,"tx":0},"refused_held":[{"backend":"10.77.0.21:80","left_ms":900}],"services":[{"backends":[{"active_flows":0,"addr":"10.77.0.21:80","mac":null,"new_flows":7,"next_hop":null,"packets_to_backend":0,"packets_to_client":0,"state":"active","vtep":null,"vtep_mac":null},{"active_flows":2,"addr":"10.77.0.22:80","mac":"02:00:00:00:00:22","new_flows":0,"next_hop":"10.77.0.1","packets_to_backend":0,"packets_to_client":0,"state":"draining","vtep":"10.77.0.9","vtep_mac":"02:00:00:00:00:09"}],"mode":"nat","name":"web","port":80,"protocol":"tcp","vip":"10.77.0.100"}],"uptime_s":3,"version":"0.1.0","vrrp":{"adverts_received":0,"adverts_sent":25,"master":"10.77.0.1","priority":100,"state":"master","takeover_mean_ms":null,"takeovers":0,"unicast_peers":["10.77.0.2"],"vrid":7}}"#;
+pub(crate) const SAMPLE_JSON: &str = r#"{"arp":{"garp_sent":6,"garp_unicast_sent":0,"other_target_requests":0,"replies_sent":0,"requests_sent":33,"vip_defences":0},"cloud":{"calls":2,"errors":0,"last_error":null,"last_ok":"exec at 1796290947","provider":"exec","role":"master","state":"claimed"},"config_generation":2,"conflicts":[{"vip":"10.77.0.100","mac":"02:00:00:00:00:66","last_seen_s":1,"count":3}],"drops":{"arp_malformed":0,"no_flow":4},"flows":{"active":0,"capacity":1000000,"evictions":0,"memory_bytes":106666880},"flows_ipv6":{"active":0,"capacity":250000,"evictions":0,"memory_bytes":32000000},"health":[{"addr":"10.77.0.21:80","check":"http GET /hz expect 200 every 200ms timeout 100ms rise 2 fall 3","checks":18,"failures":18,"last_error":"timeout after 100 ms","service":"web","target":"10.77.0.21:80","transitions":1,"up":false}],"health_fail_open":["web"],"interface":{"mac":"00:00:5e:00:01:07","mode":"af_packet","name":"veth0","workers":1},"kubernetes":{"allocations":[{"service":"default/web","vip":"10.77.0.100"},{"service":"default/web","vip":"2001:2::100"}],"draining":[{"service":"web","endpoints":["10.77.0.30:80"]}],"events_sent":0,"identity":"vm","ignored":0,"last_error":"watch: x","lease":{"acquired":0,"errors":4,"holder":null,"last_error":"y","state":"fault"},"namespace":"podlb","peers":null,"problems":[{"service":"default/x","reason":"VIPOutsidePool","message":"m"}],"publish_mean_ms":null,"relists":0,"services":0,"status_errors":0,"status_writes":0,"synced":false,"update_mean_ms":1.5,"updates":0,"watch_errors":9,"watch_events":9},"last_reload_error":null,"neighbors":[{"ip":"10.77.0.22","mac":null}],"packets":{"ignored":5,"rx":5,"tx":0},"refused_held":[{"backend":"10.77.0.21:80","left_ms":900}],"services":[{"backends":[{"active_flows":0,"addr":"10.77.0.21:80","mac":null,"new_flows":7,"next_hop":null,"packets_to_backend":0,"packets_to_client":0,"state":"active","vtep":null,"vtep_mac":null},{"active_flows":2,"addr":"10.77.0.22:80","mac":"02:00:00:00:00:22","new_flows":0,"next_hop":"10.77.0.1","packets_to_backend":0,"packets_to_client":0,"state":"draining","vtep":"10.77.0.9","vtep_mac":"02:00:00:00:00:09"}],"mode":"nat","name":"web","port":80,"protocol":"tcp","vip":"10.77.0.100"}],"uptime_s":3,"version":"0.1.0","vrrp":{"adverts_received":0,"adverts_sent":25,"master":"10.77.0.1","priority":100,"state":"master","takeover_mean_ms":null,"takeovers":0,"unicast_peers":["10.77.0.2"],"vrid":7}}"#;
 
 #[cfg(test)]
 mod tests {

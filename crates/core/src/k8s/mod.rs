@@ -23,8 +23,9 @@ pub mod reconcile;
 pub mod settings;
 
 pub use peers::{peers_from_slice, DEFAULT_PEERS_SERVICE};
+pub use pools::Family;
 pub use reconcile::{
-    config_name, reconcile, Allocations, Problem, ProblemReason, Reconciled, StatusUpdate,
-    ANNOTATION_MODE, ANNOTATION_VIP, SERVICE_NAME_LABEL,
+    config_name, config_name_for, reconcile, Allocations, Problem, ProblemReason, Reconciled,
+    StatusUpdate, ANNOTATION_MODE, ANNOTATION_VIP, SERVICE_NAME_LABEL,
 };
 pub use settings::{parse_vip_pools, KubeSettings, VipPool, DEFAULT_LOAD_BALANCER_CLASS};

@@ -54,6 +54,15 @@ pub(super) struct ServiceSpec {
     /// `None` (default) or `ClientIP`.
     #[serde(default)]
     pub session_affinity: Option<String>,
+    /// `IPv4` and/or `IPv6`, primary first (KEP-563); the API server fills
+    /// it in on create from `ipFamilyPolicy` and the cluster's service
+    /// CIDRs. Empty only in objects no API server wrote.
+    #[serde(default, deserialize_with = "null_default")]
+    pub ip_families: Vec<String>,
+    /// `SingleStack`, `PreferDualStack` or `RequireDualStack` (filled in
+    /// on create like `ipFamilies`).
+    #[serde(default)]
+    pub ip_family_policy: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -164,6 +173,19 @@ impl Endpoint {
     /// (so an endpoint never counts twice).
     pub fn ipv4(&self) -> Option<std::net::Ipv4Addr> {
         self.addresses.first().and_then(|a| a.parse().ok())
+    }
+
+    /// The endpoint's (first) address if it is an IPv6 address podlb can
+    /// forward to: not IPv4-mapped (whose data-plane form would be an
+    /// IPv4 address's; the API server refuses them in `IPv6` slices too),
+    /// not unspecified or multicast.
+    pub fn ipv6(&self) -> Option<std::net::Ipv6Addr> {
+        self.addresses
+            .first()
+            .and_then(|a| a.parse::<std::net::Ipv6Addr>().ok())
+            .filter(|a| {
+                !crate::family::is_v4_mapped(*a) && !a.is_unspecified() && !a.is_multicast()
+            })
     }
 }
 

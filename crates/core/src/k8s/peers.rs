@@ -12,7 +12,8 @@ pub const DEFAULT_PEERS_SERVICE: &str = "podlb-peers";
 /// The ready addresses of the peers Service `service_name` in `namespace`
 /// (podlb's own namespace: a Service of that name elsewhere must not inject
 /// peers), without `own_ip`, sorted and deduplicated. Only `IPv4` slices
-/// count; an endpoint is ready when `conditions.ready` is true or absent and
+/// count (VRRP peers are IPv4; a dual-stack cluster's `IPv6` slices of the
+/// same Service are left out); an endpoint is ready when `conditions.ready` is true or absent and
 /// it is not terminating.
 pub fn peers_from_slice(
     slices: &[Value],
@@ -107,7 +108,24 @@ mod tests {
                 json!([ep("10.9.9.9", ready.clone())]),
             ),
             // Another Service in our namespace.
-            slice("podlb", "other", "other-x", json!([ep("10.8.8.8", ready)])),
+            slice(
+                "podlb",
+                "other",
+                "other-x",
+                json!([ep("10.8.8.8", ready.clone())]),
+            ),
+            // In a dual-stack cluster the peers Service has an IPv6 slice
+            // too: VRRP peers stay IPv4, so it is left out.
+            {
+                let mut s = slice(
+                    "podlb",
+                    "podlb-peers",
+                    "podlb-peers-v6",
+                    json!([ep("2001:2::7", ready)]),
+                );
+                s["addressType"] = json!("IPv6");
+                s
+            },
         ];
         let own = Ipv4Addr::new(10, 244, 0, 5);
         assert_eq!(

@@ -12,29 +12,57 @@
 //!
 //! ## VIPs
 //! A Service may request a VIP with `spec.loadBalancerIP` or the
-//! [`ANNOTATION_VIP`] annotation (both set and different is a `BadSpec`).
-//! Addresses are given out in three passes, Services taken oldest first
+//! [`ANNOTATION_VIP`] annotation, which may list one address of each
+//! family, comma-separated (`198.18.0.100,2001:2::100`); both set and
+//! different for one family is a `BadSpec`, and so is a request of a
+//! family the Service does not have. Addresses are given out per family
+//! in three passes, Services taken oldest first
 //! (`metadata.creationTimestamp`, then namespace/name):
-//! 1. *sticky*: a Service keeps the VIP it holds — its entry in the
-//!    previous [`Allocations`], or, after a restart, the first
-//!    `status.loadBalancer.ingress[].ip` — if that address is still inside a
-//!    pool and agrees with its request (if any);
+//! 1. *sticky*: a Service keeps the VIP of a family it holds — its entry
+//!    in the previous [`Allocations`], or, after a restart, the first
+//!    `status.loadBalancer.ingress[].ip` of that family — if that address
+//!    is still inside a pool and agrees with its request (if any);
 //! 2. *requested*: a requested VIP outside every pool is refused
 //!    (`VIPOutsidePool`), one held by another Service is refused
 //!    (`VIPInUse`, naming the holder);
-//! 3. *pool*: the rest get the lowest free address, pools in configured
-//!    order (`PoolExhausted` when none is left).
+//! 3. *pool*: the rest get the lowest free address of the family, pools in
+//!    configured order (`PoolExhausted` when none is left). Pools are
+//!    walked lazily from their lowest address, so an IPv6 /48 costs no
+//!    more than a /30.
 //!
 //! A Service whose request is refused is not served at all (rather than
 //! served on some other address than the one asked for); its status is
 //! cleared and a [`Problem`] says why. Nothing else is affected.
 //!
+//! ## Dual-stack (KEP-563)
+//! A Service gets one VIP per family in `spec.ipFamilies` (the API server
+//! fills it in on create, primary family first; absent: `[IPv4]`), each
+//! from the pools of that family, subject to `spec.ipFamilyPolicy`:
+//! - `SingleStack`: the one family; no pool of it serving the Service is
+//!   an `IPFamilyNotServed` problem and the Service is not served.
+//! - `PreferDualStack`: the families that have a pool serving the Service
+//!   (and, for vxlan, IPv4 only: VXLAN carries IPv4); a family without one
+//!   is left out quietly. A family whose pools are full is a
+//!   `PoolExhausted` problem, and the Service is served on the other.
+//! - `RequireDualStack`: both or nothing. A family without a pool is an
+//!   `IPFamilyNotServed` problem; a family that cannot be allocated
+//!   (pools full, request refused) is that family's problem. Either way
+//!   the Service is not served and holds no VIP of either family: an
+//!   address the other family got is given back and the allocation is
+//!   run again without the Service, so the address goes to the next
+//!   Service in line in the same call.
+//!
+//! The status lists the VIPs in `spec.ipFamilies` order, one
+//! `ingress` entry each.
+//!
 //! ## Ports and names
 //! Each TCP or UDP port of a Service becomes one [`ServiceConfig`] of that
-//! protocol on the Service's VIP, named by [`config_name`]: `<namespace>.
+//! protocol per VIP, named by [`config_name_for`]: `<namespace>.
 //! <service>.<port name, or number if unnamed>`, with `.udp` appended for a
 //! UDP port (so TCP 53 and UDP 53 of one Service are two services with
-//! distinct names; TCP names are as they were before UDP was served).
+//! distinct names; TCP names are as they were before UDP was served) and
+//! `.v6` for the IPv6 VIP's (IPv4 names are as they were before IPv6 was
+//! served).
 //! Kubernetes namespace, Service and port names are DNS labels
 //! (`[a-z0-9-]`), so `.` separates them unambiguously and the result fits
 //! the config rule `[A-Za-z0-9-_.]{1,63}`; a name longer than 63 characters
@@ -49,7 +77,9 @@
 //!
 //! ## Backends
 //! From the EndpointSlices of the Service's namespace labelled
-//! [`SERVICE_NAME_LABEL`]` = <service>` with `addressType: IPv4`. The port
+//! [`SERVICE_NAME_LABEL`]` = <service>` whose `addressType` is the VIP's
+//! family (`IPv4` slices feed the IPv4 VIP, `IPv6` slices the IPv6 one;
+//! `FQDN` slices none). The port
 //! is the slice's `ports[]` entry of the Service port's protocol (`protocol`
 //! absent means TCP) whose `name` equals the Service port's name — the
 //! EndpointSlice controller has already resolved named and numbered
@@ -66,13 +96,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::objects::{self, EndpointSlice};
-use super::pools::Pool;
+use super::pools::{Family, Pool};
 use super::settings::KubeSettings;
 use crate::maglev::DEFAULT_TABLE_SIZE;
 use crate::model::HealthCheck;
@@ -81,7 +111,8 @@ use crate::model::{Affinity, BackendConfig, Mode, Prefix, Protocol, ServiceConfi
 pub use super::objects::SERVICE_NAME_LABEL;
 
 /// Annotation requesting a VIP (alternative to `spec.loadBalancerIP`,
-/// which is deprecated upstream).
+/// which is deprecated upstream): one address, or one of each family
+/// separated by a comma.
 pub const ANNOTATION_VIP: &str = "podlb.io/vip";
 /// Annotation choosing the forwarding mode: `nat` or `dsr`.
 pub const ANNOTATION_MODE: &str = "podlb.io/mode";
@@ -114,6 +145,10 @@ pub enum ProblemReason {
     /// A vxlan Service's endpoint runs on a node with no known VTEP
     /// (flannel's Node annotations missing or wrong); it is skipped.
     NoVtep,
+    /// An IP family the Service must have (`SingleStack`,
+    /// `RequireDualStack`) has no pool serving the Service, or cannot be
+    /// carried in its mode (IPv6 in vxlan).
+    FamilyNotServed,
 }
 
 impl ProblemReason {
@@ -126,6 +161,7 @@ impl ProblemReason {
             ProblemReason::BadSpec => "BadSpec",
             ProblemReason::UnsupportedProtocol => "UnsupportedProtocol",
             ProblemReason::NoVtep => "VTEPUnknown",
+            ProblemReason::FamilyNotServed => "IPFamilyNotServed",
         }
     }
 }
@@ -149,20 +185,22 @@ pub struct Problem {
 /// The `ipMode` podlb writes beside each VIP (Kubernetes 1.30+).
 pub const IP_MODE: &str = "Proxy";
 
-/// A status write: `status.loadBalancer.ingress` becomes `[{ip, ipMode}]`, or `[]`
-/// when `ip` is `None` (the Service is podlb's but has no VIP).
+/// A status write: `status.loadBalancer.ingress` becomes one `{ip, ipMode}`
+/// per VIP, in `spec.ipFamilies` order, or `[]` when `ips` is empty (the
+/// Service is podlb's but is not served).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct StatusUpdate {
     pub namespace: String,
     pub name: String,
-    pub ip: Option<Ipv4Addr>,
+    pub ips: Vec<IpAddr>,
 }
 
-/// VIPs held by Services, keyed by namespace/name. Feed the last result
-/// back into [`reconcile`] so VIPs stay put.
+/// VIPs held by Services, keyed by namespace/name: one per family, the
+/// primary family's first. Feed the last result back into [`reconcile`]
+/// so VIPs stay put.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Allocations {
-    by_service: BTreeMap<(String, String), Ipv4Addr>,
+    by_service: BTreeMap<(String, String), Vec<IpAddr>>,
 }
 
 impl Allocations {
@@ -170,17 +208,40 @@ impl Allocations {
         Self::default()
     }
 
-    pub fn get(&self, namespace: &str, name: &str) -> Option<Ipv4Addr> {
+    /// The Service's first (primary family's) VIP.
+    pub fn get(&self, namespace: &str, name: &str) -> Option<IpAddr> {
+        self.vips(namespace, name).first().copied()
+    }
+
+    /// The Service's VIP of `family`.
+    pub fn get_family(&self, namespace: &str, name: &str, family: Family) -> Option<IpAddr> {
+        self.vips(namespace, name)
+            .iter()
+            .copied()
+            .find(|ip| Family::of(*ip) == family)
+    }
+
+    /// The Service's VIPs, primary family first (empty: none).
+    pub fn vips(&self, namespace: &str, name: &str) -> &[IpAddr] {
         self.by_service
             .get(&(namespace.to_string(), name.to_string()))
-            .copied()
+            .map_or(&[], Vec::as_slice)
     }
 
-    pub fn insert(&mut self, namespace: &str, name: &str, ip: Ipv4Addr) {
-        self.by_service
-            .insert((namespace.to_string(), name.to_string()), ip);
+    /// Gives the Service `ip`, replacing its VIP of that family (if any)
+    /// in place, else after the VIPs it has.
+    pub fn insert(&mut self, namespace: &str, name: &str, ip: IpAddr) {
+        let v = self
+            .by_service
+            .entry((namespace.to_string(), name.to_string()))
+            .or_default();
+        match v.iter_mut().find(|a| Family::of(**a) == Family::of(ip)) {
+            Some(a) => *a = ip,
+            None => v.push(ip),
+        }
     }
 
+    /// Services holding a VIP.
     pub fn len(&self) -> usize {
         self.by_service.len()
     }
@@ -189,11 +250,19 @@ impl Allocations {
         self.by_service.is_empty()
     }
 
-    /// `(namespace, name, vip)`, sorted by namespace/name.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str, Ipv4Addr)> {
+    /// `(namespace, name, vip)` for every VIP, sorted by namespace/name,
+    /// a Service's primary family first.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str, IpAddr)> {
         self.by_service
             .iter()
-            .map(|((ns, n), ip)| (ns.as_str(), n.as_str(), *ip))
+            .flat_map(|((ns, n), ips)| ips.iter().map(move |ip| (ns.as_str(), n.as_str(), *ip)))
+    }
+
+    /// `(namespace, name, vips)` per Service, sorted by namespace/name.
+    pub fn services(&self) -> impl Iterator<Item = (&str, &str, &[IpAddr])> {
+        self.by_service
+            .iter()
+            .map(|((ns, n), ips)| (ns.as_str(), n.as_str(), ips.as_slice()))
     }
 }
 
@@ -217,6 +286,24 @@ pub struct Reconciled {
     pub ignored: usize,
 }
 
+/// `spec.ipFamilyPolicy` (KEP-563).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Policy {
+    Single,
+    Prefer,
+    Require,
+}
+
+impl Policy {
+    fn as_str(self) -> &'static str {
+        match self {
+            Policy::Single => "SingleStack",
+            Policy::Prefer => "PreferDualStack",
+            Policy::Require => "RequireDualStack",
+        }
+    }
+}
+
 /// A podlb Service in the middle of reconciliation.
 struct Ours {
     namespace: String,
@@ -227,12 +314,22 @@ struct Ours {
     health: Option<HealthCheck>,
     /// Contradictory spec: not served.
     bad: bool,
-    request: Option<Ipv4Addr>,
-    held: Option<Ipv4Addr>,
-    vip: Option<Ipv4Addr>,
+    /// `spec.ipFamilies`, primary first.
+    families: Vec<Family>,
+    policy: Policy,
+    /// The families VIPs are allocated for: `families`, less those a
+    /// `PreferDualStack` Service does without (no pool serves them).
+    wanted: Vec<Family>,
+    /// Left out of the allocation: a family it must have cannot be had
+    /// (module documentation, "Dual-stack"). Not served.
+    out: bool,
+    /// Per family ([`Family::index`]): requested, held, allocated.
+    request: [Option<IpAddr>; 2],
+    held: [Option<IpAddr>; 2],
+    vip: [Option<IpAddr>; 2],
     /// [`ANNOTATION_SHARED_IP`], if set and not empty.
     share: Option<String>,
-    /// Admitted clients (`spec.loadBalancerSourceRanges`).
+    /// Admitted clients (`spec.loadBalancerSourceRanges`), both families.
     ranges: Vec<Prefix>,
     affinity: Affinity,
     /// Indices of the pools that serve it.
@@ -261,12 +358,91 @@ impl Ours {
             .iter()
             .all(|o| o.share.as_deref() == Some(key) && o.listeners().is_disjoint(&mine))
     }
+
+    /// A wanted family's request that was refused (the Service is then not
+    /// served at all).
+    fn refused(&self) -> bool {
+        self.wanted
+            .iter()
+            .any(|f| self.request[f.index()].is_some() && self.vip[f.index()].is_none())
+    }
+
+    /// Whether the Service is served with the VIPs it got: every wanted
+    /// family has one (at least one for `PreferDualStack`) and no request
+    /// was refused.
+    fn served(&self) -> bool {
+        if self.bad || self.out || self.refused() {
+            return false;
+        }
+        let got = |f: &Family| self.vip[f.index()].is_some();
+        match self.policy {
+            Policy::Prefer => self.wanted.iter().any(got),
+            _ => !self.wanted.is_empty() && self.wanted.iter().all(got),
+        }
+    }
+
+    /// The VIPs it holds, in `spec.ipFamilies` order.
+    fn vips(&self) -> Vec<IpAddr> {
+        self.families
+            .iter()
+            .filter_map(|f| self.vip[f.index()])
+            .collect()
+    }
+
+    /// `[IPv4, IPv6]` as the API writes it.
+    fn families_str(&self) -> String {
+        let f: Vec<&str> = self.families.iter().map(|f| f.as_str()).collect();
+        format!("[{}]", f.join(", "))
+    }
 }
 
-/// `spec.loadBalancerSourceRanges` (or its annotation) as IPv4 prefixes.
-/// IPv6 ranges admit no IPv4 client and are left out; a list of only IPv6
-/// ranges is refused, since an empty list would admit everyone.
-fn source_ranges(svc: &objects::Service) -> Result<Vec<Prefix>, String> {
+/// `spec.ipFamilies` and `spec.ipFamilyPolicy`, as the API server leaves
+/// them on create (KEP-563): `SingleStack` has one family, the dual-stack
+/// policies up to two (`RequireDualStack` always two), primary first.
+/// Objects no API server wrote may lack them: no families means `[IPv4]`
+/// (and, for a dual-stack policy, IPv6 after it); no policy means
+/// `SingleStack` for one family and `PreferDualStack` for two.
+fn ip_families(svc: &objects::Service) -> Result<(Vec<Family>, Policy), String> {
+    let mut families = Vec::new();
+    for s in &svc.spec.ip_families {
+        let f = Family::parse(s).ok_or_else(|| {
+            format!("spec.ipFamilies lists {s:?}, which is not \"IPv4\" or \"IPv6\"")
+        })?;
+        if families.contains(&f) {
+            return Err(format!("spec.ipFamilies lists {s} twice"));
+        }
+        families.push(f);
+    }
+    let policy = match svc.spec.ip_family_policy.as_deref() {
+        None if families.len() > 1 => Policy::Prefer,
+        None | Some("SingleStack") => Policy::Single,
+        Some("PreferDualStack") => Policy::Prefer,
+        Some("RequireDualStack") => Policy::Require,
+        Some(other) => {
+            return Err(format!(
+                "spec.ipFamilyPolicy {other:?} is not \"SingleStack\", \"PreferDualStack\" or \"RequireDualStack\""
+            ))
+        }
+    };
+    if families.is_empty() {
+        families.push(Family::V4);
+        if policy != Policy::Single {
+            families.push(Family::V6);
+        }
+    }
+    match policy {
+        Policy::Single => families.truncate(1),
+        Policy::Require if families.len() == 1 => families.push(families[0].other()),
+        _ => {}
+    }
+    Ok((families, policy))
+}
+
+/// `spec.loadBalancerSourceRanges` (or its annotation), both families, host
+/// bits masked (the API server accepts them; kube-proxy masks them), and
+/// where they came from. Each VIP gets the ranges of its family
+/// ([`ranges_for`]).
+fn source_ranges(svc: &objects::Service) -> Result<(&'static str, Vec<Prefix>), String> {
     let (what, list): (&str, Vec<&str>) = if svc.spec.load_balancer_source_ranges.is_empty() {
         match svc.metadata.annotations.get(ANNOTATION_SOURCE_RANGES) {
             Some(a) => (
@@ -276,7 +452,7 @@ fn source_ranges(svc: &objects::Service) -> Result<Vec<Prefix>, String> {
                     .filter(|s| !s.is_empty())
                     .collect(),
             ),
-            None => return Ok(Vec::new()),
+            None => return Ok(("", Vec::new())),
         }
     } else {
         (
@@ -290,34 +466,58 @@ fn source_ranges(svc: &objects::Service) -> Result<Vec<Prefix>, String> {
     };
     let mut out = Vec::new();
     for r in &list {
-        if r.contains(':') {
-            continue;
-        }
-        // The API server accepts host bits in these (kube-proxy masks them).
-        let (addr, len) = r.split_once('/').unwrap_or((r, "32"));
-        let prefix = addr
-            .parse::<Ipv4Addr>()
-            .ok()
-            .zip(len.parse::<u8>().ok().filter(|l| *l <= 32))
-            .map(|(a, l)| {
-                let p = Prefix {
-                    base: a.into(),
-                    prefix: l,
-                };
-                Prefix {
-                    base: Ipv4Addr::from(u32::from(a) & p.mask()).into(),
-                    prefix: l,
-                }
-            })
-            .ok_or_else(|| format!("{what}: {r:?} is not a CIDR like \"198.18.0.0/16\""))?;
-        out.push(prefix);
+        let bad =
+            || format!("{what}: {r:?} is not a CIDR like \"198.18.0.0/16\" or \"2001:2::/48\"");
+        let (addr, len) = match r.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (*r, None),
+        };
+        let base: IpAddr = addr.parse().map_err(|_| bad())?;
+        let width = if base.is_ipv4() { 32 } else { 128 };
+        let prefix = match len {
+            Some(l) => l
+                .parse::<u8>()
+                .ok()
+                .filter(|l| *l <= width)
+                .ok_or_else(bad)?,
+            None => width,
+        };
+        let (n, host) = match base {
+            IpAddr::V4(a) => (u128::from(u32::from(a)), 32 - u32::from(prefix)),
+            IpAddr::V6(a) => (u128::from(a), 128 - u32::from(prefix)),
+        };
+        let masked = if host >= 128 {
+            0
+        } else {
+            n & !((1u128 << host) - 1)
+        };
+        let base = match base {
+            IpAddr::V4(_) => {
+                IpAddr::from(std::net::Ipv4Addr::from(u32::try_from(masked).unwrap_or(0)))
+            }
+            IpAddr::V6(_) => IpAddr::from(std::net::Ipv6Addr::from(masked)),
+        };
+        out.push(Prefix { base, prefix });
     }
-    if out.is_empty() && !list.is_empty() {
-        return Err(format!(
-            "{what} lists only IPv6 ranges, which admit no IPv4 client; the Service is not served rather than opened to everyone"
-        ));
+    Ok((what, out))
+}
+
+/// The source ranges of the Service's VIP of `family`: the list's ranges
+/// of that family; if it has none (and is not empty), the other family's,
+/// which admit no client of this one (the data plane matches a client
+/// against ranges of its own family only), so the VIP admits no client
+/// rather than every client.
+fn ranges_for(ranges: &[Prefix], family: Family) -> Vec<Prefix> {
+    let own: Vec<Prefix> = ranges
+        .iter()
+        .filter(|r| Family::of(r.base) == family)
+        .copied()
+        .collect();
+    if own.is_empty() {
+        ranges.to_vec()
+    } else {
+        own
     }
-    Ok(out)
 }
 
 fn problem(ns: &str, name: &str, reason: ProblemReason, message: String) -> Problem {
@@ -353,37 +553,62 @@ fn namespace_of(ns: &str) -> &str {
     }
 }
 
-/// The VIP a Service asks for, from `spec.loadBalancerIP` or the annotation.
-fn requested_vip(svc: &objects::Service) -> Result<Option<Ipv4Addr>, String> {
-    let parse = |what: &str, s: &str| -> Result<Ipv4Addr, String> {
+/// The VIPs a Service asks for, per family, from `spec.loadBalancerIP`
+/// (one address) and the annotation (one, or one of each family,
+/// comma-separated). A request of a family not in `families` is refused.
+fn requested_vips(
+    svc: &objects::Service,
+    families: &[Family],
+) -> Result<[Option<IpAddr>; 2], String> {
+    let parse = |what: &str, s: &str| -> Result<IpAddr, String> {
         s.trim().parse().map_err(|_| {
-            format!("{what} {s:?} is not an IPv4 address; write it like \"198.18.0.100\"")
+            format!("{what} {s:?} is not an IP address; write it like \"198.18.0.100\" or \"2001:2::100\"")
         })
     };
-    let spec = match svc
+    let mut spec = [None; 2];
+    if let Some(s) = svc
         .spec
         .load_balancer_ip
         .as_deref()
         .filter(|s| !s.is_empty())
     {
-        Some(s) => Some(parse("spec.loadBalancerIP", s)?),
-        None => None,
-    };
-    let annotation = match svc
-        .metadata
-        .annotations
-        .get(ANNOTATION_VIP)
-        .filter(|s| !s.is_empty())
-    {
-        Some(s) => Some(parse(&format!("annotation {ANNOTATION_VIP}"), s)?),
-        None => None,
-    };
-    match (spec, annotation) {
-        (Some(a), Some(b)) if a != b => Err(format!(
-            "spec.loadBalancerIP {a} and annotation {ANNOTATION_VIP} {b} disagree; set only one"
-        )),
-        (a, b) => Ok(a.or(b)),
+        let ip = parse("spec.loadBalancerIP", s)?;
+        spec[Family::of(ip).index()] = Some(ip);
     }
+    let mut annotation: [Option<IpAddr>; 2] = [None; 2];
+    if let Some(list) = svc.metadata.annotations.get(ANNOTATION_VIP) {
+        let what = format!("annotation {ANNOTATION_VIP}");
+        for s in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let ip = parse(&what, s)?;
+            let slot = &mut annotation[Family::of(ip).index()];
+            if let Some(first) = slot {
+                return Err(format!(
+                    "{what} lists two {} addresses ({first}, {ip}); give at most one of each family",
+                    Family::of(ip)
+                ));
+            }
+            *slot = Some(ip);
+        }
+    }
+    let mut out = [None; 2];
+    for f in [Family::V4, Family::V6] {
+        out[f.index()] = match (spec[f.index()], annotation[f.index()]) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(format!(
+                    "spec.loadBalancerIP {a} and annotation {ANNOTATION_VIP} {b} disagree; set only one"
+                ))
+            }
+            (a, b) => a.or(b),
+        };
+        if let Some(ip) = out[f.index()].filter(|_| !families.contains(&f)) {
+            let listed: Vec<&str> = families.iter().map(|f| f.as_str()).collect();
+            return Err(format!(
+                "the requested VIP {ip} is an {f} address, but spec.ipFamilies is [{}]; request addresses of the Service's families",
+                listed.join(", ")
+            ));
+        }
+    }
+    Ok(out)
 }
 
 /// Reconciles the stores' contents into data-plane services. See the
@@ -461,8 +686,12 @@ pub fn reconcile_full(
                 continue;
             }
         };
-        let request = match requested_vip(&svc) {
-            Ok(r) => r,
+        let spec = ip_families(&svc).and_then(|(families, policy)| {
+            let request = requested_vips(&svc, &families)?;
+            Ok((families, policy, request))
+        });
+        let (families, policy, request) = match spec {
+            Ok(s) => s,
             Err(msg) => {
                 problems.push(problem(ns, name, ProblemReason::BadSpec, msg));
                 // Not served, but its status is still cleared below.
@@ -474,9 +703,13 @@ pub fn reconcile_full(
                     mode: settings.default_mode,
                     health: None,
                     bad: true,
-                    request: None,
-                    held: None,
-                    vip: None,
+                    families: Vec::new(),
+                    policy: Policy::Single,
+                    wanted: Vec::new(),
+                    out: false,
+                    request: [None; 2],
+                    held: [None; 2],
+                    vip: [None; 2],
                     share: None,
                     ranges: Vec::new(),
                     affinity: Affinity::None,
@@ -485,13 +718,34 @@ pub fn reconcile_full(
                 continue;
             }
         };
-        let (ranges, bad_ranges) = match source_ranges(&svc) {
-            Ok(r) => (r, false),
+        let (what_ranges, ranges, bad_ranges) = match source_ranges(&svc) {
+            Ok((what, r)) => (what, r, false),
             Err(msg) => {
                 problems.push(problem(ns, name, ProblemReason::BadSpec, msg));
-                (Vec::new(), true)
+                ("", Vec::new(), true)
             }
         };
+        // A non-empty list must admit some client of the Service's
+        // families: an empty one would admit everyone.
+        let bad_ranges = bad_ranges
+            || match families.as_slice() {
+                [only]
+                    if !ranges.is_empty()
+                        && !ranges.iter().any(|r| Family::of(r.base) == *only) =>
+                {
+                    problems.push(problem(
+                        ns,
+                        name,
+                        ProblemReason::BadSpec,
+                        format!(
+                            "{what_ranges} lists only {} ranges, which admit no {only} client; the Service is not served rather than opened to everyone",
+                            only.other()
+                        ),
+                    ));
+                    true
+                }
+                _ => false,
+            };
         let affinity = match svc.spec.session_affinity.as_deref() {
             None | Some("None") => Affinity::None,
             Some("ClientIP") => Affinity::ClientIp,
@@ -549,21 +803,26 @@ pub fn reconcile_full(
                 })
             }
         };
-        let from_status = svc
+        let from_status: Vec<IpAddr> = svc
             .ingress_ips()
-            .first()
-            .cloned()
+            .into_iter()
             .flatten()
-            .and_then(|s| s.parse().ok());
-        let held = previous
-            .get(ns, name)
-            .or(from_status)
-            .filter(|ip| {
-                pools
-                    .iter()
-                    .any(|p| p.contains(*ip) && p.serves(ns, &svc.metadata.labels))
-            })
-            .filter(|ip| request.is_none_or(|r| r == *ip));
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        let mut held = [None; 2];
+        for &f in &families {
+            let i = f.index();
+            held[i] = previous
+                .get_family(ns, name, f)
+                .or_else(|| from_status.iter().copied().find(|ip| Family::of(*ip) == f))
+                .filter(|ip| {
+                    pools
+                        .iter()
+                        .any(|p| p.contains(*ip) && p.serves(ns, &svc.metadata.labels))
+                })
+                .filter(|ip| request[i].is_none_or(|r| r == *ip))
+                .filter(|_| !bad_ranges);
+        }
         ours.push(Ours {
             namespace: ns.to_string(),
             name: name.to_string(),
@@ -572,9 +831,13 @@ pub fn reconcile_full(
             mode,
             health,
             bad: bad_ranges,
-            request: request.filter(|_| !bad_ranges),
-            held: held.filter(|_| !bad_ranges),
-            vip: None,
+            families,
+            policy,
+            wanted: Vec::new(),
+            out: false,
+            request,
+            held,
+            vip: [None; 2],
             share,
             ranges,
             affinity,
@@ -589,8 +852,70 @@ pub fn reconcile_full(
         o.pools = (0..pools.len())
             .filter(|&i| pools[i].serves(&o.namespace, &o.svc.metadata.labels))
             .collect();
+        if o.bad {
+            continue;
+        }
+        if let Some(p) = choose_families(o, &pools) {
+            problems.push(p);
+        }
     }
-    allocate(&mut ours, &pools, &mut problems);
+    // A Service that ends up unserved gives back the VIP of its other
+    // family, and the allocation is run again without it (module
+    // documentation, "Dual-stack"). Each round leaves out at least one
+    // more Service, so this ends.
+    let mut kept = Vec::new();
+    loop {
+        for o in ours.iter_mut() {
+            o.vip = [None; 2];
+        }
+        let mut run = Vec::new();
+        allocate(&mut ours, &pools, &mut run);
+        let partial: Vec<usize> = (0..ours.len())
+            .filter(|&i| !ours[i].served() && ours[i].vip.iter().any(Option::is_some))
+            .collect();
+        if partial.is_empty() {
+            problems.append(&mut kept);
+            problems.append(&mut run);
+            break;
+        }
+        for i in partial {
+            ours[i].out = true;
+            let o = &ours[i];
+            kept.extend(
+                run.iter()
+                    .filter(|p| p.namespace == o.namespace && p.name == o.name)
+                    .cloned(),
+            );
+        }
+    }
+    // What a family's pool exhaustion means for a dual-stack Service.
+    for p in problems
+        .iter_mut()
+        .filter(|p| p.reason == ProblemReason::PoolExhausted)
+    {
+        let Some(o) = ours
+            .iter()
+            .find(|o| o.namespace == p.namespace && o.name == p.name)
+        else {
+            continue;
+        };
+        let served: Vec<&str> = o
+            .families
+            .iter()
+            .filter(|f| o.vip[f.index()].is_some())
+            .map(|f| f.as_str())
+            .collect();
+        match o.policy {
+            Policy::Require => p.message.push_str(
+                " (ipFamilyPolicy RequireDualStack: the Service is not served until it has a VIP of each family)",
+            ),
+            Policy::Prefer if o.served() => p.message.push_str(&format!(
+                " (ipFamilyPolicy PreferDualStack: served on {} alone meanwhile)",
+                served.join(", ")
+            )),
+            _ => {}
+        }
+    }
 
     // Slices by (namespace, service name).
     let parsed = objects::parse_slices(slices);
@@ -611,6 +936,7 @@ pub fn reconcile_full(
     for o in &ours {
         let ns = o.namespace.as_str();
         let name = o.name.as_str();
+        let vips = if o.served() { o.vips() } else { Vec::new() };
         if !o.bad {
             let slices = by_service
                 .get(&(ns, name))
@@ -649,103 +975,103 @@ pub fn reconcile_full(
                     ));
                     continue;
                 };
-                let Some(vip) = o.vip else { continue };
-                let cname = config_name(ns, name, &label, protocol);
-                let (ready, drain) = endpoints(slices, port_name, proto);
-                if !drain.is_empty() {
-                    draining.insert(cname.clone(), drain);
-                }
-                let mut vni = crate::model::DEFAULT_VNI;
-                let backends: Vec<BackendConfig> = if o.mode == Mode::Vxlan {
-                    let mut out = Vec::new();
-                    for (addr, node) in ready {
-                        let vtep = node.as_deref().and_then(|n| vteps.get(n));
-                        match vtep {
-                            Some(v) => {
-                                vni = v.vni.unwrap_or(vni);
-                                out.push(BackendConfig {
-                                    addr,
-                                    weight: 1,
-                                    vtep: Some(v.ip),
-                                    vtep_mac: Some(v.mac),
-                                });
-                            }
-                            None => {
-                                let why = match node.as_deref() {
-                                    None => "has no nodeName".to_string(),
-                                    Some(n) => node_problems
-                                        .iter()
-                                        .find(|p| p.node == n)
-                                        .map(|p| p.message.clone())
-                                        .unwrap_or_else(|| format!("runs on node {n}, which has no flannel VTEP annotations")),
-                                };
-                                problems.push(problem(
-                                    ns,
-                                    name,
-                                    ProblemReason::NoVtep,
-                                    format!("endpoint {addr} {why}; it is not served"),
-                                ));
+                for &vip in &vips {
+                    let family = Family::of(vip);
+                    let cname = config_name_for(ns, name, &label, protocol, family);
+                    let (ready, drain) = endpoints(slices, port_name, proto, family);
+                    if !drain.is_empty() {
+                        draining.insert(cname.clone(), drain);
+                    }
+                    let mut vni = crate::model::DEFAULT_VNI;
+                    let backends = if o.mode == Mode::Vxlan {
+                        // IPv4 only: the IPv6 family is never wanted in vxlan.
+                        let mut out = Vec::new();
+                        for (addr, node) in ready {
+                            let vtep = node.as_deref().and_then(|n| vteps.get(n));
+                            match vtep {
+                                Some(v) => {
+                                    vni = v.vni.unwrap_or(vni);
+                                    out.push(BackendConfig {
+                                        addr,
+                                        weight: 1,
+                                        vtep: Some(v.ip),
+                                        vtep_mac: Some(v.mac),
+                                    });
+                                }
+                                None => {
+                                    let why = match node.as_deref() {
+                                        None => "has no nodeName".to_string(),
+                                        Some(n) => node_problems
+                                            .iter()
+                                            .find(|p| p.node == n)
+                                            .map(|p| p.message.clone())
+                                            .unwrap_or_else(|| format!("runs on node {n}, which has no flannel VTEP annotations")),
+                                    };
+                                    problems.push(problem(
+                                        ns,
+                                        name,
+                                        ProblemReason::NoVtep,
+                                        format!("endpoint {addr} {why}; it is not served"),
+                                    ));
+                                }
                             }
                         }
-                    }
-                    out
-                } else {
-                    ready
-                        .into_iter()
-                        .map(|(addr, _)| BackendConfig {
-                            addr,
-                            weight: 1,
-                            vtep: None,
-                            vtep_mac: None,
-                        })
-                        .collect()
-                };
-                out.push(ServiceConfig {
-                    name: cname,
-                    vip: vip.into(),
-                    port,
-                    mode: o.mode,
-                    backends,
-                    table_size: DEFAULT_TABLE_SIZE,
-                    health_check: check_for(
-                        o.health.as_ref(),
-                        settings.health_check.as_ref(),
+                        out
+                    } else {
+                        ready
+                            .into_iter()
+                            .map(|(addr, _)| BackendConfig {
+                                addr,
+                                weight: 1,
+                                vtep: None,
+                                vtep_mac: None,
+                            })
+                            .collect()
+                    };
+                    out.push(ServiceConfig {
+                        name: cname,
+                        vip,
+                        port,
+                        mode: o.mode,
+                        backends,
+                        table_size: DEFAULT_TABLE_SIZE,
+                        health_check: check_for(
+                            o.health.as_ref(),
+                            settings.health_check.as_ref(),
+                            protocol,
+                        ),
+                        vxlan_port: crate::model::DEFAULT_VXLAN_PORT,
+                        vni,
+                        mss_clamp: (o.mode == Mode::Vxlan && protocol == Protocol::Tcp)
+                            .then_some(crate::model::DEFAULT_VXLAN_MSS),
+                        source_ranges: ranges_for(&o.ranges, family),
+                        affinity: o.affinity,
+                        udp_hash: Default::default(),
                         protocol,
-                    ),
-                    vxlan_port: crate::model::DEFAULT_VXLAN_PORT,
-                    vni,
-                    mss_clamp: (o.mode == Mode::Vxlan && protocol == Protocol::Tcp)
-                        .then_some(crate::model::DEFAULT_VXLAN_MSS),
-                    source_ranges: o.ranges.clone(),
-                    affinity: o.affinity,
-                    udp_hash: Default::default(),
-                    protocol,
-                });
+                    });
+                }
             }
         }
-        if let Some(vip) = o.vip {
+        for &vip in &vips {
             allocations.insert(ns, name, vip);
         }
         let current = o.svc.ingress();
-        let up_to_date = match o.vip {
-            // ipMode Proxy: podlb carries the VIP's traffic itself, so
-            // kube-proxy must not program the VIP on the nodes (KEP-1860;
-            // with VIP, or no ipMode, every node DNATs the VIP to the
-            // endpoints and podlb is bypassed). API servers before 1.30 drop
-            // the field; the writer does not repeat a write the watch then
-            // shows without it (docs/kubernetes.md, "ipMode").
-            Some(vip) => {
-                current.len() == 1
-                    && current[0].0.as_deref().and_then(|s| s.parse().ok()) == Some(vip)
-                    && current[0].1.as_deref() == Some(IP_MODE)
-            }
-            None => current.is_empty(),
-        };
+        // ipMode Proxy: podlb carries the VIP's traffic itself, so
+        // kube-proxy must not program the VIP on the nodes (KEP-1860;
+        // with VIP, or no ipMode, every node DNATs the VIP to the
+        // endpoints and podlb is bypassed). API servers before 1.30 drop
+        // the field; the writer does not repeat a write the watch then
+        // shows without it (docs/kubernetes.md, "ipMode").
+        let up_to_date = current.len() == vips.len()
+            && current.iter().zip(&vips).all(|((ip, mode), vip)| {
+                ip.as_deref().and_then(|s| s.parse::<IpAddr>().ok()) == Some(*vip)
+                    && mode.as_deref() == Some(IP_MODE)
+            });
         if !up_to_date {
             status.push(StatusUpdate {
                 namespace: ns.to_string(),
                 name: name.to_string(),
-                ip: o.vip,
+                ips: vips,
             });
         }
     }
@@ -763,122 +1089,211 @@ pub fn reconcile_full(
     }
 }
 
-/// The three allocation passes (module documentation, "VIPs"). A VIP may
-/// have several holders when they share it ([`ANNOTATION_SHARED_IP`]).
+/// The names of the pools `o` may draw from, for messages: all that serve
+/// it, or those of them with addresses of `family`.
+fn pool_names(o: &Ours, pools: &[Pool], family: Option<Family>) -> String {
+    let n: Vec<String> = o
+        .pools
+        .iter()
+        .filter(|&&p| family.is_none_or(|f| pools[p].has(f)))
+        .map(|&p| match p {
+            0 => pools[p].name.clone(),
+            _ => format!("VIPPool {}", pools[p].name),
+        })
+        .collect();
+    if n.is_empty() {
+        "none serves this Service".to_string()
+    } else {
+        n.join(", ")
+    }
+}
+
+/// Sets `o.wanted` from its families, policy, mode and the pools that
+/// serve it (module documentation, "Dual-stack"); a family it must have
+/// and cannot is a problem, and leaves it out of the allocation.
+fn choose_families(o: &mut Ours, pools: &[Pool]) -> Option<Problem> {
+    // Why family `f` cannot be had, if it cannot. A requested address
+    // outside every pool is left to the allocation (VIPOutsidePool).
+    let why_not = |f: Family| -> Option<String> {
+        if f == Family::V6 && o.mode == Mode::Vxlan {
+            return Some(
+                "mode vxlan carries IPv4 only (use podlb.io/mode nat or dsr for IPv6)".into(),
+            );
+        }
+        let has_pool = o.pools.iter().any(|&p| pools[p].has(f));
+        (!has_pool && o.request[f.index()].is_none()).then(|| {
+            format!(
+                "no pool with {f} addresses serves this Service (serving pools: {}); add an {f} prefix to kubernetes.vip_pools or a VIPPool",
+                pool_names(o, pools, None)
+            )
+        })
+    };
+    let missing: Vec<(Family, String)> = o
+        .families
+        .iter()
+        .filter_map(|&f| why_not(f).map(|w| (f, w)))
+        .collect();
+    let requested_missing = missing.iter().any(|(f, _)| o.request[f.index()].is_some());
+    let fatal = match o.policy {
+        Policy::Prefer => missing.len() == o.families.len() || requested_missing,
+        _ => !missing.is_empty(),
+    };
+    if !fatal {
+        o.wanted = o
+            .families
+            .iter()
+            .copied()
+            .filter(|f| !missing.iter().any(|(m, _)| m == f))
+            .collect();
+        return None;
+    }
+    o.out = true;
+    let why: Vec<String> = missing
+        .into_iter()
+        .map(|(f, w)| format!("{f}: {w}"))
+        .collect();
+    Some(problem(
+        &o.namespace,
+        &o.name,
+        ProblemReason::FamilyNotServed,
+        format!(
+            "spec.ipFamilies {} with ipFamilyPolicy {} cannot be served: {}; the Service is not served",
+            o.families_str(),
+            o.policy.as_str(),
+            why.join("; ")
+        ),
+    ))
+}
+
+/// The three allocation passes (module documentation, "VIPs"), each for
+/// every family a Service wants. A VIP may have several holders when they
+/// share it ([`ANNOTATION_SHARED_IP`]).
 fn allocate(ours: &mut [Ours], pools: &[Pool], problems: &mut Vec<Problem>) {
     // Whether ours[i] may hold `ip`: inside a pool that serves it.
-    let holds = |o: &Ours, ip: Ipv4Addr| o.pools.iter().any(|&p| pools[p].contains(ip));
-    let names = |o: &Ours| -> String {
-        let n: Vec<String> = o
-            .pools
-            .iter()
-            .map(|&p| match p {
-                0 => pools[p].name.clone(),
-                _ => format!("VIPPool {}", pools[p].name),
-            })
-            .collect();
-        if n.is_empty() {
-            "none serves this Service".to_string()
-        } else {
-            n.join(", ")
-        }
-    };
-    let mut taken: BTreeMap<Ipv4Addr, Vec<usize>> = BTreeMap::new();
+    let holds = |o: &Ours, ip: IpAddr| o.pools.iter().any(|&p| pools[p].contains(ip));
+    let mut taken: BTreeMap<IpAddr, Vec<usize>> = BTreeMap::new();
     // Whether ours[i] may join the holders of `ip` (none, or all sharing).
-    let fits = |ours: &[Ours], taken: &BTreeMap<Ipv4Addr, Vec<usize>>, i: usize, ip: Ipv4Addr| {
+    let fits = |ours: &[Ours], taken: &BTreeMap<IpAddr, Vec<usize>>, i: usize, ip: IpAddr| {
         taken.get(&ip).is_none_or(|h| {
             let holders: Vec<&Ours> = h.iter().map(|&j| &ours[j]).collect();
             ours[i].shares_with(&holders)
         })
     };
+    let allocating = |o: &Ours| !o.bad && !o.out;
     // 1. sticky
     for i in 0..ours.len() {
-        if let Some(h) = ours[i].held {
-            if fits(ours, &taken, i, h) {
-                taken.entry(h).or_default().push(i);
-                ours[i].vip = Some(h);
+        if !allocating(&ours[i]) {
+            continue;
+        }
+        for f in ours[i].wanted.clone() {
+            if let Some(h) = ours[i].held[f.index()] {
+                if fits(ours, &taken, i, h) {
+                    taken.entry(h).or_default().push(i);
+                    ours[i].vip[f.index()] = Some(h);
+                }
             }
         }
     }
     // 2. requested
     for i in 0..ours.len() {
-        let (Some(r), None) = (ours[i].request, ours[i].vip) else {
-            continue;
-        };
-        let o = &ours[i];
-        if !holds(o, r) {
-            problems.push(problem(
-                &o.namespace,
-                &o.name,
-                ProblemReason::VipOutsidePool,
-                format!(
-                    "requested VIP {r} is outside the pools that serve this Service [{}]; request an address inside them or remove the request",
-                    names(o)
-                ),
-            ));
-        } else if !fits(ours, &taken, i, r) {
-            let holders: Vec<String> = taken[&r]
-                .iter()
-                .map(|&j| format!("{}/{}", ours[j].namespace, ours[j].name))
-                .collect();
-            problems.push(problem(
-                &o.namespace,
-                &o.name,
-                ProblemReason::VipInUse,
-                format!(
-                    "requested VIP {r} is used by Service {}; request another address, or give every Service on it the annotation {ANNOTATION_SHARED_IP} with one value and ports that differ",
-                    holders.join(", ")
-                ),
-            ));
-        } else {
-            taken.entry(r).or_default().push(i);
-            ours[i].vip = Some(r);
-        }
-    }
-    // 3. pool: a sharing Service first joins an address its partners hold
-    // (as MetalLB does); otherwise the lowest free address of the first
-    // auto-assigned pool serving it that has one. Addresses are only ever
-    // taken in this pass, so one cursor per pool, past the taken ones,
-    // finds each next free address without rescanning.
-    let mut cursors: Vec<_> = pools.iter().map(|p| p.addresses().peekable()).collect();
-    for i in 0..ours.len() {
-        let o = &ours[i];
-        if o.request.is_some() || o.vip.is_some() || o.bad {
+        if !allocating(&ours[i]) {
             continue;
         }
-        let partner = o.share.as_ref().and_then(|_| {
-            taken
-                .keys()
-                .copied()
-                .find(|ip| holds(&ours[i], *ip) && fits(ours, &taken, i, *ip))
-        });
-        let mut free = || {
-            ours[i]
-                .pools
-                .iter()
-                .filter(|&&p| pools[p].auto_assign)
-                .find_map(|&p| {
-                    let c = &mut cursors[p];
-                    while c.next_if(|a| taken.contains_key(a)).is_some() {}
-                    c.peek().copied()
-                })
-        };
-        match partner.or_else(&mut free) {
-            Some(a) => {
-                taken.entry(a).or_default().push(i);
-                ours[i].vip = Some(a);
-            }
-            None => {
-                let o = &ours[i];
+        for f in ours[i].wanted.clone() {
+            let (Some(r), None) = (ours[i].request[f.index()], ours[i].vip[f.index()]) else {
+                continue;
+            };
+            let o = &ours[i];
+            if !holds(o, r) {
                 problems.push(problem(
                     &o.namespace,
                     &o.name,
-                    ProblemReason::PoolExhausted,
+                    ProblemReason::VipOutsidePool,
                     format!(
-                        "no free VIP left in the auto-assigned pools that serve this Service [{}]; add a pool to kubernetes.vip_pools or a VIPPool, or delete an unused Service",
-                        names(o)
+                        "requested VIP {r} is outside the pools that serve this Service [{}]; request an address inside them or remove the request",
+                        pool_names(o, pools, None)
                     ),
                 ));
+            } else if !fits(ours, &taken, i, r) {
+                let holders: Vec<String> = taken[&r]
+                    .iter()
+                    .map(|&j| format!("{}/{}", ours[j].namespace, ours[j].name))
+                    .collect();
+                problems.push(problem(
+                    &o.namespace,
+                    &o.name,
+                    ProblemReason::VipInUse,
+                    format!(
+                        "requested VIP {r} is used by Service {}; request another address, or give every Service on it the annotation {ANNOTATION_SHARED_IP} with one value and ports that differ",
+                        holders.join(", ")
+                    ),
+                ));
+            } else {
+                taken.entry(r).or_default().push(i);
+                ours[i].vip[f.index()] = Some(r);
+            }
+        }
+    }
+    // 3. pool: a sharing Service first joins an address its partners hold
+    // (as MetalLB does); otherwise the lowest free address of the family
+    // in the first auto-assigned pool serving it that has one. Addresses
+    // are only ever taken in this pass, so one cursor per pool and
+    // family, past the taken ones, finds each next free address without
+    // rescanning (and never walks more of a huge IPv6 pool than there are
+    // Services).
+    let mut cursors: Vec<_> = pools
+        .iter()
+        .map(|p| {
+            [
+                p.addresses(Family::V4).peekable(),
+                p.addresses(Family::V6).peekable(),
+            ]
+        })
+        .collect();
+    for i in 0..ours.len() {
+        // A refused request leaves the whole Service unserved: nothing
+        // from the pools for its other family either.
+        if !allocating(&ours[i]) || ours[i].refused() {
+            continue;
+        }
+        for f in ours[i].wanted.clone() {
+            let k = f.index();
+            if ours[i].request[k].is_some() || ours[i].vip[k].is_some() {
+                continue;
+            }
+            let partner = ours[i].share.as_ref().and_then(|_| {
+                taken.keys().copied().find(|ip| {
+                    Family::of(*ip) == f && holds(&ours[i], *ip) && fits(ours, &taken, i, *ip)
+                })
+            });
+            let mut free = || {
+                ours[i]
+                    .pools
+                    .iter()
+                    .filter(|&&p| pools[p].auto_assign)
+                    .find_map(|&p| {
+                        let c = &mut cursors[p][k];
+                        while c.next_if(|a| taken.contains_key(a)).is_some() {}
+                        c.peek().copied()
+                    })
+            };
+            match partner.or_else(&mut free) {
+                Some(a) => {
+                    taken.entry(a).or_default().push(i);
+                    ours[i].vip[k] = Some(a);
+                }
+                None => {
+                    let o = &ours[i];
+                    problems.push(problem(
+                        &o.namespace,
+                        &o.name,
+                        ProblemReason::PoolExhausted,
+                        format!(
+                            "no free {f} VIP left in the auto-assigned pools that serve this Service [{}]; add a pool to kubernetes.vip_pools or a VIPPool, or delete an unused Service",
+                            pool_names(o, pools, Some(f))
+                        ),
+                    ));
+                }
             }
         }
     }
@@ -886,24 +1301,30 @@ fn allocate(ours: &mut [Ours], pools: &[Pool], problems: &mut Vec<Problem>) {
 
 /// Ready endpoints (with their node) and draining (terminating) addresses
 /// of the Service port named `port_name` (empty when unnamed) and of
-/// protocol `proto` (`TCP` or `UDP`, as the API spells it).
+/// protocol `proto` (`TCP` or `UDP`, as the API spells it), from the
+/// slices of `family`.
 fn endpoints(
     slices: &[&EndpointSlice],
     port_name: &str,
     proto: &str,
+    family: Family,
 ) -> (Vec<(SocketAddr, Option<String>)>, Vec<SocketAddr>) {
     let mut ready = std::collections::BTreeMap::new();
     let mut terminating = BTreeSet::new();
     for s in slices {
-        if s.address_type != "IPv4" {
+        if s.address_type != family.as_str() {
             continue;
         }
         let Some(port) = slice_port(s, port_name, proto) else {
             continue;
         };
         for e in &s.endpoints {
-            let Some(ip) = e.ipv4() else { continue };
-            let addr = SocketAddr::V4(SocketAddrV4::new(ip, port));
+            let ip = match family {
+                Family::V4 => e.ipv4().map(IpAddr::V4),
+                Family::V6 => e.ipv6().map(IpAddr::V6),
+            };
+            let Some(ip) = ip else { continue };
+            let addr = SocketAddr::new(ip, port);
             if e.is_terminating() {
                 terminating.insert(addr);
             } else if e.is_ready() {
@@ -946,18 +1367,36 @@ fn fnv1a(bytes: &[u8]) -> u32 {
     })
 }
 
-/// The data-plane service name of a Service port:
+/// The data-plane service name of a Service port on its IPv4 VIP:
+/// [`config_name_for`] with [`Family::V4`].
+pub fn config_name(namespace: &str, service: &str, port: &str, protocol: Protocol) -> String {
+    config_name_for(namespace, service, port, protocol, Family::V4)
+}
+
+/// The data-plane service name of a Service port on its VIP of `family`:
 /// `<namespace>.<service>.<port>` for TCP and `<namespace>.<service>.<port>.udp`
-/// for UDP, where `<port>` is the port's name or, if unnamed, its number.
+/// for UDP, where `<port>` is the port's name or, if unnamed, its number,
+/// with `.v6` appended on the IPv6 VIP.
 /// Characters outside `[A-Za-z0-9-_.]` become `_`; a result longer than 63
 /// characters (or one that needed such a change) is cut to 54 characters
 /// plus `_` and 8 hex digits of a hash of the full name, so it stays valid
 /// and distinct.
-pub fn config_name(namespace: &str, service: &str, port: &str, protocol: Protocol) -> String {
-    let full = match protocol {
-        Protocol::Tcp => format!("{namespace}.{service}.{port}"),
-        Protocol::Udp => format!("{namespace}.{service}.{port}.udp"),
+pub fn config_name_for(
+    namespace: &str,
+    service: &str,
+    port: &str,
+    protocol: Protocol,
+    family: Family,
+) -> String {
+    let proto = match protocol {
+        Protocol::Tcp => "",
+        Protocol::Udp => ".udp",
     };
+    let fam = match family {
+        Family::V4 => "",
+        Family::V6 => ".v6",
+    };
+    let full = format!("{namespace}.{service}.{port}{proto}{fam}");
     let clean: String = full
         .chars()
         .map(|c| {
@@ -980,7 +1419,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn ip(s: &str) -> Ipv4Addr {
+    fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
 
@@ -1187,7 +1626,7 @@ mod tests {
         );
         assert_eq!(r.allocations.get("default", "second"), None);
         // The refused ones have no status to clear: no write for them.
-        assert!(r.status.iter().all(|s| s.ip.is_some()));
+        assert!(r.status.iter().all(|s| !s.ips.is_empty()));
     }
 
     #[test]
@@ -1233,7 +1672,7 @@ mod tests {
             vec![StatusUpdate {
                 namespace: "default".into(),
                 name: "both".into(),
-                ip: None
+                ips: vec![]
             }]
         );
         // A Service whose spec cannot be read at all.
@@ -1268,7 +1707,7 @@ mod tests {
         let c = with_status(web("default", "c", T0), &["203.0.113.7"]);
         let r4 = run(&[c], &[]);
         assert_eq!(r4.allocations.get("default", "c"), Some(ip("198.18.0.100")));
-        assert_eq!(r4.status[0].ip, Some(ip("198.18.0.100")));
+        assert_eq!(r4.status[0].ips, vec![ip("198.18.0.100")]);
         // A deleted Service frees its VIP.
         let r5 = reconcile(
             &[web("default", "b", T1)],
@@ -1438,7 +1877,8 @@ mod tests {
                 http_slice("other", "web", "web-c", 8080, &["10.244.9.9"]),
                 // Another Service in the same namespace.
                 http_slice("default", "api", "api-a", 8080, &["10.244.8.8"]),
-                // IPv6 and FQDN slices are not served.
+                // An IPv6 slice feeds only an IPv6 VIP (web is IPv4
+                // SingleStack); FQDN slices feed nothing.
                 {
                     let mut v6 = http_slice("default", "web", "web-v6", 8080, &[]);
                     v6["addressType"] = json!("IPv6");
@@ -1520,7 +1960,7 @@ mod tests {
             .iter()
             .map(|s| (s.name.as_str(), s.protocol, s.vip, s.port))
             .collect();
-        let vip = std::net::IpAddr::from(ip("198.18.0.100"));
+        let vip = ip("198.18.0.100");
         assert_eq!(
             got,
             vec![
@@ -1607,7 +2047,7 @@ mod tests {
             r.problems[0].message
         );
         assert_eq!(r.problems[0].reason.as_str(), "UnsupportedProtocol");
-        assert_eq!(r.status[0].ip, Some(ip("198.18.0.100")));
+        assert_eq!(r.status[0].ips, vec![ip("198.18.0.100")]);
     }
 
     #[test]
@@ -1704,21 +2144,16 @@ mod tests {
         assert_eq!(
             got,
             BTreeSet::from([
-                (
-                    "default.dns-tcp.dns",
-                    ip("198.18.0.100").into(),
-                    53,
-                    Protocol::Tcp
-                ),
+                ("default.dns-tcp.dns", ip("198.18.0.100"), 53, Protocol::Tcp),
                 (
                     "default.dns-udp.dns.udp",
-                    ip("198.18.0.100").into(),
+                    ip("198.18.0.100"),
                     53,
                     Protocol::Udp
                 ),
                 (
                     "default.dns-udp2.dns.udp",
-                    ip("198.18.0.101").into(),
+                    ip("198.18.0.101"),
                     53,
                     Protocol::Udp
                 ),
@@ -1992,7 +2427,7 @@ mod tests {
             vec![StatusUpdate {
                 namespace: "default".into(),
                 name: "w".into(),
-                ip: Some(ip("198.18.0.100"))
+                ips: vec![ip("198.18.0.100")]
             }]
         );
         // Once written, nothing more to write.
@@ -2007,7 +2442,7 @@ mod tests {
         // A wrong or extra entry is rewritten.
         let wrong = with_status(web("default", "w", T0), &["198.18.0.100", "198.18.0.101"]);
         let r3 = reconcile(&[wrong], &[], &settings(), &r1.allocations);
-        assert_eq!(r3.status[0].ip, Some(ip("198.18.0.100")));
+        assert_eq!(r3.status[0].ips, vec![ip("198.18.0.100")]);
         // The right address with ipMode VIP (or none) is rewritten to Proxy:
         // with VIP, kube-proxy would take the VIP's traffic on every node.
         for mode in [json!("VIP"), Value::Null] {
@@ -2020,7 +2455,7 @@ mod tests {
         let moved = annotate(written, ANNOTATION_VIP, "203.0.113.5");
         let r4 = reconcile(&[moved], &[], &settings(), &r1.allocations);
         assert_eq!(reasons(&r4), vec![("w", ProblemReason::VipOutsidePool)]);
-        assert_eq!(r4.status[0].ip, None);
+        assert!(r4.status[0].ips.is_empty());
         assert!(r4.allocations.is_empty());
     }
 
@@ -2162,7 +2597,7 @@ mod tests {
             "host bits masked, IPv6 left out"
         );
         assert_eq!(c.affinity, Affinity::ClientIp);
-        assert!(c.admits(ip("198.18.200.1").into()) && !c.admits(ip("198.19.0.1").into()));
+        assert!(c.admits(ip("198.18.200.1")) && !c.admits(ip("198.19.0.1")));
 
         // The annotation spelling, read when the field is empty.
         let s = annotate(
@@ -2182,7 +2617,7 @@ mod tests {
             assert!(r.services.is_empty());
             assert_eq!(reasons(&r), vec![("web", ProblemReason::BadSpec)]);
             assert_eq!(r.status.len(), 1);
-            assert_eq!(r.status[0].ip, None);
+            assert!(r.status[0].ips.is_empty());
         }
     }
 
@@ -2238,5 +2673,483 @@ mod tests {
         let r3 = reconcile_full(&all, &[], &[], &bad, &settings(), &Allocations::new());
         assert_eq!(r3.pool_problems.len(), 1);
         assert_eq!(r3.allocations.get("shop", "front"), None);
+    }
+
+    // ---- dual-stack (KEP-563) ----
+
+    fn dual_settings(pools: &[&str]) -> KubeSettings {
+        KubeSettings::new(None, pools, None).unwrap()
+    }
+
+    /// `web` with `spec.ipFamilies` and `spec.ipFamilyPolicy` as the API
+    /// server leaves them.
+    fn web_families(name: &str, created: &str, families: &[&str], policy: &str) -> Value {
+        let mut s = web("default", name, created);
+        s["spec"]["ipFamilies"] = json!(families);
+        s["spec"]["ipFamilyPolicy"] = json!(policy);
+        s["spec"]["clusterIPs"] = json!(families
+            .iter()
+            .map(|f| if *f == "IPv4" {
+                "10.96.0.10"
+            } else {
+                "2001:2:0:96::a"
+            })
+            .collect::<Vec<_>>());
+        s
+    }
+
+    fn slice6(svc: &str, name: &str, port: u16, eps: Value) -> Value {
+        let mut s = slice(
+            "default",
+            svc,
+            name,
+            json!([{"name": "http", "protocol": "TCP", "port": port}]),
+            eps,
+        );
+        s["addressType"] = json!("IPv6");
+        s
+    }
+
+    fn names(r: &Reconciled) -> Vec<(&str, IpAddr)> {
+        r.services
+            .iter()
+            .map(|s| (s.name.as_str(), s.vip))
+            .collect()
+    }
+
+    #[test]
+    fn a_dual_stack_service_gets_a_vip_of_each_family_primary_first() {
+        let st = dual_settings(&["198.18.0.100/30", "2001:2::100/126"]);
+        // IPv6 primary: its VIP comes first in the status.
+        let svc = web_families("web", T0, &["IPv6", "IPv4"], "RequireDualStack");
+        let r = reconcile(std::slice::from_ref(&svc), &[], &st, &Allocations::new());
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        assert_eq!(
+            r.allocations.vips("default", "web"),
+            [ip("2001:2::100"), ip("198.18.0.100")]
+        );
+        assert_eq!(r.allocations.get("default", "web"), Some(ip("2001:2::100")));
+        assert_eq!(
+            r.allocations.get_family("default", "web", Family::V4),
+            Some(ip("198.18.0.100"))
+        );
+        assert_eq!(r.allocations.iter().count(), 2);
+        assert_eq!(r.allocations.len(), 1, "one Service");
+        // One data-plane service per VIP; the IPv4 name as before.
+        assert_eq!(
+            names(&r),
+            vec![
+                ("default.web.http", ip("198.18.0.100")),
+                ("default.web.http.v6", ip("2001:2::100")),
+            ]
+        );
+        assert_eq!(
+            r.status,
+            vec![StatusUpdate {
+                namespace: "default".into(),
+                name: "web".into(),
+                ips: vec![ip("2001:2::100"), ip("198.18.0.100")],
+            }]
+        );
+        // Written back in that order: nothing more to write. In the other
+        // order (or one entry short) it is rewritten.
+        let written = with_status(svc.clone(), &["2001:2::100", "198.18.0.100"]);
+        let r2 = reconcile(std::slice::from_ref(&written), &[], &st, &r.allocations);
+        assert!(r2.status.is_empty(), "{:?}", r2.status);
+        for stale in [&["198.18.0.100", "2001:2::100"][..], &["2001:2::100"][..]] {
+            let s = with_status(svc.clone(), stale);
+            let r3 = reconcile(&[s], &[], &st, &r.allocations);
+            assert_eq!(r3.status.len(), 1, "{stale:?}");
+        }
+        // After a restart each family's VIP comes back from the status.
+        let older = web_families(
+            "older",
+            "2025-01-01T00:00:00Z",
+            &["IPv4", "IPv6"],
+            "PreferDualStack",
+        );
+        let r4 = reconcile(&[older, written], &[], &st, &Allocations::new());
+        assert_eq!(
+            r4.allocations.vips("default", "web"),
+            [ip("2001:2::100"), ip("198.18.0.100")]
+        );
+        assert_eq!(
+            r4.allocations.vips("default", "older"),
+            [ip("198.18.0.101"), ip("2001:2::101")]
+        );
+    }
+
+    #[test]
+    fn single_stack_ipv6_service() {
+        let st = dual_settings(&["198.18.0.100/30", "2001:2::100/126"]);
+        let svc = web_families("web6", T0, &["IPv6"], "SingleStack");
+        let s6 = slice6("web6", "web6-x", 8080, json!([ep("2001:2::21", ready())]));
+        let r = reconcile(std::slice::from_ref(&svc), &[s6], &st, &Allocations::new());
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        assert_eq!(names(&r), vec![("default.web6.http.v6", ip("2001:2::100"))]);
+        assert_eq!(r.services[0].backends[0].addr, sa("[2001:2::21]:8080"));
+        assert_eq!(r.status[0].ips, vec![ip("2001:2::100")]);
+        // With IPv4 pools only: not served, and the problem says why.
+        let r = reconcile(
+            &[with_status(svc, &["2001:2::100"])],
+            &[],
+            &settings(),
+            &Allocations::new(),
+        );
+        assert!(r.services.is_empty());
+        assert_eq!(reasons(&r), vec![("web6", ProblemReason::FamilyNotServed)]);
+        assert_eq!(r.problems[0].reason.as_str(), "IPFamilyNotServed");
+        assert!(
+            r.problems[0]
+                .message
+                .contains("no pool with IPv6 addresses"),
+            "{}",
+            r.problems[0].message
+        );
+        assert!(r.status[0].ips.is_empty(), "stale status cleared");
+        assert!(r.allocations.is_empty());
+    }
+
+    #[test]
+    fn prefer_dual_stack_without_an_ipv6_pool_is_ipv4_alone_quietly() {
+        let svc = web_families("web", T0, &["IPv4", "IPv6"], "PreferDualStack");
+        let s6 = slice6("web", "web-v6", 8080, json!([ep("2001:2::21", ready())]));
+        let r = run(
+            &[svc],
+            &[
+                http_slice("default", "web", "web-v4", 8080, &["198.18.0.21"]),
+                s6,
+            ],
+        );
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        assert_eq!(names(&r), vec![("default.web.http", ip("198.18.0.100"))]);
+        assert_eq!(r.status[0].ips, vec![ip("198.18.0.100")]);
+        // Primary IPv6 without an IPv6 pool: served on IPv4.
+        let svc = web_families("web", T0, &["IPv6", "IPv4"], "PreferDualStack");
+        let r = run(&[svc], &[]);
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        assert_eq!(r.allocations.vips("default", "web"), [ip("198.18.0.100")]);
+        // No pool of either family: that is a problem.
+        let st = dual_settings(&["2001:2::100/126"]);
+        let mut svc = web_families("web", T0, &["IPv4", "IPv6"], "PreferDualStack");
+        svc["metadata"]["annotations"] = json!({ ANNOTATION_MODE: "vxlan" });
+        let r = reconcile(&[svc], &[], &st, &Allocations::new());
+        assert_eq!(reasons(&r), vec![("web", ProblemReason::FamilyNotServed)]);
+        let m = &r.problems[0].message;
+        assert!(
+            m.contains("IPv4: no pool") && m.contains("vxlan carries IPv4 only"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn require_dual_stack_without_an_ipv6_pool_is_not_served() {
+        let svc = with_status(
+            web_families("web", T0, &["IPv4", "IPv6"], "RequireDualStack"),
+            &["198.18.0.100"],
+        );
+        let other = web("default", "other", T1);
+        let r = run(&[svc, other], &[]);
+        assert_eq!(reasons(&r), vec![("web", ProblemReason::FamilyNotServed)]);
+        let m = &r.problems[0].message;
+        assert!(
+            m.contains("RequireDualStack") && m.contains("IPv6: no pool with IPv6 addresses"),
+            "{m}"
+        );
+        assert!(m.contains("kubernetes.vip_pools"), "{m}");
+        // Nothing half-served: no IPv4 VIP either, the stale status cleared,
+        // and its old address goes to the next Service.
+        assert_eq!(names(&r), vec![("default.other.http", ip("198.18.0.100"))]);
+        assert!(r.allocations.vips("default", "web").is_empty());
+        let web_status = r.status.iter().find(|s| s.name == "web").unwrap();
+        assert!(web_status.ips.is_empty());
+    }
+
+    #[test]
+    fn require_dual_stack_gives_back_its_ipv4_vip_when_ipv6_is_exhausted() {
+        let st = dual_settings(&["198.18.0.100/32", "2001:2::100/128"]);
+        // a takes the only IPv6 address; b (RequireDualStack) gets IPv4
+        // .100 in the first round but no IPv6, so it is left out and .100
+        // goes to c in the same call.
+        let a = web_families("a", T0, &["IPv6"], "SingleStack");
+        let b = web_families("b", T1, &["IPv4", "IPv6"], "RequireDualStack");
+        let c = web_families("c", T2, &["IPv4"], "SingleStack");
+        let r = reconcile(&[a, b, c], &[], &st, &Allocations::new());
+        assert_eq!(reasons(&r), vec![("b", ProblemReason::PoolExhausted)]);
+        let m = &r.problems[0].message;
+        assert!(
+            m.contains("no free IPv6 VIP") && m.contains("not served until"),
+            "{m}"
+        );
+        assert_eq!(r.allocations.vips("default", "a"), [ip("2001:2::100")]);
+        assert!(r.allocations.vips("default", "b").is_empty());
+        assert_eq!(r.allocations.vips("default", "c"), [ip("198.18.0.100")]);
+        assert!(r.services.iter().all(|s| !s.name.contains(".b.")));
+        // Stable on the next call (where the IPv4 pool is now full for b
+        // too, and says so).
+        let r2 = reconcile(
+            &[
+                web_families("c", T2, &["IPv4"], "SingleStack"),
+                web_families("b", T1, &["IPv4", "IPv6"], "RequireDualStack"),
+                web_families("a", T0, &["IPv6"], "SingleStack"),
+            ],
+            &[],
+            &st,
+            &r.allocations,
+        );
+        assert_eq!(r2.allocations, r.allocations);
+        assert_eq!(
+            reasons(&r2),
+            vec![
+                ("b", ProblemReason::PoolExhausted),
+                ("b", ProblemReason::PoolExhausted)
+            ]
+        );
+        assert!(r2.status.iter().all(|s| s.name != "b"), "{:?}", r2.status);
+    }
+
+    #[test]
+    fn ipv6_endpoint_slices_become_the_backends_of_the_ipv6_vip() {
+        let st = dual_settings(&["198.18.0.100/30", "2001:2::100/126"]);
+        let svc = web_families("web", T0, &["IPv4", "IPv6"], "PreferDualStack");
+        let slices = [
+            http_slice(
+                "default",
+                "web",
+                "web-v4",
+                8080,
+                &["198.18.0.21", "198.18.0.22"],
+            ),
+            slice6(
+                "web",
+                "web-v6",
+                8080,
+                json!([
+                    ep("2001:2::21", ready()),
+                    ep(
+                        "2001:2::22",
+                        json!({"ready": false, "serving": true, "terminating": true})
+                    ),
+                    ep(
+                        "2001:2::23",
+                        json!({"ready": false, "serving": false, "terminating": false})
+                    ),
+                    // Never a backend: IPv4-mapped (the API refuses it) and
+                    // an IPv4 address in an IPv6 slice.
+                    ep("::ffff:198.18.0.23", ready()),
+                    ep("198.18.0.24", ready()),
+                ]),
+            ),
+            // A second IPv6 slice, other port numbering (per-Pod targetPort).
+            slice6("web", "web-v6b", 8081, json!([ep("2001:2::24", ready())])),
+        ];
+        let r = reconcile(&[svc], &slices, &st, &Allocations::new());
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        let backends = |n: &str| -> Vec<SocketAddr> {
+            r.services
+                .iter()
+                .find(|s| s.name == n)
+                .unwrap()
+                .backends
+                .iter()
+                .map(|b| b.addr)
+                .collect()
+        };
+        assert_eq!(
+            backends("default.web.http"),
+            vec![sa("198.18.0.21:8080"), sa("198.18.0.22:8080")]
+        );
+        assert_eq!(
+            backends("default.web.http.v6"),
+            vec![sa("[2001:2::21]:8080"), sa("[2001:2::24]:8081")]
+        );
+        // Draining per family, under the family's name.
+        assert_eq!(
+            r.draining,
+            BTreeMap::from([(
+                "default.web.http.v6".to_string(),
+                vec![sa("[2001:2::22]:8080")]
+            )])
+        );
+        let v6 = r.services.iter().find(|s| s.name.ends_with(".v6")).unwrap();
+        assert_eq!(v6.vip, ip("2001:2::100"));
+        assert_eq!(v6.port, 80);
+        // UDP ports get .udp.v6, and long names stay distinct.
+        let n = config_name_for("kube-system", "dns", "dns", Protocol::Udp, Family::V6);
+        assert_eq!(n, "kube-system.dns.dns.udp.v6");
+        let long = "s".repeat(60);
+        assert_ne!(
+            config_name_for("default", &long, "http", Protocol::Tcp, Family::V4),
+            config_name_for("default", &long, "http", Protocol::Tcp, Family::V6)
+        );
+    }
+
+    #[test]
+    fn pool_exhaustion_is_per_family() {
+        // Two IPv6 addresses, four IPv4 ones.
+        let st = dual_settings(&["198.18.0.100/30", "2001:2::100/127"]);
+        let svcs: Vec<Value> = (0..3)
+            .map(|i| {
+                web_families(
+                    &format!("s{i}"),
+                    &format!("2026-01-0{}T00:00:00Z", i + 1),
+                    &["IPv4", "IPv6"],
+                    "PreferDualStack",
+                )
+            })
+            .collect();
+        let r = reconcile(&svcs, &[], &st, &Allocations::new());
+        assert_eq!(reasons(&r), vec![("s2", ProblemReason::PoolExhausted)]);
+        let m = &r.problems[0].message;
+        assert!(m.contains("no free IPv6 VIP"), "{m}");
+        assert!(m.contains("served on IPv4 alone"), "{m}");
+        assert_eq!(
+            r.allocations.vips("default", "s1"),
+            [ip("198.18.0.101"), ip("2001:2::101")]
+        );
+        // PreferDualStack: s2 is served on its IPv4 VIP.
+        assert_eq!(r.allocations.vips("default", "s2"), [ip("198.18.0.102")]);
+        // IPv4 exhaustion does not touch IPv6: two IPv4-only Services fill
+        // the IPv4 pool, the fifth Service (IPv6 only) still gets one.
+        let mut more = svcs.clone();
+        more.push(web_families("v4a", T2, &["IPv4"], "SingleStack"));
+        more.push(web_families("v4b", T2, &["IPv4"], "SingleStack"));
+        more.push(web_families(
+            "v6",
+            "2025-12-31T00:00:00Z",
+            &["IPv6"],
+            "SingleStack",
+        ));
+        let r = reconcile(&more, &[], &st, &Allocations::new());
+        assert_eq!(r.allocations.vips("default", "v6"), [ip("2001:2::100")]);
+        assert_eq!(r.allocations.vips("default", "v4a"), [ip("198.18.0.103")]);
+        let mut got = reasons(&r);
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("s1", ProblemReason::PoolExhausted),
+                ("s2", ProblemReason::PoolExhausted),
+                ("v4b", ProblemReason::PoolExhausted),
+            ]
+        );
+        // A /48 is never walked: allocating from it is immediate.
+        let st = dual_settings(&["198.18.0.0/16", "2001:2::/48"]);
+        let many: Vec<Value> = (0..200)
+            .map(|i| web_families(&format!("m{i}"), T0, &["IPv6"], "SingleStack"))
+            .collect();
+        let r = reconcile(&many, &[], &st, &Allocations::new());
+        assert_eq!(r.allocations.len(), 200);
+        assert!(r.problems.is_empty());
+    }
+
+    #[test]
+    fn requests_of_either_family() {
+        let st = dual_settings(&["198.18.0.100/30", "2001:2::100/126"]);
+        let both = annotate(
+            web_families("both", T0, &["IPv4", "IPv6"], "RequireDualStack"),
+            ANNOTATION_VIP,
+            "2001:2::102, 198.18.0.102",
+        );
+        let mut v6 = web_families("v6", T0, &["IPv6"], "SingleStack");
+        v6["spec"]["loadBalancerIP"] = json!("2001:2::103");
+        // Only the IPv4 address requested: IPv6 from the pool.
+        let half = annotate(
+            web_families("half", T1, &["IPv4", "IPv6"], "PreferDualStack"),
+            ANNOTATION_VIP,
+            "198.18.0.101",
+        );
+        let r = reconcile(&[both, v6, half], &[], &st, &Allocations::new());
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        assert_eq!(
+            r.allocations.vips("default", "both"),
+            [ip("198.18.0.102"), ip("2001:2::102")]
+        );
+        assert_eq!(r.allocations.vips("default", "v6"), [ip("2001:2::103")]);
+        assert_eq!(
+            r.allocations.vips("default", "half"),
+            [ip("198.18.0.101"), ip("2001:2::100")]
+        );
+
+        // Refused: a family the Service lacks, two of one family, spec and
+        // annotation disagreeing.
+        let wrong = annotate(
+            web_families("wrong", T0, &["IPv4"], "SingleStack"),
+            ANNOTATION_VIP,
+            "2001:2::100",
+        );
+        let twice = annotate(
+            web_families("twice", T0, &["IPv4", "IPv6"], "PreferDualStack"),
+            ANNOTATION_VIP,
+            "198.18.0.100,198.18.0.101",
+        );
+        let mut clash = annotate(
+            web_families("clash", T0, &["IPv4", "IPv6"], "PreferDualStack"),
+            ANNOTATION_VIP,
+            "2001:2::101",
+        );
+        clash["spec"]["loadBalancerIP"] = json!("2001:2::102");
+        let r = reconcile(&[wrong, twice, clash], &[], &st, &Allocations::new());
+        assert!(r.services.is_empty());
+        let by: BTreeMap<&str, &str> = r
+            .problems
+            .iter()
+            .map(|p| (p.name.as_str(), p.message.as_str()))
+            .collect();
+        assert!(by["wrong"].contains("spec.ipFamilies is [IPv4]"), "{by:?}");
+        assert!(by["twice"].contains("two IPv4 addresses"), "{by:?}");
+        assert!(by["clash"].contains("disagree"), "{by:?}");
+        assert!(r
+            .problems
+            .iter()
+            .all(|p| p.reason == ProblemReason::BadSpec));
+
+        // A refused request of one family leaves the Service unserved on
+        // both, even PreferDualStack: not served on another address than
+        // the one asked for.
+        let outside = annotate(
+            web_families("outside", T0, &["IPv4", "IPv6"], "PreferDualStack"),
+            ANNOTATION_VIP,
+            "2001:2::ff",
+        );
+        let r = reconcile(
+            &[with_status(outside, &["198.18.0.100", "2001:2::100"])],
+            &[],
+            &st,
+            &Allocations::new(),
+        );
+        assert_eq!(
+            reasons(&r),
+            vec![("outside", ProblemReason::VipOutsidePool)]
+        );
+        assert!(r.services.is_empty() && r.allocations.is_empty());
+        assert!(r.status[0].ips.is_empty());
+    }
+
+    #[test]
+    fn dual_stack_source_ranges_per_family() {
+        let st = dual_settings(&["198.18.0.100/30", "2001:2::100/126"]);
+        let mut svc = web_families("web", T0, &["IPv4", "IPv6"], "PreferDualStack");
+        svc["spec"]["loadBalancerSourceRanges"] = json!(["198.18.1.0/24", "2001:2:0:1::7/64"]);
+        let r = reconcile(std::slice::from_ref(&svc), &[], &st, &Allocations::new());
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        let ranges = |n: &str| -> Vec<String> {
+            let s = r.services.iter().find(|s| s.name == n).unwrap();
+            s.source_ranges.iter().map(|p| p.to_string()).collect()
+        };
+        assert_eq!(ranges("default.web.http"), ["198.18.1.0/24"]);
+        assert_eq!(
+            ranges("default.web.http.v6"),
+            ["2001:2:0:1::/64"],
+            "host bits masked"
+        );
+        // Only IPv4 ranges: the IPv6 VIP admits no client (not every one).
+        svc["spec"]["loadBalancerSourceRanges"] = json!(["198.18.1.0/24"]);
+        let r = reconcile(&[svc], &[], &st, &Allocations::new());
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        let v6 = r.services.iter().find(|s| s.name.ends_with(".v6")).unwrap();
+        assert!(!v6.source_ranges.is_empty());
+        assert!(!v6.admits(ip("2001:2::1")));
+        assert!(r.services[0].admits(ip("198.18.1.9")));
     }
 }

@@ -5,7 +5,9 @@ use crate::model::{ConfigError, Mode, Prefix};
 /// `spec.loadBalancerClass` that podlb serves unless configured otherwise.
 pub const DEFAULT_LOAD_BALANCER_CLASS: &str = "podlb.io/vip";
 
-/// A pool of VIPs: `base/prefix`, e.g. `198.18.0.100/30`.
+/// A pool of VIPs: `base/prefix`, e.g. `198.18.0.100/30` or
+/// `2001:2::100/120`. A Service gets its VIP of each IP family it has
+/// from the pools of that family (docs/kubernetes.md, "Dual-stack").
 ///
 /// A pool is a set of addresses to hand out, not a subnet that hosts live
 /// on: the VIPs are announced one by one (ARP, VRRP) on the node network, so
@@ -24,6 +26,14 @@ pub fn parse_vip_pools<S: AsRef<str>>(pools: &[S]) -> Result<Vec<VipPool>, Confi
             key: key.clone(),
             message,
         })?;
+        if let Some(why) = super::pools::Span::of_prefix(&pool).unusable() {
+            return Err(ConfigError {
+                key,
+                message: format!(
+                    "{pool} {why}; use a global unicast prefix like \"2001:2::100/120\""
+                ),
+            });
+        }
         if let Some((j, other)) = out.iter().enumerate().find(|(_, o)| o.overlaps(&pool)) {
             return Err(ConfigError {
                 key,
@@ -136,6 +146,12 @@ mod tests {
         assert!(e.message.contains("198.18.0.100/30"), "{e}");
         let e = parse_vip_pools(&["198.18.0.0/33"]).unwrap_err();
         assert!(e.message.contains("0..=32"), "{e}");
+        let e = parse_vip_pools(&["198.18.0.0/24", "2001:2::/64", "::ffff:198.18.0.0/120"])
+            .unwrap_err();
+        assert_eq!(e.key, "kubernetes.vip_pools[2]");
+        assert!(e.message.contains("IPv4-mapped"), "{e}");
+        let e = parse_vip_pools(&["2001:2::/64", "2001:2::100/120"]).unwrap_err();
+        assert_eq!(e.key, "kubernetes.vip_pools[1]");
         let e = parse_vip_pools(&["198.18.0.0/24", "198.18.0.128/25"]).unwrap_err();
         assert_eq!(e.key, "kubernetes.vip_pools[1]");
         assert!(
@@ -150,6 +166,10 @@ mod tests {
         assert_eq!(s.load_balancer_class, "podlb.io/vip");
         assert_eq!(s.default_mode, Mode::Nat);
         assert!(s.in_pool(Ipv4Addr::new(198, 18, 0, 102).into()));
+        // IPv6 pools, alone or beside IPv4 ones (families never overlap).
+        let s = KubeSettings::new(None, &["198.18.0.0/24", "2001:2::/64"], None).unwrap();
+        assert!(s.in_pool("2001:2::1:5".parse().unwrap()));
+        assert!(!s.in_pool("2001:2:0:1::5".parse().unwrap()));
         let e = KubeSettings::new(None, &[] as &[&str], None).unwrap_err();
         assert_eq!(e.key, "kubernetes.vip_pools");
         let e = KubeSettings::new(Some(""), &["198.18.0.1"], None).unwrap_err();

@@ -17,7 +17,7 @@
 //! where a typed decode would fail the whole list.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -73,8 +73,9 @@ pub struct KubeView {
     pub ignored: AtomicU64,
     pub last_error: Mutex<Option<String>>,
     pub problems: Mutex<Vec<Problem>>,
-    /// (namespace, name, VIP).
-    pub allocations: Mutex<Vec<(String, String, Ipv4Addr)>>,
+    /// (namespace, name, VIP): one entry per VIP (two for a dual-stack
+    /// Service, its primary family's first).
+    pub allocations: Mutex<Vec<(String, String, IpAddr)>>,
     pub draining: Mutex<BTreeMap<String, Vec<SocketAddr>>>,
     pub peers: Mutex<Option<Vec<Ipv4Addr>>>,
     pub namespace: Mutex<String>,
@@ -659,7 +660,7 @@ struct Writer {
     id: Identity,
     /// Writes sent and not yet seen back in the store, so the same patch is
     /// not sent again before the watch catches up.
-    sent: HashMap<(String, String), Option<Ipv4Addr>>,
+    sent: HashMap<(String, String), Vec<IpAddr>>,
     retry_at: Option<Instant>,
     /// Problems already reported as Events.
     reported: BTreeSet<Problem>,
@@ -667,8 +668,8 @@ struct Writer {
     /// once with a [`STATUS_FORBIDDEN`] Event until a write succeeds.
     denied: BTreeSet<(String, String)>,
     /// Services whose active-instance condition names this instance (and
-    /// the VIP it was written for).
-    announced: HashMap<(String, String), Ipv4Addr>,
+    /// the VIPs it was written for).
+    announced: HashMap<(String, String), Vec<IpAddr>>,
 }
 
 /// The Service condition naming the instance that announces the VIP.
@@ -708,15 +709,18 @@ impl Writer {
     /// takeover, or a new Service). Active instance only.
     async fn announce(&mut self, allocations: &Allocations, services: &Store, view: &KubeView) {
         let me = self.instance();
-        for (ns, name, ip) in allocations.iter() {
+        for (ns, name, ips) in allocations.services() {
             let key = (ns.to_string(), name.to_string());
-            if self.announced.get(&key) == Some(&ip) {
+            if self.announced.get(&key).map(Vec::as_slice) == Some(ips) {
                 continue;
             }
             let Some(obj) = services.objects.get(&key) else {
                 continue;
             };
-            let message = format!("VIP {ip} is announced by podlb instance {me}");
+            let message = match ips {
+                [ip] => format!("VIP {ip} is announced by podlb instance {me}"),
+                _ => format!("VIPs {} are announced by podlb instance {me}", list(ips)),
+            };
             let current = obj
                 .pointer("/status/conditions")
                 .and_then(Value::as_array)
@@ -726,7 +730,7 @@ impl Writer {
                         .and_then(|c| c["message"].as_str())
                 });
             if current == Some(message.as_str()) {
-                self.announced.insert(key, ip);
+                self.announced.insert(key, ips.to_vec());
                 continue;
             }
             let now = SystemTime::now()
@@ -753,7 +757,7 @@ impl Writer {
             match res {
                 Ok(Ok(_)) => {
                     view.status_writes.fetch_add(1, Relaxed);
-                    self.announced.insert(key.clone(), ip);
+                    self.announced.insert(key.clone(), ips.to_vec());
                     self.send_event(
                         services,
                         &key,
@@ -787,20 +791,23 @@ impl Writer {
     async fn write_status(&mut self, updates: &[StatusUpdate], services: &Store, view: &KubeView) {
         self.retry_at = None;
         // Forget sent writes the store now reflects (or that no longer apply).
-        let wanted: HashMap<(String, String), Option<Ipv4Addr>> = updates
+        let wanted: HashMap<(String, String), &Vec<IpAddr>> = updates
             .iter()
-            .map(|u| ((u.namespace.clone(), u.name.clone()), u.ip))
+            .map(|u| ((u.namespace.clone(), u.name.clone()), &u.ips))
             .collect();
-        self.sent.retain(|k, v| wanted.get(k) == Some(v));
+        self.sent.retain(|k, v| wanted.get(k) == Some(&&*v));
         for u in updates {
             let key = (u.namespace.clone(), u.name.clone());
-            if self.sent.get(&key) == Some(&u.ip) || !services.objects.contains_key(&key) {
+            if self.sent.get(&key) == Some(&u.ips) || !services.objects.contains_key(&key) {
                 continue;
             }
-            let ingress = match u.ip {
-                Some(ip) => json!([{ "ip": ip.to_string(), "ipMode": super::reconcile::IP_MODE }]),
-                None => json!([]),
-            };
+            // One entry per VIP, the primary family's first (a merge patch
+            // replaces the list whole).
+            let ingress: Vec<Value> = u
+                .ips
+                .iter()
+                .map(|ip| json!({ "ip": ip.to_string(), "ipMode": super::reconcile::IP_MODE }))
+                .collect();
             let patch = json!({ "status": { "loadBalancer": { "ingress": ingress } } });
             let api: Api<DynamicObject> =
                 Api::namespaced_with(self.client.clone(), &u.namespace, &self.svc_ar);
@@ -813,11 +820,19 @@ impl Writer {
                 Ok(Ok(_)) => {
                     view.status_writes.fetch_add(1, Relaxed);
                     self.denied.remove(&key);
-                    self.sent.insert(key.clone(), u.ip);
-                    tracing::info!(service = %format!("{}/{}", u.namespace, u.name), ip = ?u.ip, "kubernetes: status written");
-                    if let Some(ip) = u.ip {
-                        let msg =
-                            format!("VIP {ip} allocated (ipMode {})", super::reconcile::IP_MODE);
+                    self.sent.insert(key.clone(), u.ips.clone());
+                    tracing::info!(service = %format!("{}/{}", u.namespace, u.name), ips = ?u.ips, "kubernetes: status written");
+                    if !u.ips.is_empty() {
+                        let msg = match u.ips.as_slice() {
+                            [ip] => {
+                                format!("VIP {ip} allocated (ipMode {})", super::reconcile::IP_MODE)
+                            }
+                            ips => format!(
+                                "VIPs {} allocated (ipMode {})",
+                                list(ips),
+                                super::reconcile::IP_MODE
+                            ),
+                        };
                         self.send_event(
                             services,
                             &key,
@@ -840,7 +855,11 @@ impl Writer {
                         // may still be allowed when the status is not).
                         let msg = format!(
                             "podlb serves {} but may not write status.loadBalancer (RBAC: patch services/status): {why}",
-                            u.ip.map_or_else(|| "no VIP".to_string(), |ip| ip.to_string())
+                            if u.ips.is_empty() {
+                                "no VIP".to_string()
+                            } else {
+                                list(&u.ips)
+                            }
                         );
                         if self
                             .send_event(
@@ -951,6 +970,12 @@ impl Writer {
             }
         }
     }
+}
+
+/// `a, b` for messages.
+fn list(ips: &[IpAddr]) -> String {
+    let s: Vec<String> = ips.iter().map(IpAddr::to_string).collect();
+    s.join(", ")
 }
 
 /// The type of an Event.
