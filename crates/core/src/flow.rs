@@ -1256,6 +1256,57 @@ mod tests {
         let t: FlowTable = FlowTable::new(1_000_000, T);
         let per = t.memory_bytes() as f64 / 1_000_000.0;
         assert!(per <= 128.0, "{per} bytes per flow");
+        assert_eq!(std::mem::size_of::<Slot<u32>>(), 64, "one cache line");
+    }
+
+    /// IPv6 flows (issue 17): 80-byte slots, at most 160 B per flow.
+    #[test]
+    fn memory_per_flow_ipv6_at_one_million() {
+        let t: FlowTable<u128> = FlowTable::new(1_000_000, T);
+        let per = t.memory_bytes() as f64 / 1_000_000.0;
+        assert!(per <= 160.0, "{per} bytes per IPv6 flow");
+        assert_eq!(std::mem::size_of::<Slot<u128>>(), 80);
+        assert_eq!(std::mem::align_of::<Slot<u128>>(), 16);
+    }
+
+    /// An IPv6 flow keeps all of its 128-bit addresses, is found by its
+    /// key and its reverse key, and addresses that differ only in their
+    /// high half are different flows.
+    #[test]
+    fn ipv6_flows_insert_lookup_reverse_remove() {
+        let t: FlowTable<u128> = FlowTable::new(1024, T);
+        let a = |lo: u128, hi: u128| (hi << 64) | lo;
+        let f = |client: u128| Flow {
+            key: FlowKey {
+                client,
+                vip: a(0x100, 0x2001_0002_0000_0000),
+                client_port: 40000,
+                vport: 80,
+                proto: 6,
+            },
+            backend: a(0x21, 0x2001_0002_0000_0000),
+            backend_port: 8080,
+            nat_port: 1025,
+            client_mac: MacAddr([2, 0, 0, 0, 0, 1]),
+            service: 1,
+            stat: 2,
+            tcp: tcp_state::SYN,
+            last_seen_ms: 5,
+        };
+        let one = f(a(0x10, 0x2001_0002_0000_0000));
+        let r = t.insert(&one, true, 5).unwrap();
+        assert_eq!(t.lookup(&one.key).map(|(_, x)| x), Some(one));
+        assert_eq!(
+            t.lookup_reverse(&one.reverse_key()).map(|(_, x)| x),
+            Some(one)
+        );
+        let twin = f(a(0x10, 0x2001_0003_0000_0000));
+        assert!(
+            t.lookup(&twin.key).is_none(),
+            "the high half is part of the key"
+        );
+        assert!(t.remove(r));
+        assert!(t.lookup(&one.key).is_none() && t.lookup_reverse(&one.reverse_key()).is_none());
     }
 
     /// Multi-thread stress: writers insert/remove their own flows while
