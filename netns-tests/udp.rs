@@ -621,6 +621,7 @@ fn start_nginx_files(topo: &Topology, ns: &str, name: &str, www: &Path) -> Proc 
                sendfile on;\n\
                server {{\n\
                  listen 80;\n\
+                 listen [::]:80;\n\
                  location / {{ root {}; default_type application/octet-stream; }}\n\
                }}\n\
              }}\n",
@@ -782,6 +783,86 @@ fn icmp_pmtu_through_full_nat() {
         unhandled > 0.0,
         "the router sent no frag-needed to the VIP (dropped as icmp_unhandled)"
     );
+}
+
+/// Issue 17: Packet Too Big through full NAT over IPv6. The routed lab
+/// with IPv6 addresses (segment A 2001:2::/64: router ::1, podlb, be1
+/// ::21; segment B 2001:2:1::/64: router ::1, the client ::10), the
+/// router's leg to the client at MTU 1280, the IPv6 minimum: IPv6 routers
+/// never fragment, so the backend's full-size segments to the client are
+/// answered with Packet Too Big to their source, the VIP; podlb translates
+/// them to the backend, which lowers its path MTU, and the 1 MiB download
+/// completes.
+#[test]
+fn icmpv6_packet_too_big_through_nat66() {
+    require_netns!("icmpv6_packet_too_big_through_nat66");
+    let t0 = Instant::now();
+    let Routed { mut a, mut b } = Routed::build();
+    let v6 =
+        |ns: &str, dev: &str, addr: &str| ip(ns, &format!("-6 addr add {addr} dev {dev} nodad"));
+    let router = a.ns("router").to_string();
+    netns::set_sysctl(&router, "net.ipv6.conf.all.forwarding", "1").unwrap();
+    v6(&router, "eth0", "2001:2::1/64");
+    v6(&router, "eth1", "2001:2:1::1/64");
+    ip(&router, "link set eth1 mtu 1280");
+    v6(a.ns("lb"), "eth0", "2001:2::2/64");
+    let client = b.add_host("client", Ipv4Addr::new(198, 18, 1, 10)).unwrap();
+    v6(&client, "eth0", "2001:2:1::10/64");
+    ip(&client, "-6 route add default via 2001:2:1::1");
+    let be = a.add_host("be1", BACKENDS[0]).unwrap();
+    v6(&be, "eth0", "2001:2::21/64");
+    ip(&be, "-6 route add 2001:2:1::/64 via 2001:2::1");
+    let www = a.dir().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let body: Vec<u8> = (0..BIG).map(|i| (i % 251) as u8).collect();
+    std::fs::write(www.join("big"), &body).unwrap();
+    let nginx = start_nginx_files(&a, &be, "be1", &www);
+    let extra = service_toml(
+        "web6",
+        80,
+        "tcp",
+        "nat",
+        &["\"[2001:2::21]:80\"".to_string()],
+    )
+    .replace(&format!("vip = \"{VIP}\""), "vip = \"2001:2::100\"");
+    let attach = Attach::AfPacket {
+        interface: "eth0".into(),
+    };
+    let podlb = start_podlb(&a, &attach, &config_with(extra));
+    let _log = LogOnPanic(vec![nginx, podlb.proc().clone()]);
+    let out = netns::exec_timeout(
+        &client,
+        &[
+            "curl",
+            "-gsS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{size_download} %{http_code}",
+            "--max-time",
+            "20",
+            "http://[2001:2::100]/big",
+        ],
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let to_backend = metric(&podlb, "podlb_icmp_errors_to_backend_total", &[]);
+    eprintln!(
+        "ipv6 pmtu: curl {text:?} {}; icmp_errors_to_backend {to_backend} ({:.1} s)",
+        String::from_utf8_lossy(&out.stderr).trim(),
+        t0.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        text,
+        format!("{BIG} 200"),
+        "the 1 MiB download over the 1280 hop"
+    );
+    assert!(
+        to_backend > 0.0,
+        "no Packet Too Big reached the backend through podlb"
+    );
+    stop_podlb(&podlb);
 }
 
 /// traceroute's output for `args` to the VIP, from `ns`.
