@@ -390,10 +390,21 @@ impl EngineView {
             f.sample(&[("vip", &vip.to_string())], n);
         }
         let flows = &self.shared.flows;
+        let flows6 = &self.shared.flows6;
         w.gauge(
             "podlb_flows_active",
-            "Flows in the connection table.",
-            flows.len(),
+            "Flows in the connection tables (IPv4 and IPv6).",
+            flows.len() + flows6.len(),
+        );
+        w.gauge(
+            "podlb_flows_ipv6_active",
+            "Flows in the IPv6 connection table.",
+            flows6.len(),
+        );
+        w.gauge(
+            "podlb_flows_ipv6_capacity",
+            "IPv6 connection table capacity (flows.capacity_ipv6).",
+            flows6.capacity(),
         );
         let mut f = w.family(
             "podlb_flows_by_phase",
@@ -403,7 +414,10 @@ impl EngineView {
         for (p, n) in Phase::ALL.iter().zip(&self.phases) {
             f.sample(&[("phase", p.as_str())], n.load(Relaxed));
         }
-        let (expired, by_phase) = flows.evictions_by_reason();
+        let (expired4, by_phase4) = flows.evictions_by_reason();
+        let (expired6, by_phase6) = flows6.evictions_by_reason();
+        let expired = expired4 + expired6;
+        let by_phase: Vec<u64> = by_phase4.iter().zip(by_phase6).map(|(a, b)| a + b).collect();
         let mut f = w.family(
             "podlb_flow_evictions_by_reason_total",
             "Flows evicted to make room, by what the victim was: expired, or its phase.",
@@ -415,7 +429,7 @@ impl EngineView {
         }
         w.gauge(
             "podlb_flows_capacity",
-            "Connection table capacity.",
+            "IPv4 connection table capacity (flows.capacity).",
             flows.capacity(),
         );
     }
