@@ -160,9 +160,18 @@ fn ipv6_vrrp_failover() {
         "the IPv6 master is named by its link-local address: {:?}",
         v6.master
     );
-    let s2 = lb2.status().unwrap();
-    assert_eq!(s2.vrrp_ipv6.as_ref().unwrap().master, v6.master);
-    assert!(s2.vrrp_ipv6.unwrap().adverts_received > 0);
+    // lb2 is backup from its start; it names the master once it has heard
+    // an advert (within one interval).
+    let t0 = Instant::now();
+    let heard = loop {
+        let s2 = lb2.status().unwrap().vrrp_ipv6.unwrap();
+        if s2.adverts_received > 0 || t0.elapsed() > Duration::from_secs(5) {
+            break s2;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(heard.adverts_received > 0, "lb2 heard no IPv6 advert");
+    assert_eq!(heard.master, v6.master);
     // Both joined ff02::12 (MLD-snooping switches then pass the adverts).
     for role in ["lb1", "lb2"] {
         let groups =
