@@ -3,7 +3,7 @@
 //! three nginx backends. Measured times are printed, never asserted; the
 //! asserts are about correctness with generous bounds.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use podlb_lab::demo::{vrrp_lab_topology, ConfigSpec, Podlb, VrrpSpec, LB, LB2, VIP};
@@ -108,14 +108,18 @@ pub fn start_pair(lab: &Lab, advert_ms: u64, unicast: bool, iperf: bool) -> (Pod
     (lb1, lb2)
 }
 
-/// Repeats `GET /` through the VIP from the client until one succeeds.
 /// Opens `n` keep-alive connections to the VIP from `client`, one request
 /// each; returns them with the backend that answered.
 pub fn open_kept(client: &str, n: usize) -> Vec<(HttpConn, String)> {
+    open_kept_to(client, vip(80), n)
+}
+
+/// [`open_kept`] to `addr`.
+pub fn open_kept_to(client: &str, addr: SocketAddr, n: usize) -> Vec<(HttpConn, String)> {
     netns::in_netns(client, || {
         (0..n)
             .map(|i| {
-                let mut c = HttpConn::connect(vip(80), Duration::from_secs(3))
+                let mut c = HttpConn::connect(addr, Duration::from_secs(3))
                     .unwrap_or_else(|e| panic!("connect {i}: {e}"));
                 let r = c
                     .get("/", false)
@@ -142,11 +146,18 @@ pub fn broken_kept(conns: &mut [(HttpConn, String)]) -> Vec<String> {
     failed
 }
 
+/// Repeats `GET /` through the VIP from the client until one succeeds;
+/// returns how long that took.
 pub fn wait_http(client: &str, timeout: Duration) -> Duration {
+    wait_http_to(client, vip(80), timeout)
+}
+
+/// [`wait_http`] to `addr`.
+pub fn wait_http_to(client: &str, addr: SocketAddr, timeout: Duration) -> Duration {
     let t0 = Instant::now();
     loop {
         let ok = netns::in_netns(client, || {
-            HttpConn::connect(vip(80), Duration::from_millis(300))
+            HttpConn::connect(addr, Duration::from_millis(300))
                 .and_then(|mut c| c.get("/", true))
                 .map(|r| r.status == 200)
                 .unwrap_or(false)

@@ -13,22 +13,22 @@ use podlb_lab::netns::{self, Topology};
 use crate::common::*;
 
 /// The IPv6 VIP and the hosts' addresses (one /64 on the bridge).
-const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x100);
-const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x10);
+pub(crate) const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x100);
+pub(crate) const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x10);
 const LB6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x2);
 
-fn backend6(i: usize) -> Ipv6Addr {
+pub(crate) fn backend6(i: usize) -> Ipv6Addr {
     Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x21 + i as u16)
 }
 
-fn vip6(port: u16) -> SocketAddr {
+pub(crate) fn vip6(port: u16) -> SocketAddr {
     SocketAddr::new(IpAddr::V6(VIP6), port)
 }
 
 /// Adds `addr/64` to eth0 of `ns`, without Duplicate Address Detection
 /// (the lab's addresses are unique; DAD would only delay the test by its
 /// 1-2 s).
-fn add_v6(ns: &str, addr: Ipv6Addr) {
+pub(crate) fn add_v6(ns: &str, addr: Ipv6Addr) {
     let a = format!("{addr}/64");
     netns::exec_ok(ns, &["ip", "-6", "addr", "add", &a, "dev", "eth0", "nodad"])
         .unwrap_or_else(|e| panic!("ip -6 addr add {a} in {ns}: {e}"));
@@ -60,7 +60,7 @@ fn v6_lab(attach: &Attach, mode: &str) -> (Topology, Vec<netns::Proc>) {
     (topo, procs)
 }
 
-fn web6(mode: &str) -> ServiceSpec {
+pub(crate) fn web6(mode: &str) -> ServiceSpec {
     ServiceSpec {
         name: "web6".into(),
         vip: IpAddr::V6(VIP6),
@@ -74,7 +74,7 @@ fn web6(mode: &str) -> ServiceSpec {
 }
 
 /// The MAC the client's kernel holds for `ip` (learned by NDP), if any.
-fn neighbor_mac(ns: &str, ip: Ipv6Addr) -> Option<String> {
+pub(crate) fn neighbor_mac(ns: &str, ip: Ipv6Addr) -> Option<String> {
     let out = netns::exec_ok(ns, &["ip", "-6", "neigh", "show", &ip.to_string()]).ok()?;
     let mut words = out.split_whitespace();
     words.find(|w| *w == "lladdr")?;

@@ -28,4 +28,5 @@ mod privileges;
 mod realkube;
 mod reload;
 mod udp;
+mod vrrp6;
 mod vxlan;

@@ -257,6 +257,12 @@ pub fn virtual_mac(vrid: u8) -> String {
     format!("00:00:5e:00:01:{vrid:02x}")
 }
 
+/// The IPv6 VRRP virtual MAC of `vrid` (RFC 9568 §7.3), as
+/// "00:00:5e:00:02:xx".
+pub fn virtual_mac_v6(vrid: u8) -> String {
+    format!("00:00:5e:00:02:{vrid:02x}")
+}
+
 fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
@@ -499,6 +505,14 @@ impl Podlb {
     /// "master", "fault"); `None` without a `[vrrp]` section.
     pub fn vrrp_state(&self) -> Result<Option<String>, DemoError> {
         Ok(self.status()?.vrrp.map(|v| v.state.as_str().to_string()))
+    }
+    /// The IPv6 VRRP instance's state from /status (`vrrp_ipv6.state`);
+    /// `None` when no IPv6 instance runs.
+    pub fn vrrp6_state(&self) -> Result<Option<String>, DemoError> {
+        Ok(self
+            .status()?
+            .vrrp_ipv6
+            .map(|v| v.state.as_str().to_string()))
     }
     /// SIGTERM and wait up to `grace`; SIGKILL after. Returns the exit status
     /// of a clean exit.

@@ -259,6 +259,10 @@ pub struct VrrpSettings {
     pub checksum: VrrpChecksum,
     /// Source of adverts and of sync datagrams; default: the interface's IPv4 address.
     pub address: Option<Ipv4Addr>,
+    /// The IPv6 virtual router's link-local address, the first of its
+    /// advert's address list (RFC 9568 §5.2.9); `None`: the virtual MAC's
+    /// EUI-64 one, `podlb_wire::vrrp::virtual_link_local(vrid)`.
+    pub link_local_v6: Option<std::net::Ipv6Addr>,
     /// UDP port of connection sync between instances.
     pub sync_port: u16,
     /// Shared key authenticating connection-sync datagrams (HMAC-SHA-256),
@@ -363,6 +367,7 @@ struct RawVrrp {
     check_ttl: Option<bool>,
     checksum: Option<VrrpChecksum>,
     address: Option<String>,
+    link_local_v6: Option<String>,
     sync_port: Option<i64>,
     sync_key_file: Option<String>,
     garp_count: Option<u32>,
@@ -1075,6 +1080,20 @@ fn validate_vrrp(v: RawVrrp) -> Result<VrrpSettings, ConfigError> {
                 .map_err(|_| err("vrrp.address", format!("{a:?} is not an IPv4 address")))?,
         ),
     };
+    // RFC 9568 §5.2.9: "For IPv6, the first address MUST be the IPv6
+    // link-local address associated with the Virtual Router."
+    let link_local_v6 = match v.link_local_v6 {
+        None => None,
+        Some(a) => match a.parse::<std::net::Ipv6Addr>() {
+            Ok(ip) if ip.is_unicast_link_local() => Some(ip),
+            _ => {
+                return Err(err(
+                    "vrrp.link_local_v6",
+                    format!("{a:?} is not an IPv6 link-local address (fe80::/10, RFC 9568 §5.2.9)"),
+                ))
+            }
+        },
+    };
     let sync_port = v.sync_port.unwrap_or(8899);
     if !(1..=65535).contains(&sync_port) {
         return Err(err(
@@ -1123,6 +1142,7 @@ fn validate_vrrp(v: RawVrrp) -> Result<VrrpSettings, ConfigError> {
         checksum: v.checksum.unwrap_or(VrrpChecksum::PseudoHeader),
         unicast_peers: peers,
         address,
+        link_local_v6,
         sync_port: sync_port as u16,
         sync_key: v
             .sync_key_file
@@ -1991,6 +2011,25 @@ backends = [
             key_of("[tap]\nbridge = \"br0\"\n[vrrp]\nvrid = 1\n"),
             "vrrp.address"
         );
+        // The IPv6 instance's link-local address: fe80::/10 only.
+        assert_eq!(v.link_local_v6, None);
+        let c = Config::parse(&format!(
+            "{GOOD}[vrrp]\nvrid = 1\nlink_local_v6 = \"fe80::1\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.vrrp.unwrap().link_local_v6,
+            Some("fe80::1".parse().unwrap())
+        );
+        for bad in ["2001:2::1", "ff02::12", "198.18.0.1", "x"] {
+            assert_eq!(
+                key_of(&format!(
+                    "{GOOD}[vrrp]\nvrid = 1\nlink_local_v6 = \"{bad}\"\n"
+                )),
+                "vrrp.link_local_v6",
+                "{bad}"
+            );
+        }
         // GARP refresh: off unless asked for; bounded.
         assert_eq!(v.garp_refresh, Duration::ZERO);
         assert!(!v.garp_unicast_clients);

@@ -48,6 +48,10 @@ pub struct Shared {
     /// thread on becoming master, stopped by the first frame a worker sends.
     pub takeover_armed_us: AtomicU64,
     pub takeover_done_us: AtomicU64,
+    /// The IPv6 VRRP instance's takeover clock, as `takeover_*_us`:
+    /// stopped by the first IPv6 frame a worker forwards.
+    pub takeover6_armed_us: AtomicU64,
+    pub takeover6_done_us: AtomicU64,
     /// Update clock (µs since `epoch`, +1; 0 = idle): armed by the control
     /// thread with the arrival time of the API event behind a snapshot of
     /// generation `update_gen`, stopped by the first frame a worker sends
@@ -130,12 +134,20 @@ pub fn run_worker<D: Device>(
         let now_ms = now.duration_since(shared.epoch).as_millis() as u32;
         fwd.active = shared.active.load(Ordering::Relaxed);
         fwd.active6 = shared.active6.load(Ordering::Relaxed);
+        // While the IPv6 takeover clock runs, forwarded frames are looked
+        // at for one of IPv6 (the IPv4 instance may be forwarding already).
+        let watch6 = shared.takeover6_armed_us.load(Ordering::Relaxed) != 0
+            && shared.takeover6_done_us.load(Ordering::Relaxed) == 0;
+        let mut tx6 = false;
         let res = dev.poll_prefetched(
             &mut |frame, pass| {
                 Forwarder::prefetch(&flows, &snap, frame, pass, &podlb_io::mem::prefetch_ptr);
             },
             &mut |frame, meta| match fwd.forward(&snap, frame, meta, now_ms) {
-                Verdict::Tx => true,
+                Verdict::Tx => {
+                    tx6 |= watch6 && frame.get(12..14) == Some(&[0x86, 0xdd][..]);
+                    true
+                }
                 Verdict::Punt => {
                     if shared.punt.push(frame.to_vec()).is_err() {
                         fwd.stats.dropped(DropReason::PuntQueueFull);
@@ -177,6 +189,10 @@ pub fn run_worker<D: Device>(
             {
                 let t = shared.epoch.elapsed().as_micros() as u64 + 1;
                 shared.takeover_done_us.store(t, Ordering::Relaxed);
+            }
+            if tx6 {
+                let t = shared.epoch.elapsed().as_micros() as u64 + 1;
+                shared.takeover6_done_us.store(t, Ordering::Relaxed);
             }
             if st.tx > 0
                 && shared.update_armed_us.load(Ordering::Relaxed) != 0

@@ -89,13 +89,8 @@ impl Exposition {
         count: u64,
         sum: f64,
     ) {
-        let mut f = self.family(name, help, Kind::Histogram);
-        for (le, n) in buckets {
-            f.suffixed("_bucket", labels, Some(&le.to_string()), n);
-        }
-        f.suffixed("_bucket", labels, Some("+Inf"), count);
-        f.suffixed("_sum", labels, None, sum);
-        f.suffixed("_count", labels, None, count);
+        self.family(name, help, Kind::Histogram)
+            .histogram(labels, buckets, count, sum);
     }
 }
 
@@ -109,6 +104,24 @@ impl Family<'_> {
     /// One sample: `name{labels} value`.
     pub fn sample(&mut self, labels: Labels<'_>, value: impl Display) -> &mut Self {
         self.suffixed("", labels, None, value)
+    }
+
+    /// One series of a histogram family: cumulative `buckets` (upper
+    /// bound, count), then `+Inf` (= `count`), `_sum` and `_count`, each
+    /// with `labels` (several series share a family's HELP and TYPE).
+    pub fn histogram(
+        &mut self,
+        labels: Labels<'_>,
+        buckets: impl IntoIterator<Item = (f64, u64)>,
+        count: u64,
+        sum: f64,
+    ) -> &mut Self {
+        for (le, n) in buckets {
+            self.suffixed("_bucket", labels, Some(&le.to_string()), n);
+        }
+        self.suffixed("_bucket", labels, Some("+Inf"), count);
+        self.suffixed("_sum", labels, None, sum);
+        self.suffixed("_count", labels, None, count)
     }
 
     /// One sample of a derived series (`_bucket`, `_sum`, `_count`), with

@@ -35,7 +35,13 @@ pub struct StatusReport {
     pub health_fail_open: Vec<String>,
     /// Backends held out of new connections after refusing one.
     pub refused_held: Vec<RefusedHold>,
+    /// The IPv4 VRRP instance (with no IPv6 instance, the IPv6 VIPs
+    /// follow it too).
     pub vrrp: Option<VrrpStatus>,
+    /// The IPv6 VRRP instance (RFC 9568 §5.1.2), when one runs: there are
+    /// IPv6 VIPs and the adverts are multicast (absent from older podlb).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vrrp_ipv6: Option<VrrpStatus>,
     pub kubernetes: Option<KubeStatus>,
     pub cloud: Option<CloudStatus>,
     pub arp: ArpStatus,
@@ -82,8 +88,13 @@ pub struct InterfaceStatus {
     /// `af_packet`, `af_xdp` or `tap`.
     pub mode: String,
     pub name: String,
-    /// The MAC the VIPs are served with.
+    /// The MAC the VIPs are served with (the IPv4 ones, with an IPv6 VRRP
+    /// instance).
     pub mac: String,
+    /// The MAC the IPv6 VIPs are served with (absent from older podlb: the
+    /// same as `mac`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac_ipv6: Option<String>,
     pub workers: usize,
 }
 
@@ -229,8 +240,9 @@ pub struct VrrpStatus {
     pub vrid: u8,
     pub state: RouterState,
     pub priority: u8,
-    pub master: Option<Ipv4Addr>,
-    pub unicast_peers: Vec<Ipv4Addr>,
+    /// The instance's family: an IPv4 address, or an IPv6 link-local one.
+    pub master: Option<IpAddr>,
+    pub unicast_peers: Vec<IpAddr>,
     pub adverts_sent: u64,
     pub adverts_received: u64,
     pub takeovers: u64,
@@ -463,7 +475,7 @@ impl StatusReport {
 
     /// The role line: VRRP, the Lease, or always serving; and the peers.
     fn summary_role(&self, o: &mut String) {
-        let list = |ips: &[Ipv4Addr]| {
+        fn list<T: fmt::Display>(ips: &[T]) -> String {
             if ips.is_empty() {
                 "none".to_string()
             } else {
@@ -472,19 +484,22 @@ impl StatusReport {
                     .collect::<Vec<_>>()
                     .join(" ")
             }
-        };
+        }
         let lease = self.kubernetes.as_ref().and_then(|k| k.lease.as_ref());
         if let Some(v) = &self.vrrp {
-            let _ = writeln!(
-                o,
-                "role: vrrp vrid {} {} (priority {}, master {}), takeovers {}, peers {}",
-                v.vrid,
-                v.state,
-                v.priority,
-                v.master.map_or("-".to_string(), |m| m.to_string()),
-                v.takeovers,
-                list(&v.unicast_peers)
-            );
+            for (what, v) in [("vrrp", Some(v)), ("vrrp ipv6", self.vrrp_ipv6.as_ref())] {
+                let Some(v) = v else { continue };
+                let _ = writeln!(
+                    o,
+                    "role: {what} vrid {} {} (priority {}, master {}), takeovers {}, peers {}",
+                    v.vrid,
+                    v.state,
+                    v.priority,
+                    v.master.map_or("-".to_string(), |m| m.to_string()),
+                    v.takeovers,
+                    list(&v.unicast_peers)
+                );
+            }
         } else if let Some(l) = lease {
             let _ = writeln!(
                 o,
@@ -589,7 +604,28 @@ mod tests {
             s.lines().nth(1),
             Some("health: NOT LIVE, NOT READY; control loop: no progress for 12000 ms (limit 10000 ms); draining: stopping after SIGTERM")
         );
+        // An IPv6 instance: a role line of its own, after the IPv4 one.
+        r.vrrp_ipv6 = Some(VrrpStatus {
+            state: RouterState::Backup,
+            master: Some("fe80::2".parse().unwrap()),
+            unicast_peers: Vec::new(),
+            ..r.vrrp.clone().unwrap()
+        });
+        let s = r.summary();
+        let roles: Vec<&str> = s.lines().filter(|l| l.starts_with("role:")).collect();
+        assert_eq!(
+            roles,
+            [
+                "role: vrrp vrid 7 master (priority 100, master 10.77.0.1), takeovers 0, peers 10.77.0.2",
+                "role: vrrp ipv6 vrid 7 backup (priority 100, master fe80::2), takeovers 0, peers none"
+            ]
+        );
+        // Written and read back alike; an older report without it reads.
+        let j = serde_json::to_string(&r).unwrap();
+        assert!(j.contains("\"vrrp_ipv6\":{"), "{j}");
+        assert_eq!(serde_json::from_str::<StatusReport>(&j).unwrap(), r);
         r.vrrp = None;
+        r.vrrp_ipv6 = None;
         r.kubernetes = None;
         assert!(r
             .summary()

@@ -29,9 +29,9 @@ impl Source for EngineView {
         self.render_services(w);
         self.render_backends(w);
         self.health.render(w, &self.desired.lock().clone(), now);
-        if let Some(v) = &self.vrrp {
-            v.render(w);
-        }
+        let vrrp: Vec<&crate::redundancy::VrrpView> =
+            self.vrrp.iter().chain(&self.vrrp6).map(|v| &**v).collect();
+        crate::redundancy::render(w, &vrrp);
         if let Some(k) = &self.kube {
             k.render(w, &self.update_latency, &self.publish_latency);
         }
@@ -95,6 +95,7 @@ impl Source for EngineView {
                 mode: cfg.attach.mode_str().to_string(),
                 name: self.interface.clone(),
                 mac: self.mac.to_string(),
+                mac_ipv6: Some(self.mac6.to_string()),
                 workers: self.workers.len(),
             },
             config_generation: snap.generation,
@@ -143,6 +144,7 @@ impl Source for EngineView {
             health_fail_open: self.health.fail_open(),
             refused_held: self.health.held_status(now),
             vrrp: self.vrrp.as_ref().map(|v| v.status()),
+            vrrp_ipv6: self.vrrp6.as_ref().map(|v| v.status()),
             kubernetes: self
                 .kube
                 .as_ref()

@@ -5,7 +5,7 @@
 //! beyond CAP_NET_RAW and CAP_NET_ADMIN (and CAP_NET_BIND_SERVICE for a low
 //! admin port) is left.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
@@ -26,13 +26,20 @@ const DEFAULT_SYNC_PORT: u16 = 8899;
 
 /// Everything [`attach`] opened and found out.
 pub(super) struct Attached {
-    /// The MAC the VIPs are served with (the VRRP virtual MAC with VRRP).
+    /// The MAC the VIPs are served with (the VRRP virtual MAC with VRRP;
+    /// with an IPv6 instance, the IPv4 VIPs').
     pub mac: MacAddr,
+    /// The MAC the IPv6 VIPs are served with: the IPv6 instance's virtual
+    /// MAC (RFC 9568 §7.3), else `mac`.
+    pub mac6: MacAddr,
     /// The device's own MAC.
     pub own_mac: MacAddr,
     pub ifname: String,
     pub injector: Box<dyn Injector>,
     pub redundancy: Option<Redundancy>,
+    /// The IPv6 VRRP instance: with `[vrrp]`, IPv6 VIPs and multicast
+    /// adverts ([`redundancy6`]).
+    pub redundancy6: Option<Redundancy<Ipv6Addr>>,
     /// `[kubernetes.lease]`: serving follows the Lease.
     pub lease: Option<LeaseSettings>,
     pub sync_link: Option<SyncLink>,
@@ -79,6 +86,16 @@ pub(super) fn attach(cfg: &Config) -> Result<(Attached, Devices), EngineError> {
     // device's own MAC stays for the instance's own traffic.
     let redundancy = redundancy(cfg)?;
     let mac = redundancy.as_ref().map_or(own_mac, Redundancy::vmac);
+    // The IPv6 link-local address: the source of NDP and of IPv6 adverts
+    // (RFC 9568 §5.1.2.1).
+    let kernel_ll6 = match &cfg.attach {
+        Attach::AfPacket { interface } => sys::ipv6_link_local_of(interface).ok().flatten(),
+        Attach::Tap { .. } => None,
+    };
+    let ll6 = kernel_ll6.unwrap_or_else(|| podlb_wire::ndp::link_local_of(own_mac));
+    let own_ip6 = kernel_ll6.is_none().then(|| u128::from(ll6));
+    let redundancy6 = redundancy6(cfg, ll6)?;
+    let mac6 = redundancy6.as_ref().map_or(mac, Redundancy::vmac);
     let lease = cfg.kubernetes.as_ref().and_then(|k| k.lease.clone());
     let sync_link = sync_link(cfg, lease.as_ref())?;
     let own_ip = match (&redundancy, &cfg.attach) {
@@ -107,22 +124,26 @@ pub(super) fn attach(cfg: &Config) -> Result<(Attached, Devices), EngineError> {
                 .map_err(EngineError::Attach)?;
             s.add_membership(idx, podlb_wire::vrrp::MULTICAST_MAC, true)
                 .map_err(EngineError::Attach)?;
+            if redundancy6.is_some() {
+                // The IPv6 virtual MAC and ff02::12's group address
+                // (33:33:00:00:00:12, RFC 2464 §7).
+                s.add_membership(idx, mac6, false)
+                    .map_err(EngineError::Attach)?;
+                s.add_membership(idx, podlb_wire::vrrp::MULTICAST_MAC_V6, true)
+                    .map_err(EngineError::Attach)?;
+            }
         }
     }
-    let kernel_ll6 = match &cfg.attach {
-        Attach::AfPacket { interface } => sys::ipv6_link_local_of(interface).ok().flatten(),
-        Attach::Tap { .. } => None,
-    };
-    let ll6 = kernel_ll6.unwrap_or_else(|| podlb_wire::ndp::link_local_of(own_mac));
-    let own_ip6 = kernel_ll6.is_none().then(|| u128::from(ll6));
     let vrrp_sink = vrrp_sink(cfg, redundancy.is_some())?;
     drop_capabilities(cfg);
     let att = Attached {
         mac,
+        mac6,
         own_mac,
         ifname,
         injector,
         redundancy,
+        redundancy6,
         lease,
         sync_link,
         own_ip,
@@ -218,11 +239,11 @@ fn redundancy(cfg: &Config) -> Result<Option<Redundancy>, EngineError> {
     // 9568 §7.1 drops a mismatch). Kubernetes VIPs come and go and instances
     // learn of them at different moments, so the list names each pool by
     // its first address instead.
-    // IPv4 VIPs only: IPv6 VIPs follow this instance's state until an
-    // IPv6 instance of their own advertises them (docs/decisions.md §67).
-    let v4 = |ip: std::net::IpAddr| match ip {
-        std::net::IpAddr::V4(a) => Some(a),
-        std::net::IpAddr::V6(_) => None,
+    // IPv4 VIPs only: the IPv6 ones have an instance of their own
+    // ([`redundancy6`]), or follow this one's state without it.
+    let v4 = |ip: IpAddr| match ip {
+        IpAddr::V4(a) => Some(a),
+        IpAddr::V6(_) => None,
     };
     let mut vips: Vec<Ipv4Addr> = cfg.services.iter().filter_map(|s| v4(s.vip)).collect();
     if let Some(k) = &cfg.kubernetes {
@@ -231,6 +252,49 @@ fn redundancy(cfg: &Config) -> Result<Option<Redundancy>, EngineError> {
     vips.sort_unstable();
     vips.dedup();
     Ok(Some(Redundancy::new(v.clone(), vips, primary)))
+}
+
+/// The IPv6 VRRP router (RFC 9568 §5.1.2), in Initialize: with `[vrrp]`
+/// and IPv6 VIPs (services' and Kubernetes pools', each pool by its first
+/// address as for IPv4), primary address `ll6` (§5.1.2.1). Multicast only
+/// (ff02::12): with unicast peers (configured or discovered), where the
+/// link may pass no multicast, there is none and the IPv6 VIPs follow the
+/// IPv4 instance (docs/decisions.md §69).
+fn redundancy6(cfg: &Config, ll6: Ipv6Addr) -> Result<Option<Redundancy<Ipv6Addr>>, EngineError> {
+    let Some(v) = &cfg.vrrp else {
+        return Ok(None);
+    };
+    let v6 = |ip: IpAddr| match ip {
+        IpAddr::V4(_) => None,
+        IpAddr::V6(a) => Some(a),
+    };
+    let mut vips: Vec<Ipv6Addr> = cfg.services.iter().filter_map(|s| v6(s.vip)).collect();
+    if let Some(k) = &cfg.kubernetes {
+        vips.extend(k.reconcile.vip_pools.iter().filter_map(|p| v6(p.base)));
+    }
+    vips.sort_unstable();
+    vips.dedup();
+    if vips.is_empty() {
+        return Ok(None);
+    }
+    let discovery = cfg
+        .kubernetes
+        .as_ref()
+        .is_some_and(|k| k.peers_service.is_some());
+    if !v.unicast_peers.is_empty() || discovery {
+        tracing::info!(
+            "vrrp: unicast peers: no IPv6 instance (its adverts are multicast only); the IPv6 VIPs follow the IPv4 instance"
+        );
+        return Ok(None);
+    }
+    let r = Redundancy::new_v6(v.clone(), vips, ll6);
+    r.validate().map_err(|e| {
+        EngineError::Attach(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("the IPv6 VRRP instance: {e}"),
+        ))
+    })?;
+    Ok(Some(r))
 }
 
 /// The connection-sync link, with VRRP or a Lease.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Attach, Config, FileStamp, ServiceConfig};
 use crate::k8s::client::KubeUpdate;
-use crate::redundancy::{Effects, Redundancy};
+use crate::redundancy::{self, Effects, InstanceAddr, Redundancy};
 use crate::sync::{PreemptGate, SyncLink, PREEMPT_WAIT_MAX, REFRESH_PERIOD_MS};
 use podlb_core::control::announcer::{AnnounceAction, Announcer};
 use podlb_core::control::holds::HoldAction;
@@ -30,22 +30,52 @@ use podlb_wire::{arp, ndp, MacAddr};
 use super::lease::cloud_role;
 use super::{EngineError, EngineView, Now, Wake, SWEEP_TICKS, TICK};
 
-/// The VRRP side of the control thread: the driver, the preemption gate
-/// (a returning backup waits for the master's connection table) and the
-/// tracking timer.
-pub(super) struct VrrpRole {
-    pub r: Redundancy,
+/// The VRRP side of the control thread for one address family: the
+/// driver, the preemption gate (a returning IPv4 backup waits for the
+/// master's connection table; IPv6 flows are not synced) and the tracking
+/// timer.
+pub(super) struct VrrpRole<A: InstanceAddr = Ipv4Addr> {
+    pub r: Redundancy<A>,
     preempt_gate: PreemptGate,
     next_track: Instant,
 }
 
-impl VrrpRole {
-    pub fn new(r: Redundancy, now: Instant) -> VrrpRole {
+impl<A: InstanceAddr> VrrpRole<A> {
+    pub fn new(r: Redundancy<A>, now: Instant) -> VrrpRole<A> {
         VrrpRole {
             r,
             preempt_gate: PreemptGate::new(PREEMPT_WAIT_MAX),
             next_track: now,
         }
+    }
+}
+
+/// The VIPs a serving decision ([`Effects`]) is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Scope {
+    /// Every VIP: the Lease, or the IPv4 VRRP instance when no IPv6 one
+    /// runs (the IPv6 VIPs follow it).
+    All,
+    /// The IPv4 VIPs: the IPv4 instance beside an IPv6 one.
+    V4,
+    /// The IPv6 VIPs: the IPv6 instance (RFC 9568 §5.1.2).
+    V6,
+}
+
+impl Scope {
+    /// The IPv4 instance's scope: `V4` beside an IPv6 instance, else `All`.
+    pub fn of_ipv4(ipv6_instance: bool) -> Scope {
+        if ipv6_instance {
+            Scope::V4
+        } else {
+            Scope::All
+        }
+    }
+    fn v4(self) -> bool {
+        self != Scope::V6
+    }
+    fn v6(self) -> bool {
+        self != Scope::V4
     }
 }
 
@@ -79,7 +109,12 @@ pub(super) struct Control {
     injector: Box<dyn Injector>,
     path: PathBuf,
     resolver: Resolver,
+    /// Announcements of the IPv4 VIPs (gratuitous ARP), their refresh, the
+    /// unicast replies and the conflicts; served while `active`.
     announcer: Announcer,
+    /// Announcements of the IPv6 VIPs (unsolicited Neighbor
+    /// Advertisements) and their refresh; served while `active6`.
+    announcer6: Announcer,
     staging: Staging<Snapshot>,
     sweeper: Sweeper,
     /// The IPv6 flow table's sweep (expiry and counts; IPv6 flows are not
@@ -180,6 +215,7 @@ impl Control {
             resolver: Resolver::new(),
             // Unicast replies are spread over the first second of ticks.
             announcer: Announcer::new(refresh, SWEEP_TICKS),
+            announcer6: Announcer::new(refresh, SWEEP_TICKS),
             staging: Staging::new(),
             sweeper: Sweeper::new(SweepPace {
                 ticks_per_pass: SWEEP_TICKS,
@@ -383,12 +419,16 @@ impl Control {
             c.set_vips(p.item.vips4().collect());
         }
         if let Some(g) = self.groups6.as_mut() {
+            // With an IPv6 VRRP instance, ff02::12 too (RFC 9568 §5.1.2.2):
+            // MLD-snooping switches then pass the adverts.
+            let vrrp6 = self.view.vrrp6.is_some();
             let groups = p
                 .item
                 .vips_of::<u128>()
-                .map(|v| ndp::solicited_node(Ipv6Addr::from(v)));
+                .map(|v| ndp::solicited_node(Ipv6Addr::from(v)))
+                .chain(vrrp6.then_some(podlb_wire::vrrp::MULTICAST_V6));
             for (group, e) in g.set(groups) {
-                tracing::warn!(%group, error = %e, "cannot join the solicited-node group of an IPv6 VIP");
+                tracing::warn!(%group, error = %e, "cannot join the multicast group (a solicited-node group of an IPv6 VIP, or ff02::12)");
             }
         }
         sh.snapshot.store(Arc::new(p.item));
@@ -401,12 +441,17 @@ impl Control {
             sh.update_armed_us
                 .store(clock_us(sh.epoch, t), Ordering::Relaxed);
         }
-        // A new VIP is announced, by the active instance only (a backup
-        // never speaks for the VIPs).
-        if sh.active.load(Ordering::Relaxed) && !fresh.is_empty() {
-            self.announcer.announce_new(now.at, fresh);
-            self.announce();
+        // A new VIP is announced, by the active instance of its family
+        // only (a backup never speaks for the VIPs).
+        let (fresh4, fresh6): (Vec<IpAddr>, Vec<IpAddr>) =
+            fresh.into_iter().partition(IpAddr::is_ipv4);
+        if sh.active.load(Ordering::Relaxed) && !fresh4.is_empty() {
+            self.announcer.announce_new(now.at, fresh4);
         }
+        if sh.active6.load(Ordering::Relaxed) && !fresh6.is_empty() {
+            self.announcer6.announce_new(now.at, fresh6);
+        }
+        self.announce();
         tracing::debug!(generation, "snapshot published");
     }
 
@@ -530,7 +575,11 @@ impl Control {
         let sh = self.view.shared.clone();
         let snap = sh.snapshot.load_full();
         let serving = sh.active.load(Ordering::Relaxed);
-        self.announcer.handle_tick(now.at, serving, snap.vips());
+        self.announcer
+            .handle_tick(now.at, serving, snap.vips4().map(IpAddr::V4));
+        let vips6 = snap.vips_of::<u128>().map(|v| IpAddr::V6(v.into()));
+        self.announcer6
+            .handle_tick(now.at, sh.active6.load(Ordering::Relaxed), vips6);
         let samples = self.view.workers.iter().enumerate().map(|(i, w)| {
             let frames = w.drops(DropReason::VipConflict);
             (i, frames, w.conflict.read())
@@ -624,11 +673,15 @@ impl Control {
         self.view.shared.neighbors6.retain(|ip| keep6.contains(&ip));
     }
 
-    /// Carries out the announcer's actions.
+    /// Carries out the announcers' actions.
     fn announce(&mut self) {
         let v = self.view.clone();
         let mut conflicts = false;
-        while let Some(a) = self.announcer.poll_action() {
+        while let Some(a) = self
+            .announcer
+            .poll_action()
+            .or_else(|| self.announcer6.poll_action())
+        {
             match a {
                 AnnounceAction::SendGarp(vip) => {
                     if self.send_announcement(vip) {
@@ -708,10 +761,13 @@ impl Control {
     fn send_announcement(&self, vip: IpAddr) -> bool {
         match vip {
             IpAddr::V4(v) => self.send_garp(v),
+            // RFC 9568 §6.4.1, §6.4.2: at the IPv6 virtual MAC with an
+            // IPv6 instance. The Router flag stays clear: a VIP is not a
+            // router's address (docs/decisions.md §69).
             IpAddr::V6(v) => {
                 let mut buf = [0u8; 128];
-                let na = ndp::AdvertRepr::unsolicited(v, self.view.mac);
-                let to = ndp::Envelope::all_nodes(self.view.mac, self.view.ll6);
+                let na = ndp::AdvertRepr::unsolicited(v, self.view.mac6);
+                let to = ndp::Envelope::all_nodes(self.view.mac6, self.view.ll6);
                 let n = na.emit_frame(&mut buf, &to);
                 n.is_ok_and(|n| self.injector.inject(&buf[..n]).is_ok())
             }
@@ -743,28 +799,47 @@ impl Control {
 
     // ---- serving -----------------------------------------------------------
 
-    /// Carries out what the VRRP driver or the Lease asks: serving on or
-    /// off, gratuitous ARP (and unicast replies to clients on a takeover).
-    pub fn apply(&mut self, now: Now, e: Effects) {
+    /// Carries out what the VRRP driver or the Lease asks for the VIPs of
+    /// `scope`: serving on or off, announcements (and unicast replies to
+    /// IPv4 clients on a takeover).
+    pub fn apply(&mut self, now: Now, e: Effects, scope: Scope) {
         let sh = self.view.shared.clone();
         if let Some(serve) = e.serve {
-            if serve && e.takeover && !sh.active.load(Ordering::Relaxed) {
-                // Arm the takeover clock: the first frame a worker sends as
-                // master stops it.
-                sh.takeover_done_us.store(0, Ordering::Relaxed);
-                sh.takeover_armed_us
-                    .store(clock_us(sh.epoch, now.at), Ordering::Relaxed);
+            // Arm the takeover clock: the first frame a worker sends as
+            // master (the first IPv6 one, for the IPv6 instance) stops it.
+            let arm = |armed: &AtomicU64, done: &AtomicU64| {
+                done.store(0, Ordering::Relaxed);
+                armed.store(clock_us(sh.epoch, now.at), Ordering::Relaxed);
+            };
+            if scope.v4() {
+                if serve && e.takeover && !sh.active.load(Ordering::Relaxed) {
+                    arm(&sh.takeover_armed_us, &sh.takeover_done_us);
+                }
+                sh.active.store(serve, Ordering::Relaxed);
+                // The cloud mover moves IPv4 addresses.
+                if let Some(c) = &self.view.cloud {
+                    c.set_role(cloud_role(serve, &self.view));
+                }
             }
-            sh.active.store(serve, Ordering::Relaxed);
-            sh.active6.store(serve, Ordering::Relaxed);
-            if let Some(c) = &self.view.cloud {
-                c.set_role(cloud_role(serve, &self.view));
+            if scope.v6() {
+                if scope == Scope::V6 && serve && e.takeover && !sh.active6.load(Ordering::Relaxed)
+                {
+                    arm(&sh.takeover6_armed_us, &sh.takeover6_done_us);
+                }
+                sh.active6.store(serve, Ordering::Relaxed);
             }
         }
         if let Some(n) = e.garp {
             let snap = sh.snapshot.load_full();
             // The first announcement goes out at once, not at the next tick.
-            self.announcer.announce(now.at, snap.vips(), n);
+            if scope.v4() {
+                self.announcer
+                    .announce(now.at, snap.vips4().map(IpAddr::V4), n);
+            }
+            if scope.v6() {
+                let vips6 = snap.vips_of::<u128>().map(|v| IpAddr::V6(v.into()));
+                self.announcer6.announce(now.at, vips6, n);
+            }
             self.announce();
             let unicast = self
                 .view
@@ -773,7 +848,7 @@ impl Control {
                 .vrrp
                 .as_ref()
                 .is_some_and(|v| v.garp_unicast_clients);
-            if unicast && e.serve == Some(true) {
+            if unicast && scope.v4() && e.serve == Some(true) {
                 let clients = self
                     .announcer
                     .handle_takeover(&sh.flows, |v| snap.is_vip(v));
@@ -792,15 +867,22 @@ impl Control {
         link.step(now.at, now.ms, self.master, master_addr, &sh.flows, &snap)
     }
 
-    /// Feeds punted adverts to the VRRP driver and runs its timers; moves
-    /// connection-sync traffic; tracks the link and the backends.
+    /// Feeds punted adverts to the VRRP drivers (IPv6 ones to the IPv6
+    /// instance, if it runs) and runs their timers; moves connection-sync
+    /// traffic; tracks the link and the backends.
     /// Returns whether there was work (adverts or sync traffic), so the
     /// loop polls at `VRRP_POLL_BUSY` then and at `VRRP_POLL_IDLE` when not.
-    pub fn vrrp_step(&mut self, v: &mut VrrpRole, now: Now) -> bool {
+    pub fn vrrp_step(
+        &mut self,
+        v: &mut VrrpRole,
+        mut v6: Option<&mut VrrpRole<Ipv6Addr>>,
+        now: Now,
+    ) -> bool {
         let mut busy = false;
         let r = &mut v.r;
         // A backup does not preempt before the master's whole connection
-        // table has reached it (bounded; decisions.md §44).
+        // table has reached it (bounded; decisions.md §44). IPv4 only: IPv6
+        // flows are not synced.
         if let Some(link) = &self.sync {
             let backup = r.state() == podlb_core::vrrp::State::Backup;
             r.hold_preemption(v.preempt_gate.hold(
@@ -811,42 +893,68 @@ impl Control {
             ));
         }
         while let Some(frame) = self.view.shared.punt.pop() {
-            r.on_frame(&frame, now.at);
+            match v6.as_deref_mut() {
+                Some(v6) if redundancy::is_ipv6_frame(&frame) => v6.r.on_frame(&frame, now.at),
+                _ => r.on_frame(&frame, now.at),
+            }
             busy = true;
         }
         self.master = r.is_master();
         busy |= self.sync_step(now, r.master_addr());
+        self.instance_step(v, now, Scope::of_ipv4(v6.is_some()));
+        if let Some(v6) = v6 {
+            self.instance_step(v6, now, Scope::V6);
+        }
+        busy
+    }
+
+    /// One VRRP instance's timers, tracking (the interface's link, and
+    /// whether a backend of its VIPs is usable) and takeover clock.
+    fn instance_step<A: InstanceAddr>(&mut self, v: &mut VrrpRole<A>, now: Now, scope: Scope) {
         let view = self.view.clone();
-        let n = &view.shared.neighbors;
-        let e = r.tick(now.at, &*self.injector, &|ip| n.lookup(view.hop(ip)));
-        self.apply(now, e);
-        // Tracking: the interface's link, and whether any backend is usable.
+        let peer_mac = |ip: A| view.peer_mac(ip.into());
+        let e = v.r.tick(now.at, &*self.injector, &peer_mac);
+        self.apply(now, e, scope);
         if now.at >= v.next_track {
             v.next_track = now.at + Duration::from_millis(100);
             let iface_up = match &self.view.config.load().attach {
                 Attach::AfPacket { interface } => link_up(interface),
                 Attach::Tap { .. } => true,
             };
-            let snap = self.view.shared.snapshot.load();
-            let usable = snap.services.is_empty()
-                || snap
-                    .services
-                    .iter()
-                    .flat_map(|s| &s.backends)
-                    .any(|b| self.view.shared.neighbor_mac(b.l2_target()).is_some());
-            let e = r.set_fault(now.at, !iface_up, &*self.injector, &|ip| {
-                n.lookup(view.hop(ip))
-            });
-            self.apply(now, e);
-            r.track(now.at, iface_up, usable);
+            let usable = self.backends_usable(scope);
+            let e = v.r.set_fault(now.at, !iface_up, &*self.injector, &peer_mac);
+            self.apply(now, e, scope);
+            v.r.track(now.at, iface_up, usable);
         }
         // Takeover time: armed on becoming master, stopped by a worker's
-        // first transmission.
+        // first transmission (of an IPv6 frame, for the IPv6 instance).
         let sh = &self.view.shared;
-        if let Some(d) = stopped_clock(&sh.takeover_armed_us, &sh.takeover_done_us) {
-            r.view.takeover.observe(d);
+        let (armed, done) = match scope {
+            Scope::V6 => (&sh.takeover6_armed_us, &sh.takeover6_done_us),
+            Scope::All | Scope::V4 => (&sh.takeover_armed_us, &sh.takeover_done_us),
+        };
+        if let Some(d) = stopped_clock(armed, done) {
+            v.r.view.takeover.observe(d);
         }
-        busy
+    }
+
+    /// Whether a backend of a service of `scope`'s VIPs is resolved (or
+    /// there is no such service).
+    fn backends_usable(&self, scope: Scope) -> bool {
+        let sh = &self.view.shared;
+        let snap = sh.snapshot.load();
+        let mut services = snap
+            .services
+            .iter()
+            .filter(|s| {
+                let v4 = u32::from_wide(s.vip).is_some();
+                (v4 && scope.v4()) || (!v4 && scope.v6())
+            })
+            .peekable();
+        services.peek().is_none()
+            || services
+                .flat_map(|s| &s.backends)
+                .any(|b| sh.neighbor_mac(b.l2_target()).is_some())
     }
 
     /// Drops punted adverts unread (while draining at shutdown).

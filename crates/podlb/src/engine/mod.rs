@@ -17,7 +17,7 @@ mod lease;
 mod workers;
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -44,7 +44,7 @@ use podlb_io::sys;
 use podlb_wire::MacAddr;
 
 use attach::Attached;
-use control::{Control, VrrpRole};
+use control::{Control, Scope, VrrpRole};
 use lease::LeaseDriver;
 
 /// Why `podlb run` could not start.
@@ -115,14 +115,20 @@ impl StatsRegistry {
 pub struct EngineView {
     pub shared: Arc<Shared>,
     pub config: ArcSwap<Config>,
-    /// The MAC the VIPs are served with (the VRRP virtual MAC with VRRP).
+    /// The MAC the VIPs are served with (the VRRP virtual MAC with VRRP;
+    /// with an IPv6 VRRP instance, the IPv4 VIPs').
     pub mac: MacAddr,
+    /// The MAC the IPv6 VIPs are served with: the IPv6 virtual MAC with an
+    /// IPv6 VRRP instance (RFC 9568 §7.3), else `mac`.
+    pub mac6: MacAddr,
     /// The device's own MAC (ARP requests, the instance's own traffic).
     pub own_mac: MacAddr,
     /// The IPv6 link-local address podlb's Neighbor Solicitations and
     /// unsolicited advertisements come from.
     pub ll6: std::net::Ipv6Addr,
     pub vrrp: Option<Arc<VrrpView>>,
+    /// The IPv6 VRRP instance, when one runs.
+    pub vrrp6: Option<Arc<VrrpView>>,
     pub sync: Option<Arc<SyncView>>,
     pub interface: String,
     pub workers: Vec<Arc<WorkerStats>>,
@@ -177,6 +183,14 @@ impl EngineView {
     pub fn hop(&self, dst: Ipv4Addr) -> u32 {
         let hop = self.routes.lock().as_ref().map_or(dst, |r| r.next_hop(dst));
         u32::from(hop)
+    }
+
+    /// The MAC of a unicast VRRP peer (or of its gateway), if resolved.
+    pub fn peer_mac(&self, ip: IpAddr) -> Option<MacAddr> {
+        match ip {
+            IpAddr::V4(a) => self.shared.neighbors.lookup(self.hop(a)),
+            IpAddr::V6(a) => self.shared.neighbors6.lookup(u128::from(a)),
+        }
     }
 }
 
@@ -260,6 +274,7 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
     let Attached {
         injector,
         redundancy,
+        redundancy6,
         lease,
         sync_link,
         vrrp_sink: _vrrp_sink,
@@ -283,6 +298,7 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
 
     let mut roles = Roles {
         vrrp: None,
+        vrrp6: None,
         lease: match (lease, lease_leader) {
             (Some(s), Some(leader)) => Some(LeaseDriver::new(
                 s,
@@ -299,11 +315,26 @@ pub fn run(path: &Path) -> Result<(), EngineError> {
             shared.neighbors.track(view.hop(p));
         }
         let mut v = VrrpRole::new(r, now.at);
-        let e = v.r.start(now.at, ctl.injector(), &|ip| {
-            shared.neighbors.lookup(view.hop(ip))
-        });
-        ctl.apply(now, e);
+        let e =
+            v.r.start(now.at, ctl.injector(), &|ip| view.peer_mac(ip.into()));
+        let scope = Scope::of_ipv4(redundancy6.is_some());
+        ctl.apply(now, e, scope);
         roles.vrrp = Some(v);
+    }
+    if let Some(r) = redundancy6 {
+        let now = ctl.clock();
+        tracing::info!(
+            vrid = cfg.vrrp.as_ref().map_or(0, |v| v.vrid),
+            primary = %r.primary(),
+            addrs = ?r.addrs(),
+            vmac = %r.vmac(),
+            "vrrp: an IPv6 instance for the IPv6 VIPs (RFC 9568 §5.1.2)"
+        );
+        let mut v = VrrpRole::new(r, now.at);
+        let e =
+            v.r.start(now.at, ctl.injector(), &|ip| view.peer_mac(ip.into()));
+        ctl.apply(now, e, Scope::V6);
+        roles.vrrp6 = Some(v);
     }
     control_loop(&mut ctl, &mut roles, &signals, &wake_rx);
     drop(wake_tx);
@@ -341,6 +372,8 @@ fn shared_state(cfg: &Config) -> Arc<Shared> {
         )),
         takeover_armed_us: AtomicU64::new(0),
         takeover_done_us: AtomicU64::new(0),
+        takeover6_armed_us: AtomicU64::new(0),
+        takeover6_done_us: AtomicU64::new(0),
         update_armed_us: AtomicU64::new(0),
         update_gen: AtomicU64::new(0),
         update_done_us: AtomicU64::new(0),
@@ -396,9 +429,11 @@ fn engine_view(
         shared: shared.clone(),
         config: ArcSwap::from_pointee(cfg.clone()),
         mac: att.mac,
+        mac6: att.mac6,
         own_mac: att.own_mac,
         ll6: att.ll6,
         vrrp: att.redundancy.as_ref().map(|r| r.view.clone()),
+        vrrp6: att.redundancy6.as_ref().map(|r| r.view.clone()),
         sync: att.sync_link.as_ref().map(|l| l.view.clone()),
         interface: att.ifname.clone(),
         workers: (0..cfg.workers)
@@ -454,10 +489,12 @@ fn serve_admin(cfg: &Config, view: &Arc<EngineView>) -> Result<(), EngineError> 
     Ok(())
 }
 
-/// Who decides whether this instance serves: VRRP, the Lease, or neither
+/// Who decides whether this instance serves: VRRP (an IPv4 instance, and
+/// an IPv6 one for the IPv6 VIPs when there are any), the Lease, or neither
 /// (it always serves).
 struct Roles {
     vrrp: Option<VrrpRole>,
+    vrrp6: Option<VrrpRole<Ipv6Addr>>,
     lease: Option<LeaseDriver>,
 }
 
@@ -511,17 +548,18 @@ fn control_loop(
         next_tick = Some(tick_at);
         let mut wake_at = tick_at;
         if let Some(v) = roles.vrrp.as_mut() {
-            let busy = ctl.vrrp_step(v, now);
+            let busy = ctl.vrrp_step(v, roles.vrrp6.as_mut(), now);
             // Adverts and new flows are picked up within the poll period;
             // timers fire on time regardless.
             wake_at = wake_at.min(now.at + if busy { VRRP_POLL_BUSY } else { VRRP_POLL_IDLE });
-            if let Some(d) = v.r.next_deadline() {
+            let v6 = roles.vrrp6.as_ref().and_then(|v6| v6.r.next_deadline());
+            for d in [v.r.next_deadline(), v6].into_iter().flatten() {
                 wake_at = wake_at.min(d);
             }
         }
         if let Some(d) = roles.lease.as_mut() {
             let e = d.step(&view);
-            ctl.apply(now, e);
+            ctl.apply(now, e, Scope::All);
             ctl.master = d.is_master();
             let busy = ctl.sync_step(now, None);
             wake_at = wake_at.min(now.at + if busy { VRRP_POLL_BUSY } else { VRRP_POLL_IDLE });
@@ -589,12 +627,16 @@ fn shutdown(
         // RFC 9568 §6.4.3: a master going down says so with priority 0, so a
         // backup takes over after Skew_Time instead of Master_Down_Interval.
         // Keep forwarding while the clients' traffic moves over (the flows
-        // were streamed to the backups as they were made).
-        let was_master = v.r.is_master();
-        let n = &view.shared.neighbors;
+        // were streamed to the backups as they were made). Both instances
+        // say so at once, then drain together.
+        let peer_mac = |ip: IpAddr| view.peer_mac(ip);
         let now = ctl.clock();
-        let e =
-            v.r.stop(now.at, ctl.injector(), &|ip| n.lookup(view.hop(ip)));
+        let mut was_master = v.r.is_master();
+        let e = v.r.stop(now.at, ctl.injector(), &|ip| peer_mac(ip.into()));
+        let e6 = roles.vrrp6.as_mut().map(|v6| {
+            was_master |= v6.r.is_master();
+            v6.r.stop(now.at, ctl.injector(), &|ip| peer_mac(ip.into()))
+        });
         if was_master {
             let drain = cfg.vrrp.as_ref().map_or(Duration::ZERO, |v| v.drain);
             tracing::info!(?drain, "sent priority 0; draining");
@@ -604,7 +646,10 @@ fn shutdown(
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
-        ctl.apply(ctl.clock(), e);
+        ctl.apply(ctl.clock(), e, Scope::of_ipv4(e6.is_some()));
+        if let Some(e6) = e6 {
+            ctl.apply(ctl.clock(), e6, Scope::V6);
+        }
     }
     if let Some(d) = roles.lease.as_mut() {
         d.stopping(&view);
