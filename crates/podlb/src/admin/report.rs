@@ -417,7 +417,11 @@ impl EngineView {
         let (expired4, by_phase4) = flows.evictions_by_reason();
         let (expired6, by_phase6) = flows6.evictions_by_reason();
         let expired = expired4 + expired6;
-        let by_phase: Vec<u64> = by_phase4.iter().zip(by_phase6).map(|(a, b)| a + b).collect();
+        let by_phase: Vec<u64> = by_phase4
+            .iter()
+            .zip(by_phase6)
+            .map(|(a, b)| a + b)
+            .collect();
         let mut f = w.family(
             "podlb_flow_evictions_by_reason_total",
             "Flows evicted to make room, by what the victim was: expired, or its phase.",
