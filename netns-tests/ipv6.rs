@@ -213,3 +213,91 @@ fn ipv6_dual_stack_vip_pair() {
     std::thread::sleep(Duration::from_millis(10));
     stop_podlb(&podlb);
 }
+
+/// Connection sync carries IPv6 flows (decisions.md §70): lb1 (master) and
+/// lb2 (backup) of the VRRP lab serve an IPv6 VIP too; keep-alive
+/// connections to it are opened through lb1, lb2 installs them from the
+/// sync stream, lb1's link is cut, and every connection goes on through
+/// lb2 to the same backend (full NAT: the same NAT port, or the backend
+/// would reset it).
+#[test]
+fn vrrp_established_ipv6_flows_survive_failover() {
+    use crate::failover::{broken_kept, lab, wait_metric, wait_state};
+    require_netns!("vrrp_established_ipv6_flows_survive_failover");
+    let l = lab(false);
+    for (role, last) in [("client", 0x10), ("lb1", 0x2), ("lb2", 0x3)] {
+        add_v6(
+            l.topo.ns(role),
+            Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, last),
+        );
+    }
+    for i in 0..3 {
+        add_v6(l.topo.ns(&format!("be{}", i + 1)), backend6(i));
+    }
+    let (lb1, lb2) = start_pair_v6(&l);
+    let mut logs = l.procs.clone();
+    logs.extend([lb1.proc().clone(), lb2.proc().clone()]);
+    let _log = LogOnPanic(logs);
+    let client = l.topo.ns("client").to_string();
+
+    const N: usize = 30;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut conns = loop {
+        let r = netns::in_netns(&client, || {
+            (0..N)
+                .map(|_| {
+                    let mut c = netns::HttpConn::connect(vip6(80), Duration::from_secs(2))?;
+                    let r = c.get("/", false)?;
+                    Ok((c, r.body.trim().to_string()))
+                })
+                .collect::<std::io::Result<Vec<_>>>()
+        })
+        .unwrap();
+        match r {
+            Ok(c) => break c,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("IPv6 VIP not reachable yet: {e}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("HTTP through the IPv6 VIP failed: {e}"),
+        }
+    };
+    let installed = wait_metric(
+        &lb2,
+        "podlb_sync_installed_total",
+        N as f64,
+        Duration::from_secs(5),
+    );
+    assert!(installed >= N as f64, "lb2 installed {installed} of {N}");
+    l.topo.set_port_up("lb1", false).unwrap();
+    wait_state(&lb2, "master", Duration::from_secs(5));
+    let failed = broken_kept(&mut conns);
+    eprintln!(
+        "ipv6 sync: lb2 installed {installed}; {}/{N} IPv6 keep-alive connections answered after the cut",
+        N - failed.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "IPv6 connections broken by the failover: {failed:#?}"
+    );
+    let _ = lb1;
+    stop_podlb(&lb2);
+}
+
+/// [`crate::failover::start_pair`] with the IPv6 service added to both
+/// instances' configuration.
+fn start_pair_v6(l: &crate::failover::Lab) -> (podlb_lab::demo::Podlb, podlb_lab::demo::Podlb) {
+    use crate::failover::{start_lb, vrrp_config, wait_metric, wait_state};
+    let cfg = |prio| {
+        let mut c = vrrp_config(prio, 100, None, false);
+        c.services.push(web6("nat"));
+        c
+    };
+    let lb1 = start_lb(&l.topo, "lb1", &cfg(200));
+    wait_state(&lb1, "master", Duration::from_secs(10));
+    let lb2 = start_lb(&l.topo, "lb2", &cfg(100));
+    wait_state(&lb2, "backup", Duration::from_secs(10));
+    let peers = wait_metric(&lb1, "podlb_sync_peers", 1.0, Duration::from_secs(5));
+    assert!(peers >= 1.0, "lb1 never learned lb2 as a sync peer");
+    (lb1, lb2)
+}

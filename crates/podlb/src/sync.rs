@@ -47,8 +47,8 @@ use subtle::ConstantTimeEq;
 use podlb_core::flow::{Flow, FlowTable};
 use podlb_core::service::Snapshot;
 use podlb_core::sync::{
-    self, ApplyCounts, Encoder, PeerSeq, SeqCheck, SyncEvent, SyncQueue, TableDump, FLAG_AUTH,
-    FLAG_TABLE_SENT, HEADER_LEN,
+    self, ApplyCounts, Encoder, PeerSeq, SeqCheck, SyncAddr, SyncEvent, SyncQueue, TableDump,
+    FLAG_AUTH, FLAG_TABLE_SENT, HEADER_LEN,
 };
 
 /// Bytes of the HMAC-SHA-256 tag kept (the first 16; RFC 4868 §2.6).
@@ -282,8 +282,10 @@ impl SyncLink {
         Ok(SyncLink {
             sock,
             port,
+            // IPv6 events are 80 bytes: a smaller queue keeps it at 1.3 MB
+            // per worker (the refresh repairs what a burst drops).
             queues: (0..workers)
-                .map(|_| Arc::new(SyncQueue::new(65536)))
+                .map(|_| Arc::new(SyncQueue::with_capacities(65536, 16384)))
                 .collect(),
             enc: Encoder::new(id),
             static_peers,
@@ -359,17 +361,19 @@ impl SyncLink {
         }
     }
 
-    /// Queues a refresh of a live flow (master only).
-    pub fn refresh(&mut self, f: &Flow, now_ms: u32) {
+    /// Queues a refresh of a live flow of either family (master only).
+    pub fn refresh<A: SyncAddr>(&mut self, f: &Flow<A>, now_ms: u32) {
         if let Some(d) = self.enc.push(&SyncEvent::upsert(f, now_ms)) {
             let t = self.targets();
-            self.send(&d, &t, sync::MAX_ENTRIES);
+            self.send(&d, &t, entries_in(&d));
         }
     }
 
     /// One step: receive, and as master stream, as backup say hello.
     /// Returns whether anything was received or streamed (the caller polls
-    /// faster while there is).
+    /// faster while there is). `flows` and `flows6` are the two families'
+    /// tables: synced flows go into (and a dump comes from) both.
+    #[allow(clippy::too_many_arguments)]
     pub fn step(
         &mut self,
         now: Instant,
@@ -377,6 +381,7 @@ impl SyncLink {
         master: bool,
         master_addr: Option<Ipv4Addr>,
         flows: &FlowTable,
+        flows6: &FlowTable<u128>,
         snap: &Snapshot,
     ) -> bool {
         let mut busy = false;
@@ -455,7 +460,9 @@ impl SyncLink {
             }
             self.view.events_received.fetch_add(d.len() as u64, Relaxed);
             let mut c = ApplyCounts::default();
+            // A datagram carries one family: one of these applies nothing.
             sync::apply_all(flows, &d, sync::snapshot_resolver(snap), now_ms, &mut c);
+            sync::apply_all(flows6, &d, sync::snapshot_resolver(snap), now_ms, &mut c);
             for (ctr, v) in [
                 (&self.view.installed, c.installed),
                 (&self.view.refreshed, c.refreshed),
@@ -474,17 +481,26 @@ impl SyncLink {
         if master {
             let targets = self.targets();
             let mut out = Vec::new();
+            // Each family in turn (all IPv4 events, then all IPv6 ones), so
+            // that a datagram is closed early only once per step.
             for q in &self.queues {
-                q.drain(|ev| {
-                    if let Some(d) = self.enc.push(&ev) {
-                        out.push(d);
-                    }
-                });
+                q.drain(|ev| out.extend(self.enc.push(&ev)));
+            }
+            for q in &self.queues {
+                q.drain6(|ev| out.extend(self.enc.push(&ev)));
             }
             if let Some(dump) = self.dump.as_mut() {
                 busy = true;
                 let (slots, datagrams) = (DUMP_SLOTS_PER_STEP, DUMP_DATAGRAMS_PER_STEP);
-                if dump.step(flows, &mut self.enc, slots, datagrams, now_ms, &mut out) {
+                if dump.step(
+                    flows,
+                    flows6,
+                    &mut self.enc,
+                    slots,
+                    datagrams,
+                    now_ms,
+                    &mut out,
+                ) {
                     self.dump = None;
                     self.view.tables_sent.fetch_add(1, Relaxed);
                 }
@@ -494,7 +510,7 @@ impl SyncLink {
             }
             busy |= !out.is_empty();
             for d in out {
-                let events = (d.len() - sync::HEADER_LEN) / sync::ENTRY_LEN;
+                let events = entries_in(&d);
                 if !targets.is_empty() {
                     self.send(&d, &targets, events);
                 }
@@ -506,6 +522,7 @@ impl SyncLink {
             // Events a former master's workers left behind are stale now.
             for q in &self.queues {
                 q.drain(|_| {});
+                q.drain6(|_| {});
             }
             if let Some(m) = master_addr {
                 if now.duration_since(self.last_hello) >= HELLO_EVERY {
@@ -517,6 +534,16 @@ impl SyncLink {
         }
         busy
     }
+}
+
+/// Entries in a datagram this instance encoded.
+fn entries_in(d: &[u8]) -> usize {
+    let len = d
+        .get(4)
+        .copied()
+        .and_then(sync::entry_len)
+        .unwrap_or(sync::ENTRY_LEN);
+    d.len().saturating_sub(HEADER_LEN) / len
 }
 
 #[cfg(test)]
@@ -557,6 +584,7 @@ mod tests {
         let port = free_port();
         let mut link = SyncLink::open(port, 1, Vec::new(), None).unwrap();
         let flows = FlowTable::new(1024, podlb_core::testlab::T);
+        let flows6 = FlowTable::<u128>::new(1024, podlb_core::testlab::T);
         let snap = podlb_core::testlab::snapshot(crate::config::Mode::Nat, 8080);
         let master = Ipv4Addr::new(127, 0, 0, 2);
         let datagram = |from: Ipv4Addr| {
@@ -570,7 +598,15 @@ mod tests {
         let step = |link: &mut SyncLink| {
             // Loopback delivery is immediate; poll a few times to be sure.
             for _ in 0..20 {
-                link.step(Instant::now(), 0, false, Some(master), &flows, &snap);
+                link.step(
+                    Instant::now(),
+                    0,
+                    false,
+                    Some(master),
+                    &flows,
+                    &flows6,
+                    &snap,
+                );
                 std::thread::sleep(Duration::from_millis(2));
             }
         };
@@ -595,6 +631,112 @@ mod tests {
         step(&mut link);
         assert_eq!(link.view.rejected.load(Relaxed), 2);
         assert!(!link.learned.contains_key(&Ipv4Addr::new(127, 0, 0, 9)));
+    }
+
+    fn event6() -> SyncEvent<u128> {
+        use podlb_core::testlab::{BACKENDS6, CLIENT6, VIP6};
+        let e = event();
+        SyncEvent {
+            key: podlb_core::flow::FlowKey {
+                client: CLIENT6,
+                vip: VIP6,
+                client_port: e.key.client_port,
+                vport: e.key.vport,
+                proto: e.key.proto,
+            },
+            backend: BACKENDS6[0],
+            backend_port: e.backend_port,
+            nat_port: e.nat_port,
+            idle_ms: e.idle_ms,
+            client_mac: e.client_mac,
+            op: e.op,
+            tcp: e.tcp,
+        }
+    }
+
+    fn snapshot46() -> Snapshot {
+        use podlb_core::model::Mode;
+        use podlb_core::testlab::{build, service, service6, BACKENDS};
+        build(
+            1,
+            &[
+                service(Mode::Nat, 8080, &BACKENDS),
+                service6(Mode::Nat, 8080),
+            ],
+        )
+    }
+
+    /// A backup installs IPv6 events (version-2 datagrams) from the master
+    /// into its IPv6 table, next to IPv4 ones.
+    #[test]
+    fn backup_installs_ipv6_flows() {
+        let port = free_port();
+        let mut link = SyncLink::open(port, 1, Vec::new(), None).unwrap();
+        let flows = FlowTable::new(1024, podlb_core::testlab::T);
+        let flows6 = FlowTable::<u128>::new(1024, podlb_core::testlab::T);
+        let snap = snapshot46();
+        let master = Ipv4Addr::new(127, 0, 0, 2);
+        let s = UdpSocket::bind(SocketAddrV4::new(master, 0)).unwrap();
+        let mut enc = Encoder::new(7);
+        let mut grams = Vec::new();
+        grams.extend(enc.push(&event6()));
+        grams.extend(enc.push(&event()));
+        grams.extend(enc.flush());
+        assert_eq!(grams.len(), 2);
+        for d in &grams {
+            s.send_to(d, SocketAddrV4::new(Ipv4Addr::LOCALHOST, port))
+                .unwrap();
+        }
+        for _ in 0..20 {
+            link.step(
+                Instant::now(),
+                0,
+                false,
+                Some(master),
+                &flows,
+                &flows6,
+                &snap,
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!((flows.len(), flows6.len()), (1, 1));
+        assert!(flows6.lookup(&event6().key).is_some());
+        assert_eq!(link.view.installed.load(Relaxed), 2);
+        assert_eq!(link.view.events_received.load(Relaxed), 2);
+        assert_eq!(link.view.decode_errors.load(Relaxed), 0);
+    }
+
+    /// The master's whole-table dump and its refreshes carry IPv6 flows.
+    #[test]
+    fn master_dumps_and_refreshes_ipv6_flows() {
+        let port = free_port();
+        let mut link = SyncLink::open(port, 1, Vec::new(), None).unwrap();
+        let flows = FlowTable::new(1024, podlb_core::testlab::T);
+        let flows6 = FlowTable::<u128>::new(1024, podlb_core::testlab::T);
+        let snap = snapshot46();
+        let res = sync::snapshot_resolver(&snap);
+        assert_eq!(
+            sync::apply(&flows6, &event6(), &res, 0),
+            sync::ApplyOutcome::Installed
+        );
+        let peer = UdpSocket::bind("127.0.0.2:0").unwrap();
+        peer.send_to(
+            &Encoder::new(5).hello(),
+            SocketAddrV4::new(Ipv4Addr::LOCALHOST, port),
+        )
+        .unwrap();
+        for _ in 0..20 {
+            link.step(Instant::now(), 0, true, None, &flows, &flows6, &snap);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(link.view.tables_sent.load(Relaxed), 1);
+        // One IPv6 datagram of one entry, then the flag.
+        assert_eq!(link.view.events_sent.load(Relaxed), 1);
+        assert_eq!(link.view.datagrams_sent.load(Relaxed), 2);
+        let (_, f) = flows6.lookup(&event6().key).unwrap();
+        link.refresh(&f, 0);
+        link.step(Instant::now(), 0, true, None, &flows, &flows6, &snap);
+        assert_eq!(link.view.events_sent.load(Relaxed), 2);
     }
 
     #[test]
@@ -637,6 +779,7 @@ mod tests {
         let port = free_port();
         let mut link = SyncLink::open(port, 1, Vec::new(), None).unwrap();
         let flows = FlowTable::new(1024, podlb_core::testlab::T);
+        let flows6 = FlowTable::<u128>::new(1024, podlb_core::testlab::T);
         let snap = podlb_core::testlab::snapshot(crate::config::Mode::Nat, 8080);
         let peer = UdpSocket::bind("127.0.0.2:0").unwrap();
         let mut hello = |sender: u32| {
@@ -646,7 +789,7 @@ mod tests {
             )
             .unwrap();
             for _ in 0..20 {
-                link.step(Instant::now(), 0, true, None, &flows, &snap);
+                link.step(Instant::now(), 0, true, None, &flows, &flows6, &snap);
                 std::thread::sleep(Duration::from_millis(2));
             }
             link.view.tables_sent.load(Relaxed)
@@ -661,6 +804,7 @@ mod tests {
         let port = free_port();
         let mut link = SyncLink::open(port, 1, Vec::new(), None).unwrap();
         let flows = FlowTable::new(1024, podlb_core::testlab::T);
+        let flows6 = FlowTable::<u128>::new(1024, podlb_core::testlab::T);
         let snap = podlb_core::testlab::snapshot(crate::config::Mode::Nat, 8080);
         let master = Ipv4Addr::new(127, 0, 0, 2);
         let send = |from: Ipv4Addr, d: &[u8], link: &mut SyncLink| {
@@ -668,7 +812,15 @@ mod tests {
             s.send_to(d, SocketAddrV4::new(Ipv4Addr::LOCALHOST, port))
                 .unwrap();
             for _ in 0..20 {
-                link.step(Instant::now(), 0, false, Some(master), &flows, &snap);
+                link.step(
+                    Instant::now(),
+                    0,
+                    false,
+                    Some(master),
+                    &flows,
+                    &flows6,
+                    &snap,
+                );
                 std::thread::sleep(Duration::from_millis(2));
             }
             link.synced()
@@ -691,7 +843,7 @@ mod tests {
         assert!(!send(master, &other.flush().unwrap(), &mut link));
         assert!(send(master, &other.table_sent(), &mut link));
         // Having been master, it waits for a new table when backup again.
-        link.step(Instant::now(), 0, true, None, &flows, &snap);
+        link.step(Instant::now(), 0, true, None, &flows, &flows6, &snap);
         assert!(!link.synced());
     }
 
@@ -701,6 +853,7 @@ mod tests {
         let key = crate::config::SyncKey(b"0123456789abcdef-shared".to_vec());
         let mut link = SyncLink::open(port, 1, Vec::new(), Some(&key)).unwrap();
         let flows = FlowTable::new(1024, podlb_core::testlab::T);
+        let flows6 = FlowTable::<u128>::new(1024, podlb_core::testlab::T);
         let snap = podlb_core::testlab::snapshot(crate::config::Mode::Nat, 8080);
         let master = Ipv4Addr::new(127, 0, 0, 2);
         let from = UdpSocket::bind(SocketAddrV4::new(master, 0)).unwrap();
@@ -719,7 +872,15 @@ mod tests {
             from.send_to(d, SocketAddrV4::new(Ipv4Addr::LOCALHOST, port))
                 .unwrap();
             for _ in 0..20 {
-                link.step(Instant::now(), 0, false, Some(master), &flows, &snap);
+                link.step(
+                    Instant::now(),
+                    0,
+                    false,
+                    Some(master),
+                    &flows,
+                    &flows6,
+                    &snap,
+                );
                 std::thread::sleep(Duration::from_millis(2));
             }
             link.view.auth_failures.load(Relaxed)

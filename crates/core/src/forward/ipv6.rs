@@ -25,6 +25,7 @@ use crate::hash::flow_hash6;
 use crate::neighbor::NeighborTable;
 use crate::service::{Snapshot, Vtep};
 use crate::stats::{DropReason, Event};
+use crate::sync::SyncEvent;
 use podlb_wire::peek::FourTuple;
 use podlb_wire::{checksum, ethernet, icmpv6, ipv6, ndp, ports::Ports, tcp, udp};
 use podlb_wire::{MacAddr, PacketMeta};
@@ -190,10 +191,22 @@ impl Family for u128 {
         m.fill_checksum(o_src, o_dst);
     }
 
-    /// IPv6 flows are not synced yet: a backup picks them up mid-stream
-    /// after a takeover (`flows.pickup`), as a flow the sync missed.
-    fn sync_upsert(_fw: &Forwarder, _flow: &Flow<u128>, _now_ms: u32) {}
-    fn sync_remove(_fw: &Forwarder, _flow: &Flow<u128>) {}
+    /// IPv6 flows travel to the backups like IPv4 ones, in their own
+    /// datagrams (wire version 2, `sync.rs`).
+    #[inline]
+    fn sync_upsert(fw: &Forwarder, flow: &Flow<u128>, now_ms: u32) {
+        if let Some(q) = &fw.sync {
+            // A full queue drops the event (counted there); the sweeper's
+            // periodic refresh sends the flow later.
+            q.push(SyncEvent::upsert(flow, now_ms));
+        }
+    }
+    #[inline]
+    fn sync_remove(fw: &Forwarder, flow: &Flow<u128>) {
+        if let Some(q) = &fw.sync {
+            q.push(SyncEvent::remove(flow));
+        }
+    }
 }
 
 /// The transport header of a `CHECKSUM_PARTIAL` IPv6 frame, readdressed to

@@ -607,9 +607,13 @@ impl Control {
         // Incremental sweep: expire idle flows, count active ones. The
         // IPv6 sweep runs first, in step with the IPv4 one (same pace), so
         // a completed IPv4 pass sums both.
-        self.sweeper6.handle_tick(now.ms, &sh.flows6, false);
-        while self.sweeper6.poll_action().is_some() {}
         let streaming = self.master && self.sync.is_some();
+        self.sweeper6.handle_tick(now.ms, &sh.flows6, streaming);
+        while let Some(a) = self.sweeper6.poll_action() {
+            if let (SweepAction::Refresh(f), Some(link)) = (a, self.sync.as_mut()) {
+                link.refresh(&f, now.ms);
+            }
+        }
         self.sweeper.handle_tick(now.ms, &sh.flows, streaming);
         while let Some(a) = self.sweeper.poll_action() {
             match a {
@@ -864,7 +868,15 @@ impl Control {
         };
         let sh = &self.view.shared;
         let snap = sh.snapshot.load();
-        link.step(now.at, now.ms, self.master, master_addr, &sh.flows, &snap)
+        link.step(
+            now.at,
+            now.ms,
+            self.master,
+            master_addr,
+            &sh.flows,
+            &sh.flows6,
+            &snap,
+        )
     }
 
     /// Feeds punted adverts to the VRRP drivers (IPv6 ones to the IPv6
