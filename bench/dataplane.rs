@@ -11,7 +11,7 @@
 //! scratch buffer; `frame_copy` measures that copy alone, to be subtracted.
 //! Frames are built with etherparse, an encoder independent of `podlb_wire`.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -291,6 +291,19 @@ fn backend_mac(ip: u32) -> [u8; 6] {
     [0x02, 0, 0, 0, c, d]
 }
 
+/// IPv6 (RFC 5180's 2001:2::/48): the VIP, backend `i` and the MAC of a
+/// backend address (its last two bytes, as for IPv4, with 0x06 apart).
+const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x100);
+
+fn backend_ip6(i: usize) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x21 + i as u16)
+}
+
+fn backend_mac6(ip: u128) -> [u8; 6] {
+    let b = ip.to_be_bytes();
+    [0x02, 0, 0, 0x06, b[14], b[15]]
+}
+
 /// One worker's forwarder and a snapshot with one service on VIP:80.
 struct Rig {
     fwd: Forwarder,
@@ -324,6 +337,24 @@ fn service(name: String, vip: [u8; 4], mode: Mode, backends: &[[u8; 4]]) -> Serv
     }
 }
 
+/// An IPv6 service on `vip`:80 over `backends` (port 8080), otherwise as
+/// [`service`].
+fn service6(name: String, vip: Ipv6Addr, mode: Mode, backends: &[Ipv6Addr]) -> ServiceConfig {
+    ServiceConfig {
+        vip: vip.into(),
+        backends: backends
+            .iter()
+            .map(|&b| BackendConfig {
+                addr: (b, 8080).into(),
+                weight: 1,
+                vtep: None,
+                vtep_mac: None,
+            })
+            .collect(),
+        ..service(name, VIP, mode, &[])
+    }
+}
+
 /// Services and backends of the scale case (issue 6): `n` services on VIPs
 /// 198.18.1.1.. port 80, `per` distinct backends each (198.19.x.y).
 const SCALE_SERVICES: usize = 100;
@@ -354,19 +385,42 @@ impl Rig {
     }
 
     fn with_services(services: Vec<ServiceConfig>) -> Rig {
+        Rig::with_tables(services, FLOWS as usize, 16)
+    }
+
+    /// A rig over `services` (IPv4 and IPv6 ones) with an IPv4 flow table of
+    /// `flows4` and an IPv6 one of `flows6` flows; every backend's MAC is
+    /// known (ARP or NDP already done).
+    fn with_tables(services: Vec<ServiceConfig>, flows4: usize, flows6: usize) -> Rig {
         let snap = Snapshot::build(1, &services, |_, _| 0).expect("snapshot");
-        let addrs: Vec<u32> = services
+        let ips: Vec<IpAddr> = services
             .iter()
             .flat_map(|s| s.backends.iter())
-            .filter_map(|b| match b.addr.ip() {
-                std::net::IpAddr::V4(ip) => Some(u32::from(ip)),
-                std::net::IpAddr::V6(_) => None,
+            .map(|b| b.addr.ip())
+            .collect();
+        let v4: Vec<u32> = ips
+            .iter()
+            .filter_map(|a| match a {
+                IpAddr::V4(ip) => Some(u32::from(*ip)),
+                IpAddr::V6(_) => None,
             })
             .collect();
-        let neighbors = NeighborTable::new(addrs.len());
-        for &b in &addrs {
+        let v6: Vec<u128> = ips
+            .iter()
+            .filter_map(|a| match a {
+                IpAddr::V6(ip) => Some(u128::from(*ip)),
+                IpAddr::V4(_) => None,
+            })
+            .collect();
+        let neighbors = NeighborTable::new(v4.len().max(1));
+        for &b in &v4 {
             assert!(neighbors.track(b));
             assert!(neighbors.learn(b, MacAddr(backend_mac(b)), 0));
+        }
+        let neighbors6 = NeighborTable::new(v6.len().max(1));
+        for &b in &v6 {
+            assert!(neighbors6.track(b));
+            assert!(neighbors6.learn(b, MacAddr(backend_mac6(b)), 0));
         }
         let fwd = Forwarder {
             mac: MacAddr(PODLB_MAC),
@@ -377,13 +431,17 @@ impl Rig {
             mac6: MacAddr(PODLB_MAC),
             active6: true,
             flows: Arc::new({
-                let mut t = FlowTable::new(FLOWS as usize, TIMEOUTS);
+                let mut t = FlowTable::new(flows4, TIMEOUTS);
                 t.set_huge_page_bytes(podlb_io::mem::advise_regions(&t.regions()));
                 t
             }),
             neighbors: Arc::new(neighbors),
-            flows6: Arc::new(FlowTable::new(16, TIMEOUTS)),
-            neighbors6: Arc::new(NeighborTable::new(16)),
+            flows6: Arc::new({
+                let mut t = FlowTable::new(flows6, TIMEOUTS);
+                t.set_huge_page_bytes(podlb_io::mem::advise_regions(&t.regions()));
+                t
+            }),
+            neighbors6: Arc::new(neighbors6),
             own_ip6: None,
             stats: Arc::new(WorkerStats::default()),
             ports: NatPorts::new(0, 1, 0),
@@ -446,6 +504,26 @@ fn tcp_frame(from: End, to: End, syn: bool, payload: usize) -> Vec<u8> {
     let (sport, dport) = (from.port, to.port);
     let b = PacketBuilder::ethernet2(src_mac, dst_mac)
         .ipv4(src, dst, 64)
+        .tcp(sport, dport, 1000, 64240);
+    let b = if syn { b.syn() } else { b.ack(2000) };
+    let data = vec![0xa5u8; payload];
+    let mut v = Vec::with_capacity(b.size(payload));
+    b.write(&mut v, &data).expect("write frame");
+    v
+}
+
+/// [`tcp_frame`] over IPv6: a SYN, or an ACK with `payload` bytes, from
+/// `src`:`sport` (at CLIENT_MAC) to `dst`:`dport` (at podlb's MAC).
+fn tcp6_frame(
+    src: Ipv6Addr,
+    sport: u16,
+    dst: Ipv6Addr,
+    dport: u16,
+    syn: bool,
+    payload: usize,
+) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(CLIENT_MAC, PODLB_MAC)
+        .ipv6(src.octets(), dst.octets(), 64)
         .tcp(sport, dport, 1000, 64240);
     let b = if syn { b.syn() } else { b.ack(2000) };
     let data = vec![0xa5u8; payload];
@@ -554,6 +632,7 @@ fn forward(c: &mut Criterion) {
 
     syn_new_flow(&mut g);
     established_1m(&mut g);
+    established_1m6(&mut g);
     udp_1m(&mut g);
     scale_100x10(&mut g);
     g.finish();
@@ -762,6 +841,102 @@ fn established_1m(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::
         len,
     );
     println!("forward_nat_established_1m_flows_batched: {other} packets not forwarded (must be 0)");
+}
+
+/// [`established_1m`] over IPv6 (issue 17): full NAT66 of 1M established
+/// flows from clients in 2001:2:0:8000::/64 to an IPv6 VIP over 30 IPv6
+/// backends, in the IPv6 flow table (sized for 1M), then frames of 256k of
+/// them in a random order. The batched variant runs the same look-ahead
+/// call a worker makes; `Forwarder::prefetch` reads IPv4 frames only, so for
+/// these frames it prefetches nothing.
+fn established_1m6(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+    const SAMPLE: usize = 1 << 18;
+    let bs: Vec<Ipv6Addr> = (0..30).map(backend_ip6).collect();
+    let mut rig = Rig::with_tables(
+        vec![service6("web6".into(), VIP6, Mode::Nat, &bs)],
+        16,
+        FLOWS as usize,
+    );
+    let base = u128::from(Ipv6Addr::new(0x2001, 2, 0, 0x8000, 0, 0, 0, 0));
+    let client = |i: u32| -> (Ipv6Addr, u16) {
+        (
+            Ipv6Addr::from(base + u128::from(i >> 15)),
+            1024 + (i & 0x7fff) as u16,
+        )
+    };
+    let fill = Instant::now();
+    for i in 0..FLOWS {
+        let (c, p) = client(i);
+        if rig.forward(&mut tcp6_frame(c, p, VIP6, 80, true, 0)) == Verdict::Tx {
+            rig.forward(&mut tcp6_frame(c, p, VIP6, 80, false, 0));
+        }
+    }
+    let mut made: Vec<u32> = (0..FLOWS)
+        .filter(|&i| {
+            let (c, p) = client(i);
+            let key = FlowKey {
+                client: u128::from(c),
+                vip: u128::from(VIP6),
+                client_port: p,
+                vport: 80,
+                proto: 6,
+            };
+            rig.fwd
+                .flows6
+                .lookup(&key)
+                .is_some_and(|(_, f)| f.tcp & tcp_state::ESTABLISHED != 0)
+        })
+        .collect();
+    let t = &rig.fwd.flows6;
+    println!(
+        "forward_nat66_established_1m_flows: {} of {} handshakes left an established flow ({:.2} s); IPv6 table holds {}, {:.1} bytes per flow of capacity {}, {} bytes on huge pages; IPv4 table holds {}",
+        made.len(),
+        FLOWS,
+        fill.elapsed().as_secs_f64(),
+        t.len(),
+        t.memory_bytes() as f64 / FLOWS as f64,
+        FLOWS,
+        t.huge_page_bytes(),
+        rig.fwd.flows.len()
+    );
+    // The rewrite is NAT66: the first frame leaves from the VIP to a backend.
+    let (c, p) = client(made[0]);
+    let mut out = tcp6_frame(c, p, VIP6, 80, false, 64);
+    assert_eq!(rig.forward(&mut out), Verdict::Tx);
+    assert_eq!(&out[22..38], &VIP6.octets(), "source rewritten to the VIP");
+    assert!(
+        bs.iter().any(|b| out[38..54] == b.octets()),
+        "destination rewritten to a backend"
+    );
+    shuffle(&mut made, 4);
+    let frames: Vec<Vec<u8>> = made[..SAMPLE]
+        .iter()
+        .map(|&i| {
+            let (c, p) = client(i);
+            tcp6_frame(c, p, VIP6, 80, false, 64)
+        })
+        .collect();
+    let len = frames[0].len();
+    let pristine: Vec<u8> = frames.concat();
+    drop(frames);
+    let other = forward_one_by_one(
+        g,
+        "forward_nat66_established_1m_flows",
+        &mut rig,
+        &pristine,
+        len,
+    );
+    println!("forward_nat66_established_1m_flows: {other} packets not forwarded (must be 0)");
+    let other = forward_batched(
+        g,
+        "forward_nat66_established_1m_flows_batched",
+        &mut rig,
+        &pristine,
+        len,
+    );
+    println!(
+        "forward_nat66_established_1m_flows_batched: {other} packets not forwarded (must be 0)"
+    );
 }
 
 /// A UDP datagram from `from` to `to` with `payload` bytes.

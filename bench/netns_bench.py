@@ -21,6 +21,13 @@ offered rates (received Gbit/s, datagrams/s, loss %) and DNS queries/s
 DNAT), nginx (stream, listen ... udp) and podlb (protocol = "udp" services); haproxy
 has no UDP and is listed as skipped.
 
+With --ipv6 (or --only-ipv6) every host also gets an address of 2001:2::/64 (RFC 5180's
+benchmarking range) and IPv6 cases join the same rounds: direct, ip6tables (the same
+kube-proxy chains in ip6tables -t nat, IPv6 forwarding on in the lb only while it runs),
+haproxy and nginx on IPv6 addresses, and podlb on an IPv6 VIP (--ipv6-podlb, default AF_PACKET
+nat and dsr, 1 worker); the same measurements over IPv6, with ratios ÷ ip6tables beside the
+IPv4 ratios ÷ iptables of the same run.
+
 Python 3 standard library only; run as root.  See bench/README.md.
 The namespaces are the Rust lab's (`podlb-lab up`, via bench/nslab.py), named
 plb-<pid>-<n>-*. Everything it creates (namespaces, processes, a temp dir) is
@@ -79,6 +86,55 @@ DNS_PORT = 53
 DNS_NAME = "who.podlb.test"
 DNSLOAD = Path(__file__).resolve().parent / "dnsload.py"
 UDP_IPERF_DEFAULT = "1400@500M,64@20M,64@100M"
+
+# IPv6 (--ipv6): the same hosts on one /64 of 2001:2::/48 (RFC 5180's benchmarking range), the
+# same roles for the lb's extra addresses; podlb's IPv6 VIPs are 2001:2::110 + variant index.
+HOSTS6 = {
+    "client": "2001:2::10",
+    "lb": "2001:2::2",
+    "b1": "2001:2::21",
+    "b2": "2001:2::22",
+    "b3": "2001:2::23",
+}
+VIP6_IPTABLES = "2001:2::101"
+VIP6_HAPROXY = "2001:2::102"
+VIP6_NGINX = "2001:2::103"
+SRC6_HAPROXY = "2001:2::4"
+SRC6_NGINX = "2001:2::5"
+IPV6_PODLB_DEFAULT = "afpacket-nat-w1,afpacket-dsr-w1"
+
+
+def url_host(ip: str) -> str:
+    """An address as the host part of a URL or of `host:port` (IPv6 in brackets)."""
+    return f"[{ip}]" if ":" in ip else ip
+
+
+class Fam:
+    """What a case needs to know about its address family: the hosts' addresses, the lb's
+    extra addresses (kernel and proxy VIPs, proxy sources), the kernel NAT tool and the
+    forwarding sysctl. FAM4 is what the bench always ran; FAM6 is --ipv6."""
+
+    def __init__(self, version: int, hosts: dict[str, str], vip_iptables: str, vip_haproxy: str,
+                 vip_nginx: str, src_haproxy: str, src_nginx: str):
+        self.version = version
+        self.hosts = hosts
+        self.vip_iptables, self.vip_haproxy, self.vip_nginx = vip_iptables, vip_haproxy, vip_nginx
+        self.src_haproxy, self.src_nginx = src_haproxy, src_nginx
+        self.host_len = 32 if version == 4 else 128
+        self.iptables = "iptables" if version == 4 else "ip6tables"
+        self.forwarding = "net.ipv4.ip_forward" if version == 4 else "net.ipv6.conf.all.forwarding"
+        # names of the processes and files of a case: the IPv4 ones as before, "-v6" appended
+        self.tag = "" if version == 4 else "-v6"
+
+    def hostport(self, ip: str, port: int) -> str:
+        return f"{url_host(ip)}:{port}"
+
+    def podlb_vip(self, index: int) -> str:
+        return f"{SUBNET}.{110 + index}" if self.version == 4 else f"2001:2::{110 + index}"
+
+
+FAM4 = Fam(4, HOSTS, VIP_IPTABLES, VIP_HAPROXY, VIP_NGINX, SRC_HAPROXY, SRC_NGINX)
+FAM6 = Fam(6, HOSTS6, VIP6_IPTABLES, VIP6_HAPROXY, VIP6_NGINX, SRC6_HAPROXY, SRC6_NGINX)
 
 
 def parse_iperf(text: str) -> dict:
@@ -186,12 +242,30 @@ def build_topology() -> None:
         }})
 
 
-def start_backends(udp: bool = False) -> None:
+def add_ipv6() -> None:
+    """--ipv6: every host's IPv6 address (a /64 on eth0) and the lb's extra ones (/128), all
+    without Duplicate Address Detection (the lab's addresses are unique; DAD would only hold
+    them tentative for a second or two). The lb's extras are added deprecated (preferred
+    lifetime 0): they still answer Neighbor Solicitations and take explicit binds (the proxies'
+    sources), but source address selection (RFC 6724 rule 3) avoids them, so ip6tables
+    MASQUERADE leaves from 2001:2::2 as iptables' does from .2. Forwarding stays off but in
+    the ip6tables case."""
+    for role, a in HOSTS6.items():
+        run(nsx(role, "ip", "-6", "addr", "add", f"{a}/64", "dev", "eth0", "nodad"))
+    for a in (VIP6_IPTABLES, VIP6_HAPROXY, VIP6_NGINX, SRC6_HAPROXY, SRC6_NGINX):
+        run(nsx("lb", "ip", "-6", "addr", "add", f"{a}/128", "dev", "eth0", "nodad",
+                "preferred_lft", "0"))
+    sysctl("lb", "net.ipv6.conf.all.forwarding", "0")
+
+
+def start_backends(udp: bool = False, ipv6: bool = False) -> None:
     for b in BACKENDS:
-        nslab.start_nginx_backend(b, HOSTS[b])
+        nslab.start_nginx_backend(b, HOSTS[b], ipv6=ipv6)
     start_iperf_server()
     for b in BACKENDS:
         http_ok("client", f"http://{HOSTS[b]}/")
+        if ipv6:
+            http_ok("client", f"http://[{HOSTS6[b]}]/")
     if udp:
         for b in BACKENDS:
             start_dnsmasq(b)
@@ -306,6 +380,7 @@ class Case:
     name = "?"
     vip = ""
     description = ""
+    fam = FAM4
 
     def start(self) -> None:
         pass
@@ -319,6 +394,10 @@ class Direct(Case):
     vip = HOSTS["b1"]
     description = "client → backend 1 directly (the limit)"
 
+    def __init__(self, fam: Fam = FAM4):
+        self.fam = fam
+        self.vip = fam.hosts["b1"]
+
 
 class Iptables(Case):
     """The kube-proxy iptables-mode path: statistic-random DNAT chains + MASQUERADE mark."""
@@ -327,8 +406,14 @@ class Iptables(Case):
     vip = VIP_IPTABLES
     description = "kernel DNAT + MASQUERADE, kube-proxy style chains (iptables-nft)"
 
-    def __init__(self, udp: bool = False):
+    def __init__(self, udp: bool = False, fam: Fam = FAM4):
         self.udp = udp
+        self.fam = fam
+        self.vip = fam.vip_iptables
+        if fam.version == 6:
+            self.name = "ip6tables"
+            self.description = ("kernel DNAT + MASQUERADE, kube-proxy style chains "
+                                "(ip6tables-nft), net.ipv6.conf.all.forwarding = 1")
 
     def rules(self) -> list[list[str]]:
         r: list[list[str]] = []
@@ -344,9 +429,11 @@ class Iptables(Case):
                   "-j", "RETURN"])
         r.append(["-A", "PLBB-POSTROUTING", "-j", "MARK", "--xor-mark", "0x4000"])
         r.append(["-A", "PLBB-POSTROUTING", "-j", "MASQUERADE", "--random-fully"])
-        r.append(["-A", "PLBB-SERVICES", "-d", f"{VIP_IPTABLES}/32", "-p", "tcp",
+        f = self.fam
+        vip = f"{f.vip_iptables}/{f.host_len}"
+        r.append(["-A", "PLBB-SERVICES", "-d", vip, "-p", "tcp",
                   "--dport", str(HTTP_PORT), "-j", "PLBB-SVC-WEB"])
-        r.append(["-A", "PLBB-SERVICES", "-d", f"{VIP_IPTABLES}/32", "-p", "tcp",
+        r.append(["-A", "PLBB-SERVICES", "-d", vip, "-p", "tcp",
                   "--dport", str(IPERF_PORT), "-j", "PLBB-SVC-IPERF"])
         n = len(BACKENDS)
         for i, b in enumerate(BACKENDS):
@@ -357,11 +444,11 @@ class Iptables(Case):
             r.append(rule + ["-j", f"PLBB-SEP-{b.upper()}"])
             r.append(["-A", f"PLBB-SEP-{b.upper()}", "-j", "PLBB-MARK-MASQ"])
             r.append(["-A", f"PLBB-SEP-{b.upper()}", "-p", "tcp", "-j", "DNAT",
-                      "--to-destination", f"{HOSTS[b]}:{HTTP_PORT}"])
+                      "--to-destination", f.hostport(f.hosts[b], HTTP_PORT)])
         r.append(["-A", "PLBB-SVC-IPERF", "-j", "PLBB-SEP-IPERF"])
         r.append(["-A", "PLBB-SEP-IPERF", "-j", "PLBB-MARK-MASQ"])
         r.append(["-A", "PLBB-SEP-IPERF", "-p", "tcp", "-j", "DNAT",
-                  "--to-destination", f"{HOSTS['b1']}:{IPERF_PORT}"])
+                  "--to-destination", f.hostport(f.hosts["b1"], IPERF_PORT)])
         if self.udp:
             r += self.udp_rules()
         return r
@@ -397,17 +484,17 @@ class Iptables(Case):
     def start(self) -> None:
         self.flush()
         for rule in self.rules():
-            run(nsx("lb", "iptables", "-w", "5", "-t", "nat", *rule))
-        sysctl("lb", "net.ipv4.ip_forward", "1")
+            run(nsx("lb", self.fam.iptables, "-w", "5", "-t", "nat", *rule))
+        sysctl("lb", self.fam.forwarding, "1")
 
     def flush(self) -> None:
-        run(nsx("lb", "iptables", "-w", "5", "-t", "nat", "-F"), check=False)
-        run(nsx("lb", "iptables", "-w", "5", "-t", "nat", "-X"), check=False)
+        run(nsx("lb", self.fam.iptables, "-w", "5", "-t", "nat", "-F"), check=False)
+        run(nsx("lb", self.fam.iptables, "-w", "5", "-t", "nat", "-X"), check=False)
 
     def stop(self) -> None:
         # Forwarding and the rules exist only while this case runs, so the other
         # cases in the lb namespace are not routed by the kernel behind their back.
-        sysctl("lb", "net.ipv4.ip_forward", "0")
+        sysctl("lb", self.fam.forwarding, "0")
         self.flush()
 
 
@@ -415,7 +502,7 @@ HAPROXY_CONF = """\
 global
     nbthread 1
     maxconn {maxconn}
-    pidfile {d}/haproxy.pid
+    pidfile {d}/{pid}.pid
 defaults
     mode tcp
     timeout connect 5s
@@ -443,25 +530,38 @@ def haproxy_maxconn() -> int:
     return max(1000, min(100000, (nslab.NOFILE - 100) // 2))
 
 
+def haproxy_config(fam: Fam, d: Path, maxconn: int) -> str:
+    """HAPROXY_CONF for `fam`; IPv6 addresses in brackets (haproxy reads a bare IPv6 `source`
+    as address:port)."""
+    h = fam.hosts
+    servers = "\n".join(f"    server {b} {fam.hostport(h[b], HTTP_PORT)}" for b in BACKENDS)
+    return HAPROXY_CONF.format(d=d, vip=url_host(fam.vip_haproxy), http=HTTP_PORT,
+                               iperf=IPERF_PORT, servers=servers, b1=url_host(h["b1"]),
+                               maxconn=maxconn, src=url_host(fam.src_haproxy),
+                               pid=f"haproxy{fam.tag}")
+
+
 class Haproxy(Case):
     name = "haproxy"
     vip = VIP_HAPROXY
     description = "haproxy `mode tcp`, roundrobin, nbthread 1"
 
+    def __init__(self, fam: Fam = FAM4):
+        self.fam = fam
+        self.vip = fam.vip_haproxy
+        self.pname = f"haproxy{fam.tag}"
+
     def start(self) -> None:
         assert RES.tmpdir is not None
         d = RES.tmpdir
-        conf = d / "haproxy.cfg"
-        servers = "\n".join(f"    server {b} {HOSTS[b]}:{HTTP_PORT}" for b in BACKENDS)
-        conf.write_text(HAPROXY_CONF.format(d=d, vip=VIP_HAPROXY, http=HTTP_PORT,
-                                            iperf=IPERF_PORT, servers=servers, b1=HOSTS["b1"],
-                                            maxconn=haproxy_maxconn(), src=SRC_HAPROXY))
+        conf = d / f"{self.pname}.cfg"
+        conf.write_text(haproxy_config(self.fam, d, haproxy_maxconn()))
         run(nsx("lb", "haproxy", "-c", "-q", "-f", str(conf)))
-        p = start_proc("haproxy", nsx("lb", "haproxy", "-db", "-f", str(conf)))
-        wait_tcp("client", VIP_HAPROXY, HTTP_PORT, p, "haproxy")
+        p = start_proc(self.pname, nsx("lb", "haproxy", "-db", "-f", str(conf)))
+        wait_tcp("client", self.vip, HTTP_PORT, p, self.pname)
 
     def stop(self) -> None:
-        stop_named("haproxy")
+        stop_named(self.pname)
 
 
 NGINX_STREAM_CONF = """\
@@ -469,8 +569,8 @@ NGINX_STREAM_CONF = """\
 daemon off;
 worker_processes 1;
 worker_rlimit_nofile {nofile};
-pid {d}/lbnginx.pid;
-error_log {d}/lbnginx.error.log warn;
+pid {d}/{pname}.pid;
+error_log {d}/{pname}.error.log warn;
 events {{ worker_connections {wconn}; }}
 stream {{
     proxy_bind {src};
@@ -519,35 +619,45 @@ def nginx_stream_load_line() -> str:
                      "(Debian: apt-get install libnginx-mod-stream)")
 
 
+def nginx_stream_config(fam: Fam, d: Path, load: str, udp: bool) -> str:
+    """NGINX_STREAM_CONF (with NGINX_STREAM_UDP if `udp`) for `fam`."""
+    h = fam.hosts
+    servers = "\n".join(f"        server {fam.hostport(h[b], HTTP_PORT)};" for b in BACKENDS)
+    vip, b1 = url_host(fam.vip_nginx), url_host(h["b1"])
+    udp_conf = ""
+    if udp:
+        udp_conf = NGINX_STREAM_UDP.format(
+            servers="\n".join(f"        server {fam.hostport(h[b], DNS_PORT)};" for b in BACKENDS),
+            vip=vip, dns=DNS_PORT, iperf=IPERF_PORT, b1=b1)
+    return NGINX_STREAM_CONF.format(
+        udp=udp_conf, load=load, d=d, servers=servers, vip=vip, pname=f"lbnginx{fam.tag}",
+        http=HTTP_PORT, iperf=IPERF_PORT, b1=b1, nofile=nslab.NOFILE, src=fam.src_nginx,
+        wconn=max(1024, min(65536, (nslab.NOFILE - 100) // 2)))
+
+
 class NginxStream(Case):
     name = "nginx"
     vip = VIP_NGINX
     description = "nginx `stream {}` proxy, worker_processes 1"
 
-    def __init__(self, udp: bool = False):
+    def __init__(self, udp: bool = False, fam: Fam = FAM4):
         self.udp = udp
+        self.fam = fam
+        self.vip = fam.vip_nginx
+        self.pname = f"lbnginx{fam.tag}"
 
     def start(self) -> None:
         assert RES.tmpdir is not None
         d = RES.tmpdir
-        conf = d / "lbnginx.conf"
-        servers = "\n".join(f"        server {HOSTS[b]}:{HTTP_PORT};" for b in BACKENDS)
-        udp = ""
-        if self.udp:
-            udp = NGINX_STREAM_UDP.format(
-                servers="\n".join(f"        server {HOSTS[b]}:{DNS_PORT};" for b in BACKENDS),
-                vip=VIP_NGINX, dns=DNS_PORT, iperf=IPERF_PORT, b1=HOSTS["b1"])
-        conf.write_text(NGINX_STREAM_CONF.format(
-            udp=udp, load=nginx_stream_load_line(), d=d, servers=servers, vip=VIP_NGINX,
-            http=HTTP_PORT, iperf=IPERF_PORT, b1=HOSTS["b1"], nofile=nslab.NOFILE, src=SRC_NGINX,
-            wconn=max(1024, min(65536, (nslab.NOFILE - 100) // 2))))
-        elog = str(d / "lbnginx.error.log")
+        conf = d / f"{self.pname}.conf"
+        conf.write_text(nginx_stream_config(self.fam, d, nginx_stream_load_line(), self.udp))
+        elog = str(d / f"{self.pname}.error.log")
         run(nsx("lb", "nginx", "-t", "-q", "-p", str(d), "-e", elog, "-c", str(conf)))
-        p = start_proc("lbnginx", nsx("lb", "nginx", "-p", str(d), "-e", elog, "-c", str(conf)))
-        wait_tcp("client", VIP_NGINX, HTTP_PORT, p, "lbnginx")
+        p = start_proc(self.pname, nsx("lb", "nginx", "-p", str(d), "-e", elog, "-c", str(conf)))
+        wait_tcp("client", self.vip, HTTP_PORT, p, self.pname)
 
     def stop(self) -> None:
-        stop_named("lbnginx")
+        stop_named(self.pname)
 
 
 def udp_service_toml(name: str, vip: str, port: int, mode: str, backends: list[str]) -> str:
@@ -562,16 +672,17 @@ class Podlb(Case):
     vip = VIP_PODLB  # replaced per instance in __init__
 
     def __init__(self, binary: Path, io: str, mode: str, workers: int, timeout: float, index: int = 0,
-                 rx_ring: str | None = None, udp: bool = False):
+                 rx_ring: str | None = None, udp: bool = False, fam: Fam = FAM4):
         self.binary = binary
         self.udp = udp
+        self.fam = fam
         self.rx_ring = rx_ring
         # One VIP per variant: full NAT uses the VIP as the source towards the
         # backends, and variants run back to back, so with a shared VIP each
         # variant would meet the TIME_WAIT entries the previous one left on the
         # backends (PAWS rejects, 1 s SYN retransmits). The kernel and proxy
         # cases each have their own source address for the same reason.
-        self.vip = f"{SUBNET}.{110 + index}"
+        self.vip = fam.podlb_vip(index)
         self.io = io
         self.mode = mode
         self.workers = workers
@@ -585,6 +696,9 @@ class Podlb(Case):
         if rx_ring:
             self.name += f"-{rx_ring}"
             self.description += f', io.rx_ring = "{rx_ring}"'
+        if fam.version == 6:
+            self.description += f", IPv6 VIP {self.vip}"
+        self.pname = self.name + fam.tag  # its process, log and config file
         self.role = "node" if io == "tap" else "lb"
         self.broken: str | None = None
 
@@ -612,9 +726,10 @@ class Podlb(Case):
             "attach": attach, "workers": self.workers, "admin": ADMIN,
             "services": [
                 {"name": "web", "vip": self.vip, "port": HTTP_PORT, "mode": self.mode,
-                 "backends": [f"{HOSTS[b]}:{HTTP_PORT}" for b in BACKENDS]},
+                 "backends": [self.fam.hostport(self.fam.hosts[b], HTTP_PORT)
+                              for b in BACKENDS]},
                 {"name": "iperf", "vip": self.vip, "port": IPERF_PORT, "mode": self.mode,
-                 "backends": [f"{HOSTS['b1']}:{IPERF_PORT}"]},
+                 "backends": [self.fam.hostport(self.fam.hosts["b1"], IPERF_PORT)]},
             ],
             "extra": extra,
         })
@@ -623,6 +738,17 @@ class Podlb(Case):
         return parse_metrics(http_get(self.role, f"http://{ADMIN}/metrics", timeout=2.0))
 
     def dsr_backends(self, on: bool) -> None:
+        if self.fam.version == 6:
+            # The VIP on lo: accepted, never announced (Linux answers Neighbor Solicitations
+            # only for addresses of the receiving interface), so no arp_ignore counterpart.
+            for b in BACKENDS:
+                if on:
+                    run(nsx(b, "ip", "-6", "addr", "replace", f"{self.vip}/128", "dev", "lo",
+                            "nodad"))
+                else:
+                    run(nsx(b, "ip", "-6", "addr", "del", f"{self.vip}/128", "dev", "lo"),
+                        check=False)
+            return
         for b in BACKENDS:
             if on:
                 run(nsx(b, "ip", "addr", "replace", f"{self.vip}/32", "dev", "lo"))
@@ -639,18 +765,18 @@ class Podlb(Case):
         if self.broken:
             raise BenchError(self.broken)
         assert RES.tmpdir is not None
-        conf = RES.tmpdir / f"{self.name}.toml"
+        conf = RES.tmpdir / f"{self.pname}.toml"
         conf.write_text(self.config())
         if self.mode == "dsr":
             self.dsr_backends(True)
         self.flush_neigh()
-        p = start_proc(self.name, nsx(self.role, str(self.binary), "run", "--config", str(conf)))
+        p = start_proc(self.pname, nsx(self.role, str(self.binary), "run", "--config", str(conf)))
         deadline = time.monotonic() + self.ready_timeout
         url = f"http://{ADMIN}/status"
         while True:
             if p.poll() is not None:
                 self.broken = f"{self.name}: podlb exited with {p.returncode}: " \
-                              f"{log_tail(self.name, 8)}"
+                              f"{log_tail(self.pname, 8)}"
                 raise BenchError(self.broken)
             try:
                 http_get(self.role, url, timeout=1.0)
@@ -664,7 +790,7 @@ class Podlb(Case):
         self.flush_neigh()
 
     def stop(self) -> None:
-        stop_named(self.name)
+        stop_named(self.pname)
         if self.mode == "dsr":
             self.dsr_backends(False)
         self.flush_neigh()
@@ -679,7 +805,7 @@ def wrk(vip: str, seconds: int, close: bool) -> dict:
     cmd = ["wrk", "-t1", "-c32", f"-d{seconds}s", "--latency", "--timeout", "2s"]
     if close:
         cmd += ["-H", "Connection: close"]
-    cmd.append(f"http://{vip}:{HTTP_PORT}/")
+    cmd.append(f"http://{url_host(vip)}:{HTTP_PORT}/")
     r = run(nsx("client", *cmd), timeout=seconds + 20, check=False)
     try:
         res = parse_wrk(r.stdout)
@@ -730,7 +856,7 @@ def run_case(c: Case, rnd: int, body) -> dict:
 def measure(case: Case, args: argparse.Namespace) -> dict:
     d = args.duration
     out: dict = {}
-    http_ok("client", f"http://{case.vip}:{HTTP_PORT}/")
+    http_ok("client", f"http://{url_host(case.vip)}:{HTTP_PORT}/")
     ka = wrk(case.vip, d, close=False)
     out["ka"] = ka
     roles = ["client", "lb", *BACKENDS]
@@ -1323,19 +1449,20 @@ def header_lines(info: dict, args: argparse.Namespace, title: str) -> list[str]:
     ]
 
 
-def render(info: dict, cases: list[Case], results: dict, skipped: dict[str, str],
-           args: argparse.Namespace, chart: str | None, chart_note: str) -> str:
-    L = header_lines(info, args, "netns load benchmark")
-    L.append("- method: one topology (bridge ns + client, lb, 3 nginx backends on veth, "
-             "198.18.0.0/24); per case `wrk -t1 -c32 --latency` keep-alive, the same with "
-             "`-H 'Connection: close'`, `iperf3 -t N` to backend 1; cases alternate within a "
-             "round, order rotated each round; medians over rounds. The machine is shared: "
-             "compare ratios from one run, not absolute numbers across runs.")
-    L.append("- wrk's latency starts when a request is written, so it leaves out connection "
-             "setup: `close SYN rtx` (client SYN retransmissions during the `Connection: close` "
-             "run, each one stalls a connection for 1 s or more) is where setup stalls show. "
-             "`close spread` is each backend's share of the connections it accepted then.")
-    L.append("")
+RATIO_KEYS = [("ka_rps", "req/s"), ("cc_cps", "conn/s"), ("gbps", "Gbit/s"), ("ka_p99", "p99")]
+
+
+def ratio(m: dict | None, rm: dict | None, k: str) -> str:
+    """m[k] ÷ rm[k] as `1.23×`, or `–`."""
+    if m is None or rm is None or m.get(k) is None or not rm.get(k):
+        return "–"
+    return f"{m[k] / rm[k]:.2f}×"
+
+
+def case_tables(cases: list[Case], results: dict, skipped: dict[str, str], ref: str) -> list[str]:
+    """The medians table, the ratios table (÷ `ref` and ÷ direct), the case list and the notes
+    of one set of cases (one address family)."""
+    L = []
     L.append("| case | " + " | ".join(h for _k, h, *_ in METRICS) +
              " | errors ka/close | close spread b1/b2/b3 % | rounds |")
     L.append("|---|" + "---:|" * len(METRICS) + "---:|---:|---:|")
@@ -1351,25 +1478,16 @@ def render(info: dict, cases: list[Case], results: dict, skipped: dict[str, str]
     L.append("Ratios (median ÷ median of the reference case in the same run; for req/s, conn/s "
              "and Gbit/s higher is better, for p99 lower is better):")
     L.append("")
-    ratio_keys = [("ka_rps", "req/s"), ("cc_cps", "conn/s"), ("gbps", "Gbit/s"),
-                  ("ka_p99", "p99")]
     hdr = []
-    for _k, h in ratio_keys:
-        hdr += [f"{h} ÷ iptables", f"{h} ÷ direct"]
+    for _k, h in RATIO_KEYS:
+        hdr += [f"{h} ÷ {ref}", f"{h} ÷ direct"]
     L.append("| case | " + " | ".join(hdr) + " |")
     L.append("|---|" + "---:|" * len(hdr))
     for c in cases:
         if c.name in skipped:
             continue
         m = meds[c.name]
-        cells = []
-        for k, _h in ratio_keys:
-            for ref in ("iptables", "direct"):
-                rm = meds.get(ref)
-                if rm is None or m[k] is None or not rm.get(k):
-                    cells.append("–")
-                else:
-                    cells.append(f"{m[k] / rm[k]:.2f}×")
+        cells = [ratio(m, meds.get(r), k) for k, _h in RATIO_KEYS for r in (ref, "direct")]
         L.append(f"| {c.name} | " + " | ".join(cells) + " |")
     L.append("")
     L.append("Cases:")
@@ -1394,6 +1512,76 @@ def render(info: dict, cases: list[Case], results: dict, skipped: dict[str, str]
         L.append("")
         L.append("Notes from this run:")
         L.extend(notes)
+    return L
+
+
+def v4_name(c: Case) -> str:
+    """The IPv4 case an IPv6 case is compared with."""
+    return "iptables" if c.name == "ip6tables" else c.name
+
+
+def render_ipv6(cases: list[Case], results: dict, skipped: dict[str, str], cases4: list[Case],
+                results4: dict, skipped4: dict[str, str]) -> str:
+    """The IPv6 section: its own tables (ratios ÷ ip6tables), then each IPv6 case beside the
+    IPv4 case of the same kind from the same run (when the run had IPv4 cases)."""
+    L = ["## IPv6", ""]
+    L.append("- the same topology with an IPv6 address on every host's eth0 (one /64 of "
+             "2001:2::/48, RFC 5180's benchmarking range, added `nodad`): client 2001:2::10, "
+             "lb 2001:2::2, backends 2001:2::21–23; the lb also holds the ip6tables, haproxy "
+             "and nginx VIPs 2001:2::101–103 and the proxies' sources 2001:2::4, ::5 (/128, "
+             "deprecated so that MASQUERADE's source is 2001:2::2); podlb's VIPs are "
+             "2001:2::110 + variant index, resolved by the client and backends through podlb's "
+             "Neighbor Advertisements. Backends' nginx also `listen [::]:80`, `iperf3 -s` is "
+             "dual-stack.")
+    L.append("- measurements as for IPv4 (wrk keep-alive, wrk `Connection: close`, iperf3 to "
+             "backend 1), all over IPv6" + (
+                 "; the IPv6 cases run in the same rounds as the IPv4 ones (one rotated order "
+                 "over both), so both families see the same machine. " if cases4 else ". ") +
+             "`ip6tables` is the kube-proxy chain layout of the IPv4 case in `ip6tables -t nat` "
+             "with `net.ipv6.conf.all.forwarding=1` in the lb namespace only while it runs.")
+    L.append("")
+    L += case_tables(cases, results, skipped, "ip6tables")
+    L.append("")
+    if not cases4:
+        return "\n".join(L)
+    meds4 = {c.name: medians(results4, c.name) for c in cases4 if c.name not in skipped4}
+    meds6 = {c.name: medians(results, c.name) for c in cases if c.name not in skipped}
+    L.append("IPv6 beside IPv4, same run: each family's ratio to its own kernel path (÷ ip6tables, "
+             "÷ iptables), and the IPv6 median ÷ the IPv4 median of the same kind of case:")
+    L.append("")
+    hdr = []
+    for _k, h in RATIO_KEYS:
+        hdr += [f"{h} IPv6 ÷ ip6tables", f"{h} IPv4 ÷ iptables", f"{h} IPv6 ÷ IPv4"]
+    L.append("| case | " + " | ".join(hdr) + " |")
+    L.append("|---|" + "---:|" * len(hdr))
+    for c in cases:
+        if c.name not in meds6:
+            continue
+        m6, m4 = meds6[c.name], meds4.get(v4_name(c))
+        cells = []
+        for k, _h in RATIO_KEYS:
+            cells += [ratio(m6, meds6.get("ip6tables"), k), ratio(m4, meds4.get("iptables"), k),
+                      ratio(m6, m4, k)]
+        name = c.name if v4_name(c) == c.name else f"{c.name} / {v4_name(c)}"
+        L.append(f"| {name} | " + " | ".join(cells) + " |")
+    L.append("")
+    return "\n".join(L)
+
+
+def render(info: dict, cases: list[Case], results: dict, skipped: dict[str, str],
+           args: argparse.Namespace, chart: str | None, chart_note: str) -> str:
+    L = header_lines(info, args, "netns load benchmark")
+    L.append("- method: one topology (bridge ns + client, lb, 3 nginx backends on veth, "
+             "198.18.0.0/24); per case `wrk -t1 -c32 --latency` keep-alive, the same with "
+             "`-H 'Connection: close'`, `iperf3 -t N` to backend 1; cases alternate within a "
+             "round, order rotated each round; medians over rounds. The machine is shared: "
+             "compare ratios from one run, not absolute numbers across runs.")
+    L.append("- wrk's latency starts when a request is written, so it leaves out connection "
+             "setup: `close SYN rtx` (client SYN retransmissions during the `Connection: close` "
+             "run, each one stalls a connection for 1 s or more) is where setup stalls show. "
+             "`close spread` is each backend's share of the connections it accepted then.")
+    L.append("")
+    L += case_tables(cases, results, skipped, "iptables")
     L.append("")
     if chart:
         L.append(f"![netns benchmark: medians per case, labelled with the ratio to direct]({chart})")
@@ -1595,7 +1783,40 @@ def self_test() -> int:
     assert podlb_delta(m0, m1) == {"udp_datagrams": 100, "drops": {"rx_ring_full": 7}}
     toml = udp_service_toml("dns", "198.18.0.110", 53, "nat", ["198.18.0.21:53"])
     assert 'protocol = "udp"' in toml and 'backends = ["198.18.0.21:53"]' in toml, toml
-    print("self-test: 19 passed, 0 failed")
+    # IPv6 (--ipv6): addresses in URLs and host:port, the ip6tables rules, the proxies' configs
+    assert url_host("2001:2::21") == "[2001:2::21]" and url_host("198.18.0.21") == "198.18.0.21"
+    assert FAM6.hostport("2001:2::21", 80) == "[2001:2::21]:80"
+    assert FAM4.hostport(HOSTS["b1"], 80) == f"{HOSTS['b1']}:80"
+    assert FAM6.podlb_vip(1) == "2001:2::111" and FAM4.podlb_vip(1) == f"{SUBNET}.111"
+    r6 = Iptables(fam=FAM6).rules()
+    assert ["-A", "PLBB-SERVICES", "-d", "2001:2::101/128", "-p", "tcp", "--dport", "80",
+            "-j", "PLBB-SVC-WEB"] in r6, r6
+    assert ["-A", "PLBB-SEP-B2", "-p", "tcp", "-j", "DNAT", "--to-destination",
+            "[2001:2::22]:80"] in r6, r6
+    assert not any("198.18." in x for rule in r6 for x in rule), r6
+    assert Iptables().rules() == [[x.replace("2001:2::101/128", f"{VIP_IPTABLES}/32")
+                                   .replace("[2001:2::21]:", f"{HOSTS['b1']}:")
+                                   .replace("[2001:2::22]:", f"{HOSTS['b2']}:")
+                                   .replace("[2001:2::23]:", f"{HOSTS['b3']}:") for x in rule]
+                                  for rule in r6]
+    h6 = haproxy_config(FAM6, Path("/d"), 1000)
+    assert "bind [2001:2::102]:80" in h6 and "source [2001:2::4]" in h6, h6
+    assert "server b3 [2001:2::23]:80" in h6 and "pidfile /d/haproxy-v6.pid" in h6, h6
+    h4 = haproxy_config(FAM4, Path("/d"), 1000)
+    assert f"bind {VIP_HAPROXY}:80" in h4 and f"source {SRC_HAPROXY}\n" in h4, h4
+    n6 = nginx_stream_config(FAM6, Path("/d"), "", False)
+    assert "listen [2001:2::103]:80 backlog=4096;" in n6 and "proxy_bind 2001:2::5;" in n6, n6
+    assert "server [2001:2::21]:80;" in n6 and "pid /d/lbnginx-v6.pid;" in n6, n6
+    assert "198.18." not in n6 and "198.18." not in h6
+    assert parse_podlb_variants("afpacket-nat-w1, tap-dsr-w2") == [("afpacket", "nat", 1),
+                                                                  ("tap", "dsr", 2)]
+    for bad in ("afpacket-nat", "afpacket-snat-w1", "ebpf-nat-w1"):
+        try:
+            parse_podlb_variants(bad)
+            raise AssertionError(f"accepted --ipv6-podlb {bad!r}")
+        except ValueError:
+            pass
+    print("self-test: 28 passed, 0 failed")
     return 0
 
 
@@ -1643,6 +1864,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--only-udp", action="store_true",
                    help="only the UDP phase (no TCP rounds, no latency phase); default --out "
                         "docs/benchmarks-udp.md")
+    p.add_argument("--ipv6", action="store_true",
+                   help="add IPv6 cases to the TCP rounds (same rounds, same measurements, "
+                        "addresses of 2001:2::/48): direct, ip6tables (DNAT + MASQUERADE), "
+                        "haproxy and nginx as far as --cases has them, and the podlb variants "
+                        "of --ipv6-podlb; reported in an `IPv6` section with ratios ÷ ip6tables "
+                        "beside the IPv4 ones")
+    p.add_argument("--only-ipv6", action="store_true",
+                   help="only the IPv6 cases (no IPv4 rounds, no latency or UDP phase); "
+                        "default --out docs/benchmarks-ipv6.md")
+    p.add_argument("--ipv6-podlb", default=IPV6_PODLB_DEFAULT,
+                   help="podlb variants of the IPv6 cases, comma list of IO-MODE-wN (IO: "
+                        "afpacket, tap, xdp; MODE: nat, dsr), default " + IPV6_PODLB_DEFAULT)
     p.add_argument("--udp-iperf", default=UDP_IPERF_DEFAULT,
                    help="iperf3 -u runs of the UDP phase, comma list of PAYLOAD@RATE (-l bytes, "
                         f"-b bits/s; default {UDP_IPERF_DEFAULT})")
@@ -1665,15 +1898,26 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     a = p.parse_args(argv)
     if a.quick:
         a.rounds, a.duration = 1, 2
-    if a.only_latency and a.only_udp:
-        p.error("--only-latency and --only-udp exclude each other")
+    if sum((a.only_latency, a.only_udp, a.only_ipv6)) > 1:
+        p.error("--only-latency, --only-udp and --only-ipv6 exclude each other")
+    if a.only_ipv6 and a.udp:
+        p.error("--only-ipv6 has no UDP phase (--udp measures IPv4)")
+    if a.ipv6 and (a.only_latency or a.only_udp):
+        p.error("--ipv6 adds to the TCP rounds, which --only-latency and --only-udp leave out")
     if a.only_latency:
         a.latency = True
     if a.only_udp:
         a.udp, a.latency = True, False
+    if a.only_ipv6:
+        a.ipv6, a.latency = True, False
     if a.out is None:
         a.out = ("docs/benchmarks-latency.md" if a.only_latency else
-                 "docs/benchmarks-udp.md" if a.only_udp else "docs/benchmarks-netns.md")
+                 "docs/benchmarks-udp.md" if a.only_udp else
+                 "docs/benchmarks-ipv6.md" if a.only_ipv6 else "docs/benchmarks-netns.md")
+    try:
+        a.ipv6_variants = parse_podlb_variants(a.ipv6_podlb)
+    except ValueError as e:
+        p.error(str(e))
     if a.rounds < 1 or a.duration < 1:
         p.error("--rounds and --duration must be >= 1")
     if a.dns_sockets < 1 or a.dns_outstanding < 1 or a.dns_procs < 1:
@@ -1721,6 +1965,37 @@ def build_cases(args: argparse.Namespace) -> tuple[list[Case], dict[str, str]]:
 
 
 
+def parse_podlb_variants(text: str) -> list[tuple[str, str, int]]:
+    """`--ipv6-podlb`: IO-MODE-wN items, e.g. afpacket-nat-w1 -> ("afpacket", "nat", 1)."""
+    out = []
+    for part in (x.strip() for x in text.split(",") if x.strip()):
+        m = re.fullmatch(r"(afpacket|tap|xdp)-(nat|dsr)-w([1-9][0-9]*)", part)
+        if not m:
+            raise ValueError(f"--ipv6-podlb: {part!r} is not IO-MODE-wN (e.g. afpacket-nat-w1)")
+        out.append((m.group(1), m.group(2), int(m.group(3))))
+    return out
+
+
+def build_cases6(args: argparse.Namespace) -> tuple[list[Case], dict[str, str]]:
+    """The IPv6 cases: those of --cases (iptables as ip6tables), podlb as --ipv6-podlb."""
+    wanted = [c.strip() for c in args.cases.split(",") if c.strip()]
+    cases: list[Case] = []
+    skipped: dict[str, str] = {}
+    table = {"direct": lambda: Direct(FAM6), "iptables": lambda: Iptables(fam=FAM6),
+             "haproxy": lambda: Haproxy(FAM6), "nginx": lambda: NginxStream(fam=FAM6)}
+    for w in wanted:
+        if w in table:
+            cases.append(table[w]())
+    if "podlb" in wanted and not args.no_podlb:
+        binary = resolve_bin(args.podlb_bin)
+        for i, (io, mode, w) in enumerate(args.ipv6_variants):
+            c = Podlb(binary, io, mode, w, args.podlb_timeout, index=i, fam=FAM6)
+            if not (binary.is_file() and os.access(binary, os.X_OK)):
+                skipped[c.name] = f"podlb binary {binary} not found (cargo build --release)"
+            cases.append(c)
+    return cases, skipped
+
+
 def preflight(cases: list[Case], args: argparse.Namespace) -> None:
     if args.latency and not resolve_bin(args.loadgen_bin).is_file():
         raise BenchError(f"{args.loadgen_bin} not found: {LOADGEN_HELP} (or --no-latency)")
@@ -1731,6 +2006,8 @@ def preflight(cases: list[Case], args: argparse.Namespace) -> None:
     names = {c.name for c in cases}
     if "iptables" in names:
         need.add("iptables")
+    if "ip6tables" in names:
+        need.add("ip6tables")
     if "haproxy" in names:
         need.add("haproxy")
     if args.udp and not os.access(dnsmasq_bin(), os.X_OK):
@@ -1755,11 +2032,16 @@ def bench(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     rc = 0
     cases, skipped = build_cases(args)
-    preflight(cases, args)
-    active = [c for c in cases if c.name not in skipped]
-    for why in sorted(set(skipped.values())):
-        names = [n for n, w in skipped.items() if w == why]
-        log(f"skip {', '.join(names)}: {why}")
+    cases6, skipped6 = build_cases6(args) if args.ipv6 else ([], {})
+    if args.only_ipv6:  # no IPv4 case runs
+        cases, skipped = [], {}
+    preflight(cases + cases6, args)
+    active = [c for c in cases if c.name not in skipped] + \
+        [c for c in cases6 if c.name not in skipped6]
+    for fam_label, sk in (("", skipped), ("IPv6 ", skipped6)):
+        for why in sorted(set(sk.values())):
+            names = [n for n, w in sk.items() if w == why]
+            log(f"skip {fam_label}{', '.join(names)}: {why}")
     if not active:
         raise BenchError("no case to run")
     per_case = 0 if args.only_latency or args.only_udp else 3 * args.duration + 12
@@ -1777,34 +2059,48 @@ def bench(args: argparse.Namespace) -> int:
     info = machine_info(args, resolve_bin(args.podlb_bin))
     RES.tmpdir = Path(tempfile.mkdtemp(prefix=nslab.TMP_PREFIX))
     build_topology()
-    start_backends(udp=args.udp)
+    if args.ipv6:
+        add_ipv6()
+    start_backends(udp=args.udp, ipv6=args.ipv6)
     log(f"topology up (namespaces {RES.lab.id}-*); backends answer")
 
-    results: dict[str, list[dict]] = {c.name: [] for c in active}
+    # the IPv6 cases share the rounds (one rotated order over both families), not the tables
+    results: dict[str, list[dict]] = {c.name: [] for c in active if c.fam is FAM4}
+    results6: dict[str, list[dict]] = {c.name: [] for c in active if c.fam is FAM6}
+
+    def res_of(c: Case) -> dict[str, list[dict]]:
+        return results6 if c.fam is FAM6 else results
+
+    def skip_of(c: Case) -> dict[str, str]:
+        return skipped6 if c.fam is FAM6 else skipped
+
+    def label(c: Case) -> str:
+        return c.name + ("/v6" if c.fam is FAM6 else "")
+
     for rnd in range(0 if args.only_latency or args.only_udp else args.rounds):
         k = rnd % len(active)
         order = active[k:] + active[:k]
-        log(f"round {rnd + 1}/{args.rounds}: {' '.join(c.name for c in order)} "
+        log(f"round {rnd + 1}/{args.rounds}: {' '.join(label(c) for c in order)} "
             f"(load {os.getloadavg()[0]:.2f})")
         for c in order:
             def body(c: Case = c) -> dict:
                 entry = measure(c, args)
                 ka, cc = entry["ka"], entry["cc"]
                 gb = entry.get("iperf", {}).get("gbps")
-                log(f"  {c.name:24s} ka {ka['rps']:>10,.0f} req/s p99 "
+                log(f"  {label(c):24s} ka {ka['rps']:>10,.0f} req/s p99 "
                     f"{fmt(ka.get('p99_ms'), '{:.3f}')} ms | close {cc['rps']:>8,.0f}/s"
                     f" | iperf3 {fmt(gb, '{:.2f}')} Gbit/s"
                     f" | errors {ka['error_total']}/{cc['error_total']}")
                 if "iperf_error" in entry:
                     log(f"    iperf3: {entry['iperf_error']}")
                 return entry
-            results[c.name].append(run_case(c, rnd, body))
+            res_of(c)[c.name].append(run_case(c, rnd, body))
         # a podlb variant that never started is reported as skipped, not as zeros
         for c in active:
-            if isinstance(c, Podlb) and c.broken and c.name not in skipped:
-                if all("error" in r for r in results[c.name]):
-                    skipped[c.name] = c.broken.splitlines()[0][:200]
-        active = [c for c in active if c.name not in skipped or not isinstance(c, Podlb)]
+            if isinstance(c, Podlb) and c.broken and c.name not in skip_of(c):
+                if all("error" in r for r in res_of(c)[c.name]):
+                    skip_of(c)[c.name] = c.broken.splitlines()[0][:200]
+        active = [c for c in active if c.name not in skip_of(c) or not isinstance(c, Podlb)]
         if not active:
             break
 
@@ -1833,7 +2129,7 @@ def bench(args: argparse.Namespace) -> int:
         out = REPO_ROOT / out
     out.parent.mkdir(parents=True, exist_ok=True)
     chart, note = (None, "disabled (--no-chart)")
-    if not args.no_chart and not args.only_latency and not args.only_udp:
+    if not args.no_chart and not args.only_latency and not args.only_udp and not args.only_ipv6:
         chart, note = make_chart(out.with_suffix(".png"), cases, results, skipped)
         if chart is None:
             log(f"chart {note}")
@@ -1841,8 +2137,15 @@ def bench(args: argparse.Namespace) -> int:
         text = "\n".join(header_lines(info, args, "netns latency benchmark")) + "\n"
     elif args.only_udp:
         text = "\n".join(header_lines(info, args, "netns UDP benchmark")) + "\n"
+    elif args.only_ipv6:
+        text = "\n".join(header_lines(info, args, "netns IPv6 benchmark")) + "\n"
     else:
         text = render(info, cases, results, skipped, args, chart, note)
+    ipv6 = None
+    if args.ipv6:
+        text += "\n" + render_ipv6(cases6, results6, skipped6, cases, results, skipped)
+        ipv6 = {"hosts": HOSTS6, "cases": {c.name: c.description for c in cases6},
+                "skipped": skipped6, "results": results6}
     if udp is not None:
         text += "\n" + render_udp(udp, cases, args)
     if lat is not None:
@@ -1854,11 +2157,14 @@ def bench(args: argparse.Namespace) -> int:
                                       lnote, args)
     out.write_text(text)
     out.with_suffix(".json").write_text(json.dumps(
-        {"info": info, "skipped": skipped, "results": results, "latency": lat, "udp": udp},
+        {"info": info, "skipped": skipped, "results": results, "latency": lat, "udp": udp,
+         "ipv6": ipv6},
         indent=1))
     print(text)
     log(f"wrote {out} and {out.with_suffix('.json')}")
     if any("error" in r for name, rs in results.items() if name not in skipped for r in rs):
+        rc = 1
+    if any("error" in r for name, rs in results6.items() if name not in skipped6 for r in rs):
         rc = 1
     if lat and any("error" in r for rs in lat["results"].values() for r in rs):
         rc = 1

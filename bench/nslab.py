@@ -426,7 +426,7 @@ http {{
     uwsgi_temp_path {d}/{name}-tmp/uwsgi;
     scgi_temp_path {d}/{name}-tmp/scgi;
     server {{
-        listen 80 backlog=4096;
+        listen 80 backlog=4096;{listen6}
         location / {{ return 200 "{body}\\n"; }}
     }}
 }}
@@ -540,17 +540,19 @@ def podlb_config(spec: dict) -> str:
     return run([str(lab_bin()), "config", "-"], input_text=json.dumps(spec)).stdout
 
 
-def start_nginx_backend(role: str, host: str, body: str = "ok", label: str = ""
-                        ) -> subprocess.Popen:
+def start_nginx_backend(role: str, host: str, body: str = "ok", label: str = "",
+                        ipv6: bool = False) -> subprocess.Popen:
     """nginx (NGINX_BACKEND_CONF, port 80 on every address) answering `body` in namespace
     `role`, logging to `<label>nginx-<role>.log`; waits until `host`:80 accepts from the client
-    namespace."""
+    namespace. `ipv6`: port 80 on every IPv6 address too (`listen [::]:80`)."""
     assert RES.tmpdir is not None
     d = RES.tmpdir
     (d / f"{role}-tmp").mkdir(exist_ok=True)
     conf = d / f"{role}-nginx.conf"
+    listen6 = "\n        listen [::]:80 backlog=4096;" if ipv6 else ""
     conf.write_text(NGINX_BACKEND_CONF.format(d=d, name=role, nofile=NOFILE, body=body,
-                                              wconn=max(1024, min(16384, NOFILE - 100))))
+                                              wconn=max(1024, min(16384, NOFILE - 100)),
+                                              listen6=listen6))
     elog = str(d / f"{role}.error.log")
     run(nsx(role, "nginx", "-t", "-q", "-p", str(d), "-e", elog, "-c", str(conf)))
     name = f"{label}nginx-{role}"
